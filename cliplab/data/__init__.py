@@ -1,0 +1,63 @@
+"""Datasets: one ``load_dataset(spec)`` for built-in, torchvision, folder and caption-file datasets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cliplab.data.base import FileSource, ImageDataset, ImageSource, IndexedSource
+from cliplab.errors import DatasetError
+
+DATASET_HELP = (
+    "shapes[:ATTRIBUTE] (built-in synthetic), a torchvision name (cifar10, cifar100, food101, eurosat, stl10, "
+    "flowers102, oxford_pets, dtd, mnist), a folder of class subfolders or images, or a caption file (.csv/.jsonl)"
+)
+
+
+def load_dataset(spec: str, *, split: str | None = None, data_root: str | None = None, limit: int | None = None,
+                 classnames: str | None = None, cache_dir: str | Path | None = None,
+                 download: bool = True) -> ImageDataset:
+    """Resolve a ``--dataset`` value to an :class:`ImageDataset`.
+
+    ``limit`` keeps a seeded random subset of that many images (in original order), so that a limited run
+    still covers every class of a class-sorted folder.
+    """
+    from cliplab.paths import resolve_cache_dir
+
+    cache = resolve_cache_dir(cache_dir)
+    ds = _resolve(spec, split, data_root, classnames, cache, download)
+    if limit is not None and limit < len(ds):
+        if limit <= 0:
+            raise DatasetError(f"--limit must be positive, got {limit}")
+        keep = np.sort(np.random.default_rng(0).permutation(len(ds))[:limit])
+        ds = ds.subset(keep, tag=f"limit{limit}")
+    return ds
+
+
+def _resolve(spec, split, data_root, classnames, cache: Path, download: bool) -> ImageDataset:
+    from cliplab.data.torchvision_sets import canonical_name, load_torchvision
+
+    name, _, attribute = spec.partition(":")
+    if name == "shapes":
+        from cliplab.data.shapes import load_shapes
+
+        return load_shapes(cache, split=split or "test", attribute=attribute or "shape")
+    if canonical_name(spec) and not Path(spec).exists():
+        root = data_root or str(cache / "torchvision")
+        return load_torchvision(spec, root, split=split or "test", download=download, classnames_file=classnames)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        from cliplab.data.folder import load_folder
+
+        return load_folder(path, split=split, classnames_file=classnames)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in (".csv", ".tsv", ".jsonl", ".ndjson"):
+            from cliplab.data.captions import load_caption_file
+
+            return load_caption_file(path, split=split or "all")
+        raise DatasetError(f"--dataset {spec}: unsupported file type {suffix!r}; expected {DATASET_HELP}")
+    raise DatasetError(f"--dataset {spec!r} is not a known dataset or an existing path; expected {DATASET_HELP}")
+
+
+__all__ = ["load_dataset", "ImageDataset", "ImageSource", "FileSource", "IndexedSource", "DATASET_HELP"]

@@ -1,0 +1,183 @@
+"""The dataset model every task sees: image sources + labels/captions + class names + a fingerprint."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from cliplab.io import hash_file
+
+
+class ImageSource:
+    """Indexable images with a stable cache key per item.
+
+    ``key(i)`` identifies the image *content* (file hash, or dataset fingerprint + index) so the embedding
+    cache stays valid when files move and is invalidated when they change.
+    """
+
+    def __len__(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def id(self, i: int) -> str:  # human-readable: a path or "name[i]"
+        raise NotImplementedError
+
+    def keys(self) -> list[str | None]:
+        """Cache keys for all items; ``None`` for an item that cannot be read (reason in ``key_errors``)."""
+        raise NotImplementedError
+
+    def load(self, i: int) -> Image.Image:
+        raise NotImplementedError
+
+    key_errors: dict[int, str]
+
+
+class FileSource(ImageSource):
+    def __init__(self, paths: Sequence[str | os.PathLike]):
+        self.paths = [str(p) for p in paths]
+        self.key_errors: dict[int, str] = {}
+        self._keys: list[str | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def id(self, i: int) -> str:
+        return self.paths[i]
+
+    def keys(self) -> list[str | None]:
+        if self._keys is None:
+            def one(i: int) -> str | None:
+                try:
+                    return "f:" + hash_file(self.paths[i])
+                except OSError as exc:
+                    self.key_errors[i] = f"unreadable file: {exc.strerror or exc}"
+                    return None
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                self._keys = list(pool.map(one, range(len(self.paths))))
+        return self._keys
+
+    def load(self, i: int) -> Image.Image:
+        from cliplab.data.imageio import open_rgb
+
+        return open_rgb(self.paths[i])
+
+
+class IndexedSource(ImageSource):
+    """Images produced by a callable (a torchvision dataset, an in-memory array), keyed by fingerprint + index."""
+
+    def __init__(self, n: int, loader: Callable[[int], Image.Image], fingerprint: str, name: str):
+        self.n = n
+        self.loader = loader
+        self.fingerprint = fingerprint
+        self.name = name
+        self.key_errors: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def id(self, i: int) -> str:
+        return f"{self.name}[{i}]"
+
+    def keys(self) -> list[str | None]:
+        return [f"d:{self.fingerprint}:{i}" for i in range(self.n)]
+
+    def load(self, i: int) -> Image.Image:
+        from cliplab.data.imageio import to_rgb
+
+        return to_rgb(self.loader(i))
+
+
+class SubsetSource(ImageSource):
+    def __init__(self, base: ImageSource, indices: Sequence[int]):
+        self.base = base
+        self.indices = list(indices)
+        self.key_errors: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def id(self, i: int) -> str:
+        return self.base.id(self.indices[i])
+
+    def keys(self) -> list[str | None]:
+        all_keys = self.base.keys()
+        out = [all_keys[j] for j in self.indices]
+        pos = {j: i for i, j in enumerate(self.indices)}
+        self.key_errors = {pos[j]: r for j, r in self.base.key_errors.items() if j in pos}
+        return out
+
+    def load(self, i: int) -> Image.Image:
+        return self.base.load(self.indices[i])
+
+
+@dataclass
+class ImageDataset:
+    """A dataset split as cliplab sees it.
+
+    ``labels[i]`` indexes ``classnames`` (or is -1 / absent for caption-only data); ``captions[i]`` is the list
+    of captions of image i (possibly empty). ``attributes`` holds extra per-image label columns (e.g. shapes'
+    colour/size) keyed by attribute name, each with its own class names in ``attribute_classnames``.
+    """
+
+    name: str
+    split: str
+    source: ImageSource
+    fingerprint: str
+    classnames: list[str] | None = None
+    labels: np.ndarray | None = None
+    captions: list[list[str]] | None = None
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
+    attribute_classnames: dict[str, list[str]] = field(default_factory=dict)
+    templates_hint: str | None = None  # name of the template set that fits this dataset, if any
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    @property
+    def paths(self) -> list[str] | None:
+        return list(self.source.paths) if isinstance(self.source, FileSource) else None
+
+    def subset(self, indices: Sequence[int], tag: str) -> "ImageDataset":
+        idx = np.asarray(indices, dtype=np.int64)
+        return ImageDataset(
+            name=self.name,
+            split=self.split,
+            source=SubsetSource(self.source, idx.tolist()),
+            fingerprint=f"{self.fingerprint}:{tag}",
+            classnames=self.classnames,
+            labels=None if self.labels is None else self.labels[idx],
+            captions=None if self.captions is None else [self.captions[i] for i in idx],
+            attributes={k: v[idx] for k, v in self.attributes.items()},
+            attribute_classnames=self.attribute_classnames,
+            templates_hint=self.templates_hint,
+        )
+
+    def with_label(self, attribute: str) -> "ImageDataset":
+        """Use one of ``attributes`` as the label column."""
+        if attribute not in self.attributes:
+            from cliplab.errors import DatasetError
+
+            raise DatasetError(
+                f"dataset {self.name!r} has no attribute {attribute!r}; choose one of {sorted(self.attributes)}"
+            )
+        return ImageDataset(
+            name=f"{self.name}:{attribute}",
+            split=self.split,
+            source=self.source,
+            fingerprint=self.fingerprint,
+            classnames=self.attribute_classnames[attribute],
+            labels=self.attributes[attribute],
+            captions=self.captions,
+            attributes=self.attributes,
+            attribute_classnames=self.attribute_classnames,
+            templates_hint=self.templates_hint,
+        )
+
+
+def path_str(p: str | os.PathLike) -> str:
+    return str(Path(p))

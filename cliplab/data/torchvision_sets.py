@@ -1,0 +1,104 @@
+"""torchvision datasets by name. They download when online; offline, a one-line error says what to do."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cliplab.data.base import ImageDataset, IndexedSource
+from cliplab.data.classnames import clean_classnames, read_classnames
+from cliplab.errors import DatasetError
+
+
+# name -> (torchvision class name, how to pass the split, template set that fits)
+_SPECS = {
+    "cifar10": ("CIFAR10", lambda s: {"train": s == "train"}, "openai-cifar"),
+    "cifar100": ("CIFAR100", lambda s: {"train": s == "train"}, "openai-cifar"),
+    "food101": ("Food101", lambda s: {"split": s}, "openai-food101"),
+    "eurosat": ("EuroSAT", lambda s: {}, "openai-eurosat"),
+    "stl10": ("STL10", lambda s: {"split": s}, "openai-imagenet-80"),
+    "flowers102": ("Flowers102", lambda s: {"split": s}, "openai-imagenet-80"),
+    "oxford_pets": ("OxfordIIITPet", lambda s: {"split": "trainval" if s == "train" else s}, "openai-imagenet-80"),
+    "dtd": ("DTD", lambda s: {"split": s}, "openai-imagenet-80"),
+    "mnist": ("MNIST", lambda s: {"train": s == "train"}, "simple"),
+}
+ALIASES = {"pets": "oxford_pets", "oxford-pets": "oxford_pets", "oxfordpets": "oxford_pets", "cifar-10": "cifar10",
+           "cifar-100": "cifar100", "food-101": "food101", "stl-10": "stl10", "flowers": "flowers102"}
+TORCHVISION_DATASETS = sorted(_SPECS)
+
+
+def canonical_name(name: str) -> str | None:
+    key = name.lower()
+    key = ALIASES.get(key, key)
+    return key if key in _SPECS else None
+
+
+def _classes(ds) -> list[str]:
+    classes = getattr(ds, "classes", None)
+    if classes:
+        return clean_classnames([str(c) for c in classes])
+    targets = getattr(ds, "_labels", None) or getattr(ds, "targets", None) or []
+    return [str(i) for i in range(int(max(targets)) + 1)] if len(targets) else []
+
+
+def _targets(ds) -> np.ndarray:
+    for attr in ("targets", "_labels", "labels", "_samples"):
+        t = getattr(ds, attr, None)
+        if t is not None and attr != "_samples":
+            return np.asarray(t, dtype=np.int64)
+        if attr == "_samples" and t is not None:
+            return np.asarray([y for _, y in t], dtype=np.int64)
+    return np.asarray([ds[i][1] for i in range(len(ds))], dtype=np.int64)
+
+
+def load_torchvision(name: str, root: str | Path, split: str = "test", download: bool = True,
+                     classnames_file: str | None = None) -> ImageDataset:
+    import torchvision.datasets as tvd
+
+    key = canonical_name(name)
+    if key is None:
+        raise DatasetError(f"unknown torchvision dataset {name!r}; known: {', '.join(TORCHVISION_DATASETS)}")
+    cls_name, split_kw, templates = _SPECS[key]
+    root = Path(root).expanduser()
+    cls = getattr(tvd, cls_name)
+    try:
+        try:
+            ds = cls(root=str(root), download=False, **split_kw(split))
+        except (RuntimeError, FileNotFoundError):
+            if not download:
+                raise
+            ds = cls(root=str(root), download=True, **split_kw(split))
+    except (ValueError, TypeError) as exc:
+        raise DatasetError(f"{key}: invalid --split {split!r} ({exc})") from None
+    except Exception as exc:  # network errors come in many types (URLError, HTTPError, socket errors, ...)
+        raise DatasetError(
+            f"{key} is not in --data-root {root} and could not be downloaded ({type(exc).__name__}: "
+            f"{str(exc)[:120]}). Download it on a machine with internet into {root}, or pass an image folder "
+            f"as --dataset PATH."
+        ) from None
+
+    targets = _targets(ds)
+    if key == "eurosat":
+        # EuroSAT ships without splits: a fixed, seeded 80/20 train/test partition.
+        perm = np.random.default_rng(0).permutation(len(ds))
+        cut = int(0.8 * len(ds))
+        keep = np.sort(perm[:cut] if split == "train" else perm[cut:])
+    else:
+        keep = np.arange(len(ds))
+    classnames = _classes(ds)
+    if classnames_file:
+        classnames = read_classnames(classnames_file, expected=len(classnames) or None)
+    fingerprint = f"tv:{key}:{split}:{len(ds)}"
+    src = IndexedSource(len(keep), _ItemImage(ds, keep), fingerprint, f"{key}-{split}")
+    return ImageDataset(name=key, split=split, source=src, fingerprint=fingerprint, classnames=classnames,
+                        labels=targets[keep], templates_hint=templates)
+
+
+class _ItemImage:
+    """Picklable ``i -> PIL image`` over a torchvision dataset (DataLoader workers may pickle it)."""
+
+    def __init__(self, ds, keep: np.ndarray):
+        self.ds, self.keep = ds, keep
+
+    def __call__(self, i: int):
+        return self.ds[int(self.keep[i])][0]

@@ -1,0 +1,71 @@
+"""Models: one ``load_model`` for open_clip names/tags, hf-hub/local-dir, config JSON + checkpoint, and HF CLIP."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from cliplab.errors import ModelLoadError
+from cliplab.io import hash_json
+from cliplab.models.base import LoadedModel
+
+PRECISIONS = ("fp32", "amp", "amp_bf16", "fp16", "bf16")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return dev
+
+
+def load_model(model: str, pretrained: str | None = None, device: str | torch.device | None = None,
+               precision: str | None = None, cache_dir: str | Path | None = None,
+               force_quick_gelu: bool | None = None) -> LoadedModel:
+    """Load a CLIP model from any supported source.
+
+    - ``load_model("ViT-B-32", "openai")`` — open_clip name + pretrained tag (QuickGELU applied as the tag needs)
+    - ``load_model("ViT-B-32", "/path/ckpt.pt")`` — open_clip name + local checkpoint
+    - ``load_model("my_config.json", "/path/ckpt.pt")`` — custom open_clip model config + checkpoint
+    - ``load_model("hf-hub:org/name")`` / ``load_model("local-dir:/folder")`` — open_clip hub/folder layouts
+    - ``load_model("hf:openai/clip-vit-base-patch32")`` — Hugging Face transformers CLIP (extra ``[hf]``)
+    - ``load_model("tiny-shapes")`` — a model trained by ``cliplab train`` (see ``cliplab models``)
+
+    ``precision`` defaults to ``amp`` (fp16 autocast) on CUDA and ``fp32`` on CPU.
+    """
+    from cliplab.paths import resolve_cache_dir
+
+    cache = resolve_cache_dir(cache_dir)
+    dev = resolve_device(device)
+    precision = precision or ("amp" if dev.type == "cuda" else "fp32")
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if dev.type == "cpu" and precision != "fp32":
+        raise ModelLoadError(f"--precision {precision} needs a GPU; use fp32 on CPU")
+
+    if model.startswith("hf:"):
+        from cliplab.models.hf import load_hf
+
+        parts = load_hf(model, dev, precision)
+    else:
+        from cliplab.models.local import find_local_model
+        from cliplab.models.openclip import load_open_clip
+
+        local = find_local_model(model, cache) if not pretrained else None
+        if local is not None:
+            model, pretrained = str(local.config), str(local.checkpoint)
+        parts = load_open_clip(model, pretrained, dev, precision, cache, force_quick_gelu=force_quick_gelu)
+        if local is not None:
+            parts["name"] = local.name
+
+    fingerprint = hash_json({"arch": parts["arch"], "weights": parts["weights"],
+                             "preprocess": parts["preprocess_cfg"], "precision": precision})[:32]
+    return LoadedModel(model=parts["model"], preprocess=parts["preprocess"], tokenizer=parts["tokenizer"],
+                       fingerprint=fingerprint, name=parts["name"], pretrained=parts["pretrained"], device=dev,
+                       precision=precision, embed_dim=parts["embed_dim"], preprocess_cfg=parts["preprocess_cfg"],
+                       source="hf" if model.startswith("hf:") else "open_clip")
+
+
+__all__ = ["load_model", "LoadedModel", "resolve_device", "PRECISIONS"]

@@ -1,0 +1,68 @@
+"""``LoadedModel``: what every model source is turned into — towers, preprocessing, tokenizer, fingerprint."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    preprocess: Callable  # PIL image -> CHW float tensor (the reference, PIL-based path)
+    tokenizer: Callable  # list[str] -> LongTensor (or a dict of tensors for HF)
+    fingerprint: str  # hash of (architecture, weights, preprocessing, precision)
+    name: str
+    pretrained: str | None
+    device: torch.device
+    precision: str  # fp32 | amp | amp_bf16 | fp16 | bf16
+    embed_dim: int
+    preprocess_cfg: dict[str, Any] = field(default_factory=dict)
+    source: str = "open_clip"  # open_clip | hf
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        size = self.preprocess_cfg.get("size", 224)
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    def autocast(self):
+        if self.device.type == "cuda" and self.precision in ("amp", "amp_bf16"):
+            dtype = torch.bfloat16 if self.precision == "amp_bf16" else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Unnormalised image embeddings as float32 on the CPU."""
+        pixels = pixels.to(self.device, non_blocking=True)
+        if self.precision in ("fp16", "bf16"):
+            pixels = pixels.to(next(self.model.parameters()).dtype)
+        with self.autocast():
+            out = self.model.encode_image(pixels)
+        return out.float().cpu()
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts)
+        tokens = {k: v.to(self.device) for k, v in tokens.items()} if isinstance(tokens, dict) else tokens.to(self.device)
+        with self.autocast():
+            out = self.model.encode_text(tokens)
+        return out.float().cpu()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "pretrained": self.pretrained,
+            "fingerprint": self.fingerprint,
+            "precision": self.precision,
+            "device": str(self.device),
+            "embed_dim": self.embed_dim,
+            "num_params": self.num_params,
+            "preprocess": self.preprocess_cfg,
+        }

@@ -1,0 +1,208 @@
+"""open_clip models: built-in names + pretrained tags, ``hf-hub:``/``local-dir:``, config JSON files, checkpoints."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cliplab.errors import ModelLoadError
+from cliplab.io import hash_file, hash_json
+
+OFFLINE_HINT = ("download the checkpoint on a machine with internet and pass it with --pretrained PATH "
+                "(and --model CONFIG.json for a custom architecture)")
+
+
+def _register_config_file(path: Path, cache_dir: Path) -> tuple[str, dict, dict]:
+    """Register a model-config JSON with open_clip; returns (registered name, model_cfg, preprocess_cfg).
+
+    Accepts open_clip's two config shapes: a bare model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) or an
+    ``open_clip_config.json`` (``{"model_cfg": ..., "preprocess_cfg": ...}``).
+    """
+    import open_clip
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"--model {path}: cannot read model config JSON ({exc})") from None
+    model_cfg = data.get("model_cfg", data)
+    preprocess_cfg = dict(data.get("preprocess_cfg", model_cfg.get("preprocess_cfg", {})))
+    model_cfg = {k: v for k, v in model_cfg.items() if k != "preprocess_cfg"}
+    if not {"embed_dim", "vision_cfg", "text_cfg"} <= set(model_cfg):
+        raise ModelLoadError(f"--model {path}: not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")
+    name = f"{path.stem}-{hash_json(model_cfg)[:8]}"
+    reg_dir = cache_dir / "model_configs"
+    reg_dir.mkdir(parents=True, exist_ok=True)
+    target = reg_dir / f"{name}.json"
+    if not target.exists():
+        from cliplab.io import write_json_atomic
+
+        write_json_atomic(target, model_cfg)
+    open_clip.add_model_config(target)
+    return name, model_cfg, preprocess_cfg
+
+
+def network_available(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def quiet_hub(offline: bool):
+    """Silence open_clip's root-logger chatter; with ``offline``, make the HF hub use its local cache only
+    (cached weights still load; missing ones fail at once instead of after a minute of retries)."""
+    import huggingface_hub.constants as hf_constants
+
+    root = logging.getLogger()
+    hub_logger = logging.getLogger("huggingface_hub")
+    old = (root.level, hub_logger.level, hf_constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE"))
+    root.setLevel(logging.CRITICAL)
+    hub_logger.setLevel(logging.CRITICAL)
+    if offline:
+        hf_constants.HF_HUB_OFFLINE = True
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        root.setLevel(old[0])
+        hub_logger.setLevel(old[1])
+        hf_constants.HF_HUB_OFFLINE = old[2]
+        if old[3] is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old[3]
+
+
+_FILE_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def weights_identity(path: str) -> str:
+    """Content hash of a weights file, memoised per (path, size, mtime) for the life of the process."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASH_MEMO:
+        _FILE_HASH_MEMO[key] = "file:" + hash_file(path)
+    return _FILE_HASH_MEMO[key]
+
+
+def state_dict_identity(model: torch.nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
+    return "state:" + h.hexdigest()
+
+
+def load_open_clip(model: str, pretrained: str | None, device: torch.device, precision: str,
+                   cache_dir: Path, force_quick_gelu: bool | None = None) -> dict[str, Any]:
+    import open_clip
+    from open_clip.pretrained import get_pretrained_cfg
+
+    preprocess_override: dict = {}
+    model_cfg: dict | None = None
+    name = model
+    if model.endswith(".json"):
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise ModelLoadError(f"--model {model}: config file not found")
+        name, model_cfg, preprocess_override = _register_config_file(path, cache_dir)
+    elif model.startswith(("hf-hub:", "local-dir:")):
+        if pretrained:
+            raise ModelLoadError(f"--model {model} carries its own weights; drop --pretrained {pretrained}")
+        if model.startswith("local-dir:") and not Path(model[len("local-dir:"):]).is_dir():
+            raise ModelLoadError(f"--model {model}: folder not found (it should hold open_clip_config.json and weights)")
+    else:
+        model_cfg = open_clip.get_model_config(model)
+        if model_cfg is None:
+            raise ModelLoadError(
+                f"unknown model {model!r}; run `cliplab models` for architecture names, or pass --model CONFIG.json")
+
+    tag_cfg = get_pretrained_cfg(name, pretrained) if pretrained and model_cfg is not None else {}
+    if pretrained and not tag_cfg and not os.path.isfile(pretrained):
+        if os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt")):
+            raise ModelLoadError(f"--pretrained {pretrained}: checkpoint file not found")
+        tags = open_clip.list_pretrained_tags_by_model(name) if model_cfg is not None else []
+        raise ModelLoadError(
+            f"--pretrained {pretrained!r} is neither a file nor a known tag for {model}"
+            + (f" (known tags: {', '.join(tags)})" if tags else ""))
+    quick_gelu = bool(tag_cfg.get("quick_gelu", False)) if force_quick_gelu is None else force_quick_gelu
+    if name.endswith("-quickgelu") or (model_cfg or {}).get("quick_gelu"):
+        quick_gelu = False  # already in the architecture
+
+    oc_precision = {"amp": "fp32", "amp_bf16": "fp32"}.get(precision, precision)
+    needs_network = bool(tag_cfg) or model.startswith("hf-hub:")
+    offline = needs_network and not network_available()
+    try:
+        with quiet_hub(offline):
+            net, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, device=device, precision=oc_precision, force_quick_gelu=quick_gelu,
+                image_mean=preprocess_override.get("mean"), image_std=preprocess_override.get("std"),
+                image_interpolation=preprocess_override.get("interpolation"),
+                image_resize_mode=preprocess_override.get("resize_mode"),
+            )
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # download failures surface as RuntimeError/OSError/HF errors
+        msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        why = "no network and not in the local cache" if offline else msg
+        if pretrained and not os.path.isfile(pretrained):
+            raise ModelLoadError(
+                f"cannot get pretrained weights {pretrained!r} for {model} ({why}); {OFFLINE_HINT}") from None
+        if model.startswith("hf-hub:"):
+            raise ModelLoadError(f"cannot get {model} from the Hugging Face hub ({why}); {OFFLINE_HINT}") from None
+        raise ModelLoadError(f"cannot load {model} with --pretrained {pretrained}: {msg}") from None
+    net.eval()
+    tokenizer = open_clip.get_tokenizer(name)
+    pp_cfg = dict(net.visual.preprocess_cfg)
+    if model_cfg is None:  # hf-hub / local-dir: take the config open_clip resolved
+        model_cfg = {"source": model}
+    if pretrained and os.path.isfile(pretrained):
+        weights = weights_identity(pretrained)
+    elif pretrained:
+        weights = "tag:" + hash_json({k: v for k, v in tag_cfg.items()})[:16] + f":{pretrained}"
+    elif model.startswith("local-dir:"):
+        from open_clip.factory import _find_checkpoint_in_dir
+
+        ckpt = _find_checkpoint_in_dir(Path(model[len("local-dir:"):]))
+        weights = weights_identity(ckpt) if ckpt else state_dict_identity(net)
+    elif model.startswith("hf-hub:"):
+        weights = "hub:" + model
+    else:
+        weights = state_dict_identity(net)  # random init: identity is the actual tensors
+    arch = deepcopy(model_cfg)
+    arch["quick_gelu_forced"] = quick_gelu
+    embed_dim = int(getattr(net, "embed_dim", None) or model_cfg.get("embed_dim") or _probe_dim(net, pp_cfg))
+    return dict(model=net, preprocess=preprocess, tokenizer=tokenizer, name=model, pretrained=pretrained,
+                preprocess_cfg=_jsonable(pp_cfg), arch=arch, weights=weights, embed_dim=embed_dim)
+
+
+def _probe_dim(net, pp_cfg) -> int:
+    return int(net.text_projection.shape[-1]) if hasattr(net, "text_projection") else -1
+
+
+def _jsonable(cfg: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+
+
+def list_architectures() -> list[str]:
+    import open_clip
+
+    return open_clip.list_models()
+
+
+def list_pretrained() -> list[tuple[str, str]]:
+    import open_clip
+
+    return open_clip.list_pretrained()
