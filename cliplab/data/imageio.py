@@ -64,7 +64,7 @@ def open_rgb(path: str) -> Image.Image:
         raise BadImage(f"image too large: {exc}") from None
     except OSError as exc:
         msg = str(exc)
-        if "truncated" in msg or "broken data stream" in msg or "image file is truncated" in msg:
+        if "truncated" in msg.lower() or "broken data stream" in msg:
             raise BadImage(f"truncated or corrupt image data ({msg})") from None
         raise BadImage(f"cannot decode image ({msg})") from None
     except (SyntaxError, ValueError, MemoryError) as exc:

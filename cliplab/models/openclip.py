@@ -18,7 +18,7 @@ OFFLINE_HINT = ("download the checkpoint on a machine with internet and pass it 
                 "(and --model CONFIG.json for a custom architecture)")
 
 
-def _register_config_file(path: Path, cache_dir: Path) -> tuple[str, dict, dict]:
+def register_config_file(path: Path, cache_dir: Path) -> tuple[str, dict, dict]:
     """Register a model-config JSON with open_clip; returns (registered name, model_cfg, preprocess_cfg).
 
     Accepts open_clip's two config shapes: a bare model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) or an
@@ -48,8 +48,11 @@ def _register_config_file(path: Path, cache_dir: Path) -> tuple[str, dict, dict]
 
 
 def network_available(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
+    """False when CLIPLAB_OFFLINE=1 or HF_HUB_OFFLINE=1 is set, or the hub cannot be reached."""
     import socket
 
+    if os.environ.get("CLIPLAB_OFFLINE", "") not in ("", "0") or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return False
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -117,7 +120,7 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
         path = Path(model).expanduser()
         if not path.is_file():
             raise ModelLoadError(f"--model {model}: config file not found")
-        name, model_cfg, preprocess_override = _register_config_file(path, cache_dir)
+        name, model_cfg, preprocess_override = register_config_file(path, cache_dir)
     elif model.startswith(("hf-hub:", "local-dir:")):
         if pretrained:
             raise ModelLoadError(f"--model {model} carries its own weights; drop --pretrained {pretrained}")
@@ -137,9 +140,7 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
         raise ModelLoadError(
             f"--pretrained {pretrained!r} is neither a file nor a known tag for {model}"
             + (f" (known tags: {', '.join(tags)})" if tags else ""))
-    quick_gelu = bool(tag_cfg.get("quick_gelu", False)) if force_quick_gelu is None else force_quick_gelu
-    if name.endswith("-quickgelu") or (model_cfg or {}).get("quick_gelu"):
-        quick_gelu = False  # already in the architecture
+    quick_gelu = needs_quick_gelu(name, tag_cfg, model_cfg) if force_quick_gelu is None else force_quick_gelu
 
     oc_precision = {"amp": "fp32", "amp_bf16": "fp32"}.get(precision, precision)
     needs_network = bool(tag_cfg) or model.startswith("hf-hub:")
@@ -186,6 +187,14 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
     embed_dim = int(getattr(net, "embed_dim", None) or model_cfg.get("embed_dim") or _probe_dim(net, pp_cfg))
     return dict(model=net, preprocess=preprocess, tokenizer=tokenizer, name=model, pretrained=pretrained,
                 preprocess_cfg=_jsonable(pp_cfg), arch=arch, weights=weights, embed_dim=embed_dim)
+
+
+def needs_quick_gelu(name: str, tag_cfg: dict, model_cfg: dict | None) -> bool:
+    """OpenAI weights were trained with QuickGELU; open_clip's tag config says so. Force it unless the
+    architecture already has it (``*-quickgelu`` configs)."""
+    if name.endswith("-quickgelu") or (model_cfg or {}).get("quick_gelu"):
+        return False
+    return bool(tag_cfg.get("quick_gelu", False))
 
 
 def _probe_dim(net, pp_cfg) -> int:

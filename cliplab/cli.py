@@ -1,0 +1,272 @@
+"""The ``cliplab`` command line. Presentation only: it parses options, calls studies, prints and writes results."""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from cliplab.errors import CliplabError
+
+app = typer.Typer(
+    name="cliplab",
+    help="Evaluate CLIP-style vision-language models: zero-shot, embeddings, training — cached and reproducible.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# ---- shared options --------------------------------------------------------------------------------------------
+ModelOpt = typer.Option("tiny-shapes", "--model", "-m", help="open_clip architecture (ViT-B-32), hf-hub:org/name, "
+                        "local-dir:FOLDER, a model-config .json, hf:org/name (transformers), or a model trained by "
+                        "`cliplab train` (see `cliplab models`).")
+PretrainedOpt = typer.Option(None, "--pretrained", "-p", help="pretrained tag (openai, laion2b_s34b_b79k, ...) or "
+                             "a checkpoint file (.pt/.bin/.safetensors).")
+DatasetOpt = typer.Option("shapes", "--dataset", "-d", help="shapes[:ATTRIBUTE], a torchvision name (cifar10, "
+                          "cifar100, food101, eurosat, stl10, flowers102, oxford_pets, dtd, mnist), a folder of "
+                          "class subfolders or images, or a caption file (.csv/.jsonl).")
+SplitOpt = typer.Option(None, "--split", help="dataset split (default: test; folders: a subfolder if present).")
+DataRootOpt = typer.Option(None, "--data-root", help="where torchvision datasets are (downloaded when online).")
+LimitOpt = typer.Option(None, "--limit", min=1, help="use a seeded random subset of N images.")
+ClassnamesOpt = typer.Option(None, "--classnames", help="class names file (.txt one per line, or .json list/map).")
+DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available).")
+PrecisionOpt = typer.Option(None, "--precision", help="fp32 | amp | amp_bf16 | fp16 | bf16 (default: amp on GPU, "
+                            "fp32 on CPU).")
+CacheDirOpt = typer.Option(None, "--cache-dir", help="embedding/model/dataset cache (default: user cache dir, or "
+                           "$CLIPLAB_CACHE_DIR).")
+BatchOpt = typer.Option(64, "--batch-size", min=1, help="images per batch.")
+WorkersOpt = typer.Option(None, "--workers", min=0, help="DataLoader worker processes (default: automatic).")
+NoCacheOpt = typer.Option(False, "--no-cache", help="recompute embeddings and don't write the cache.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars or tables; only errors.")
+
+
+def handle_errors(fn):
+    """User errors become one line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CliplabError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            typer.echo("interrupted; finished shards are cached and the next run resumes from them", err=True)
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def _out(quiet: bool):
+    from rich.console import Console
+
+    return Console(quiet=quiet)
+
+
+def _load_model(model, pretrained, device, precision, cache_dir):
+    from cliplab.models import load_model
+
+    return load_model(model, pretrained, device=device, precision=precision, cache_dir=cache_dir)
+
+
+def _load_dataset(dataset, split, data_root, limit, classnames, cache_dir):
+    from cliplab.data import load_dataset
+
+    return load_dataset(dataset, split=split, data_root=data_root, limit=limit, classnames=classnames,
+                        cache_dir=cache_dir)
+
+
+def _ensure_default_model(model: str, pretrained: Optional[str], cache_dir, quiet: bool) -> None:
+    """``tiny-shapes`` (the offline default) is trained on first use."""
+    from cliplab.demo import DEFAULT_MODEL, ensure_tiny_model
+
+    if model == DEFAULT_MODEL and pretrained is None:
+        ensure_tiny_model(cache_dir, quiet=quiet)
+
+
+# ---- commands --------------------------------------------------------------------------------------------------
+@app.command()
+@handle_errors
+def zeroshot(
+    model: str = ModelOpt, pretrained: Optional[str] = PretrainedOpt, dataset: str = DatasetOpt,
+    split: Optional[str] = SplitOpt, data_root: Optional[str] = DataRootOpt, limit: Optional[int] = LimitOpt,
+    classnames: Optional[str] = ClassnamesOpt,
+    templates: Optional[List[str]] = typer.Option(
+        None, "--templates", "-t", help="repeatable: a named set (simple, openai-imagenet-80, openai-imagenet-7, "
+        "openai-cifar, openai-eurosat, openai-food101), a .txt/.json file, or a template like 'a sketch of a {}.'. "
+        "Each value is evaluated separately (default: the dataset's usual set)."),
+    ensemble: bool = typer.Option(False, "--ensemble", help="merge all --templates into one ensemble."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="results JSON (CLIP_benchmark shape + config)."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="per-image CSV: true label, top-k labels "
+                                               "and scores (first template set)."),
+    topk: int = typer.Option(5, "--topk", min=1, help="k for --predictions."),
+    device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
+    batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, no_cache: bool = NoCacheOpt,
+    quiet: bool = QuietOpt,
+):
+    """Zero-shot classification: top-1/top-5, mean per-class recall, confusion, per-image predictions."""
+    from cliplab.prompts import resolve_all
+    from cliplab.report.results import predictions_frame, write_json, write_table, zeroshot_json
+    from cliplab.report.tables import zeroshot_table
+    from cliplab.studies.zeroshot import run_zeroshot
+
+    _ensure_default_model(model, pretrained, cache_dir, quiet)
+    ds = _load_dataset(dataset, split, data_root, limit, classnames, cache_dir)
+    sets = resolve_all(templates or [ds.templates_hint or "simple"], ensemble=ensemble)
+    m = _load_model(model, pretrained, device, precision, cache_dir)
+    run = run_zeroshot(m, ds, sets, cache_dir, batch_size=batch_size, num_workers=workers, use_cache=not no_cache,
+                       quiet=quiet)
+    out = _out(quiet)
+    out.print(zeroshot_table(run))
+    _report_failures(run.images.failures, quiet)
+    if output:
+        config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": ds.split, "limit": limit,
+                  "templates": templates, "ensemble": ensemble, "batch_size": batch_size,
+                  "precision": m.precision, "device": str(m.device)}
+        write_json(output, zeroshot_json(run, config))
+        out.print(f"wrote {output}")
+    if predictions:
+        write_table(predictions, predictions_frame(run, k=topk))
+        out.print(f"wrote {predictions}")
+
+
+@app.command()
+@handle_errors
+def embed(
+    model: str = ModelOpt, pretrained: Optional[str] = PretrainedOpt, dataset: str = DatasetOpt,
+    split: Optional[str] = SplitOpt, data_root: Optional[str] = DataRootOpt, limit: Optional[int] = LimitOpt,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help=".npy (+ .ids.csv sidecar) or .parquet."),
+    device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
+    batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, no_cache: bool = NoCacheOpt,
+    shard_batches: int = typer.Option(16, "--shard-batches", min=1, help="batches per cache shard (the resume unit)."),
+    quiet: bool = QuietOpt,
+):
+    """Embed a dataset's images into the cache (resumable), optionally exporting them."""
+    from cliplab.embed import embed_images
+    from cliplab.report.results import write_embeddings
+
+    if output and output.suffix.lower() not in (".npy", ".parquet"):
+        raise CliplabError(f"--output {output}: use a .npy or .parquet file")
+    _ensure_default_model(model, pretrained, cache_dir, quiet)
+    ds = _load_dataset(dataset, split, data_root, limit, None, cache_dir)
+    m = _load_model(model, pretrained, device, precision, cache_dir)
+    res = embed_images(m, ds, cache_dir, batch_size=batch_size, num_workers=workers, use_cache=not no_cache,
+                       shard_batches=shard_batches, quiet=quiet)
+    out = _out(quiet)
+    out.print(f"{len(res.indices)} embeddings (dim {res.embeddings.shape[1]}), {res.computed} computed, "
+              f"{len(res.indices) - res.computed} from cache; model fingerprint {m.fingerprint}")
+    _report_failures(res.failures, quiet)
+    if output:
+        for p in write_embeddings(output, res, ds):
+            out.print(f"wrote {p}")
+
+
+@app.command()
+@handle_errors
+def models(
+    cache_dir: Optional[Path] = CacheDirOpt,
+    pretrained_only: bool = typer.Option(False, "--pretrained-only", help="only architecture/tag pairs."),
+    filter: Optional[str] = typer.Option(None, "--filter", help="substring to match in the name."),
+):
+    """List open_clip architectures with their pretrained tags, and models trained locally."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cliplab.models.local import list_local_models
+    from cliplab.models.openclip import list_architectures, list_pretrained
+    from cliplab.paths import resolve_cache_dir
+
+    tags: dict[str, list[str]] = {}
+    for arch, tag in list_pretrained():
+        tags.setdefault(arch, []).append(tag)
+    table = Table(title="open_clip architectures (use --model ARCH --pretrained TAG)")
+    table.add_column("architecture")
+    table.add_column("pretrained tags")
+    for arch in list_architectures():
+        if (filter and filter.lower() not in arch.lower()) or (pretrained_only and arch not in tags):
+            continue
+        table.add_row(arch, ", ".join(tags.get(arch, [])) or "—")
+    console = Console()
+    console.print(table)
+    local = list_local_models(resolve_cache_dir(cache_dir))
+    lt = Table(title="local models (use --model NAME)")
+    for col in ("name", "trained on", "images", "train s", "folder"):
+        lt.add_column(col)
+    for lm in local:
+        lt.add_row(lm.name, str(lm.meta.get("dataset", "?")), str(lm.meta.get("images", "?")),
+                   str(lm.meta.get("train_seconds", "?")), str(lm.folder))
+    console.print(lt if local else "no local models yet (`cliplab train` or `cliplab demo` makes one)")
+    console.print("Hugging Face transformers CLIP: --model hf:openai/clip-vit-base-patch32 (pip install 'cliplab[hf]')")
+
+
+@app.command()
+@handle_errors
+def train(
+    dataset: str = typer.Option("shapes", "--dataset", "-d", help="captioned data: a caption file (.csv/.jsonl) or "
+                                "shapes."),
+    split: Optional[str] = typer.Option("train", "--split", help="split to train on."),
+    name: str = typer.Option("tiny-shapes", "--name", help="model name (saved to <cache>/models/NAME)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="open_clip architecture or config .json to "
+                                        "train (default: cliplab's tiny ViT)."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", "-p", help="fine-tune from this tag/checkpoint."),
+    epochs: int = typer.Option(16, "--epochs", min=1), batch_size: int = typer.Option(128, "--batch-size", min=2),
+    lr: float = typer.Option(2e-3, "--lr"), seed: int = typer.Option(0, "--seed"),
+    limit: Optional[int] = LimitOpt, output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="save "
+                                                                                "here instead of the cache."),
+    cache_dir: Optional[Path] = CacheDirOpt, quiet: bool = QuietOpt,
+):
+    """Train or fine-tune an open_clip model with the CLIP contrastive loss on a caption file."""
+    import json
+
+    from cliplab.paths import resolve_cache_dir
+    from cliplab.train import TrainConfig, train_clip
+
+    cache = resolve_cache_dir(cache_dir)
+    ds = _load_dataset(dataset, split, None, limit, None, cache)
+    model_cfg = base = None
+    if model and model.endswith(".json"):
+        if not Path(model).is_file():
+            raise CliplabError(f"--model {model}: config file not found")
+        model_cfg = json.loads(Path(model).read_text())
+        model_cfg = model_cfg.get("model_cfg", model_cfg)
+    elif model:
+        base = model
+    folder = train_clip(ds, cache, name, out_dir=output_dir, model_cfg=model_cfg, base_model=base,
+                        pretrained=pretrained, config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
+                                                                  seed=seed), quiet=quiet)
+    meta = json.loads((folder / "meta.json").read_text())
+    _out(quiet).print(f"trained {name} on {meta['images']} images in {meta['train_seconds']} s "
+                      f"(final loss {meta['history'][-1]['loss']:.3f}); saved to {folder}\n"
+                      f"use it with --model {name}" + (f" --cache-dir {cache_dir}" if cache_dir else "")
+                      + f"  or  --model {folder / (name + '.json')} --pretrained {folder / (name + '.pt')}")
+
+
+@app.command()
+@handle_errors
+def demo(cache_dir: Optional[Path] = CacheDirOpt, quiet: bool = QuietOpt):
+    """Offline demo: build `shapes`, train (or reuse) the tiny CLIP, run zero-shot with several template sets."""
+    from cliplab.demo import run_demo
+
+    run_demo(cache_dir, quiet=quiet)
+
+
+def _report_failures(failures, quiet: bool) -> None:
+    if not failures:
+        return
+    from cliplab.progress import console
+
+    console.print(f"[yellow]skipped {len(failures)} image(s) that could not be used:[/yellow]")
+    for _, ident, reason in failures[:20]:
+        console.print(f"  {ident}: {reason}")
+    if len(failures) > 20:
+        console.print(f"  ... and {len(failures) - 20} more (all listed in --output JSON)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""The only code that runs the towers for evaluation: batched, cached, resumable, tolerant of bad files."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cliplab.data.base import ImageDataset, ImageSource
+from cliplab.embed.cache import EmbeddingCache
+from cliplab.io import hash_bytes
+from cliplab.models.base import LoadedModel
+from cliplab.progress import progress_bar
+
+
+@dataclass
+class EmbeddingResult:
+    """Embeddings of the images that could be used, in dataset order.
+
+    ``embeddings[j]`` belongs to dataset item ``indices[j]``; ``failures`` lists ``(index, id, reason)`` of the
+    items that were skipped. Embeddings are raw (not L2-normalised) float32.
+    """
+
+    embeddings: np.ndarray
+    indices: np.ndarray
+    failures: list[tuple[int, str, str]] = field(default_factory=list)
+    computed: int = 0  # rows computed in this run (the rest came from the cache)
+    seconds: float = 0.0  # compute seconds behind these rows (this run's, or recorded in the cache)
+
+    @property
+    def images_per_second(self) -> float:
+        return float(len(self.indices) / self.seconds) if self.seconds > 0 else float("nan")
+
+
+class _Preprocessed(Dataset):
+    def __init__(self, source: ImageSource, positions: list[int], preprocess):
+        self.source, self.positions, self.preprocess = source, positions, preprocess
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, j: int):
+        from cliplab.data.imageio import BadImage
+
+        pos = self.positions[j]
+        try:
+            return pos, self.preprocess(self.source.load(pos)), None
+        except BadImage as exc:
+            return pos, None, str(exc)
+        except Exception as exc:  # a transform failing on an odd image must not end the run
+            return pos, None, f"cannot preprocess image ({type(exc).__name__}: {exc})"
+
+
+def _collate(items):
+    ok = [(p, t) for p, t, r in items if t is not None]
+    bad = [(p, r) for p, t, r in items if t is None]
+    pos = [p for p, _ in ok]
+    pixels = torch.stack([t for _, t in ok]) if ok else None
+    return pos, pixels, bad
+
+
+def default_workers(n_items: int, batch_size: int) -> int:
+    if n_items < 2 * batch_size:
+        return 0
+    return min(4, max(1, (os.cpu_count() or 1)))
+
+
+def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir: str | Path | None = None, *,
+                 batch_size: int = 64, num_workers: int | None = None, use_cache: bool = True,
+                 shard_batches: int = 16, quiet: bool = False, description: str = "embedding images") -> EmbeddingResult:
+    """Embed every image of ``data`` (a dataset or an image source), reusing and extending the disk cache.
+
+    Work is done in shards of ``shard_batches`` batches, each written atomically when done. Items are
+    processed in dataset order and batches are aligned to shard starts, so a resumed run forms exactly the
+    batches an uninterrupted run would have, and gives bit-identical embeddings.
+    """
+    from cliplab.paths import resolve_cache_dir
+
+    source = data.source if isinstance(data, ImageDataset) else data
+    n = len(source)
+    keys = source.keys()
+    failures: dict[int, str] = dict(source.key_errors)
+    cache = EmbeddingCache(resolve_cache_dir(cache_dir), model.fingerprint, "image") if use_cache else None
+
+    valid_keys = [k for k in keys if k is not None]
+    hits = cache.lookup(valid_keys) if cache else None
+    vectors: dict[str, np.ndarray] = dict(hits.vectors) if hits else {}
+    key_failures: dict[str, str] = dict(hits.failures) if hits else {}
+
+    # positions to compute: first occurrence of each uncached key, in dataset order
+    todo, seen = [], set()
+    for i, k in enumerate(keys):
+        if k is None or k in vectors or k in key_failures or k in seen:
+            continue
+        seen.add(k)
+        todo.append(i)
+
+    seconds = hits.seconds if hits else 0.0
+    computed = 0
+    if todo:
+        workers = default_workers(len(todo), batch_size) if num_workers is None else num_workers
+        loader = DataLoader(
+            _Preprocessed(source, todo, model.preprocess), batch_size=batch_size, shuffle=False,
+            num_workers=workers, collate_fn=_collate, pin_memory=model.device.type == "cuda",
+            prefetch_factor=4 if workers > 0 else None, persistent_workers=False,
+        )
+        shard_keys: list[str] = []
+        shard_rows: list[np.ndarray] = []
+        shard_fail: dict[str, str] = {}
+        shard_seconds = 0.0
+        batches_in_shard = 0
+
+        def flush():
+            nonlocal shard_keys, shard_rows, shard_fail, shard_seconds, batches_in_shard
+            if cache and (shard_keys or shard_fail):
+                emb = np.concatenate(shard_rows) if shard_rows else np.zeros((0, model.embed_dim), np.float32)
+                cache.write(shard_keys, emb, shard_fail, shard_seconds)
+            shard_keys, shard_rows, shard_fail, shard_seconds, batches_in_shard = [], [], {}, 0.0, 0
+
+        with progress_bar(len(todo), description, quiet) as bar:
+            tick = time.perf_counter()
+            for pos, pixels, bad in loader:
+                for p, reason in bad:
+                    key_failures[keys[p]] = reason
+                    shard_fail[keys[p]] = reason
+                if pixels is not None:
+                    out = model.encode_images(pixels).numpy()
+                    for p, row in zip(pos, out):
+                        vectors[keys[p]] = row
+                        shard_keys.append(keys[p])
+                    shard_rows.append(out)
+                    computed += len(pos)
+                now = time.perf_counter()
+                shard_seconds += now - tick
+                tick = now
+                batches_in_shard += 1
+                bar.advance(len(pos) + len(bad))
+                if batches_in_shard >= shard_batches:
+                    seconds += shard_seconds
+                    flush()
+            seconds += shard_seconds
+            flush()
+
+    indices, rows = [], []
+    for i, k in enumerate(keys):
+        if k is None:
+            continue
+        if k in vectors:
+            indices.append(i)
+            rows.append(vectors[k])
+        else:
+            failures[i] = key_failures.get(k, "not embedded")
+    emb = np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, model.embed_dim), np.float32)
+    fail_list = [(i, source.id(i), failures[i]) for i in sorted(failures)]
+    return EmbeddingResult(embeddings=emb, indices=np.asarray(indices, dtype=np.int64), failures=fail_list,
+                           computed=computed, seconds=seconds)
+
+
+def embed_texts(model: LoadedModel, texts: list[str], cache_dir: str | Path | None = None, *,
+                batch_size: int = 256, use_cache: bool = True, quiet: bool = True) -> np.ndarray:
+    """Raw text embeddings (float32, rows in the order of ``texts``), cached per text."""
+    from cliplab.paths import resolve_cache_dir
+
+    keys = ["t:" + hash_bytes(t.encode("utf-8")) for t in texts]
+    cache = EmbeddingCache(resolve_cache_dir(cache_dir), model.fingerprint, "text") if use_cache else None
+    vectors = dict(cache.lookup(list(set(keys))).vectors) if cache else {}
+    todo = list(dict.fromkeys(k for k in keys if k not in vectors))
+    if todo:
+        text_of = dict(zip(keys, texts))
+        new_rows = []
+        t0 = time.perf_counter()
+        with progress_bar(len(todo), "embedding texts", quiet, unit="texts") as bar:
+            for s in range(0, len(todo), batch_size):
+                chunk = todo[s:s + batch_size]
+                out = model.encode_texts([text_of[k] for k in chunk]).numpy()
+                new_rows.append(out)
+                vectors.update(zip(chunk, out))
+                bar.advance(len(chunk))
+        if cache:
+            cache.write(todo, np.concatenate(new_rows), {}, time.perf_counter() - t0)
+    if not texts:
+        return np.zeros((0, model.embed_dim), np.float32)
+    return np.stack([vectors[k] for k in keys]).astype(np.float32, copy=False)

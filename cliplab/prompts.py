@@ -1,0 +1,91 @@
+"""Prompt templates: named sets (the official CLIP lists), files, and literal template strings.
+
+A template is a string with one ``{}`` (or ``{c}``) where the class name goes. Named sets:
+``simple`` ('a photo of a {}.'), ``openai-imagenet-80`` (CLIP's 80 ImageNet prompts, taken from open_clip),
+``openai-imagenet-7`` (the 7-prompt subset CLIP selected), ``openai-cifar`` (18), ``openai-eurosat`` (3),
+``openai-food101`` (1). Files: ``.txt`` one template per line, or ``.json`` (a list, or ``{name: [templates]}``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from cliplab.errors import CliplabError
+
+
+def _from_open_clip(attr: str) -> list[str]:
+    from open_clip import zero_shot_metadata
+
+    return [t("{}") for t in getattr(zero_shot_metadata, attr)]
+
+
+_CIFAR = [
+    "a photo of a {}.", "a blurry photo of a {}.", "a black and white photo of a {}.", "a low contrast photo of a {}.",
+    "a high contrast photo of a {}.", "a bad photo of a {}.", "a good photo of a {}.", "a photo of a small {}.",
+    "a photo of a big {}.", "a photo of the {}.", "a blurry photo of the {}.", "a black and white photo of the {}.",
+    "a low contrast photo of the {}.", "a high contrast photo of the {}.", "a bad photo of the {}.",
+    "a good photo of the {}.", "a photo of the small {}.", "a photo of the big {}.",
+]
+
+NAMED_SETS = {
+    "simple": lambda: ["a photo of a {}."],
+    "bare": lambda: ["{}"],
+    "openai-imagenet-80": lambda: _from_open_clip("OPENAI_IMAGENET_TEMPLATES"),
+    "openai-imagenet-7": lambda: _from_open_clip("SIMPLE_IMAGENET_TEMPLATES"),
+    "openai-cifar": lambda: list(_CIFAR),
+    "openai-eurosat": lambda: ["a centered satellite photo of {}.", "a centered satellite photo of a {}.",
+                               "a centered satellite photo of the {}."],
+    "openai-food101": lambda: ["a photo of {}, a type of food."],
+}
+
+
+@dataclass(frozen=True)
+class TemplateSet:
+    name: str
+    templates: tuple[str, ...]
+
+    def texts(self, classnames: list[str]) -> list[str]:
+        """All prompts, class-major: texts[c * T + t] is template t filled with class c."""
+        return [fill(t, c) for c in classnames for t in self.templates]
+
+
+def fill(template: str, classname: str) -> str:
+    return template.replace("{c}", classname).replace("{}", classname)
+
+
+def _check(template: str, origin: str) -> str:
+    if "{}" not in template and "{c}" not in template:
+        raise CliplabError(f"template {template!r} from {origin} has no '{{}}' placeholder for the class name")
+    return template
+
+
+def resolve_templates(spec: str) -> list[TemplateSet]:
+    """One ``--templates`` value -> one or more template sets."""
+    if spec in NAMED_SETS:
+        return [TemplateSet(spec, tuple(NAMED_SETS[spec]()))]
+    path = Path(spec).expanduser()
+    if path.suffix.lower() in (".txt", ".json") and not ("{}" in spec or "{c}" in spec):
+        if not path.is_file():
+            raise CliplabError(f"--templates {spec}: file not found")
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+            if isinstance(data, dict):
+                return [TemplateSet(k, tuple(_check(t, str(path)) for t in v)) for k, v in data.items()]
+            return [TemplateSet(path.stem, tuple(_check(t, str(path)) for t in data))]
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        return [TemplateSet(path.stem, tuple(_check(t, str(path)) for t in lines))]
+    if "{}" in spec or "{c}" in spec:
+        return [TemplateSet(spec, (spec,))]
+    raise CliplabError(
+        f"--templates {spec!r}: not a named set ({', '.join(NAMED_SETS)}), a .txt/.json file, or a template "
+        f"containing '{{}}'")
+
+
+def resolve_all(specs: list[str], ensemble: bool = False) -> list[TemplateSet]:
+    sets = [s for spec in specs for s in resolve_templates(spec)]
+    if ensemble and len(sets) > 1:
+        merged = tuple(dict.fromkeys(t for s in sets for t in s.templates))
+        return [TemplateSet("+".join(s.name for s in sets), merged)]
+    return sets

@@ -1,0 +1,116 @@
+"""Machine-readable outputs: CLIP_benchmark-shaped JSON, per-image prediction CSVs, embedding files."""
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cliplab.io import atomic_path, write_json_atomic
+from cliplab.version import __version__
+
+SCALAR_METRICS = ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similarity")
+
+
+def provenance() -> dict:
+    import torch
+
+    return {"cliplab_version": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def zeroshot_json(run, config: dict) -> dict:
+    """One CLIP_benchmark-style record (``dataset``, ``model``, ``pretrained``, ``task``, ``metrics``); metrics are
+    those of the first template set, every set's metrics are under ``template_sets``."""
+    def metrics_of(ev) -> dict:
+        m = {k: ev.result.metrics[k] for k in SCALAR_METRICS if k in ev.result.metrics}
+        m["images_per_second"] = run.images.images_per_second
+        return m
+
+    first = run.evaluations[0]
+    return {
+        "dataset": run.dataset.name,
+        "model": run.model.name,
+        "pretrained": run.model.pretrained,
+        "task": "zeroshot_classification",
+        "metrics": metrics_of(first),
+        "language": "en",
+        "split": run.dataset.split,
+        "template_sets": [
+            {"name": ev.template_set.name, "templates": list(ev.template_set.templates), "metrics": metrics_of(ev),
+             "per_class_recall": dict(zip(run.dataset.classnames, ev.result.metrics["per_class_recall"])),
+             "confusion": ev.result.metrics["confusion"]}
+            for ev in run.evaluations
+        ],
+        "classnames": run.dataset.classnames,
+        "num_images": int(len(run.images.indices)),
+        "skipped_images": [{"id": i, "reason": r} for _, i, r in run.images.failures],
+        "model_fingerprint": run.model.fingerprint,
+        "dataset_fingerprint": run.dataset.fingerprint,
+        "timing": {"total_seconds": run.seconds, "image_embedding_seconds": run.images.seconds,
+                   "images_computed": run.images.computed},
+        "config": config,
+        **provenance(),
+    }
+
+
+def write_json(path: str | Path, record: dict) -> None:
+    write_json_atomic(path, record)
+
+
+def write_table(path: str | Path, df: pd.DataFrame) -> None:
+    """CSV, JSONL or parquet by extension, written atomically."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    with atomic_path(path) as tmp:
+        if suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        elif suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        elif suffix in (".jsonl", ".ndjson"):
+            df.to_json(tmp, orient="records", lines=True)
+        else:
+            raise ValueError(f"{path}: use .csv, .parquet or .jsonl")
+
+
+def predictions_frame(run, k: int = 5, template_index: int = 0) -> pd.DataFrame:
+    ev = run.evaluations[template_index]
+    names = np.asarray(run.dataset.classnames, dtype=object)
+    idx, sc = ev.result.top_predictions(k)
+    source = run.dataset.source
+    df = pd.DataFrame({
+        "id": [source.id(int(i)) for i in run.images.indices],
+        "true_label": names[run.labels],
+        "correct": idx[:, 0] == run.labels,
+        "true_score": ev.result.scores[np.arange(len(run.labels)), run.labels],
+    })
+    for j in range(idx.shape[1]):
+        df[f"top{j + 1}_label"] = names[idx[:, j]]
+        df[f"top{j + 1}_score"] = sc[:, j]
+    return df
+
+
+def write_embeddings(path: str | Path, result, dataset) -> list[Path]:
+    """``.npy`` (+ ``<stem>.ids.csv`` sidecar with id/path/label per row) or ``.parquet`` (one row per image)."""
+    path = Path(path)
+    ids = [dataset.source.id(int(i)) for i in result.indices]
+    meta = pd.DataFrame({"row": np.arange(len(ids)), "id": ids})
+    if dataset.labels is not None:
+        meta["label"] = dataset.labels[result.indices]
+        if dataset.classnames:
+            meta["classname"] = np.asarray(dataset.classnames, dtype=object)[meta["label"].to_numpy()]
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, result.embeddings)
+        side = path.with_name(path.stem + ".ids.csv")
+        write_table(side, meta)
+        return [path, side]
+    if suffix == ".parquet":
+        meta["embedding"] = list(result.embeddings)
+        write_table(path, meta)
+        return [path]
+    raise ValueError(f"--output {path}: use .npy or .parquet")

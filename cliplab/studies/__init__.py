@@ -1,0 +1,1 @@
+"""Studies compose the pipeline for one command: model + dataset -> cached embeddings -> task -> result rows."""

@@ -1,0 +1,1 @@
+"""Tasks: pure functions over embedding arrays. They never load models or images."""

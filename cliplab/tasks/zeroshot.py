@@ -1,0 +1,56 @@
+"""Zero-shot classification from cached embeddings.
+
+The classifier follows CLIP / open_clip: per class, the mean of the L2-normalised embeddings of its prompts
+(templates or descriptions), renormalised. Scores are cosine similarities (no temperature: argmax and ranks
+do not change with it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cliplab.tasks.metrics import classification_metrics, l2_normalize, topk_indices
+
+
+def build_classifier(text_emb: np.ndarray) -> np.ndarray:
+    """``text_emb``: (C, T, d) raw prompt embeddings -> (C, d) unit-norm class weights."""
+    if text_emb.ndim != 3:
+        raise ValueError("text_emb must have shape (classes, prompts, dim)")
+    return l2_normalize(l2_normalize(text_emb).mean(axis=1))
+
+
+def build_classifier_ragged(text_emb: np.ndarray, owner: np.ndarray, num_classes: int,
+                            aggregate: str = "mean") -> np.ndarray:
+    """Classes with different numbers of prompts (e.g. descriptions): ``owner[i]`` is the class of row i."""
+    unit = l2_normalize(text_emb)
+    out = np.zeros((num_classes, unit.shape[1]), np.float32)
+    for c in range(num_classes):
+        rows = unit[owner == c]
+        if len(rows) == 0:
+            raise ValueError(f"class {c} has no prompts")
+        out[c] = rows.mean(axis=0)
+    return l2_normalize(out)
+
+
+def scores(image_emb: np.ndarray, classifier: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each image with each class: (N, C)."""
+    return l2_normalize(image_emb) @ classifier.T
+
+
+@dataclass
+class ZeroShotResult:
+    metrics: dict
+    scores: np.ndarray  # (N, C) cosine similarities
+
+    def top_predictions(self, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        idx = topk_indices(self.scores, k)
+        return idx, np.take_along_axis(self.scores, idx, axis=1)
+
+
+def evaluate(image_emb: np.ndarray, labels: np.ndarray, classifier: np.ndarray,
+             ks: tuple[int, ...] = (1, 5)) -> ZeroShotResult:
+    s = scores(image_emb, classifier)
+    metrics = classification_metrics(s, labels, ks)
+    metrics["mean_correct_similarity"] = float(np.mean(s[np.arange(len(labels)), labels])) if len(labels) else float("nan")
+    return ZeroShotResult(metrics=metrics, scores=s)

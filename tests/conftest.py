@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny open_clip model saved in real checkpoint formats, and one trained tiny-shapes model."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("CLIPLAB_OFFLINE", "1")  # never try to reach a model hub from the test suite
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+TINY_VIT = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cliplab-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """(config.json, checkpoint.pt, in-memory model) for a random tiny ViT CLIP built by open_clip."""
+    import open_clip
+
+    d = tmp_path_factory.mktemp("tiny")
+    cfg_path = d / "tiny-vit.json"
+    cfg_path.write_text(json.dumps(TINY_VIT))
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**TINY_VIT).eval()
+    ckpt = d / "tiny-vit.pt"
+    torch.save({"epoch": 1, "state_dict": model.state_dict()}, ckpt)
+    return cfg_path, ckpt, model
+
+
+@pytest.fixture(scope="session")
+def trained_cache(tmp_path_factory) -> Path:
+    """A cache holding the trained ``tiny-shapes`` model (trained once per test session, ~1-2 min on 2 cores)."""
+    from cliplab.demo import ensure_tiny_model
+
+    cache = tmp_path_factory.mktemp("trained-cache")
+    ensure_tiny_model(cache, quiet=True)
+    return cache
+
+
+def make_image(path: Path, size=(48, 40), color=(200, 30, 30), mode="RGB", fmt=None) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
+    arr = (rng.random((size[1], size[0], 3)) * 60 + np.asarray(color) * 0.7).clip(0, 255).astype(np.uint8)
+    img = Image.fromarray(arr, "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format=fmt)
+    return path

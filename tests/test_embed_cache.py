@@ -1,0 +1,140 @@
+"""The embedding cache: no recomputation, resume after kill -9, changed files, broken files."""
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_image
+from cliplab.data import load_dataset
+from cliplab.embed import embed_images
+from cliplab.embed.cache import EmbeddingCache
+from cliplab.models import load_model
+
+
+@pytest.fixture()
+def tiny(tiny_checkpoint, cache_dir):
+    cfg, ckpt, _ = tiny_checkpoint
+    return load_model(str(cfg), str(ckpt), cache_dir=cache_dir)
+
+
+def _folder(root: Path, n: int, size=(40, 30)) -> Path:
+    for i in range(n):
+        make_image(root / ("a" if i % 2 else "b") / f"{i:04d}.png", size=size, color=(i * 7 % 255, 90, 160))
+    return root
+
+
+def test_second_run_recomputes_nothing(tiny, tmp_path):
+    ds = load_dataset(str(_folder(tmp_path / "imgs", 20)))
+    first = embed_images(tiny, ds, tmp_path / "c", batch_size=8, quiet=True)
+    second = embed_images(tiny, ds, tmp_path / "c", batch_size=8, quiet=True)
+    assert first.computed == 20 and second.computed == 0
+    assert np.array_equal(first.embeddings, second.embeddings)
+    assert not np.isnan(second.images_per_second)  # throughput is recorded in the cache
+
+
+def test_changed_file_is_reembedded(tiny, tmp_path):
+    root = _folder(tmp_path / "imgs", 10)
+    ds = load_dataset(str(root))
+    first = embed_images(tiny, ds, tmp_path / "c", quiet=True)
+    target = Path(ds.paths[3])
+    make_image(target, size=(40, 30), color=(0, 255, 0))  # same name, new content
+    again = embed_images(tiny, load_dataset(str(root)), tmp_path / "c", quiet=True)
+    assert again.computed == 1
+    changed = np.where(~np.all(np.isclose(first.embeddings, again.embeddings), axis=1))[0].tolist()
+    assert changed == [3]
+
+
+def test_identical_content_is_embedded_once(tiny, tmp_path):
+    a = make_image(tmp_path / "imgs" / "x.png")
+    (tmp_path / "imgs" / "copy.png").write_bytes(a.read_bytes())
+    res = embed_images(tiny, load_dataset(str(tmp_path / "imgs")), tmp_path / "c", quiet=True)
+    assert res.computed == 1 and len(res.indices) == 2
+    assert np.array_equal(res.embeddings[0], res.embeddings[1])
+
+
+def _huge_png(path: Path, width=30000, height=30000):
+    """A valid-looking PNG whose header claims a huge size (the decoder must refuse before allocating)."""
+    small = path.with_suffix(".small.png")
+    Image.new("RGB", (4, 4)).save(small)
+    data = bytearray(small.read_bytes())
+    small.unlink()
+    ihdr = data[12:29]  # b'IHDR' + 13 bytes
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+
+
+def test_broken_files_are_listed_and_run_completes(tiny, tmp_path):
+    d = tmp_path / "mixed"
+    good = [make_image(d / f"good{i}.jpg", fmt="JPEG") for i in range(3)]
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "notimage.png").write_text("this is text, not a PNG")
+    full = (d / "good0.jpg").read_bytes()
+    (d / "truncated.jpg").write_bytes(full[: len(full) // 2])
+    make_image(d / "cmyk.jpg", mode="CMYK", fmt="JPEG")
+    make_image(d / "palette.png", mode="P")
+    Image.fromarray((np.arange(30 * 40, dtype=np.uint16).reshape(30, 40) * 50)).save(d / "sixteen.png")
+    rgba = Image.new("RGBA", (20, 20), (255, 0, 0, 128))
+    rgba.save(d / "alpha.png")
+    _huge_png(d / "huge.png")
+    ds = load_dataset(str(d))
+    res = embed_images(tiny, ds, tmp_path / "c", batch_size=4, quiet=True)
+    reasons = {Path(i).name: r for _, i, r in res.failures}
+    assert set(reasons) == {"empty.jpg", "notimage.png", "truncated.jpg", "huge.png"}
+    assert "empty" in reasons["empty.jpg"]
+    assert "not an image" in reasons["notimage.png"]
+    assert "truncated" in reasons["truncated.jpg"]
+    assert "too large" in reasons["huge.png"]
+    ok = {Path(ds.paths[i]).name for i in res.indices}
+    assert ok == {"good0.jpg", "good1.jpg", "good2.jpg", "cmyk.jpg", "palette.png", "sixteen.png", "alpha.png"}
+    assert np.isfinite(res.embeddings).all()
+    # failures are cached too: the second run retries nothing and reports the same reasons
+    again = embed_images(tiny, ds, tmp_path / "c", quiet=True)
+    assert again.computed == 0 and {Path(i).name: r for _, i, r in again.failures} == reasons
+
+
+def test_sixteen_bit_is_rescaled_not_clipped():
+    from cliplab.data.imageio import to_rgb
+
+    img = Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))
+    assert np.asarray(to_rgb(img)).max() == 255
+    img = Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16))
+    assert abs(int(np.asarray(to_rgb(img))[0, 0, 0]) - 128) <= 1
+
+
+def test_kill_minus_nine_then_resume_is_bit_identical(tiny_checkpoint, tmp_path):
+    """A real `cliplab embed` process is SIGKILLed mid-run; the rerun finishes from the cached shards and the
+    result equals an uninterrupted run bit for bit."""
+    cfg, ckpt, _ = tiny_checkpoint
+    root = tmp_path / "photos"
+    for i in range(240):
+        make_image(root / f"{i:04d}.jpg", size=(320, 240), color=(i % 255, 80, 200), fmt="JPEG")
+    args = [sys.executable, "-m", "cliplab.cli", "embed", "--model", str(cfg), "--pretrained", str(ckpt),
+            "--dataset", str(root), "--batch-size", "4", "--shard-batches", "1", "--workers", "0", "--quiet"]
+    killed_cache = tmp_path / "killed"
+    ds = load_dataset(str(root))
+    model = load_model(str(cfg), str(ckpt), cache_dir=killed_cache)
+    shard_dir = EmbeddingCache(killed_cache, model.fingerprint, "image").dir
+    proc = subprocess.Popen(args + ["--cache-dir", str(killed_cache)])
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(shard_dir.glob("shard-*.npz"))) < 3 and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(shard_dir.glob("shard-*.npz")))
+    assert proc.returncode == -signal.SIGKILL and 3 <= done < 60, f"kill landed after {done} of 60 shards"
+    resumed = embed_images(model, ds, killed_cache, batch_size=4, shard_batches=1, num_workers=0, quiet=True)
+    assert resumed.computed == 240 - 4 * done - 0  # only the unfinished shards were computed
+    clean = embed_images(load_model(str(cfg), str(ckpt), cache_dir=tmp_path / "clean"), ds, tmp_path / "clean",
+                         batch_size=4, shard_batches=1, num_workers=0, quiet=True)
+    assert np.array_equal(resumed.indices, clean.indices)
+    assert np.array_equal(resumed.embeddings, clean.embeddings)

@@ -1,0 +1,107 @@
+"""Model loading: real checkpoint formats round-trip, embeddings match open_clip, offline errors are one line."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cliplab.errors import ModelLoadError
+from cliplab.models import load_model
+from cliplab.models.openclip import needs_quick_gelu
+
+
+def _cos(a, b):
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(1)
+
+
+def test_checkpoint_loads_with_same_embeddings(tiny_checkpoint, cache_dir):
+    cfg, ckpt, ref = tiny_checkpoint
+    m = load_model(str(cfg), str(ckpt), cache_dir=cache_dir)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(m.encode_images(x), ref.encode_image(x), atol=1e-6)
+        tok = m.tokenizer(["a red circle", "a blue square"])
+        assert torch.allclose(m.encode_texts(["a red circle", "a blue square"]), ref.encode_text(tok), atol=1e-6)
+    assert m.embed_dim == 32 and m.precision == "fp32"
+
+
+def test_fingerprint_tracks_weights_and_is_stable(tiny_checkpoint, cache_dir, tmp_path):
+    cfg, ckpt, ref = tiny_checkpoint
+    a = load_model(str(cfg), str(ckpt), cache_dir=cache_dir).fingerprint
+    b = load_model(str(cfg), str(ckpt), cache_dir=cache_dir).fingerprint
+    assert a == b
+    sd = {k: v.clone() for k, v in ref.state_dict().items()}
+    sd["logit_scale"] += 1.0
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": sd}, other)
+    assert load_model(str(cfg), str(other), cache_dir=cache_dir).fingerprint != a
+
+
+def test_local_dir_safetensors_layout(tiny_checkpoint, cache_dir, tmp_path):
+    """open_clip's hub layout (open_clip_config.json + open_clip_model.safetensors) via --model local-dir:."""
+    from safetensors.torch import save_file
+
+    cfg, _, ref = tiny_checkpoint
+    folder = tmp_path / "hub-layout"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": json.loads(cfg.read_text()),
+                                                               "preprocess_cfg": {"mean": [0.5] * 3, "std": [0.5] * 3}}))
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    m = load_model(f"local-dir:{folder}", cache_dir=cache_dir)
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(m.encode_images(x), ref.encode_image(x).detach(), atol=1e-6)
+    assert m.preprocess_cfg["mean"] == [0.5, 0.5, 0.5]
+
+
+def test_embed_matches_open_clip_encode_image(tiny_checkpoint, cache_dir, tmp_path):
+    """`cliplab.embed` on files == model.encode_image on the same preprocessed batch (fp32)."""
+    from conftest import make_image
+
+    from cliplab.data import load_dataset
+    from cliplab.embed import embed_images
+
+    cfg, ckpt, ref = tiny_checkpoint
+    for i in range(6):
+        make_image(tmp_path / "imgs" / f"{i}.png", size=(80 + 10 * i, 60), color=(40 * i, 100, 200 - 30 * i))
+    ds = load_dataset(str(tmp_path / "imgs"), cache_dir=cache_dir)
+    m = load_model(str(cfg), str(ckpt), cache_dir=cache_dir)
+    res = embed_images(m, ds, cache_dir, batch_size=4, quiet=True)
+    batch = torch.stack([m.preprocess(Image.open(p).convert("RGB")) for p in ds.paths])
+    with torch.no_grad():
+        direct = ref.encode_image(batch).numpy()
+    assert res.embeddings.shape == (6, 32)
+    assert _cos(res.embeddings, direct).min() >= 0.9999
+
+
+def test_quick_gelu_rule():
+    from open_clip.pretrained import get_pretrained_cfg
+
+    assert needs_quick_gelu("ViT-B-32", get_pretrained_cfg("ViT-B-32", "openai"), {}) is True
+    assert needs_quick_gelu("ViT-B-32-quickgelu", {"quick_gelu": True}, {}) is False
+    assert needs_quick_gelu("ViT-B-32", get_pretrained_cfg("ViT-B-32", "laion2b_s34b_b79k"), {}) is False
+
+
+def test_offline_pretrained_tag_is_one_clear_error(cache_dir):
+    with pytest.raises(ModelLoadError) as exc:
+        load_model("ViT-B-32", "openai", cache_dir=cache_dir)
+    msg = str(exc.value)
+    assert "openai" in msg and "--pretrained PATH" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("model,pretrained,match", [
+    ("ViT-Nope-99", None, "unknown model"),
+    ("ViT-B-32", "no_such_tag", "known tags: openai"),
+    ("ViT-B-32", "/does/not/exist.pt", "checkpoint file not found"),
+    ("/does/not/exist.json", None, "config file not found"),
+])
+def test_bad_model_arguments(model, pretrained, match, cache_dir):
+    with pytest.raises(ModelLoadError, match=match):
+        load_model(model, pretrained, cache_dir=cache_dir)
+
+
+def test_hf_without_transformers_or_offline(cache_dir):
+    with pytest.raises(ModelLoadError, match="hf"):
+        load_model("hf:openai/clip-vit-base-patch32", cache_dir=cache_dir)
