@@ -39,7 +39,8 @@ CacheDirOpt = typer.Option(None, "--cache-dir", help="embedding/model/dataset ca
 BatchOpt = typer.Option(64, "--batch-size", min=1, help="images per batch.")
 WorkersOpt = typer.Option(None, "--workers", min=0, help="DataLoader worker processes (default: automatic).")
 NoCacheOpt = typer.Option(False, "--no-cache", help="recompute embeddings and don't write the cache.")
-QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars or tables; only errors.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars or notes (result tables and errors still "
+                        "print).")
 
 
 def handle_errors(fn):
@@ -60,9 +61,9 @@ def handle_errors(fn):
 
 
 def _out(quiet: bool):
-    from rich.console import Console
+    from cliplab.report.tables import stdout_console
 
-    return Console(quiet=quiet)
+    return stdout_console(quiet)
 
 
 def _load_model(model, pretrained, device, precision, cache_dir):
@@ -119,7 +120,7 @@ def zeroshot(
     run = run_zeroshot(m, ds, sets, cache_dir, batch_size=batch_size, num_workers=workers, use_cache=not no_cache,
                        quiet=quiet)
     out = _out(quiet)
-    out.print(zeroshot_table(run))
+    _out(False).print(zeroshot_table(run))
     _report_failures(run.images.failures, quiet)
     if output:
         config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": ds.split, "limit": limit,

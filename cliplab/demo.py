@@ -27,17 +27,15 @@ def ensure_tiny_model(cache_dir: str | Path | None = None, quiet: bool = False) 
 
 
 def run_demo(cache_dir: str | Path | None = None, quiet: bool = False) -> list:
-    from rich.console import Console
-
     from cliplab.data import load_dataset
     from cliplab.models import load_model
     from cliplab.prompts import resolve_all
-    from cliplab.report.tables import zeroshot_table
+    from cliplab.report.tables import stdout_console, zeroshot_table
     from cliplab.studies.zeroshot import run_zeroshot
 
     ensure_tiny_model(cache_dir, quiet=quiet)
     model = load_model(DEFAULT_MODEL, cache_dir=cache_dir)
-    out = Console(quiet=quiet)
+    out = stdout_console()
     runs = []
     for attr in DEMO_ATTRIBUTES:
         ds = load_dataset(f"shapes:{attr}", split="test", cache_dir=cache_dir)

@@ -51,7 +51,7 @@ def load_caption_file(path: str | Path, name: str | None = None, split: str = "a
     rows = _read_rows(path)
     if not rows:
         raise DatasetError(f"{path}: no rows")
-    keys = list(rows[0].keys())
+    keys = list(dict.fromkeys(k for row in rows for k in row))  # JSONL rows may differ in their fields
     img_key = _pick(keys, IMAGE_KEYS, path, "image path")
     cap_keys = [k for k in keys if k in CAPTION_KEYS or k.startswith("caption_")]
     if not cap_keys:

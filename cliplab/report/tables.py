@@ -15,12 +15,12 @@ def zeroshot_table(run, title: str | None = None) -> Table:
     n_cls = len(run.dataset.classnames)
     table = Table(title=title or f"zero-shot · {run.model.name} · {run.dataset.name} ({run.dataset.split}, "
                                   f"{len(run.images.indices)} images, {n_cls} classes)")
-    table.add_column("templates")
+    table.add_column("templates", no_wrap=True)
     table.add_column("#", justify="right")
-    table.add_column("top-1 %", justify="right")
-    table.add_column(f"top-{min(5, n_cls)} %", justify="right")
-    table.add_column("mean per-class recall %", justify="right")
-    table.add_column("mean sim. correct", justify="right")
+    table.add_column("top-1 %", justify="right", no_wrap=True)
+    table.add_column(f"top-{min(5, n_cls)} %", justify="right", no_wrap=True)
+    table.add_column("mean class recall %", justify="right", no_wrap=True)
+    table.add_column("sim(true)", justify="right", no_wrap=True)
     for ev in run.evaluations:
         m = ev.result.metrics
         name = ev.template_set.name if len(ev.template_set.name) <= 40 else ev.template_set.name[:37] + "..."
@@ -33,5 +33,8 @@ def zeroshot_table(run, title: str | None = None) -> Table:
     return table
 
 
-def print_table(table: Table) -> None:
-    Console().print(table)
+def stdout_console(quiet: bool = False) -> Console:
+    """Console for tables on stdout; wide enough for the tables when stdout is a file or pipe."""
+    import sys
+
+    return Console(quiet=quiet, width=None if sys.stdout.isatty() else 160)

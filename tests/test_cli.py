@@ -1,0 +1,82 @@
+"""The CLI end to end, as a user runs it."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cliplab.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("cmd", [[], ["zeroshot"], ["embed"], ["models"], ["train"], ["demo"]])
+def test_help_everywhere(cmd):
+    res = runner.invoke(app, cmd + ["--help"])
+    assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_zeroshot_end_to_end(trained_cache, tmp_path):
+    out, preds = tmp_path / "results.json", tmp_path / "preds.csv"
+    res = runner.invoke(app, ["zeroshot", "--dataset", "shapes:color", "--templates", "simple", "--templates",
+                              "a drawing of a {}.", "--output", str(out), "--predictions", str(preds),
+                              "--cache-dir", str(trained_cache)])
+    assert res.exit_code == 0, res.output
+    assert "top-1" in res.output and "a drawing of a {}." in res.output
+    rec = json.loads(out.read_text())
+    assert {"dataset", "model", "pretrained", "task", "metrics"} <= set(rec)
+    assert rec["task"] == "zeroshot_classification" and rec["model"] == "tiny-shapes"
+    assert [t["name"] for t in rec["template_sets"]] == ["simple", "a drawing of a {}."]
+    assert rec["metrics"]["acc1"] > 0.8 and rec["metrics"]["acc5"] == 1.0  # 6 classes: acc5 < 1 is possible; see below
+    assert rec["model_fingerprint"] and rec["cliplab_version"] and rec["num_images"] == 1000
+    df = pd.read_csv(preds)
+    assert len(df) == 1000 and {"id", "true_label", "top1_label", "top1_score", "top5_label"} <= set(df.columns)
+    assert df["correct"].mean() == pytest.approx(rec["metrics"]["acc1"])
+
+
+def test_embed_exports_npy_and_parquet(trained_cache, tmp_path):
+    import numpy as np
+
+    npy = tmp_path / "e.npy"
+    res = runner.invoke(app, ["embed", "--dataset", "shapes", "--limit", "30", "--output", str(npy), "--quiet",
+                              "--cache-dir", str(trained_cache)])
+    assert res.exit_code == 0, res.output
+    arr = np.load(npy)
+    ids = pd.read_csv(tmp_path / "e.ids.csv")
+    assert arr.shape == (30, 64) and len(ids) == 30 and ids["id"].str.endswith(".png").all()
+    pq = tmp_path / "e.parquet"
+    assert runner.invoke(app, ["embed", "--dataset", "shapes", "--limit", "30", "--output", str(pq), "--quiet",
+                               "--cache-dir", str(trained_cache)]).exit_code == 0
+    df = pd.read_parquet(pq)
+    assert np.allclose(np.stack(df["embedding"]), arr)
+
+
+def test_models_lists_tags_and_local_models(trained_cache):
+    res = runner.invoke(app, ["models", "--filter", "ViT-B-32", "--cache-dir", str(trained_cache)])
+    assert res.exit_code == 0 and "openai" in res.output and "tiny-shapes" in res.output
+
+
+@pytest.mark.parametrize("args,match", [
+    (["zeroshot", "--dataset", "/no/such/folder"], "is not a known dataset or an existing path"),
+    (["zeroshot", "--templates", "nonsense"], "not a named set"),
+    (["zeroshot", "--model", "ViT-B-32", "--pretrained", "nope"], "known tags"),
+    (["embed", "--output", "x.txt"], "use a .npy or .parquet"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(args, match, trained_cache):
+    res = runner.invoke(app, args + ["--cache-dir", str(trained_cache)])
+    assert res.exit_code == 2, res.output
+    assert match in res.output and "Traceback" not in res.output
+
+
+def test_offline_pretrained_openai_real_process(tmp_path):
+    """The exact command from the README, offline: one line on stderr, exit code 2, no traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cliplab.cli", "zeroshot", "--model", "ViT-B-32", "--pretrained", "openai",
+         "--dataset", "shapes", "--limit", "4", "--cache-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot get pretrained weights 'openai'"), proc.stderr
+    assert "--pretrained PATH" in lines[0] and "Traceback" not in proc.stderr
