@@ -135,6 +135,60 @@ def zeroshot(
 
 @app.command()
 @handle_errors
+def prompts(
+    model: str = ModelOpt, pretrained: Optional[str] = PretrainedOpt, dataset: str = DatasetOpt,
+    split: Optional[str] = SplitOpt, data_root: Optional[str] = DataRootOpt, limit: Optional[int] = LimitOpt,
+    classnames: Optional[str] = ClassnamesOpt,
+    templates: Optional[List[str]] = typer.Option(
+        None, "--templates", "-t", help="repeatable: named sets, files or template strings. Every template is "
+        "scored alone; sets with several templates also as an ensemble (default: simple + openai-imagenet-7)."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="template or set name every row is tested "
+                                           "against (default: the first template)."),
+    descriptions: Optional[Path] = typer.Option(None, "--descriptions", help="JSON {class: [description, ...]} "
+                                                "used instead of templates (one extra row)."),
+    aggregate: str = typer.Option("mean", "--aggregate", help="descriptions: mean (one embedding per class) or "
+                                  "max (best-matching description)."),
+    select: bool = typer.Option(False, "--select", help="greedy template selection on a validation part of the "
+                                "train split, reported on the evaluated split."),
+    select_split: str = typer.Option("train", "--select-split", help="split the validation part is carved from."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.01, max=1.0),
+    bootstrap: int = typer.Option(2000, "--bootstrap", min=100, help="bootstrap resamples for the 95 % CI."),
+    seed: int = typer.Option(0, "--seed"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="study JSON."),
+    device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
+    batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, quiet: bool = QuietOpt,
+):
+    """Prompt study: accuracy per template, ensemble and description set, with McNemar tests and bootstrap CIs
+    against a baseline, and automatic template selection (images are embedded once)."""
+    from cliplab.prompts import resolve_all
+    from cliplab.report.results import prompt_study_json, write_json
+    from cliplab.report.tables import prompt_study_table
+    from cliplab.studies.prompts import run_prompt_study
+
+    _ensure_default_model(model, pretrained, cache_dir, quiet)
+    ds = _load_dataset(dataset, split, data_root, limit, classnames, cache_dir)
+    sets = resolve_all(templates or ["simple", "openai-imagenet-7"])
+    train_ds = _load_dataset(dataset, select_split, data_root, None, classnames, cache_dir) if select else None
+    if train_ds is not None and train_ds.fingerprint == ds.fingerprint:
+        raise CliplabError(f"--select-split {select_split} is the evaluated split; selection must not see test images")
+    m = _load_model(model, pretrained, device, precision, cache_dir)
+    study = run_prompt_study(m, ds, sets, cache_dir, baseline=baseline, descriptions=str(descriptions) if descriptions
+                             else None, aggregate=aggregate, select_from=train_ds, val_fraction=val_fraction,
+                             n_boot=bootstrap, seed=seed, batch_size=batch_size, num_workers=workers, quiet=quiet)
+    _out(False).print(prompt_study_table(study))
+    if study.selection:
+        _out(False).print(f"selected templates (validation: {study.selection['val_split']}): "
+                          + " | ".join(study.selection["templates"]))
+    _report_failures(study.images.failures, quiet)
+    if output:
+        write_json(output, prompt_study_json(study, {"model": model, "pretrained": pretrained, "dataset": dataset,
+                                                     "split": ds.split, "templates": templates, "seed": seed,
+                                                     "bootstrap": bootstrap, "select": select}))
+        _out(quiet).print(f"wrote {output}")
+
+
+@app.command()
+@handle_errors
 def embed(
     model: str = ModelOpt, pretrained: Optional[str] = PretrainedOpt, dataset: str = DatasetOpt,
     split: Optional[str] = SplitOpt, data_root: Optional[str] = DataRootOpt, limit: Optional[int] = LimitOpt,

@@ -12,7 +12,7 @@ from cliplab.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("cmd", [[], ["zeroshot"], ["embed"], ["models"], ["train"], ["demo"]])
+@pytest.mark.parametrize("cmd", [[], ["zeroshot"], ["prompts"], ["embed"], ["models"], ["train"], ["demo"]])
 def test_help_everywhere(cmd):
     res = runner.invoke(app, cmd + ["--help"])
     assert res.exit_code == 0 and "Usage" in res.output
@@ -80,3 +80,43 @@ def test_offline_pretrained_openai_real_process(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot get pretrained weights 'openai'"), proc.stderr
     assert "--pretrained PATH" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_prompt_study_on_trained_model(trained_cache, tmp_path):
+    """Templates make a measurable difference on the tiny model, with statistics, and selection uses train only."""
+    out = tmp_path / "study.json"
+    res = runner.invoke(app, ["prompts", "--dataset", "shapes:shape", "--templates", "simple", "--templates",
+                              "openai-cifar", "--select", "--bootstrap", "300", "--output", str(out), "--quiet",
+                              "--cache-dir", str(trained_cache)])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(out.read_text())
+    rows = {r["name"]: r for r in rec["rows"]}
+    assert rec["baseline"] == "a photo of a {}." and "vs_baseline" not in rows["a photo of a {}."]
+    assert rows["openai-cifar"]["kind"] == "ensemble" and rows["openai-cifar"]["n_prompts"] == 18
+    assert len([r for r in rec["rows"] if r["kind"] == "template"]) == 18  # 'a photo of a {}.' appears in both
+    diffs = [r["vs_baseline"] for r in rec["rows"] if "vs_baseline" in r]
+    assert any(d["significant"] for d in diffs), "some template should differ significantly on shapes"
+    for d in diffs:
+        assert d["ci95"][0] <= d["diff"] <= d["ci95"][1] and 0 <= d["mcnemar_p"] <= 1
+    sel = rec["selection"]
+    assert sel["templates"] and sel["val_split"].startswith("train") and sel["val_images"] == 1000
+    assert rows["selected ensemble"]["metrics"]["acc1"] == pytest.approx(sel["test_accuracy"])
+
+
+def test_prompt_study_descriptions(trained_cache, tmp_path):
+    desc = tmp_path / "desc.json"
+    desc.write_text(json.dumps({"red shape": ["a red shape", "something red"], "green shape": ["a green shape"],
+                                "blue shape": ["a blue shape"], "yellow shape": ["a yellow shape"],
+                                "purple shape": ["a purple shape"], "orange shape": ["an orange shape"]}))
+    out = tmp_path / "d.json"
+    for agg in ("mean", "max"):
+        res = runner.invoke(app, ["prompts", "--dataset", "shapes:color", "--templates", "simple", "--descriptions",
+                                  str(desc), "--aggregate", agg, "--bootstrap", "200", "--output", str(out),
+                                  "--quiet", "--cache-dir", str(trained_cache)])
+        assert res.exit_code == 0, res.output
+        row = [r for r in json.loads(out.read_text())["rows"] if r["kind"] == "descriptions"][0]
+        assert row["name"] == f"descriptions ({agg})" and row["metrics"]["acc1"] > 0.8
+    desc.write_text(json.dumps({"red shape": ["a red shape"]}))
+    res = runner.invoke(app, ["prompts", "--dataset", "shapes:color", "--descriptions", str(desc),
+                              "--cache-dir", str(trained_cache)])
+    assert res.exit_code == 2 and "no descriptions for class 'green shape'" in res.output

@@ -114,3 +114,24 @@ def write_embeddings(path: str | Path, result, dataset) -> list[Path]:
         write_table(path, meta)
         return [path]
     raise ValueError(f"--output {path}: use .npy or .parquet")
+
+
+def prompt_study_json(study, config: dict) -> dict:
+    def row(r):
+        out = {"name": r.name, "kind": r.kind, "n_prompts": r.n_prompts, "templates": list(r.templates),
+               "metrics": {k: r.metrics[k] for k in ("acc1", "acc5", "mean_per_class_recall",
+                                                      "mean_correct_similarity")},
+               "per_class_recall": dict(zip(study.dataset.classnames, r.metrics["per_class_recall"]))}
+        if r.vs_baseline is not None:
+            c = r.vs_baseline
+            out["vs_baseline"] = {"diff": c.diff, "ci95": [c.ci_low, c.ci_high], "mcnemar_p": c.p_value,
+                                  "only_baseline_correct": c.only_a, "only_this_correct": c.only_b,
+                                  "significant": c.significant}
+        return out
+
+    return {"dataset": study.dataset.name, "model": study.model.name, "pretrained": study.model.pretrained,
+            "task": "prompt_study", "split": study.dataset.split, "baseline": study.baseline,
+            "rows": [row(r) for r in study.rows], "selection": study.selection,
+            "num_images": int(len(study.labels)), "model_fingerprint": study.model.fingerprint,
+            "dataset_fingerprint": study.dataset.fingerprint, "timing": study.seconds, "config": config,
+            **provenance()}

@@ -38,3 +38,30 @@ def stdout_console(quiet: bool = False) -> Console:
     import sys
 
     return Console(quiet=quiet, width=None if sys.stdout.isatty() else 160)
+
+
+def prompt_study_table(study) -> Table:
+    n_cls = len(study.dataset.classnames)
+    table = Table(title=f"prompt study · {study.model.name} · {study.dataset.name} ({study.dataset.split}, "
+                        f"{len(study.labels)} images, {n_cls} classes) · baseline: {study.baseline}")
+    for col, kw in [("prompts", {"no_wrap": True, "max_width": 48}), ("kind", {}), ("#", {"justify": "right"}),
+                    ("top-1 %", {"justify": "right"}), ("Δ pt", {"justify": "right"}),
+                    ("95 % CI (pt)", {"justify": "right", "no_wrap": True}), ("McNemar p", {"justify": "right"}),
+                    ("", {}), ("best classes", {"max_width": 30}), ("worst classes", {"max_width": 30})]:
+        table.add_column(col, **kw)
+    rows = sorted(study.rows, key=lambda r: -r.metrics["acc1"])
+    for r in rows:
+        cmp = r.vs_baseline
+        best, worst = study.best_worst_classes(r, k=max(1, min(3, n_cls // 2)))
+        if cmp is None:
+            delta, ci, p, mark = "baseline", "", "", ""
+        else:
+            delta = f"{100 * cmp.diff:+.2f}"
+            ci = f"[{100 * cmp.ci_low:+.2f}, {100 * cmp.ci_high:+.2f}]"
+            p = f"{cmp.p_value:.3g}"
+            mark = "*" if cmp.significant else "n.s."
+        table.add_row(r.name, r.kind, str(r.n_prompts), _pct(r.metrics["acc1"]), delta, ci, p, mark,
+                      ", ".join(best), ", ".join(worst))
+    table.caption = ("* = significant (McNemar exact p < 0.05 and bootstrap CI excludes 0); n.s. = not significant"
+                     f" · chance {100 / n_cls:.1f} %")
+    return table

@@ -50,7 +50,22 @@ class ZeroShotResult:
 
 def evaluate(image_emb: np.ndarray, labels: np.ndarray, classifier: np.ndarray,
              ks: tuple[int, ...] = (1, 5)) -> ZeroShotResult:
-    s = scores(image_emb, classifier)
+    return evaluate_scores(scores(image_emb, classifier), labels, ks)
+
+
+def scores_max(image_emb: np.ndarray, text_emb: np.ndarray, owner: np.ndarray, num_classes: int) -> np.ndarray:
+    """Class score = the best cosine over that class's prompts (the ``max`` aggregation for descriptions)."""
+    sims = l2_normalize(image_emb) @ l2_normalize(text_emb).T  # (N, P)
+    out = np.full((sims.shape[0], num_classes), -np.inf, np.float32)
+    for c in range(num_classes):
+        cols = owner == c
+        if not cols.any():
+            raise ValueError(f"class {c} has no prompts")
+        out[:, c] = sims[:, cols].max(axis=1)
+    return out
+
+
+def evaluate_scores(s: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> ZeroShotResult:
     metrics = classification_metrics(s, labels, ks)
     metrics["mean_correct_similarity"] = float(np.mean(s[np.arange(len(labels)), labels])) if len(labels) else float("nan")
     return ZeroShotResult(metrics=metrics, scores=s)

@@ -1,0 +1,157 @@
+"""Prompt study: many templates, ensembles and class descriptions on one image pass, with paired statistics.
+
+Images are embedded once (cached); each template costs one small text pass. Every template is also scored on its
+own, so a named set contributes both its ensemble row and one row per template.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cliplab.data.base import ImageDataset
+from cliplab.embed import EmbeddingResult, embed_images, embed_texts
+from cliplab.errors import CliplabError
+from cliplab.models.base import LoadedModel
+from cliplab.prompts import TemplateSet
+from cliplab.studies.zeroshot import class_text_embeddings
+from cliplab.tasks.selection import greedy_template_selection
+from cliplab.tasks.stats import PairedComparison, compare_paired
+from cliplab.tasks.zeroshot import build_classifier, build_classifier_ragged, evaluate, evaluate_scores, scores_max
+
+
+@dataclass
+class PromptRow:
+    name: str  # template text, set name, or "descriptions (mean)"
+    kind: str  # template | ensemble | descriptions | selected
+    n_prompts: int
+    metrics: dict
+    correct: np.ndarray
+    vs_baseline: PairedComparison | None = None
+    templates: tuple[str, ...] = ()
+
+
+@dataclass
+class PromptStudy:
+    model: LoadedModel
+    dataset: ImageDataset
+    images: EmbeddingResult
+    labels: np.ndarray
+    rows: list[PromptRow] = field(default_factory=list)
+    baseline: str = ""
+    selection: dict | None = None
+    seconds: dict = field(default_factory=dict)
+
+    def best_worst_classes(self, row: PromptRow, k: int = 3) -> tuple[list[str], list[str]]:
+        rec = np.asarray(row.metrics["per_class_recall"], dtype=float)
+        order = [i for i in np.argsort(-np.nan_to_num(rec, nan=-1), kind="stable") if not np.isnan(rec[i])]
+        names = self.dataset.classnames
+        return [names[i] for i in order[:k]], [names[i] for i in order[::-1][:k]]
+
+
+def load_descriptions(path: str | Path, classnames: list[str]) -> list[list[str]]:
+    """``{class name: [texts]}``; every class of the dataset needs at least one text."""
+    path = Path(path)
+    if not path.is_file():
+        raise CliplabError(f"--descriptions {path}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CliplabError(f"--descriptions {path}: invalid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise CliplabError(f"--descriptions {path}: expected an object {{class name: [texts]}}")
+    norm = {k.strip().lower().replace("_", " "): v for k, v in data.items()}
+    out = []
+    for c in classnames:
+        texts = data.get(c, norm.get(c.lower()))
+        if not texts:
+            raise CliplabError(f"--descriptions {path}: no descriptions for class {c!r}")
+        out.append([texts] if isinstance(texts, str) else list(texts))
+    return out
+
+
+def _row(name, kind, n, res, labels, templates=()) -> PromptRow:
+    correct = res.scores.argmax(1) == labels
+    return PromptRow(name, kind, n, res.metrics, correct, templates=tuple(templates))
+
+
+def run_prompt_study(model: LoadedModel, dataset: ImageDataset, template_sets: list[TemplateSet],
+                     cache_dir=None, *, baseline: str | None = None, descriptions: str | None = None,
+                     aggregate: str = "mean", select_from: ImageDataset | None = None, val_fraction: float = 0.2,
+                     max_val: int = 5000, n_boot: int = 2000, seed: int = 0, batch_size: int = 64,
+                     num_workers: int | None = None, quiet: bool = False) -> PromptStudy:
+    if dataset.labels is None or not dataset.classnames:
+        raise CliplabError(f"dataset {dataset.name!r} has no class labels; a prompt study needs labels")
+    if aggregate not in ("mean", "max"):
+        raise CliplabError(f"--aggregate {aggregate!r}: choose mean or max")
+    t0 = time.perf_counter()
+    images = embed_images(model, dataset, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet)
+    labels = dataset.labels[images.indices]
+    study = PromptStudy(model, dataset, images, labels)
+    study.seconds["images"] = time.perf_counter() - t0
+    names = dataset.classnames
+    t1 = time.perf_counter()
+    singles: dict[str, np.ndarray] = {}  # template -> (C, d) raw embeddings
+    for ts in template_sets:
+        emb = class_text_embeddings(model, names, ts, cache_dir)  # (C, T, d)
+        for j, t in enumerate(ts.templates):
+            singles.setdefault(t, emb[:, j])
+        if len(ts.templates) > 1:
+            res = evaluate(images.embeddings, labels, build_classifier(emb))
+            study.rows.append(_row(ts.name, "ensemble", len(ts.templates), res, labels, ts.templates))
+    for t, emb in singles.items():
+        res = evaluate(images.embeddings, labels, build_classifier(emb[:, None, :]))
+        study.rows.append(_row(t, "template", 1, res, labels, (t,)))
+    if descriptions:
+        descs = load_descriptions(descriptions, names)
+        flat = [d for ds in descs for d in ds]
+        owner = np.repeat(np.arange(len(names)), [len(ds) for ds in descs])
+        demb = embed_texts(model, flat, cache_dir)
+        s = (scores_max(images.embeddings, demb, owner, len(names)) if aggregate == "max" else
+             evaluate(images.embeddings, labels, build_classifier_ragged(demb, owner, len(names))).scores)
+        study.rows.append(_row(f"descriptions ({aggregate})", "descriptions", len(flat),
+                               evaluate_scores(s, labels), labels))
+    study.seconds["texts"] = time.perf_counter() - t1
+
+    if select_from is not None:
+        study.selection = _select(study, model, select_from, list(singles), cache_dir, val_fraction, max_val, seed,
+                                  batch_size, num_workers, quiet)
+
+    # paired statistics against the baseline row
+    by_name = {r.name: r for r in study.rows}
+    base_name = baseline or (template_sets[0].templates[0] if template_sets else study.rows[0].name)
+    if base_name not in by_name:
+        raise CliplabError(f"--baseline {base_name!r} is not among the evaluated templates/sets")
+    study.baseline = base_name
+    base = by_name[base_name]
+    for r in study.rows:
+        if r is not base:
+            r.vs_baseline = compare_paired(base.correct, r.correct, n_boot=n_boot, seed=seed)
+    study.seconds["total"] = time.perf_counter() - t0
+    return study
+
+
+def _select(study: PromptStudy, model, train_ds: ImageDataset, templates: list[str], cache_dir, val_fraction,
+            max_val, seed, batch_size, num_workers, quiet) -> dict:
+    """Greedy ensemble selection on a validation part of the *train* split; scored once on the test split."""
+    if train_ds.labels is None:
+        raise CliplabError("template selection needs a labelled train split")
+    rng = np.random.default_rng(seed)
+    n_val = min(max_val, max(1, int(round(val_fraction * len(train_ds)))))
+    val_idx = np.sort(rng.permutation(len(train_ds))[:n_val])
+    val = train_ds.subset(val_idx, tag=f"val{seed}")
+    v = embed_images(model, val, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet,
+                     description="embedding validation images")
+    names = study.dataset.classnames
+    text = np.stack([embed_texts(model, [t.replace("{c}", c).replace("{}", c) for c in names], cache_dir)
+                     for t in templates], axis=1)  # (C, T, d)
+    sel = greedy_template_selection(v.embeddings, val.labels[v.indices], text)
+    chosen = [templates[i] for i in sel.chosen]
+    res = evaluate(study.images.embeddings, study.labels, build_classifier(text[:, sel.chosen]))
+    study.rows.append(_row("selected ensemble", "selected", len(chosen), res, study.labels, chosen))
+    return {"templates": chosen, "val_accuracy": sel.val_accuracy, "val_images": int(len(v.indices)),
+            "val_split": f"{train_ds.split} ({val_fraction:.0%} seeded subset, seed {seed})",
+            "test_accuracy": res.metrics["acc1"]}
