@@ -117,7 +117,7 @@ def run_prompt_study(model: LoadedModel, dataset: ImageDataset, template_sets: l
     study.seconds["texts"] = time.perf_counter() - t1
 
     if select_from is not None:
-        study.selection = _select(study, model, select_from, list(singles), cache_dir, val_fraction, max_val, seed,
+        study.selection = _select(study, model, select_from, singles, cache_dir, val_fraction, max_val, seed,
                                   batch_size, num_workers, quiet)
 
     # paired statistics against the baseline row
@@ -134,7 +134,7 @@ def run_prompt_study(model: LoadedModel, dataset: ImageDataset, template_sets: l
     return study
 
 
-def _select(study: PromptStudy, model, train_ds: ImageDataset, templates: list[str], cache_dir, val_fraction,
+def _select(study: PromptStudy, model, train_ds: ImageDataset, singles: dict[str, np.ndarray], cache_dir, val_fraction,
             max_val, seed, batch_size, num_workers, quiet) -> dict:
     """Greedy ensemble selection on a validation part of the *train* split; scored once on the test split."""
     if train_ds.labels is None:
@@ -145,9 +145,8 @@ def _select(study: PromptStudy, model, train_ds: ImageDataset, templates: list[s
     val = train_ds.subset(val_idx, tag=f"val{seed}")
     v = embed_images(model, val, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet,
                      description="embedding validation images")
-    names = study.dataset.classnames
-    text = np.stack([embed_texts(model, [t.replace("{c}", c).replace("{}", c) for c in names], cache_dir)
-                     for t in templates], axis=1)  # (C, T, d)
+    templates = list(singles)
+    text = np.stack([singles[t] for t in templates], axis=1)  # (C, T, d), already embedded for the study
     sel = greedy_template_selection(v.embeddings, val.labels[v.indices], text)
     chosen = [templates[i] for i in sel.chosen]
     res = evaluate(study.images.embeddings, study.labels, build_classifier(text[:, sel.chosen]))
