@@ -39,6 +39,10 @@ CacheDirOpt = typer.Option(None, "--cache-dir", help="embedding/model/dataset ca
 BatchOpt = typer.Option(64, "--batch-size", min=1, help="images per batch.")
 WorkersOpt = typer.Option(None, "--workers", min=0, help="DataLoader worker processes (default: automatic).")
 NoCacheOpt = typer.Option(False, "--no-cache", help="recompute embeddings and don't write the cache.")
+ResultsOpt = typer.Option(None, "--results", help="results store folder: this run's rows (model, dataset, task, "
+                          "metric, value, CI, seed, fingerprints, config) are added as a new file; read it with "
+                          "pandas or `cliplab report`.")
+ResultsFormatOpt = typer.Option("parquet", "--results-format", help="parquet | jsonl")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars or notes (result tables and errors still "
                         "print).")
 
@@ -103,6 +107,7 @@ def zeroshot(
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="per-image CSV: true label, top-k labels "
                                                "and scores (first template set)."),
     topk: int = typer.Option(5, "--topk", min=1, help="k for --predictions."),
+    results: Optional[Path] = ResultsOpt, results_format: str = ResultsFormatOpt,
     device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
     batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, no_cache: bool = NoCacheOpt,
     quiet: bool = QuietOpt,
@@ -110,6 +115,8 @@ def zeroshot(
     """Zero-shot classification: top-1/top-5, mean per-class recall, confusion, per-image predictions."""
     from cliplab.prompts import resolve_all
     from cliplab.report.results import predictions_frame, write_json, write_table, zeroshot_json
+    from cliplab.report.rows import record_zeroshot
+    from cliplab.report.store import RunRecorder
     from cliplab.report.tables import zeroshot_table
     from cliplab.studies.zeroshot import run_zeroshot
 
@@ -122,10 +129,13 @@ def zeroshot(
     out = _out(quiet)
     _out(False).print(zeroshot_table(run))
     _report_failures(run.images.failures, quiet)
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": ds.split, "limit": limit,
+              "templates": templates, "ensemble": ensemble, "batch_size": batch_size,
+              "precision": m.precision, "device": str(m.device)}
+    rec = RunRecorder("zeroshot", config)
+    record_zeroshot(rec, run)
+    _write_results(rec, results, results_format, quiet)
     if output:
-        config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": ds.split, "limit": limit,
-                  "templates": templates, "ensemble": ensemble, "batch_size": batch_size,
-                  "precision": m.precision, "device": str(m.device)}
         write_json(output, zeroshot_json(run, config))
         out.print(f"wrote {output}")
     if predictions:
@@ -155,6 +165,7 @@ def prompts(
     bootstrap: int = typer.Option(2000, "--bootstrap", min=100, help="bootstrap resamples for the 95 % CI."),
     seed: int = typer.Option(0, "--seed"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="study JSON."),
+    results: Optional[Path] = ResultsOpt, results_format: str = ResultsFormatOpt,
     device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
     batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, quiet: bool = QuietOpt,
 ):
@@ -162,6 +173,8 @@ def prompts(
     against a baseline, and automatic template selection (images are embedded once)."""
     from cliplab.prompts import resolve_all
     from cliplab.report.results import prompt_study_json, write_json
+    from cliplab.report.rows import record_prompt_study
+    from cliplab.report.store import RunRecorder
     from cliplab.report.tables import prompt_study_table
     from cliplab.studies.prompts import run_prompt_study
 
@@ -180,10 +193,73 @@ def prompts(
         _out(False).print(f"selected templates (validation: {study.selection['val_split']}): "
                           + " | ".join(study.selection["templates"]))
     _report_failures(study.images.failures, quiet)
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": ds.split,
+              "templates": templates, "baseline": study.baseline, "seed": seed, "bootstrap": bootstrap,
+              "select": select, "descriptions": str(descriptions) if descriptions else None, "aggregate": aggregate}
+    rec = RunRecorder("prompts", config)
+    record_prompt_study(rec, study, seed)
+    _write_results(rec, results, results_format, quiet)
     if output:
-        write_json(output, prompt_study_json(study, {"model": model, "pretrained": pretrained, "dataset": dataset,
-                                                     "split": ds.split, "templates": templates, "seed": seed,
-                                                     "bootstrap": bootstrap, "select": select}))
+        write_json(output, prompt_study_json(study, config))
+        _out(quiet).print(f"wrote {output}")
+
+
+@app.command()
+@handle_errors
+def probe(
+    model: str = ModelOpt, pretrained: Optional[str] = PretrainedOpt, dataset: str = DatasetOpt,
+    split: Optional[str] = SplitOpt,
+    train_split: str = typer.Option("train", "--train-split", help="split the probes are trained on (a "
+                                    "validation part of it chooses the weight decay)."),
+    data_root: Optional[str] = DataRootOpt, classnames: Optional[str] = ClassnamesOpt,
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="seeded subset of N test images."),
+    train_limit: Optional[int] = typer.Option(None, "--train-limit", min=1, help="seeded subset of N train images."),
+    kshot: str = typer.Option("1,2,4,8,16", "--kshot", help="shots per class for k-shot probes, comma-separated "
+                              "('' or 0 = none)."),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="k-shot repetitions with different samples."),
+    linear: bool = typer.Option(True, "--linear/--no-linear", help="full-data linear probe."),
+    templates: Optional[str] = typer.Option(None, "--templates", "-t", help="template set for the zero-shot row "
+                                            "and the zero-shot initialisation (default: the dataset's usual set)."),
+    zeroshot_init: bool = typer.Option(True, "--zeroshot-init/--no-zeroshot-init", help="also fit k-shot probes "
+                                       "anchored at the zero-shot classifier (both are reported)."),
+    wd: Optional[float] = typer.Option(None, "--wd", min=0.0, help="fixed weight decay for the linear probe "
+                                       "(default: swept on the validation part)."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.01, max=0.9),
+    seed: int = typer.Option(0, "--seed"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="study JSON."),
+    results: Optional[Path] = ResultsOpt, results_format: str = ResultsFormatOpt,
+    device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
+    batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, quiet: bool = QuietOpt,
+):
+    """Linear probe (weight decay swept on a validation split, refit) and k-shot probes on frozen embeddings,
+    beside zero-shot; logistic regression in torch with L-BFGS (GPU when available)."""
+    from cliplab.prompts import resolve_all
+    from cliplab.report.results import probe_json, write_json
+    from cliplab.report.rows import record_probe
+    from cliplab.report.store import RunRecorder
+    from cliplab.report.tables import probe_table
+    from cliplab.studies.probe import run_probe
+
+    ks = [k for k in _parse_ints(kshot, "--kshot") if k > 0]
+    _ensure_default_model(model, pretrained, cache_dir, quiet)
+    test_ds = _load_dataset(dataset, split, data_root, limit, classnames, cache_dir)
+    train_ds = _load_dataset(dataset, train_split, data_root, train_limit, classnames, cache_dir)
+    ts = resolve_all([templates or test_ds.templates_hint or "simple"], ensemble=True)[0]
+    m = _load_model(model, pretrained, device, precision, cache_dir)
+    study = run_probe(m, train_ds, test_ds, cache_dir, templates=ts, linear=linear, kshots=ks,
+                      seeds=tuple(range(seed, seed + seeds)), zeroshot_init=zeroshot_init, wd=wd,
+                      val_fraction=val_fraction, seed=seed, device=m.device, batch_size=batch_size,
+                      num_workers=workers, quiet=quiet)
+    _out(False).print(probe_table(study))
+    _report_failures(study.train_images.failures + study.test_images.failures, quiet)
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": test_ds.split,
+              "train_split": train_split, "kshot": ks, "seeds": seeds, "seed": seed, "wd": wd,
+              "val_fraction": val_fraction, "templates": ts.name, "zeroshot_init": zeroshot_init}
+    rec = RunRecorder("probe", config)
+    record_probe(rec, study)
+    _write_results(rec, results, results_format, quiet)
+    if output:
+        write_json(output, probe_json(study, config))
         _out(quiet).print(f"wrote {output}")
 
 
@@ -305,6 +381,22 @@ def demo(cache_dir: Optional[Path] = CacheDirOpt, quiet: bool = QuietOpt):
     from cliplab.demo import run_demo
 
     run_demo(cache_dir, quiet=quiet)
+
+
+def _write_results(rec, results, fmt, quiet) -> None:
+    path = rec.write(results, fmt)
+    if path is not None:
+        _out(quiet).print(f"added {len(rec.rows)} rows to the results store: {path}")
+
+
+def _parse_ints(value: str, option: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise CliplabError(f"{option} {value!r}: expected comma-separated integers, e.g. 1,2,4,8,16") from None
+    if any(v < 0 for v in out):
+        raise CliplabError(f"{option} {value!r}: values must be >= 0")
+    return out
 
 
 def _report_failures(failures, quiet: bool) -> None:

@@ -120,3 +120,28 @@ def test_prompt_study_descriptions(trained_cache, tmp_path):
     res = runner.invoke(app, ["prompts", "--dataset", "shapes:color", "--descriptions", str(desc),
                               "--cache-dir", str(trained_cache)])
     assert res.exit_code == 2 and "no descriptions for class 'green shape'" in res.output
+
+
+def test_probe_and_results_store(trained_cache, tmp_path):
+    from cliplab.report.store import read_results
+
+    res_dir, out = tmp_path / "results", tmp_path / "probe.json"
+    res = runner.invoke(app, ["probe", "--dataset", "shapes:color", "--train-limit", "1500", "--kshot", "1,4",
+                              "--seeds", "2", "--results", str(res_dir), "--output", str(out), "--quiet",
+                              "--cache-dir", str(trained_cache)])
+    assert res.exit_code == 0, res.output
+    assert "linear probe" in res.output and "probe (zero-shot init)" in res.output
+    rec = json.loads(out.read_text())
+    assert rec["linear_probe"]["test"]["acc1"] > 0.9 and rec["linear_probe"]["weight_decay"] > 0
+    assert [(r["k"], len(r["acc1"])) for r in rec["kshot"]] == [(0, 1), (1, 2), (1, 2), (4, 2), (4, 2)]
+    res = runner.invoke(app, ["zeroshot", "--dataset", "shapes:color", "--results", str(res_dir),
+                              "--results-format", "jsonl", "--quiet", "--cache-dir", str(trained_cache)])
+    assert res.exit_code == 0, res.output
+    df = read_results(res_dir)
+    assert set(df.command) == {"probe", "zeroshot"} and df.run_id.nunique() == 2
+    lp = df[(df.variant == "linear probe") & (df.metric == "acc1")]
+    assert lp.value.iloc[0] == pytest.approx(rec["linear_probe"]["test"]["acc1"])
+    zs = df[(df.command == "zeroshot") & (df.metric == "acc1")]
+    assert zs.model_fingerprint.iloc[0] == rec["model_fingerprint"] and zs.n.iloc[0] == 1000
+    bad = runner.invoke(app, ["probe", "--kshot", "1,x", "--cache-dir", str(trained_cache)])
+    assert bad.exit_code == 2 and "--kshot" in bad.output

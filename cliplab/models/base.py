@@ -27,6 +27,12 @@ class LoadedModel:
         return sum(p.numel() for p in self.model.parameters())
 
     @property
+    def logit_scale(self) -> float:
+        """exp(logit_scale) of the model (100 for trained CLIPs); 100 when the model has none."""
+        ls = getattr(self.model, "logit_scale", None)
+        return float(ls.detach().exp().item()) if isinstance(ls, torch.Tensor) else 100.0
+
+    @property
     def image_size(self) -> tuple[int, int]:
         size = self.preprocess_cfg.get("size", 224)
         return (size, size) if isinstance(size, int) else tuple(size)

@@ -135,3 +135,26 @@ def prompt_study_json(study, config: dict) -> dict:
             "num_images": int(len(study.labels)), "model_fingerprint": study.model.fingerprint,
             "dataset_fingerprint": study.dataset.fingerprint, "timing": study.seconds, "config": config,
             **provenance()}
+
+
+def probe_json(study, config: dict) -> dict:
+    def metrics(m):
+        return {k: m[k] for k in ("acc1", "acc5", "mean_per_class_recall") if k in m}
+
+    out = {"dataset": study.test.name, "model": study.model.name, "pretrained": study.model.pretrained,
+           "task": "linear_probe", "split": study.test.split, "train_split": study.train.split,
+           "classnames": study.test.classnames, "num_train": int(len(study.train_images.indices)),
+           "num_test": int(len(study.test_images.indices)), "model_fingerprint": study.model.fingerprint,
+           "dataset_fingerprint": study.test.fingerprint, "timing": study.seconds, "config": config, **provenance()}
+    if study.zeroshot is not None:
+        out["zeroshot"] = metrics(study.zeroshot)
+    if study.linear is not None:
+        lp = study.linear
+        out["metrics"] = metrics(lp.test_metrics)
+        out["linear_probe"] = {"weight_decay": lp.wd, "train": metrics(lp.train_metrics),
+                               "test": metrics(lp.test_metrics), "val_curve": lp.val_curve, "n_val": lp.n_val,
+                               "per_class_recall": dict(zip(study.test.classnames,
+                                                            lp.test_metrics["per_class_recall"]))}
+    out["kshot"] = [{"k": r.k, "variant": r.variant, "acc1": r.accs, "seeds": r.seeds, "mean": r.mean, "std": r.std,
+                     "weight_decay": r.wds} for r in study.kshot]
+    return out

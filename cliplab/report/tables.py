@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from rich.console import Console
 from rich.table import Table
 
@@ -64,4 +66,32 @@ def prompt_study_table(study) -> Table:
                       ", ".join(best), ", ".join(worst))
     table.caption = ("* = significant (McNemar exact p < 0.05 and bootstrap CI excludes 0); n.s. = not significant"
                      f" · chance {100 / n_cls:.1f} %")
+    return table
+
+
+def probe_table(study) -> Table:
+    n_cls = len(study.test.classnames)
+    table = Table(title=f"probes · {study.model.name} · {study.test.name} (train: {study.train.split} "
+                        f"{len(study.train_images.indices)} images, test: {study.test.split} "
+                        f"{len(study.test_images.indices)} images, {n_cls} classes)")
+    for col in ("classifier", "shots/class", "train top-1 %", "test top-1 %", f"test top-{min(5, n_cls)} %",
+                "mean class recall %", "weight decay"):
+        table.add_column(col, justify="left" if col == "classifier" else "right", no_wrap=True)
+    if study.zeroshot is not None:
+        z = study.zeroshot
+        table.add_row(f"zero-shot ({study.templates.name})", "0", "", _pct(z["acc1"]), _pct(z.get("acc5")),
+                      _pct(z["mean_per_class_recall"]), "")
+    if study.linear is not None:
+        lp = study.linear
+        table.add_row("linear probe", "all", _pct(lp.train_metrics["acc1"]), _pct(lp.test_metrics["acc1"]),
+                      _pct(lp.test_metrics.get("acc5")), _pct(lp.test_metrics["mean_per_class_recall"]),
+                      f"{lp.wd:.1e}")
+    for r in study.kshot:
+        if r.k == 0:
+            continue
+        acc = f"{100 * r.mean:.2f} ± {100 * r.std:.2f}" if len(r.accs) > 1 else _pct(r.mean)
+        table.add_row(r.variant, str(r.k), "", acc, "", "", f"{np.median(r.wds):.1e}")
+    seeds = max((len(r.accs) for r in study.kshot if r.k), default=0)
+    table.caption = (f"chance = {100 / n_cls:.1f} % · k-shot: mean ± std over {seeds} seeds, weight decay chosen "
+                     "on a validation part of the train split" if seeds else f"chance = {100 / n_cls:.1f} %")
     return table

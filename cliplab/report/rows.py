@@ -1,0 +1,48 @@
+"""Result rows for the results store, one function per study type (see :mod:`cliplab.report.store`)."""
+from __future__ import annotations
+
+from cliplab.report.store import RunRecorder
+
+CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similarity")
+
+
+def record_zeroshot(rec: RunRecorder, run) -> None:
+    n = int(len(run.images.indices))
+    for ev in run.evaluations:
+        kw = dict(task="zeroshot_classification", model=run.model, dataset=run.dataset, variant=ev.template_set.name,
+                  n=n)
+        rec.add_metrics(ev.result.metrics, CLASSIFICATION, **kw)
+        rec.add(metric="images_per_second", value=run.images.images_per_second, **kw)
+        for cname, r in zip(run.dataset.classnames, ev.result.metrics["per_class_recall"]):
+            rec.add(metric=f"recall[{cname}]", value=r, **kw)
+
+
+def record_prompt_study(rec: RunRecorder, study, seed: int) -> None:
+    n = int(len(study.labels))
+    for r in study.rows:
+        kw = dict(task="prompt_study", model=study.model, dataset=study.dataset, variant=f"{r.kind}: {r.name}", n=n)
+        rec.add_metrics(r.metrics, CLASSIFICATION, **kw)
+        if r.vs_baseline is not None:
+            c = r.vs_baseline
+            rec.add(metric="acc1_diff_vs_baseline", value=c.diff, ci=(c.ci_low, c.ci_high), seed=seed, **kw)
+            rec.add(metric="mcnemar_p", value=c.p_value, **kw)
+
+
+def record_probe(rec: RunRecorder, study) -> None:
+    n = int(len(study.test_images.indices))
+    base = dict(task="linear_probe", model=study.model, dataset=study.test, n=n)
+    if study.zeroshot is not None:
+        rec.add_metrics(study.zeroshot, CLASSIFICATION[:3], variant=f"zero-shot ({study.templates.name})",
+                        **{**base, "task": "zeroshot_classification"})
+    if study.linear is not None:
+        lp = study.linear
+        rec.add_metrics(lp.test_metrics, CLASSIFICATION[:3], variant="linear probe", **base)
+        rec.add(metric="train_acc1", value=lp.train_metrics["acc1"], variant="linear probe", **base)
+        rec.add(metric="weight_decay", value=lp.wd, variant="linear probe", **base)
+    for r in study.kshot:
+        kw = {**base, "task": "kshot_probe", "variant": f"{r.variant} k={r.k}"}
+        for s, acc in zip(r.seeds or [None] * len(r.accs), r.accs):
+            rec.add(metric="acc1", value=acc, seed=s, **kw)
+        if len(r.accs) > 1:
+            rec.add(metric="acc1_mean", value=r.mean, **kw)
+            rec.add(metric="acc1_std", value=r.std, **kw)

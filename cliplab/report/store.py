@@ -1,0 +1,101 @@
+"""The results store: a folder of row files that every command appends to and ``pandas`` reads directly.
+
+Each command run writes one new file ``<UTC time>-<command>-<run id>.parquet`` (or ``.jsonl``) atomically, so runs
+never rewrite each other's rows, concurrent runs cannot corrupt the store, and an interrupted run leaves no
+partial file. ``read_results(DIR)`` (or ``pd.read_parquet(DIR)`` for an all-parquet store) gives one frame.
+
+One row per (model, dataset, task, variant, metric): a long format that tables and plots pivot as they need.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from cliplab.errors import CliplabError
+
+COLUMNS = ["run_id", "timestamp", "cliplab_version", "command", "task", "model", "pretrained", "model_fingerprint",
+           "dataset", "split", "dataset_fingerprint", "variant", "metric", "value", "ci_low", "ci_high", "seed",
+           "n", "config"]
+FORMATS = ("parquet", "jsonl")
+
+
+class RunRecorder:
+    """Collects the rows of one command run; ``context`` fields are shared by all its rows."""
+
+    def __init__(self, command: str, config: dict | None = None):
+        from cliplab.version import __version__
+
+        self.run_id = uuid.uuid4().hex[:12]
+        self.timestamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.base = {"run_id": self.run_id, "timestamp": self.timestamp, "cliplab_version": __version__,
+                     "command": command, "config": json.dumps(config or {}, sort_keys=True, default=str)}
+        self.rows: list[dict] = []
+
+    def add(self, *, task: str, model, dataset, metric: str, value, variant: str = "", ci=(None, None),
+            seed: int | None = None, n: int | None = None) -> None:
+        """``model`` is a LoadedModel (or a dict with name/pretrained/fingerprint); ``dataset`` an ImageDataset."""
+        mname, mpre, mfp = ((model.get("name"), model.get("pretrained"), model.get("fingerprint"))
+                            if isinstance(model, dict) else (model.name, model.pretrained, model.fingerprint))
+        self.rows.append({**self.base, "task": task, "model": mname, "pretrained": mpre or "",
+                          "model_fingerprint": mfp, "dataset": dataset.name, "split": dataset.split,
+                          "dataset_fingerprint": dataset.fingerprint, "variant": variant, "metric": metric,
+                          "value": _num(value), "ci_low": _num(ci[0]), "ci_high": _num(ci[1]),
+                          "seed": seed, "n": n})
+
+    def add_metrics(self, metrics: dict, names: Iterable[str], **kw) -> None:
+        for name in names:
+            if name in metrics:
+                self.add(metric=name, value=metrics[name], **kw)
+
+    def frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.rows, columns=COLUMNS)
+        df["seed"] = df["seed"].astype("Int64")
+        df["n"] = df["n"].astype("Int64")
+        return df
+
+    def write(self, folder: str | Path | None, fmt: str = "parquet") -> Path | None:
+        if folder is None or not self.rows:
+            return None
+        if fmt not in FORMATS:
+            raise CliplabError(f"--results-format {fmt!r}: choose parquet or jsonl")
+        from cliplab.report.results import write_table
+
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise CliplabError(f"--results {folder}: exists and is not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = self.timestamp.replace(":", "").replace("-", "").split("+")[0]
+        path = folder / f"{stamp}-{self.base['command']}-{self.run_id}.{fmt}"
+        write_table(path, self.frame())
+        return path
+
+
+def _num(v):
+    if v is None:
+        return None
+    v = float(v)
+    return None if np.isnan(v) else v
+
+
+def read_results(*folders: str | Path) -> pd.DataFrame:
+    """All rows of one or more results folders (parquet and JSONL files), oldest run first."""
+    frames = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CliplabError(f"results folder {folder} not found")
+        for p in sorted(folder.iterdir()):
+            if p.suffix == ".parquet":
+                frames.append(pd.read_parquet(p))
+            elif p.suffix == ".jsonl":
+                frames.append(pd.read_json(p, lines=True, dtype={"pretrained": str, "variant": str}))
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    df = pd.concat(frames, ignore_index=True)
+    return df.sort_values(["timestamp", "run_id"], kind="stable").reset_index(drop=True)
