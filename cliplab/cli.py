@@ -265,6 +265,187 @@ def probe(
 
 @app.command()
 @handle_errors
+def compare(
+    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="repeatable; paired by position with "
+                                              "--pretrained (see `cliplab zeroshot --help` for accepted values)."),
+    pretrained: Optional[List[str]] = typer.Option(None, "--pretrained", "-p", help="repeatable; 'none' for a "
+                                                   "model without a tag."),
+    models_file: Optional[Path] = typer.Option(None, "--models", help="YAML/TOML/JSON list of {model, pretrained, "
+                                               "label}."),
+    dataset: Optional[List[str]] = typer.Option(None, "--dataset", "-d", help="repeatable (default: shapes)."),
+    split: Optional[str] = SplitOpt, data_root: Optional[str] = DataRootOpt, limit: Optional[int] = LimitOpt,
+    templates: Optional[str] = typer.Option(None, "--templates", "-t", help="one template set for every dataset "
+                                            "(default: each dataset's usual set)."),
+    probe: bool = typer.Option(False, "--probe", help="add a linear probe column (trained on --train-split)."),
+    train_split: str = typer.Option("train", "--train-split"),
+    train_limit: Optional[int] = typer.Option(None, "--train-limit", min=1),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="grouped bar chart path stem: writes STEM.png and "
+                                        "STEM.svg."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="table as .csv, .parquet or .jsonl."),
+    results: Optional[Path] = ResultsOpt, results_format: str = ResultsFormatOpt,
+    device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
+    batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, quiet: bool = QuietOpt,
+):
+    """Compare models on datasets: top-1/top-5, similarity of the true class, images/s, size; zero-shot vs
+    linear probe side by side; grouped bar charts."""
+    import pandas as pd
+
+    from cliplab.prompts import resolve_all
+    from cliplab.report.results import write_table
+    from cliplab.report.store import RunRecorder
+    from cliplab.report.tables import compare_table
+    from cliplab.studies.compare import compare_figures, model_specs, run_compare
+
+    specs = model_specs(model or ([] if models_file else ["tiny-shapes"]), pretrained, models_file)
+    if output and output.suffix.lower() not in (".csv", ".parquet", ".jsonl"):
+        raise CliplabError(f"--output {output}: use .csv, .parquet or .jsonl")
+    for s in specs:
+        _ensure_default_model(s.model, s.pretrained, cache_dir, quiet)
+    pairs, sets = [], []
+    for d in dataset or ["shapes"]:
+        test = _load_dataset(d, split, data_root, limit, None, cache_dir)
+        train = _load_dataset(d, train_split, data_root, train_limit, None, cache_dir) if probe else None
+        pairs.append((test, train))
+        sets.append(resolve_all([templates or test.templates_hint or "simple"], ensemble=True)[0])
+    config = {"models": [s.__dict__ for s in specs], "datasets": dataset, "templates": templates, "probe": probe,
+              "split": split, "limit": limit}
+    rec = RunRecorder("compare", config)
+    rows = run_compare(specs, pairs, sets, cache_dir, device=device, precision=precision, batch_size=batch_size,
+                       num_workers=workers, quiet=quiet, recorder=rec)
+    _out(False).print(compare_table(rows))
+    out = _out(quiet)
+    _write_results(rec, results, results_format, quiet)
+    if output:
+        write_table(output, pd.DataFrame([r.as_dict() for r in rows]))
+        out.print(f"wrote {output}")
+    if plot:
+        for p in compare_figures(rows, plot):
+            out.print(f"wrote {p}")
+
+
+@app.command("inspect")
+@handle_errors
+def inspect_cmd(
+    images: List[str] = typer.Argument(..., help="image files or folders."),
+    model: str = ModelOpt, pretrained: Optional[str] = PretrainedOpt,
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="take the class names from this dataset "
+                                          "(default: shapes, unless --classes or --prompts)."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="comma-separated class names."),
+    classnames: Optional[str] = ClassnamesOpt,
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="text file, one prompt per line, ranked as "
+                                           "written (no template), e.g. 'a chest X-ray with pneumonia'."),
+    templates: Optional[str] = typer.Option(None, "--templates", "-t", help="template set for class names."),
+    topk: int = typer.Option(5, "--topk", min=1),
+    figures: Optional[Path] = typer.Option(None, "--figures", help="folder for one PNG per image: the image and "
+                                           "its top-k bars."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="all scores as .csv/.parquet/.jsonl (one "
+                                          "row per image x candidate)."),
+    device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
+    quiet: bool = QuietOpt,
+):
+    """Rank all classes (or your prompts) for given images, with cosine scores and CLIP probabilities."""
+    import pandas as pd
+
+    from cliplab.prompts import resolve_all
+    from cliplab.report.results import write_table
+    from cliplab.report.tables import inspect_table
+    from cliplab.studies.inspect import image_paths, inspect_images, inspection_figures, read_prompts
+
+    paths = image_paths(images)
+    prompt_list = read_prompts(prompts) if prompts else None
+    names, hint = None, None
+    if classes:
+        names = [c.strip() for c in classes.split(",") if c.strip()]
+        if len(names) < 2:
+            raise CliplabError(f"--classes {classes!r}: give at least two comma-separated names")
+    elif not prompt_list:
+        ds = _load_dataset(dataset or "shapes", None, None, None, classnames, cache_dir)
+        if not ds.classnames:
+            raise CliplabError(f"--dataset {dataset}: has no class names; use --classes or --prompts")
+        names, hint = ds.classnames, ds.templates_hint
+    ts = resolve_all([templates or hint or "simple"], ensemble=True)[0]
+    _ensure_default_model(model, pretrained, cache_dir, quiet)
+    m = _load_model(model, pretrained, device, precision, cache_dir)
+    ins = inspect_images(m, paths, cache_dir, classnames=names, template_set=ts, prompts=prompt_list, quiet=quiet)
+    _out(False).print(inspect_table(ins, topk))
+    _report_failures(ins.images.failures, quiet)
+    out = _out(quiet)
+    if figures:
+        written = inspection_figures(ins, figures, topk)
+        out.print(f"wrote {len(written)} figure(s) to {figures}")
+    if output:
+        rows = [{"image": str(ins.paths[int(i)]), "candidate": lab, "rank": r + 1, "cosine": c, "probability": p}
+                for row, i in enumerate(ins.images.indices) for r, (lab, c, p) in enumerate(ins.ranking(row, len(ins.labels)))]
+        write_table(output, pd.DataFrame(rows))
+        out.print(f"wrote {output}")
+
+
+attack_app = typer.Typer(help="Adversarial-style probes of a model (typographic attack).", no_args_is_help=True)
+app.add_typer(attack_app, name="attack")
+
+
+@attack_app.command("typographic")
+@handle_errors
+def attack_typographic(
+    model: str = ModelOpt, pretrained: Optional[str] = PretrainedOpt, dataset: str = DatasetOpt,
+    split: Optional[str] = SplitOpt, data_root: Optional[str] = DataRootOpt, limit: Optional[int] = LimitOpt,
+    classnames: Optional[str] = ClassnamesOpt,
+    templates: Optional[str] = typer.Option(None, "--templates", "-t", help="template set (default: the dataset's "
+                                            "usual set)."),
+    target: str = typer.Option("random", "--target", help="which wrong class is written: random (seeded), next "
+                               "(label + 1), most-confused (the clean classifier's most frequent confusion)."),
+    text: str = typer.Option("{}", "--text", help="what is written, {} = the class name (e.g. 'this is a {}')."),
+    font_size: float = typer.Option(0.22, "--font-size", help="text height as a fraction of the image side."),
+    position: str = typer.Option("center", "--position", help="center | top | bottom | random"),
+    opacity: float = typer.Option(1.0, "--opacity", help="0 < opacity <= 1"),
+    color: str = typer.Option("white", "--color", help="text colour (outlined in black)."),
+    font: Optional[Path] = typer.Option(None, "--font", help=".ttf/.otf font file (default: Pillow's bundled font)."),
+    seed: int = typer.Option(0, "--seed"),
+    examples: Optional[Path] = typer.Option(None, "--examples", help="PNG with original vs attacked example pairs."),
+    n_examples: int = typer.Option(8, "--n-examples", min=1),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="summary JSON."),
+    results: Optional[Path] = ResultsOpt, results_format: str = ResultsFormatOpt,
+    device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
+    batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, quiet: bool = QuietOpt,
+):
+    """Write a wrong class name on every test image; report the accuracy drop and how often the prediction
+    flips to the written label (attacked images are embedded once and cached)."""
+    from cliplab.attacks import TypographicParams
+    from cliplab.prompts import resolve_all
+    from cliplab.report.results import provenance, write_json
+    from cliplab.report.rows import record_attack
+    from cliplab.report.store import RunRecorder
+    from cliplab.report.tables import attack_table
+    from cliplab.studies.attack import attack_examples_figure, run_typographic
+
+    params = TypographicParams(font_size=font_size, position=position, opacity=opacity, color=color,
+                               font=str(font) if font else None, seed=seed)
+    params.validate()
+    _ensure_default_model(model, pretrained, cache_dir, quiet)
+    ds = _load_dataset(dataset, split, data_root, limit, classnames, cache_dir)
+    ts = resolve_all([templates or ds.templates_hint or "simple"], ensemble=True)[0]
+    m = _load_model(model, pretrained, device, precision, cache_dir)
+    res = run_typographic(m, ds, ts, params, cache_dir, rule=target, text_format=text, batch_size=batch_size,
+                          num_workers=workers, quiet=quiet)
+    _out(False).print(attack_table(res))
+    _report_failures(res.clean.failures, quiet)
+    out = _out(quiet)
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": ds.split, "limit": limit,
+              "templates": ts.name, "target": target, "text": text, **params.__dict__}
+    rec = RunRecorder("attack-typographic", config)
+    record_attack(rec, res)
+    _write_results(rec, results, results_format, quiet)
+    if examples:
+        out.print(f"wrote {attack_examples_figure(res, examples, n_examples)}")
+    if output:
+        write_json(output, {"task": "typographic_attack", "model": m.name, "pretrained": m.pretrained,
+                            "dataset": ds.name, "split": ds.split, "metrics": res.summary(),
+                            "model_fingerprint": m.fingerprint, "config": config, **provenance()})
+        out.print(f"wrote {output}")
+
+
+@app.command()
+@handle_errors
 def embed(
     model: str = ModelOpt, pretrained: Optional[str] = PretrainedOpt, dataset: str = DatasetOpt,
     split: Optional[str] = SplitOpt, data_root: Optional[str] = DataRootOpt, limit: Optional[int] = LimitOpt,

@@ -46,3 +46,12 @@ def record_probe(rec: RunRecorder, study) -> None:
         if len(r.accs) > 1:
             rec.add(metric="acc1_mean", value=r.mean, **kw)
             rec.add(metric="acc1_std", value=r.std, **kw)
+
+
+def record_attack(rec: RunRecorder, res) -> None:
+    s = res.summary()
+    kw = dict(task="typographic_attack", model=res.model, dataset=res.dataset, n=s["n"], seed=res.params.seed,
+              variant=f"{res.template_set.name}; target={res.rule}")
+    for k, v in s.items():
+        if k != "n":
+            rec.add(metric=k, value=v, **kw)

@@ -95,3 +95,51 @@ def probe_table(study) -> Table:
     table.caption = (f"chance = {100 / n_cls:.1f} % · k-shot: mean ± std over {seeds} seeds, weight decay chosen "
                      "on a validation part of the train split" if seeds else f"chance = {100 / n_cls:.1f} %")
     return table
+
+
+def compare_table(rows) -> Table:
+    table = Table(title="model comparison (zero-shot" + (" vs linear probe)" if any(
+        not math.isnan(r.probe_acc1) for r in rows) else ")"))
+    cols = ["model", "dataset", "top-1 %", "top-5 %", "mean class recall %", "sim(true)", "probe test %",
+            "probe train %", "images/s", "params (M)", "dim"]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("model", "dataset") else "right", no_wrap=c != "model")
+    for r in sorted(rows, key=lambda r: (r.dataset, -r.acc1)):
+        table.add_row(r.model, r.dataset, _pct(r.acc1), _pct(r.acc5), _pct(r.mean_per_class_recall),
+                      f"{r.mean_correct_similarity:.3f}", _pct(r.probe_acc1), _pct(r.probe_train_acc1),
+                      "—" if math.isnan(r.images_per_second) else f"{r.images_per_second:,.0f}",
+                      f"{r.num_params / 1e6:.2f}", str(r.embed_dim))
+    table.caption = "images/s: image-tower throughput when the embeddings were computed (cached runs keep it)"
+    return table
+
+
+def inspect_table(ins, k: int) -> Table:
+    table = Table(title=f"per-image ranking · {ins.model.name} · {len(ins.labels)} candidates")
+    table.add_column("image", no_wrap=True, max_width=40)
+    for j in range(min(k, len(ins.labels))):
+        table.add_column(f"#{j + 1} (cos · prob)", max_width=34)
+    for row, idx in enumerate(ins.images.indices):
+        table.add_row(ins.paths[int(idx)].name, *[f"{lab} ({c:.3f} · {p:.2f})" for lab, c, p in ins.ranking(row, k)])
+    return table
+
+
+def attack_table(res) -> Table:
+    s = res.summary()
+    table = Table(title=f"typographic attack · {res.model.name} · {res.dataset.name} ({s['n']} images, target rule: "
+                        f"{res.rule}, templates: {res.template_set.name})")
+    table.add_column("measure")
+    table.add_column("clean", justify="right")
+    table.add_column("attacked", justify="right")
+    table.add_column("change (pt)", justify="right")
+    table.add_row("top-1 %", _pct(s["clean_acc1"]), _pct(s["attacked_acc1"]),
+                  f"{-100 * s['acc1_drop']:+.2f}")
+    table.add_row("mean class recall %", _pct(s["clean_mean_per_class_recall"]),
+                  _pct(s["attacked_mean_per_class_recall"]),
+                  f"{100 * (s['attacked_mean_per_class_recall'] - s['clean_mean_per_class_recall']):+.2f}")
+    table.add_row("predicts the written label %", _pct(s["predicts_written_label_clean"]),
+                  _pct(s["predicts_written_label"]),
+                  f"{100 * (s['predicts_written_label'] - s['predicts_written_label_clean']):+.2f}")
+    table.caption = (f"prediction changed on {100 * s['prediction_changed']:.1f} % of images; "
+                     f"{100 * s['correct_flipped_to_written']:.1f} % went from correct to the written label · "
+                     f"font {res.params.font_size:g} of the side, {res.params.position}, opacity {res.params.opacity:g}")
+    return table

@@ -1,0 +1,114 @@
+"""Figures for people (matplotlib, no display needed). Every function writes PNG and/or SVG files atomically."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, paths: Sequence[str | Path]) -> list[Path]:
+    from cliplab.io import atomic_path
+
+    out = []
+    for p in paths:
+        p = Path(p)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, format=p.suffix.lstrip(".").lower() or "png", dpi=130, bbox_inches="tight")
+        out.append(p)
+    _plt().close(fig)
+    return out
+
+
+def grouped_bars(groups: list[str], series: dict[str, list[float]], *, ylabel: str, title: str,
+                 errors: dict[str, list[float]] | None = None, percent: bool = True, chance: list[float] | None = None):
+    """Bars per group (e.g. dataset) for each series (e.g. model); NaN values are left out."""
+    plt = _plt()
+    n = max(1, len(series))
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(groups) * n + 2), 4.2))
+    x = np.arange(len(groups))
+    scale = 100.0 if percent else 1.0
+    for j, (name, vals) in enumerate(series.items()):
+        v = np.asarray(vals, dtype=float) * scale
+        err = None if not errors or name not in errors else np.asarray(errors[name], dtype=float) * scale
+        bars = ax.bar(x + (j - (n - 1) / 2) * width, np.nan_to_num(v), width, label=name, yerr=err, capsize=3)
+        for b, val in zip(bars, v):
+            if not np.isnan(val):
+                ax.annotate(f"{val:.1f}" if percent else f"{val:.3g}", (b.get_x() + b.get_width() / 2, b.get_height()),
+                            ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+    if chance is not None:
+        for xi, c in zip(x, chance):
+            ax.hlines(c * scale, xi - 0.45, xi + 0.45, colors="grey", linestyles="dotted", linewidth=1)
+    ax.set_xticks(x, groups, rotation=15 if max((len(g) for g in groups), default=0) > 12 else 0)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if percent:
+        ax.set_ylim(0, 105)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def image_with_bars(image, labels: list[str], values: list[float], *, title: str = "", highlight: str | None = None,
+                    xlabel: str = "cosine similarity"):
+    """An image beside a horizontal bar chart of its top-k classes (best on top)."""
+    plt = _plt()
+    k = len(labels)
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(8.5, max(2.6, 0.38 * k + 1)), gridspec_kw={"width_ratios": [1, 1.6]})
+    a0.imshow(image)
+    a0.axis("off")
+    a0.set_title(title, fontsize=8)
+    y = np.arange(k)[::-1]
+    colors = ["tab:green" if highlight is not None and lab == highlight else "tab:blue" for lab in labels]
+    a1.barh(y, values, color=colors)
+    a1.set_yticks(y, [lab if len(lab) <= 40 else lab[:37] + "..." for lab in labels], fontsize=8)
+    lo = min(values) if values else 0.0
+    a1.set_xlim(min(0.0, lo - 0.02), max(values) * 1.08 if values and max(values) > 0 else 1.0)
+    for yi, v in zip(y, values):
+        a1.annotate(f"{v:.3f}", (v, yi), xytext=(2, 0), textcoords="offset points", va="center", fontsize=7)
+    a1.set_xlabel(xlabel)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images: list, captions: list[str], *, title: str = "", cols: int = 5, row_titles: list[str] | None = None,
+               highlight: list[bool] | None = None):
+    """A grid of images with a caption under each (scores, labels); ``highlight`` frames images green/red."""
+    plt = _plt()
+    n = len(images)
+    cols = max(1, min(cols, n)) if row_titles is None else cols
+    rows = max(1, int(np.ceil(n / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.25 * rows + (0.4 if title else 0)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for s in ax.spines.values():
+            s.set_visible(False)
+        if i >= n or images[i] is None:
+            continue
+        ax.imshow(images[i])
+        ax.set_xlabel(captions[i], fontsize=7)
+        if highlight is not None:
+            for s in ax.spines.values():
+                s.set_visible(True)
+                s.set_color("tab:green" if highlight[i] else "tab:red")
+                s.set_linewidth(2.5)
+    if row_titles:
+        for r, t in enumerate(row_titles[:rows]):
+            axes[r, 0].set_ylabel(t if len(t) <= 32 else t[:29] + "...", fontsize=8, rotation=0, ha="right",
+                                  va="center", labelpad=10)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

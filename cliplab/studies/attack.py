@@ -1,0 +1,126 @@
+"""Typographic attack study: zero-shot on clean images vs the same images with a wrong class name written on them."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cliplab.attacks.typographic import AttackedSource, TypographicParams, choose_targets
+from cliplab.data.base import ImageDataset
+from cliplab.embed import EmbeddingResult, embed_images
+from cliplab.errors import CliplabError
+from cliplab.models.base import LoadedModel
+from cliplab.prompts import TemplateSet
+from cliplab.studies.zeroshot import class_text_embeddings
+from cliplab.tasks.metrics import classification_metrics
+from cliplab.tasks.zeroshot import build_classifier, scores
+
+
+@dataclass
+class AttackResult:
+    model: LoadedModel
+    dataset: ImageDataset
+    template_set: TemplateSet
+    params: TypographicParams
+    rule: str
+    indices: np.ndarray  # dataset items embedded both clean and attacked
+    labels: np.ndarray
+    targets: np.ndarray  # class written on each image
+    clean_scores: np.ndarray
+    attacked_scores: np.ndarray
+    clean: EmbeddingResult
+    attacked: EmbeddingResult
+    texts: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def clean_pred(self) -> np.ndarray:
+        return self.clean_scores.argmax(1)
+
+    @property
+    def attacked_pred(self) -> np.ndarray:
+        return self.attacked_scores.argmax(1)
+
+    def summary(self) -> dict:
+        c, a = self.clean_pred, self.attacked_pred
+        cm = classification_metrics(self.clean_scores, self.labels, (1,))
+        am = classification_metrics(self.attacked_scores, self.labels, (1,))
+        return {
+            "clean_acc1": cm["acc1"], "attacked_acc1": am["acc1"], "acc1_drop": cm["acc1"] - am["acc1"],
+            "clean_mean_per_class_recall": cm["mean_per_class_recall"],
+            "attacked_mean_per_class_recall": am["mean_per_class_recall"],
+            # how often the model answers the written word, after vs before writing it (the latter is the base rate)
+            "predicts_written_label": float(np.mean(a == self.targets)),
+            "predicts_written_label_clean": float(np.mean(c == self.targets)),
+            "prediction_changed": float(np.mean(a != c)),
+            "correct_flipped_to_written": float(np.mean((c == self.labels) & (a == self.targets))),
+            "n": int(len(self.labels)),
+        }
+
+    def examples(self, n: int = 8) -> list[int]:
+        """Positions (into ``indices``) worth showing: flips to the written label first, then other changes,
+        then unchanged images."""
+        c, a = self.clean_pred, self.attacked_pred
+        flip = np.flatnonzero((c == self.labels) & (a == self.targets))
+        other = np.flatnonzero((a != c) & ~((c == self.labels) & (a == self.targets)))
+        same = np.flatnonzero(a == c)
+        return [int(i) for i in np.concatenate([flip, other, same])[:n]]
+
+
+def run_typographic(model: LoadedModel, dataset: ImageDataset, template_set: TemplateSet, params: TypographicParams,
+                    cache_dir=None, *, rule: str = "random", text_format: str = "{}", batch_size: int = 64,
+                    num_workers: int | None = None, quiet: bool = False) -> AttackResult:
+    if dataset.labels is None or not dataset.classnames:
+        raise CliplabError(f"dataset {dataset.name!r} has no class labels; the attack needs a labelled dataset")
+    if "{}" not in text_format:
+        raise CliplabError(f"--text {text_format!r} must contain {{}} where the class name goes")
+    params.validate()
+    t0 = time.perf_counter()
+    names = dataset.classnames
+    clf = build_classifier(class_text_embeddings(model, names, template_set, cache_dir))
+    clean = embed_images(model, dataset, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet,
+                         description="embedding clean images")
+    clean_scores_all = scores(clean.embeddings, clf)
+    all_labels = dataset.labels
+    confusion = None
+    if rule == "most-confused":
+        confusion = classification_metrics(clean_scores_all, all_labels[clean.indices], (1,))["confusion"]
+    targets_all = choose_targets(all_labels, len(names), rule, seed=params.seed, confusion=confusion)
+    texts = [text_format.format(names[t]) for t in targets_all]
+    attacked_ds = ImageDataset(name=f"{dataset.name}+typographic", split=dataset.split,
+                               source=AttackedSource(dataset.source, texts, params),
+                               fingerprint=f"{dataset.fingerprint}:typo", classnames=names, labels=all_labels)
+    attacked = embed_images(model, attacked_ds, cache_dir, batch_size=batch_size, num_workers=num_workers,
+                            quiet=quiet, description="embedding attacked images")
+    common, ci, ai = np.intersect1d(clean.indices, attacked.indices, return_indices=True)
+    return AttackResult(model, dataset, template_set, params, rule, common, all_labels[common], targets_all[common],
+                        clean_scores_all[ci], scores(attacked.embeddings[ai], clf), clean, attacked,
+                        texts=[texts[i] for i in common], seconds=time.perf_counter() - t0)
+
+
+def attack_examples_figure(res: AttackResult, path: str | Path, n: int = 8) -> Path:
+    """Original (top) and attacked (bottom) images with their predictions."""
+    from cliplab.attacks.typographic import render_text
+    from cliplab.report.plots import image_grid, save_figure
+
+    names = res.dataset.classnames
+    picks = res.examples(n)
+    src = res.dataset.source
+    top, bottom, cap_top, cap_bottom, ok_top, ok_bottom = [], [], [], [], [], []
+    for p in picks:
+        i = int(res.indices[p])
+        img = src.load(i)
+        top.append(img)
+        bottom.append(render_text(img, res.texts[p], res.params, index=i))
+        c, a = int(res.clean_pred[p]), int(res.attacked_pred[p])
+        cap_top.append(f"true: {names[res.labels[p]]}\npred: {names[c]} ({res.clean_scores[p, c]:.2f})")
+        cap_bottom.append(f"wrote: {names[res.targets[p]]}\npred: {names[a]} ({res.attacked_scores[p, a]:.2f})")
+        ok_top.append(c == res.labels[p])
+        ok_bottom.append(a == res.labels[p])
+    cols = max(1, len(picks))
+    fig = image_grid(top + bottom, cap_top + cap_bottom, cols=cols, row_titles=["original", "attacked"],
+                     highlight=ok_top + ok_bottom,
+                     title=f"typographic attack · {res.model.name} · {res.dataset.name} (green = correct)")
+    return save_figure(fig, [path])[0]
