@@ -446,6 +446,138 @@ def attack_typographic(
 
 @app.command()
 @handle_errors
+def retrieval(
+    model: str = ModelOpt, pretrained: Optional[str] = PretrainedOpt,
+    dataset: str = typer.Option("shapes", "--dataset", "-d", help="captioned images: a caption file "
+                                "(.csv/.jsonl), a COCO captions .json, a Karpathy split .json, or shapes."),
+    split: Optional[str] = typer.Option(None, "--split", help="Karpathy files: test (default), val, train, all."),
+    image_root: Optional[str] = typer.Option(None, "--image-root", help="image folder of a COCO/Karpathy JSON "
+                                             "(default: guessed from the file's location)."),
+    limit: Optional[int] = LimitOpt,
+    ks: str = typer.Option("1,5,10", "--ks", help="recall@k cut-offs."),
+    captions_out: Optional[Path] = typer.Option(None, "--captions", help="per-caption ranks and top-5 images "
+                                                "(.csv/.parquet/.jsonl)."),
+    failures: Optional[Path] = typer.Option(None, "--failures", help="PNG grid of the worst-ranked captions with "
+                                            "their true and retrieved images."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="results JSON."),
+    results: Optional[Path] = ResultsOpt, results_format: str = ResultsFormatOpt,
+    device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
+    batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, quiet: bool = QuietOpt,
+):
+    """Caption retrieval: text→image and image→text recall@k, median and mean rank (chunked, bounded memory)."""
+    from cliplab.report.results import provenance, write_json, write_table
+    from cliplab.report.rows import record_retrieval
+    from cliplab.report.store import RunRecorder
+    from cliplab.report.tables import retrieval_table
+    from cliplab.studies.retrieval import failures_figure, run_caption_retrieval
+
+    cut = [k for k in _parse_ints(ks, "--ks") if k > 0] or [1, 5, 10]
+    _ensure_default_model(model, pretrained, cache_dir, quiet)
+    ds = _load_dataset(dataset, split, image_root, limit, None, cache_dir)
+    if getattr(ds, "missing", 0) and not quiet:
+        from cliplab.progress import console
+
+        console.print(f"[yellow]{ds.missing} images listed in {dataset} are not on disk and were left out[/yellow]")
+    m = _load_model(model, pretrained, device, precision, cache_dir)
+    run = run_caption_retrieval(m, ds, cache_dir, ks=tuple(cut), device=m.device, batch_size=batch_size,
+                                num_workers=workers, quiet=quiet)
+    _out(False).print(retrieval_table(run))
+    _report_failures(run.images.failures, quiet)
+    out = _out(quiet)
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": ds.split, "limit": limit,
+              "ks": cut}
+    rec = RunRecorder("retrieval", config)
+    record_retrieval(rec, run)
+    _write_results(rec, results, results_format, quiet)
+    if captions_out:
+        write_table(captions_out, run.caption_frame())
+        out.print(f"wrote {captions_out}")
+    if failures:
+        out.print(f"wrote {failures_figure(run, failures)}")
+    if output:
+        write_json(output, {"dataset": ds.name, "model": m.name, "pretrained": m.pretrained,
+                            "task": "zeroshot_retrieval", "metrics": run.result.metrics, "split": ds.split,
+                            "model_fingerprint": m.fingerprint, "dataset_fingerprint": ds.fingerprint,
+                            "skipped_images": [{"id": i, "reason": r} for _, i, r in run.images.failures],
+                            "config": config, **provenance()})
+        out.print(f"wrote {output}")
+
+
+@app.command()
+@handle_errors
+def search(
+    query: Optional[List[str]] = typer.Argument(None, help="text queries (or use --queries / --image)."),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="file: one query per line ('# name' starts a "
+                                           "query family), or JSON {family: [queries]}."),
+    image: Optional[List[Path]] = typer.Option(None, "--image", help="query image(s) (image→image search)."),
+    plus: Optional[str] = typer.Option(None, "--plus", help="with --image: add this text's embedding "
+                                       "(e.g. --image dog.jpg --plus 'in the snow')."),
+    minus: Optional[str] = typer.Option(None, "--minus", help="with --image: subtract this text's embedding."),
+    text_weight: float = typer.Option(1.0, "--text-weight", help="weight of --plus/--minus texts."),
+    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="repeatable: results side by side "
+                                              "(default: tiny-shapes)."),
+    pretrained: Optional[List[str]] = typer.Option(None, "--pretrained", "-p", help="repeatable, paired with "
+                                                   "--model ('none' for no tag)."),
+    dataset: str = typer.Option("shapes", "--dataset", "-d", help="images to search: a folder, a caption file, a "
+                                "dataset name (see `cliplab zeroshot --help`)."),
+    split: Optional[str] = SplitOpt, data_root: Optional[str] = DataRootOpt, limit: Optional[int] = LimitOpt,
+    k: int = typer.Option(8, "--topk", "-k", min=1),
+    grids: Optional[Path] = typer.Option(None, "--grids", help="folder for one PNG grid per query (top-k images "
+                                         "with scores, one row per model)."),
+    index_type: Optional[str] = typer.Option(None, "--index-type", help="flat (exact) | ivf | hnsw: search with a "
+                                             "FAISS index instead of exact chunked search."),
+    index: Optional[Path] = typer.Option(None, "--index", help="FAISS index file: reused when it matches the "
+                                         "model and images, else built and saved here."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="hits as .csv/.parquet/.jsonl."),
+    results: Optional[Path] = ResultsOpt, results_format: str = ResultsFormatOpt,
+    device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
+    batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, quiet: bool = QuietOpt,
+):
+    """Search images by text (or image, or image ± text): top-k with cosine scores, grids, several models."""
+    import pandas as pd
+
+    from cliplab.report.results import write_table
+    from cliplab.report.rows import record_search
+    from cliplab.report.store import RunRecorder
+    from cliplab.report.tables import search_table
+    from cliplab.studies.compare import model_specs
+    from cliplab.studies.search import Query, read_queries, run_search, search_figures
+
+    qs = [Query(text=t) for t in (query or [])] + (read_queries(queries) if queries else [])
+    for p in image or []:
+        if not p.is_file():
+            raise CliplabError(f"--image {p}: file not found")
+        qs.append(Query(image=str(p), plus=plus, minus=minus))
+    if (plus or minus) and not image:
+        raise CliplabError("--plus/--minus modify an image query; give --image too")
+    if not qs:
+        raise CliplabError("no query: give text queries, --queries FILE or --image PATH")
+    specs = model_specs(model or ["tiny-shapes"], pretrained, None)
+    for s in specs:
+        _ensure_default_model(s.model, s.pretrained, cache_dir, quiet)
+    ds = _load_dataset(dataset, split, data_root, limit, None, cache_dir)
+    models = [_load_model(s.model, s.pretrained, device, precision, cache_dir) for s in specs]
+    run = run_search(models, ds, qs, cache_dir, k=k, text_weight=text_weight, index_path=index,
+                     index_type=index_type, batch_size=batch_size, num_workers=workers, quiet=quiet)
+    _out(False).print(search_table(run))
+    out = _out(quiet)
+    rec = RunRecorder("search", {"queries": [q.label for q in qs], "dataset": dataset, "k": k,
+                                 "models": [s.__dict__ for s in specs], "index_type": index_type})
+    record_search(rec, run)
+    _write_results(rec, results, results_format, quiet)
+    if grids:
+        written = search_figures(run, grids)
+        out.print(f"wrote {len(written)} grid(s) to {grids}")
+    if output:
+        rows = [{"query": qy.label, "family": qy.family, "model": h.model.name, "pretrained": h.model.pretrained,
+                 "rank": j + 1, "image": ident, "score": float(h.scores[q, j])}
+                for h in run.hits for q, qy in enumerate(run.queries) for j, ident in enumerate(run.ids(h, q))]
+        write_table(output, pd.DataFrame(rows))
+        out.print(f"wrote {output}")
+
+
+@app.command()
+@handle_errors
 def embed(
     model: str = ModelOpt, pretrained: Optional[str] = PretrainedOpt, dataset: str = DatasetOpt,
     split: Optional[str] = SplitOpt, data_root: Optional[str] = DataRootOpt, limit: Optional[int] = LimitOpt,

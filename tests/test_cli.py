@@ -12,7 +12,8 @@ from cliplab.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("cmd", [[], ["zeroshot"], ["prompts"], ["embed"], ["models"], ["train"], ["demo"]])
+@pytest.mark.parametrize("cmd", [[], ["zeroshot"], ["prompts"], ["probe"], ["compare"], ["inspect"], ["attack", "typographic"],
+                                 ["embed"], ["models"], ["train"], ["demo"]])
 def test_help_everywhere(cmd):
     res = runner.invoke(app, cmd + ["--help"])
     assert res.exit_code == 0 and "Usage" in res.output

@@ -10,7 +10,8 @@ from cliplab.errors import DatasetError
 
 DATASET_HELP = (
     "shapes[:ATTRIBUTE] (built-in synthetic), a torchvision name (cifar10, cifar100, food101, eurosat, stl10, "
-    "flowers102, oxford_pets, dtd, mnist), a folder of class subfolders or images, or a caption file (.csv/.jsonl)"
+    "flowers102, oxford_pets, dtd, mnist), a folder of class subfolders or images, a caption file (.csv/.jsonl), or a COCO-captions / Karpathy-split "
+    ".json (images under --data-root)"
 )
 
 
@@ -56,6 +57,10 @@ def _resolve(spec, split, data_root, classnames, cache: Path, download: bool) ->
             from cliplab.data.captions import load_caption_file
 
             return load_caption_file(path, split=split or "all")
+        if suffix == ".json":
+            from cliplab.data.coco import load_caption_json
+
+            return load_caption_json(path, split=split, image_root=data_root)
         raise DatasetError(f"--dataset {spec}: unsupported file type {suffix!r}; expected {DATASET_HELP}")
     raise DatasetError(f"--dataset {spec!r} is not a known dataset or an existing path; expected {DATASET_HELP}")
 

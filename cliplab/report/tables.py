@@ -143,3 +143,45 @@ def attack_table(res) -> Table:
                      f"{100 * s['correct_flipped_to_written']:.1f} % went from correct to the written label · "
                      f"font {res.params.font_size:g} of the side, {res.params.position}, opacity {res.params.opacity:g}")
     return table
+
+
+def retrieval_table(run) -> Table:
+    m = run.result.metrics
+    table = Table(title=f"caption retrieval · {run.model.name} · {run.dataset.name} ({m['num_images']} images, "
+                        f"{m['num_captions']} captions)")
+    table.add_column("direction")
+    ks = sorted(int(k.split("@")[1]) for k in m if k.startswith("text_to_image_recall@"))
+    for k in ks:
+        table.add_column(f"R@{k} %", justify="right")
+    table.add_column("median rank", justify="right")
+    table.add_column("mean rank", justify="right")
+    for d, label in (("text_to_image_", "text → image"), ("image_to_text_", "image → text")):
+        table.add_row(label, *[_pct(m[f"{d}recall@{k}"]) for k in ks], f"{m[d + 'median_rank']:g}",
+                      f"{m[d + 'mean_rank']:.1f}")
+    table.caption = f"chance R@1: text → image {100 / max(1, m['num_images']):.2f} %"
+    return table
+
+
+def search_table(run) -> Table:
+    table = Table(title=f"search · {run.dataset.name} ({len(run.hits[0].images.indices)} images)")
+    table.add_column("query", max_width=40)
+    if len(run.hits) > 1:
+        table.add_column("model")
+    for j in range(min(run.k, 5)):
+        table.add_column(f"#{j + 1}", max_width=28)
+    table.add_column("all: mean ± std", justify="right", no_wrap=True)
+    for q, query in enumerate(run.queries):
+        for h in run.hits:
+            ids = run.ids(h, q)
+            cells = [f"{_short(ids[j])} ({h.scores[q, j]:.3f})" for j in range(min(run.k, 5, len(ids)))]
+            cells += [""] * (min(run.k, 5) - len(cells))
+            st = h.score_stats[q]
+            table.add_row(query.label, *([h.model.name] if len(run.hits) > 1 else []), *cells,
+                          f"{st['mean']:.3f} ± {st['std']:.3f}")
+    return table
+
+
+def _short(ident: str) -> str:
+    from pathlib import Path
+
+    return Path(ident).name if "/" in ident else ident

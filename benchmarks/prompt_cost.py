@@ -1,0 +1,79 @@
+"""Cost of a K-template prompt study: cliplab (one image pass + K small text passes) vs re-encoding per prompt.
+
+    python benchmarks/prompt_cost.py [--model tiny-shapes] [--dataset shapes:shape] [--limit N] [--device cpu]
+
+For each K in {1, 8, 80} (the first K of the 80 OpenAI ImageNet templates) a prompt study runs from an empty
+embedding cache (images and texts embedded from scratch); its wall time is reported as a ratio to K = 1.
+The naive notebook loop — encode all images again for every prompt — is measured once (one image pass) and
+extrapolated as K image passes + the same text passes.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+
+from _common import machine, markdown_table, save
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="tiny-shapes")
+    ap.add_argument("--pretrained", default=None)
+    ap.add_argument("--dataset", default="shapes:shape")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--ks", default="1,8,80")
+    args = ap.parse_args()
+
+    from cliplab.data import load_dataset
+    from cliplab.demo import DEFAULT_MODEL, ensure_tiny_model
+    from cliplab.embed import embed_images
+    from cliplab.models import load_model
+    from cliplab.prompts import TemplateSet, resolve_templates
+    from cliplab.studies.prompts import run_prompt_study
+
+    if args.model == DEFAULT_MODEL:
+        ensure_tiny_model(quiet=True)
+    model = load_model(args.model, args.pretrained, device=args.device)
+    ds = load_dataset(args.dataset, split="test", limit=args.limit)
+    all80 = resolve_templates("openai-imagenet-80")[0].templates
+    warm = tempfile.mkdtemp(prefix="cliplab-bench-")  # one-off costs (threads, allocator) out of the K = 1 row
+    run_prompt_study(model, ds.subset(range(min(64, len(ds))), "warmup"), [TemplateSet("w", tuple(all80[:2]))],
+                     warm, quiet=True, n_boot=100)
+    shutil.rmtree(warm, ignore_errors=True)
+    rows = []
+    for k in [int(x) for x in args.ks.split(",")]:
+        ts = TemplateSet(f"first {k}", tuple(all80[:k]))
+        tmp = tempfile.mkdtemp(prefix="cliplab-bench-")
+        try:
+            t0 = time.perf_counter()
+            study = run_prompt_study(model, ds, [ts], tmp, quiet=True, n_boot=200)
+            total = time.perf_counter() - t0
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        rows.append({"K": k, "prompts": k * len(ds.classnames), "rows": len(study.rows), "seconds": total,
+                     "image_s": study.seconds["images"], "text_s": study.seconds["texts"]})
+    # one uncached image pass = what the naive loop pays per prompt
+    tmp = tempfile.mkdtemp(prefix="cliplab-bench-")
+    try:
+        t0 = time.perf_counter()
+        embed_images(model, ds, tmp, quiet=True, use_cache=False)
+        image_pass = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = rows[0]["seconds"]
+    for r in rows:
+        r["ratio_to_K1"] = r["seconds"] / base
+        r["naive_s"] = r["K"] * image_pass + r["text_s"]
+        r["speedup_vs_naive"] = r["naive_s"] / r["seconds"]
+    payload = {"machine": machine(), "model": args.model, "dataset": args.dataset, "images": len(ds),
+               "classes": len(ds.classnames), "image_pass_s": image_pass, "rows": rows}
+    print(markdown_table(rows, ["K", "prompts", "seconds", "ratio_to_K1", "image_s", "text_s", "naive_s",
+                                "speedup_vs_naive"]))
+    print(f"saved {save('prompt_cost', payload)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Caption datasets in the two JSON formats retrieval papers use.
+
+* COCO captions annotation files (``captions_val2017.json``: ``images`` + ``annotations`` with ``image_id`` and
+  ``caption``). Images are looked for in ``image_root`` (default: a folder named after the file's split,
+  e.g. ``../val2017`` next to ``annotations/``, or the JSON's own folder).
+* Karpathy split files (``dataset_coco.json`` / ``dataset_flickr30k.json``: ``images`` with ``filename``,
+  optional ``filepath``, ``split`` and ``sentences[].raw``); ``split`` picks test/val/train (``restval``
+  counts as train).
+
+Images listed in the JSON but missing on disk are left out and counted in ``missing`` (reported by the CLI):
+a subset of COCO on disk is a normal situation, a wrong ``--image-root`` (nothing found) is an error.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from cliplab.data.base import FileSource, ImageDataset
+from cliplab.errors import DatasetError
+from cliplab.io import hash_file
+
+
+def is_caption_json(data) -> str | None:
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        return None
+    if isinstance(data.get("annotations"), list):
+        return "coco"
+    if data["images"] and isinstance(data["images"][0], dict) and "sentences" in data["images"][0]:
+        return "karpathy"
+    return None
+
+
+def _guess_root(path: Path) -> list[Path]:
+    m = re.search(r"(train|val|test)(\d{4})", path.stem)
+    cands = []
+    if m:
+        cands += [path.parent.parent / m.group(0), path.parent / m.group(0)]
+    cands += [path.parent, path.parent.parent / "images", path.parent / "images"]
+    return cands
+
+
+def load_caption_json(path: str | Path, split: str | None = None, image_root: str | Path | None = None) -> ImageDataset:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    kind = is_caption_json(data)
+    if kind is None:
+        raise DatasetError(f"{path}: not a COCO captions file (images + annotations) or a Karpathy split file "
+                           "(images with sentences)")
+    if kind == "coco":
+        items = _coco_items(data)
+        split_name = split or (re.search(r"(train|val|test)\d{4}", path.stem) or [None, "all"])[0] or "all"
+    else:
+        want = split or "test"
+        items = [(img.get("filepath", ""), img["filename"], [s.get("raw", "").strip() for s in img.get("sentences", [])])
+                 for img in data["images"]
+                 if want == "all" or img.get("split") == want or (want == "train" and img.get("split") == "restval")]
+        if not items:
+            splits = sorted({img.get("split", "?") for img in data["images"]})
+            raise DatasetError(f"{path}: no images in split {want!r}; splits in the file: {', '.join(splits)}")
+        split_name = want
+    roots = [Path(image_root)] if image_root else _guess_root(path)
+    root = next((r for r in roots if r.is_dir() and any((r / sub / fn).is_file() for sub, fn, _ in items[:50])), None)
+    if root is None:
+        root = next((r for r in roots if r.is_dir() and any((r / sub / fn).is_file() for sub, fn, _ in items)), None)
+    if root is None:
+        raise DatasetError(f"{path}: none of its images were found under {', '.join(map(str, roots))}; "
+                           "pass the image folder with --image-root")
+    paths, captions, missing = [], [], 0
+    for sub, fn, caps in items:
+        p = root / sub / fn
+        if p.is_file():
+            paths.append(str(p))
+            captions.append([c for c in caps if c])
+        else:
+            missing += 1
+    ds = ImageDataset(name=path.stem, split=split_name, source=FileSource(paths),
+                      fingerprint=f"{kind}:{hash_file(path)[:16]}:{split_name}:{len(paths)}", captions=captions)
+    ds.missing = missing  # type: ignore[attr-defined]
+    return ds
+
+
+def _coco_items(data: dict) -> list[tuple[str, str, list[str]]]:
+    caps: dict[int, list[str]] = {}
+    for a in data["annotations"]:
+        caps.setdefault(a["image_id"], []).append(str(a.get("caption", "")).strip())
+    return [("", img["file_name"], caps.get(img["id"], [])) for img in data["images"]]
