@@ -5,7 +5,7 @@ No function here materialises more than ``row_chunk x col_chunk`` scores at a ti
 
 Rank conventions (1 = best): the rank of the true item is 1 + the number of items scoring strictly higher, so
 ties count in the model's favour (top-k implementations break ties arbitrarily; on real-valued embeddings ties
-do not occur). Text->image: each caption's own image. Image->text: the best-ranked of the image's captions.
+do not occur). The query's own item(s) are excluded by index. Text->image: each caption's own image. Image->text: the best-ranked of the image's captions.
 """
 from __future__ import annotations
 
@@ -78,9 +78,13 @@ def text_to_image_ranks(text_emb: np.ndarray, image_emb: np.ndarray, caption_ima
     for r in range(0, len(T), row_chunk):
         q = T[r:r + row_chunk]
         target = (q * I[own[r:r + row_chunk]]).sum(1, keepdim=True)
+        own_q = own[r:r + row_chunk, None]
         better = torch.zeros(len(q), dtype=torch.long, device=dev)
         for c in range(0, len(I), col_chunk):
-            better += ((q @ I[c:c + col_chunk].T) > target).sum(1)
+            cols = torch.arange(c, min(c + col_chunk, len(I)), device=dev)
+            # the own image is excluded by index, not by comparing its score with itself (rounding differs
+            # between a row-wise dot product and a matrix product)
+            better += (((q @ I[c:c + col_chunk].T) > target) & (cols[None, :] != own_q)).sum(1)
         ranks[r:r + len(q)] = (better + 1).cpu().numpy()
     return ranks
 
@@ -101,9 +105,11 @@ def image_to_text_ranks(image_emb: np.ndarray, text_emb: np.ndarray, caption_ima
     for r in range(0, len(I), row_chunk):
         q = I[r:r + row_chunk]
         target = best_own[r:r + row_chunk, None]
+        rows = torch.arange(r, r + len(q), device=dev)[:, None]
         better = torch.zeros(len(q), dtype=torch.long, device=dev)
         for c in range(0, len(T), col_chunk):
-            better += ((q @ T[c:c + col_chunk].T) > target).sum(1)
+            mine = own_t[None, c:c + col_chunk] == rows  # an image's own captions never count against it
+            better += (((q @ T[c:c + col_chunk].T) > target) & ~mine).sum(1)
         has = torch.isfinite(target[:, 0])
         ranks[r:r + len(q)] = torch.where(has, better + 1, torch.zeros_like(better)).cpu().numpy()
     return ranks

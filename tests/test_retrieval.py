@@ -1,0 +1,152 @@
+"""Retrieval: hand-computed ranks and recalls, chunked = full computation, FAISS flat = brute force, loaders."""
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cliplab.cli import app
+from cliplab.tasks.retrieval import (caption_retrieval, chunked_topk, image_to_text_ranks, rank_metrics,
+                                     text_to_image_ranks)
+
+runner = CliRunner()
+
+
+def unit(*rows):
+    a = np.asarray(rows, dtype=np.float32)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def test_ranks_by_hand():
+    images = unit([1, 0, 0], [0, 1, 0], [0, 0, 1])
+    # caption 0 -> image 0 (best match: rank 1); caption 1 -> image 1 but closest to image 2 (rank 2);
+    # caption 2 -> image 2, closest to 0 then 1 (rank 3); caption 3 -> image 0, closest to image 1 then 0 (rank 2)
+    texts = unit([1, 0.1, 0], [0, 0.5, 1], [1, 0.5, 0.1], [0.6, 1, 0])
+    owner = np.array([0, 1, 2, 0])
+    assert text_to_image_ranks(texts, images, owner).tolist() == [1, 2, 3, 2]
+    # image 0: its captions 0 and 3 -> best is caption 0, beaten by none -> 1; image 1: caption 1 (0.447)
+    # beaten by caption 3 (0.857) and caption 2 (0.445? no: 0.442) -> rank 2; image 2: caption 2 (0.088) beaten
+    # by caption 1 (0.894) and caption 0 (0) ? no -> rank 2
+    s = images @ texts.T
+    expected = [1 + int((s[i] > s[i][owner == i].max()).sum()) for i in range(3)]
+    assert image_to_text_ranks(images, texts, owner).tolist() == expected == [1, 2, 2]
+    m = rank_metrics(np.array([1, 2, 3, 2]), ks=(1, 2))
+    assert m == {"recall@1": 0.25, "recall@2": 0.75, "median_rank": 2.0, "mean_rank": 2.0}
+
+
+def test_image_without_captions_is_ignored():
+    images = unit([1, 0], [0, 1])
+    texts = unit([1, 0.2])
+    ranks = image_to_text_ranks(images, texts, np.array([0]))
+    assert ranks.tolist() == [1, 0] and rank_metrics(ranks, ks=(1,))["recall@1"] == 1.0
+
+
+def test_chunked_equals_full_computation():
+    rng = np.random.default_rng(0)
+    imgs, txt = rng.normal(size=(257, 24)), rng.normal(size=(1031, 24))
+    owner = rng.integers(0, 257, size=1031)
+    full = caption_retrieval(imgs, txt, owner, device="cpu", row_chunk=10**6, col_chunk=10**6)
+    small = caption_retrieval(imgs, txt, owner, device="cpu", row_chunk=37, col_chunk=53)
+    assert np.array_equal(full.t2i_ranks, small.t2i_ranks) and np.array_equal(full.i2t_ranks, small.i2t_ranks)
+    # brute force with numpy
+    s = (txt / np.linalg.norm(txt, axis=1, keepdims=True)) @ (imgs / np.linalg.norm(imgs, axis=1, keepdims=True)).T
+    own = s[np.arange(len(txt)), owner]
+    assert np.array_equal(full.t2i_ranks, 1 + (s > own[:, None]).sum(1))
+    sc, ix = chunked_topk(txt, imgs, 7, row_chunk=100, col_chunk=29)
+    ref = np.argsort(-s, axis=1, kind="stable")[:, :7]
+    assert np.array_equal(ix, ref) and np.allclose(sc, np.take_along_axis(s, ref, 1), atol=1e-5)
+
+
+def test_topk_ties_go_to_lower_index_across_chunks():
+    keys = unit(*([[1, 0]] * 10))
+    s, i = chunked_topk(unit([1, 0]), keys, 4, col_chunk=3)
+    assert i.tolist() == [[0, 1, 2, 3]]
+
+
+def test_faiss_flat_equals_brute_force(tmp_path):
+    from cliplab.index import VectorIndex
+
+    rng = np.random.default_rng(1)
+    gal, q = rng.normal(size=(500, 32)).astype(np.float32), rng.normal(size=(20, 32)).astype(np.float32)
+    idx = VectorIndex.build(gal, [str(i) for i in range(500)], "flat", meta={"model_fingerprint": "m"})
+    s, i = idx.search(q, 10)
+    s2, i2 = chunked_topk(q, gal, 10)
+    assert np.array_equal(i, i2) and np.allclose(s, s2, atol=1e-5)
+    idx.save(tmp_path / "g.faiss")
+    back = VectorIndex.load(tmp_path / "g.faiss")
+    assert back.matches({"model_fingerprint": "m"}) and not back.matches({"model_fingerprint": "x"})
+    assert np.array_equal(back.search(q, 10)[1], i)
+    hnsw = VectorIndex.build(gal, [str(i) for i in range(500)], "hnsw")
+    assert np.mean(hnsw.search(q, 10)[1] == i) > 0.9  # approximate, but close on 500 vectors
+
+
+def test_coco_and_karpathy_json(tmp_path):
+    from cliplab.data import load_dataset
+    from conftest import make_image
+
+    root = tmp_path / "coco"
+    for n in ("1.jpg", "2.jpg"):
+        make_image(root / "val2014" / n)
+    ann = root / "annotations" / "captions_val2014.json"
+    ann.parent.mkdir(parents=True)
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "1.jpg"}, {"id": 2, "file_name": "2.jpg"},
+                                          {"id": 3, "file_name": "3.jpg"}],
+                               "annotations": [{"image_id": 2, "caption": "b"}, {"image_id": 1, "caption": "a"},
+                                               {"image_id": 1, "caption": "a2"}, {"image_id": 3, "caption": "c"}]}))
+    ds = load_dataset(str(ann))
+    assert ds.split == "val2014" and len(ds) == 2 and ds.missing == 1 and ds.captions == [["a", "a2"], ["b"]]
+    kp = tmp_path / "dataset_flickr.json"
+    kp.write_text(json.dumps({"images": [
+        {"filename": "1.jpg", "filepath": "val2014", "split": "test", "sentences": [{"raw": "x"}, {"raw": "y"}]},
+        {"filename": "2.jpg", "filepath": "val2014", "split": "restval", "sentences": [{"raw": "z"}]}]}))
+    test = load_dataset(str(kp), data_root=str(root))
+    assert len(test) == 1 and test.captions == [["x", "y"]]
+    assert load_dataset(str(kp), split="train", data_root=str(root)).captions == [["z"]]
+    from cliplab.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="--image-root"):
+        load_dataset(str(kp), data_root=str(tmp_path / "nowhere"))
+
+
+@pytest.mark.slow
+def test_caption_retrieval_on_tiny_model_far_above_chance(trained_cache, tmp_path):
+    out = tmp_path / "r.json"
+    res = runner.invoke(app, ["retrieval", "-d", "shapes", "--limit", "500", "-o", str(out), "--captions",
+                              str(tmp_path / "c.csv"), "--failures", str(tmp_path / "f.png"), "-q",
+                              "--cache-dir", str(trained_cache)])
+    assert res.exit_code == 0, res.output
+    m = json.loads(out.read_text())["metrics"]
+    # shapes captions name only some attributes, so many images fit one caption; still >> chance (0.2 %)
+    assert m["text_to_image_recall@1"] > 10 * (1 / 500) and m["image_to_text_recall@5"] > 0.5
+    assert m["text_to_image_median_rank"] < 100
+    assert (tmp_path / "f.png").stat().st_size > 10000
+
+
+@pytest.mark.slow
+def test_search_cli_two_models_grids_and_index(trained_cache, tiny_checkpoint, tmp_path):
+    import pandas as pd
+
+    cfg, ckpt, _ = tiny_checkpoint
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("# colour\na red shape\na blue shape\n# shape\na circle\n")
+    args = ["search", "--queries", str(qfile), "-d", "shapes", "--limit", "300", "-k", "5", "--cache-dir",
+            str(trained_cache), "-q"]
+    res = runner.invoke(app, args + ["-m", "tiny-shapes", "-p", "none", "-m", str(cfg), "-p", str(ckpt), "--grids",
+                                     str(tmp_path / "grids"), "-o", str(tmp_path / "hits.csv")])
+    assert res.exit_code == 0, res.output
+    hits = pd.read_csv(tmp_path / "hits.csv")
+    assert len(hits) == 2 * 3 * 5 and len(list((tmp_path / "grids").glob("*.png"))) == 3
+    from cliplab.data import load_dataset
+
+    ds = load_dataset("shapes:color", split="test", limit=300, cache_dir=trained_cache)
+    color = dict(zip([ds.source.id(i) for i in range(len(ds))], np.asarray(ds.classnames)[ds.labels]))
+    red = hits[(hits["query"] == "a red shape") & (hits.model == "tiny-shapes")]
+    assert sum(color[p] == "red shape" for p in red.image) >= 4  # the trained model finds red shapes
+    flat = runner.invoke(app, args + ["--index-type", "flat", "--index", str(tmp_path / "i.faiss"), "-o",
+                                      str(tmp_path / "flat.csv")])
+    assert flat.exit_code == 0, flat.output and (tmp_path / "i.faiss").is_file()
+    exact = runner.invoke(app, args + ["-o", str(tmp_path / "exact.csv")])
+    assert exact.exit_code == 0
+    assert pd.read_csv(tmp_path / "flat.csv").image.tolist() == pd.read_csv(tmp_path / "exact.csv").image.tolist()
+    bad = runner.invoke(app, ["search", "--plus", "x", "--cache-dir", str(trained_cache)])
+    assert bad.exit_code == 2 and "--image" in bad.output
