@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 
 from cliplab.errors import CliplabError
@@ -573,6 +574,166 @@ def search(
                  "rank": j + 1, "image": ident, "score": float(h.scores[q, j])}
                 for h in run.hits for q, qy in enumerate(run.queries) for j, ident in enumerate(run.ids(h, q))]
         write_table(output, pd.DataFrame(rows))
+        out.print(f"wrote {output}")
+
+
+@app.command()
+@handle_errors
+def similar(
+    model: str = ModelOpt, pretrained: Optional[str] = PretrainedOpt,
+    dataset: str = typer.Option("shapes", "--dataset", "-d", help="gallery: a folder (class subfolders = labels), "
+                                "or any dataset (see `cliplab zeroshot --help`)."),
+    split: Optional[str] = SplitOpt, data_root: Optional[str] = DataRootOpt, limit: Optional[int] = LimitOpt,
+    descriptor: str = typer.Option("global", "--descriptor", help="global (CLIP embedding) | mac | rmac | gem, "
+                                   "the last three from --layer."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="module path for mac/rmac/gem (default: "
+                                        "visual.layer4 for ResNets, visual.transformer patch tokens for ViTs)."),
+    levels: int = typer.Option(3, "--levels", min=1, help="R-MAC scales."),
+    gem_p: float = typer.Option(3.0, "--gem-p", min=1.0),
+    pca_dim: Optional[int] = typer.Option(None, "--pca-dim", min=1, help="PCA to this many dimensions."),
+    whiten: bool = typer.Option(True, "--whiten/--no-whiten", help="whiten with the PCA (when --pca-dim or "
+                                "--pca-fit is given)."),
+    pca_fit: Optional[str] = typer.Option(None, "--pca-fit", help="learn the PCA(-whitening) on these images (a "
+                                          "folder or dataset), not on the gallery."),
+    qe: int = typer.Option(0, "--qe", min=0, help="average query expansion with the top N neighbours."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="Oxford/Paris ground-truth folder (*_query.txt, _good, "
+                                      "_ok, _junk): mAP with junk ignored; else class labels are used."),
+    no_crop: bool = typer.Option(False, "--no-crop", help="with --gt: use whole query images, not their boxes."),
+    k: int = typer.Option(10, "--topk", "-k", min=1, help="k for mAP@k / P@k and for --query results."),
+    query: Optional[List[Path]] = typer.Option(None, "--query", help="query image(s): show their top-k."),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="PNG of --query results."),
+    index: Optional[Path] = typer.Option(None, "--index", help="save a FAISS flat index of the final descriptors "
+                                         "(+ the PCA as INDEX.pca.npz)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="results JSON."),
+    results: Optional[Path] = ResultsOpt, results_format: str = ResultsFormatOpt,
+    device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
+    batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, quiet: bool = QuietOpt,
+):
+    """Image→image retrieval: global/MAC/R-MAC/GeM descriptors, PCA-whitening, query expansion, mAP."""
+    from rich.table import Table
+
+    from cliplab.embed.descriptors import DescriptorSpec
+    from cliplab.report.results import provenance, write_json
+    from cliplab.report.rows import record_similar
+    from cliplab.report.store import RunRecorder
+    from cliplab.studies.similar import query_hits, run_similar, similar_figure
+
+    spec = DescriptorSpec(descriptor, layer, levels, 0.4, gem_p)
+    spec.validate()
+    for q in query or []:
+        if not q.is_file():
+            raise CliplabError(f"--query {q}: file not found")
+    _ensure_default_model(model, pretrained, cache_dir, quiet)
+    gal = _load_dataset(dataset, split, data_root, limit, None, cache_dir)
+    fit = _load_dataset(pca_fit, None, data_root, None, None, cache_dir) if pca_fit else None
+    m = _load_model(model, pretrained, device, precision, cache_dir)
+    run = run_similar(m, gal, spec, cache_dir, pca_fit=fit, pca_dim=pca_dim, whiten=whiten, qe=qe, k=k, gt_dir=gt,
+                      crop_queries=not no_crop, batch_size=batch_size, num_workers=workers, quiet=quiet)
+    out = _out(quiet)
+    for note in run.notes:
+        out.print(f"note: {note}")
+    variant = f"{descriptor}" + (f" layer={layer}" if layer else "") + (f" pca={pca_dim}" if pca_dim else "") + \
+        (" whiten" if run.whitening is not None and whiten else "") + (f" qe={qe}" if qe else "")
+    table = Table(title=f"image retrieval · {m.name} · {gal.name} · {variant} (dim {run.descriptors.shape[1]})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, v in run.metrics.items():
+        if isinstance(v, float):
+            table.add_row(key, f"{100 * v:.2f} %")
+        elif isinstance(v, int):
+            table.add_row(key, str(v))
+    _out(False).print(table if run.metrics else "no labels or --gt: nothing to evaluate (use --query to search)")
+    rec = RunRecorder("similar", {"model": model, "pretrained": pretrained, "dataset": dataset, **spec.__dict__,
+                                  "pca_dim": pca_dim, "whiten": whiten, "pca_fit": pca_fit, "qe": qe, "k": k,
+                                  "gt": str(gt) if gt else None})
+    record_similar(rec, run, variant)
+    _write_results(rec, results, results_format, quiet)
+    if query:
+        scores, pos = query_hits(run, m, [str(q) for q in query], cache_dir, k, qe)
+        for qi, q in enumerate(query):
+            hits = ", ".join(f"{Path(gal.source.id(int(run.indices[p]))).name} ({sc:.3f})"
+                             for p, sc in zip(pos[qi], scores[qi]))
+            _out(False).print(f"{q.name}: {hits}")
+        if grid:
+            out.print(f"wrote {similar_figure(run, [str(q) for q in query], scores, pos, grid)}")
+    if index:
+        from cliplab.index import VectorIndex
+
+        ids = [gal.source.id(int(i)) for i in run.indices]
+        VectorIndex.build(run.descriptors, ids, "flat", meta={"model_fingerprint": m.fingerprint,
+                                                              "descriptor": spec.__dict__}).save(index)
+        if run.whitening is not None:
+            run.whitening.save(index.with_name(index.name + ".pca.npz"))
+        out.print(f"wrote {index}")
+    if output:
+        write_json(output, {"task": "image_retrieval", "model": m.name, "pretrained": m.pretrained,
+                            "dataset": gal.name, "metrics": run.metrics, "descriptor": spec.__dict__,
+                            "variant": variant, "model_fingerprint": m.fingerprint, **provenance()})
+        out.print(f"wrote {output}")
+
+
+@app.command()
+@handle_errors
+def cluster(
+    model: str = ModelOpt, pretrained: Optional[str] = PretrainedOpt, dataset: str = DatasetOpt,
+    split: Optional[str] = SplitOpt, data_root: Optional[str] = DataRootOpt, limit: Optional[int] = LimitOpt,
+    k: Optional[str] = typer.Option(None, "--k", help="number of clusters, or a comma list to sweep (default: the "
+                                    "number of classes, else 10)."),
+    pca_dim: Optional[int] = typer.Option(None, "--pca-dim", min=1, help="PCA before clustering."),
+    backend: str = typer.Option("sklearn", "--backend", help="sklearn | faiss"),
+    seed: int = typer.Option(0, "--seed"),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="PNG of sample images per cluster (for the first k)."),
+    per_cluster: int = typer.Option(8, "--per-cluster", min=1),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="assignments as .csv/.parquet/.jsonl."),
+    results: Optional[Path] = ResultsOpt, results_format: str = ResultsFormatOpt,
+    device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
+    batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, quiet: bool = QuietOpt,
+):
+    """k-means on image embeddings (optionally after PCA): NMI, ARI and purity against labels, sample grids."""
+    import pandas as pd
+    from rich.table import Table
+
+    from cliplab.embed import embed_images
+    from cliplab.report.results import write_table
+    from cliplab.report.rows import record_clusters
+    from cliplab.report.store import RunRecorder
+    from cliplab.studies.cluster import cluster_grid
+    from cliplab.tasks.clustering import kmeans, prepare
+
+    _ensure_default_model(model, pretrained, cache_dir, quiet)
+    ds = _load_dataset(dataset, split, data_root, limit, None, cache_dir)
+    ks = _parse_ints(k, "--k") if k else [len(ds.classnames) if ds.classnames else 10]
+    m = _load_model(model, pretrained, device, precision, cache_dir)
+    res = embed_images(m, ds, cache_dir, batch_size=batch_size, num_workers=workers, quiet=quiet)
+    X = prepare(res.embeddings, pca_dim, seed)
+    labels = ds.labels[res.indices] if ds.labels is not None else None
+    runs = [kmeans(X, kk, backend=backend, seed=seed, labels=labels) for kk in ks]
+    table = Table(title=f"k-means · {m.name} · {ds.name} ({len(X)} images" + (f", {len(ds.classnames)} classes)"
+                                                                              if labels is not None else ")"))
+    cols = ["k", "inertia", "silhouette"] + (["NMI", "ARI", "purity"] if labels is not None else [])
+    for c in cols:
+        table.add_column(c, justify="right")
+    for c in runs:
+        mt = c.metrics
+        table.add_row(str(c.k), f"{mt['inertia']:.1f}", f"{mt.get('silhouette', float('nan')):.3f}",
+                      *([f"{mt['nmi']:.3f}", f"{mt['ari']:.3f}", f"{100 * mt['purity']:.1f} %"]
+                        if labels is not None else []))
+    _out(False).print(table)
+    out = _out(quiet)
+    variant = f"kmeans-{backend}" + (f" pca={pca_dim}" if pca_dim else "")
+    rec = RunRecorder("cluster", {"model": model, "pretrained": pretrained, "dataset": dataset, "k": ks,
+                                  "pca_dim": pca_dim, "backend": backend, "seed": seed})
+    record_clusters(rec, m, ds, runs, variant)
+    _write_results(rec, results, results_format, quiet)
+    if grid:
+        out.print(f"wrote {cluster_grid(ds, res.indices, runs[0], X, grid, per_cluster)}")
+    if output:
+        df = pd.DataFrame({"id": [ds.source.id(int(i)) for i in res.indices]})
+        if labels is not None:
+            df["label"] = np.asarray(ds.classnames, dtype=object)[labels]
+        for c in runs:
+            df[f"cluster_k{c.k}"] = c.assignments
+        write_table(output, df)
         out.print(f"wrote {output}")
 
 

@@ -71,7 +71,8 @@ def default_workers(n_items: int, batch_size: int) -> int:
 
 def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir: str | Path | None = None, *,
                  batch_size: int = 64, num_workers: int | None = None, use_cache: bool = True,
-                 shard_batches: int = 16, quiet: bool = False, description: str = "embedding images") -> EmbeddingResult:
+                 shard_batches: int = 16, quiet: bool = False, description: str = "embedding images",
+                 descriptor=None) -> EmbeddingResult:
     """Embed every image of ``data`` (a dataset or an image source), reusing and extending the disk cache.
 
     Work is done in shards of ``shard_batches`` batches, each written atomically when done. Items are
@@ -80,11 +81,15 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
     """
     from cliplab.paths import resolve_cache_dir
 
+    from cliplab.embed.descriptors import DescriptorSpec, make_encoder
+
+    descriptor = descriptor or DescriptorSpec()
+    encode = make_encoder(model, descriptor)
     source = data.source if isinstance(data, ImageDataset) else data
-    n = len(source)
     keys = source.keys()
     failures: dict[int, str] = dict(source.key_errors)
-    cache = EmbeddingCache(resolve_cache_dir(cache_dir), model.fingerprint, "image") if use_cache else None
+    cache = (EmbeddingCache(resolve_cache_dir(cache_dir), model.fingerprint, descriptor.cache_kind())
+             if use_cache else None)
 
     valid_keys = [k for k in keys if k is not None]
     hits = cache.lookup(valid_keys) if cache else None
@@ -113,11 +118,12 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
         shard_fail: dict[str, str] = {}
         shard_seconds = 0.0
         batches_in_shard = 0
+        dim = model.embed_dim
 
         def flush():
             nonlocal shard_keys, shard_rows, shard_fail, shard_seconds, batches_in_shard
             if cache and (shard_keys or shard_fail):
-                emb = np.concatenate(shard_rows) if shard_rows else np.zeros((0, model.embed_dim), np.float32)
+                emb = np.concatenate(shard_rows) if shard_rows else np.zeros((0, dim), np.float32)
                 cache.write(shard_keys, emb, shard_fail, shard_seconds)
             shard_keys, shard_rows, shard_fail, shard_seconds, batches_in_shard = [], [], {}, 0.0, 0
 
@@ -128,7 +134,8 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
                     key_failures[keys[p]] = reason
                     shard_fail[keys[p]] = reason
                 if pixels is not None:
-                    out = model.encode_images(pixels).numpy()
+                    out = encode(pixels)
+                    dim = out.shape[1]
                     for p, row in zip(pos, out):
                         vectors[keys[p]] = row
                         shard_keys.append(keys[p])

@@ -76,3 +76,17 @@ def record_search(rec: RunRecorder, run) -> None:
             rec.add(metric=f"mean_top{run.k}_score", value=float(h.scores[q][valid].mean()), **kw)
             for stat, v in h.score_stats[q].items():
                 rec.add(metric=f"all_scores_{stat}", value=v, **kw)
+
+
+def record_similar(rec: RunRecorder, run, variant: str) -> None:
+    for k, v in run.metrics.items():
+        if isinstance(v, (int, float)) and k != "queries":
+            rec.add(task="image_retrieval", model=run.model, dataset=run.gallery, variant=variant, metric=k, value=v,
+                    n=run.metrics.get("queries"))
+
+
+def record_clusters(rec: RunRecorder, model, dataset, results, variant: str) -> None:
+    for c in results:
+        for k, v in c.metrics.items():
+            rec.add(task="clustering", model=model, dataset=dataset, variant=f"{variant} k={c.k}", metric=k, value=v,
+                    n=len(c.assignments))

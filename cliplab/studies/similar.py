@@ -1,0 +1,162 @@
+"""Image->image retrieval study: descriptors (global / MAC / R-MAC / GeM), PCA-whitening, query expansion,
+evaluation with Oxford/Paris ground truth or class labels."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cliplab.data.base import ImageDataset, ImageSource
+from cliplab.embed import embed_images
+from cliplab.embed.descriptors import DescriptorSpec, region_count
+from cliplab.errors import CliplabError
+from cliplab.models.base import LoadedModel
+from cliplab.tasks.image_retrieval import (Whitening, average_precision, average_query_expansion,
+                                           labelled_retrieval_metrics, rmac_aggregate)
+from cliplab.tasks.metrics import l2_normalize
+from cliplab.tasks.retrieval import chunked_topk
+
+
+class CroppedSource(ImageSource):
+    """Query images cropped to their ground-truth boxes (Oxford protocol)."""
+
+    def __init__(self, base: ImageSource, items: list[tuple[int, tuple[float, float, float, float] | None]]):
+        self.base, self.items = base, items
+        self.key_errors: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def id(self, i: int) -> str:
+        j, box = self.items[i]
+        return self.base.id(j) + (f" crop {box}" if box else "")
+
+    def keys(self):
+        base = self.base.keys()
+        return [None if base[j] is None else (base[j] if box is None else f"crop:{base[j]}:{box}")
+                for j, box in self.items]
+
+    def load(self, i: int) -> Image.Image:
+        j, box = self.items[i]
+        img = self.base.load(j)
+        return img if box is None else img.crop(tuple(int(round(v)) for v in box))
+
+
+@dataclass
+class SimilarRun:
+    model: LoadedModel
+    gallery: ImageDataset
+    spec: DescriptorSpec
+    descriptors: np.ndarray  # (N, k) final, unit rows, aligned with ``indices``
+    indices: np.ndarray
+    metrics: dict = field(default_factory=dict)
+    whitening: Whitening | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _raw(model, data, spec, cache_dir, **kw):
+    res = embed_images(model, data, cache_dir, descriptor=spec, **kw)
+    return res
+
+
+def _finish(raw: np.ndarray, spec: DescriptorSpec, n_regions: int, whitening: Whitening | None) -> np.ndarray:
+    if spec.pooling == "rmac":
+        return rmac_aggregate(raw.reshape(len(raw), n_regions, -1), whitening)
+    x = l2_normalize(raw)
+    return whitening.transform(x) if whitening is not None else x
+
+
+def _fit_whitening(raw: np.ndarray, spec, n_regions, dim, whiten) -> Whitening:
+    if spec.pooling == "rmac":
+        regions = l2_normalize(raw.reshape(len(raw) * n_regions, -1))
+        return Whitening.fit(regions, dim, whiten)
+    return Whitening.fit(l2_normalize(raw), dim, whiten)
+
+
+def run_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec, cache_dir=None, *,
+                pca_fit: ImageDataset | None = None, pca_dim: int | None = None, whiten: bool = True,
+                qe: int = 0, k: int = 10, gt_dir: str | Path | None = None, crop_queries: bool = True,
+                batch_size: int = 64, num_workers: int | None = None, quiet: bool = False) -> SimilarRun:
+    spec.validate()
+    kw = dict(batch_size=batch_size, num_workers=num_workers, quiet=quiet)
+    n_regions = region_count(model, spec)
+    g = _raw(model, gallery, spec, cache_dir, description="gallery descriptors", **kw)
+    if not len(g.indices):
+        raise CliplabError(f"{gallery.name}: no usable gallery images")
+    run = SimilarRun(model, gallery, spec, np.zeros((0, 0)), g.indices)
+    use_pca = pca_dim is not None or spec.pooling == "rmac" and pca_fit is not None
+    if use_pca or (pca_fit is not None):
+        if pca_fit is not None:
+            f = _raw(model, pca_fit, spec, cache_dir, description="PCA-fit descriptors", **kw)
+            fit_raw = f.embeddings
+        else:
+            fit_raw = g.embeddings
+            run.notes.append("PCA-whitening learned on the gallery itself (pass --pca-fit DIR to learn it on a "
+                             "separate set, as the R-MAC protocol does)")
+        run.whitening = _fit_whitening(fit_raw, spec, n_regions, pca_dim, whiten)
+    run.descriptors = _finish(g.embeddings, spec, n_regions, run.whitening)
+    db = run.descriptors
+
+    if gt_dir is not None:
+        from cliplab.data.oxford import read_oxford_gt
+
+        ids = [gallery.source.id(int(i)) for i in g.indices]
+        stems = {Path(x).stem: pos for pos, x in enumerate(ids)}
+        queries = read_oxford_gt(gt_dir, set(stems))
+        pos_of = [stems[q.image] for q in queries]
+        src = CroppedSource(gallery.source, [(int(g.indices[p]), q.box if crop_queries else None)
+                                             for p, q in zip(pos_of, queries)])
+        qr = _raw(model, src, spec, cache_dir, description="query descriptors", **{**kw, "num_workers": 0})
+        if len(qr.indices) != len(queries):
+            raise CliplabError(f"{len(queries) - len(qr.indices)} query images could not be read")
+        qd = _finish(qr.embeddings, spec, n_regions, run.whitening)
+        if qe:
+            qd = average_query_expansion(qd, db, qe)
+        _, rank = chunked_topk(qd, db, len(db))
+        aps = []
+        for q, order in zip(queries, rank):
+            pos = [stems[n] for n in q.good + q.ok if n in stems]
+            junk = [stems[n] for n in q.junk if n in stems]
+            aps.append(average_precision(order, pos, junk))
+        run.metrics = {"mAP": float(np.nanmean(aps)), "queries": len(queries),
+                       "per_query_ap": dict(zip([q.name for q in queries], aps))}
+    elif gallery.labels is not None:
+        labels = gallery.labels[g.indices]
+        qd = average_query_expansion(db, db, qe) if qe else None
+        run.metrics = labelled_retrieval_metrics(db, labels, k, query_desc=qd)
+    return run
+
+
+def query_hits(run: SimilarRun, model, paths: list[str], cache_dir, k: int, qe: int = 0):
+    """Top-k gallery positions and scores for ad-hoc query images."""
+    from cliplab.data.base import FileSource
+
+    n_regions = region_count(model, run.spec)
+    res = embed_images(model, FileSource(paths), cache_dir, descriptor=run.spec, quiet=True, num_workers=0)
+    if res.failures:
+        _, ident, reason = res.failures[0]
+        raise CliplabError(f"--query {ident}: {reason}")
+    q = _finish(res.embeddings, run.spec, n_regions, run.whitening)
+    if qe:
+        q = average_query_expansion(q, run.descriptors, qe)
+    return chunked_topk(q, run.descriptors, k)
+
+
+def similar_figure(run: SimilarRun, query_paths: list[str], scores, positions, path) -> Path:
+    from cliplab.data.imageio import open_rgb
+    from cliplab.report.plots import image_grid, save_figure
+
+    src = run.gallery.source
+    imgs, caps, rows = [], [], []
+    for qi, qp in enumerate(query_paths):
+        imgs.append(open_rgb(qp))
+        caps.append("query")
+        for j in range(positions.shape[1]):
+            imgs.append(src.load(int(run.indices[positions[qi, j]])))
+            caps.append(f"#{j + 1}  {scores[qi, j]:.3f}")
+        rows.append(Path(qp).name)
+    fig = image_grid(imgs, caps, cols=positions.shape[1] + 1, row_titles=rows,
+                     title=f"similar images · {run.model.name} · {run.spec.pooling}")
+    return save_figure(fig, [path])[0]

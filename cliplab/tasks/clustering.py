@@ -1,0 +1,64 @@
+"""k-means clustering of embeddings and its agreement with labels (NMI, ARI from scikit-learn; purity)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
+from sklearn.metrics.cluster import contingency_matrix
+
+from cliplab.errors import CliplabError
+from cliplab.tasks.metrics import l2_normalize
+
+
+def purity(labels: np.ndarray, clusters: np.ndarray) -> float:
+    """Fraction of items whose cluster's majority label is their label."""
+    cm = contingency_matrix(labels, clusters)
+    return float(cm.max(axis=0).sum() / cm.sum())
+
+
+@dataclass
+class Clustering:
+    k: int
+    assignments: np.ndarray
+    centers: np.ndarray
+    inertia: float
+    metrics: dict
+
+
+def kmeans(X: np.ndarray, k: int, *, backend: str = "sklearn", seed: int = 0, n_init: int = 4,
+           labels: np.ndarray | None = None) -> Clustering:
+    if k < 2 or k > len(X):
+        raise CliplabError(f"k = {k}: need 2 <= k <= number of images ({len(X)})")
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if backend == "sklearn":
+        from sklearn.cluster import KMeans
+
+        km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(X)
+        assign, centers, inertia = km.labels_, km.cluster_centers_, float(km.inertia_)
+    elif backend == "faiss":
+        import faiss
+
+        km = faiss.Kmeans(X.shape[1], k, niter=50, nredo=n_init, seed=seed, verbose=False)
+        km.train(X)
+        dist, assign = km.index.search(X, 1)
+        assign, centers, inertia = assign[:, 0], km.centroids, float(dist.sum())
+    else:
+        raise CliplabError(f"--backend {backend!r}: choose sklearn or faiss")
+    metrics = {"inertia": inertia}
+    if len(np.unique(assign)) > 1 and len(X) <= 20000:
+        metrics["silhouette"] = float(silhouette_score(X, assign, random_state=seed))
+    if labels is not None:
+        metrics.update(nmi=float(normalized_mutual_info_score(labels, assign)),
+                       ari=float(adjusted_rand_score(labels, assign)), purity=purity(labels, assign))
+    return Clustering(k, np.asarray(assign), np.asarray(centers), inertia, metrics)
+
+
+def prepare(X: np.ndarray, pca_dim: int | None = None, seed: int = 0) -> np.ndarray:
+    """L2-normalise (cosine geometry), optionally PCA to ``pca_dim`` dimensions."""
+    X = l2_normalize(X)
+    if pca_dim:
+        from sklearn.decomposition import PCA
+
+        X = PCA(n_components=min(pca_dim, X.shape[1], len(X)), random_state=seed).fit_transform(X).astype(np.float32)
+    return X
