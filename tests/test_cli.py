@@ -13,7 +13,8 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize("cmd", [[], ["zeroshot"], ["prompts"], ["probe"], ["compare"], ["inspect"], ["attack", "typographic"],
-                                 ["embed"], ["models"], ["train"], ["demo"]])
+                                 ["retrieval"], ["search"], ["similar"], ["cluster"], ["embed"], ["models"], ["train"],
+                                 ["demo"]])
 def test_help_everywhere(cmd):
     res = runner.invoke(app, cmd + ["--help"])
     assert res.exit_code == 0 and "Usage" in res.output

@@ -1,0 +1,176 @@
+"""Image->image retrieval and clustering: regions, whitening, AP with junk, purity, hooks, CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cliplab.cli import app
+from cliplab.tasks.clustering import kmeans, purity
+from cliplab.tasks.image_retrieval import (Whitening, average_precision, average_query_expansion,
+                                           labelled_retrieval_metrics, precision_and_ap_at_k, rmac_aggregate)
+from cliplab.tasks.pooling import gem, mac, region_max, rmac_regions
+
+runner = CliRunner()
+
+
+def _overlap(a, b, axis):
+    (ya, xa, ha, wa), (yb, xb, hb, wb) = a, b
+    s0, l0, s1 = (ya, ha, yb) if axis == 0 else (xa, wa, xb)
+    return max(0, s0 + l0 - s1) / l0
+
+
+def test_rmac_regions_count_and_overlap():
+    assert len(rmac_regions(7, 7, levels=3)) == 1 + 4 + 9  # l x l regions at level l on a square map
+    r = rmac_regions(30, 30, levels=3)
+    assert len(r) == 14 and r[0] == (0, 0, 30, 30)
+    assert r[1][2] == 20 and r[5][2] == 15  # side 2 * min(H, W) / (l + 1)
+    for lvl_regions in (r[1:5], r[5:]):
+        side = lvl_regions[0][2]
+        assert all(reg[2] == reg[3] == side for reg in lvl_regions)
+        xs = sorted({reg[1] for reg in lvl_regions})
+        ovl = [_overlap((0, a, side, side), (0, b, side, side), 1) for a, b in zip(xs, xs[1:])]
+        # the region count closest to 40 % overlap that still covers the map: 50 % (+- a cell) on a square map
+        assert all(0.4 <= o <= 0.55 for o in ovl), ovl
+    wide = rmac_regions(10, 30, levels=1)
+    assert len(wide) > 1 and all(y == 0 and h == 10 for y, _, h, _ in wide)  # more regions along the long side
+    covered = np.zeros((10, 30), bool)
+    for y, x, h, w in wide:
+        assert 0 <= x and x + w <= 30
+        covered[y:y + h, x:x + w] = True
+    assert covered.all()
+
+
+def test_pooling_by_hand():
+    f = torch.zeros(1, 2, 3, 3)
+    f[0, 0, 2, 2] = 5.0
+    f[0, 1] = 1.0
+    f[0, 1, 0, 0] = 3.0
+    assert mac(f).tolist() == [[5.0, 3.0]]
+    assert region_max(f, [(0, 0, 2, 2)]).tolist() == [[[0.0, 3.0]]]
+    g1 = gem(f.clamp(min=0) + 1.0, p=1.0)
+    assert torch.allclose(g1, (f + 1.0).mean(dim=(2, 3)))
+    assert torch.allclose(gem(f, p=50.0), mac(f), rtol=0.1)  # large p approaches max
+
+
+def test_whitening_gives_identity_covariance_on_fit_set():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 16)) @ rng.normal(size=(16, 16)) + 3.0
+    w = Whitening.fit(X, dim=8)
+    Z = w.transform(X, normalize=False)
+    assert Z.shape == (500, 8)
+    np.testing.assert_allclose(np.cov(Z, rowvar=False), np.eye(8), atol=1e-3)
+    np.testing.assert_allclose(Z.mean(0), 0, atol=1e-4)
+
+
+def test_rmac_aggregate_sums_whitened_regions():
+    regions = np.abs(np.random.default_rng(1).normal(size=(3, 4, 5))).astype(np.float32)
+    out = rmac_aggregate(regions)
+    unit = regions / np.linalg.norm(regions, axis=2, keepdims=True)
+    ref = unit.sum(1)
+    np.testing.assert_allclose(out, ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-6)
+
+
+def test_average_precision_oxford_protocol_by_hand():
+    # ranking: 10(pos) 11(junk) 12(neg) 13(pos) -> junk removed: pos at ranks 0 and 2 (0-based)
+    # trapezoid: j=0,r=0: (1 + 1)/2 = 1 ; j=1,r=2: (1/2 + 2/3)/2 = 7/12 ; AP = (1 + 7/12) / 2 = 19/24
+    assert average_precision(np.array([10, 11, 12, 13]), [10, 13], junk=[11]) == pytest.approx(19 / 24)
+    # without removing junk, the junk image costs precision
+    assert average_precision(np.array([10, 11, 12, 13]), [10, 13]) < 19 / 24
+    assert average_precision(np.array([1, 2]), [3]) == 0.0  # positive never retrieved
+    p, ap = precision_and_ap_at_k(np.arange(5), np.array([1, 0, 1, 0, 0], bool), k=4, n_relevant=3)
+    assert p == 0.5 and ap == pytest.approx((1 + 2 / 3) / 3)
+
+
+def test_labelled_metrics_and_query_expansion():
+    X = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32)
+    y = np.array([0, 0, 1, 1])
+    m = labelled_retrieval_metrics(X, y, k=1)
+    assert m["mAP"] == 1.0 and m["P@1"] == 1.0
+    q = average_query_expansion(X[:1], X, 2)
+    assert np.allclose(np.linalg.norm(q, axis=1), 1) and q[0, 0] > q[0, 1]
+
+
+def test_purity_and_kmeans_recover_blobs():
+    assert purity(np.array([0, 0, 1, 1, 1]), np.array([5, 5, 5, 7, 7])) == pytest.approx(4 / 5)
+    rng = np.random.default_rng(0)
+    centers = np.eye(4, 8) * 5
+    y = np.repeat(np.arange(4), 50)
+    X = centers[y] + rng.normal(size=(200, 8)) * 0.3
+    for backend in ("sklearn", "faiss"):
+        c = kmeans(X, 4, backend=backend, labels=y)
+        assert c.metrics["nmi"] > 0.99 and c.metrics["ari"] > 0.99 and c.metrics["purity"] == 1.0
+
+
+@pytest.mark.parametrize("pooling", ["mac", "rmac", "gem"])
+def test_descriptor_hook_on_vit_matches_manual_tokens(tiny_checkpoint, cache_dir, pooling):
+    from cliplab.embed.descriptors import DescriptorSpec, make_encoder, region_count
+    from cliplab.models import load_model
+
+    cfg, ckpt, ref = tiny_checkpoint
+    m = load_model(str(cfg), str(ckpt), device="cpu", cache_dir=cache_dir)
+    px = torch.rand(2, 3, 64, 64)
+    out = make_encoder(m, DescriptorSpec(pooling))(px)
+    grabbed = {}
+    h = ref.visual.transformer.register_forward_hook(lambda mod, i, o: grabbed.setdefault("t", o))
+    with torch.no_grad():
+        ref.encode_image(px)
+    h.remove()
+    fmap = grabbed["t"][:, 1:, :].transpose(1, 2).reshape(2, -1, 4, 4)  # 64 px / 16 px patches = 4 x 4
+    ref_vec = {"mac": mac(fmap), "gem": gem(fmap),
+               "rmac": region_max(fmap, rmac_regions(4, 4)).flatten(1)}[pooling]
+    np.testing.assert_allclose(out, ref_vec.numpy(), rtol=1e-4, atol=1e-5)
+    assert region_count(m, DescriptorSpec(pooling)) == (len(rmac_regions(4, 4)) if pooling == "rmac" else 1)
+
+
+def _gt_folder(tmp_path, ds):
+    """Oxford-format ground truth over a labelled folder: query = first image of a class, good = same class."""
+    from pathlib import Path
+
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    stems = [Path(ds.source.id(i)).stem for i in range(len(ds))]
+    for c in range(2):
+        members = [stems[i] for i in range(len(ds)) if ds.labels[i] == c]
+        (gt / f"q{c}_query.txt").write_text(f"oxc1_{members[0]} 0 0 40 40\n")
+        (gt / f"q{c}_good.txt").write_text("\n".join(members[1:3]))
+        (gt / f"q{c}_ok.txt").write_text("\n".join(members[3:]))
+        (gt / f"q{c}_junk.txt").write_text(members[0])
+    return gt
+
+
+@pytest.mark.slow
+def test_similar_and_cluster_cli(trained_cache, tmp_path):
+    from conftest import make_image
+
+    from cliplab.data import load_dataset
+
+    for c, colour in enumerate([(220, 30, 30), (30, 60, 220)]):
+        for j in range(6):
+            make_image(tmp_path / "gal" / f"class{c}" / f"img{c}{j}.png", size=(64, 64), color=colour)
+    ds = load_dataset(str(tmp_path / "gal"), cache_dir=trained_cache)
+    gt = _gt_folder(tmp_path, ds)
+    base = ["similar", "-d", str(tmp_path / "gal"), "--cache-dir", str(trained_cache), "-q"]
+    res = runner.invoke(app, base + ["--descriptor", "rmac", "--gt", str(gt), "-o", str(tmp_path / "s.json"),
+                                     "--index", str(tmp_path / "g.faiss"), "--pca-dim", "8"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads((tmp_path / "s.json").read_text())
+    assert rec["metrics"]["queries"] == 2 and rec["metrics"]["mAP"] > 0.9  # red vs blue is easy
+    assert (tmp_path / "g.faiss").is_file() and (tmp_path / "g.faiss.pca.npz").is_file()
+    q = str(next((tmp_path / "gal" / "class0").glob("*.png")))
+    res = runner.invoke(app, base + ["--descriptor", "mac", "--query", q, "-k", "3", "--grid",
+                                     str(tmp_path / "q.png")])
+    assert res.exit_code == 0, res.output and (tmp_path / "q.png").is_file()
+    assert "mAP@3" in res.output
+    bad = runner.invoke(app, base + ["--descriptor", "vlad"])
+    assert bad.exit_code == 2 and "--descriptor" in bad.output
+    res = runner.invoke(app, ["cluster", "-d", str(tmp_path / "gal"), "--k", "2,3", "--grid",
+                              str(tmp_path / "c.png"), "-o", str(tmp_path / "c.csv"), "--cache-dir",
+                              str(trained_cache), "-q"])
+    assert res.exit_code == 0, res.output
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "c.csv")
+    assert len(df) == 12 and {"cluster_k2", "cluster_k3"} <= set(df.columns)
+    assert df.groupby("label").cluster_k2.nunique().max() == 1  # each colour in one cluster
