@@ -1,4 +1,4 @@
-# Quick start: `make demo` and `make test` work on a fresh machine with Python >= 3.10 and pip.
+# Quick start: `make demo` and `make test` work on a fresh machine with Python >= 3.11 and pip.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin

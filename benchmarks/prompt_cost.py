@@ -13,6 +13,7 @@ import argparse
 import shutil
 import tempfile
 import time
+from pathlib import Path
 
 from _common import machine, markdown_table, save
 
@@ -72,7 +73,7 @@ def main() -> None:
                "classes": len(ds.classnames), "image_pass_s": image_pass, "rows": rows}
     print(markdown_table(rows, ["K", "prompts", "seconds", "ratio_to_K1", "image_s", "text_s", "naive_s",
                                 "speedup_vs_naive"]))
-    print(f"saved {save('prompt_cost', payload)}")
+    print(f"saved {save('prompt_cost-' + Path(args.model).stem, payload)}")
 
 
 if __name__ == "__main__":
