@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cliplab-installed
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install clean bench browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cliplab demo
 
-test: $(STAMP)
+# Debian chromium + chromedriver for the report's browser test (needs root and apt; the test skips, saying why,
+# when they cannot be installed).
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	     chromium chromium-driver >/dev/null) || echo "could not install chromium; the browser test will be skipped"; \
+	else echo "chromium/chromedriver missing and not root with apt-get: the browser test will be skipped"; fi
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

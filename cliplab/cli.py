@@ -315,13 +315,16 @@ def compare(
                        num_workers=workers, quiet=quiet, recorder=rec)
     _out(False).print(compare_table(rows))
     out = _out(quiet)
-    _write_results(rec, results, results_format, quiet)
     if output:
         write_table(output, pd.DataFrame([r.as_dict() for r in rows]))
         out.print(f"wrote {output}")
     if plot:
         for p in compare_figures(rows, plot):
             out.print(f"wrote {p}")
+            if p.suffix == ".png":
+                rec.add_artifact(p, task="compare", model={"name": "several", "pretrained": None, "fingerprint": ""},
+                                 dataset=pairs[0][0], caption="model comparison (zero-shot vs probe)")
+    _write_results(rec, results, results_format, quiet)
 
 
 @app.command("inspect")
@@ -435,9 +438,11 @@ def attack_typographic(
               "templates": ts.name, "target": target, "text": text, **params.__dict__}
     rec = RunRecorder("attack-typographic", config)
     record_attack(rec, res)
-    _write_results(rec, results, results_format, quiet)
     if examples:
         out.print(f"wrote {attack_examples_figure(res, examples, n_examples)}")
+        rec.add_artifact(examples, task="typographic_attack", model=m, dataset=ds,
+                         caption=f"typographic attack examples ({target} target)")
+    _write_results(rec, results, results_format, quiet)
     if output:
         write_json(output, {"task": "typographic_attack", "model": m.name, "pretrained": m.pretrained,
                             "dataset": ds.name, "split": ds.split, "metrics": res.summary(),
@@ -489,12 +494,14 @@ def retrieval(
               "ks": cut}
     rec = RunRecorder("retrieval", config)
     record_retrieval(rec, run)
-    _write_results(rec, results, results_format, quiet)
     if captions_out:
         write_table(captions_out, run.caption_frame())
         out.print(f"wrote {captions_out}")
     if failures:
         out.print(f"wrote {failures_figure(run, failures)}")
+        rec.add_artifact(failures, task="caption_retrieval", model=m, dataset=ds,
+                         caption="caption → image failures (worst-ranked captions)")
+    _write_results(rec, results, results_format, quiet)
     if output:
         write_json(output, {"dataset": ds.name, "model": m.name, "pretrained": m.pretrained,
                             "task": "zeroshot_retrieval", "metrics": run.result.metrics, "split": ds.split,
@@ -565,10 +572,12 @@ def search(
     rec = RunRecorder("search", {"queries": [q.label for q in qs], "dataset": dataset, "k": k,
                                  "models": [s.__dict__ for s in specs], "index_type": index_type})
     record_search(rec, run)
-    _write_results(rec, results, results_format, quiet)
     if grids:
         written = search_figures(run, grids)
         out.print(f"wrote {len(written)} grid(s) to {grids}")
+        for p, qy in zip(written, qs):
+            rec.add_artifact(p, task="search", model=models[0], dataset=ds, caption=f"search: {qy.label}")
+    _write_results(rec, results, results_format, quiet)
     if output:
         rows = [{"query": qy.label, "family": qy.family, "model": h.model.name, "pretrained": h.model.pretrained,
                  "rank": j + 1, "image": ident, "score": float(h.scores[q, j])}
@@ -647,7 +656,6 @@ def similar(
                                   "pca_dim": pca_dim, "whiten": whiten, "pca_fit": pca_fit, "qe": qe, "k": k,
                                   "gt": str(gt) if gt else None})
     record_similar(rec, run, variant)
-    _write_results(rec, results, results_format, quiet)
     if query:
         scores, pos = query_hits(run, m, [str(q) for q in query], cache_dir, k, qe)
         for qi, q in enumerate(query):
@@ -656,6 +664,8 @@ def similar(
             _out(False).print(f"{q.name}: {hits}")
         if grid:
             out.print(f"wrote {similar_figure(run, [str(q) for q in query], scores, pos, grid)}")
+            rec.add_artifact(grid, task="image_retrieval", model=m, dataset=gal, caption=f"similar images · {variant}")
+    _write_results(rec, results, results_format, quiet)
     if index:
         from cliplab.index import VectorIndex
 
@@ -724,9 +734,10 @@ def cluster(
     rec = RunRecorder("cluster", {"model": model, "pretrained": pretrained, "dataset": dataset, "k": ks,
                                   "pca_dim": pca_dim, "backend": backend, "seed": seed})
     record_clusters(rec, m, ds, runs, variant)
-    _write_results(rec, results, results_format, quiet)
     if grid:
         out.print(f"wrote {cluster_grid(ds, res.indices, runs[0], X, grid, per_cluster)}")
+        rec.add_artifact(grid, task="clustering", model=m, dataset=ds, caption=f"cluster samples (k = {runs[0].k})")
+    _write_results(rec, results, results_format, quiet)
     if output:
         df = pd.DataFrame({"id": [ds.source.id(int(i)) for i in res.indices]})
         if labels is not None:
@@ -735,6 +746,34 @@ def cluster(
             df[f"cluster_k{c.k}"] = c.assignments
         write_table(output, df)
         out.print(f"wrote {output}")
+
+
+@app.command()
+@handle_errors
+def report(
+    results_dirs: List[Path] = typer.Argument(..., help="results store folder(s) written with --results."),
+    output: Path = typer.Option(Path("report.html"), "--output", "-o", help="the HTML file; REPORT.csv, "
+                                "REPORT.parquet and REPORT-clip_benchmark/ are written beside it."),
+    title: str = typer.Option("cliplab report", "--title"),
+    clip_benchmark: Optional[List[Path]] = typer.Option(None, "--clip-benchmark", help="CLIP_benchmark result "
+                                                         "JSON(s) to show beside cliplab's numbers."),
+    no_exports: bool = typer.Option(False, "--no-exports", help="only the HTML file."),
+    quiet: bool = QuietOpt,
+):
+    """One self-contained HTML report (tables, plots, image grids; no network needed to view it) from results
+    stores, with CSV/parquet/CLIP_benchmark exports."""
+    import pandas as pd
+
+    from cliplab.report.html import build_report, import_clip_benchmark
+    from cliplab.report.store import read_results
+
+    if output.suffix.lower() not in (".html", ".htm"):
+        raise CliplabError(f"--output {output}: use a .html file")
+    df = read_results(*results_dirs)
+    if clip_benchmark:
+        df = pd.concat([df, import_clip_benchmark(clip_benchmark)], ignore_index=True)
+    path = build_report(df, output, title=title, sources=results_dirs, exports=not no_exports)
+    _out(quiet).print(f"wrote {path} ({len(df)} rows, {df.run_id.nunique()} runs)")
 
 
 @app.command()
@@ -850,11 +889,18 @@ def train(
 
 @app.command()
 @handle_errors
-def demo(cache_dir: Optional[Path] = CacheDirOpt, quiet: bool = QuietOpt):
-    """Offline demo: build `shapes`, train (or reuse) the tiny CLIP, run zero-shot with several template sets."""
+def demo(
+    cache_dir: Optional[Path] = CacheDirOpt, quiet: bool = QuietOpt,
+    output_dir: Path = typer.Option(Path("cliplab-demo"), "--output-dir", help="results store, figures and "
+                                    "report.html of the demo."),
+    no_report: bool = typer.Option(False, "--no-report", help="only the zero-shot tables."),
+):
+    """Offline demo: build `shapes`, train (or reuse) the tiny CLIP, run zero-shot with several template sets, then
+    every other study (prompts, probes, retrieval, search, similar, cluster, typographic attack) and write the HTML
+    report."""
     from cliplab.demo import run_demo
 
-    run_demo(cache_dir, quiet=quiet)
+    run_demo(cache_dir, quiet=quiet, output_dir=output_dir, report=not no_report)
 
 
 def _write_results(rec, results, fmt, quiet) -> None:

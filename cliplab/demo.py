@@ -1,11 +1,16 @@
-"""The offline default: the ``shapes`` dataset and a tiny CLIP trained on it (``tiny-shapes``)."""
+"""The offline default: the ``shapes`` dataset, a tiny CLIP trained on it (``tiny-shapes``), and a demo that runs
+every study on it and writes the HTML report."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 DEFAULT_MODEL = "tiny-shapes"
 DEMO_TEMPLATE_SETS = ["simple", "bare", "a drawing of a {}.", "openai-cifar", "openai-imagenet-7"]
 DEMO_ATTRIBUTES = ["shape", "color", "size", "position", "background"]
+DEMO_QUERIES = {"prompt style": ["a photo of a red shape.", "a drawing of a red shape."],
+                "noun change": ["a red circle", "a red square"],
+                "refinement": ["a shape", "a blue shape", "a large blue shape in the top left"]}
 
 
 def ensure_tiny_model(cache_dir: str | Path | None = None, quiet: bool = False) -> Path:
@@ -26,20 +31,121 @@ def ensure_tiny_model(cache_dir: str | Path | None = None, quiet: bool = False) 
     return train_clip(ds, cache, DEFAULT_MODEL, quiet=quiet)
 
 
-def run_demo(cache_dir: str | Path | None = None, quiet: bool = False) -> list:
+def run_demo(cache_dir: str | Path | None = None, quiet: bool = False, output_dir: str | Path = "cliplab-demo",
+             report: bool = True) -> Path | None:
+    """Zero-shot on every attribute with five template sets, then (with ``report``) a prompt study, probes, caption
+    retrieval, search grids, image->image retrieval, clustering and a typographic attack, all recorded in
+    ``output_dir/results`` and rendered to ``output_dir/report.html``. Returns the report path."""
     from cliplab.data import load_dataset
     from cliplab.models import load_model
     from cliplab.prompts import resolve_all
+    from cliplab.report.rows import record_zeroshot
+    from cliplab.report.store import RunRecorder
     from cliplab.report.tables import stdout_console, zeroshot_table
     from cliplab.studies.zeroshot import run_zeroshot
 
     ensure_tiny_model(cache_dir, quiet=quiet)
     model = load_model(DEFAULT_MODEL, cache_dir=cache_dir)
     out = stdout_console()
-    runs = []
+    out_dir = Path(output_dir)
+    results = out_dir / "results"
+    if results.exists():
+        shutil.rmtree(results)  # the demo report shows this run only
+    rec = RunRecorder("demo zeroshot", {"templates": DEMO_TEMPLATE_SETS})
     for attr in DEMO_ATTRIBUTES:
         ds = load_dataset(f"shapes:{attr}", split="test", cache_dir=cache_dir)
         run = run_zeroshot(model, ds, resolve_all(DEMO_TEMPLATE_SETS), cache_dir, quiet=quiet)
         out.print(zeroshot_table(run))
-        runs.append(run)
-    return runs
+        record_zeroshot(rec, run)
+    if not report:
+        return None
+    rec.write(results)
+    _studies(model, cache_dir, results, out_dir / "figures", quiet)
+    from cliplab.report.html import build_report
+    from cliplab.report.store import read_results
+
+    path = build_report(read_results(results), out_dir / "report.html", title="cliplab demo · tiny-shapes on shapes",
+                        sources=[results])
+    out.print(f"report: {path.resolve()}")
+    return path
+
+
+def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> None:
+    """The other studies of the demo, each recorded like the CLI records them."""
+    from cliplab.attacks import TypographicParams
+    from cliplab.data import load_dataset
+    from cliplab.embed import embed_images
+    from cliplab.embed.descriptors import DescriptorSpec
+    from cliplab.progress import console
+    from cliplab.prompts import resolve_all
+    from cliplab.report import rows
+    from cliplab.report.store import RunRecorder
+    from cliplab.studies.attack import attack_examples_figure, run_typographic
+    from cliplab.studies.cluster import cluster_grid
+    from cliplab.studies.probe import run_probe
+    from cliplab.studies.prompts import run_prompt_study
+    from cliplab.studies.retrieval import failures_figure, run_caption_retrieval
+    from cliplab.studies.search import Query, run_search, search_figures
+    from cliplab.studies.similar import run_similar
+    from cliplab.tasks.clustering import kmeans, prepare
+
+    def say(msg):
+        if not quiet:
+            console.print(msg)
+
+    shape_test = load_dataset("shapes:shape", split="test", cache_dir=cache_dir)
+    shape_train = load_dataset("shapes:shape", split="train", cache_dir=cache_dir)
+    say("prompt study (shape)...")
+    study = run_prompt_study(model, shape_test, resolve_all(["simple", "openai-cifar", "a photo of a small {}."]),
+                             cache_dir, quiet=quiet, n_boot=1000)
+    rec = RunRecorder("demo prompts", {"templates": ["simple", "openai-cifar", "a photo of a small {}."]})
+    rows.record_prompt_study(rec, study, 0)
+    rec.write(results)
+
+    say("linear and k-shot probes (shape)...")
+    probe = run_probe(model, shape_train, shape_test, cache_dir, templates=resolve_all(["simple"])[0],
+                      kshots=(1, 2, 4, 8, 16), seeds=(0, 1, 2), quiet=quiet)
+    rec = RunRecorder("demo probe", {"kshot": [1, 2, 4, 8, 16], "seeds": 3})
+    rows.record_probe(rec, probe)
+    rec.write(results)
+
+    say("caption retrieval and search...")
+    captioned = load_dataset("shapes", split="test", cache_dir=cache_dir)
+    ret = run_caption_retrieval(model, captioned, cache_dir, quiet=quiet)
+    rec = RunRecorder("demo retrieval", {})
+    rows.record_retrieval(rec, ret)
+    rec.add_artifact(failures_figure(ret, figures / "caption-failures.png"), task="caption_retrieval", model=model,
+                     dataset=captioned, caption="caption → image failures (worst-ranked captions)")
+    rec.write(results)
+    queries = [Query(text=q, family=f) for f, qs in DEMO_QUERIES.items() for q in qs]
+    search = run_search([model], captioned, queries, cache_dir, k=6, quiet=quiet)
+    rec = RunRecorder("demo search", {"queries": DEMO_QUERIES})
+    rows.record_search(rec, search)
+    for p, q in zip(search_figures(search, figures / "search"), queries):
+        rec.add_artifact(p, task="search", model=model, dataset=captioned, caption=f"search: {q.label} ({q.family})")
+    rec.write(results)
+
+    say("image->image retrieval and clustering (colour)...")
+    color = load_dataset("shapes:color", split="test", cache_dir=cache_dir)
+    rec = RunRecorder("demo similar", {})
+    for spec, pca in ((DescriptorSpec("global"), None), (DescriptorSpec("mac"), None), (DescriptorSpec("rmac"), 32)):
+        sim = run_similar(model, color, spec, cache_dir, pca_dim=pca, quiet=quiet)
+        rows.record_similar(rec, sim, spec.pooling + (f" pca={pca}" if pca else ""))
+    rec.write(results)
+    emb = embed_images(model, color, cache_dir, quiet=True)
+    X = prepare(emb.embeddings)
+    clusters = [kmeans(X, k, labels=color.labels[emb.indices]) for k in (6, 12)]
+    rec = RunRecorder("demo cluster", {"k": [6, 12]})
+    rows.record_clusters(rec, model, color, clusters, "kmeans-sklearn")
+    rec.add_artifact(cluster_grid(color, emb.indices, clusters[0], X, figures / "clusters.png"), task="clustering",
+                     model=model, dataset=color, caption="cluster samples (k = 6)")
+    rec.write(results)
+
+    say("typographic attack (position)...")
+    position = load_dataset("shapes:position", split="test", cache_dir=cache_dir)
+    atk = run_typographic(model, position, resolve_all(["simple"])[0], TypographicParams(), cache_dir, quiet=quiet)
+    rec = RunRecorder("demo attack", {"target": "random"})
+    rows.record_attack(rec, atk)
+    rec.add_artifact(attack_examples_figure(atk, figures / "typographic.png"), task="typographic_attack",
+                     model=model, dataset=position, caption="typographic attack: original vs attacked")
+    rec.write(results)

@@ -14,7 +14,7 @@ runner = CliRunner()
 
 @pytest.mark.parametrize("cmd", [[], ["zeroshot"], ["prompts"], ["probe"], ["compare"], ["inspect"], ["attack", "typographic"],
                                  ["retrieval"], ["search"], ["similar"], ["cluster"], ["embed"], ["models"], ["train"],
-                                 ["demo"]])
+                                 ["report"], ["demo"]])
 def test_help_everywhere(cmd):
     res = runner.invoke(app, cmd + ["--help"])
     assert res.exit_code == 0 and "Usage" in res.output

@@ -21,7 +21,7 @@ from cliplab.errors import CliplabError
 
 COLUMNS = ["run_id", "timestamp", "cliplab_version", "command", "task", "model", "pretrained", "model_fingerprint",
            "dataset", "split", "dataset_fingerprint", "variant", "metric", "value", "ci_low", "ci_high", "seed",
-           "n", "config"]
+           "n", "config", "artifact"]
 FORMATS = ("parquet", "jsonl")
 
 
@@ -46,7 +46,12 @@ class RunRecorder:
                           "model_fingerprint": mfp, "dataset": dataset.name, "split": dataset.split,
                           "dataset_fingerprint": dataset.fingerprint, "variant": variant, "metric": metric,
                           "value": _num(value), "ci_low": _num(ci[0]), "ci_high": _num(ci[1]),
-                          "seed": seed, "n": n})
+                          "seed": seed, "n": n, "artifact": None})
+
+    def add_artifact(self, path: str | Path, *, task: str, model, dataset, caption: str, kind: str = "figure") -> None:
+        """A figure (PNG/SVG) belonging to this run; copied into the store's ``figures/`` folder on write."""
+        self.add(task=task, model=model, dataset=dataset, metric=kind, value=None, variant=caption)
+        self.rows[-1]["artifact"] = str(path)
 
     def add_metrics(self, metrics: dict, names: Iterable[str], **kw) -> None:
         for name in names:
@@ -72,8 +77,24 @@ class RunRecorder:
         folder.mkdir(parents=True, exist_ok=True)
         stamp = self.timestamp.replace(":", "").replace("-", "").split("+")[0]
         path = folder / f"{stamp}-{self.base['command']}-{self.run_id}.{fmt}"
-        write_table(path, self.frame())
+        frame = self.frame()
+        frame["artifact"] = [self._copy_artifact(a, folder) for a in frame["artifact"]]
+        write_table(path, frame)
         return path
+
+    def _copy_artifact(self, src, folder: Path):
+        """Figures travel with the store (relative paths), so a results folder can be moved or sent whole."""
+        import shutil
+
+        from cliplab.io import atomic_path
+
+        if not isinstance(src, str) or not Path(src).is_file():
+            return None
+        dest = folder / "figures" / f"{self.run_id}-{Path(src).name}"
+        dest.parent.mkdir(exist_ok=True)
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
+        return str(dest.relative_to(folder))
 
 
 def _num(v):
@@ -84,7 +105,8 @@ def _num(v):
 
 
 def read_results(*folders: str | Path) -> pd.DataFrame:
-    """All rows of one or more results folders (parquet and JSONL files), oldest run first."""
+    """All rows of one or more results folders (parquet and JSONL files), oldest run first; ``artifact`` paths
+    are made absolute."""
     frames = []
     for folder in folders:
         folder = Path(folder)
@@ -92,9 +114,16 @@ def read_results(*folders: str | Path) -> pd.DataFrame:
             raise CliplabError(f"results folder {folder} not found")
         for p in sorted(folder.iterdir()):
             if p.suffix == ".parquet":
-                frames.append(pd.read_parquet(p))
+                f = pd.read_parquet(p)
             elif p.suffix == ".jsonl":
-                frames.append(pd.read_json(p, lines=True, dtype={"pretrained": str, "variant": str}))
+                f = pd.read_json(p, lines=True, dtype={"pretrained": str, "variant": str, "artifact": str})
+            else:
+                continue
+            if "artifact" not in f:
+                f["artifact"] = None
+            f["artifact"] = [str(folder / a) if isinstance(a, str) and a not in ("", "None") else None
+                             for a in f["artifact"]]
+            frames.append(f)
     if not frames:
         return pd.DataFrame(columns=COLUMNS)
     df = pd.concat(frames, ignore_index=True)
