@@ -39,6 +39,9 @@ CacheDirOpt = typer.Option(None, "--cache-dir", help="embedding/model/dataset ca
                            "$CLIPLAB_CACHE_DIR).")
 BatchOpt = typer.Option(64, "--batch-size", min=1, help="images per batch.")
 WorkersOpt = typer.Option(None, "--workers", min=0, help="DataLoader worker processes (default: automatic).")
+PipelineOpt = typer.Option("pil", "--pipeline", help="image preprocessing: pil (open_clip's transform, the "
+                           "reference), tensor (torchvision decoding + batched tensor resize/normalise; JPEGs decoded "
+                           "on the GPU), auto (tensor on CUDA, else pil).")
 NoCacheOpt = typer.Option(False, "--no-cache", help="recompute embeddings and don't write the cache.")
 ResultsOpt = typer.Option(None, "--results", help="results store folder: this run's rows (model, dataset, task, "
                           "metric, value, CI, seed, fingerprints, config) are added as a new file; read it with "
@@ -111,7 +114,7 @@ def zeroshot(
     results: Optional[Path] = ResultsOpt, results_format: str = ResultsFormatOpt,
     device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
     batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, no_cache: bool = NoCacheOpt,
-    quiet: bool = QuietOpt,
+    pipeline: str = PipelineOpt, quiet: bool = QuietOpt,
 ):
     """Zero-shot classification: top-1/top-5, mean per-class recall, confusion, per-image predictions."""
     from cliplab.prompts import resolve_all
@@ -126,13 +129,13 @@ def zeroshot(
     sets = resolve_all(templates or [ds.templates_hint or "simple"], ensemble=ensemble)
     m = _load_model(model, pretrained, device, precision, cache_dir)
     run = run_zeroshot(m, ds, sets, cache_dir, batch_size=batch_size, num_workers=workers, use_cache=not no_cache,
-                       quiet=quiet)
+                       quiet=quiet, pipeline=pipeline)
     out = _out(quiet)
     _out(False).print(zeroshot_table(run))
     _report_failures(run.images.failures, quiet)
     config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": ds.split, "limit": limit,
               "templates": templates, "ensemble": ensemble, "batch_size": batch_size,
-              "precision": m.precision, "device": str(m.device)}
+              "precision": m.precision, "device": str(m.device), "pipeline": pipeline}
     rec = RunRecorder("zeroshot", config)
     record_zeroshot(rec, run)
     _write_results(rec, results, results_format, quiet)
@@ -785,7 +788,7 @@ def embed(
     device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
     batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, no_cache: bool = NoCacheOpt,
     shard_batches: int = typer.Option(16, "--shard-batches", min=1, help="batches per cache shard (the resume unit)."),
-    quiet: bool = QuietOpt,
+    pipeline: str = PipelineOpt, quiet: bool = QuietOpt,
 ):
     """Embed a dataset's images into the cache (resumable), optionally exporting them."""
     from cliplab.embed import embed_images
@@ -797,7 +800,7 @@ def embed(
     ds = _load_dataset(dataset, split, data_root, limit, None, cache_dir)
     m = _load_model(model, pretrained, device, precision, cache_dir)
     res = embed_images(m, ds, cache_dir, batch_size=batch_size, num_workers=workers, use_cache=not no_cache,
-                       shard_batches=shard_batches, quiet=quiet)
+                       shard_batches=shard_batches, quiet=quiet, pipeline=pipeline)
     out = _out(quiet)
     out.print(f"{len(res.indices)} embeddings (dim {res.embeddings.shape[1]}), {res.computed} computed, "
               f"{len(res.indices) - res.computed} from cache; model fingerprint {m.fingerprint}")

@@ -91,7 +91,10 @@ def test_compare_two_models(trained_cache, tiny_checkpoint, tmp_path):
     from cliplab.report.store import read_results
 
     rows = read_results(res_dir)
-    assert set(rows.task) >= {"zeroshot_classification", "linear_probe"} and rows.model_fingerprint.nunique() == 2
+    metrics = rows[rows.artifact.isna()]
+    assert set(metrics.task) == {"zeroshot_classification", "linear_probe"} and metrics.model_fingerprint.nunique() == 2
+    fig = rows[rows.artifact.notna()].artifact
+    assert len(fig) == 1 and fig.iloc[0].endswith("cmp.png") and (res_dir / "figures").is_dir()
 
 
 def test_inspect_ranks_and_draws(trained_cache, tmp_path):

@@ -70,9 +70,11 @@ class FileSource(ImageSource):
 class IndexedSource(ImageSource):
     """Images produced by a callable (a torchvision dataset, an in-memory array), keyed by fingerprint + index."""
 
-    def __init__(self, n: int, loader: Callable[[int], Image.Image], fingerprint: str, name: str):
+    def __init__(self, n: int, loader: Callable[[int], Image.Image], fingerprint: str, name: str,
+                 tensor_loader: Callable | None = None):
         self.n = n
         self.loader = loader
+        self.tensor_loader = tensor_loader  # i -> uint8 (3, H, W) tensor, skipping PIL (pre-decoded data)
         self.fingerprint = fingerprint
         self.name = name
         self.key_errors: dict[int, str] = {}

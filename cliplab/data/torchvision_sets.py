@@ -89,9 +89,28 @@ def load_torchvision(name: str, root: str | Path, split: str = "test", download:
     if classnames_file:
         classnames = read_classnames(classnames_file, expected=len(classnames) or None)
     fingerprint = f"tv:{key}:{split}:{len(ds)}"
-    src = IndexedSource(len(keep), _ItemImage(ds, keep), fingerprint, f"{key}-{split}")
+    src = IndexedSource(len(keep), _ItemImage(ds, keep), fingerprint, f"{key}-{split}",
+                        tensor_loader=_uint8_loader(ds, keep))
     return ImageDataset(name=key, split=split, source=src, fingerprint=fingerprint, classnames=classnames,
                         labels=targets[keep], templates_hint=templates)
+
+
+def _uint8_loader(ds, keep):
+    """CIFAR/MNIST-style sets hold all pixels in one uint8 array: hand them to the tensor pipeline directly."""
+    data = getattr(ds, "data", None)
+    if data is None:
+        return None
+    arr = np.asarray(data) if not hasattr(data, "numpy") else data.numpy()
+    if arr.dtype != np.uint8 or arr.ndim not in (3, 4):
+        return None
+
+    def load(i: int):
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(arr[keep[i]]))
+        return x.unsqueeze(0).expand(3, -1, -1) if x.ndim == 2 else x.permute(2, 0, 1)
+
+    return load
 
 
 class _ItemImage:

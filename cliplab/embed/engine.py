@@ -72,7 +72,7 @@ def default_workers(n_items: int, batch_size: int) -> int:
 def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir: str | Path | None = None, *,
                  batch_size: int = 64, num_workers: int | None = None, use_cache: bool = True,
                  shard_batches: int = 16, quiet: bool = False, description: str = "embedding images",
-                 descriptor=None) -> EmbeddingResult:
+                 descriptor=None, pipeline: str = "pil") -> EmbeddingResult:
     """Embed every image of ``data`` (a dataset or an image source), reusing and extending the disk cache.
 
     Work is done in shards of ``shard_batches`` batches, each written atomically when done. Items are
@@ -88,8 +88,9 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
     source = data.source if isinstance(data, ImageDataset) else data
     keys = source.keys()
     failures: dict[int, str] = dict(source.key_errors)
-    cache = (EmbeddingCache(resolve_cache_dir(cache_dir), model.fingerprint, descriptor.cache_kind())
-             if use_cache else None)
+    use_tensor = _use_tensor_pipeline(pipeline, model)
+    kind = descriptor.cache_kind() + ("+tensor" if use_tensor else "")  # the two pipelines differ slightly
+    cache = (EmbeddingCache(resolve_cache_dir(cache_dir), model.fingerprint, kind) if use_cache else None)
 
     valid_keys = [k for k in keys if k is not None]
     hits = cache.lookup(valid_keys) if cache else None
@@ -107,12 +108,15 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
     seconds = hits.seconds if hits else 0.0
     computed = 0
     if todo:
-        workers = default_workers(len(todo), batch_size) if num_workers is None else num_workers
-        loader = DataLoader(
-            _Preprocessed(source, todo, model.preprocess), batch_size=batch_size, shuffle=False,
-            num_workers=workers, collate_fn=_collate, pin_memory=model.device.type == "cuda",
-            prefetch_factor=4 if workers > 0 else None, persistent_workers=False,
-        )
+        if use_tensor:
+            loader = _tensor_batches(source, todo, model, batch_size)
+        else:
+            workers = default_workers(len(todo), batch_size) if num_workers is None else num_workers
+            loader = DataLoader(
+                _Preprocessed(source, todo, model.preprocess), batch_size=batch_size, shuffle=False,
+                num_workers=workers, collate_fn=_collate, pin_memory=model.device.type == "cuda",
+                prefetch_factor=4 if workers > 0 else None, persistent_workers=False,
+            )
         shard_keys: list[str] = []
         shard_rows: list[np.ndarray] = []
         shard_fail: dict[str, str] = {}
@@ -165,6 +169,85 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
     fail_list = [(i, source.id(i), failures[i]) for i in sorted(failures)]
     return EmbeddingResult(embeddings=emb, indices=np.asarray(indices, dtype=np.int64), failures=fail_list,
                            computed=computed, seconds=seconds)
+
+
+def _use_tensor_pipeline(pipeline: str, model: LoadedModel) -> bool:
+    from cliplab.embed.tensor_pipeline import PIPELINES, TensorPreprocess
+    from cliplab.errors import CliplabError
+
+    if pipeline not in PIPELINES:
+        raise CliplabError(f"--pipeline {pipeline!r}: choose one of {', '.join(PIPELINES)}")
+    if pipeline == "pil" or model.source != "open_clip":
+        return False
+    ok = TensorPreprocess.from_cfg(model.preprocess_cfg).supported()
+    if pipeline == "tensor" and not ok:
+        raise CliplabError(f"--pipeline tensor does not support this model's preprocessing {model.preprocess_cfg}")
+    return ok and (pipeline == "tensor" or model.device.type == "cuda")
+
+
+def _file_path(source: ImageSource, i: int) -> str | None:
+    from cliplab.data.base import FileSource, SubsetSource
+
+    if isinstance(source, FileSource):
+        return source.paths[i]
+    if isinstance(source, SubsetSource):
+        return _file_path(source.base, source.indices[i])
+    return None
+
+
+def _uint8(source: ImageSource, i: int):
+    """A pre-decoded uint8 tensor for item i when the source holds its pixels in memory, else None."""
+    from cliplab.data.base import SubsetSource
+
+    if isinstance(source, SubsetSource):
+        return _uint8(source.base, source.indices[i])
+    loader = getattr(source, "tensor_loader", None)
+    return loader(i) if loader is not None else None
+
+
+def _tensor_batches(source: ImageSource, todo: list[int], model: LoadedModel, batch_size: int):
+    """(positions, pixels, failures) batches like the DataLoader's, from the tensor pipeline: file bytes read in
+    threads (the next batch's while the model runs), decoded (JPEG on the GPU when the model is on CUDA),
+    resized/cropped/normalised on the model's device. Images the tensor decoders reject (CMYK JPEGs, odd formats)
+    go through the PIL reference path; unreadable ones become failures as in the PIL path."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torchvision.transforms.v2.functional as TF
+
+    from cliplab.data.imageio import BadImage
+    from cliplab.embed.tensor_pipeline import TensorPreprocess, decode_batch, read_bytes
+
+    prep = TensorPreprocess.from_cfg(model.preprocess_cfg)
+    chunks = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
+
+    def read(chunk):
+        paths = [_file_path(source, p) for p in chunk]
+        datas = read_bytes([p for p in paths if p is not None])
+        it = iter(datas)
+        return [next(it) if p is not None else None for p in paths]
+
+    with ThreadPoolExecutor(max_workers=1) as prefetch:
+        nxt = prefetch.submit(read, chunks[0]) if chunks else None
+        for ci, chunk in enumerate(chunks):
+            datas = nxt.result()
+            nxt = prefetch.submit(read, chunks[ci + 1]) if ci + 1 < len(chunks) else None
+            decodable = [d for d in datas if isinstance(d, torch.Tensor)]
+            decoded = iter(decode_batch(decodable, model.device))
+            images, pos, bad = [], [], []
+            for p, d in zip(chunk, datas):
+                im = next(decoded) if isinstance(d, torch.Tensor) else _uint8(source, p)
+                if isinstance(im, torch.Tensor) and im.numel() > 0:
+                    images.append(im)
+                    pos.append(p)
+                    continue
+                try:  # reference path for what the tensor decoders could not read
+                    images.append(TF.pil_to_tensor(source.load(p)))
+                    pos.append(p)
+                except BadImage as exc:
+                    bad.append((p, str(exc)))
+                except Exception as exc:  # noqa: BLE001 - one odd file must not end the run
+                    bad.append((p, f"cannot decode image ({type(exc).__name__}: {exc})"))
+            yield pos, (prep.batch(images, model.device) if images else None), bad
 
 
 def embed_texts(model: LoadedModel, texts: list[str], cache_dir: str | Path | None = None, *,

@@ -42,13 +42,14 @@ def class_text_embeddings(model: LoadedModel, classnames: list[str], template_se
 
 def run_zeroshot(model: LoadedModel, dataset: ImageDataset, template_sets: list[TemplateSet],
                  cache_dir: Path | str | None = None, *, batch_size: int = 64, num_workers: int | None = None,
-                 use_cache: bool = True, quiet: bool = False, ks: tuple[int, ...] = (1, 5)) -> ZeroShotRun:
+                 use_cache: bool = True, quiet: bool = False, ks: tuple[int, ...] = (1, 5),
+                 pipeline: str = "pil") -> ZeroShotRun:
     if dataset.labels is None or not dataset.classnames:
         raise DatasetError(f"dataset {dataset.name!r} has no class labels; zero-shot needs a labelled dataset "
                            f"(class folders, a torchvision set, or a caption file with a 'label' column)")
     t0 = time.perf_counter()
     images = embed_images(model, dataset, cache_dir, batch_size=batch_size, num_workers=num_workers,
-                          use_cache=use_cache, quiet=quiet)
+                          use_cache=use_cache, quiet=quiet, pipeline=pipeline)
     labels = dataset.labels[images.indices]
     run = ZeroShotRun(model=model, dataset=dataset, images=images, labels=labels)
     for ts in template_sets:

@@ -1,0 +1,127 @@
+"""End-to-end image embedding throughput: cliplab vs a straightforward open_clip loop.
+
+    python benchmarks/throughput.py [--models ViT-B-32,ViT-B-16,ViT-L-14,RN50] [--n-jpeg 2048] [--n-mem 10000]
+                                    [--device cuda] [--batch-size 256]
+
+Data (generated, same for every contender): a folder of 640x480 JPEGs (quality 90, photo-like gradients +
+texture) and an in-memory uint8 set of 32x32 images (CIFAR-sized). Models have random weights (speed only).
+
+Contenders, all from cold (no cache) unless marked:
+* baseline — the loop CLIP_benchmark and most notebooks use: a torch DataLoader over PIL images with open_clip's
+  transform (same workers), ``encode_image`` under ``no_grad`` (+ fp16 autocast on CUDA), results to the CPU;
+* cliplab pil — ``embed_images`` with the reference PIL pipeline (sharded cache writes included);
+* cliplab tensor — ``embed_images(pipeline='tensor')``: threaded file reads, torchvision decoding (nvJPEG on
+  CUDA), batched tensor resize/normalise on the device; for the in-memory set the uint8 arrays skip PIL;
+* cliplab cached — the same call again: everything comes from the embedding cache.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import machine, markdown_table, save
+
+
+def make_jpegs(folder: Path, n: int, size=(640, 480), seed: int = 0) -> list[str]:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    paths = []
+    for i in range(n):
+        c0, c1 = rng.random(3) * 255, rng.random(3) * 255
+        t = (xx * rng.random() + yy * rng.random()) / (w + h)
+        img = c0 * (1 - t[..., None]) + c1 * t[..., None] + rng.normal(0, 12, (h, w, 3))
+        p = folder / f"{i:06d}.jpg"
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(p, quality=90)
+        paths.append(str(p))
+    return paths
+
+
+def baseline(model, images: list, workers: int, batch_size: int, from_array: bool = False) -> float:
+    """The straightforward loop; returns seconds."""
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+
+    class DS(Dataset):
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            img = Image.fromarray(images[i]) if from_array else Image.open(images[i]).convert("RGB")
+            return model.preprocess(img)
+
+    dev = model.device
+    net = model.model
+    t0 = time.perf_counter()
+    loader = DataLoader(DS(), batch_size=batch_size, num_workers=workers, pin_memory=dev.type == "cuda")
+    out = []
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
+        for x in loader:
+            out.append(net.encode_image(x.to(dev)).float().cpu())
+    torch.cuda.synchronize() if dev.type == "cuda" else None
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="ViT-B-32")
+    ap.add_argument("--n-jpeg", type=int, default=256)
+    ap.add_argument("--n-mem", type=int, default=1024)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=None)
+    args = ap.parse_args()
+
+    from cliplab.data.base import FileSource, IndexedSource
+    from cliplab.embed import embed_images
+    from cliplab.embed.engine import default_workers
+    from cliplab.models import load_model
+
+    tmp = Path(tempfile.mkdtemp(prefix="cliplab-throughput-"))
+    try:
+        paths = make_jpegs(tmp / "jpeg", args.n_jpeg)
+        arr = (np.random.default_rng(1).random((args.n_mem, 32, 32, 3)) * 255).astype(np.uint8)
+        rows = []
+        for name in args.models.split(","):
+            model = load_model(name, None, device=args.device)
+            workers = args.workers if args.workers is not None else default_workers(args.n_jpeg, args.batch_size)
+            with torch.no_grad():  # warm-up: kernels, allocator, thread pools
+                model.encode_images(torch.zeros(2, 3, *model.image_size))
+            for data, n in (("jpeg 640x480", args.n_jpeg), ("uint8 32x32 in memory", args.n_mem)):
+                mem = data.startswith("uint8")
+                src = (IndexedSource(n, lambda i: __import__("PIL.Image").Image.fromarray(arr[i]), "bench-mem",
+                                     "mem", tensor_loader=lambda i: torch.from_numpy(arr[i]).permute(2, 0, 1))
+                       if mem else FileSource(paths))
+                t_base = baseline(model, list(arr) if mem else paths, 0 if mem else workers, args.batch_size,
+                                  from_array=mem)
+                timings = {"baseline": t_base}
+                for label, pipeline in (("cliplab pil", "pil"), ("cliplab tensor", "tensor")):
+                    cache = tmp / f"cache-{name}-{pipeline}-{mem}"
+                    t0 = time.perf_counter()
+                    embed_images(model, src, cache, batch_size=args.batch_size, quiet=True, pipeline=pipeline,
+                                 num_workers=0 if mem else workers)
+                    timings[label] = time.perf_counter() - t0
+                    if pipeline == "tensor":
+                        t0 = time.perf_counter()
+                        embed_images(model, src, cache, batch_size=args.batch_size, quiet=True, pipeline=pipeline)
+                        timings["cliplab cached"] = time.perf_counter() - t0
+                for label, sec in timings.items():
+                    rows.append({"model": name, "data": data, "images": n, "contender": label,
+                                 "images_per_s": n / sec, "ratio_vs_baseline": t_base / sec})
+                    print(rows[-1], flush=True)
+        print(markdown_table(rows, ["model", "data", "images", "contender", "images_per_s", "ratio_vs_baseline"]))
+        print(f"saved {save('throughput-' + (args.device or ('cuda' if torch.cuda.is_available() else 'cpu')), {'machine': machine(), 'args': vars(args), 'rows': rows})}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
