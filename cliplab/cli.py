@@ -13,7 +13,8 @@ from cliplab.errors import CliplabError
 
 app = typer.Typer(
     name="cliplab",
-    help="Evaluate CLIP-style vision-language models: zero-shot, embeddings, training — cached and reproducible.",
+    help="Evaluate CLIP-style vision-language models: zero-shot, prompt studies, probes, retrieval, search, "
+         "clustering, attacks and reports — cached and reproducible.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -173,8 +174,10 @@ def prompts(
     device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
     batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, quiet: bool = QuietOpt,
 ):
-    """Prompt study: accuracy per template, ensemble and description set, with McNemar tests and bootstrap CIs
-    against a baseline, and automatic template selection (images are embedded once)."""
+    """Prompt study: accuracy per template, ensemble and description set, with significance tests.
+
+    Each row is compared with a baseline by McNemar's exact test and a paired bootstrap CI; --select picks an
+    ensemble on a validation part of the train split. Images are embedded once."""
     from cliplab.prompts import resolve_all
     from cliplab.report.results import prompt_study_json, write_json
     from cliplab.report.rows import record_prompt_study
@@ -235,8 +238,10 @@ def probe(
     device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
     batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, quiet: bool = QuietOpt,
 ):
-    """Linear probe (weight decay swept on a validation split, refit) and k-shot probes on frozen embeddings,
-    beside zero-shot; logistic regression in torch with L-BFGS (GPU when available)."""
+    """Linear and k-shot probes on frozen embeddings, beside zero-shot.
+
+    Logistic regression in torch with L-BFGS (GPU when available); the weight decay is swept on a validation
+    split, then the probe is refit on all of train."""
     from cliplab.prompts import resolve_all
     from cliplab.report.results import probe_json, write_json
     from cliplab.report.rows import record_probe
@@ -290,8 +295,9 @@ def compare(
     device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
     batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, quiet: bool = QuietOpt,
 ):
-    """Compare models on datasets: top-1/top-5, similarity of the true class, images/s, size; zero-shot vs
-    linear probe side by side; grouped bar charts."""
+    """Compare models on datasets: zero-shot (and linear probe) side by side, with bar charts.
+
+    Columns: top-1/top-5, similarity of the true class, images/s, parameters, embedding dimension."""
     import pandas as pd
 
     from cliplab.prompts import resolve_all
@@ -415,8 +421,9 @@ def attack_typographic(
     device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
     batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, quiet: bool = QuietOpt,
 ):
-    """Write a wrong class name on every test image; report the accuracy drop and how often the prediction
-    flips to the written label (attacked images are embedded once and cached)."""
+    """Write a wrong class name on every image; report the accuracy drop and flips to the written label.
+
+    Attacked images are embedded once and cached under their own keys."""
     from cliplab.attacks import TypographicParams
     from cliplab.prompts import resolve_all
     from cliplab.report.results import provenance, write_json
@@ -763,8 +770,9 @@ def report(
     no_exports: bool = typer.Option(False, "--no-exports", help="only the HTML file."),
     quiet: bool = QuietOpt,
 ):
-    """One self-contained HTML report (tables, plots, image grids; no network needed to view it) from results
-    stores, with CSV/parquet/CLIP_benchmark exports."""
+    """Turn results stores into one self-contained HTML report (tables, plots, image grids).
+
+    No network is needed to view it; CSV, parquet and CLIP_benchmark JSON exports are written beside it."""
     import pandas as pd
 
     from cliplab.report.html import build_report, import_clip_benchmark
@@ -898,9 +906,10 @@ def demo(
                                     "report.html of the demo."),
     no_report: bool = typer.Option(False, "--no-report", help="only the zero-shot tables."),
 ):
-    """Offline demo: build `shapes`, train (or reuse) the tiny CLIP, run zero-shot with several template sets, then
-    every other study (prompts, probes, retrieval, search, similar, cluster, typographic attack) and write the HTML
-    report."""
+    """Offline demo: train (or reuse) the tiny CLIP on `shapes`, run every study, write the HTML report.
+
+    Zero-shot with five template sets, a prompt study, probes, retrieval, search, similar, cluster and a
+    typographic attack."""
     from cliplab.demo import run_demo
 
     run_demo(cache_dir, quiet=quiet, output_dir=output_dir, report=not no_report)
