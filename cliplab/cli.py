@@ -353,6 +353,7 @@ def inspect_cmd(
                                            "its top-k bars."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="all scores as .csv/.parquet/.jsonl (one "
                                           "row per image x candidate)."),
+    results: Optional[Path] = ResultsOpt, results_format: str = ResultsFormatOpt,
     device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
     quiet: bool = QuietOpt,
 ):
@@ -383,14 +384,30 @@ def inspect_cmd(
     _out(False).print(inspect_table(ins, topk))
     _report_failures(ins.images.failures, quiet)
     out = _out(quiet)
+    from cliplab.report.rows import record_inspection
+    from cliplab.report.store import RunRecorder
+
+    rec = RunRecorder("inspect", {"images": [str(p) for p in paths], "classes": names, "prompts": prompt_list,
+                                  "templates": ts.name, "topk": topk})
+    record_inspection(rec, ins, dataset or ("prompts" if prompt_list else "classes"))
     if figures:
         written = inspection_figures(ins, figures, topk)
         out.print(f"wrote {len(written)} figure(s) to {figures}")
+        for fig_path, idx in zip(written, ins.images.indices):
+            rec.add_artifact(fig_path, task="inspection", model=m, dataset=_inspect_ds(dataset),
+                             caption=f"ranking for {ins.paths[int(idx)].name}")
+    _write_results(rec, results, results_format, quiet)
     if output:
         rows = [{"image": str(ins.paths[int(i)]), "candidate": lab, "rank": r + 1, "cosine": c, "probability": p}
                 for row, i in enumerate(ins.images.indices) for r, (lab, c, p) in enumerate(ins.ranking(row, len(ins.labels)))]
         write_table(output, pd.DataFrame(rows))
         out.print(f"wrote {output}")
+
+
+def _inspect_ds(name):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name=name or "images", split="-", fingerprint="")
 
 
 attack_app = typer.Typer(help="Adversarial-style probes of a model (typographic attack).", no_args_is_help=True)

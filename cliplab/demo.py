@@ -141,6 +141,18 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
                      model=model, dataset=color, caption="cluster samples (k = 6)")
     rec.write(results)
 
+    say("per-image rankings...")
+    from cliplab.studies.inspect import inspect_images, inspection_figures
+
+    paths = [Path(color.source.id(i)) for i in range(4)]
+    ins = inspect_images(model, paths, cache_dir, classnames=color.classnames, template_set=resolve_all(["simple"])[0],
+                         quiet=True)
+    rec = RunRecorder("demo inspect", {"images": [str(p) for p in paths]})
+    rows.record_inspection(rec, ins, color.name)
+    for p, i in zip(inspection_figures(ins, figures / "inspect", k=6), ins.images.indices):
+        rec.add_artifact(p, task="inspection", model=model, dataset=color, caption=f"ranking for {paths[int(i)].name}")
+    rec.write(results)
+
     say("typographic attack (position)...")
     position = load_dataset("shapes:position", split="test", cache_dir=cache_dir)
     atk = run_typographic(model, position, resolve_all(["simple"])[0], TypographicParams(), cache_dir, quiet=quiet)

@@ -27,6 +27,7 @@ HEADLINE = {
     "typographic_attack": ["clean_acc1", "attacked_acc1", "acc1_drop", "predicts_written_label",
                            "predicts_written_label_clean"],
     "search": ["top1_score", "all_scores_mean", "all_scores_p99"],
+    "inspection": ["top1_cosine", "top1_probability"],
 }
 RATES = re.compile(r"^(acc\d|acc1_mean|acc1_std|train_acc1|mean_per_class_recall|recall@\d+|mAP|mAP@\d+|P@\d+|purity|"
                    r"clean_acc1|attacked_acc1|acc1_drop|predicts_written_label.*|prediction_changed|"

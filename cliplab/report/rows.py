@@ -108,3 +108,15 @@ def record_clusters(rec: RunRecorder, model, dataset, results, variant: str) -> 
         for k, v in c.metrics.items():
             rec.add(task="clustering", model=model, dataset=dataset, variant=f"{variant} k={c.k}", metric=k, value=v,
                     n=len(c.assignments))
+
+
+def record_inspection(rec: RunRecorder, ins, candidates: str) -> None:
+    """Top-1 candidate and its score per image (variant = image file name)."""
+    from types import SimpleNamespace
+
+    ds = SimpleNamespace(name=candidates, split="-", fingerprint="")
+    for row, idx in enumerate(ins.images.indices):
+        (label, cos, prob), = ins.ranking(row, 1)
+        kw = dict(task="inspection", model=ins.model, dataset=ds, variant=f"{ins.paths[int(idx)].name}: {label}")
+        rec.add(metric="top1_cosine", value=cos, **kw)
+        rec.add(metric="top1_probability", value=prob, **kw)
