@@ -150,3 +150,19 @@ def test_search_cli_two_models_grids_and_index(trained_cache, tiny_checkpoint, t
     assert pd.read_csv(tmp_path / "flat.csv").image.tolist() == pd.read_csv(tmp_path / "exact.csv").image.tolist()
     bad = runner.invoke(app, ["search", "--plus", "x", "--cache-dir", str(trained_cache)])
     assert bad.exit_code == 2 and "--image" in bad.output
+
+
+@pytest.mark.skipif(not (__import__("conftest").SHARED_DATA / "coco-mini").is_dir(), reason="../shared/data absent")
+def test_real_coco_annotation_file_loads_and_retrieves(tiny_checkpoint, cache_dir):
+    from conftest import SHARED_DATA
+
+    from cliplab.data import load_dataset
+    from cliplab.models import load_model
+    from cliplab.studies.retrieval import run_caption_retrieval
+
+    ds = load_dataset(str(SHARED_DATA / "coco-mini" / "annotations" / "captions_val2017.json"))
+    assert (len(ds), sum(len(c) for c in ds.captions), ds.missing) == (159, 795, 0)
+    cfg, ckpt, _ = tiny_checkpoint
+    m = load_model(str(cfg), str(ckpt), device="cpu", cache_dir=cache_dir)
+    run = run_caption_retrieval(m, ds, cache_dir, quiet=True)
+    assert run.result.metrics["num_captions"] == 795 and 1 <= run.result.metrics["text_to_image_median_rank"] <= 159
