@@ -38,7 +38,8 @@ PrecisionOpt = typer.Option(None, "--precision", help="fp32 | amp | amp_bf16 | f
                             "fp32 on CPU).")
 CacheDirOpt = typer.Option(None, "--cache-dir", help="embedding/model/dataset cache (default: user cache dir, or "
                            "$CLIPLAB_CACHE_DIR).")
-BatchOpt = typer.Option(64, "--batch-size", min=1, help="images per batch.")
+BatchOpt = typer.Option(64, "--batch-size", min=0, help="images per batch; 0 = chosen from free GPU memory "
+                        "(64 on CPU).")
 WorkersOpt = typer.Option(None, "--workers", min=0, help="DataLoader worker processes (default: automatic).")
 PipelineOpt = typer.Option("pil", "--pipeline", help="image preprocessing: pil (open_clip's transform, the "
                            "reference), tensor (torchvision decoding + batched tensor resize/normalise; JPEGs decoded "
@@ -813,7 +814,12 @@ def embed(
     device: Optional[str] = DeviceOpt, precision: Optional[str] = PrecisionOpt, cache_dir: Optional[Path] = CacheDirOpt,
     batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, no_cache: bool = NoCacheOpt,
     shard_batches: int = typer.Option(16, "--shard-batches", min=1, help="batches per cache shard (the resume unit)."),
-    pipeline: str = PipelineOpt, quiet: bool = QuietOpt,
+    pipeline: str = PipelineOpt,
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the image encoder (pays off on "
+                                       "large collections on GPU)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory "
+                                                 "format for the image tower (default: on for conv towers on CUDA)."),
+    quiet: bool = QuietOpt,
 ):
     """Embed a dataset's images into the cache (resumable), optionally exporting them."""
     from cliplab.embed import embed_images
@@ -823,7 +829,10 @@ def embed(
         raise CliplabError(f"--output {output}: use a .npy or .parquet file")
     _ensure_default_model(model, pretrained, cache_dir, quiet)
     ds = _load_dataset(dataset, split, data_root, limit, None, cache_dir)
-    m = _load_model(model, pretrained, device, precision, cache_dir)
+    from cliplab.models import load_model
+
+    m = load_model(model, pretrained, device=device, precision=precision, cache_dir=cache_dir,
+                   channels_last=channels_last, compile=compile_model)
     res = embed_images(m, ds, cache_dir, batch_size=batch_size, num_workers=workers, use_cache=not no_cache,
                        shard_batches=shard_batches, quiet=quiet, pipeline=pipeline)
     out = _out(quiet)

@@ -83,6 +83,8 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
 
     from cliplab.embed.descriptors import DescriptorSpec, make_encoder
 
+    if batch_size <= 0:
+        batch_size = auto_batch_size(model)
     descriptor = descriptor or DescriptorSpec()
     encode = make_encoder(model, descriptor)
     source = data.source if isinstance(data, ImageDataset) else data
@@ -169,6 +171,22 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
     fail_list = [(i, source.id(i), failures[i]) for i in sorted(failures)]
     return EmbeddingResult(embeddings=emb, indices=np.asarray(indices, dtype=np.int64), failures=fail_list,
                            computed=computed, seconds=seconds)
+
+
+def auto_batch_size(model: LoadedModel, fraction: float = 0.5, cap: int = 1024, cpu_default: int = 64) -> int:
+    """Images per batch from free GPU memory: measure the peak memory of a 16-image forward pass and fill
+    ``fraction`` of what is free (at most ``cap``). On CPU: ``cpu_default``."""
+    if model.device.type != "cuda":
+        return cpu_default
+    dev = model.device
+    torch.cuda.synchronize(dev)
+    free, _ = torch.cuda.mem_get_info(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    base = torch.cuda.memory_allocated(dev)
+    probe = 16
+    model.encode_images(torch.zeros(probe, 3, *model.image_size))
+    per_image = max(1.0, (torch.cuda.max_memory_allocated(dev) - base) / probe)
+    return int(max(1, min(cap, fraction * free // per_image)))
 
 
 def _use_tensor_pipeline(pipeline: str, model: LoadedModel) -> bool:

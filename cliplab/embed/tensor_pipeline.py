@@ -55,7 +55,14 @@ class TensorPreprocess:
         """uint8 images (any sizes) -> normalised float batch (B, 3, h, w) on ``device``."""
         mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
-        x = torch.stack([self.one(im.to(device, non_blocking=True)) for im in images]).float().div_(255.0)
+        dev = torch.device(device)
+
+        def staged(im):  # CPU-decoded images go to the GPU from pinned memory, asynchronously
+            if dev.type == "cuda" and im.device.type == "cpu":
+                im = im.pin_memory()
+            return im.to(dev, non_blocking=True)
+
+        x = torch.stack([self.one(staged(im)) for im in images]).float().div_(255.0)
         return x.sub_(mean).div_(std)
 
 

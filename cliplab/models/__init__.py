@@ -23,7 +23,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def load_model(model: str, pretrained: str | None = None, device: str | torch.device | None = None,
                precision: str | None = None, cache_dir: str | Path | None = None,
-               force_quick_gelu: bool | None = None) -> LoadedModel:
+               force_quick_gelu: bool | None = None, channels_last: bool | None = None,
+               compile: bool = False) -> LoadedModel:
     """Load a CLIP model from any supported source.
 
     - ``load_model("ViT-B-32", "openai")`` — open_clip name + pretrained tag (QuickGELU applied as the tag needs)
@@ -33,7 +34,10 @@ def load_model(model: str, pretrained: str | None = None, device: str | torch.de
     - ``load_model("hf:openai/clip-vit-base-patch32")`` — Hugging Face transformers CLIP (extra ``[hf]``)
     - ``load_model("tiny-shapes")`` — a model trained by ``cliplab train`` (see ``cliplab models``)
 
-    ``precision`` defaults to ``amp`` (fp16 autocast) on CUDA and ``fp32`` on CPU.
+    ``precision`` defaults to ``amp`` (fp16 autocast) on CUDA and ``fp32`` on CPU. ``channels_last`` (default: on
+    for convolutional image towers on CUDA) stores the tower and its inputs NHWC; ``compile`` wraps the image
+    encoder in ``torch.compile`` (first batch pays the compilation). Neither changes the fingerprint: both are
+    execution choices with numerically equivalent results (checked in the tests on CPU).
     """
     from cliplab.paths import resolve_cache_dir
 
@@ -62,10 +66,18 @@ def load_model(model: str, pretrained: str | None = None, device: str | torch.de
 
     fingerprint = hash_json({"arch": parts["arch"], "weights": parts["weights"],
                              "preprocess": parts["preprocess_cfg"], "precision": precision})[:32]
-    return LoadedModel(model=parts["model"], preprocess=parts["preprocess"], tokenizer=parts["tokenizer"],
-                       fingerprint=fingerprint, name=parts["name"], pretrained=parts["pretrained"], device=dev,
-                       precision=precision, embed_dim=parts["embed_dim"], preprocess_cfg=parts["preprocess_cfg"],
-                       source="hf" if model.startswith("hf:") else "open_clip")
+    loaded = LoadedModel(model=parts["model"], preprocess=parts["preprocess"], tokenizer=parts["tokenizer"],
+                         fingerprint=fingerprint, name=parts["name"], pretrained=parts["pretrained"], device=dev,
+                         precision=precision, embed_dim=parts["embed_dim"], preprocess_cfg=parts["preprocess_cfg"],
+                         source="hf" if model.startswith("hf:") else "open_clip")
+    if channels_last is None:
+        channels_last = dev.type == "cuda" and loaded.conv_tower
+    if channels_last:
+        loaded.model.visual.to(memory_format=torch.channels_last)
+        loaded.channels_last = True
+    if compile:
+        loaded.compile_image_encoder()
+    return loaded
 
 
 __all__ = ["load_model", "LoadedModel", "resolve_device", "PRECISIONS"]

@@ -21,6 +21,18 @@ class LoadedModel:
     embed_dim: int
     preprocess_cfg: dict[str, Any] = field(default_factory=dict)
     source: str = "open_clip"  # open_clip | hf
+    channels_last: bool = False  # inputs (and the tower) in NHWC memory format
+    _encode_image: Callable | None = field(default=None, repr=False)  # torch.compile'd encoder, if any
+
+    @property
+    def conv_tower(self) -> bool:
+        """A convolutional image tower (ResNet / ConvNeXt), where channels_last pays off."""
+        visual = getattr(self.model, "visual", None)
+        return visual is not None and (hasattr(visual, "layer4") or "convnext" in type(
+            getattr(visual, "trunk", visual)).__name__.lower())
+
+    def compile_image_encoder(self) -> None:
+        self._encode_image = torch.compile(self.model.encode_image, dynamic=True)
 
     @property
     def num_params(self) -> int:
@@ -49,8 +61,10 @@ class LoadedModel:
         pixels = pixels.to(self.device, non_blocking=True)
         if self.precision in ("fp16", "bf16"):
             pixels = pixels.to(next(self.model.parameters()).dtype)
+        if self.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            out = self.model.encode_image(pixels)
+            out = (self._encode_image or self.model.encode_image)(pixels)
         return out.float().cpu()
 
     @torch.inference_mode()
