@@ -104,3 +104,26 @@ def test_results_store_round_trip(tmp_path):
     diff = df[df.metric == "diff"].iloc[0]
     assert np.isnan(diff.value) and diff.ci_low == -0.1 and diff.seed == 3
     assert not list((tmp_path / "res").glob("*.tmp*"))
+
+
+def test_store_folder_reads_as_one_parquet_dataset(tmp_path):
+    """Files with all-empty columns and a figures folder must not stop pd.read_parquet(DIR)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from cliplab.report.store import RunRecorder
+
+    ds = SimpleNamespace(name="toy", split="test", fingerprint="fp")
+    png = tmp_path / "f.png"
+    png.write_bytes(b"\x89PNG fake")
+    a = RunRecorder("zeroshot")
+    a.add(task="t", model={"name": "m", "pretrained": None, "fingerprint": "x"}, dataset=ds, metric="acc1", value=0.5)
+    b = RunRecorder("probe")
+    b.add(task="t", model={"name": "m", "pretrained": "p", "fingerprint": "x"}, dataset=ds, metric="acc1", value=0.7,
+          ci=(0.6, 0.8), seed=1, n=10)
+    b.add_artifact(png, task="t", model={"name": "m", "pretrained": "p", "fingerprint": "x"}, dataset=ds, caption="c")
+    a.write(tmp_path / "res")
+    b.write(tmp_path / "res")
+    df = pd.read_parquet(tmp_path / "res")
+    assert len(df) == 3 and sorted(df.value.dropna()) == [0.5, 0.7] and df.artifact.notna().sum() == 1

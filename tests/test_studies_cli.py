@@ -94,7 +94,7 @@ def test_compare_two_models(trained_cache, tiny_checkpoint, tmp_path):
     metrics = rows[rows.artifact.isna()]
     assert set(metrics.task) == {"zeroshot_classification", "linear_probe"} and metrics.model_fingerprint.nunique() == 2
     fig = rows[rows.artifact.notna()].artifact
-    assert len(fig) == 1 and fig.iloc[0].endswith("cmp.png") and (res_dir / "figures").is_dir()
+    assert len(fig) == 1 and fig.iloc[0].endswith("cmp.png") and (res_dir / "_figures").is_dir()
 
 
 def test_inspect_ranks_and_draws(trained_cache, tmp_path):

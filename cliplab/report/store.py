@@ -23,6 +23,16 @@ COLUMNS = ["run_id", "timestamp", "cliplab_version", "command", "task", "model",
            "dataset", "split", "dataset_fingerprint", "variant", "metric", "value", "ci_low", "ci_high", "seed",
            "n", "config", "artifact"]
 FORMATS = ("parquet", "jsonl")
+FIGURES = "_figures"  # leading underscore: pyarrow's dataset reader skips it, so pd.read_parquet(DIR) just works
+_FLOATS = ("value", "ci_low", "ci_high")
+_INTS = ("seed", "n")
+
+
+def _arrow_schema():
+    import pyarrow as pa
+
+    return pa.schema([(c, pa.float64() if c in _FLOATS else pa.int64() if c in _INTS else pa.string())
+                      for c in COLUMNS])
 
 
 class RunRecorder:
@@ -49,7 +59,7 @@ class RunRecorder:
                           "seed": seed, "n": n, "artifact": None})
 
     def add_artifact(self, path: str | Path, *, task: str, model, dataset, caption: str, kind: str = "figure") -> None:
-        """A figure (PNG/SVG) belonging to this run; copied into the store's ``figures/`` folder on write."""
+        """A figure (PNG/SVG) belonging to this run; copied into the store's ``_figures/`` folder on write."""
         self.add(task=task, model=model, dataset=dataset, metric=kind, value=None, variant=caption)
         self.rows[-1]["artifact"] = str(path)
 
@@ -76,10 +86,21 @@ class RunRecorder:
             raise CliplabError(f"--results {folder}: exists and is not a folder")
         folder.mkdir(parents=True, exist_ok=True)
         stamp = self.timestamp.replace(":", "").replace("-", "").split("+")[0]
-        path = folder / f"{stamp}-{self.base['command']}-{self.run_id}.{fmt}"
+        command = "".join(ch if ch.isalnum() else "-" for ch in self.base["command"])
+        path = folder / f"{stamp}-{command}-{self.run_id}.{fmt}"
         frame = self.frame()
         frame["artifact"] = [self._copy_artifact(a, folder) for a in frame["artifact"]]
-        write_table(path, frame)
+        if fmt == "parquet":  # one fixed schema for every file, so the folder reads as one dataset
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            from cliplab.io import atomic_path
+
+            table = pa.Table.from_pandas(frame, schema=_arrow_schema(), preserve_index=False)
+            with atomic_path(path) as tmp:
+                pq.write_table(table, tmp)
+        else:
+            write_table(path, frame)
         return path
 
     def _copy_artifact(self, src, folder: Path):
@@ -90,7 +111,7 @@ class RunRecorder:
 
         if not isinstance(src, str) or not Path(src).is_file():
             return None
-        dest = folder / "figures" / f"{self.run_id}-{Path(src).name}"
+        dest = folder / FIGURES / f"{self.run_id}-{Path(src).name}"
         dest.parent.mkdir(exist_ok=True)
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
