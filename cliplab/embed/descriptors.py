@@ -90,13 +90,8 @@ def make_encoder(model, spec: DescriptorSpec):
         captured = {}
         handle = module.register_forward_hook(lambda mod, inp, out: captured.__setitem__("out", out))
         try:
-            pixels_dev = pixels.to(model.device, non_blocking=True)
-            if model.precision in ("fp16", "bf16"):
-                pixels_dev = pixels_dev.to(next(model.model.parameters()).dtype)
-            if model.channels_last:
-                pixels_dev = pixels_dev.contiguous(memory_format=torch.channels_last)
             with model.autocast():
-                model.model.encode_image(pixels_dev)
+                model.model.encode_image(model.prepare_pixels(pixels))
         finally:
             handle.remove()
         fmap = _as_map(captured["out"], model).float()

@@ -58,14 +58,18 @@ class LoadedModel:
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Unnormalised image embeddings as float32 on the CPU."""
+        with self.autocast():
+            out = (self._encode_image or self.model.encode_image)(self.prepare_pixels(pixels))
+        return out.float().cpu()
+
+    def prepare_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Preprocessed pixels -> the tower's device, dtype and memory format."""
         pixels = pixels.to(self.device, non_blocking=True)
         if self.precision in ("fp16", "bf16"):
             pixels = pixels.to(next(self.model.parameters()).dtype)
         if self.channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
-        with self.autocast():
-            out = (self._encode_image or self.model.encode_image)(pixels)
-        return out.float().cpu()
+        return pixels
 
     @torch.inference_mode()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
