@@ -390,12 +390,13 @@ def inspect_cmd(
 
     rec = RunRecorder("inspect", {"images": [str(p) for p in paths], "classes": names, "prompts": prompt_list,
                                   "templates": ts.name, "topk": topk})
-    record_inspection(rec, ins, dataset or ("prompts" if prompt_list else "classes"))
+    candidates = _inspect_ds(dataset or ("prompts" if prompt_list else "classes"))
+    record_inspection(rec, ins, candidates)
     if figures:
         written = inspection_figures(ins, figures, topk)
         out.print(f"wrote {len(written)} figure(s) to {figures}")
         for fig_path, idx in zip(written, ins.images.indices):
-            rec.add_artifact(fig_path, task="inspection", model=m, dataset=_inspect_ds(dataset),
+            rec.add_artifact(fig_path, task="inspection", model=m, dataset=candidates,
                              caption=f"ranking for {ins.paths[int(idx)].name}")
     _write_results(rec, results, results_format, quiet)
     if output:

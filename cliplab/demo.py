@@ -148,7 +148,7 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     ins = inspect_images(model, paths, cache_dir, classnames=color.classnames, template_set=resolve_all(["simple"])[0],
                          quiet=True)
     rec = RunRecorder("demo inspect", {"images": [str(p) for p in paths]})
-    rows.record_inspection(rec, ins, color.name)
+    rows.record_inspection(rec, ins, color)
     for p, i in zip(inspection_figures(ins, figures / "inspect", k=6), ins.images.indices):
         rec.add_artifact(p, task="inspection", model=model, dataset=color, caption=f"ranking for {paths[int(i)].name}")
     rec.write(results)

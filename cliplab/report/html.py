@@ -118,10 +118,6 @@ def summary_tables(df: pd.DataFrame) -> list[Table]:
 
 
 # ---- rows -> figures ------------------------------------------------------------------------------------------
-def _latest_run(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df.run_id == df.sort_values("timestamp").run_id.iloc[-1]] if len(df) else df
-
-
 def comparison_figure(df: pd.DataFrame) -> Figure | None:
     from cliplab.report.plots import grouped_bars
 
@@ -356,9 +352,8 @@ def build_report(df: pd.DataFrame, out: str | Path, *, title: str = "cliplab rep
     out.parent.mkdir(parents=True, exist_ok=True)
     links = {}
     if exports:
-        plain = df.copy()
-        write_table(out.with_suffix(".csv"), plain)
-        write_table(out.with_suffix(".parquet"), plain)
+        write_table(out.with_suffix(".csv"), df)
+        write_table(out.with_suffix(".parquet"), df)
         cb_dir = out.with_name(out.stem + "-clip_benchmark")
         cb_dir.mkdir(exist_ok=True)
         for i, rec in enumerate(clip_benchmark_records(df)):

@@ -110,11 +110,8 @@ def record_clusters(rec: RunRecorder, model, dataset, results, variant: str) -> 
                     n=len(c.assignments))
 
 
-def record_inspection(rec: RunRecorder, ins, candidates: str) -> None:
+def record_inspection(rec: RunRecorder, ins, ds) -> None:
     """Top-1 candidate and its score per image (variant = image file name)."""
-    from types import SimpleNamespace
-
-    ds = SimpleNamespace(name=candidates, split="-", fingerprint="")
     for row, idx in enumerate(ins.images.indices):
         (label, cos, prob), = ins.ranking(row, 1)
         kw = dict(task="inspection", model=ins.model, dataset=ds, variant=f"{ins.paths[int(idx)].name}: {label}")

@@ -12,6 +12,7 @@ from cliplab.data.base import ImageDataset
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
+from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.retrieval import RetrievalResult, caption_retrieval, chunked_topk
 
 
@@ -66,13 +67,13 @@ def failures_figure(run: CaptionRetrieval, path: str | Path, n: int = 6, k: int 
     worst = np.argsort(-run.result.t2i_ranks, kind="stable")[:n]
     s, idx = chunked_topk(run.text_emb[worst], run.images.embeddings, k)
     src = run.dataset.source
-    true_scores = (np.asarray(run.text_emb[worst]) / np.linalg.norm(run.text_emb[worst], axis=1, keepdims=True)) @ (
-        run.images.embeddings / np.linalg.norm(run.images.embeddings, axis=1, keepdims=True)).T
+    own = run.caption_image[worst]
+    true_scores = (l2_normalize(run.text_emb[worst]) * l2_normalize(run.images.embeddings[own])).sum(1)
     imgs, caps, ok, titles = [], [], [], []
     for row, c in enumerate(worst):
         true_pos = int(run.caption_image[c])
         imgs.append(src.load(int(run.images.indices[true_pos])))
-        caps.append(f"true image · rank {run.result.t2i_ranks[c]}\nscore {true_scores[row, true_pos]:.3f}")
+        caps.append(f"true image · rank {run.result.t2i_ranks[c]}\nscore {true_scores[row]:.3f}")
         ok.append(True)
         for j in range(idx.shape[1]):
             imgs.append(src.load(int(run.images.indices[idx[row, j]])))

@@ -56,11 +56,6 @@ class SimilarRun:
     notes: list[str] = field(default_factory=list)
 
 
-def _raw(model, data, spec, cache_dir, **kw):
-    res = embed_images(model, data, cache_dir, descriptor=spec, **kw)
-    return res
-
-
 def _finish(raw: np.ndarray, spec: DescriptorSpec, n_regions: int, whitening: Whitening | None) -> np.ndarray:
     if spec.pooling == "rmac":
         return rmac_aggregate(raw.reshape(len(raw), n_regions, -1), whitening)
@@ -82,15 +77,14 @@ def run_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec,
     spec.validate()
     kw = dict(batch_size=batch_size, num_workers=num_workers, quiet=quiet)
     n_regions = region_count(model, spec)
-    g = _raw(model, gallery, spec, cache_dir, description="gallery descriptors", **kw)
+    g = embed_images(model, gallery, cache_dir, descriptor=spec, description="gallery descriptors", **kw)
     if not len(g.indices):
         raise CliplabError(f"{gallery.name}: no usable gallery images")
     run = SimilarRun(model, gallery, spec, np.zeros((0, 0)), g.indices)
-    use_pca = pca_dim is not None or spec.pooling == "rmac" and pca_fit is not None
-    if use_pca or (pca_fit is not None):
+    if pca_dim is not None or pca_fit is not None:
         if pca_fit is not None:
-            f = _raw(model, pca_fit, spec, cache_dir, description="PCA-fit descriptors", **kw)
-            fit_raw = f.embeddings
+            fit_raw = embed_images(model, pca_fit, cache_dir, descriptor=spec, description="PCA-fit descriptors",
+                                   **kw).embeddings
         else:
             fit_raw = g.embeddings
             run.notes.append("PCA-whitening learned on the gallery itself (pass --pca-fit DIR to learn it on a "
@@ -108,7 +102,8 @@ def run_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec,
         pos_of = [stems[q.image] for q in queries]
         src = CroppedSource(gallery.source, [(int(g.indices[p]), q.box if crop_queries else None)
                                              for p, q in zip(pos_of, queries)])
-        qr = _raw(model, src, spec, cache_dir, description="query descriptors", **{**kw, "num_workers": 0})
+        qr = embed_images(model, src, cache_dir, descriptor=spec, description="query descriptors",
+                          **{**kw, "num_workers": 0})
         if len(qr.indices) != len(queries):
             raise CliplabError(f"{len(queries) - len(qr.indices)} query images could not be read")
         qd = _finish(qr.embeddings, spec, n_regions, run.whitening)
