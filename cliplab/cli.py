@@ -819,7 +819,7 @@ def embed(
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the image encoder (pays off on "
                                        "large collections on GPU)."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory "
-                                                 "format for the image tower (default: on for conv towers on CUDA)."),
+                                                 "format for the image tower (default: on for conv towers)."),
     quiet: bool = QuietOpt,
 ):
     """Embed a dataset's images into the cache (resumable), optionally exporting them."""

@@ -35,7 +35,7 @@ def load_model(model: str, pretrained: str | None = None, device: str | torch.de
     - ``load_model("tiny-shapes")`` — a model trained by ``cliplab train`` (see ``cliplab models``)
 
     ``precision`` defaults to ``amp`` (fp16 autocast) on CUDA and ``fp32`` on CPU. ``channels_last`` (default: on
-    for convolutional image towers on CUDA) stores the tower and its inputs NHWC; ``compile`` wraps the image
+    for convolutional image towers, on CPU (oneDNN) and CUDA alike: 1.2-1.4x on 2 CPU cores) stores the tower and its inputs NHWC; ``compile`` wraps the image
     encoder in ``torch.compile`` (first batch pays the compilation). Neither changes the fingerprint: both are
     execution choices with numerically equivalent results (checked in the tests on CPU).
     """
@@ -71,7 +71,7 @@ def load_model(model: str, pretrained: str | None = None, device: str | torch.de
                          precision=precision, embed_dim=parts["embed_dim"], preprocess_cfg=parts["preprocess_cfg"],
                          source="hf" if model.startswith("hf:") else "open_clip")
     if channels_last is None:
-        channels_last = dev.type == "cuda" and loaded.conv_tower
+        channels_last = loaded.conv_tower
     if channels_last:
         loaded.model.visual.to(memory_format=torch.channels_last)
         loaded.channels_last = True
