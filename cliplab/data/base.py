@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -10,7 +9,6 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from cliplab.io import hash_file
 
 
 class ImageSource:
@@ -50,15 +48,11 @@ class FileSource(ImageSource):
 
     def keys(self) -> list[str | None]:
         if self._keys is None:
-            def one(i: int) -> str | None:
-                try:
-                    return "f:" + hash_file(self.paths[i])
-                except OSError as exc:
-                    self.key_errors[i] = f"unreadable file: {exc.strerror or exc}"
-                    return None
+            from cliplab.data.filehash import hash_files
 
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                self._keys = list(pool.map(one, range(len(self.paths))))
+            hashes, errors = hash_files(self.paths)
+            self._keys = [None if h is None else "f:" + h for h in hashes]
+            self.key_errors.update(errors)
         return self._keys
 
     def load(self, i: int) -> Image.Image:

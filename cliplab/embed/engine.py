@@ -81,6 +81,7 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
     """
     from cliplab.paths import resolve_cache_dir
 
+    from cliplab.data.filehash import MEMO_NAME, file_hash_memo
     from cliplab.embed.descriptors import DescriptorSpec, make_encoder
 
     if batch_size <= 0:
@@ -88,11 +89,13 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
     descriptor = descriptor or DescriptorSpec()
     encode = make_encoder(model, descriptor)
     source = data.source if isinstance(data, ImageDataset) else data
-    keys = source.keys()
-    failures: dict[int, str] = dict(source.key_errors)
     use_tensor = _use_tensor_pipeline(pipeline, model)
     kind = descriptor.cache_kind() + ("+tensor" if use_tensor else "")  # the two pipelines differ slightly
-    cache = (EmbeddingCache(resolve_cache_dir(cache_dir), model.fingerprint, kind) if use_cache else None)
+    root = resolve_cache_dir(cache_dir) if use_cache else None
+    cache = EmbeddingCache(root, model.fingerprint, kind) if root else None
+    with file_hash_memo(root / MEMO_NAME if root else None):  # unchanged files are not read again
+        keys = source.keys()
+    failures: dict[int, str] = dict(source.key_errors)
 
     valid_keys = [k for k in keys if k is not None]
     hits = cache.lookup(valid_keys) if cache else None
