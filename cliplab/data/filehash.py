@@ -66,31 +66,35 @@ def hash_files(paths: list[str], workers: int = 8) -> tuple[list[str | None], di
             log.warning("file-hash memo %s unusable (%s); hashing every file", memo_path, exc)
             con = None
 
-    def one(p: str):
-        st = os.stat(p)
+    hashes: list[str | None] = [None] * len(paths)
+    errors: dict[int, str] = {}
+    todo: list[tuple[int, tuple[int, int, int]]] = []  # files to read: (index, stat signature taken before)
+    for i, p in enumerate(absolute):
+        try:
+            st = os.stat(p)
+        except OSError as exc:
+            errors[i] = f"unreadable file: {exc.strerror or exc}"
+            continue
         sig = (st.st_size, st.st_mtime_ns, st.st_ino)
         row = known.get(p)
         if row is not None and row[0] == sig:
-            return row[1], None
-        return hash_file(p), sig  # stat taken before reading: a file changed meanwhile is re-hashed next time
+            hashes[i] = row[1]
+        else:
+            todo.append((i, sig))
 
-    hashes: list[str | None] = [None] * len(paths)
-    errors: dict[int, str] = {}
-    fresh = []
-
-    def safe(i: int):
+    def read(i: int) -> str | OSError:
         try:
-            return one(absolute[i])
+            return hash_file(absolute[i])
         except OSError as exc:
-            return exc, None
+            return exc
 
+    fresh = []  # a file changed between stat and read is stored with the old stat, so it is re-hashed next time
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, (h, sig) in enumerate(pool.map(safe, range(len(paths)))):
+        for (i, sig), h in zip(todo, pool.map(read, [i for i, _ in todo])):
             if isinstance(h, OSError):
                 errors[i] = f"unreadable file: {h.strerror or h}"
-                continue
-            hashes[i] = h
-            if sig is not None:
+            else:
+                hashes[i] = h
                 fresh.append((absolute[i], *sig, h))
     if con is not None:
         try:
