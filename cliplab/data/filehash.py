@@ -53,10 +53,31 @@ def _known(con: sqlite3.Connection, paths: list[str]) -> dict[str, tuple[tuple[i
     return {p: ((size, mtime, ino), h) for p, size, mtime, ino, h in rows}
 
 
+def _signature(path: str) -> tuple[int, int, int] | OSError:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return exc
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _read(path: str) -> str | OSError:
+    try:
+        return hash_file(path)
+    except OSError as exc:
+        return exc
+
+
 def hash_files(paths: list[str], workers: int = 8) -> tuple[list[str | None], dict[int, str]]:
-    """(blake2b hex digest of each file or None, {index: reason} for the unreadable ones)."""
+    """(blake2b hex digest of each file or None, {index: reason} for the unreadable ones).
+
+    Files are stat-ed and read in ``workers`` threads (stat calls in chunks: cheap locally, slow on network file
+    systems); with a memo active only the files whose stat differs from the stored one are read.
+    """
     memo_path = _ACTIVE.get()
     absolute = [os.path.abspath(p) for p in paths]
+    hashes: list[str | None] = [None] * len(paths)
+    errors: dict[int, str] = {}
     con, known = None, {}
     if memo_path is not None and absolute:
         try:
@@ -64,38 +85,36 @@ def hash_files(paths: list[str], workers: int = 8) -> tuple[list[str | None], di
             known = _known(con, absolute)
         except sqlite3.Error as exc:
             log.warning("file-hash memo %s unusable (%s); hashing every file", memo_path, exc)
-            con = None
+            if con is not None:
+                con.close()
+            con, known = None, {}
 
-    hashes: list[str | None] = [None] * len(paths)
-    errors: dict[int, str] = {}
-    todo: list[tuple[int, tuple[int, int, int]]] = []  # files to read: (index, stat signature taken before)
-    for i, p in enumerate(absolute):
-        try:
-            st = os.stat(p)
-        except OSError as exc:
-            errors[i] = f"unreadable file: {exc.strerror or exc}"
-            continue
-        sig = (st.st_size, st.st_mtime_ns, st.st_ino)
-        row = known.get(p)
-        if row is not None and row[0] == sig:
-            hashes[i] = row[1]
-        else:
-            todo.append((i, sig))
-
-    def read(i: int) -> str | OSError:
-        try:
-            return hash_file(absolute[i])
-        except OSError as exc:
-            return exc
-
-    fresh = []  # a file changed between stat and read is stored with the old stat, so it is re-hashed next time
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for (i, sig), h in zip(todo, pool.map(read, [i for i, _ in todo])):
+        def chunked(fn, items: list, step: int) -> list:  # one thread task per chunk: per-file tasks cost ~50 us
+            done = pool.map(lambda lo: [fn(x) for x in items[lo:lo + step]], range(0, len(items), step))
+            return [r for chunk in done for r in chunk]
+
+        todo = list(range(len(paths)))
+        sigs: list = [None] * len(paths)
+        if con is not None:  # stat first; read only what changed since the stored stat
+            sigs = chunked(_signature, absolute, 1024)
+            todo = []
+            for i, sig in enumerate(sigs):
+                row = known.get(absolute[i])
+                if isinstance(sig, OSError):
+                    errors[i] = f"unreadable file: {sig.strerror or sig}"
+                elif row is not None and row[0] == sig:
+                    hashes[i] = row[1]
+                else:
+                    todo.append(i)
+        fresh = []  # stored with the stat taken before reading: a file changed meanwhile is re-hashed next time
+        for i, h in zip(todo, chunked(_read, [absolute[i] for i in todo], 16)):
             if isinstance(h, OSError):
                 errors[i] = f"unreadable file: {h.strerror or h}"
             else:
                 hashes[i] = h
-                fresh.append((absolute[i], *sig, h))
+                if sigs[i] is not None:
+                    fresh.append((absolute[i], *sigs[i], h))
     if con is not None:
         try:
             if fresh:
