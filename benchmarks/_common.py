@@ -24,6 +24,13 @@ def machine() -> dict:
     return info
 
 
+def device_tag(device: str | None) -> str:
+    """'cuda' or 'cpu': the suffix of every results file, so CPU and GPU figures sit side by side."""
+    import torch
+
+    return (device or ("cuda" if torch.cuda.is_available() else "cpu")).split(":")[0]
+
+
 @contextmanager
 def timer(out: dict, key: str):
     t0 = time.perf_counter()

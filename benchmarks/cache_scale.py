@@ -102,7 +102,7 @@ def main() -> None:
         rows = [{"step": k, "seconds": v, "images_per_s": args.n / v} for k, v in t.items()]
         print(f"{args.n} JPEGs of {args.size}x{args.size}, {nbytes / 1e6:.0f} MB")
         print(markdown_table(rows, ["step", "seconds", "images_per_s"]))
-        print(f"saved {save('cache_scale', {'machine': machine(), 'args': vars(args), 'megabytes': nbytes / 1e6, 'rows': rows})}")
+        print(f"saved {save('cache_scale-cpu', {'machine': machine(), 'args': vars(args), 'megabytes': nbytes / 1e6, 'rows': rows})}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

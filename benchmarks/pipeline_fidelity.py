@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine, markdown_table, save
+from _common import device_tag, machine, markdown_table, save
 
 SHARED_FOOD = Path(__file__).resolve().parents[2] / "shared" / "data" / "food101-10" / "test"
 
@@ -129,8 +129,7 @@ def main() -> None:
     cols = ["model", "dataset", "images", "cos_mean", "cos_min", "pixel_mad", "top1_pil", "top1_tensor", "delta_pt",
             "ci95_pt", "mcnemar_p", "top1_agreement", "within_noise"]
     print(markdown_table(rows, cols))
-    dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"saved {save('pipeline_fidelity-' + dev, {'machine': machine(), 'args': vars(args), 'rows': rows})}")
+    print(f"saved {save('pipeline_fidelity-' + device_tag(args.device), {'machine': machine(), 'args': vars(args), 'rows': rows})}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import argparse
 import time
 
 import numpy as np
-from _common import machine, markdown_table, save
+from _common import device_tag, machine, markdown_table, save
 
 
 def synthetic(n_train=20000, n_test=5000, d=512, classes=100, seed=0):
@@ -68,7 +68,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     print(markdown_table(rows, ["features", "wd", "torch_s", "sklearn_s", "speedup", "torch_acc", "sklearn_acc",
                                 "acc_diff_pt"]))
-    print(f"saved {save('probe_vs_sklearn', {'machine': machine(), 'device': args.device or 'auto', 'rows': rows})}")
+    print(f"saved {save('probe_vs_sklearn-' + device_tag(args.device), {'machine': machine(), 'device': args.device or 'auto', 'rows': rows})}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine, markdown_table, save
+from _common import device_tag, machine, markdown_table, save
 
 
 def main() -> None:
@@ -73,7 +73,7 @@ def main() -> None:
                "classes": len(ds.classnames), "image_pass_s": image_pass, "rows": rows}
     print(markdown_table(rows, ["K", "prompts", "seconds", "ratio_to_K1", "image_s", "text_s", "naive_s",
                                 "speedup_vs_naive"]))
-    print(f"saved {save(f'prompt_cost-{Path(args.model).stem}-{len(ds)}', payload)}")
+    print(f"saved {save(f'prompt_cost-{Path(args.model).stem}-{len(ds)}-{device_tag(args.device)}', payload)}")
 
 
 if __name__ == "__main__":

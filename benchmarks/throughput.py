@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine, markdown_table, save
+from _common import device_tag, machine, markdown_table, save
 
 
 def make_jpegs(folder: Path, n: int, size=(640, 480), seed: int = 0) -> list[str]:
@@ -140,7 +140,7 @@ def main() -> None:
                     print(rows[-1], flush=True)
         print(markdown_table(rows, ["model", "data", "images", "contender", "batch", "images_per_s", "ratio_vs_baseline",
                                     "compile_s"]))
-        print(f"saved {save('throughput-' + (args.device or ('cuda' if torch.cuda.is_available() else 'cpu')), {'machine': machine(), 'args': vars(args), 'rows': rows})}")
+        print(f"saved {save('throughput-' + device_tag(args.device), {'machine': machine(), 'args': vars(args), 'rows': rows})}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
