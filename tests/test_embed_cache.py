@@ -1,5 +1,4 @@
 """The embedding cache: no recomputation, resume after kill -9, changed files, broken files."""
-import os
 import signal
 import struct
 import subprocess
@@ -75,7 +74,8 @@ def _huge_png(path: Path, width=30000, height=30000):
 
 def test_broken_files_are_listed_and_run_completes(tiny, tmp_path):
     d = tmp_path / "mixed"
-    good = [make_image(d / f"good{i}.jpg", fmt="JPEG") for i in range(3)]
+    for i in range(3):
+        make_image(d / f"good{i}.jpg", fmt="JPEG")
     (d / "empty.jpg").write_bytes(b"")
     (d / "notimage.png").write_text("this is text, not a PNG")
     full = (d / "good0.jpg").read_bytes()

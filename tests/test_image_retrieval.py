@@ -16,7 +16,7 @@ runner = CliRunner()
 
 
 def _overlap(a, b, axis):
-    (ya, xa, ha, wa), (yb, xb, hb, wb) = a, b
+    (ya, xa, ha, wa), (yb, xb, _, _) = a, b
     s0, l0, s1 = (ya, ha, yb) if axis == 0 else (xa, wa, xb)
     return max(0, s0 + l0 - s1) / l0
 

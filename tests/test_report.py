@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from cliplab.report.html import build_report, clip_benchmark_records, format_value, import_clip_benchmark
+from cliplab.report.html import clip_benchmark_records, format_value, import_clip_benchmark
 from cliplab.report.store import read_results
 
 

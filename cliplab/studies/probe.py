@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from cliplab.data.base import ImageDataset
 from cliplab.embed import EmbeddingResult, embed_images

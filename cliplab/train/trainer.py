@@ -12,7 +12,6 @@ Training runs the towers itself (it needs gradients); evaluation always goes thr
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
