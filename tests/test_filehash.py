@@ -62,7 +62,7 @@ def test_memo_skips_unchanged_files_and_rehashes_changed_ones(tmp_path, counted)
     assert FileSource(paths).keys() == changed and len(counted) == 4
 
 
-def test_memo_unusable_or_files_missing(tmp_path, counted, caplog):
+def test_corrupt_memo_is_rebuilt_unusable_one_skipped_missing_files_reported(tmp_path, counted, caplog):
     paths = _files(tmp_path, 2) + [str(tmp_path / "gone.jpg")]
     bad = tmp_path / "corrupt.sqlite"
     bad.write_bytes(b"this is not a database" * 100)
@@ -71,7 +71,17 @@ def test_memo_unusable_or_files_missing(tmp_path, counted, caplog):
         keys = src.keys()
     assert keys[:2] == ["f:" + hash_file(p) for p in paths[:2]] and keys[2] is None
     assert "unreadable file" in src.key_errors[2] and "No such file" in src.key_errors[2]
-    assert "unusable" in caplog.text and str(bad) in caplog.text
+    assert "corrupt" in caplog.text and str(bad) in caplog.text
+    counted.clear()
+    with filehash.file_hash_memo(bad):  # the rebuilt memo serves the next run
+        assert FileSource(paths).keys() == keys and counted == []
+
+    blocked = tmp_path / "a-folder.sqlite"
+    blocked.mkdir()  # cannot be opened as a database: skipped, nothing deleted
+    caplog.clear()
+    with caplog.at_level("WARNING"), filehash.file_hash_memo(blocked):
+        assert FileSource(paths).keys() == keys
+    assert "unusable" in caplog.text and blocked.is_dir() and len(counted) == 3  # every path read (or tried)
 
 
 def test_engine_uses_the_memo_only_with_the_cache(tiny_checkpoint, tmp_path, counted):

@@ -53,6 +53,27 @@ def _known(con: sqlite3.Connection, paths: list[str]) -> dict[str, tuple[tuple[i
     return {p: ((size, mtime, ino), h) for p, size, mtime, ino, h in rows}
 
 
+def _open_memo(path: Path, absolute: list[str]):
+    """(connection, known rows), or (None, {}) when the memo cannot be used. A corrupt memo is only a cache: it is
+    deleted and started afresh; a locked or unwritable one is left alone for this run."""
+    for attempt in (1, 2):
+        con = None
+        try:
+            con = _connect(path)
+            return con, _known(con, absolute)
+        except sqlite3.Error as exc:
+            if con is not None:
+                con.close()
+            corrupt = isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+            if corrupt and attempt == 1:
+                log.warning("file-hash memo %s is corrupt (%s); starting a new one", path, exc)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                continue
+            log.warning("file-hash memo %s unusable (%s); hashing every file", path, exc)
+    return None, {}
+
+
 def _signature(path: str) -> tuple[int, int, int] | OSError:
     try:
         st = os.stat(path)
@@ -80,14 +101,7 @@ def hash_files(paths: list[str], workers: int = 8) -> tuple[list[str | None], di
     errors: dict[int, str] = {}
     con, known = None, {}
     if memo_path is not None and absolute:
-        try:
-            con = _connect(memo_path)
-            known = _known(con, absolute)
-        except sqlite3.Error as exc:
-            log.warning("file-hash memo %s unusable (%s); hashing every file", memo_path, exc)
-            if con is not None:
-                con.close()
-            con, known = None, {}
+        con, known = _open_memo(memo_path, absolute)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         def chunked(fn, items: list, step: int) -> list:  # one thread task per chunk: per-file tasks cost ~50 us
