@@ -165,12 +165,14 @@ def test_tensor_pipeline_matches_pil_reference(tiny_checkpoint, tmp_path):
     x = prep.batch(decode_batch(read_bytes(good), torch.device("cpu")), "cpu")
     y = torch.stack([m.preprocess(open_rgb(p)) for p in good])
     assert x.shape == y.shape == (6, 3, 64, 64) and x.dtype == torch.float32
-    assert (x - y).abs().mean() < 0.01 and (x - y).abs().max() < 0.2  # resize/decoder rounding only
+    # torchvision's uint8 antialiased bicubic follows Pillow's: measured mean 6e-4, max 0.015 (normalised units);
+    # another interpolation or a float resize would give ~1e-2
+    assert (x - y).abs().mean() < 2e-3 and (x - y).abs().max() < 0.05
     a = embed_images(m, ds, tmp_path / "c", quiet=True, num_workers=0)
     b = embed_images(m, ds, tmp_path / "c", quiet=True, pipeline="tensor")
     assert b.computed == len(b.indices)  # not served from the PIL path's cache
     assert np.array_equal(a.indices, b.indices) and len(b.indices) == 7  # CMYK handled (PIL fallback)
     cos = (a.embeddings * b.embeddings).sum(1) / np.linalg.norm(a.embeddings, axis=1) / np.linalg.norm(
         b.embeddings, axis=1)
-    assert cos.min() > 0.99
+    assert cos.min() > 0.9999  # measured 0.9999996
     assert [Path(f[1]).name for f in b.failures] == ["broken.jpg"]
