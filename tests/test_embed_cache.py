@@ -176,3 +176,21 @@ def test_tensor_pipeline_matches_pil_reference(tiny_checkpoint, tmp_path):
         b.embeddings, axis=1)
     assert cos.min() > 0.9999  # measured 0.9999996
     assert [Path(f[1]).name for f in b.failures] == ["broken.jpg"]
+
+
+def test_tensor_preprocess_batches_by_size_with_per_image_results():
+    """Same-size images are resized in one call; the result must equal resizing each image alone, in order."""
+    import torch
+
+    from cliplab.embed.tensor_pipeline import TensorPreprocess
+
+    prep = TensorPreprocess((64, 64), (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    g = torch.Generator().manual_seed(0)
+    shapes = [(32, 32), (480, 640), (32, 32), (300, 200), (480, 640), (32, 32)]
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in shapes]
+    got = prep.batch(images, "cpu")
+    mean, std = torch.tensor(prep.mean).view(3, 1, 1), torch.tensor(prep.std).view(3, 1, 1)
+    want = torch.stack([(prep.one(im).float() / 255.0 - mean) / std for im in images])
+    assert got.shape == (6, 3, 64, 64) and got.dtype == torch.float32
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(got[0], got[2])  # distinct images kept apart (no mix-up within a size group)

@@ -4,7 +4,7 @@ the model's device. The PIL path (open_clip's own transform) stays the reference
 
 What differs from the reference: torchvision's tensor resize (bicubic, antialias) instead of PIL's, and the
 JPEG decoder (nvJPEG on GPU, libjpeg-turbo on CPU through torchvision, vs PIL's libjpeg). ``benchmarks/
-preprocess_fidelity.py`` measures the embedding cosine and the zero-shot accuracy delta between the two paths;
+pipeline_fidelity.py`` measures the embedding cosine and the zero-shot accuracy delta between the two paths;
 the fast path is only chosen when asked for (``pipeline='tensor'``) or on CUDA with ``pipeline='auto'``.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ class TensorPreprocess:
         return self.resize_mode in ("shortest", "squash") and self.interpolation in _INTERP
 
     def one(self, img: torch.Tensor) -> torch.Tensor:
-        """uint8 (3, H, W) on any device -> float (3, h, w) resized and cropped, not yet normalised."""
+        """uint8 (..., 3, H, W) on any device -> uint8 (..., 3, h, w) resized and cropped, not yet normalised."""
         interp = _INTERP[self.interpolation]
         if self.resize_mode == "squash":
             out = F.resize(img, list(self.size), interpolation=interp, antialias=True)
@@ -52,17 +52,27 @@ class TensorPreprocess:
         return out
 
     def batch(self, images: list[torch.Tensor], device) -> torch.Tensor:
-        """uint8 images (any sizes) -> normalised float batch (B, 3, h, w) on ``device``."""
-        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
+        """uint8 images (any sizes) -> normalised float batch (B, 3, h, w) on ``device``.
+
+        Images of one size (a CIFAR batch, a folder of 640x480 photos) are stacked and resized in one call, and
+        CPU-held ones go to the GPU as one pinned, asynchronous copy per size: a handful of kernels per batch
+        instead of a few per image. Results equal the per-image ones (tested).
+        """
         dev = torch.device(device)
-
-        def staged(im):  # CPU-decoded images go to the GPU from pinned memory, asynchronously
-            if dev.type == "cuda" and im.device.type == "cpu":
-                im = im.pin_memory()
-            return im.to(dev, non_blocking=True)
-
-        x = torch.stack([self.one(staged(im)) for im in images]).float().div_(255.0)
+        mean = torch.tensor(self.mean, device=dev).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=dev).view(1, 3, 1, 1)
+        groups: dict[tuple, list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault((tuple(im.shape), im.device), []).append(i)
+        out: list[torch.Tensor | None] = [None] * len(images)
+        for idx in groups.values():
+            x = torch.stack([images[i] for i in idx])
+            if dev.type == "cuda" and x.device.type == "cpu":
+                x = x.pin_memory()
+            resized = self.one(x.to(dev, non_blocking=True))
+            for j, i in enumerate(idx):
+                out[i] = resized[j]
+        x = torch.stack(out).float().div_(255.0)
         return x.sub_(mean).div_(std)
 
 
