@@ -1,4 +1,4 @@
-"""Shared bits of the benchmark scripts: machine description, timing, markdown output."""
+"""Shared bits of the benchmark scripts: machine description, generated JPEGs, timing, markdown output."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,8 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -22,6 +24,25 @@ def machine() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def make_jpegs(folder: Path, n: int, size=(640, 480), seed: int = 0) -> list[str]:
+    """n distinct photo-like JPEGs (random two-colour gradient + texture, quality 90) of ``size`` (w, h)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    paths = []
+    for i in range(n):
+        c0, c1 = rng.random(3) * 255, rng.random(3) * 255
+        t = (xx * rng.random() + yy * rng.random()) / (w + h)
+        img = c0 * (1 - t[..., None]) + c1 * t[..., None] + rng.normal(0, 12, (h, w, 3))
+        p = folder / f"{i:06d}.jpg"
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(p, quality=90)
+        paths.append(str(p))
+    return paths
 
 
 def device_tag(device: str | None) -> str:

@@ -2,7 +2,8 @@
 
     python benchmarks/cache_scale.py [--n 20000] [--size 256]
 
-A folder of N generated JPEGs is embedded once with a tiny random open_clip ViT (64 px, so the cold run is quick);
+A folder of N generated JPEGs is embedded once with a random model of the tiny-shapes architecture (64 px, so the
+cold run is quick);
 then the same call runs again, all from the cache, three ways:
 * with the file-hash memo (the default since session 3: files are stat-ed, not read);
 * with the memo deleted first (what every cached run did before: every file read and hashed);
@@ -19,30 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from _common import machine, markdown_table, save
-
-TINY = {"embed_dim": 32,
-        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-
-
-def make_folder(folder: Path, n: int, size: int) -> int:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    base = (rng.random((size, size, 3)) * 255).astype(np.uint8)
-    folder.mkdir(parents=True)
-    total = 0
-    for i in range(n):
-        img = np.roll(base, i, axis=1)
-        for b in range(20):  # i in binary as black/white 8x8 blocks: every file different, also after JPEG
-            img[:8, 8 * b:8 * b + 8] = 255 * ((i >> b) & 1)
-        p = folder / f"{i:07d}.jpg"
-        Image.fromarray(img).save(p, quality=90)
-        total += p.stat().st_size
-    return total
-
+from _common import machine, make_jpegs, markdown_table, save
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -59,13 +37,14 @@ def main() -> None:
     from cliplab.embed.cache import EmbeddingCache
     from cliplab.embed.descriptors import DescriptorSpec
     from cliplab.models import load_model
+    from cliplab.train import TINY_CONFIG
 
     tmp = Path(tempfile.mkdtemp(prefix="cliplab-cache-scale-"))
     try:
-        nbytes = make_folder(tmp / "imgs", args.n, args.size)
-        (tmp / "tiny.json").write_text(json.dumps(TINY))
+        nbytes = sum(Path(p).stat().st_size for p in make_jpegs(tmp / "imgs", args.n, (args.size, args.size)))
+        (tmp / "tiny.json").write_text(json.dumps(TINY_CONFIG))
         torch.manual_seed(0)
-        torch.save({"state_dict": open_clip.CLIP(**TINY).state_dict()}, tmp / "tiny.pt")
+        torch.save({"state_dict": open_clip.CLIP(**TINY_CONFIG).state_dict()}, tmp / "tiny.pt")
         model = load_model(str(tmp / "tiny.json"), str(tmp / "tiny.pt"), device="cpu", cache_dir=tmp / "cache")
         cache_dir = tmp / "cache"
         t = {}

@@ -29,15 +29,12 @@ from _common import device_tag, machine, markdown_table, save
 SHARED_FOOD = Path(__file__).resolve().parents[2] / "shared" / "data" / "food101-10" / "test"
 
 
-def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-
-
 def compare_pipelines(model, dataset, cache: Path, batch_size: int) -> dict:
     """Embed ``dataset`` through both pipelines; zero-shot with 'a photo of a {}.' on each."""
     from cliplab.embed import embed_images
     from cliplab.prompts import resolve_templates
     from cliplab.studies.zeroshot import class_text_embeddings
+    from cliplab.tasks.metrics import l2_normalize
     from cliplab.tasks.stats import compare_paired
     from cliplab.tasks.zeroshot import build_classifier, evaluate
 
@@ -46,8 +43,8 @@ def compare_pipelines(model, dataset, cache: Path, batch_size: int) -> dict:
     pil, ten = runs["pil"], runs["tensor"]
     common, ia, ib = np.intersect1d(pil.indices, ten.indices, return_indices=True)
     a, b = pil.embeddings[ia], ten.embeddings[ib]
-    out = {"dataset": dataset.name, "images": int(len(common)), "cos_mean": float(_cos(a, b).mean()),
-           "cos_min": float(_cos(a, b).min())}
+    cos = (l2_normalize(a) * l2_normalize(b)).sum(1)
+    out = {"dataset": dataset.name, "images": int(len(common)), "cos_mean": float(cos.mean()), "cos_min": float(cos.min())}
     if dataset.labels is not None and dataset.classnames:
         labels = dataset.labels[common]
         clf = build_classifier(class_text_embeddings(model, dataset.classnames,

@@ -29,25 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import device_tag, machine, markdown_table, save
-
-
-def make_jpegs(folder: Path, n: int, size=(640, 480), seed: int = 0) -> list[str]:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    paths = []
-    for i in range(n):
-        c0, c1 = rng.random(3) * 255, rng.random(3) * 255
-        t = (xx * rng.random() + yy * rng.random()) / (w + h)
-        img = c0 * (1 - t[..., None]) + c1 * t[..., None] + rng.normal(0, 12, (h, w, 3))
-        p = folder / f"{i:06d}.jpg"
-        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(p, quality=90)
-        paths.append(str(p))
-    return paths
+from _common import device_tag, machine, make_jpegs, markdown_table, save
 
 
 def baseline(model, images: list, workers: int, batch_size: int, from_array: bool = False) -> float:

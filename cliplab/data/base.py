@@ -10,7 +10,6 @@ import numpy as np
 from PIL import Image
 
 
-
 class ImageSource:
     """Indexable images with a stable cache key per item.
 

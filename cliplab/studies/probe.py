@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-
 from cliplab.data.base import ImageDataset
 from cliplab.embed import EmbeddingResult, embed_images
 from cliplab.errors import CliplabError
