@@ -2,15 +2,59 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import os
+import sys
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.22 ships its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_errors
 
 from cliplab.errors import CliplabError
 
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (unknown option, bad value, missing argument) as one ``error:`` line and exit code 2, like
+    every other bad input, instead of click's multi-line box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                              **extra)
+        except click_errors.NoArgsIsHelpError as exc:  # `cliplab attack` alone: its help (rich has printed it)
+            message = exc.format_message()
+            if message:
+                typer.echo(message)
+            rv = exc.exit_code
+        except click_errors.ClickException as exc:
+            cmd = exc.ctx.command_path if getattr(exc, "ctx", None) else "cliplab"
+            typer.echo(f"error: {exc.format_message()} (see `{cmd} --help`)", err=True)
+            rv = exc.exit_code
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            rv = 1
+        if standalone_mode:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
+
+
+def _version(value: bool) -> None:
+    if value:
+        from cliplab.version import __version__
+
+        typer.echo(f"cliplab {__version__}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="cliplab",
     help="Evaluate CLIP-style vision-language models: zero-shot, prompt studies, probes, retrieval, search, "
          "clustering, attacks and reports — cached and reproducible.",
@@ -18,6 +62,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit.")) -> None:
+    """Evaluate CLIP-style vision-language models: zero-shot, prompt studies, probes, retrieval, search,
+    clustering, attacks and reports — cached and reproducible."""
 
 # ---- shared options --------------------------------------------------------------------------------------------
 ModelOpt = typer.Option("tiny-shapes", "--model", "-m", help="open_clip architecture (ViT-B-32), hf-hub:org/name, "
@@ -62,6 +113,11 @@ def handle_errors(fn):
         except CliplabError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)
+        except OSError as exc:  # a file we were asked to read or write (outputs are checked up front; this is the rest)
+            if exc.filename is None:
+                raise
+            typer.echo(f"error: {exc.filename}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(2)
         except KeyboardInterrupt:
             typer.echo("interrupted; finished shards are cached and the next run resumes from them", err=True)
             raise typer.Exit(130)
@@ -81,11 +137,65 @@ def _load_model(model, pretrained, device, precision, cache_dir):
     return load_model(model, pretrained, device=device, precision=precision, cache_dir=cache_dir)
 
 
-def _load_dataset(dataset, split, data_root, limit, classnames, cache_dir):
-    from cliplab.data import load_dataset
+def _load_dataset(dataset, split, data_root, limit, classnames, cache_dir, split_flag="--split"):
+    from cliplab.data import SplitError, load_dataset
 
-    return load_dataset(dataset, split=split, data_root=data_root, limit=limit, classnames=classnames,
-                        cache_dir=cache_dir)
+    try:
+        return load_dataset(dataset, split=split, data_root=data_root, limit=limit, classnames=classnames,
+                            cache_dir=cache_dir)
+    except SplitError as exc:
+        raise CliplabError(f"{split_flag} {split}: {exc}") from None
+
+
+def check_output(path: Optional[Path], flag: str, suffixes: tuple[str, ...] = (), folder: bool = False) -> None:
+    """Fail before any work when an output cannot be written: a folder given for a file (or the reverse), a
+    suffix the command cannot write, or a place that is not a writable folder."""
+    if path is None:
+        return
+    path = Path(path).expanduser()
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise CliplabError(f"{flag} {path}: is a file; give a folder")
+    else:
+        if path.is_dir():
+            raise CliplabError(f"{flag} {path}: is a folder; give a file name"
+                               + (f" ending in {' or '.join(suffixes)}" if suffixes else ""))
+        if suffixes and path.suffix.lower() not in suffixes:
+            raise CliplabError(f"{flag} {path}: cannot write {path.suffix or 'a file without extension'}; "
+                               f"use {' or '.join(suffixes)}")
+    existing = path if folder and path.exists() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CliplabError(f"{flag} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CliplabError(f"{flag} {path}: no permission to write in {existing}; choose another place")
+
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl")
+
+
+def _check_results(results: Optional[Path], fmt: str) -> None:
+    from cliplab.report.store import FORMATS
+
+    if fmt not in FORMATS:
+        raise CliplabError(f"--results-format {fmt!r}: choose {' or '.join(FORMATS)}")
+    check_output(results, "--results", folder=True)
+
+
+def _check_templates(templates) -> None:
+    """Template values are resolved once up front, so a bad file fails before any data is loaded."""
+    from cliplab.prompts import resolve_all
+
+    if templates:
+        resolve_all(templates if isinstance(templates, list) else [templates])
+
+
+def _check_device(device: Optional[str], precision: Optional[str]) -> None:
+    """Device and precision are checked before any data is loaded or model trained."""
+    from cliplab.models import resolve_device, resolve_precision
+
+    resolve_precision(precision, resolve_device(device))
 
 
 def _ensure_default_model(model: str, pretrained: Optional[str], cache_dir, quiet: bool) -> None:
@@ -125,6 +235,11 @@ def zeroshot(
     from cliplab.report.tables import zeroshot_table
     from cliplab.studies.zeroshot import run_zeroshot
 
+    check_output(output, "--output", (".json",))
+    check_output(predictions, "--predictions", TABLE_SUFFIXES)
+    _check_results(results, results_format)
+    _check_templates(templates)
+    _check_device(device, precision)
     _ensure_default_model(model, pretrained, cache_dir, quiet)
     ds = _load_dataset(dataset, split, data_root, limit, classnames, cache_dir)
     sets = resolve_all(templates or [ds.templates_hint or "simple"], ensemble=ensemble)
@@ -185,12 +300,14 @@ def prompts(
     from cliplab.report.tables import prompt_study_table
     from cliplab.studies.prompts import run_prompt_study
 
+    check_output(output, "--output", (".json",))
+    _check_results(results, results_format)
+    sets = resolve_all(templates or ["simple", "openai-imagenet-7"])
+    _check_device(device, precision)
     _ensure_default_model(model, pretrained, cache_dir, quiet)
     ds = _load_dataset(dataset, split, data_root, limit, classnames, cache_dir)
-    sets = resolve_all(templates or ["simple", "openai-imagenet-7"])
-    train_ds = _load_dataset(dataset, select_split, data_root, None, classnames, cache_dir) if select else None
-    if train_ds is not None and train_ds.fingerprint == ds.fingerprint:
-        raise CliplabError(f"--select-split {select_split} is the evaluated split; selection must not see test images")
+    train_ds = _load_dataset(dataset, select_split, data_root, None, classnames, cache_dir,
+                             split_flag="--select-split") if select else None
     m = _load_model(model, pretrained, device, precision, cache_dir)
     study = run_prompt_study(m, ds, sets, cache_dir, baseline=baseline, descriptions=str(descriptions) if descriptions
                              else None, aggregate=aggregate, select_from=train_ds, val_fraction=val_fraction,
@@ -250,9 +367,14 @@ def probe(
     from cliplab.studies.probe import run_probe
 
     ks = [k for k in _parse_ints(kshot, "--kshot") if k > 0]
+    check_output(output, "--output", (".json",))
+    _check_results(results, results_format)
+    _check_templates(templates)
+    _check_device(device, precision)
     _ensure_default_model(model, pretrained, cache_dir, quiet)
     test_ds = _load_dataset(dataset, split, data_root, limit, classnames, cache_dir)
-    train_ds = _load_dataset(dataset, train_split, data_root, train_limit, classnames, cache_dir)
+    train_ds = _load_dataset(dataset, train_split, data_root, train_limit, classnames, cache_dir,
+                             split_flag="--train-split")
     ts = resolve_all([templates or test_ds.templates_hint or "simple"], ensemble=True)[0]
     m = _load_model(model, pretrained, device, precision, cache_dir)
     study = run_probe(m, train_ds, test_ds, cache_dir, templates=ts, linear=linear, kshots=ks,
@@ -307,14 +429,18 @@ def compare(
     from cliplab.studies.compare import compare_figures, model_specs, run_compare
 
     specs = model_specs(model or ([] if models_file else ["tiny-shapes"]), pretrained, models_file)
-    if output and output.suffix.lower() not in (".csv", ".parquet", ".jsonl"):
-        raise CliplabError(f"--output {output}: use .csv, .parquet or .jsonl")
+    check_output(output, "--output", TABLE_SUFFIXES)
+    check_output(plot, "--plot")
+    _check_results(results, results_format)
+    _check_templates(templates)
+    _check_device(device, precision)
     for s in specs:
         _ensure_default_model(s.model, s.pretrained, cache_dir, quiet)
     pairs, sets = [], []
     for d in dataset or ["shapes"]:
         test = _load_dataset(d, split, data_root, limit, None, cache_dir)
-        train = _load_dataset(d, train_split, data_root, train_limit, None, cache_dir) if probe else None
+        train = _load_dataset(d, train_split, data_root, train_limit, None, cache_dir,
+                              split_flag="--train-split") if probe else None
         pairs.append((test, train))
         sets.append(resolve_all([templates or test.templates_hint or "simple"], ensemble=True)[0])
     config = {"models": [s.__dict__ for s in specs], "datasets": dataset, "templates": templates, "probe": probe,
@@ -365,6 +491,9 @@ def inspect_cmd(
     from cliplab.report.tables import inspect_table
     from cliplab.studies.inspect import image_paths, inspect_images, inspection_figures, read_prompts
 
+    check_output(figures, "--figures", folder=True)
+    check_output(output, "--output", TABLE_SUFFIXES)
+    _check_results(results, results_format)
     paths = image_paths(images)
     prompt_list = read_prompts(prompts) if prompts else None
     names, hint = None, None
@@ -378,6 +507,7 @@ def inspect_cmd(
             raise CliplabError(f"--dataset {dataset}: has no class names; use --classes or --prompts")
         names, hint = ds.classnames, ds.templates_hint
     ts = resolve_all([templates or hint or "simple"], ensemble=True)[0]
+    _check_device(device, precision)
     _ensure_default_model(model, pretrained, cache_dir, quiet)
     m = _load_model(model, pretrained, device, precision, cache_dir)
     ins = inspect_images(m, paths, cache_dir, classnames=names, template_set=ts, prompts=prompt_list, quiet=quiet)
@@ -450,9 +580,14 @@ def attack_typographic(
     from cliplab.report.tables import attack_table
     from cliplab.studies.attack import attack_examples_figure, run_typographic
 
+    check_output(examples, "--examples", (".png",))
+    check_output(output, "--output", (".json",))
+    _check_results(results, results_format)
     params = TypographicParams(font_size=font_size, position=position, opacity=opacity, color=color,
                                font=str(font) if font else None, seed=seed)
     params.validate()
+    _check_templates(templates)
+    _check_device(device, precision)
     _ensure_default_model(model, pretrained, cache_dir, quiet)
     ds = _load_dataset(dataset, split, data_root, limit, classnames, cache_dir)
     ts = resolve_all([templates or ds.templates_hint or "simple"], ensemble=True)[0]
@@ -506,6 +641,11 @@ def retrieval(
     from cliplab.studies.retrieval import failures_figure, run_caption_retrieval
 
     cut = [k for k in _parse_ints(ks, "--ks") if k > 0] or [1, 5, 10]
+    check_output(captions_out, "--captions", TABLE_SUFFIXES)
+    check_output(failures, "--failures", (".png",))
+    check_output(output, "--output", (".json",))
+    _check_results(results, results_format)
+    _check_device(device, precision)
     _ensure_default_model(model, pretrained, cache_dir, quiet)
     ds = _load_dataset(dataset, split, image_root, limit, None, cache_dir)
     if getattr(ds, "missing", 0) and not quiet:
@@ -579,6 +719,10 @@ def search(
     from cliplab.studies.compare import model_specs
     from cliplab.studies.search import Query, read_queries, run_search, search_figures
 
+    check_output(grids, "--grids", folder=True)
+    check_output(index, "--index")
+    check_output(output, "--output", TABLE_SUFFIXES)
+    _check_results(results, results_format)
     qs = [Query(text=t) for t in (query or [])] + (read_queries(queries) if queries else [])
     for p in image or []:
         if not p.is_file():
@@ -589,6 +733,7 @@ def search(
     if not qs:
         raise CliplabError("no query: give text queries, --queries FILE or --image PATH")
     specs = model_specs(model or ["tiny-shapes"], pretrained, None)
+    _check_device(device, precision)
     for s in specs:
         _ensure_default_model(s.model, s.pretrained, cache_dir, quiet)
     ds = _load_dataset(dataset, split, data_root, limit, None, cache_dir)
@@ -655,11 +800,16 @@ def similar(
     from cliplab.report.store import RunRecorder
     from cliplab.studies.similar import query_hits, run_similar, similar_figure
 
+    check_output(grid, "--grid", (".png",))
+    check_output(index, "--index")
+    check_output(output, "--output", (".json",))
+    _check_results(results, results_format)
     spec = DescriptorSpec(descriptor, layer, levels, 0.4, gem_p)
     spec.validate()
     for q in query or []:
         if not q.is_file():
             raise CliplabError(f"--query {q}: file not found")
+    _check_device(device, precision)
     _ensure_default_model(model, pretrained, cache_dir, quiet)
     gal = _load_dataset(dataset, split, data_root, limit, None, cache_dir)
     fit = _load_dataset(pca_fit, None, data_root, None, None, cache_dir) if pca_fit else None
@@ -738,6 +888,12 @@ def cluster(
     from cliplab.studies.cluster import cluster_grid
     from cliplab.tasks.clustering import kmeans, prepare
 
+    check_output(grid, "--grid", (".png",))
+    check_output(output, "--output", TABLE_SUFFIXES)
+    _check_results(results, results_format)
+    if backend not in ("sklearn", "faiss"):
+        raise CliplabError(f"--backend {backend!r}: choose sklearn or faiss")
+    _check_device(device, precision)
     _ensure_default_model(model, pretrained, cache_dir, quiet)
     ds = _load_dataset(dataset, split, data_root, limit, None, cache_dir)
     ks = _parse_ints(k, "--k") if k else [len(ds.classnames) if ds.classnames else 10]
@@ -796,8 +952,7 @@ def report(
     from cliplab.report.html import build_report, import_clip_benchmark
     from cliplab.report.store import read_results
 
-    if output.suffix.lower() not in (".html", ".htm"):
-        raise CliplabError(f"--output {output}: use a .html file")
+    check_output(output, "--output", (".html", ".htm"))
     df = read_results(*results_dirs)
     if clip_benchmark:
         df = pd.concat([df, import_clip_benchmark(clip_benchmark)], ignore_index=True)
@@ -825,8 +980,8 @@ def embed(
     from cliplab.embed import embed_images
     from cliplab.report.results import write_embeddings
 
-    if output and output.suffix.lower() not in (".npy", ".parquet"):
-        raise CliplabError(f"--output {output}: use a .npy or .parquet file")
+    check_output(output, "--output", (".npy", ".parquet"))
+    _check_device(device, precision)
     _ensure_default_model(model, pretrained, cache_dir, quiet)
     ds = _load_dataset(dataset, split, data_root, limit, None, cache_dir)
     from cliplab.models import load_model
@@ -879,7 +1034,7 @@ def models(
         lt.add_row(lm.name, str(lm.meta.get("dataset", "?")), str(lm.meta.get("images", "?")),
                    str(lm.meta.get("train_seconds", "?")), str(lm.folder))
     console.print(lt if local else "no local models yet (`cliplab train` or `cliplab demo` makes one)")
-    console.print("Hugging Face transformers CLIP: --model hf:openai/clip-vit-base-patch32 (pip install 'cliplab[hf]')")
+    console.print("Hugging Face transformers CLIP: --model hf:openai/clip-vit-base-patch32 (pip install 'cliplab\\[hf]')")
 
 
 @app.command()
@@ -904,6 +1059,7 @@ def train(
     from cliplab.paths import resolve_cache_dir
     from cliplab.train import TrainConfig, train_clip
 
+    check_output(output_dir, "--output-dir", folder=True)
     cache = resolve_cache_dir(cache_dir)
     ds = _load_dataset(dataset, split, None, limit, None, cache)
     model_cfg = base = None
@@ -938,6 +1094,7 @@ def demo(
     typographic attack."""
     from cliplab.demo import run_demo
 
+    check_output(output_dir, "--output-dir", folder=True)
     run_demo(cache_dir, quiet=quiet, output_dir=output_dir, report=not no_report)
 
 
@@ -967,6 +1124,29 @@ def _report_failures(failures, quiet: bool) -> None:
         console.print(f"  {ident}: {reason}")
     if len(failures) > 20:
         console.print(f"  ... and {len(failures) - 20} more (all listed in --output JSON)")
+
+
+def _escape_help(typer_app: typer.Typer, done: set[int] | None = None) -> None:
+    """Help texts are plain text: escape what rich would take for markup (``{class: [texts]}``,
+    ``'cliplab[hf]'``), so ``--help`` shows them as written."""
+    from rich.markup import escape
+
+    done = set() if done is None else done
+    for info in typer_app.registered_commands:
+        if info.help is None and info.callback.__doc__:
+            info.help = inspect.cleandoc(info.callback.__doc__)
+        if info.help:
+            info.help = escape(info.help)
+        for param in inspect.signature(info.callback).parameters.values():
+            default = param.default
+            if getattr(default, "help", None) and id(default) not in done:  # shared Option objects: once
+                default.help = escape(default.help)
+                done.add(id(default))
+    for group in typer_app.registered_groups:
+        _escape_help(group.typer_instance, done)
+
+
+_escape_help(app)
 
 
 def main() -> None:

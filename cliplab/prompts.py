@@ -70,10 +70,20 @@ def resolve_templates(spec: str) -> list[TemplateSet]:
             raise CliplabError(f"--templates {spec}: file not found")
         text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".json":
-            data = json.loads(text)
-            if isinstance(data, dict):
-                return [TemplateSet(k, tuple(_check(t, str(path)) for t in v)) for k, v in data.items()]
-            return [TemplateSet(path.stem, tuple(_check(t, str(path)) for t in data))]
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise CliplabError(f"--templates {spec}: invalid JSON ({exc.msg} at line {exc.lineno}); expected a "
+                                   "list of templates or {set name: [templates]}") from None
+            sets = data.items() if isinstance(data, dict) else [(path.stem, data)]
+            out = []
+            for name, templates in sets:
+                if not isinstance(templates, list) or not templates or \
+                        not all(isinstance(t, str) for t in templates):
+                    raise CliplabError(f"--templates {spec}: set {name!r} must be a non-empty list of template "
+                                       "strings")
+                out.append(TemplateSet(str(name), tuple(_check(t, str(path)) for t in templates)))
+            return out
         lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
         return [TemplateSet(path.stem, tuple(_check(t, str(path)) for t in lines))]
     if "{}" in spec or "{c}" in spec:

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from cliplab.data.base import FileSource, ImageDataset, ImageSource, IndexedSource
+from cliplab.data.splits import SplitError
 from cliplab.errors import DatasetError
 
 DATASET_HELP = (
@@ -56,7 +57,9 @@ def _resolve(spec, split, data_root, classnames, cache: Path, download: bool) ->
         if suffix in (".csv", ".tsv", ".jsonl", ".ndjson"):
             from cliplab.data.captions import load_caption_file
 
-            return load_caption_file(path, split=split or "all")
+            if split not in (None, "all"):
+                raise SplitError(f"caption file {path}", split, [])
+            return load_caption_file(path, split="all")
         if suffix == ".json":
             from cliplab.data.coco import load_caption_json
 
@@ -65,4 +68,4 @@ def _resolve(spec, split, data_root, classnames, cache: Path, download: bool) ->
     raise DatasetError(f"--dataset {spec!r} is not a known dataset or an existing path; expected {DATASET_HELP}")
 
 
-__all__ = ["load_dataset", "ImageDataset", "ImageSource", "FileSource", "IndexedSource", "DATASET_HELP"]
+__all__ = ["load_dataset", "SplitError", "ImageDataset", "ImageSource", "FileSource", "IndexedSource", "DATASET_HELP"]

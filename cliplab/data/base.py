@@ -152,6 +152,20 @@ class ImageDataset:
             templates_hint=self.templates_hint,
         )
 
+    def require_classes(self, task: str) -> None:
+        """Raise unless this is a labelled set with at least two classes and one image (one class scores 100 %)."""
+        from cliplab.errors import DatasetError
+
+        where = f"dataset {self.name!r} (split {self.split})"
+        if len(self) == 0:
+            raise DatasetError(f"{where} has no images")
+        if self.labels is None or not self.classnames:
+            raise DatasetError(f"{where} has no class labels; {task} needs labelled images (class subfolders, a "
+                               "label column, or a named dataset)")
+        if len(self.classnames) < 2:
+            raise DatasetError(f"{where} has only one class ({self.classnames[0]!r}); {task} needs at least two "
+                               "classes (is the folder one level too deep?)")
+
     def with_label(self, attribute: str) -> "ImageDataset":
         """Use one of ``attributes`` as the label column."""
         if attribute not in self.attributes:
@@ -176,3 +190,29 @@ class ImageDataset:
 
 def path_str(p: str | os.PathLike) -> str:
     return str(Path(p))
+
+
+def image_ids(ds: ImageDataset) -> set[str]:
+    """Every image's identity: the real path of a file, else the source's ``name[i]`` id."""
+    ids = (ds.source.id(i) for i in range(len(ds)))
+    return {os.path.realpath(i) if os.path.isabs(i) else i for i in ids}
+
+
+def check_disjoint(fit: ImageDataset, evaluated: ImageDataset, purpose: str) -> None:
+    """Raise unless ``fit`` (what is fitted or selected on) shares no image and the same classes with ``evaluated``."""
+    from cliplab.errors import DatasetError
+
+    if fit.classnames is not None and evaluated.classnames is not None \
+            and list(fit.classnames) != list(evaluated.classnames):
+        missing = [c for c in evaluated.classnames if c not in fit.classnames]
+        extra = [c for c in fit.classnames if c not in evaluated.classnames]
+        detail = "; ".join(x for x in (f"missing there: {', '.join(missing[:5])}" if missing else "",
+                                       f"only there: {', '.join(extra[:5])}" if extra else "") if x) \
+            or "same names in another order"
+        raise DatasetError(f"the {purpose} split {fit.split!r} has other classes than the evaluated split "
+                           f"{evaluated.split!r} ({detail}); labels would not match")
+    shared = image_ids(fit) & image_ids(evaluated)
+    if shared:
+        raise DatasetError(f"the {purpose} split {fit.split!r} shares {len(shared)} image(s) with the evaluated split "
+                           f"{evaluated.split!r} (e.g. {sorted(shared)[0]}); {purpose} must never see evaluated "
+                           "images: use a separate split")

@@ -52,7 +52,13 @@ def load_caption_json(path: str | Path, split: str | None = None, image_root: st
                            "(images with sentences)")
     if kind == "coco":
         items = _coco_items(data)
-        split_name = split or (re.search(r"(train|val|test)\d{4}", path.stem) or [None, "all"])[0] or "all"
+        found = re.search(r"(train|val|test)\d{4}", path.stem)
+        file_split = found.group(0) if found else "all"  # captions_val2017.json -> val2017 (also accepted: val)
+        if split not in (None, "all", file_split, found and found.group(1)):
+            from cliplab.data.splits import SplitError
+
+            raise SplitError(f"COCO captions file {path.name} (one split: {file_split})", split, [file_split])
+        split_name = file_split
     else:
         want = split or "test"
         items = [(img.get("filepath", ""), img["filename"], [s.get("raw", "").strip() for s in img.get("sentences", [])])

@@ -8,6 +8,7 @@ import numpy as np
 
 from cliplab.data.base import FileSource, ImageDataset
 from cliplab.data.classnames import clean_classnames, map_classnames
+from cliplab.data.splits import SplitError, is_split_name
 from cliplab.errors import DatasetError
 from cliplab.io import hash_json
 
@@ -26,12 +27,30 @@ def list_images(folder: Path, recursive: bool = True) -> list[Path]:
 
 
 def load_folder(root: str | Path, split: str | None = None, classnames_file: str | None = None) -> ImageDataset:
+    """An image folder as a dataset. ``root/<split>/<class>/`` needs ``split``; split folders are never classes.
+
+    A folder that is itself a split folder (``eurosat/test``) is named after its collection (``eurosat``)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"image folder not found: {root}")
-    base = root
-    if split and (root / split).is_dir():
-        base = root / split
+    subdirs = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    split_dirs = [d for d in subdirs if is_split_name(d)]
+    name = root.resolve().name
+    if split:
+        if (root / split).is_dir():
+            base = root / split
+        elif is_split_name(root.name) and root.name == split:  # --dataset eurosat/test --split test
+            base, name = root, root.resolve().parent.name
+        else:
+            raise SplitError(f"folder {root}", split, split_dirs)
+    else:
+        if split_dirs:
+            raise DatasetError(
+                f"folder {root} holds split folders ({', '.join(split_dirs)}), not classes: choose one with "
+                f"--split (e.g. --split {'test' if 'test' in split_dirs else split_dirs[0]})")
+        base = root
+        if is_split_name(root.name):  # the user pointed at a split folder itself
+            split, name = root.name, root.resolve().parent.name
     class_dirs = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
     class_dirs = [d for d in class_dirs if list_images(d)]
     if class_dirs:
@@ -51,7 +70,7 @@ def load_folder(root: str | Path, split: str | None = None, classnames_file: str
     prefix = len(str(base).rstrip(os.sep)) + 1
     rel = [p[prefix:] for p in paths]  # paths all start with base (list_images joins onto it)
     return ImageDataset(
-        name=root.name,
+        name=name,
         split=split or "all",
         source=FileSource(paths),
         fingerprint="folder:" + hash_json({"root": str(base.resolve()), "files": rel})[:24],

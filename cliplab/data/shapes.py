@@ -206,7 +206,9 @@ def load_shapes(cache_dir: Path, split: str = "test", seed: int = 0, attribute: 
 
     sizes = dict(sizes or DEFAULT_SPLIT_SIZES)
     if split not in sizes:
-        raise DatasetError(f"shapes has splits {sorted(sizes)}, not {split!r}")
+        from cliplab.data.splits import SplitError
+
+        raise SplitError("shapes", split, sorted(sizes))
     if attribute not in ATTRIBUTE_CLASSNAMES:
         raise DatasetError(f"shapes has attributes {sorted(ATTRIBUTE_CLASSNAMES)}, not {attribute!r}")
     root = ensure_shapes(cache_dir, seed, sizes)

@@ -7,20 +7,22 @@ import numpy as np
 
 from cliplab.data.base import ImageDataset, IndexedSource
 from cliplab.data.classnames import clean_classnames, read_classnames
+from cliplab.data.splits import SplitError
 from cliplab.errors import DatasetError
 
 
-# name -> (torchvision class name, how to pass the split, template set that fits)
+# name -> (torchvision class name, how to pass the split, template set that fits, the splits it has)
 _SPECS = {
-    "cifar10": ("CIFAR10", lambda s: {"train": s == "train"}, "openai-cifar"),
-    "cifar100": ("CIFAR100", lambda s: {"train": s == "train"}, "openai-cifar"),
-    "food101": ("Food101", lambda s: {"split": s}, "openai-food101"),
-    "eurosat": ("EuroSAT", lambda s: {}, "openai-eurosat"),
-    "stl10": ("STL10", lambda s: {"split": s}, "openai-imagenet-80"),
-    "flowers102": ("Flowers102", lambda s: {"split": s}, "openai-imagenet-80"),
-    "oxford_pets": ("OxfordIIITPet", lambda s: {"split": "trainval" if s == "train" else s}, "openai-imagenet-80"),
-    "dtd": ("DTD", lambda s: {"split": s}, "openai-imagenet-80"),
-    "mnist": ("MNIST", lambda s: {"train": s == "train"}, "simple"),
+    "cifar10": ("CIFAR10", lambda s: {"train": s == "train"}, "openai-cifar", ("train", "test")),
+    "cifar100": ("CIFAR100", lambda s: {"train": s == "train"}, "openai-cifar", ("train", "test")),
+    "food101": ("Food101", lambda s: {"split": s}, "openai-food101", ("train", "test")),
+    "eurosat": ("EuroSAT", lambda s: {}, "openai-eurosat", ("train", "test")),
+    "stl10": ("STL10", lambda s: {"split": s}, "openai-imagenet-80", ("train", "test")),
+    "flowers102": ("Flowers102", lambda s: {"split": s}, "openai-imagenet-80", ("train", "val", "test")),
+    "oxford_pets": ("OxfordIIITPet", lambda s: {"split": "trainval" if s == "train" else s}, "openai-imagenet-80",
+                    ("train", "trainval", "test")),
+    "dtd": ("DTD", lambda s: {"split": s}, "openai-imagenet-80", ("train", "val", "test")),
+    "mnist": ("MNIST", lambda s: {"train": s == "train"}, "simple", ("train", "test")),
 }
 ALIASES = {"pets": "oxford_pets", "oxford-pets": "oxford_pets", "oxfordpets": "oxford_pets", "cifar-10": "cifar10",
            "cifar-100": "cifar100", "food-101": "food101", "stl-10": "stl10", "flowers": "flowers102"}
@@ -58,7 +60,9 @@ def load_torchvision(name: str, root: str | Path, split: str = "test", download:
     key = canonical_name(name)
     if key is None:
         raise DatasetError(f"unknown torchvision dataset {name!r}; known: {', '.join(TORCHVISION_DATASETS)}")
-    cls_name, split_kw, templates = _SPECS[key]
+    cls_name, split_kw, templates, splits = _SPECS[key]
+    if split not in splits:  # never let a typo fall through to another split (cifar10: train=False is test)
+        raise SplitError(key, split, splits)
     root = Path(root).expanduser()
     cls = getattr(tvd, cls_name)
     try:

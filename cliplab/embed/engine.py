@@ -172,6 +172,12 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
             failures[i] = key_failures.get(k, "not embedded")
     emb = np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, model.embed_dim), np.float32)
     fail_list = [(i, source.id(i), failures[i]) for i in sorted(failures)]
+    if not rows and fail_list:
+        from cliplab.errors import DatasetError
+
+        _, first, reason = fail_list[0]
+        raise DatasetError(f"none of the {len(fail_list)} images could be read (e.g. {first}: {reason}); check the "
+                           "files or the dataset path")
     return EmbeddingResult(embeddings=emb, indices=np.asarray(indices, dtype=np.int64), failures=fail_list,
                            computed=computed, seconds=seconds)
 

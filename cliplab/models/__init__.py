@@ -15,10 +15,27 @@ PRECISIONS = ("fp32", "amp", "amp_bf16", "fp16", "bf16")
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelLoadError(f"--device {device}: not a device name; use cpu, cuda, cuda:1 or mps") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ModelLoadError(f"--device {device}: cliplab runs on cpu, cuda or mps, not {dev.type}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"--device {device}: MPS is not available on this machine; use --device cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     return dev
+
+
+def resolve_precision(precision: str | None, dev: torch.device) -> str:
+    """The precision to run at on ``dev`` (default: amp on CUDA, fp32 elsewhere); raises for an unusable one."""
+    precision = precision or ("amp" if dev.type == "cuda" else "fp32")
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if dev.type == "cpu" and precision != "fp32":
+        raise ModelLoadError(f"--precision {precision} needs a GPU; use fp32 on CPU")
+    return precision
 
 
 def load_model(model: str, pretrained: str | None = None, device: str | torch.device | None = None,
@@ -43,11 +60,7 @@ def load_model(model: str, pretrained: str | None = None, device: str | torch.de
 
     cache = resolve_cache_dir(cache_dir)
     dev = resolve_device(device)
-    precision = precision or ("amp" if dev.type == "cuda" else "fp32")
-    if precision not in PRECISIONS:
-        raise ModelLoadError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if dev.type == "cpu" and precision != "fp32":
-        raise ModelLoadError(f"--precision {precision} needs a GPU; use fp32 on CPU")
+    precision = resolve_precision(precision, dev)
 
     if model.startswith("hf:"):
         from cliplab.models.hf import load_hf
@@ -80,4 +93,4 @@ def load_model(model: str, pretrained: str | None = None, device: str | torch.de
     return loaded
 
 
-__all__ = ["load_model", "LoadedModel", "resolve_device", "PRECISIONS"]
+__all__ = ["load_model", "LoadedModel", "resolve_device", "resolve_precision", "PRECISIONS"]

@@ -72,8 +72,7 @@ class AttackResult:
 def run_typographic(model: LoadedModel, dataset: ImageDataset, template_set: TemplateSet, params: TypographicParams,
                     cache_dir=None, *, rule: str = "random", text_format: str = "{}", batch_size: int = 64,
                     num_workers: int | None = None, quiet: bool = False) -> AttackResult:
-    if dataset.labels is None or not dataset.classnames:
-        raise CliplabError(f"dataset {dataset.name!r} has no class labels; the attack needs a labelled dataset")
+    dataset.require_classes("the typographic attack")
     if "{}" not in text_format:
         raise CliplabError(f"--text {text_format!r} must contain {{}} where the class name goes")
     params.validate()

@@ -7,9 +7,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from cliplab.data.base import ImageDataset
+from cliplab.data.base import ImageDataset, check_disjoint
 from cliplab.embed import EmbeddingResult, embed_images
-from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
 from cliplab.progress import progress_bar
 from cliplab.prompts import TemplateSet
@@ -34,12 +33,8 @@ class ProbeStudy:
 
 def _check(train: ImageDataset, test: ImageDataset) -> None:
     for ds in (train, test):
-        if ds.labels is None or not ds.classnames:
-            raise CliplabError(f"dataset {ds.name!r} ({ds.split}) has no class labels; probes need labels")
-    if list(train.classnames) != list(test.classnames):
-        raise CliplabError(f"train split {train.split!r} and test split {test.split!r} have different classes")
-    if train.fingerprint == test.fingerprint:
-        raise CliplabError(f"--train-split {train.split} is the evaluated split; a probe must not train on test images")
+        ds.require_classes("a probe")
+    check_disjoint(train, test, "probe training")
 
 
 def run_probe(model: LoadedModel, train: ImageDataset, test: ImageDataset, cache_dir=None, *,

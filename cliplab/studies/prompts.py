@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cliplab.data.base import ImageDataset
+from cliplab.data.base import ImageDataset, check_disjoint
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
@@ -43,6 +43,7 @@ class PromptStudy:
     rows: list[PromptRow] = field(default_factory=list)
     baseline: str = ""
     selection: dict | None = None
+    selection_ids: list[str] = field(default_factory=list)  # the validation images the selection saw
     seconds: dict = field(default_factory=dict)
 
     def best_worst_classes(self, row: PromptRow, k: int = 3) -> tuple[list[str], list[str]]:
@@ -83,8 +84,7 @@ def run_prompt_study(model: LoadedModel, dataset: ImageDataset, template_sets: l
                      aggregate: str = "mean", select_from: ImageDataset | None = None, val_fraction: float = 0.2,
                      max_val: int = 5000, n_boot: int = 2000, seed: int = 0, batch_size: int = 64,
                      num_workers: int | None = None, quiet: bool = False) -> PromptStudy:
-    if dataset.labels is None or not dataset.classnames:
-        raise CliplabError(f"dataset {dataset.name!r} has no class labels; a prompt study needs labels")
+    dataset.require_classes("a prompt study")
     if aggregate not in ("mean", "max"):
         raise CliplabError(f"--aggregate {aggregate!r}: choose mean or max")
     t0 = time.perf_counter()
@@ -137,8 +137,8 @@ def run_prompt_study(model: LoadedModel, dataset: ImageDataset, template_sets: l
 def _select(study: PromptStudy, model, train_ds: ImageDataset, singles: dict[str, np.ndarray], cache_dir, val_fraction,
             max_val, seed, batch_size, num_workers, quiet) -> dict:
     """Greedy ensemble selection on a validation part of the *train* split; scored once on the test split."""
-    if train_ds.labels is None:
-        raise CliplabError("template selection needs a labelled train split")
+    train_ds.require_classes("template selection")
+    check_disjoint(train_ds, study.dataset, "template selection")
     rng = np.random.default_rng(seed)
     n_val = min(max_val, max(1, int(round(val_fraction * len(train_ds)))))
     val_idx = np.sort(rng.permutation(len(train_ds))[:n_val])
@@ -151,6 +151,7 @@ def _select(study: PromptStudy, model, train_ds: ImageDataset, singles: dict[str
     chosen = [templates[i] for i in sel.chosen]
     res = evaluate(study.images.embeddings, study.labels, build_classifier(text[:, sel.chosen]))
     study.rows.append(_row("selected ensemble", "selected", len(chosen), res, study.labels, chosen))
+    study.selection_ids = [val.source.id(int(i)) for i in v.indices]
     return {"templates": chosen, "val_accuracy": sel.val_accuracy, "val_images": int(len(v.indices)),
             "val_split": f"{train_ds.split} ({val_fraction:.0%} seeded subset, seed {seed})",
             "test_accuracy": res.metrics["acc1"]}

@@ -9,7 +9,6 @@ import numpy as np
 
 from cliplab.data.base import ImageDataset
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
-from cliplab.errors import DatasetError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
 from cliplab.tasks.zeroshot import ZeroShotResult, build_classifier, evaluate
@@ -44,9 +43,7 @@ def run_zeroshot(model: LoadedModel, dataset: ImageDataset, template_sets: list[
                  cache_dir: Path | str | None = None, *, batch_size: int = 64, num_workers: int | None = None,
                  use_cache: bool = True, quiet: bool = False, ks: tuple[int, ...] = (1, 5),
                  pipeline: str = "pil") -> ZeroShotRun:
-    if dataset.labels is None or not dataset.classnames:
-        raise DatasetError(f"dataset {dataset.name!r} has no class labels; zero-shot needs a labelled dataset "
-                           f"(class folders, a torchvision set, or a caption file with a 'label' column)")
+    dataset.require_classes("zero-shot classification")
     t0 = time.perf_counter()
     images = embed_images(model, dataset, cache_dir, batch_size=batch_size, num_workers=num_workers,
                           use_cache=use_cache, quiet=quiet, pipeline=pipeline)
