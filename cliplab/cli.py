@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import numpy as np
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 try:  # typer >= 0.22 ships its own copy of click
@@ -79,7 +80,8 @@ PretrainedOpt = typer.Option(None, "--pretrained", "-p", help="pretrained tag (o
 DatasetOpt = typer.Option("shapes", "--dataset", "-d", help="shapes[:ATTRIBUTE], a torchvision name (cifar10, "
                           "cifar100, food101, eurosat, stl10, flowers102, oxford_pets, dtd, mnist), a folder of "
                           "class subfolders or images, or a caption file (.csv/.jsonl).")
-SplitOpt = typer.Option(None, "--split", help="dataset split (default: test; folders: a subfolder if present).")
+SplitOpt = typer.Option(None, "--split", help="dataset split (named datasets: default test; a folder with split "
+                        "subfolders needs it). A split that does not exist is an error listing those that do.")
 DataRootOpt = typer.Option(None, "--data-root", help="where torchvision datasets are (downloaded when online).")
 LimitOpt = typer.Option(None, "--limit", min=1, help="use a seeded random subset of N images.")
 ClassnamesOpt = typer.Option(None, "--classnames", help="class names file (.txt one per line, or .json list/map).")
@@ -147,7 +149,8 @@ def _load_dataset(dataset, split, data_root, limit, classnames, cache_dir, split
         raise CliplabError(f"{split_flag} {split}: {exc}") from None
 
 
-def check_output(path: Optional[Path], flag: str, suffixes: tuple[str, ...] = (), folder: bool = False) -> None:
+def check_output(path: Optional[Path], flag: str, suffixes: tuple[str, ...] = (), folder: bool = False,
+                 warn_existing: bool = True) -> None:
     """Fail before any work when an output cannot be written: a folder given for a file (or the reverse), a
     suffix the command cannot write, or a place that is not a writable folder."""
     if path is None:
@@ -170,6 +173,11 @@ def check_output(path: Optional[Path], flag: str, suffixes: tuple[str, ...] = ()
         raise CliplabError(f"{flag} {path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise CliplabError(f"{flag} {path}: no permission to write in {existing}; choose another place")
+    if warn_existing and not folder and path.is_file():
+        from cliplab.progress import console
+
+        console.print(f"[yellow]warning: {flag} {escape(str(path))} exists and will be replaced when this run "
+                      "finishes (give another name to keep it)[/yellow]")
 
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl")
@@ -280,7 +288,8 @@ def prompts(
                                   "max (best-matching description)."),
     select: bool = typer.Option(False, "--select", help="greedy template selection on a validation part of the "
                                 "train split, reported on the evaluated split."),
-    select_split: str = typer.Option("train", "--select-split", help="split the validation part is carved from."),
+    select_split: str = typer.Option("train", "--select-split", "--train-split", help="split the validation part "
+                                     "is carved from (never the evaluated split)."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.01, max=1.0),
     bootstrap: int = typer.Option(2000, "--bootstrap", min=100, help="bootstrap resamples for the 95 % CI."),
     seed: int = typer.Option(0, "--seed"),
@@ -651,7 +660,8 @@ def retrieval(
     if getattr(ds, "missing", 0) and not quiet:
         from cliplab.progress import console
 
-        console.print(f"[yellow]{ds.missing} images listed in {dataset} are not on disk and were left out[/yellow]")
+        console.print(f"[yellow]{ds.missing} images listed in {escape(dataset)} are not on disk and were left "
+                      "out[/yellow]")
     m = _load_model(model, pretrained, device, precision, cache_dir)
     run = run_caption_retrieval(m, ds, cache_dir, ks=tuple(cut), device=m.device, batch_size=batch_size,
                                 num_workers=workers, quiet=quiet)
@@ -720,7 +730,7 @@ def search(
     from cliplab.studies.search import Query, read_queries, run_search, search_figures
 
     check_output(grids, "--grids", folder=True)
-    check_output(index, "--index")
+    check_output(index, "--index", warn_existing=False)
     check_output(output, "--output", TABLE_SUFFIXES)
     _check_results(results, results_format)
     qs = [Query(text=t) for t in (query or [])] + (read_queries(queries) if queries else [])
@@ -801,7 +811,7 @@ def similar(
     from cliplab.studies.similar import query_hits, run_similar, similar_figure
 
     check_output(grid, "--grid", (".png",))
-    check_output(index, "--index")
+    check_output(index, "--index", warn_existing=False)
     check_output(output, "--output", (".json",))
     _check_results(results, results_format)
     spec = DescriptorSpec(descriptor, layer, levels, 0.4, gem_p)
@@ -1121,7 +1131,7 @@ def _report_failures(failures, quiet: bool) -> None:
 
     console.print(f"[yellow]skipped {len(failures)} image(s) that could not be used:[/yellow]")
     for _, ident, reason in failures[:20]:
-        console.print(f"  {ident}: {reason}")
+        console.print(f"  {escape(str(ident))}: {escape(str(reason))}")
     if len(failures) > 20:
         console.print(f"  ... and {len(failures) - 20} more (all listed in --output JSON)")
 
@@ -1129,8 +1139,6 @@ def _report_failures(failures, quiet: bool) -> None:
 def _escape_help(typer_app: typer.Typer, done: set[int] | None = None) -> None:
     """Help texts are plain text: escape what rich would take for markup (``{class: [texts]}``,
     ``'cliplab[hf]'``), so ``--help`` shows them as written."""
-    from rich.markup import escape
-
     done = set() if done is None else done
     for info in typer_app.registered_commands:
         if info.help is None and info.callback.__doc__:

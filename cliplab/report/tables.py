@@ -39,7 +39,7 @@ def stdout_console(quiet: bool = False) -> Console:
     """Console for tables on stdout; wide enough for the tables when stdout is a file or pipe."""
     import sys
 
-    return Console(quiet=quiet, width=None if sys.stdout.isatty() else 160)
+    return Console(quiet=quiet, width=None if sys.stdout.isatty() else 160, markup=False)  # names and paths as written
 
 
 def prompt_study_table(study) -> Table:
