@@ -22,14 +22,15 @@ HEADLINE = {
     "linear_probe": ["acc1", "train_acc1", "acc5", "mean_per_class_recall", "weight_decay"],
     "kshot_probe": ["acc1_mean", "acc1_std"],
     "caption_retrieval": ["recall@1", "recall@5", "recall@10", "median_rank", "mean_rank"],
-    "image_retrieval": ["mAP", "mAP@10", "P@10"],
+    "image_retrieval": ["mAP", "mP@10", "mAP@10", "P@10", "mAP_easy", "mAP_medium", "mAP_hard", "mP@10_medium"],
     "clustering": ["nmi", "ari", "purity", "silhouette"],
     "typographic_attack": ["clean_acc1", "attacked_acc1", "acc1_drop", "predicts_written_label",
                            "predicts_written_label_clean"],
     "search": ["top1_score", "all_scores_mean", "all_scores_p99"],
     "inspection": ["top1_cosine", "top1_probability"],
 }
-RATES = re.compile(r"^(acc\d|acc1_mean|acc1_std|train_acc1|mean_per_class_recall|recall@\d+|mAP|mAP@\d+|P@\d+|purity|"
+RATES = re.compile(r"^(acc\d|acc1_mean|acc1_std|train_acc1|mean_per_class_recall|recall@\d+|mAP|mAP@\d+|P@\d+|"
+                   r"(mAP|mP@\d+)(_easy|_medium|_hard)?|purity|"
                    r"clean_acc1|attacked_acc1|acc1_drop|predicts_written_label.*|prediction_changed|"
                    r"correct_flipped_to_written|acc1_diff_vs_baseline|clean_mean.*|attacked_mean.*)$")
 
