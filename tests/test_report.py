@@ -1,6 +1,7 @@
 """The HTML report: built from a real results store, rendered in headless Chromium."""
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -103,3 +104,55 @@ def test_report_cli_errors_and_output(demo_report, tmp_path):
                       (["report", str(path.parent / "results"), "-o", str(tmp_path / "x.pdf")], ".html")):
         res = runner.invoke(app, args)
         assert res.exit_code == 2 and msg in res.output, res.output
+
+
+def test_grid_captions_wrap_instead_of_being_cut():
+    import numpy as np
+
+    from cliplab.report.plots import _plt, image_grid, wrap_text
+
+    caption = "A man riding a wave on top of a surfboard in the ocean near the beach at sunset"
+    cell = "retrieved #2 with a caption long enough to need three lines under its image"
+    img = np.zeros((40, 60, 3), np.uint8)
+    fig = image_grid([img, img], ["#1 0.300", cell], cols=2, row_titles=[caption])
+    axes = fig.get_axes()
+    title, label = axes[0].get_ylabel(), axes[1].get_xlabel()
+    _plt().close(fig)
+    assert title.split() == caption.split() and "\n" in title and "..." not in title  # every word kept
+    assert label.split() == cell.split() and label.count("\n") >= 2
+    assert max(len(line) for line in label.splitlines()) <= 30
+    assert wrap_text("word " * 100, 20, 3).endswith("…") and wrap_text("word " * 100, 20, 3).count("\n") == 2
+
+
+def test_demo_report_and_grids_are_small(demo_report):
+    """Thumbnails, not originals: the whole report <= 3 MB, each search grid <= 300 KB, images <= 1200 px wide."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    path, df = demo_report
+    assert path.stat().st_size <= 3_000_000, path.stat().st_size
+    grids = [a for a in df[df.task == "search"].artifact.dropna()]
+    assert grids and all(Path(a).stat().st_size <= 300_000 for a in grids)
+    for uri in re.findall(r'src="data:image/(?:png|jpeg);base64,([^"]+)"', path.read_text()):
+        with Image.open(io.BytesIO(base64.b64decode(uri))) as im:
+            assert im.width <= 1200
+
+
+def test_search_grid_of_photos_is_a_thumbnail_png(tmp_path):
+    from conftest import SHARED_DATA
+
+    from cliplab.data.imageio import open_rgb
+    from cliplab.report.plots import image_grid, save_figure
+
+    photos = sorted((SHARED_DATA / "coco-mini" / "val2017").glob("*.jpg"))[:20]
+    if len(photos) < 20:
+        pytest.skip("shared COCO photos not available")
+    imgs = [open_rgb(str(p)) for p in photos]
+    one = save_figure(image_grid(imgs[:10], [f"#{j + 1}  0.3{j}" for j in range(10)], cols=10,
+                                 title="a dog on a couch"), [tmp_path / "one.png"])[0]
+    two = save_figure(image_grid(imgs, [f"#{j % 10 + 1}" for j in range(20)], cols=10,
+                                 row_titles=["model A", "model B"]), [tmp_path / "two.png"])[0]
+    assert one.stat().st_size <= 300_000 and two.stat().st_size <= 300_000, (one.stat(), two.stat())

@@ -47,22 +47,51 @@ def format_value(metric: str, value) -> str:
     return f"{float(value):.4g}"
 
 
+MAX_IMAGE_WIDTH = 1200  # the page is 1200 px wide: embedded images are downscaled to this and palette-encoded
+
+
 def _data_uri_png(fig) -> str:
-    from cliplab.report.plots import _plt
+    from cliplab.report.plots import _plt, compact_png
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     _plt().close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(compact_png(buf.getvalue(), MAX_IMAGE_WIDTH)).decode()
 
 
 def _file_uri(path: str) -> str | None:
+    """A figure file as a data URI; PNG and JPEG files are embedded as thumbnails (at most ``MAX_IMAGE_WIDTH``
+    wide, palette PNG / JPEG q85), SVG as it is."""
     p = Path(path)
     if not p.is_file():
         return None
+    suffix = p.suffix.lower()
     mime = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}.get(
-        p.suffix.lower(), "application/octet-stream")
-    return f"data:{mime};base64," + base64.b64encode(p.read_bytes()).decode()
+        suffix, "application/octet-stream")
+    data = p.read_bytes()
+    try:
+        if suffix == ".png":
+            from cliplab.report.plots import compact_png
+
+            data = compact_png(data, MAX_IMAGE_WIDTH)
+        elif suffix in (".jpg", ".jpeg"):
+            data = _jpeg_thumbnail(data)
+    except (OSError, ValueError):  # not decodable: embed the file as it is, the browser shows what it can
+        pass
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def _jpeg_thumbnail(data: bytes) -> bytes:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        if im.width <= MAX_IMAGE_WIDTH:
+            return data
+        im = im.convert("RGB")
+        im = im.resize((MAX_IMAGE_WIDTH, max(1, round(im.height * MAX_IMAGE_WIDTH / im.width))), Image.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=85, optimize=True)
+    return buf.getvalue()
 
 
 @dataclass
