@@ -156,3 +156,54 @@ def test_search_grid_of_photos_is_a_thumbnail_png(tmp_path):
     two = save_figure(image_grid(imgs, [f"#{j % 10 + 1}" for j in range(20)], cols=10,
                                  row_titles=["model A", "model B"]), [tmp_path / "two.png"])[0]
     assert one.stat().st_size <= 300_000 and two.stat().st_size <= 300_000, (one.stat(), two.stat())
+
+
+def _store_run(folder, split, n, acc, config=None, fingerprint="d1", ts=None):
+    from types import SimpleNamespace
+
+    from cliplab.report.store import RunRecorder
+
+    rec = RunRecorder("zeroshot", config or {"model": "m", "dataset": "cifar10", "split": split, "templates": None})
+    if ts:
+        rec.timestamp = rec.base["timestamp"] = ts
+    ds = SimpleNamespace(name="cifar10", split=split, fingerprint=fingerprint)
+    model = {"name": "ViT-B-32", "pretrained": "openai", "fingerprint": "m1"}
+    rec.add(task="zeroshot_classification", model=model, dataset=ds, variant="simple", metric="acc1", value=acc, n=n)
+    rec.write(folder)
+
+
+def test_summary_keeps_runs_on_different_splits_and_sample_counts(tmp_path):
+    """Regression: the latest-run table ignored split and n, so such runs replaced each other."""
+    from cliplab.report.html import build_report, summary_tables
+
+    _store_run(tmp_path / "r", "test", 10000, 0.91, ts="2026-01-01T00:00:01+00:00")
+    _store_run(tmp_path / "r", "train", 10000, 0.97, ts="2026-01-01T00:00:02+00:00")
+    _store_run(tmp_path / "r", "test", 500, 0.88, ts="2026-01-01T00:00:03+00:00")
+    df = read_results(tmp_path / "r")
+    (table,) = summary_tables(df)
+    assert table.columns[:5] == ["dataset", "split", "n", "model", "variant"]
+    rows = {(r[1], r[2]): r[table.columns.index("acc1")] for r in table.rows}
+    assert rows == {("test", "10000"): "91.00", ("train", "10000"): "97.00", ("test", "500"): "88.00"}
+    # a newer run with the same key replaces only its own row
+    _store_run(tmp_path / "r", "test", 500, 0.89, ts="2026-01-01T00:00:04+00:00")
+    (table,) = summary_tables(read_results(tmp_path / "r"))
+    assert sorted(r[table.columns.index("acc1")] for r in table.rows) == ["89.00", "91.00", "97.00"]
+    page = build_report(read_results(tmp_path / "r"), tmp_path / "r.html", exports=False).read_text()
+    assert "<th class=\"text\">split</th>" in page and "97.00" in page and "91.00" in page
+
+
+def test_summary_keeps_runs_with_different_parameters_or_data(tmp_path):
+    from cliplab.report.html import summary_tables
+
+    base = {"model": "m", "dataset": "cifar10", "split": "test", "batch_size": 64}
+    _store_run(tmp_path / "r", "test", 100, 0.5, {**base, "pipeline": "pil"}, ts="2026-01-01T00:00:01+00:00")
+    _store_run(tmp_path / "r", "test", 100, 0.6, {**base, "pipeline": "tensor", "batch_size": 8},
+               ts="2026-01-01T00:00:02+00:00")
+    _store_run(tmp_path / "r", "test", 100, 0.7, {**base, "pipeline": "pil"}, fingerprint="d2",
+               ts="2026-01-01T00:00:03+00:00")
+    (table,) = summary_tables(read_results(tmp_path / "r"))
+    params = table.columns.index("parameters")
+    cells = sorted((r[params], r[-1]) for r in table.rows)
+    assert len(cells) == 3 and [c[1] for c in cells] == ["50.00", "70.00", "60.00"]
+    assert cells[2][0] == 'pipeline="tensor"'  # batch size is not a parameter of the result
+    assert "data d1" in cells[0][0] and "data d2" in cells[1][0]  # same visible cells: fingerprints tell apart
