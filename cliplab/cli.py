@@ -816,7 +816,8 @@ def embed(
                                                  "format for the image tower (default: on for conv towers)."),
     quiet: bool = QuietOpt,
 ):
-    """Embed a dataset's images into the cache (resumable), optionally exporting them."""
+    """Embed a dataset's images into the cache (resumable), optionally exporting them. Shards are written every
+    --shard-batches batches or 30 s; unreadable images and images over 400 MP are skipped with the reason."""
     from cliplab.embed import embed_images
     from cliplab.report.results import write_embeddings
 

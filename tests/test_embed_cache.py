@@ -210,3 +210,16 @@ def test_shards_are_also_flushed_by_time(tiny, tmp_path):
     by_count = embed_images(tiny, ds, tmp_path / "c2", batch_size=4, shard_batches=1000, num_workers=0, quiet=True)
     assert len(EmbeddingCache(tmp_path / "c2", tiny.fingerprint, "image").shards()) == 1  # fast: one shard at the end
     assert np.array_equal(res.embeddings, by_count.embeddings)
+
+
+@pytest.mark.parametrize("side", [21_000, 30_000])  # 441 MP: PIL's warning; 900 MP: PIL's error (its limit x 2)
+def test_large_image_limit_is_one_number(tmp_path, side):
+    """Regression: a 900 MP image was refused with PIL's '800000000 pixels' while the README says 400 MP."""
+    from cliplab.data.imageio import MAX_MEGAPIXELS, BadImage, open_rgb
+
+    _huge_png(tmp_path / "huge.png", side, side)
+    with pytest.raises(BadImage) as info:
+        open_rgb(str(tmp_path / "huge.png"))
+    assert f"{side * side:,} pixels; the limit is 400 MP" in str(info.value) and "800" not in str(info.value)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert MAX_MEGAPIXELS == 400 and "over 400 MP" in readme
