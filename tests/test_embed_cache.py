@@ -210,6 +210,13 @@ def test_shards_are_also_flushed_by_time(tiny, tmp_path):
     by_count = embed_images(tiny, ds, tmp_path / "c2", batch_size=4, shard_batches=1000, num_workers=0, quiet=True)
     assert len(EmbeddingCache(tmp_path / "c2", tiny.fingerprint, "image").shards()) == 1  # fast: one shard at the end
     assert np.array_equal(res.embeddings, by_count.embeddings)
+    # 10 s per batch: the write happens when the next batch would end past 30 s since the last one, so no shard
+    # holds more than 30 s of work (2 batches here; waiting for 30 s to pass would make 3-batch, 30 s shards)
+    ticks = iter(range(0, 100_000, 10))
+    embed_images(tiny, ds, tmp_path / "c3", batch_size=4, shard_batches=1000, flush_seconds=30.0, num_workers=0,
+                 quiet=True, clock=lambda: next(ticks))
+    shards = EmbeddingCache(tmp_path / "c3", tiny.fingerprint, "image").shards()
+    assert sorted(len(np.load(p)["keys"]) for p in shards) == [8, 8, 8]
 
 
 @pytest.mark.parametrize("side", [21_000, 30_000])  # 441 MP: PIL's warning; 900 MP: PIL's error (its limit x 2)

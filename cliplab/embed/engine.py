@@ -79,9 +79,9 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
                  clock=time.monotonic) -> EmbeddingResult:
     """Embed every image of ``data`` (a dataset or an image source), reusing and extending the disk cache.
 
-    Work is written to the cache in shards, each atomically, after ``shard_batches`` batches or once
-    ``flush_seconds`` have passed since the last write (whichever comes first), so a kill loses at most about
-    that much work even with a slow model. Items are processed in dataset order and shards end on batch
+    Work is written to the cache in shards, each atomically, after ``shard_batches`` batches or when the next
+    batch would end more than ``flush_seconds`` after the last write (whichever comes first), so a kill loses at
+    most about that much work (or one batch, if a batch takes longer) even with a slow model. Items are processed in dataset order and shards end on batch
     boundaries, so a resumed run forms exactly the batches an uninterrupted run would have, and gives
     bit-identical embeddings. ``clock`` is for tests.
     """
@@ -144,7 +144,7 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
 
         with progress_bar(len(todo), description, quiet) as bar:
             tick = time.perf_counter()
-            last_flush = clock()
+            last_flush = batch_start = clock()
             for pos, pixels, bad in loader:
                 for p, reason in bad:
                     key_failures[keys[p]] = reason
@@ -162,10 +162,14 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
                 tick = now
                 batches_in_shard += 1
                 bar.advance(len(pos) + len(bad))
-                if batches_in_shard >= shard_batches or clock() - last_flush >= flush_seconds:
+                t = clock()
+                batch_time, batch_start = t - batch_start, t
+                # flush now if the next batch would end past flush_seconds: a kill then loses <= flush_seconds of
+                # work (or one batch, when a single batch takes longer than that)
+                if batches_in_shard >= shard_batches or t - last_flush + batch_time >= flush_seconds:
                     seconds += shard_seconds
                     flush()
-                    last_flush = clock()
+                    last_flush = batch_start = clock()
             seconds += shard_seconds
             flush()
 
