@@ -172,8 +172,8 @@ def similar_table(metrics: dict, title: str) -> Table:
             table.add_column(c, justify="right")
         for p in protocols:
             table.add_row(p.capitalize(), *[_pct(metrics[f"{m}_{p}"]) for m in ("mAP", "mP@1", "mP@5", "mP@10")])
-        table.caption = (f"{metrics.get('queries', '?')} queries · Easy: easy positives, hard ignored · Medium: easy +"
-                         " hard positives · Hard: hard positives, easy ignored · junk ignored")
+        table.caption = (f"{metrics.get('queries', '?')} queries · Easy: easy positives, hard ignored · Medium: "
+                         "easy + hard positives · Hard: hard positives, easy ignored · junk ignored")
         return table
     table.add_column("metric")
     table.add_column("value", justify="right")
