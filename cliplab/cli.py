@@ -788,8 +788,10 @@ def similar(
     pca_fit: Optional[str] = typer.Option(None, "--pca-fit", help="learn the PCA(-whitening) on these images (a "
                                           "folder or dataset), not on the gallery."),
     qe: int = typer.Option(0, "--qe", min=0, help="average query expansion with the top N neighbours."),
-    gt: Optional[Path] = typer.Option(None, "--gt", help="Oxford/Paris ground-truth folder (*_query.txt, _good, "
-                                      "_ok, _junk): mAP with junk ignored; else class labels are used."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="Oxford/Paris ground truth: a folder (*_query.txt, _good, "
+                                      "_ok, _junk) or a revisited gnd_*.pkl (easy/hard/junk: Easy, Medium and Hard "
+                                      "protocols). mAP and mP@1/5/10 with junk ignored; positives missing from the "
+                                      "gallery count as misses. Without --gt, class labels are used."),
     no_crop: bool = typer.Option(False, "--no-crop", help="with --gt: use whole query images, not their boxes."),
     k: int = typer.Option(10, "--topk", "-k", min=1, help="k for mAP@k / P@k and for --query results."),
     query: Optional[List[Path]] = typer.Option(None, "--query", help="query image(s): show their top-k."),
@@ -802,12 +804,11 @@ def similar(
     batch_size: int = BatchOpt, workers: Optional[int] = WorkersOpt, quiet: bool = QuietOpt,
 ):
     """Image→image retrieval: global/MAC/R-MAC/GeM descriptors, PCA-whitening, query expansion, mAP."""
-    from rich.table import Table
-
     from cliplab.embed.descriptors import DescriptorSpec
     from cliplab.report.results import provenance, write_json
     from cliplab.report.rows import record_similar
     from cliplab.report.store import RunRecorder
+    from cliplab.report.tables import similar_table
     from cliplab.studies.similar import query_hits, run_similar, similar_figure
 
     check_output(grid, "--grid", (".png",))
@@ -831,14 +832,8 @@ def similar(
         out.print(f"note: {note}")
     variant = f"{descriptor}" + (f" layer={layer}" if layer else "") + (f" pca={pca_dim}" if pca_dim else "") + \
         (" whiten" if run.whitening is not None and whiten else "") + (f" qe={qe}" if qe else "")
-    table = Table(title=f"image retrieval · {m.name} · {gal.name} · {variant} (dim {run.descriptors.shape[1]})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, v in run.metrics.items():
-        if isinstance(v, float):
-            table.add_row(key, f"{100 * v:.2f} %")
-        elif isinstance(v, int):
-            table.add_row(key, str(v))
+    table = similar_table(run.metrics, f"image retrieval · {m.name} · {gal.name} · {variant} "
+                                       f"(dim {run.descriptors.shape[1]})")
     _out(False).print(table if run.metrics else "no labels or --gt: nothing to evaluate (use --query to search)")
     rec = RunRecorder("similar", {"model": model, "pretrained": pretrained, "dataset": dataset, **spec.__dict__,
                                   "pca_dim": pca_dim, "whiten": whiten, "pca_fit": pca_fit, "qe": qe, "k": k,
@@ -986,7 +981,8 @@ def embed(
                                                  "format for the image tower (default: on for conv towers)."),
     quiet: bool = QuietOpt,
 ):
-    """Embed a dataset's images into the cache (resumable), optionally exporting them."""
+    """Embed a dataset's images into the cache (resumable), optionally exporting them. Shards are written every
+    --shard-batches batches or 30 s; unreadable images and images over 400 MP are skipped with the reason."""
     from cliplab.embed import embed_images
     from cliplab.report.results import write_embeddings
 

@@ -194,3 +194,39 @@ def test_tensor_preprocess_batches_by_size_with_per_image_results():
     assert got.shape == (6, 3, 64, 64) and got.dtype == torch.float32
     assert torch.allclose(got, want, atol=1e-6)
     assert not torch.allclose(got[0], got[2])  # distinct images kept apart (no mix-up within a size group)
+
+
+def test_shards_are_also_flushed_by_time(tiny, tmp_path):
+    """A slow model must not hold 16 batches in memory: a shard is written once flush_seconds have passed (a fake
+    clock advancing 40 s per reading stands in for slow batches), and the shards give the same embeddings."""
+    ds = load_dataset(str(_folder(tmp_path / "imgs", 24)))
+    readings = iter(range(0, 100_000, 40))
+    res = embed_images(tiny, ds, tmp_path / "c", batch_size=4, shard_batches=1000, flush_seconds=30.0,
+                       num_workers=0, quiet=True, clock=lambda: next(readings))
+    shards = EmbeddingCache(tmp_path / "c", tiny.fingerprint, "image").shards()
+    assert res.computed == 24 and len(shards) == 6  # one shard per 4-image batch, not one at the end
+    with np.load(shards[0]) as z:
+        assert len(z["keys"]) == 4
+    by_count = embed_images(tiny, ds, tmp_path / "c2", batch_size=4, shard_batches=1000, num_workers=0, quiet=True)
+    assert len(EmbeddingCache(tmp_path / "c2", tiny.fingerprint, "image").shards()) == 1  # fast: one shard at the end
+    assert np.array_equal(res.embeddings, by_count.embeddings)
+    # 10 s per batch: the write happens when the next batch would end past 30 s since the last one, so no shard
+    # holds more than 30 s of work (2 batches here; waiting for 30 s to pass would make 3-batch, 30 s shards)
+    ticks = iter(range(0, 100_000, 10))
+    embed_images(tiny, ds, tmp_path / "c3", batch_size=4, shard_batches=1000, flush_seconds=30.0, num_workers=0,
+                 quiet=True, clock=lambda: next(ticks))
+    shards = EmbeddingCache(tmp_path / "c3", tiny.fingerprint, "image").shards()
+    assert sorted(len(np.load(p)["keys"]) for p in shards) == [8, 8, 8]
+
+
+@pytest.mark.parametrize("side", [21_000, 30_000])  # 441 MP: PIL's warning; 900 MP: PIL's error (its limit x 2)
+def test_large_image_limit_is_one_number(tmp_path, side):
+    """Regression: a 900 MP image was refused with PIL's '800000000 pixels' while the README says 400 MP."""
+    from cliplab.data.imageio import MAX_MEGAPIXELS, BadImage, open_rgb
+
+    _huge_png(tmp_path / "huge.png", side, side)
+    with pytest.raises(BadImage) as info:
+        open_rgb(str(tmp_path / "huge.png"))
+    assert f"{side * side:,} pixels; the limit is 400 MP" in str(info.value) and "800" not in str(info.value)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert MAX_MEGAPIXELS == 400 and "over 400 MP" in readme

@@ -129,3 +129,23 @@ def test_channels_last_and_compile_give_the_same_embeddings(trained_cache):
     except Exception as exc:  # inductor needs a working C++ toolchain
         pytest.skip(f"torch.compile unavailable here: {type(exc).__name__}")
     np.testing.assert_allclose(out, base, rtol=1e-4, atol=1e-4)
+
+
+def test_checkpoint_of_another_architecture_says_what_differs(tiny_checkpoint, cache_dir, tmp_path):
+    """Regression: the message ended at 'Error(s) in loading state_dict for CLIP:' with nothing after the colon."""
+    import json
+
+    from conftest import TINY_VIT
+
+    cfg, ckpt, _ = tiny_checkpoint
+    other = json.loads(json.dumps(TINY_VIT))
+    other["embed_dim"], other["vision_cfg"]["layers"] = 48, 3
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(ModelLoadError) as info:
+        load_model(str(tmp_path / "other.json"), str(ckpt), device="cpu", cache_dir=cache_dir)
+    msg = str(info.value)
+    assert "\n" not in msg and not msg.rstrip().endswith(":")
+    assert "does not fit" in msg and "text_projection: checkpoint 32x32, model 32x48" in msg
+    assert "missing from the checkpoint" in msg and "--model CONFIG.json" in msg
+    with pytest.raises(ModelLoadError, match="does not fit --model RN50: .*other shapes"):
+        load_model("RN50", str(ckpt), device="cpu", cache_dir=cache_dir)

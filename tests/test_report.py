@@ -1,6 +1,7 @@
 """The HTML report: built from a real results store, rendered in headless Chromium."""
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -103,3 +104,106 @@ def test_report_cli_errors_and_output(demo_report, tmp_path):
                       (["report", str(path.parent / "results"), "-o", str(tmp_path / "x.pdf")], ".html")):
         res = runner.invoke(app, args)
         assert res.exit_code == 2 and msg in res.output, res.output
+
+
+def test_grid_captions_wrap_instead_of_being_cut():
+    import numpy as np
+
+    from cliplab.report.plots import _plt, image_grid, wrap_text
+
+    caption = "A man riding a wave on top of a surfboard in the ocean near the beach at sunset"
+    cell = "retrieved #2 with a caption long enough to need three lines under its image"
+    img = np.zeros((40, 60, 3), np.uint8)
+    fig = image_grid([img, img], ["#1 0.300", cell], cols=2, row_titles=[caption])
+    axes = fig.get_axes()
+    title, label = axes[0].get_ylabel(), axes[1].get_xlabel()
+    _plt().close(fig)
+    assert title.split() == caption.split() and "\n" in title and "..." not in title  # every word kept
+    assert label.split() == cell.split() and label.count("\n") >= 2
+    assert max(len(line) for line in label.splitlines()) <= 30
+    assert wrap_text("word " * 100, 20, 3).endswith("…") and wrap_text("word " * 100, 20, 3).count("\n") == 2
+
+
+def test_demo_report_and_grids_are_small(demo_report):
+    """Thumbnails, not originals: the whole report <= 3 MB, each search grid <= 300 KB, images <= 1200 px wide."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    path, df = demo_report
+    assert path.stat().st_size <= 3_000_000, path.stat().st_size
+    grids = [a for a in df[df.task == "search"].artifact.dropna()]
+    assert grids and all(Path(a).stat().st_size <= 300_000 for a in grids)
+    for uri in re.findall(r'src="data:image/(?:png|jpeg);base64,([^"]+)"', path.read_text()):
+        with Image.open(io.BytesIO(base64.b64decode(uri))) as im:
+            assert im.width <= 1200
+
+
+def test_search_grid_of_photos_is_a_thumbnail_png(tmp_path):
+    from conftest import SHARED_DATA
+
+    from cliplab.data.imageio import open_rgb
+    from cliplab.report.plots import image_grid, save_figure
+
+    photos = sorted((SHARED_DATA / "coco-mini" / "val2017").glob("*.jpg"))[:20]
+    if len(photos) < 20:
+        pytest.skip("shared COCO photos not available")
+    imgs = [open_rgb(str(p)) for p in photos]
+    one = save_figure(image_grid(imgs[:10], [f"#{j + 1}  0.3{j}" for j in range(10)], cols=10,
+                                 title="a dog on a couch"), [tmp_path / "one.png"])[0]
+    two = save_figure(image_grid(imgs, [f"#{j % 10 + 1}" for j in range(20)], cols=10,
+                                 row_titles=["model A", "model B"]), [tmp_path / "two.png"])[0]
+    assert one.stat().st_size <= 300_000 and two.stat().st_size <= 300_000, (one.stat(), two.stat())
+
+
+def _store_run(folder, split, n, acc, config=None, fingerprint="d1", ts=None):
+    from types import SimpleNamespace
+
+    from cliplab.report.store import RunRecorder
+
+    rec = RunRecorder("zeroshot", config or {"model": "m", "dataset": "cifar10", "split": split, "templates": None})
+    if ts:
+        rec.timestamp = rec.base["timestamp"] = ts
+    ds = SimpleNamespace(name="cifar10", split=split, fingerprint=fingerprint)
+    model = {"name": "ViT-B-32", "pretrained": "openai", "fingerprint": "m1"}
+    rec.add(task="zeroshot_classification", model=model, dataset=ds, variant="simple", metric="acc1", value=acc, n=n)
+    rec.write(folder)
+
+
+def test_summary_keeps_runs_on_different_splits_and_sample_counts(tmp_path):
+    """Regression: the latest-run table ignored split and n, so such runs replaced each other."""
+    from cliplab.report.html import build_report, summary_tables
+
+    _store_run(tmp_path / "r", "test", 10000, 0.91, ts="2026-01-01T00:00:01+00:00")
+    _store_run(tmp_path / "r", "train", 10000, 0.97, ts="2026-01-01T00:00:02+00:00")
+    _store_run(tmp_path / "r", "test", 500, 0.88, ts="2026-01-01T00:00:03+00:00")
+    df = read_results(tmp_path / "r")
+    (table,) = summary_tables(df)
+    assert table.columns[:5] == ["dataset", "split", "n", "model", "variant"]
+    rows = {(r[1], r[2]): r[table.columns.index("acc1")] for r in table.rows}
+    assert rows == {("test", "10000"): "91.00", ("train", "10000"): "97.00", ("test", "500"): "88.00"}
+    # a newer run with the same key replaces only its own row
+    _store_run(tmp_path / "r", "test", 500, 0.89, ts="2026-01-01T00:00:04+00:00")
+    (table,) = summary_tables(read_results(tmp_path / "r"))
+    assert sorted(r[table.columns.index("acc1")] for r in table.rows) == ["89.00", "91.00", "97.00"]
+    page = build_report(read_results(tmp_path / "r"), tmp_path / "r.html", exports=False).read_text()
+    assert "<th class=\"text\">split</th>" in page and "97.00" in page and "91.00" in page
+
+
+def test_summary_keeps_runs_with_different_parameters_or_data(tmp_path):
+    from cliplab.report.html import summary_tables
+
+    base = {"model": "m", "dataset": "cifar10", "split": "test", "batch_size": 64}
+    _store_run(tmp_path / "r", "test", 100, 0.5, {**base, "pipeline": "pil"}, ts="2026-01-01T00:00:01+00:00")
+    _store_run(tmp_path / "r", "test", 100, 0.6, {**base, "pipeline": "tensor", "batch_size": 8},
+               ts="2026-01-01T00:00:02+00:00")
+    _store_run(tmp_path / "r", "test", 100, 0.7, {**base, "pipeline": "pil"}, fingerprint="d2",
+               ts="2026-01-01T00:00:03+00:00")
+    (table,) = summary_tables(read_results(tmp_path / "r"))
+    params = table.columns.index("parameters")
+    cells = sorted((r[params], r[-1]) for r in table.rows)
+    assert len(cells) == 3 and [c[1] for c in cells] == ["50.00", "70.00", "60.00"]
+    assert cells[2][0] == 'pipeline="tensor"'  # batch size is not a parameter of the result
+    assert "data d1" in cells[0][0] and "data d2" in cells[1][0]  # same visible cells: fingerprints tell apart

@@ -6,9 +6,16 @@ import warnings
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-# Images above this many pixels are refused with a clear reason instead of exhausting memory.
+# Images above this many pixels (400 MP) are refused with a clear reason instead of exhausting memory. PIL warns
+# above MAX_IMAGE_PIXELS and raises above twice that; both become the same "400 MP" refusal here.
 MAX_PIXELS = 20_000 * 20_000
+MAX_MEGAPIXELS = MAX_PIXELS // 1_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def _too_large(pixels: int | None, size: str = "") -> BadImage:
+    what = f"{size} = {pixels:,} pixels" if size else (f"{pixels:,} pixels" if pixels else "over the limit")
+    return BadImage(f"image too large ({what}; the limit is {MAX_MEGAPIXELS} MP)")
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
@@ -48,7 +55,7 @@ def open_rgb(path: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 if img.width * img.height > MAX_PIXELS:
-                    raise BadImage(f"image too large ({img.width}x{img.height} > {MAX_PIXELS} pixels)")
+                    raise _too_large(img.width * img.height, f"{img.width}x{img.height}")
                 img.load()
                 return to_rgb(img)
     except BadImage:
@@ -61,7 +68,10 @@ def open_rgb(path: str) -> Image.Image:
         size = os.path.getsize(path) if os.path.exists(path) else -1
         raise BadImage("empty file (0 bytes)" if size == 0 else "not an image (unrecognised format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImage(f"image too large: {exc}") from None
+        import re
+
+        found = re.search(r"\((\d+) pixels\)", str(exc))  # PIL: "Image size (N pixels) exceeds limit of ..."
+        raise _too_large(int(found.group(1)) if found else None) from None
     except OSError as exc:
         msg = str(exc)
         if "truncated" in msg.lower() or "broken data stream" in msg:

@@ -17,6 +17,9 @@ from cliplab.models.base import LoadedModel
 from cliplab.progress import progress_bar
 
 
+FLUSH_SECONDS = 30.0  # a shard is written at least this often, so a kill loses at most ~30 s of work
+
+
 @dataclass
 class EmbeddingResult:
     """Embeddings of the images that could be used, in dataset order.
@@ -71,13 +74,16 @@ def default_workers(n_items: int, batch_size: int) -> int:
 
 def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir: str | Path | None = None, *,
                  batch_size: int = 64, num_workers: int | None = None, use_cache: bool = True,
-                 shard_batches: int = 16, quiet: bool = False, description: str = "embedding images",
-                 descriptor=None, pipeline: str = "pil") -> EmbeddingResult:
+                 shard_batches: int = 16, flush_seconds: float = FLUSH_SECONDS, quiet: bool = False,
+                 description: str = "embedding images", descriptor=None, pipeline: str = "pil",
+                 clock=time.monotonic) -> EmbeddingResult:
     """Embed every image of ``data`` (a dataset or an image source), reusing and extending the disk cache.
 
-    Work is done in shards of ``shard_batches`` batches, each written atomically when done. Items are
-    processed in dataset order and batches are aligned to shard starts, so a resumed run forms exactly the
-    batches an uninterrupted run would have, and gives bit-identical embeddings.
+    Work is written to the cache in shards, each atomically, after ``shard_batches`` batches or when the next
+    batch would end more than ``flush_seconds`` after the last write (whichever comes first), so a kill loses at
+    most about that much work (or one batch, if a batch takes longer) even with a slow model. Items are processed in dataset order and shards end on batch
+    boundaries, so a resumed run forms exactly the batches an uninterrupted run would have, and gives
+    bit-identical embeddings. ``clock`` is for tests.
     """
     from cliplab.paths import resolve_cache_dir
 
@@ -138,6 +144,7 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
 
         with progress_bar(len(todo), description, quiet) as bar:
             tick = time.perf_counter()
+            last_flush = batch_start = clock()
             for pos, pixels, bad in loader:
                 for p, reason in bad:
                     key_failures[keys[p]] = reason
@@ -155,9 +162,14 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
                 tick = now
                 batches_in_shard += 1
                 bar.advance(len(pos) + len(bad))
-                if batches_in_shard >= shard_batches:
+                t = clock()
+                batch_time, batch_start = t - batch_start, t
+                # flush now if the next batch would end past flush_seconds: a kill then loses <= flush_seconds of
+                # work (or one batch, when a single batch takes longer than that)
+                if batches_in_shard >= shard_batches or t - last_flush + batch_time >= flush_seconds:
                     seconds += shard_seconds
                     flush()
+                    last_flush = batch_start = clock()
             seconds += shard_seconds
             flush()
 

@@ -163,7 +163,16 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
                 f"cannot get pretrained weights {pretrained!r} for {model} ({why}); {OFFLINE_HINT}") from None
         if model.startswith("hf-hub:"):
             raise ModelLoadError(f"cannot get {model} from the Hugging Face hub ({why}); {OFFLINE_HINT}") from None
-        raise ModelLoadError(f"cannot load {model} with --pretrained {pretrained}: {msg}") from None
+        if pretrained and os.path.isfile(pretrained):
+            why = checkpoint_mismatch(name, pretrained, quick_gelu)
+            if why:
+                raise ModelLoadError(
+                    f"--pretrained {pretrained} does not fit --model {model}: {why}; the checkpoint was saved from "
+                    "another architecture: pass the model config it was trained with (--model CONFIG.json) or the "
+                    "matching open_clip name (`cliplab models`)") from None
+        full = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip()) or type(exc).__name__
+        raise ModelLoadError(f"cannot load {model} with --pretrained {pretrained}: "
+                             f"{full if len(full) <= 300 else full[:297] + '...'}") from None
     net.eval()
     tokenizer = open_clip.get_tokenizer(name)
     pp_cfg = dict(net.visual.preprocess_cfg)
@@ -187,6 +196,37 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
     embed_dim = int(getattr(net, "embed_dim", None) or model_cfg.get("embed_dim") or _probe_dim(net, pp_cfg))
     return dict(model=net, preprocess=preprocess, tokenizer=tokenizer, name=model, pretrained=pretrained,
                 preprocess_cfg=_jsonable(pp_cfg), arch=arch, weights=weights, embed_dim=embed_dim)
+
+
+def checkpoint_mismatch(name: str, checkpoint: str, quick_gelu: bool = False, examples: int = 2) -> str | None:
+    """Why ``checkpoint`` does not fit the open_clip architecture ``name``: counts (and first examples) of
+    parameters whose shapes differ, that the model needs but the checkpoint lacks, and that the checkpoint has
+    but the model does not. None when that cannot be worked out or nothing differs."""
+    import open_clip
+    from open_clip.factory import load_state_dict
+
+    try:
+        got = {k: tuple(v.shape) for k, v in load_state_dict(checkpoint).items() if hasattr(v, "shape")}
+        with torch.device("meta"), quiet_hub(False):  # the architecture's shapes, no weights allocated
+            net = open_clip.create_model(name, pretrained=None, device="meta", force_quick_gelu=quick_gelu)
+        want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    except Exception:  # noqa: BLE001 - a diagnosis only; the caller falls back to the loader's own message
+        return None
+
+    def fmt(shape):
+        return "x".join(map(str, shape)) or "scalar"
+
+    def listed(items, what):
+        shown = ", ".join(items[:examples]) + (", ..." if len(items) > examples else "")
+        return f"{len(items)} {what} ({shown})"
+
+    shapes = [f"{k}: checkpoint {fmt(got[k])}, model {fmt(want[k])}" for k in want if k in got and got[k] != want[k]]
+    missing = [k for k in want if k not in got]
+    extra = [k for k in got if k not in want]
+    parts = [listed(x, what) for x, what in ((shapes, "parameters with other shapes"),
+                                             (missing, "parameters missing from the checkpoint"),
+                                             (extra, "checkpoint entries the model does not have")) if x]
+    return "; ".join(parts) or None
 
 
 def needs_quick_gelu(name: str, tag_cfg: dict, model_cfg: dict | None) -> bool:

@@ -22,14 +22,15 @@ HEADLINE = {
     "linear_probe": ["acc1", "train_acc1", "acc5", "mean_per_class_recall", "weight_decay"],
     "kshot_probe": ["acc1_mean", "acc1_std"],
     "caption_retrieval": ["recall@1", "recall@5", "recall@10", "median_rank", "mean_rank"],
-    "image_retrieval": ["mAP", "mAP@10", "P@10"],
+    "image_retrieval": ["mAP", "mP@10", "mAP@10", "P@10", "mAP_easy", "mAP_medium", "mAP_hard", "mP@10_medium"],
     "clustering": ["nmi", "ari", "purity", "silhouette"],
     "typographic_attack": ["clean_acc1", "attacked_acc1", "acc1_drop", "predicts_written_label",
                            "predicts_written_label_clean"],
     "search": ["top1_score", "all_scores_mean", "all_scores_p99"],
     "inspection": ["top1_cosine", "top1_probability"],
 }
-RATES = re.compile(r"^(acc\d|acc1_mean|acc1_std|train_acc1|mean_per_class_recall|recall@\d+|mAP|mAP@\d+|P@\d+|purity|"
+RATES = re.compile(r"^(acc\d|acc1_mean|acc1_std|train_acc1|mean_per_class_recall|recall@\d+|mAP|mAP@\d+|P@\d+|"
+                   r"(mAP|mP@\d+)(_easy|_medium|_hard)?|purity|"
                    r"clean_acc1|attacked_acc1|acc1_drop|predicts_written_label.*|prediction_changed|"
                    r"correct_flipped_to_written|acc1_diff_vs_baseline|clean_mean.*|attacked_mean.*)$")
 
@@ -46,22 +47,51 @@ def format_value(metric: str, value) -> str:
     return f"{float(value):.4g}"
 
 
+MAX_IMAGE_WIDTH = 1200  # the page is 1200 px wide: embedded images are downscaled to this and palette-encoded
+
+
 def _data_uri_png(fig) -> str:
-    from cliplab.report.plots import _plt
+    from cliplab.report.plots import _plt, compact_png
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     _plt().close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(compact_png(buf.getvalue(), MAX_IMAGE_WIDTH)).decode()
 
 
 def _file_uri(path: str) -> str | None:
+    """A figure file as a data URI; PNG and JPEG files are embedded as thumbnails (at most ``MAX_IMAGE_WIDTH``
+    wide, palette PNG / JPEG q85), SVG as it is."""
     p = Path(path)
     if not p.is_file():
         return None
+    suffix = p.suffix.lower()
     mime = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}.get(
-        p.suffix.lower(), "application/octet-stream")
-    return f"data:{mime};base64," + base64.b64encode(p.read_bytes()).decode()
+        suffix, "application/octet-stream")
+    data = p.read_bytes()
+    try:
+        if suffix == ".png":
+            from cliplab.report.plots import compact_png
+
+            data = compact_png(data, MAX_IMAGE_WIDTH)
+        elif suffix in (".jpg", ".jpeg"):
+            data = _jpeg_thumbnail(data)
+    except (OSError, ValueError):  # not decodable: embed the file as it is, the browser shows what it can
+        pass
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def _jpeg_thumbnail(data: bytes) -> bytes:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        if im.width <= MAX_IMAGE_WIDTH:
+            return data
+        im = im.convert("RGB")
+        im = im.resize((MAX_IMAGE_WIDTH, max(1, round(im.height * MAX_IMAGE_WIDTH / im.width))), Image.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=85, optimize=True)
+    return buf.getvalue()
 
 
 @dataclass
@@ -78,34 +108,93 @@ class Table:
     rows: list[list[str]]
     sort_keys: list[list[str]] = field(default_factory=list)  # numeric sort values per cell ("" for text)
     details: list[str] = field(default_factory=list)  # per row: command/config/fingerprint
+    n_text: int = 3  # leading text (left-aligned) columns
 
 
 # ---- rows -> tables -------------------------------------------------------------------------------------------
+# config entries that do not change a result (or that have their own column): left out of a row's parameters
+_NOT_PARAMETERS = {"model", "pretrained", "dataset", "split", "limit", "batch_size", "workers", "num_workers",
+                   "output", "results", "results_format", "cache_dir", "quiet", "predictions", "grid", "grids",
+                   "index", "captions", "failures", "examples", "figures", "plot"}
+SUMMARY_KEY = ["task", "dataset", "split", "n", "model", "pretrained", "model_fingerprint", "dataset_fingerprint",
+               "variant", "parameters"]
+
+
+def run_parameters(config) -> str:
+    """The result-relevant part of a run's config, as canonical JSON (one of the summary's row keys)."""
+    try:
+        cfg = json.loads(config) if isinstance(config, str) and config else {}
+    except json.JSONDecodeError:
+        return str(config)
+    if not isinstance(cfg, dict):
+        return json.dumps(cfg, sort_keys=True, default=str)
+    return json.dumps({k: v for k, v in cfg.items() if k not in _NOT_PARAMETERS and v is not None}, sort_keys=True,
+                      default=str)
+
+
+def _param_text(params: str, shown: set[str]) -> str:
+    try:
+        cfg = json.loads(params)
+    except json.JSONDecodeError:
+        return params
+    return " ".join(f"{k}={json.dumps(cfg[k], default=str)}" for k in sorted(shown) if k in cfg)
+
+
+def _blank(v) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
 def summary_tables(df: pd.DataFrame) -> list[Table]:
-    """One table per task: a row per (dataset, model, variant) of the latest run, headline metrics as columns."""
+    """One table per task: a row per (dataset, split, n, model, variant, parameters) with the headline metrics of
+    the latest run for that key. Runs on different splits, sample counts, model or data versions or parameters
+    never share or replace each other's row."""
     out = []
+    df = df.assign(parameters=[run_parameters(c) for c in df["config"]]) if "config" in df else df.assign(
+        parameters="{}")
+    for col in SUMMARY_KEY:
+        if col not in df:
+            df = df.assign(**{col: None})
     for task, metrics in HEADLINE.items():
         sub = df[(df.task == task) & df.metric.isin(metrics)]
         if sub.empty:
             continue
-        latest = sub.sort_values("timestamp").groupby(["dataset", "model", "pretrained", "variant", "metric"],
-                                                      dropna=False).tail(1)
-        keys = ["dataset", "model", "pretrained", "variant"]
-        present = [m for m in metrics if m in set(latest.metric)]
-        table = Table(title=task.replace("_", " "), columns=["dataset", "model", "variant"] + present, rows=[])
-        for key, grp in latest.groupby(keys, dropna=False, sort=True):
+        groups = []
+        for key, grp in sub.groupby(SUMMARY_KEY, dropna=False, sort=True):
+            grp = grp.sort_values("timestamp", kind="stable")
+            groups.append((key, grp[grp.run_id == grp.run_id.iloc[-1]]))
+        present = [m for m in metrics if any(m in set(g.metric) for _, g in groups)]
+        # parameters column: only the config entries whose values differ between rows of this table
+        cfgs = [json.loads(k[9]) if k[9].startswith("{") else {"config": k[9]} for k, _ in groups]
+        varying = {k for c in cfgs for k in c if len({json.dumps(d.get(k), sort_keys=True, default=str)
+                                                       for d in cfgs}) > 1}
+        visible = [(k[1], k[2], k[3], k[4], k[5], k[8], _param_text(k[9], varying)) for k, _ in groups]
+        clashes = {v for v in visible if visible.count(v) > 1}  # same visible cells: tell them apart
+        show_params = bool(varying or clashes)
+        columns = ["dataset", "split", "n", "model", "variant"] + (["parameters"] if show_params else []) + present
+        table = Table(title=task.replace("_", " "), columns=columns, rows=[], n_text=len(columns) - len(present))
+        for (key, grp), vis in zip(groups, visible):
+            _, dataset, split, n, model, pretrained, mfp, dfp, variant, _ = key
             vals = dict(zip(grp.metric, grp.value))
             ci = {m: (lo, hi) for m, lo, hi in zip(grp.metric, grp.ci_low, grp.ci_high)}
-            model = key[1] + (f" ({Path(str(key[2])).name})" if isinstance(key[2], str) and key[2] else "")
-            cells, sorts = [str(key[0]), model, str(key[3])], ["", "", ""]
+            name = str(model) + (f" ({Path(str(pretrained)).name})" if isinstance(pretrained, str) and pretrained
+                                 else "")
+            n_text = "—" if _blank(n) else str(int(n))
+            cells = [str(dataset), "" if _blank(split) else str(split), n_text, name, str(variant)]
+            sorts = ["", "", "" if _blank(n) else repr(float(n)), "", ""]
+            if show_params:
+                ptext = vis[6]
+                if vis in clashes:
+                    ptext = (ptext + f" model {str(mfp)[:8]} data {str(dfp)[:8]}").strip()
+                cells.append(ptext)
+                sorts.append("")
             for m in present:
                 v = vals.get(m)
                 text = format_value(m, v)
                 lo, hi = ci.get(m, (None, None))
-                if lo is not None and not (isinstance(lo, float) and math.isnan(lo)):
+                if not _blank(lo):
                     text += f" [{format_value(m, lo)}, {format_value(m, hi)}]"
                 cells.append(text)
-                sorts.append("" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v)))
+                sorts.append("" if _blank(v) else repr(float(v)))
             first = grp.iloc[0]
             table.rows.append(cells)
             table.sort_keys.append(sorts)

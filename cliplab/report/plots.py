@@ -16,18 +16,74 @@ def _plt():
     return plt
 
 
+GRID_DPI = 90  # image grids: 2-inch cells = 180 px thumbnails
+THUMB_PX = 180
+
+
 def save_figure(fig, paths: Sequence[str | Path]) -> list[Path]:
+    """Write ``fig`` to each path (format from the suffix). Image grids (``image_grid``) are written at
+    ``GRID_DPI`` as 256-colour palette PNGs: thumbnails, a few hundred KB instead of megabytes."""
+    import io
+
     from cliplab.io import atomic_path
 
+    grid = getattr(fig, "cliplab_grid", False)
     out = []
     for p in paths:
         p = Path(p)
         p.parent.mkdir(parents=True, exist_ok=True)
+        fmt = p.suffix.lstrip(".").lower() or "png"
         with atomic_path(p) as tmp:
-            fig.savefig(tmp, format=p.suffix.lstrip(".").lower() or "png", dpi=130, bbox_inches="tight")
+            if grid and fmt == "png":
+                buf = io.BytesIO()
+                fig.savefig(buf, format="png", dpi=GRID_DPI, bbox_inches="tight")
+                Path(tmp).write_bytes(compact_png(buf.getvalue()))
+            else:
+                fig.savefig(tmp, format=fmt, dpi=GRID_DPI if grid else 130, bbox_inches="tight")
         out.append(p)
     _plt().close(fig)
     return out
+
+
+def compact_png(data: bytes, max_width: int | None = None) -> bytes:
+    """A PNG re-encoded as a 256-colour palette PNG (no dithering), optionally downscaled to ``max_width``;
+    returns the original bytes when that is not smaller."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        resized = bool(max_width and im.width > max_width)
+        im = im.convert("RGB")
+        if resized:
+            im = im.resize((max_width, max(1, round(im.height * max_width / im.width))), Image.LANCZOS)
+        small = im.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+        buf = io.BytesIO()
+        small.save(buf, format="PNG", optimize=True)
+    return buf.getvalue() if resized or len(buf.getvalue()) < len(data) else data
+
+
+def thumbnail(image, max_side: int = THUMB_PX):
+    """A copy of a PIL image (or HxWx3 uint8 array) no larger than ``max_side`` pixels per side."""
+    from PIL import Image
+
+    img = Image.fromarray(np.asarray(image)) if not isinstance(image, Image.Image) else image
+    if max(img.size) <= max_side:
+        return img
+    img = img.copy()
+    img.thumbnail((max_side, max_side), Image.LANCZOS)
+    return img
+
+
+def wrap_text(text: str, width: int, max_lines: int) -> str:
+    """Wrap each line of ``text`` at ``width`` characters; past ``max_lines`` lines the last one ends in '…'."""
+    import textwrap
+
+    lines = [w for part in str(text).split("\n") for w in (textwrap.wrap(part, width) or [""])]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: width - 1].rstrip() + "…"
+    return "\n".join(lines)
 
 
 def grouped_bars(groups: list[str], series: dict[str, list[float]], *, ylabel: str, title: str,
@@ -84,12 +140,17 @@ def image_with_bars(image, labels: list[str], values: list[float], *, title: str
 
 def image_grid(images: list, captions: list[str], *, title: str = "", cols: int = 5, row_titles: list[str] | None = None,
                highlight: list[bool] | None = None):
-    """A grid of images with a caption under each (scores, labels); ``highlight`` frames images green/red."""
+    """A grid of thumbnails with a caption under each (scores, labels) and optional row titles, both wrapped,
+    not cut; ``highlight`` frames images green/red. ``save_figure`` writes it as a compact PNG."""
     plt = _plt()
     n = len(images)
     cols = max(1, min(cols, n)) if row_titles is None else cols
     rows = max(1, int(np.ceil(n / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.25 * rows + (0.4 if title else 0)), squeeze=False)
+    caps = [wrap_text(c, 30, 5) if c else "" for c in captions]
+    titles = [wrap_text(t, 28, 8) for t in (row_titles or [])[:rows]]
+    extra = max([c.count("\n") - 1 for c in caps] + [0]) * 0.13  # room for captions longer than two lines
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols + (1.6 if titles else 0),
+                                                  (2.25 + extra) * rows + (0.4 if title else 0)), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -97,18 +158,17 @@ def image_grid(images: list, captions: list[str], *, title: str = "", cols: int 
             s.set_visible(False)
         if i >= n or images[i] is None:
             continue
-        ax.imshow(images[i])
-        ax.set_xlabel(captions[i], fontsize=7)
+        ax.imshow(thumbnail(images[i]))
+        ax.set_xlabel(caps[i], fontsize=7)
         if highlight is not None:
             for s in ax.spines.values():
                 s.set_visible(True)
                 s.set_color("tab:green" if highlight[i] else "tab:red")
                 s.set_linewidth(2.5)
-    if row_titles:
-        for r, t in enumerate(row_titles[:rows]):
-            axes[r, 0].set_ylabel(t if len(t) <= 32 else t[:29] + "...", fontsize=8, rotation=0, ha="right",
-                                  va="center", labelpad=10)
+    for r, t in enumerate(titles):
+        axes[r, 0].set_ylabel(t, fontsize=8, rotation=0, ha="right", va="center", labelpad=10)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(wrap_text(title, 30 * cols, 2), fontsize=10)
     fig.tight_layout()
+    fig.cliplab_grid = True
     return fig

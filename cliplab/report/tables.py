@@ -162,6 +162,29 @@ def retrieval_table(run) -> Table:
     return table
 
 
+def similar_table(metrics: dict, title: str) -> Table:
+    """Image->image retrieval metrics; with revisited ground truth one row per protocol (Easy/Medium/Hard)."""
+    table = Table(title=title)
+    protocols = [p for p in ("easy", "medium", "hard") if f"mAP_{p}" in metrics]
+    if protocols:
+        table.add_column("protocol")
+        for c in ("mAP %", "mP@1 %", "mP@5 %", "mP@10 %"):
+            table.add_column(c, justify="right")
+        for p in protocols:
+            table.add_row(p.capitalize(), *[_pct(metrics[f"{m}_{p}"]) for m in ("mAP", "mP@1", "mP@5", "mP@10")])
+        table.caption = (f"{metrics.get('queries', '?')} queries · Easy: easy positives, hard ignored · Medium: "
+                         "easy + hard positives · Hard: hard positives, easy ignored · junk ignored")
+        return table
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, v in metrics.items():
+        if isinstance(v, float):
+            table.add_row(key, f"{_pct(v)} %")
+        elif isinstance(v, int) and not isinstance(v, bool):
+            table.add_row(key, str(v))
+    return table
+
+
 def search_table(run) -> Table:
     table = Table(title=f"search · {run.dataset.name} ({len(run.hits[0].images.indices)} images)")
     table.add_column("query", max_width=40)

@@ -13,8 +13,8 @@ from cliplab.embed import embed_images
 from cliplab.embed.descriptors import DescriptorSpec, region_count
 from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
-from cliplab.tasks.image_retrieval import (Whitening, average_precision, average_query_expansion,
-                                           labelled_retrieval_metrics, rmac_aggregate)
+from cliplab.tasks.image_retrieval import (PROTOCOLS, Whitening, average_query_expansion, gt_map,
+                                           labelled_retrieval_metrics, revisited_ground_truth, rmac_aggregate)
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.retrieval import chunked_topk
 
@@ -110,18 +110,52 @@ def run_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec,
         if qe:
             qd = average_query_expansion(qd, db, qe)
         _, rank = chunked_topk(qd, db, len(db))
-        aps = []
-        for q, order in zip(queries, rank):
-            pos = [stems[n] for n in q.good + q.ok if n in stems]
-            junk = [stems[n] for n in q.junk if n in stems]
-            aps.append(average_precision(order, pos, junk))
-        run.metrics = {"mAP": float(np.nanmean(aps)), "queries": len(queries),
-                       "per_query_ap": dict(zip([q.name for q in queries], aps))}
+        run.metrics, notes = gt_metrics(queries, rank, stems)
+        run.notes.extend(notes)
     elif gallery.labels is not None:
         labels = gallery.labels[g.indices]
         qd = average_query_expansion(db, db, qe) if qe else None
         run.metrics = labelled_retrieval_metrics(db, labels, k, query_desc=qd)
     return run
+
+
+def gt_metrics(queries, rankings, position_of: dict[str, int]) -> tuple[dict, list[str]]:
+    """mAP / mP@1,5,10 of ranked gallery positions against Oxford-style ground truth (image names).
+
+    Classic ground truth: positives = good + ok, junk ignored. Revisited ground truth (easy/hard lists): the Easy,
+    Medium and Hard protocols, metrics suffixed ``_easy``/``_medium``/``_hard``. Ground-truth images that are not
+    in the gallery stay in the positives (they count as misses, as in revisitop); the notes say how many.
+    """
+    missing: dict[str, int] = {}
+
+    def ids(names_):  # a name missing from the gallery gets its own negative id: never ranked, so a miss
+        return [position_of[n] if n in position_of else missing.setdefault(n, -1 - len(missing)) for n in names_]
+
+    names = [q.name for q in queries]
+    metrics: dict = {"queries": len(queries)}
+    if queries and all(q.revisited for q in queries):
+        for protocol in PROTOCOLS:
+            gts = [tuple(ids(x) for x in revisited_ground_truth(q.easy, q.hard, q.junk, protocol)) for q in queries]
+            m = gt_map(rankings, gts)
+            for key in ("mAP", "mP@1", "mP@5", "mP@10", "queries_without_positives"):
+                metrics[f"{key}_{protocol}"] = m[key]
+            metrics[f"per_query_ap_{protocol}"] = dict(zip(names, m["per_query_ap"]))
+    else:
+        m = gt_map(rankings, [(ids(q.good + q.ok), ids(q.junk)) for q in queries])
+        metrics.update({k: m[k] for k in ("mAP", "mP@1", "mP@5", "mP@10", "queries_without_positives")})
+        metrics["per_query_ap"] = dict(zip(names, m["per_query_ap"]))
+    notes = []
+    if missing:
+        pos_names = {n for q in queries for n in q.good + q.ok}
+        n_pos = len(pos_names & set(missing))
+        notes.append(f"{len(missing)} ground-truth image(s) are not in the gallery ({n_pos} of them positives, "
+                     f"e.g. {next(iter(missing))!r}); positives missing from the gallery count as misses, as in the "
+                     "revisited Oxford/Paris protocol: check that --dataset is the whole gallery (no --limit)")
+    for k, v in metrics.items():
+        if k.startswith("queries_without_positives") and v:
+            where = f" under the {k.rsplit('_', 1)[1]} protocol" if k != "queries_without_positives" else ""
+            notes.append(f"{v} query(s) have no positives{where} and are left out of its means (as revisitop does)")
+    return metrics, notes
 
 
 def query_hits(run: SimilarRun, model, paths: list[str], cache_dir, k: int, qe: int = 0):

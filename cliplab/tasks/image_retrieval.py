@@ -1,9 +1,11 @@
 """Image->image retrieval on descriptors: PCA-whitening, R-MAC aggregation, query expansion, mAP.
 
 PCA-whitening uses scikit-learn's ``PCA(whiten=True)`` (learned on a separate set when one is given) followed
-by L2 normalisation. Average precision follows the Oxford5k/Paris6k protocol: junk images are removed from the
-ranking, then AP is the area under the precision-recall curve by the trapezoidal rule (as the benchmark's
-``compute_ap``); labelled folders use same-class = relevant with the query itself removed.
+by L2 normalisation. Average precision follows the Oxford5k/Paris6k and revisited Oxford/Paris (revisitop)
+protocol: junk images are removed from the ranking, AP is the area under the precision-recall curve by the
+trapezoidal rule with recall steps of 1 / (number of ground-truth positives), so a positive that is never
+ranked (e.g. missing from the gallery) counts as a miss; mP@k and the exclusion of queries without positives
+follow revisitop's ``compute_map``. Labelled folders use same-class = relevant with the query itself removed.
 """
 from __future__ import annotations
 
@@ -69,19 +71,88 @@ def average_query_expansion(queries: np.ndarray, database: np.ndarray, k: int) -
     return l2_normalize(l2_normalize(queries) + db[idx].sum(axis=1))
 
 
-def average_precision(ranking: np.ndarray, positives, junk=()) -> float:
-    """Oxford-protocol AP of one ranked list of database indices (junk removed, trapezoidal rule)."""
-    pos, jk = set(int(p) for p in positives), set(int(j) for j in junk)
-    if not pos:
+KAPPAS = (1, 5, 10)
+PROTOCOLS = ("easy", "medium", "hard")
+
+
+def positive_ranks(ranking: np.ndarray, positives, junk=()) -> np.ndarray:
+    """0-based ranks of the positives found in ``ranking`` once junk is taken out of it (an id listed as both
+    positive and junk counts as positive)."""
+    ranking = np.asarray(ranking).ravel()
+    pos = np.unique(np.asarray(list(positives), dtype=np.int64))
+    jk = np.setdiff1d(np.asarray(list(junk), dtype=np.int64), pos)
+    kept = ranking[~np.isin(ranking, jk)] if len(jk) else ranking
+    return np.flatnonzero(np.isin(kept, pos))
+
+
+def ap_from_ranks(ranks: np.ndarray, n_positives: int) -> float:
+    """Trapezoidal AP from the 0-based ranks of the retrieved positives; ``n_positives`` is the size of the
+    ground-truth list, so positives absent from ``ranks`` are misses."""
+    if n_positives <= 0:
         return float("nan")
-    kept = [int(i) for i in ranking if int(i) not in jk]
-    ranks = [r for r, i in enumerate(kept) if i in pos]
     ap = 0.0
-    for j, r in enumerate(ranks):
+    for j, r in enumerate(np.sort(np.asarray(ranks))):
         prec_before = 1.0 if r == 0 else j / r
         prec_after = (j + 1) / (r + 1)
         ap += (prec_before + prec_after) / 2.0
-    return ap / len(pos)
+    return ap / n_positives
+
+
+def precision_at_kappa(ranks: np.ndarray, kappa: int) -> float:
+    """revisitop's P@k: with 1-based ranks p of the retrieved positives, k' = min(max(p), k) and
+    P = #(p <= k') / k' (k is cut at the last retrieved positive); 0 when no positive is retrieved."""
+    if not len(ranks):
+        return 0.0
+    p = np.asarray(ranks) + 1
+    kq = min(int(p.max()), int(kappa))
+    return float((p <= kq).sum() / kq)
+
+
+def average_precision(ranking: np.ndarray, positives, junk=()) -> float:
+    """Oxford-protocol AP of one ranked list of database indices (junk removed, trapezoidal rule); every id in
+    ``positives`` counts, found in ``ranking`` or not."""
+    n = len(set(int(p) for p in positives))
+    return ap_from_ranks(positive_ranks(ranking, positives, junk), n) if n else float("nan")
+
+
+def gt_map(rankings, ground_truth, kappas=KAPPAS) -> dict:
+    """mAP and mP@k over queries, as revisitop's ``compute_map``.
+
+    ``rankings[i]`` is query i's ranked database ids; ``ground_truth[i]`` is ``(positives, junk)``, lists of ids.
+    Ids that do not occur in the ranking (positives missing from the gallery) count as misses. Queries without
+    positives get NaN and are left out of the means (counted in ``queries_without_positives``).
+    """
+    aps, prs = [], []
+    for ranking, (pos, junk) in zip(rankings, ground_truth):
+        n = len(set(int(p) for p in pos))
+        if n == 0:
+            aps.append(float("nan"))
+            prs.append([float("nan")] * len(kappas))
+            continue
+        ranks = positive_ranks(ranking, pos, junk)
+        aps.append(ap_from_ranks(ranks, n))
+        prs.append([precision_at_kappa(ranks, k) for k in kappas])
+    aps_a, prs_a = np.asarray(aps, float), np.asarray(prs, float).reshape(len(aps), len(kappas))
+    valid = ~np.isnan(aps_a)
+    out = {"mAP": float(aps_a[valid].mean()) if valid.any() else float("nan")}
+    for j, k in enumerate(kappas):
+        out[f"mP@{k}"] = float(prs_a[valid, j].mean()) if valid.any() else float("nan")
+    out["per_query_ap"] = aps
+    out["queries_without_positives"] = int((~valid).sum())
+    return out
+
+
+def revisited_ground_truth(easy, hard, junk, protocol: str) -> tuple[list, list]:
+    """(positives, junk) of one query under the revisited Oxford/Paris protocols: Easy = easy positives, hard
+    ignored; Medium = easy + hard positives; Hard = hard positives, easy ignored (junk is always ignored)."""
+    easy, hard, junk = list(easy), list(hard), list(junk)
+    if protocol == "easy":
+        return easy, junk + hard
+    if protocol == "medium":
+        return easy + hard, junk
+    if protocol == "hard":
+        return hard, junk + easy
+    raise ValueError(f"protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
 
 
 def precision_and_ap_at_k(ranking: np.ndarray, relevant: np.ndarray, k: int, n_relevant: int) -> tuple[float, float]:
