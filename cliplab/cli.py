@@ -478,6 +478,7 @@ def inspect_cmd(
     model: str = ModelOpt, pretrained: Optional[str] = PretrainedOpt,
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="take the class names from this dataset "
                                           "(default: shapes, unless --classes or --prompts)."),
+    split: Optional[str] = SplitOpt,
     classes: Optional[str] = typer.Option(None, "--classes", help="comma-separated class names."),
     classnames: Optional[str] = ClassnamesOpt,
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="text file, one prompt per line, ranked as "
@@ -511,9 +512,8 @@ def inspect_cmd(
         if len(names) < 2:
             raise CliplabError(f"--classes {classes!r}: give at least two comma-separated names")
     elif not prompt_list:
-        ds = _load_dataset(dataset or "shapes", None, None, None, classnames, cache_dir)
-        if not ds.classnames:
-            raise CliplabError(f"--dataset {dataset}: has no class names; use --classes or --prompts")
+        ds = _load_dataset(dataset or "shapes", split, None, None, classnames, cache_dir)
+        ds.require_classes("ranking classes")
         names, hint = ds.classnames, ds.templates_hint
     ts = resolve_all([templates or hint or "simple"], ensemble=True)[0]
     _check_device(device, precision)

@@ -103,6 +103,9 @@ def test_fewer_than_two_classes_is_an_error(tmp_path, tiny_checkpoint):
     res = runner.invoke(app, ["zeroshot", "--dataset", str(one), "--cache-dir", str(tmp_path / "cache"),
                               "--quiet", *tiny_model_args(tiny_checkpoint)])
     assert "only one class ('cat')" in error_line(res)  # used to report 100 %
+    res = runner.invoke(app, ["inspect", str(one / "cat" / "0.png"), "--dataset", str(one), "--quiet",
+                              "--cache-dir", str(tmp_path / "cache"), *tiny_model_args(tiny_checkpoint)])
+    assert "only one class ('cat')" in error_line(res)
 
 
 def test_cli_split_errors_name_the_flag(tmp_path, tiny_checkpoint):
