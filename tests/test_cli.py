@@ -64,7 +64,7 @@ def test_models_lists_tags_and_local_models(trained_cache):
     (["zeroshot", "--dataset", "/no/such/folder"], "is not a known dataset or an existing path"),
     (["zeroshot", "--templates", "nonsense"], "not a named set"),
     (["zeroshot", "--model", "ViT-B-32", "--pretrained", "nope"], "known tags"),
-    (["embed", "--output", "x.txt"], "use a .npy or .parquet"),
+    (["embed", "--output", "x.txt"], "cannot write .txt; use .npy or .parquet"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(args, match, trained_cache):
     res = runner.invoke(app, args + ["--cache-dir", str(trained_cache)])
