@@ -146,7 +146,8 @@ def _load_dataset(dataset, split, data_root, limit, classnames, cache_dir, split
         return load_dataset(dataset, split=split, data_root=data_root, limit=limit, classnames=classnames,
                             cache_dir=cache_dir)
     except SplitError as exc:
-        raise CliplabError(f"{split_flag} {split}: {exc}") from None
+        hint = f" (choose one with {split_flag})" if exc.available else ""
+        raise CliplabError(f"{split_flag} {split}: {exc}{hint}") from None
 
 
 def check_output(path: Optional[Path], flag: str, suffixes: tuple[str, ...] = (), folder: bool = False,

@@ -121,7 +121,7 @@ def test_cli_split_errors_name_the_flag(tmp_path, tiny_checkpoint):
     assert line.startswith("error: --select-split train:") and "its splits: test, validation" in line
     line = error_line(runner.invoke(app, ["probe", "--dataset", str(root), "--split", "test", "--kshot", "0",
                                           *common]))
-    assert line.startswith("error: --train-split train:") and "validation" in line
+    assert line.startswith("error: --train-split train:") and "validation (choose one with --train-split)" in line
 
 
 def test_selection_never_sees_an_evaluated_image(tmp_path, tiny_checkpoint):
