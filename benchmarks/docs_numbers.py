@@ -64,9 +64,8 @@ def compute(cache: Path, work: Path) -> dict[str, str]:
     cfg = meta.get("config", {})
     regions["training"] = (
         f"trained by `cliplab train` with open_clip's `ClipLoss` ({cfg.get('epochs')} epochs, batch "
-        f"{cfg.get('batch_size')}, lr {cfg.get('lr')}, AdamW, cosine schedule, seed {cfg.get('seed')}; "
-        f"{meta.get('train_seconds')} s with {meta.get('torch_threads', '?')} CPU thread(s) on the machine that "
-        f"trained it)")
+        f"{cfg.get('batch_size')}, lr {cfg.get('lr')}, AdamW, cosine schedule, seed {cfg.get('seed')}, "
+        f"{meta.get('torch_threads', '?')} CPU thread(s))")
 
     # prompt study
     out = work / "study.json"
@@ -135,9 +134,12 @@ def rewrite(text: str, regions: dict[str, str]) -> str:
         if name not in regions:
             raise SystemExit(f"README region {name!r} has no generator in benchmarks/docs_numbers.py")
         seen.add(name)
-        body = regions[name]
-        sep = "\n" if "\n" in body or mo.group("body").startswith("\n") else ""
-        return f"{mo.group(1)}{sep}{body}{sep}{mo.group(4)}"
+        old = mo.group("body")
+        if not old.startswith("\n"):  # an inline region
+            return f"{mo.group(1)}{regions[name]}{mo.group(4)}"
+        indent = old[old.rindex("\n") + 1:]  # keep a list item's indentation
+        body = "\n".join(indent + line if line else line for line in regions[name].split("\n"))
+        return f"{mo.group(1)}\n{body}\n{indent}{mo.group(4)}"
 
     out = MARK.sub(sub, text)
     missing = set(regions) - seen

@@ -127,7 +127,18 @@ def main() -> None:
     ap.add_argument("--curve", action="store_true", help="evaluate after every epoch")
     ap.add_argument("--cache", type=Path, default=None, help="cache dir (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None, help="append one JSON line per seed here")
+    ap.add_argument("--summarize", type=Path, nargs="+", default=None,
+                    help="only print the spread tables of earlier --json files (grouped by recipe and threads)")
     args = ap.parse_args()
+    if args.summarize:
+        rows = [json.loads(line) for f in args.summarize for line in f.read_text().splitlines() if line.strip()]
+        groups: dict[str, list] = {}
+        for r in rows:
+            groups.setdefault(json.dumps(r["overrides"], sort_keys=True) + f" threads={r['threads']}", []).append(r)
+        for key, rs in groups.items():
+            print(f"\n{key}: seeds {sorted(r['seed'] for r in rs)}")
+            spread_table(sorted(rs, key=lambda r: r["seed"]))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     kinds = {f.name: f.type for f in fields(TrainConfig)}
@@ -172,12 +183,18 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
         _ = folder
     if len(results) > 1:
-        print("| attribute | chance | min | mean | max |\n|---|---|---|---|---|")
-        from cliplab.data.shapes import ATTRIBUTE_VALUES
+        spread_table(results)
 
-        for a in ATTRS:
-            v = np.array([r[a] for r in results])
-            print(f"| {a} | {1 / len(ATTRIBUTE_VALUES[a]):.3f} | {v.min():.3f} | {v.mean():.3f} | {v.max():.3f} |")
+
+def spread_table(results: list[dict]) -> None:
+    from cliplab.data.shapes import ATTRIBUTE_VALUES
+
+    print("| attribute | chance | " + " | ".join(f"seed {r['seed']}" for r in results) + " | min | mean | max |")
+    print("|---" * (len(results) + 5) + "|")
+    for a in ATTRS:
+        v = np.array([r[a] for r in results])
+        print(f"| {a} | {100 / len(ATTRIBUTE_VALUES[a]):.1f} | " + " | ".join(f"{100 * x:.1f}" for x in v)
+              + f" | {100 * v.min():.1f} | {100 * v.mean():.1f} | {100 * v.max():.1f} |")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from cliplab.studies.zeroshot import run_zeroshot
 
 # The shipped checkpoint's top-1 with "a photo of a {}." (README, `make docs-numbers`): the same weights on every
 # machine, so only float noise moves these; thresholds sit 2 points below the measured values.
-MEASURED = {"shape": 0.0, "color": 0.0, "size": 0.0, "position": 0.0, "background": 0.0}
+MEASURED = {"shape": 0.595, "color": 0.943, "size": 0.990, "position": 0.999, "background": 0.834}
 THRESHOLDS = {k: v - 0.02 for k, v in MEASURED.items()}
 
 
@@ -36,7 +36,7 @@ def test_shipped_model_files_are_real_open_clip_formats(trained_cache):
     folder = SHIPPED_DIR / "tiny-shapes"
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["train_seconds"] > 0 and meta["history"][-1]["loss"] < meta["history"][0]["loss"]
-    assert meta["dataset"] == "shapes" and meta["stored_dtype"] == "float16"
+    assert meta["dataset"].startswith("shapes") and meta["stored_dtype"] == "float16"
     stored = load_file(str(folder / "open_clip_model.safetensors"))
     assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
     ours = load_model("tiny-shapes", cache_dir=trained_cache)

@@ -36,7 +36,8 @@ def ship(folder: Path, name: str = "tiny-shapes", dest_root: Path = SHIPPED_DIR)
         save_file(state, str(tmp))
     write_json_atomic(dest / "open_clip_config.json", cfg)
     write_json_atomic(dest / f"{name}.json", cfg["model_cfg"])
-    meta = {**meta, "name": name, "trained_as": meta.get("name"), "stored_dtype": "float16"}
+    meta = {**meta, "name": name, "architecture": f"{name}.json", "trained_as": meta.get("name"),
+            "stored_dtype": "float16"}
     meta.pop("overrides_shipped", None)
     write_json_atomic(dest / "meta.json", meta)
     return dest
