@@ -12,7 +12,7 @@ from cliplab.studies.zeroshot import run_zeroshot
 
 # The shipped checkpoint's top-1 with "a photo of a {}." (README, `make docs-numbers`): the same weights on every
 # machine, so only float noise moves these; thresholds sit 2 points below the measured values.
-MEASURED = {"shape": 0.595, "color": 0.943, "size": 0.990, "position": 0.999, "background": 0.834}
+MEASURED = {"shape": 0.561, "color": 0.948, "size": 0.984, "position": 0.992, "background": 0.837}
 THRESHOLDS = {k: v - 0.02 for k, v in MEASURED.items()}
 
 

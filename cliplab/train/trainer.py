@@ -45,7 +45,7 @@ TINY_CONFIG = {
 class TrainConfig:
     epochs: int = 16
     batch_size: int = 128
-    lr: float = 2e-3
+    lr: float = 1e-3  # 2e-3 left colour words without a route for some seeds (docs/training.md)
     weight_decay: float = 0.1
     warmup_steps: int = 50
     seed: int = 0
