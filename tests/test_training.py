@@ -144,7 +144,7 @@ def test_recipe_learns_every_attribute_for_every_seed(trained_cache, tmp_path, s
                         quiet=True)
     model = load_model(f"local-dir:{folder}", cache_dir=trained_cache)
     for attr, floor in SEED_FLOORS.items():
-        assert floor >= 1 / len(ATTRIBUTE_VALUES[attr]) + 0.10
+        assert floor >= 1 / len(ATTRIBUTE_VALUES[attr]) + 0.10 - 1e-9  # every floor is at least chance + 10 points
         test = load_dataset(f"shapes:{attr}", split="test", cache_dir=trained_cache)
         acc = run_zeroshot(model, test, resolve_all(["simple"]), trained_cache, quiet=True,
                            use_cache=False).evaluations[0].result.metrics["acc1"]
