@@ -1,7 +1,7 @@
 """Compute every tiny-shapes figure the README quotes and rewrite the README's marked regions (`make docs-numbers`).
 
 Each figure comes from the ``cliplab`` command the README shows, run on the shipped ``tiny-shapes`` checkpoint
-(fp16-stored weights loaded into an fp32 model) in a fresh temporary cache. The README regions are delimited by
+(fp16-stored weights loaded into an fp32 model) in a fresh temporary cache, with one CPU thread. The README regions are delimited by
 ``<!-- numbers:NAME -->`` ... ``<!-- /numbers:NAME -->``; text outside them is never touched.
 
     python benchmarks/docs_numbers.py            # rewrite README.md
@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
 from pathlib import Path
+
+# One thread for every library: a few figures (the 1-shot probe, training accuracy) move with the thread count's
+# float reduction order, and README figures must not depend on the machine's OMP_NUM_THREADS.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = "1"
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -149,6 +155,9 @@ def rewrite(text: str, regions: dict[str, str]) -> str:
 
 
 def main() -> None:
+    import torch
+
+    torch.set_num_threads(1)
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true", help="only compare; exit 1 if README.md is out of date")
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
