@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cliplab-installed
 
-.PHONY: demo test install clean bench browser
+.PHONY: demo test install clean bench browser docs-numbers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# Every tiny-shapes figure in README.md (the <!-- numbers:NAME --> regions), computed from the shipped checkpoint.
+docs-numbers: $(STAMP)
+	$(BIN)/python benchmarks/docs_numbers.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py

@@ -208,7 +208,8 @@ def _check_device(device: Optional[str], precision: Optional[str]) -> None:
 
 
 def _ensure_default_model(model: str, pretrained: Optional[str], cache_dir, quiet: bool) -> None:
-    """``tiny-shapes`` (the offline default) is trained on first use."""
+    """``tiny-shapes`` (the offline default) is the checkpoint shipped with cliplab; a note says if a cache copy
+    trained with ``train --name tiny-shapes --force`` replaces it."""
     from cliplab.demo import DEFAULT_MODEL, ensure_tiny_model
 
     if model == DEFAULT_MODEL and pretrained is None:
@@ -1047,27 +1048,45 @@ def models(
 @app.command()
 @handle_errors
 def train(
+    name: str = typer.Option(..., "--name", help="name of the new model: saved to <cache>/models/NAME (or "
+                             "--output-dir/NAME) and used as --model NAME. An existing NAME is an error unless --force."),
     dataset: str = typer.Option("shapes", "--dataset", "-d", help="captioned data: a caption file (.csv/.jsonl) or "
                                 "shapes."),
     split: Optional[str] = typer.Option("train", "--split", help="split to train on."),
-    name: str = typer.Option("tiny-shapes", "--name", help="model name (saved to <cache>/models/NAME)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="open_clip architecture or config .json to "
-                                        "train (default: cliplab's tiny ViT)."),
+                                        "train (default: cliplab's tiny CLIP, a ModifiedResNet image tower of width 8 "
+                                        "+ a 2-layer text transformer: the recipe of the shipped tiny-shapes)."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", "-p", help="fine-tune from this tag/checkpoint."),
-    epochs: int = typer.Option(16, "--epochs", min=1), batch_size: int = typer.Option(128, "--batch-size", min=2),
-    lr: float = typer.Option(2e-3, "--lr"), seed: int = typer.Option(0, "--seed"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="default: the tiny-shapes recipe's."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2, help="default: the recipe's."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="default: the recipe's."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="default: the recipe's (the shipped model's seed)."),
     limit: Optional[int] = LimitOpt, output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="save "
                                                                                 "here instead of the cache."),
+    force: bool = typer.Option(False, "--force", help="replace an existing model of the same name (with NAME "
+                               "tiny-shapes: train a cache copy that --model tiny-shapes then uses instead of the "
+                               "shipped one)."),
     cache_dir: Optional[Path] = CacheDirOpt, quiet: bool = QuietOpt,
 ):
-    """Train or fine-tune an open_clip model with the CLIP contrastive loss on a caption file."""
+    """Train a CLIP with the contrastive loss on a caption file, or fine-tune an open_clip model.
+
+    By default this trains cliplab's tiny ResNet-tower CLIP on `shapes` with the recipe of the shipped
+    `tiny-shapes` model (same seed: same model up to CPU float differences)."""
     import json
 
+    from cliplab.models.local import SHIPPED_NAMES
     from cliplab.paths import resolve_cache_dir
     from cliplab.train import TrainConfig, train_clip
 
     check_output(output_dir, "--output-dir", folder=True)
     cache = resolve_cache_dir(cache_dir)
+    if "/" in name or ":" in name or name.endswith(".json") or name.startswith(".") or not name.strip():
+        raise CliplabError(f"--name {name!r}: use a plain name (no '/', ':', leading '.' or .json)")
+    overrides = output_dir is None and name in SHIPPED_NAMES
+    if overrides and not force:
+        raise CliplabError(f"--name {name}: {name} is the model shipped with cliplab; choose another --name, or pass "
+                           f"--force to train a cache copy that --model {name} will use instead of the shipped one")
+    recipe = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed).items() if v is not None}
     ds = _load_dataset(dataset, split, None, limit, None, cache)
     model_cfg = base = None
     if model and model.endswith(".json"):
@@ -1078,24 +1097,30 @@ def train(
     elif model:
         base = model
     folder = train_clip(ds, cache, name, out_dir=output_dir, model_cfg=model_cfg, base_model=base,
-                        pretrained=pretrained, config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
-                                                                  seed=seed), quiet=quiet)
+                        pretrained=pretrained, config=TrainConfig(**recipe), quiet=quiet, overwrite=force,
+                        extra_meta={"overrides_shipped": True} if overrides else None)
     meta = json.loads((folder / "meta.json").read_text())
-    _out(quiet).print(f"trained {name} on {meta['images']} images in {meta['train_seconds']} s "
-                      f"(final loss {meta['history'][-1]['loss']:.3f}); saved to {folder}\n"
-                      f"use it with --model {name}" + (f" --cache-dir {cache_dir}" if cache_dir else "")
-                      + f"  or  --model {folder / (name + '.json')} --pretrained {folder / (name + '.pt')}")
+    if output_dir is None:
+        use = f"--model {name}" + (f" --cache-dir {cache_dir}" if cache_dir else "")
+    else:
+        use = f"--model local-dir:{folder}"
+    _out(False).print(f"trained {name} on {meta['images']} images in {meta['train_seconds']} s "
+                      f"(final loss {meta['history'][-1]['loss']:.3f}); saved to {folder}")
+    if overrides:
+        _out(False).print(f"--model {name} now uses this model instead of the shipped one; delete {folder} to go back")
+    _out(False).print(f"use it with: {use}")
 
 
 @app.command()
 @handle_errors
 def demo(
     cache_dir: Optional[Path] = CacheDirOpt, quiet: bool = QuietOpt,
-    output_dir: Path = typer.Option(Path("cliplab-demo"), "--output-dir", help="results store, figures and "
-                                    "report.html of the demo."),
+    output_dir: Path = typer.Option(Path("cliplab-demo"), "--output-dir", help="folder for the demo's results "
+                                    "store, figures and report.html: a new folder, or one an earlier demo created "
+                                    "(marked by a .cliplab-demo file; its results are replaced)."),
     no_report: bool = typer.Option(False, "--no-report", help="only the zero-shot tables."),
 ):
-    """Offline demo: train (or reuse) the tiny CLIP on `shapes`, run every study, write the HTML report.
+    """Offline demo: the shipped tiny CLIP (tiny-shapes) on `shapes`: every study, then the HTML report.
 
     Zero-shot with five template sets, a prompt study, probes, retrieval, search, similar, cluster and a
     typographic attack."""

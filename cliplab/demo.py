@@ -1,9 +1,11 @@
-"""The offline default: the ``shapes`` dataset, a tiny CLIP trained on it (``tiny-shapes``), and a demo that runs
-every study on it and writes the HTML report."""
+"""The offline default: the ``shapes`` dataset, the tiny CLIP trained on it and shipped with the package
+(``tiny-shapes``), and a demo that runs every study on it and writes the HTML report."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+
+from cliplab.errors import CliplabError
 
 DEFAULT_MODEL = "tiny-shapes"
 DEMO_TEMPLATE_SETS = ["simple", "bare", "a drawing of a {}.", "openai-cifar", "openai-imagenet-7"]
@@ -11,24 +13,48 @@ DEMO_ATTRIBUTES = ["shape", "color", "size", "position", "background"]
 DEMO_QUERIES = {"prompt style": ["a photo of a red shape.", "a drawing of a red shape."],
                 "noun change": ["a red circle", "a red square"],
                 "refinement": ["a shape", "a blue shape", "a large blue shape in the top left"]}
+DEMO_MARKER = ".cliplab-demo"  # written into every output folder the demo creates; only such folders are reused
+
+
+class DemoOutputError(CliplabError):
+    """The demo's --output-dir is a folder the demo did not create."""
 
 
 def ensure_tiny_model(cache_dir: str | Path | None = None, quiet: bool = False) -> Path:
-    """Train ``tiny-shapes`` on the shapes train split unless it is already in the cache."""
-    from cliplab.data import load_dataset
+    """The folder of the ``tiny-shapes`` model that ``--model tiny-shapes`` uses: the one shipped with the package,
+    or a cache copy trained with ``cliplab train --name tiny-shapes --force`` (a note says so). Nothing is trained."""
     from cliplab.models.local import find_local_model
     from cliplab.paths import resolve_cache_dir
     from cliplab.progress import console
-    from cliplab.train import train_clip
 
     cache = resolve_cache_dir(cache_dir)
     found = find_local_model(DEFAULT_MODEL, cache)
-    if found is not None:
-        return found.folder
-    if not quiet:
-        console.print(f"training {DEFAULT_MODEL} on shapes (first run only, about a minute on 2 CPU cores)...")
-    ds = load_dataset("shapes", split="train", cache_dir=cache)
-    return train_clip(ds, cache, DEFAULT_MODEL, quiet=quiet)
+    if found is None:
+        raise CliplabError(f"the shipped {DEFAULT_MODEL} model is missing from this cliplab installation "
+                           f"(cliplab/models/weights/{DEFAULT_MODEL}); reinstall cliplab")
+    if not found.shipped and not quiet:
+        console.print(f"note: --model {DEFAULT_MODEL} is the model trained with --force in {found.folder}, not the "
+                      f"one shipped with cliplab; remove that folder to use the shipped one again")
+    return found.folder
+
+
+def prepare_output_dir(output_dir: str | Path) -> Path:
+    """Create the demo's output folder (with its marker file), or reuse one the demo created before. Any other
+    existing folder is refused: the demo never writes into, or deletes from, a folder it does not own."""
+    out = Path(output_dir)
+    if out.exists():
+        if not out.is_dir():
+            raise DemoOutputError(f"--output-dir {out}: exists and is not a folder; pick another --output-dir")
+        if not (out / DEMO_MARKER).is_file():
+            if any(out.iterdir()):
+                raise DemoOutputError(f"--output-dir {out}: this folder exists and was not created by `cliplab demo` "
+                                      f"(no {DEMO_MARKER} file); pick another --output-dir, e.g. a new folder name")
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / DEMO_MARKER
+    if not marker.is_file():
+        marker.write_text("this folder was created by `cliplab demo`; the demo replaces its own results/, "
+                          "figures/ and report.html here on each run\n")
+    return out
 
 
 def run_demo(cache_dir: str | Path | None = None, quiet: bool = False, output_dir: str | Path = "cliplab-demo",
@@ -44,13 +70,13 @@ def run_demo(cache_dir: str | Path | None = None, quiet: bool = False, output_di
     from cliplab.report.tables import stdout_console, zeroshot_table
     from cliplab.studies.zeroshot import run_zeroshot
 
+    out_dir = prepare_output_dir(output_dir)
     ensure_tiny_model(cache_dir, quiet=quiet)
     model = load_model(DEFAULT_MODEL, cache_dir=cache_dir)
     out = stdout_console()
-    out_dir = Path(output_dir)
     results = out_dir / "results"
     if results.exists():
-        shutil.rmtree(results)  # the demo report shows this run only
+        shutil.rmtree(results)  # the demo's own folder (marker checked): the report shows this run only
     rec = RunRecorder("demo zeroshot", {"templates": DEMO_TEMPLATE_SETS})
     for attr in DEMO_ATTRIBUTES:
         ds = load_dataset(f"shapes:{attr}", split="test", cache_dir=cache_dir)

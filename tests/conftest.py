@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny open_clip model saved in real checkpoint formats, and one trained tiny-shapes model."""
+"""Shared fixtures: a tiny open_clip model saved in real checkpoint formats, and a cache for the shipped,
+trained tiny-shapes model."""
 from __future__ import annotations
 
 import json
@@ -42,11 +43,14 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_cache(tmp_path_factory) -> Path:
-    """A cache holding the trained ``tiny-shapes`` model (trained once per test session, ~1-2 min on 2 cores)."""
+    """A cache in which ``--model tiny-shapes`` is the checkpoint shipped with the package (the same weights on
+    every machine, so thresholds on it are deterministic up to float noise; training is tested on its own in
+    tests/test_training.py)."""
     from cliplab.demo import ensure_tiny_model
+    from cliplab.models.local import SHIPPED_DIR
 
     cache = tmp_path_factory.mktemp("trained-cache")
-    ensure_tiny_model(cache, quiet=True)
+    assert ensure_tiny_model(cache, quiet=True) == SHIPPED_DIR / "tiny-shapes"
     return cache
 
 

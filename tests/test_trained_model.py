@@ -1,16 +1,19 @@
-"""The trained tiny model is a real oracle: zero-shot accuracy on shapes test far above chance."""
+"""The shipped tiny-shapes model is a real oracle: zero-shot accuracy on shapes test far above chance, stored in
+open_clip's own format (fp16 safetensors loaded into an fp32 model)."""
 import json
 
 import pytest
 
 from cliplab.data import load_dataset
 from cliplab.models import load_model
+from cliplab.models.local import SHIPPED_DIR
 from cliplab.prompts import resolve_all
 from cliplab.studies.zeroshot import run_zeroshot
 
-# Measured with the default recipe (16 epochs, seed 0, 2 CPU cores): shape 56.3, colour 96.3, size 99.4,
-# position 97.0, background 83.4 % top-1 with "a photo of a {}." (README). Thresholds leave margin for noise.
-THRESHOLDS = {"shape": 0.45, "color": 0.85, "size": 0.90, "position": 0.80, "background": 0.65}
+# The shipped checkpoint's top-1 with "a photo of a {}." (README, `make docs-numbers`): the same weights on every
+# machine, so only float noise moves these; thresholds sit 2 points below the measured values.
+MEASURED = {"shape": 0.561, "color": 0.948, "size": 0.984, "position": 0.992, "background": 0.837}
+THRESHOLDS = {k: v - 0.02 for k, v in MEASURED.items()}
 
 
 @pytest.mark.parametrize("attribute", list(THRESHOLDS))
@@ -24,16 +27,41 @@ def test_zero_shot_far_above_chance(trained_cache, attribute):
     assert acc >= THRESHOLDS[attribute], f"{attribute}: {acc:.3f} (chance {chance:.3f})"
 
 
-def test_trained_model_files_are_real_open_clip_formats(trained_cache):
-    """The saved pair loads through open_clip's own factory (not only through cliplab)."""
+def test_shipped_model_files_are_real_open_clip_formats(trained_cache):
+    """The shipped folder loads through open_clip's own factory (not only through cliplab), fp16 -> fp32."""
     import open_clip
     import torch
+    from safetensors.torch import load_file
 
-    folder = trained_cache / "models" / "tiny-shapes"
+    folder = SHIPPED_DIR / "tiny-shapes"
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["train_seconds"] > 0 and meta["history"][-1]["loss"] < meta["history"][0]["loss"]
+    assert meta["dataset"].startswith("shapes") and meta["stored_dtype"] == "float16"
+    stored = load_file(str(folder / "open_clip_model.safetensors"))
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
     ours = load_model("tiny-shapes", cache_dir=trained_cache)
+    assert next(ours.model.parameters()).dtype == torch.float32
     hub, _, _ = open_clip.create_model_and_transforms(f"local-dir:{folder}")
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(hub.eval().encode_image(x), ours.encode_images(x), atol=1e-5)
+
+
+def test_shipped_model_fingerprint_is_stable(trained_cache, tmp_path):
+    """The fingerprint depends on the stored file's content only: the same in any cache."""
+    a = load_model("tiny-shapes", cache_dir=trained_cache)
+    b = load_model("tiny-shapes", cache_dir=tmp_path)
+    assert a.fingerprint == b.fingerprint and a.name == "tiny-shapes"
+
+
+def test_shipped_weights_are_package_data():
+    """pyproject ships the weights folder (checked without building: setuptools' package-data patterns)."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["cliplab"]
+    pkg = root / "cliplab"
+    shipped = {p.relative_to(pkg) for pat in patterns for p in pkg.glob(pat)}
+    for f in (SHIPPED_DIR / "tiny-shapes").iterdir():
+        assert f.relative_to(pkg) in shipped, f
