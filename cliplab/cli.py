@@ -150,6 +150,19 @@ def _load_dataset(dataset, split, data_root, limit, classnames, cache_dir, split
         raise CliplabError(f"{split_flag} {split}: {exc}{hint}") from None
 
 
+def _load_train_set(dataset, split, limit, cache):
+    """The split to train on: the one named, else ``train``; a set without splits (a caption file) is used whole."""
+    from cliplab.data import SplitError, load_dataset
+
+    if split is None:
+        try:
+            return load_dataset(dataset, split="train", limit=limit, cache_dir=cache)
+        except SplitError as exc:
+            if exc.available:
+                raise CliplabError(f"--split: {exc}; choose the split to train on with --split") from None
+    return _load_dataset(dataset, split, None, limit, None, cache)
+
+
 def check_output(path: Optional[Path], flag: str, suffixes: tuple[str, ...] = (), folder: bool = False,
                  warn_existing: bool = True) -> None:
     """Fail before any work when an output cannot be written: a folder given for a file (or the reverse), a
@@ -1052,7 +1065,8 @@ def train(
                              "--output-dir/NAME) and used as --model NAME. An existing NAME is an error unless --force."),
     dataset: str = typer.Option("shapes", "--dataset", "-d", help="captioned data: a caption file (.csv/.jsonl) or "
                                 "shapes."),
-    split: Optional[str] = typer.Option("train", "--split", help="split to train on."),
+    split: Optional[str] = typer.Option(None, "--split", help="split to train on (default: train; a caption file "
+                                        "without splits is used whole)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="open_clip architecture or config .json to "
                                         "train (default: cliplab's tiny CLIP, a ModifiedResNet image tower of width 8 "
                                         "+ a 2-layer text transformer: the recipe of the shipped tiny-shapes)."),
@@ -1087,7 +1101,7 @@ def train(
         raise CliplabError(f"--name {name}: {name} is the model shipped with cliplab; choose another --name, or pass "
                            f"--force to train a cache copy that --model {name} will use instead of the shipped one")
     recipe = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed).items() if v is not None}
-    ds = _load_dataset(dataset, split, None, limit, None, cache)
+    ds = _load_train_set(dataset, split, limit, cache)
     model_cfg = base = None
     if model and model.endswith(".json"):
         if not Path(model).is_file():

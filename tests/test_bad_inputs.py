@@ -66,7 +66,8 @@ def cases(d):
         (["embed", "-o", str(d / "e.txt")], "--output"),
         (["report", folder, "-o", str(d / "r.pdf")], "--output"),
         (["report", folder, "-o", folder], "--output"),
-        (["train", "--output-dir", file], "--output-dir"),
+        (["train", "--name", "x", "--output-dir", file], "--output-dir"),
+        (["train"], "--name"),
         (["demo", "--output-dir", file], "--output-dir"),
     ]
 
