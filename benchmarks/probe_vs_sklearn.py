@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -71,6 +72,7 @@ def old_probe(rev: str):
     path.write_text(src)
     spec = importlib.util.spec_from_file_location(f"cliplab_probe_{rev}", path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 

@@ -11,6 +11,11 @@ replace it; on a convex objective a mere starting point would make no difference
 Features are L2-normalised first (as zero-shot scores are), so the same weight-decay grid fits every model.
 Written in torch rather than calling scikit-learn so that it runs on the GPU next to the embeddings; the
 agreement with scikit-learn is tested and the speed ratio is in ``benchmarks/probe_vs_sklearn.py``.
+
+Convergence: a fit runs until max |gradient of the objective| <= ``tol`` (scikit-learn's lbfgs criterion), in
+float32 and then, if float32 stalls first, in float64; otherwise it reports ``converged=False`` and warns with
+its iteration count (:class:`ProbeWarning`). The weight-decay sweep goes from large to small, each fit
+warm-started from the previous one, and extends the grid when the choice sits at one of its ends.
 """
 from __future__ import annotations
 
@@ -57,15 +62,22 @@ def _device(device) -> torch.device:
 
 
 class _Problem:
-    """Features (normalised once) and labels on the device, reused by every fit of a sweep.
+    """Features (normalised once, with a constant column for the bias) and labels on the device, reused by every
+    fit of a sweep.
 
-    Fits run in float32 and, when float32 stops making progress before the gradient test is met (function values
-    stop resolving the last decreases; typical at small weight decay), continue from there in float64."""
+    Each fit minimises the same objective over ``V`` with ``[W, b] = V P``, ``P = (M + wd S)^(-1/2)`` (``M`` the
+    second-moment matrix of the features, ``S`` the penalised coordinates): a change of variables, so the optimum
+    and the objective are unchanged, but L-BFGS sees a well-conditioned problem (CLIP-like features sit in a narrow
+    cone; unpreconditioned, small weight decays took thousands of iterations). The convergence test is on the
+    gradient in the original ``W, b``. Fits run in float32 and, when float32 stops making progress before the test
+    is met, continue from there in float64."""
 
     def __init__(self, X, y, num_classes: int, device=None, normalize: bool = True, dtype=torch.float32):
         self.device = _device(device)
         X = l2_normalize(X) if normalize else np.asarray(X, np.float32)
-        self.X = {dtype: torch.as_tensor(X, device=self.device).to(dtype)}
+        X = torch.as_tensor(X, device=self.device).double()
+        self.Xa = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype, device=self.device)], 1)  # float64
+        self.M = self.Xa.T @ self.Xa / max(len(X), 1)
         self.dtype = dtype
         self.y = torch.as_tensor(np.asarray(y), dtype=torch.long, device=self.device)
         if len(self.y) and (int(self.y.min()) < 0 or int(self.y.max()) >= num_classes):
@@ -73,62 +85,67 @@ class _Problem:
                                f"{int(self.y.min())}..{int(self.y.max())}")
         self.num_classes = num_classes
 
-    def _X(self, dt):
-        if dt not in self.X:
-            self.X[dt] = self.X[self.dtype].to(dt)
-        return self.X[dt]
-
     def fit(self, wd: float, *, anchor=None, init=None, max_iter: int = DEFAULT_MAX_ITER,
             tol: float = DEFAULT_TOL) -> LinearModel:
-        dev, C, d = self.device, self.num_classes, self.X[self.dtype].shape[1]
-        A = np.zeros((C, d), np.float32) if anchor is None else np.asarray(anchor)
-        W, b = (A, np.zeros(C, np.float32)) if init is None else init
+        dev, C, D = self.device, self.num_classes, self.Xa.shape[1]
+        d = D - 1
+        A = np.zeros((C, d)) if anchor is None else np.asarray(anchor, np.float64)
+        W0, b0 = (A, np.zeros(C)) if init is None else init
+        theta = torch.cat([torch.as_tensor(np.asarray(W0), device=dev).double(),
+                           torch.as_tensor(np.asarray(b0), device=dev).double()[:, None]], 1)
+        A_aug = torch.cat([torch.as_tensor(A, device=dev), torch.zeros(C, 1, dtype=torch.float64, device=dev)], 1)
+        S = torch.ones(D, dtype=torch.float64, device=dev)
+        if anchor is None:
+            S[-1] = 0.0  # the bias is not penalised (anchored probes pull it to zero too)
+        K = self.M + torch.diag(wd * S)
+        e, Q = torch.linalg.eigh(K)
+        e = e.clamp_min(float(e.max()) * 1e-12 + 1e-300)
+        P = (Q * e.rsqrt()) @ Q.T
+        P_inv = (Q * e.sqrt()) @ Q.T
         iters, gmax = 0, math.inf
         for dt in dict.fromkeys((self.dtype, torch.float64)):
-            W = torch.as_tensor(np.asarray(W), device=dev).to(dt).clone().requires_grad_(True)
-            b = torch.as_tensor(np.asarray(b), device=dev).to(dt).clone().requires_grad_(True)
-            n, gmax = _lbfgs(self._X(dt), self.y, W, b, torch.as_tensor(A, device=dev).to(dt), wd,
-                             anchor is not None, max_iter - iters, tol, retry=dt == torch.float64)
+            V = (theta @ P_inv).to(dt).requires_grad_(True)
+            n, gmax = _lbfgs((self.Xa @ P).to(dt), self.y, V, P.to(dt), P_inv.to(dt), A_aug.to(dt), S.to(dt), wd,
+                             max_iter - iters, tol, retry=dt == torch.float64)
             iters += n
-            W, b = W.detach(), b.detach()
+            theta = V.detach().double() @ P
             if gmax <= tol or iters >= max_iter:
                 break
-        return LinearModel(W.cpu().numpy(), b.cpu().numpy(), float(wd), iters, bool(gmax <= tol),
-                           gmax)
+        theta = theta.cpu().numpy()
+        return LinearModel(theta[:, :d], theta[:, d], float(wd), iters, bool(gmax <= tol), gmax)
 
 
-def _lbfgs(Xt, yt, W, b, A, wd: float, penalise_bias: bool, max_iter: int, tol: float, retry: bool = True,
-           chunk: int = 50) -> tuple[int, float]:
-    """Minimise the probe objective in place; returns (iterations, max |gradient|) where it stopped: at the
-    gradient test, at ``max_iter``, or when ``chunk`` iterations no longer lower the objective beyond rounding
-    (this precision's floor; with ``retry``, after one more try from a fresh curvature history)."""
-    # tolerance_change=0: torch's own loss/step-change exits would stop silently at float precision; here the
-    # only accepted stop is the gradient test, anything else is checked for progress below.
-    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=chunk, tolerance_grad=tol, tolerance_change=0.0,
+def _lbfgs(Z, yt, V, P, P_inv, A, S, wd: float, max_iter: int, tol: float, retry: bool = True,
+           chunk: int = 10) -> tuple[int, float]:
+    """Minimise mean CE(Z V^T) + wd/2 ||(V P - A) * sqrt(S)||^2 over ``V`` in place; returns (iterations,
+    max |gradient| with respect to ``[W, b] = V P``) where it stopped: at the gradient test, at ``max_iter``, or
+    when ``chunk`` iterations no longer lower the objective beyond rounding (this precision's floor; with
+    ``retry``, after one more try from a fresh curvature history)."""
+    # tolerance_grad/change=0: torch's own exits would test the gradient in V or stop silently at float
+    # precision; the accepted stop is the gradient test in [W, b] after every chunk, progress is checked there.
+    opt = torch.optim.LBFGS([V], lr=1.0, max_iter=chunk, tolerance_grad=0.0, tolerance_change=0.0,
                             history_size=20, line_search_fn="strong_wolfe")
-    eps = torch.finfo(W.dtype).eps
+    eps = torch.finfo(V.dtype).eps
 
     def closure():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(Xt @ W.T + b, yt) + 0.5 * wd * (W - A).pow(2).sum()
-        if penalise_bias:  # anchored probes keep the zero-shot decision rule's zero bias too
-            loss = loss + 0.5 * wd * b.pow(2).sum()
+        loss = torch.nn.functional.cross_entropy(Z @ V.T, yt) + 0.5 * wd * ((V @ P - A).pow(2) * S).sum()
         loss.backward()
         return loss
 
     def state():
         with torch.enable_grad():
             loss = float(closure().detach())
-        return loss, max(float(W.grad.abs().max()), float(b.grad.abs().max()))
+        return loss, float((V.grad @ P_inv).abs().max())  # dF/dV = g P, so g = dF/dV P^-1
 
     iters, retried = 0, False
     loss, gmax = state()
     while gmax > tol and iters < max_iter:
         n = min(chunk, max_iter - iters)
         opt.param_groups[0].update(max_iter=n, max_eval=10 * n)
-        before = opt.state[W].get("n_iter", 0)
+        before = opt.state[V].get("n_iter", 0)
         opt.step(closure)
-        ran = opt.state[W].get("n_iter", 0) - before
+        ran = opt.state[V].get("n_iter", 0) - before
         iters += ran
         new_loss, gmax = state()
         if gmax <= tol:
