@@ -137,7 +137,9 @@ def main() -> None:
     print(markdown_table(rows, cols))
     payload = {"machine": machine(), "device": args.device or "auto", "limit": args.limit, "old_rev": args.old_rev,
                "rows": rows, "sweeps": details}
-    print(f"saved {save('probe_vs_sklearn-' + device_tag(args.device), payload)}")
+    tag = "-".join([args.models.replace(",", "+"), args.datasets.replace(",", "+")]
+                   + ([f"limit{args.limit}"] if args.limit else []) + [device_tag(args.device)])
+    print(f"saved {save('probe_vs_sklearn-' + tag, payload)}")
 
 
 if __name__ == "__main__":
