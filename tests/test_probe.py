@@ -72,12 +72,12 @@ def test_same_objective_as_sklearn(wd):
 
 def test_fit_runs_to_the_gradient_tolerance_from_a_zero_start():
     """Regression (issue 13): the fit stopped silently after 500 iterations from a zero start, far from the
-    optimum of an ill-conditioned problem (the gradient there was ~1e-3); it must run to max |gradient| <= tol."""
+    optimum of an ill-conditioned problem (max |gradient| 1.4e-5 after 425 iterations); it must run to max |gradient| <= tol."""
     X, y = teacher(noise=0.05, cond=30)
     Xtr, ytr, Xte = X[:600], y[:600], X[600:]
     m = fit_logreg(Xtr, ytr, 5, 1e-7, device="cpu")
     gW, gb = objective_gradient(m.W, m.b, Xtr, ytr, 1e-7)
-    assert max(np.abs(gW).max(), np.abs(gb).max()) <= 1e-5  # tol 1e-6, checked independently in float64
+    assert max(np.abs(gW).max(), np.abs(gb).max()) <= 2e-6  # tol 1e-6, checked independently in float64
     assert m.converged and m.iterations > 0
     sk = LogisticRegression(C=1 / (1e-7 * 600), max_iter=10000, tol=1e-8).fit(l2_normalize(Xtr).astype(float), ytr)
     assert np.mean(m.scores(Xte).argmax(1) == sk.predict(l2_normalize(Xte))) >= 0.99
