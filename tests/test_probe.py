@@ -274,3 +274,16 @@ def test_sweep_is_reported_in_table_json_and_store(tmp_path):
     sweep = df[df.metric == "sweep_val_acc1"]
     assert len(sweep) == len(pts) and set(df.task) == {"linear_probe"}
     assert sweep.variant.str.endswith("(chosen)").sum() == 1
+
+
+def test_study_prints_and_keeps_probe_warnings(capsys):
+    from types import SimpleNamespace
+
+    from cliplab.studies.probe import _probe_warnings
+
+    study = SimpleNamespace(warnings=[])
+    X, y = teacher(noise=0.05, cond=30, n=300)
+    with _probe_warnings(study):
+        fit_logreg(X, y, 5, 1e-7, device="cpu", max_iter=3)
+    assert len(study.warnings) == 1 and "stopped after 3 iterations" in study.warnings[0]
+    assert "warning: probe fit unconverged" in capsys.readouterr().err
