@@ -75,9 +75,13 @@ class _Problem:
     def __init__(self, X, y, num_classes: int, device=None, normalize: bool = True, dtype=torch.float32):
         self.device = _device(device)
         X = l2_normalize(X) if normalize else np.asarray(X, np.float32)
-        X = torch.as_tensor(X, device=self.device).double()
-        self.Xa = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype, device=self.device)], 1)  # float64
-        self.M = self.Xa.T @ self.Xa / max(len(X), 1)
+        X = torch.as_tensor(X, device=self.device).to(dtype)
+        self.Xa = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype, device=self.device)], 1)
+        self.M = torch.zeros(self.Xa.shape[1], self.Xa.shape[1], dtype=torch.float64, device=self.device)
+        for i in range(0, len(X), 65536):  # second moments in float64, without a float64 copy of the features
+            chunk = self.Xa[i:i + 65536].double()
+            self.M += chunk.T @ chunk
+        self.M /= max(len(X), 1)
         self.dtype = dtype
         self.y = torch.as_tensor(np.asarray(y), dtype=torch.long, device=self.device)
         if len(self.y) and (int(self.y.min()) < 0 or int(self.y.max()) >= num_classes):
@@ -105,10 +109,10 @@ class _Problem:
         iters, gmax = 0, math.inf
         for dt in dict.fromkeys((self.dtype, torch.float64)):
             V = (theta @ P_inv).to(dt).requires_grad_(True)
-            n, gmax = _lbfgs((self.Xa @ P).to(dt), self.y, V, P.to(dt), P_inv.to(dt), A_aug.to(dt), S.to(dt), wd,
+            n, gmax = _lbfgs(self.Xa.to(dt) @ P.to(dt), self.y, V, P.to(dt), P_inv.to(dt), A_aug.to(dt), S.to(dt), wd,
                              max_iter - iters, tol, retry=dt == torch.float64)
             iters += n
-            theta = V.detach().double() @ P
+            theta = V.detach().double() @ P.to(dt).double()  # the same (rounded) P the fit used
             if gmax <= tol or iters >= max_iter:
                 break
         theta = theta.cpu().numpy()
