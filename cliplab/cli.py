@@ -387,7 +387,7 @@ def probe(
     from cliplab.report.results import probe_json, write_json
     from cliplab.report.rows import record_probe
     from cliplab.report.store import RunRecorder
-    from cliplab.report.tables import probe_table
+    from cliplab.report.tables import probe_sweep_table, probe_table
     from cliplab.studies.probe import run_probe
 
     ks = [k for k in _parse_ints(kshot, "--kshot") if k > 0]
@@ -406,6 +406,9 @@ def probe(
                       val_fraction=val_fraction, seed=seed, device=m.device, batch_size=batch_size,
                       num_workers=workers, quiet=quiet)
     _out(False).print(probe_table(study))
+    sweep = probe_sweep_table(study)
+    if sweep is not None:
+        _out(False).print(sweep)
     _report_failures(study.train_images.failures + study.test_images.failures, quiet)
     config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": test_ds.split,
               "train_split": train_split, "kshot": ks, "seeds": seeds, "seed": seed, "wd": wd,

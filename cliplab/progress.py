@@ -15,6 +15,9 @@ class _Null:
     def advance(self, n: int = 1) -> None:
         pass
 
+    def set_total(self, total: int) -> None:
+        pass
+
 
 class _Bar:
     def __init__(self, progress: Progress, task):
@@ -22,6 +25,9 @@ class _Bar:
 
     def advance(self, n: int = 1) -> None:
         self.progress.advance(self.task, n)
+
+    def set_total(self, total: int) -> None:
+        self.progress.update(self.task, total=total)
 
 
 @contextlib.contextmanager

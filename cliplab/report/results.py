@@ -153,8 +153,18 @@ def probe_json(study, config: dict) -> dict:
         out["metrics"] = metrics(lp.test_metrics)
         out["linear_probe"] = {"weight_decay": lp.wd, "train": metrics(lp.train_metrics),
                                "test": metrics(lp.test_metrics), "val_curve": lp.val_curve, "n_val": lp.n_val,
+                               "iterations": lp.model.iterations, "converged": lp.converged, "tol": lp.tol,
+                               "max_iter": lp.max_iter,
+                               "sweep": None if lp.sweep is None else {
+                                   "n_train": lp.sweep.n_train, "n_val": lp.sweep.n_val, "edge": lp.sweep.edge,
+                                   "points": [{"weight_decay": p.wd, "C": 1 / (p.wd * lp.sweep.n_train),
+                                               "train_acc1": p.train_acc, "val_acc1": p.val_acc,
+                                               "iterations": p.iterations, "converged": p.converged,
+                                               "max_abs_gradient": p.grad_max, "added": p.added,
+                                               "chosen": p.wd == lp.wd} for p in lp.sweep.points]},
                                "per_class_recall": dict(zip(study.test.classnames,
                                                             lp.test_metrics["per_class_recall"]))}
+    out["warnings"] = list(getattr(study, "warnings", []))
     out["kshot"] = [{"k": r.k, "variant": r.variant, "acc1": r.accs, "seeds": r.seeds, "mean": r.mean, "std": r.std,
                      "weight_decay": r.wds} for r in study.kshot]
     return out

@@ -57,6 +57,16 @@ def record_probe(rec: RunRecorder, study) -> None:
         rec.add_metrics(lp.test_metrics, CLASSIFICATION[:3], variant="linear probe", **base)
         rec.add(metric="train_acc1", value=lp.train_metrics["acc1"], variant="linear probe", **base)
         rec.add(metric="weight_decay", value=lp.wd, variant="linear probe", **base)
+        rec.add(metric="iterations", value=lp.model.iterations, variant="linear probe", **base)
+        rec.add(metric="converged", value=float(lp.converged), variant="linear probe", **base)
+        if lp.sweep is not None:  # every weight decay tried (non-headline metrics: stored, not in the summary)
+            for p in lp.sweep.points:
+                chosen = " (chosen)" if p.wd == lp.wd else ""
+                kw = {**base, "variant": f"linear probe · sweep wd={p.wd:.2e}{chosen}"}
+                rec.add(metric="sweep_train_acc1", value=p.train_acc, **{**kw, "n": lp.sweep.n_train})
+                rec.add(metric="sweep_val_acc1", value=p.val_acc, **{**kw, "n": lp.sweep.n_val})
+                rec.add(metric="sweep_iterations", value=p.iterations, **kw)
+                rec.add(metric="sweep_converged", value=float(p.converged), **kw)
     for r in study.kshot:
         kw = {**base, "task": "kshot_probe", "variant": f"{r.variant} k={r.k}"}
         for s, acc in zip(r.seeds or [None] * len(r.accs), r.accs):

@@ -94,6 +94,33 @@ def probe_table(study) -> Table:
     seeds = max((len(r.accs) for r in study.kshot if r.k), default=0)
     table.caption = (f"chance = {100 / n_cls:.1f} % · k-shot: mean ± std over {seeds} seeds, weight decay chosen "
                      "on a validation part of the train split" if seeds else f"chance = {100 / n_cls:.1f} %")
+    if study.linear is not None:
+        lp = study.linear
+        state = "converged" if lp.converged else "NOT converged (see warnings)"
+        table.caption += (f" · linear probe refit: {lp.model.iterations} L-BFGS iterations, {state} "
+                          f"(max |gradient| ≤ {lp.tol:.0e})")
+    return table
+
+
+def probe_sweep_table(study) -> Table | None:
+    """The linear probe's weight-decay sweep: train and validation accuracy of every grid point, the choice."""
+    sw = study.linear.sweep if study.linear is not None else None
+    if sw is None:
+        return None
+    table = Table(title=f"linear probe weight-decay sweep (fit on {sw.n_train} train images, chosen on "
+                        f"{sw.n_val} validation images of the {study.train.split} split)")
+    for col in ("weight decay", "C = 1/(wd·n)", "train top-1 %", "val top-1 %", "iterations", "converged", ""):
+        table.add_column(col, justify="right", no_wrap=True)
+    for p in sw.points:
+        mark = "◀ chosen" if p.wd == sw.best else ("added" if p.added else "")
+        table.add_row(f"{p.wd:.1e}", f"{1 / (p.wd * sw.n_train):.3g}", _pct(p.train_acc), _pct(p.val_acc),
+                      str(p.iterations), "yes" if p.converged else "NO", mark)
+    notes = ["best = highest validation accuracy, ties to the larger weight decay"]
+    if sw.extended:
+        notes.append(f"{len(sw.extended)} point(s) added beyond the grid's end where the choice sat")
+    if sw.edge:
+        notes.append(f"the choice is still at the {sw.edge} end of the grid: pass a wider grid")
+    table.caption = " · ".join(notes)
     return table
 
 

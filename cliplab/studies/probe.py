@@ -5,15 +5,17 @@ Images of both splits are embedded once (cached); every probe, seed and k reuses
 from __future__ import annotations
 
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from cliplab.data.base import ImageDataset, check_disjoint
 from cliplab.embed import EmbeddingResult, embed_images
 from cliplab.models.base import LoadedModel
-from cliplab.progress import progress_bar
+from cliplab.progress import console, progress_bar
 from cliplab.prompts import TemplateSet
 from cliplab.studies.zeroshot import class_text_embeddings
-from cliplab.tasks.probe import KShotRow, ProbeResult, kshot_probes, linear_probe
+from cliplab.tasks.probe import DEFAULT_WD_GRID, KShotRow, ProbeResult, ProbeWarning, kshot_probes, linear_probe
 from cliplab.tasks.zeroshot import build_classifier, evaluate
 
 
@@ -29,6 +31,21 @@ class ProbeStudy:
     linear: ProbeResult | None = None
     kshot: list[KShotRow] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # unconverged fits, a weight decay chosen at a grid edge
+
+
+@contextmanager
+def _probe_warnings(study: ProbeStudy):
+    """Probe warnings are printed as one ``warning:`` line each (and kept on the study); others pass through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ProbeWarning)
+        yield
+    for w in caught:
+        if issubclass(w.category, ProbeWarning):
+            study.warnings.append(str(w.message))
+            console.print(f"[yellow]warning: {w.message}[/yellow]", highlight=False)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def _check(train: ImageDataset, test: ImageDataset) -> None:
@@ -58,13 +75,21 @@ def run_probe(model: LoadedModel, train: ImageDataset, test: ImageDataset, cache
         study.zeroshot = evaluate(Xte, yte, zs_weights).metrics
     if linear:
         t1 = time.perf_counter()
-        study.linear = linear_probe(Xtr, ytr, Xte, yte, C, wd=wd, val_fraction=val_fraction, seed=seed,
-                                    device=device)
+        n_sweep = 0 if wd is not None else len(DEFAULT_WD_GRID)
+        with progress_bar(n_sweep + 1, "linear probe (weight-decay sweep + refit)", quiet, unit="fits") as bar, \
+                _probe_warnings(study):
+            def on_fit(done, total):
+                bar.set_total(total + 1)
+                bar.advance()
+
+            study.linear = linear_probe(Xtr, ytr, Xte, yte, C, wd=wd, val_fraction=val_fraction, seed=seed,
+                                        device=device, on_fit=on_fit)
+            bar.advance()
         study.seconds["linear"] = time.perf_counter() - t1
     if kshots:
         t1 = time.perf_counter()
         n_fits = len(kshots) * len(seeds) * (2 if zeroshot_init and zs_weights is not None else 1)
-        with progress_bar(n_fits, "k-shot probes", quiet, unit="fits") as bar:
+        with progress_bar(n_fits, "k-shot probes", quiet, unit="fits") as bar, _probe_warnings(study):
             study.kshot = kshot_probes(Xtr, ytr, Xte, yte, C, ks=tuple(kshots), seeds=tuple(seeds),
                                        zeroshot_weights=zs_weights if zeroshot_init else None,
                                        logit_scale=model.logit_scale, val_fraction=val_fraction, device=device,

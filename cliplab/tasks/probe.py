@@ -11,18 +11,35 @@ replace it; on a convex objective a mere starting point would make no difference
 Features are L2-normalised first (as zero-shot scores are), so the same weight-decay grid fits every model.
 Written in torch rather than calling scikit-learn so that it runs on the GPU next to the embeddings; the
 agreement with scikit-learn is tested and the speed ratio is in ``benchmarks/probe_vs_sklearn.py``.
+
+Convergence: a fit runs until max |gradient of the objective| <= ``tol`` (scikit-learn's lbfgs criterion), in
+float32 and then, if float32 stalls first, in float64; otherwise it reports ``converged=False`` and warns with
+its iteration count (:class:`ProbeWarning`). The weight-decay sweep goes from large to small, each fit
+warm-started from the previous one, and extends the grid when the choice sits at one of its ends.
 """
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from cliplab.errors import CliplabError
 from cliplab.tasks.metrics import classification_metrics, l2_normalize
 
-DEFAULT_WD_GRID = tuple(float(x) for x in np.logspace(-7, 1, 17))
+# Half-decade steps from 1e-9 to 10; a choice at either end extends the grid (``extend``) before it is accepted.
+DEFAULT_WD_GRID = tuple(float(x) for x in np.logspace(-9, 1, 21))
+KSHOT_WD_GRID = tuple(float(x) for x in np.logspace(-7, 1, 9))
+DEFAULT_MAX_ITER = 10000
+DEFAULT_TOL = 1e-6  # on max |gradient| of the (mean) objective: scikit-learn's lbfgs ``tol`` has the same meaning
+DEFAULT_EXTEND = 4  # grid points added beyond an edge where the choice sits, at the grid's own spacing
+
+
+class ProbeWarning(UserWarning):
+    """A probe fit stopped unconverged, or the chosen weight decay sits at an edge of the grid."""
 
 
 @dataclass
@@ -31,6 +48,8 @@ class LinearModel:
     b: np.ndarray  # (C,)
     wd: float
     iterations: int = 0
+    converged: bool = True
+    grad_max: float = 0.0  # max |gradient| of the objective where the fit stopped
 
     def scores(self, X: np.ndarray) -> np.ndarray:
         return l2_normalize(X) @ self.W.T + self.b
@@ -42,36 +61,136 @@ def _device(device) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def fit_logreg(X: np.ndarray | torch.Tensor, y: np.ndarray, num_classes: int, wd: float, *,
-               anchor: np.ndarray | None = None, init: tuple[np.ndarray, np.ndarray] | None = None,
-               device=None, max_iter: int = 500, tol: float = 1e-7, normalize: bool = True) -> LinearModel:
-    """Fit one probe. ``X`` (n, d) raw or normalised features, ``y`` int labels in ``[0, num_classes)``."""
-    dev = _device(device)
-    Xt = torch.as_tensor(l2_normalize(X) if normalize else np.asarray(X, np.float32), device=dev)
-    yt = torch.as_tensor(np.asarray(y), dtype=torch.long, device=dev)
-    d = Xt.shape[1]
-    A = torch.zeros(num_classes, d, device=dev) if anchor is None else torch.as_tensor(anchor, device=dev,
-                                                                                        dtype=torch.float32)
-    if init is not None:
-        W = torch.tensor(init[0], device=dev, dtype=torch.float32, requires_grad=True)
-        b = torch.tensor(init[1], device=dev, dtype=torch.float32, requires_grad=True)
-    else:
-        W = A.clone().requires_grad_(True)
-        b = torch.zeros(num_classes, device=dev, requires_grad=True)
-    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
+class _Problem:
+    """Features (normalised once, with a constant column for the bias) and labels on the device, reused by every
+    fit of a sweep.
+
+    Each fit minimises the same objective over ``V`` with ``[W, b] = V P``, ``P = (M + wd S)^(-1/2)`` (``M`` the
+    second-moment matrix of the features, ``S`` the penalised coordinates): a change of variables, so the optimum
+    and the objective are unchanged, but L-BFGS sees a well-conditioned problem (CLIP-like features sit in a narrow
+    cone; unpreconditioned, small weight decays took thousands of iterations). The convergence test is on the
+    gradient in the original ``W, b``. Fits run in float32 and, when float32 stops making progress before the test
+    is met, continue from there in float64."""
+
+    def __init__(self, X, y, num_classes: int, device=None, normalize: bool = True, dtype=torch.float32):
+        self.device = _device(device)
+        X = l2_normalize(X) if normalize else np.asarray(X, np.float32)
+        X = torch.as_tensor(X, device=self.device).to(dtype)
+        self.Xa = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype, device=self.device)], 1)
+        self.M = torch.zeros(self.Xa.shape[1], self.Xa.shape[1], dtype=torch.float64, device=self.device)
+        for i in range(0, len(X), 65536):  # second moments in float64, without a float64 copy of the features
+            chunk = self.Xa[i:i + 65536].double()
+            self.M += chunk.T @ chunk
+        self.M /= max(len(X), 1)
+        self.dtype = dtype
+        self.y = torch.as_tensor(np.asarray(y), dtype=torch.long, device=self.device)
+        if len(self.y) and (int(self.y.min()) < 0 or int(self.y.max()) >= num_classes):
+            raise CliplabError(f"labels must lie in [0, num_classes={num_classes}); got "
+                               f"{int(self.y.min())}..{int(self.y.max())}")
+        self.num_classes = num_classes
+
+    def fit(self, wd: float, *, anchor=None, init=None, max_iter: int = DEFAULT_MAX_ITER,
+            tol: float = DEFAULT_TOL) -> LinearModel:
+        dev, C, D = self.device, self.num_classes, self.Xa.shape[1]
+        d = D - 1
+        A = np.zeros((C, d)) if anchor is None else np.asarray(anchor, np.float64)
+        W0, b0 = (A, np.zeros(C)) if init is None else init
+        theta = torch.cat([torch.as_tensor(np.asarray(W0), device=dev).double(),
+                           torch.as_tensor(np.asarray(b0), device=dev).double()[:, None]], 1)
+        A_aug = torch.cat([torch.as_tensor(A, device=dev), torch.zeros(C, 1, dtype=torch.float64, device=dev)], 1)
+        S = torch.ones(D, dtype=torch.float64, device=dev)
+        if anchor is None:
+            S[-1] = 0.0  # the bias is not penalised (anchored probes pull it to zero too)
+        K = self.M + torch.diag(wd * S)
+        e, Q = torch.linalg.eigh(K)
+        e = e.clamp_min(float(e.max()) * 1e-12 + 1e-300)
+        P = (Q * e.rsqrt()) @ Q.T
+        P_inv = (Q * e.sqrt()) @ Q.T
+        iters, gmax = 0, math.inf
+        for dt in dict.fromkeys((self.dtype, torch.float64)):
+            V = (theta @ P_inv).to(dt).requires_grad_(True)
+            n, gmax = _lbfgs(self.Xa.to(dt) @ P.to(dt), self.y, V, P.to(dt), P_inv.to(dt), A_aug.to(dt), S.to(dt), wd,
+                             max_iter - iters, tol, retry=dt == torch.float64)
+            iters += n
+            theta = V.detach().double() @ P.to(dt).double()  # the same (rounded) P the fit used
+            if gmax <= tol or iters >= max_iter:
+                break
+        theta = theta.cpu().numpy()
+        return LinearModel(theta[:, :d], theta[:, d], float(wd), iters, bool(gmax <= tol), gmax)
+
+
+def _lbfgs(Z, yt, V, P, P_inv, A, S, wd: float, max_iter: int, tol: float, retry: bool = True,
+           chunk: int = 10) -> tuple[int, float]:
+    """Minimise mean CE(Z V^T) + wd/2 ||(V P - A) * sqrt(S)||^2 over ``V`` in place; returns (iterations,
+    max |gradient| with respect to ``[W, b] = V P``) where it stopped: at the gradient test, at ``max_iter``, or
+    when ``chunk`` iterations no longer lower the objective beyond rounding (this precision's floor; with
+    ``retry``, after one more try from a fresh curvature history)."""
+    # tolerance_grad/change=0: torch's own exits would test the gradient in V or stop silently at float
+    # precision; the accepted stop is the gradient test in [W, b] after every chunk, progress is checked there.
+    opt = torch.optim.LBFGS([V], lr=1.0, max_iter=chunk, tolerance_grad=0.0, tolerance_change=0.0,
                             history_size=20, line_search_fn="strong_wolfe")
+    eps = torch.finfo(V.dtype).eps
 
     def closure():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(Xt @ W.T + b, yt) + 0.5 * wd * (W - A).pow(2).sum()
-        if anchor is not None:  # anchored probes keep the zero-shot decision rule's zero bias too
-            loss = loss + 0.5 * wd * b.pow(2).sum()
+        loss = torch.nn.functional.cross_entropy(Z @ V.T, yt) + 0.5 * wd * ((V @ P - A).pow(2) * S).sum()
         loss.backward()
         return loss
 
-    opt.step(closure)
-    iters = int(opt.state[opt._params[0]].get("n_iter", 0))
-    return LinearModel(W.detach().cpu().numpy(), b.detach().cpu().numpy(), float(wd), iters)
+    def state():
+        with torch.enable_grad():
+            loss = float(closure().detach())
+        return loss, float((V.grad @ P_inv).abs().max())  # dF/dV = g P, so g = dF/dV P^-1
+
+    iters, retried = 0, False
+    loss, gmax = state()
+    while gmax > tol and iters < max_iter:
+        n = min(chunk, max_iter - iters)
+        opt.param_groups[0].update(max_iter=n, max_eval=10 * n)
+        before = opt.state[V].get("n_iter", 0)
+        opt.step(closure)
+        ran = opt.state[V].get("n_iter", 0) - before
+        iters += ran
+        new_loss, gmax = state()
+        if gmax <= tol:
+            break
+        if loss - new_loss > 4 * eps * max(1.0, abs(loss)):
+            retried = False
+            if ran < n:  # torch stopped early (no descent direction, zero step, evaluations): fresh history
+                opt.state.clear()
+        elif retry and not retried:
+            retried = True
+            opt.state.clear()
+        else:
+            break
+        loss = min(loss, new_loss)
+    return iters, gmax
+
+
+def _unconverged_text(m: LinearModel, tol: float, max_iter: int) -> str:
+    why = f"hit max_iter={max_iter}" if m.iterations >= max_iter else "made no further progress"
+    return (f"wd={m.wd:.1e}: stopped after {m.iterations} iterations ({why}), max |gradient| {m.grad_max:.1e} > "
+            f"tol {tol:.0e}")
+
+
+def fit_logreg(X: np.ndarray, y: np.ndarray, num_classes: int, wd: float, *, anchor: np.ndarray | None = None,
+               init: tuple[np.ndarray, np.ndarray] | None = None, device=None, max_iter: int = DEFAULT_MAX_ITER,
+               tol: float = DEFAULT_TOL, normalize: bool = True, warn: bool = True,
+               dtype=torch.float32) -> LinearModel:
+    """Fit one probe. ``X`` (n, d) raw or normalised features, ``y`` int labels in ``[0, num_classes)``.
+
+    Converged = the largest absolute entry of the objective's gradient is at most ``tol`` (the test
+    scikit-learn's lbfgs applies with its ``tol``). A fit that stops before (``max_iter`` iterations, or no
+    further progress at floating-point precision) returns ``converged=False`` and, with ``warn``, warns
+    (:class:`ProbeWarning`) with the iteration count."""
+    if wd < 0 or not math.isfinite(wd):
+        raise CliplabError(f"wd must be a non-negative number, got {wd}")
+    m = _Problem(X, y, num_classes, device, normalize, dtype).fit(wd, anchor=anchor, init=init, max_iter=max_iter,
+                                                                  tol=tol)
+    if warn and not m.converged:
+        warnings.warn(f"probe fit unconverged: {_unconverged_text(m, tol, max_iter)}; raise max_iter or tol",
+                      ProbeWarning, stacklevel=2)
+    return m
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,18 +212,111 @@ def _accuracy(model: LinearModel, X: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(model.scores(X).argmax(1) == y)) if len(y) else float("nan")
 
 
+@dataclass
+class SweepPoint:
+    wd: float
+    train_acc: float  # on the part of train the sweep fits on
+    val_acc: float
+    iterations: int
+    converged: bool
+    grad_max: float
+    added: bool = False  # beyond the given grid (edge extension)
+
+
+@dataclass
+class WeightDecaySweep:
+    """Every fitted weight decay (ascending), the choice, and what the user must know about it."""
+    best: float
+    points: list[SweepPoint]
+    n_train: int
+    n_val: int
+    tol: float
+    max_iter: int
+    edge: str | None = None  # "low" / "high": the choice is still at that end of the (extended) grid
+    model: LinearModel | None = None  # the chosen fit (on the sweep's train part)
+
+    @property
+    def curve(self) -> list[tuple[float, float]]:
+        return [(p.wd, p.val_acc) for p in self.points]
+
+    @property
+    def unconverged(self) -> list[SweepPoint]:
+        return [p for p in self.points if not p.converged]
+
+    @property
+    def extended(self) -> list[float]:
+        return [p.wd for p in self.points if p.added]
+
+    def messages(self, label: str = "linear probe") -> list[str]:
+        out = []
+        if self.unconverged:
+            pts = "; ".join(f"wd={p.wd:.1e}: {p.iterations} iterations, max |gradient| {p.grad_max:.1e}"
+                            for p in self.unconverged)
+            out.append(f"{label}: {len(self.unconverged)} of {len(self.points)} weight-decay fits stopped "
+                       f"unconverged (tol {self.tol:.0e}, max_iter {self.max_iter}): {pts}")
+        if self.edge:
+            ext = f" (extended by {len(self.extended)} points)" if self.extended else ""
+            out.append(f"{label}: the chosen weight decay {self.best:.1e} is at the {self.edge} end of the grid"
+                       f"{ext}; validation accuracy may still improve beyond it: pass a wider grid")
+        return out
+
+
+def _choose(points: dict[float, SweepPoint]) -> float:
+    return max(points.values(), key=lambda p: (p.val_acc, p.wd)).wd
+
+
 def sweep_weight_decay(X_tr, y_tr, X_val, y_val, num_classes: int, grid=DEFAULT_WD_GRID, *, anchor=None,
-                       device=None, max_iter: int = 500) -> tuple[float, list[tuple[float, float]]]:
-    """Validation accuracy for each weight decay (largest first, warm-started); best = highest accuracy,
-    ties resolved towards the larger (safer) weight decay."""
-    curve = []
+                       device=None, max_iter: int = DEFAULT_MAX_ITER, tol: float = DEFAULT_TOL,
+                       extend: int = DEFAULT_EXTEND, on_fit=None, warn: bool = True,
+                       label: str = "linear probe") -> WeightDecaySweep:
+    """Fit every weight decay of ``grid`` (largest first, each warm-started from the previous solution) and
+    score it on the validation part; best = highest validation accuracy, ties towards the larger (safer) weight
+    decay. While the best sits at an end of the grid, up to ``extend`` more points are added beyond that end at
+    the grid's spacing; if it still does, ``edge`` says so (and, with ``warn``, a :class:`ProbeWarning`, as for
+    fits that stopped unconverged). ``on_fit(done, total)`` is called after each fit (total grows on extension).
+    """
+    grid = sorted({float(w) for w in grid}, reverse=True)
+    if not grid or grid[-1] <= 0 or not all(math.isfinite(w) for w in grid):
+        raise CliplabError(f"grid: weight decays must be positive finite numbers, got {grid}")
+    prob = _Problem(X_tr, y_tr, num_classes, device)
+    points: dict[float, SweepPoint] = {}
+    models: dict[float, LinearModel] = {}
+    total = [len(grid)]
+
+    def run(wd, init, added=False):
+        m = prob.fit(wd, anchor=anchor, init=init, max_iter=max_iter, tol=tol)
+        models[wd] = m
+        points[wd] = SweepPoint(wd, _accuracy(m, X_tr, y_tr), _accuracy(m, X_val, y_val), m.iterations,
+                                m.converged, m.grad_max, added)
+        if on_fit is not None:
+            on_fit(len(points), total[0])
+        return m
+
     prev = None
-    for wd in sorted(grid, reverse=True):
-        m = fit_logreg(X_tr, y_tr, num_classes, wd, anchor=anchor, init=prev, device=device, max_iter=max_iter)
-        prev = (m.W, m.b)
-        curve.append((wd, _accuracy(m, X_val, y_val)))
-    best = max(curve, key=lambda t: (t[1], t[0]))[0]
-    return best, sorted(curve)
+    for wd in grid:
+        m = run(wd, None if prev is None else (prev.W, prev.b))
+        prev = m
+    edge = None
+    if len(grid) > 1:
+        for side in ("low", "high"):
+            ratio = grid[-2] / grid[-1] if side == "low" else grid[0] / grid[1]
+            for _ in range(extend):
+                end = min(points) if side == "low" else max(points)
+                if _choose(points) != end:
+                    break
+                total[0] += 1
+                nxt = end / ratio if side == "low" else end * ratio
+                run(nxt, (models[end].W, models[end].b), added=True)
+            end = min(points) if side == "low" else max(points)
+            if _choose(points) == end:
+                edge = side
+    best = _choose(points)
+    sweep = WeightDecaySweep(best, [points[w] for w in sorted(points)], len(y_tr), len(y_val), tol, max_iter, edge,
+                             models[best])
+    if warn:
+        for msg in sweep.messages(label):
+            warnings.warn(msg, ProbeWarning, stacklevel=2)
+    return sweep
 
 
 @dataclass
@@ -117,25 +329,42 @@ class ProbeResult:
     seconds: float
     n_train: int
     n_val: int
+    sweep: WeightDecaySweep | None = None
+    tol: float = DEFAULT_TOL
+    max_iter: int = DEFAULT_MAX_ITER
+
+    @property
+    def converged(self) -> bool:
+        """The refit and every fit of the sweep met the gradient test."""
+        return self.model.converged and not (self.sweep and self.sweep.unconverged)
 
 
 def linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
                  num_classes: int, *, wd: float | None = None, grid=DEFAULT_WD_GRID, val_fraction: float = 0.2,
-                 seed: int = 0, anchor=None, device=None, ks=(1, 5)) -> ProbeResult:
+                 seed: int = 0, anchor=None, device=None, ks=(1, 5), max_iter: int = DEFAULT_MAX_ITER,
+                 tol: float = DEFAULT_TOL, extend: int = DEFAULT_EXTEND, on_fit=None) -> ProbeResult:
     """Sweep weight decay on a stratified validation part of train (unless ``wd`` is given), refit on all of
-    train, report train and test metrics. Test data is used once, at the end."""
+    train (warm-started from the chosen sweep fit), report train and test metrics. Test data is used once, at
+    the end. Unconverged fits and a choice at a grid edge warn (:class:`ProbeWarning`) and are recorded."""
     t0 = time.perf_counter()
-    curve: list[tuple[float, float]] = []
-    n_val = 0
+    sweep = None
+    init = None
     if wd is None:
         tr, va = stratified_split(y_train, val_fraction, seed)
-        n_val = len(va)
-        wd, curve = sweep_weight_decay(X_train[tr], y_train[tr], X_train[va], y_train[va], num_classes, grid,
-                                       anchor=anchor, device=device)
-    model = fit_logreg(X_train, y_train, num_classes, wd, anchor=anchor, device=device)
-    return ProbeResult(wd=wd, val_curve=curve, train_metrics=classification_metrics(model.scores(X_train), y_train, ks),
+        sweep = sweep_weight_decay(X_train[tr], y_train[tr], X_train[va], y_train[va], num_classes, grid,
+                                   anchor=anchor, device=device, max_iter=max_iter, tol=tol, extend=extend,
+                                   on_fit=on_fit)
+        wd, init = sweep.best, (sweep.model.W, sweep.model.b)
+    model = _Problem(X_train, y_train, num_classes, device).fit(wd, anchor=anchor, init=init, max_iter=max_iter,
+                                                                  tol=tol)
+    if not model.converged:
+        warnings.warn(f"linear probe refit on all of train unconverged: {_unconverged_text(model, tol, max_iter)}; "
+                      "raise max_iter or tol", ProbeWarning, stacklevel=2)
+    return ProbeResult(wd=wd, val_curve=sweep.curve if sweep else [],
+                       train_metrics=classification_metrics(model.scores(X_train), y_train, ks),
                        test_metrics=classification_metrics(model.scores(X_test), y_test, ks), model=model,
-                       seconds=time.perf_counter() - t0, n_train=len(y_train), n_val=n_val)
+                       seconds=time.perf_counter() - t0, n_train=len(y_train), n_val=sweep.n_val if sweep else 0,
+                       sweep=sweep, tol=tol, max_iter=max_iter)
 
 
 def sample_kshot(labels: np.ndarray, k: int, seed: int, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -170,11 +399,13 @@ class KShotRow:
 
 def kshot_probes(X_train, y_train, X_test, y_test, num_classes: int, ks=(1, 2, 4, 8, 16), seeds=(0, 1, 2), *,
                  zeroshot_weights: np.ndarray | None = None, logit_scale: float = 100.0, grid=None,
-                 val_fraction: float = 0.2, device=None, on_fit=None) -> list[KShotRow]:
+                 val_fraction: float = 0.2, device=None, on_fit=None, max_iter: int = DEFAULT_MAX_ITER,
+                 tol: float = DEFAULT_TOL) -> list[KShotRow]:
     """For each k and seed: sample k shots per class from the train part (a stratified validation part of the
     train split is held out and used only to choose the weight decay), fit, score on test. With
-    ``zeroshot_weights`` (C, d unit rows) also the anchored variant and the zero-shot baseline (k = 0)."""
-    grid = grid or DEFAULT_WD_GRID[::2]
+    ``zeroshot_weights`` (C, d unit rows) also the anchored variant and the zero-shot baseline (k = 0).
+    Fits that stop unconverged are counted in one :class:`ProbeWarning` at the end."""
+    grid = grid or KSHOT_WD_GRID
     tr, va = stratified_split(y_train, val_fraction, seed=12345)
     rows = []
     anchor = None
@@ -183,18 +414,26 @@ def kshot_probes(X_train, y_train, X_test, y_test, num_classes: int, ks=(1, 2, 4
         zs = LinearModel(anchor, np.zeros(num_classes, np.float32), 0.0)
         rows.append(KShotRow(0, "zero-shot", [_accuracy(zs, X_test, y_test)]))
     variants = [("probe", None)] + ([("probe (zero-shot init)", anchor)] if anchor is not None else [])
+    n_fits, bad = 0, []
     for k in ks:
         for name, anc in variants:
             row = KShotRow(k, name)
             for s in seeds:
                 shots = tr[sample_kshot(y_train[tr], k, seed=s)]
-                wd, _ = sweep_weight_decay(X_train[shots], y_train[shots], X_train[va], y_train[va], num_classes,
-                                           grid, anchor=anc, device=device, max_iter=200)
-                m = fit_logreg(X_train[shots], y_train[shots], num_classes, wd, anchor=anc, device=device)
-                row.accs.append(_accuracy(m, X_test, y_test))
-                row.wds.append(wd)
+                # the sweep fits on the shots themselves: its chosen fit is the k-shot probe (no refit needed)
+                sw = sweep_weight_decay(X_train[shots], y_train[shots], X_train[va], y_train[va], num_classes,
+                                        grid, anchor=anc, device=device, max_iter=max_iter, tol=tol, extend=0,
+                                        warn=False)
+                n_fits += len(sw.points)
+                bad += [f"k={k} seed={s} {name} wd={p.wd:.0e} ({p.iterations} it.)" for p in sw.unconverged]
+                row.accs.append(_accuracy(sw.model, X_test, y_test))
+                row.wds.append(sw.best)
                 row.seeds.append(s)
                 if on_fit is not None:
                     on_fit()
             rows.append(row)
+    if bad:
+        warnings.warn(f"k-shot probes: {len(bad)} of {n_fits} fits stopped unconverged (tol {tol:.0e}, max_iter "
+                      f"{max_iter}): " + "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else ""), ProbeWarning,
+                      stacklevel=2)
     return rows
