@@ -166,7 +166,7 @@ def main() -> None:
         cfg = TrainConfig(seed=seed, **{k: v for k, v in over.items() if "." not in k})
         if curve:
             curve.rows = []
-        folder = train_clip(ds, cache, name, config=cfg, model_cfg=model_cfg, quiet=True, on_epoch=curve, overwrite=True)
+        train_clip(ds, cache, name, config=cfg, model_cfg=model_cfg, quiet=True, on_epoch=curve, overwrite=True)
         secs = time.perf_counter() - t0
         acc = evaluate(name, cache)
         row = {"seed": seed, "threads": torch.get_num_threads(), "overrides": over, "train_seconds": round(secs, 1),
@@ -181,7 +181,6 @@ def main() -> None:
         if args.json:
             with open(args.json, "a") as f:
                 f.write(json.dumps(row) + "\n")
-        _ = folder
     if len(results) > 1:
         spread_table(results)
 
