@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 # People-facing output goes to stderr so stdout stays clean for tables and machine output.
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # notes and warnings stay one line each (grep-able)
 
 
 class _Null:
