@@ -81,9 +81,9 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
 
     Work is written to the cache in shards, each atomically, after ``shard_batches`` batches or when the next
     batch would end more than ``flush_seconds`` after the last write (whichever comes first), so a kill loses at
-    most about that much work (or one batch, if a batch takes longer) even with a slow model. Items are processed in dataset order and shards end on batch
-    boundaries, so a resumed run forms exactly the batches an uninterrupted run would have, and gives
-    bit-identical embeddings. ``clock`` is for tests.
+    most about that much work (or one batch, if a batch takes longer) even with a slow model. Items are processed
+    in dataset order and shards end on batch boundaries, so a resumed run forms exactly the batches an
+    uninterrupted run would have, and gives bit-identical embeddings. ``clock`` is for tests.
     """
     from cliplab.paths import resolve_cache_dir
 
