@@ -70,7 +70,8 @@ def compute(cache: Path, work: Path) -> dict[str, str]:
     cfg = meta.get("config", {})
     regions["training"] = (
         f"trained by `cliplab train` with open_clip's `ClipLoss` ({cfg.get('epochs')} epochs, batch "
-        f"{cfg.get('batch_size')}, lr {cfg.get('lr')}, AdamW, cosine schedule, seed {cfg.get('seed')}, "
+        f"{cfg.get('batch_size')}, lr {cfg.get('lr')}, AdamW, {cfg.get('warmup_steps')} warm-up steps, cosine "
+        f"schedule, seed {cfg.get('seed')}, "
         f"{meta.get('torch_threads', '?')} CPU thread(s))")
 
     # prompt study

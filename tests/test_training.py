@@ -12,11 +12,11 @@ from cliplab.models.local import SHIPPED_DIR, find_local_model, list_local_model
 
 runner = CliRunner()
 
-# Per-attribute floors for the 5-seed recipe test: chance + a margin (shape +10, colour +50, size +35, position +25,
-# background +45 points). Measured (docs/training.md, seeds 0-4, OMP_NUM_THREADS=1): min 40.6 / 81.2 / 92.4 / 59.0 /
-# 81.6 %, so every floor sits 7-17 points below the worst seed. Position's floor admits a seed that learned
-# left/right/centre but not top/bottom (about 60 %): that failure mode still occurs (docs/training.md).
-SEED_FLOORS = {"shape": 0.20 + 0.10, "color": 1 / 6 + 0.50, "size": 0.50 + 0.35, "position": 0.20 + 0.25,
+# Per-attribute floors for the 5-seed recipe test: chance + a margin (shape +10, colour +50, size +35, position +60,
+# background +45 points). Measured (docs/training.md, seeds 0-4, OMP_NUM_THREADS=1, 200 warm-up steps): min 38.7 /
+# 86.8 / 92.0 / 94.1 / 81.7 %, so every floor sits 7-20 points below the worst seed. Position's floor (80 %) fails a
+# seed that learned left/right/centre but not top/bottom (about 60 %, the failure of the 50-step warm-up).
+SEED_FLOORS = {"shape": 0.20 + 0.10, "color": 1 / 6 + 0.50, "size": 0.50 + 0.35, "position": 0.20 + 0.60,
                "background": 0.20 + 0.45}
 
 
@@ -131,7 +131,8 @@ def test_demo_output_dir_is_created_marked_and_reused(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_recipe_learns_every_attribute_for_every_seed(trained_cache, tmp_path, seed):
-    """The shipped recipe (TINY_CONFIG + TrainConfig defaults, only the seed varies) learns all five attributes."""
+    """The shipped recipe (TINY_CONFIG + TrainConfig defaults, only the seed varies, one CPU thread) learns all five
+    attributes."""
     from cliplab.data import load_dataset
     from cliplab.data.shapes import ATTRIBUTE_VALUES
     from cliplab.models import load_model
@@ -139,9 +140,15 @@ def test_recipe_learns_every_attribute_for_every_seed(trained_cache, tmp_path, s
     from cliplab.studies.zeroshot import run_zeroshot
     from cliplab.train import TrainConfig, train_clip
 
+    import torch
+
     ds = load_dataset("shapes", split="train", cache_dir=trained_cache)
-    folder = train_clip(ds, trained_cache, f"seed{seed}", out_dir=tmp_path, config=TrainConfig(seed=seed),
-                        quiet=True)
+    threads = torch.get_num_threads()
+    try:  # one thread, as the spread in docs/training.md was measured (thread count changes the float trajectory)
+        folder = train_clip(ds, trained_cache, f"seed{seed}", out_dir=tmp_path,
+                            config=TrainConfig(seed=seed, num_threads=1), quiet=True)
+    finally:
+        torch.set_num_threads(threads)
     model = load_model(f"local-dir:{folder}", cache_dir=trained_cache)
     for attr, floor in SEED_FLOORS.items():
         assert floor >= 1 / len(ATTRIBUTE_VALUES[attr]) + 0.10 - 1e-9  # every floor is at least chance + 10 points

@@ -47,7 +47,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3  # 2e-3 left colour words without a route for some seeds (docs/training.md)
     weight_decay: float = 0.1
-    warmup_steps: int = 50
+    warmup_steps: int = 200
     seed: int = 0
     num_threads: int | None = None
     max_memory_gb: float = 4.0  # preprocessed images are held in memory up to this size, else streamed
