@@ -25,7 +25,7 @@ def load_model_by_name(name: str, cache_dir, device=None):
     from cliplab.models import load_model
 
     if name == "tiny-shapes":
-        from cliplab.demo import ensure_tiny_model
+        from cliplab.train.tiny import ensure_tiny_model
 
         ensure_tiny_model(cache_dir, quiet=True)
         return load_model("tiny-shapes", device=device, cache_dir=cache_dir)

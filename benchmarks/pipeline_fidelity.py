@@ -33,7 +33,7 @@ def compare_pipelines(model, dataset, cache: Path, batch_size: int) -> dict:
     """Embed ``dataset`` through both pipelines; zero-shot with 'a photo of a {}.' on each."""
     from cliplab.embed import embed_images
     from cliplab.prompts import resolve_templates
-    from cliplab.studies.zeroshot import class_text_embeddings
+    from cliplab.embed.texts import class_text_embeddings
     from cliplab.tasks.metrics import l2_normalize
     from cliplab.tasks.stats import compare_paired
     from cliplab.tasks.zeroshot import build_classifier, evaluate
@@ -98,7 +98,7 @@ def main() -> None:
 
     from cliplab.data import load_dataset
     from cliplab.data.folder import list_images
-    from cliplab.demo import ensure_tiny_model
+    from cliplab.train.tiny import ensure_tiny_model
     from cliplab.models import load_model
     from cliplab.paths import resolve_cache_dir
 

@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from cliplab.data import load_dataset
-    from cliplab.demo import DEFAULT_MODEL, ensure_tiny_model
+    from cliplab.train.tiny import DEFAULT_MODEL, ensure_tiny_model
     from cliplab.embed import embed_images
     from cliplab.models import load_model
     from cliplab.prompts import TemplateSet, resolve_templates

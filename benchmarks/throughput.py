@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="add a torch.compile contender")
     args = ap.parse_args()
 
-    from cliplab.data.base import FileSource, IndexedSource
+    from cliplab.data.sources import FileSource, IndexedSource
     from cliplab.embed import embed_images
     from cliplab.embed.engine import auto_batch_size, default_workers
     from cliplab.models import load_model

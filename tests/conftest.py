@@ -46,7 +46,7 @@ def trained_cache(tmp_path_factory) -> Path:
     """A cache in which ``--model tiny-shapes`` is the checkpoint shipped with the package (the same weights on
     every machine, so thresholds on it are deterministic up to float noise; training is tested on its own in
     tests/test_training.py)."""
-    from cliplab.demo import ensure_tiny_model
+    from cliplab.train.tiny import ensure_tiny_model
     from cliplab.models.local import SHIPPED_DIR
 
     cache = tmp_path_factory.mktemp("trained-cache")

@@ -7,7 +7,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from cliplab.cli import app, handle_errors
+from cliplab.cli import app
+from cliplab.cli.options import handle_errors
 
 runner = CliRunner()
 

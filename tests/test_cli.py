@@ -125,7 +125,7 @@ def test_prompt_study_descriptions(trained_cache, tmp_path):
 
 
 def test_probe_and_results_store(trained_cache, tmp_path):
-    from cliplab.report.store import read_results
+    from cliplab.results.store import read_results
 
     res_dir, out = tmp_path / "results", tmp_path / "probe.json"
     res = runner.invoke(app, ["probe", "--dataset", "shapes:color", "--train-limit", "1500", "--kshot", "1,4",

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from cliplab.data import filehash
-from cliplab.data.base import FileSource
+from cliplab.data.sources import FileSource
 from cliplab.io import hash_file
 
 

@@ -190,7 +190,7 @@ RANK_2 = np.array([2, 5, 0, 1, 3, 4, 6, 7, 8, 9])
 
 
 def test_revisited_protocols_by_hand():
-    from cliplab.studies.similar import gt_metrics
+    from cliplab.studies.image_retrieval import gt_metrics
 
     # q1: easy a3, a0; hard a1 and 'zz' (not in the gallery); junk a7.  q2: no easy, hard a5.
     queries = [_q("q1", [3, 0], [1, "zz"], [7]), _q("q2", [], [5], [])]
@@ -219,7 +219,7 @@ def test_revisited_protocols_by_hand():
 
 def test_classic_oxford_missing_positive_is_a_miss():
     from cliplab.data.oxford import OxfordQuery
-    from cliplab.studies.similar import gt_metrics
+    from cliplab.studies.image_retrieval import gt_metrics
 
     # good a3, ok a0 + 'gone' (not in the gallery), junk a7: ranking without junk 3 1 9 0 -> ranks 0, 3 of n = 3
     # AP = [1 + (1/3 + 2/4)/2] / 3 = 17/36 ; P@1 = 1 ; P@5 = P@10 = 2/4 (k cut at 4)
@@ -321,7 +321,7 @@ def test_run_similar_counts_missing_positives_as_misses(tiny_checkpoint, cache_d
     from cliplab.data import load_dataset
     from cliplab.embed.descriptors import DescriptorSpec
     from cliplab.models import load_model
-    from cliplab.studies.similar import run_similar
+    from cliplab.studies.image_retrieval import run_similar
 
     cfg, ckpt, _ = tiny_checkpoint
     m = load_model(str(cfg), str(ckpt), device="cpu", cache_dir=cache_dir)

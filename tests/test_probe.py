@@ -200,7 +200,7 @@ def test_probe_within_half_a_point_of_sklearn_on_tiny_model(trained_cache):
 def test_results_store_round_trip(tmp_path):
     from types import SimpleNamespace
 
-    from cliplab.report.store import RunRecorder, read_results
+    from cliplab.results.store import RunRecorder, read_results
 
     ds = SimpleNamespace(name="toy", split="test", fingerprint="fp")
     model = {"name": "m", "pretrained": None, "fingerprint": "abc"}
@@ -224,7 +224,7 @@ def test_store_folder_reads_as_one_parquet_dataset(tmp_path):
 
     import pandas as pd
 
-    from cliplab.report.store import RunRecorder
+    from cliplab.results.store import RunRecorder
 
     ds = SimpleNamespace(name="toy", split="test", fingerprint="fp")
     png = tmp_path / "f.png"
@@ -246,9 +246,9 @@ def test_sweep_is_reported_in_table_json_and_store(tmp_path):
 
     from rich.console import Console
 
-    from cliplab.report.results import probe_json
-    from cliplab.report.rows import record_probe
-    from cliplab.report.store import RunRecorder, read_results
+    from cliplab.results.exports import probe_json
+    from cliplab.results.rows import record_probe
+    from cliplab.results.store import RunRecorder, read_results
     from cliplab.report.tables import probe_sweep_table, probe_table
 
     X, y = blobs(n_per=60)

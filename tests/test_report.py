@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 
 from cliplab.report.html import clip_benchmark_records, format_value, import_clip_benchmark
-from cliplab.report.store import read_results
+from cliplab.results.store import read_results
 
 
 @pytest.fixture(scope="module")
 def demo_report(trained_cache, tmp_path_factory):
-    from cliplab.demo import run_demo
+    from cliplab.studies.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo")
     path = run_demo(trained_cache, quiet=True, output_dir=out)
@@ -161,7 +161,7 @@ def test_search_grid_of_photos_is_a_thumbnail_png(tmp_path):
 def _store_run(folder, split, n, acc, config=None, fingerprint="d1", ts=None):
     from types import SimpleNamespace
 
-    from cliplab.report.store import RunRecorder
+    from cliplab.results.store import RunRecorder
 
     rec = RunRecorder("zeroshot", config or {"model": "m", "dataset": "cifar10", "split": split, "templates": None})
     if ts:

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cliplab.cli import app
-from cliplab.tasks.retrieval import (caption_retrieval, chunked_topk, image_to_text_ranks, rank_metrics,
+from cliplab.tasks.caption_retrieval import (caption_retrieval, chunked_topk, image_to_text_ranks, rank_metrics,
                                      text_to_image_ranks)
 
 runner = CliRunner()
@@ -158,7 +158,7 @@ def test_real_coco_annotation_file_loads_and_retrieves(tiny_checkpoint, cache_di
 
     from cliplab.data import load_dataset
     from cliplab.models import load_model
-    from cliplab.studies.retrieval import run_caption_retrieval
+    from cliplab.studies.caption_retrieval import run_caption_retrieval
 
     ds = load_dataset(str(SHARED_DATA / "coco-mini" / "annotations" / "captions_val2017.json"))
     assert (len(ds), sum(len(c) for c in ds.captions), ds.missing) == (159, 795, 0)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from cliplab.attacks.typographic import AttackedSource, TypographicParams, choose_targets, render_text
 from cliplab.cli import app
 from cliplab.errors import CliplabError
-from cliplab.studies.compare import model_specs
+from cliplab.models.specs import model_specs
 
 runner = CliRunner()
 
@@ -46,7 +46,7 @@ def test_render_text_changes_pixels_where_it_writes():
 
 
 def test_attacked_keys_differ_from_clean_and_by_params():
-    from cliplab.data.base import IndexedSource
+    from cliplab.data.sources import IndexedSource
 
     base = IndexedSource(3, lambda i: Image.new("RGB", (8, 8)), "fp", "toy")
     a = AttackedSource(base, ["x", "y", "z"], TypographicParams())
@@ -88,7 +88,7 @@ def test_compare_two_models(trained_cache, tiny_checkpoint, tmp_path):
     assert (trained.acc1 > rand.acc1 + 0.3).all()  # the trained model wins by far on both datasets
     assert (trained.probe_acc1 > 0.9).all() and (df.embed_dim.isin([32, 64])).all()
     assert (tmp_path / "cmp.png").stat().st_size > 5000 and (tmp_path / "cmp.svg").read_text().startswith("<?xml")
-    from cliplab.report.store import read_results
+    from cliplab.results.store import read_results
 
     rows = read_results(res_dir)
     metrics = rows[rows.artifact.isna()]

@@ -7,7 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cliplab.cli import app
-from cliplab.demo import DEMO_MARKER, DemoOutputError, ensure_tiny_model, prepare_output_dir
+from cliplab.studies.demo import DEMO_MARKER, DemoOutputError, prepare_output_dir
+from cliplab.train.tiny import ensure_tiny_model
 from cliplab.models.local import SHIPPED_DIR, find_local_model, list_local_models
 
 runner = CliRunner()

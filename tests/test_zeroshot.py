@@ -36,7 +36,7 @@ def test_classifier_matches_open_clip_builder(tiny_checkpoint, cache_dir):
     from open_clip import build_zero_shot_classifier
 
     from cliplab.models import load_model
-    from cliplab.studies.zeroshot import class_text_embeddings
+    from cliplab.embed.texts import class_text_embeddings
 
     cfg, ckpt, _ = tiny_checkpoint
     m = load_model(str(cfg), str(ckpt), cache_dir=cache_dir)

@@ -7,7 +7,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from cliplab.data.base import ImageSource
+from cliplab.data.sources import ImageSource
 from cliplab.errors import CliplabError
 from cliplab.io import hash_json
 

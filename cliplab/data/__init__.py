@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cliplab.data.base import FileSource, ImageDataset, ImageSource, IndexedSource
+from cliplab.data.base import ImageDataset
+from cliplab.data.sources import FileSource, ImageSource, IndexedSource
 from cliplab.data.splits import SplitError
 from cliplab.errors import DatasetError
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cliplab.data.base import FileSource, ImageDataset
+from cliplab.data.base import ImageDataset
+from cliplab.data.sources import FileSource
 from cliplab.errors import DatasetError
 from cliplab.io import hash_json
 

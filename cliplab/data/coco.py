@@ -16,7 +16,8 @@ import json
 import re
 from pathlib import Path
 
-from cliplab.data.base import FileSource, ImageDataset
+from cliplab.data.base import ImageDataset
+from cliplab.data.sources import FileSource
 from cliplab.errors import DatasetError
 from cliplab.io import hash_file
 

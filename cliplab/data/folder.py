@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cliplab.data.base import FileSource, ImageDataset
+from cliplab.data.base import ImageDataset
+from cliplab.data.sources import FileSource
 from cliplab.data.classnames import clean_classnames, map_classnames
 from cliplab.data.splits import SplitError, is_split_name
 from cliplab.errors import DatasetError

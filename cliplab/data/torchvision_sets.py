@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cliplab.data.base import ImageDataset, IndexedSource
+from cliplab.data.base import ImageDataset
+from cliplab.data.sources import IndexedSource
 from cliplab.data.classnames import clean_classnames, read_classnames
 from cliplab.data.splits import SplitError
 from cliplab.errors import DatasetError

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cliplab.data.base import ImageDataset, ImageSource
+from cliplab.data.base import ImageDataset
+from cliplab.data.sources import ImageSource
 from cliplab.embed.cache import EmbeddingCache
-from cliplab.io import hash_bytes
 from cliplab.models.base import LoadedModel
 from cliplab.progress import progress_bar
 
@@ -225,7 +225,7 @@ def _use_tensor_pipeline(pipeline: str, model: LoadedModel) -> bool:
 
 
 def _file_path(source: ImageSource, i: int) -> str | None:
-    from cliplab.data.base import FileSource, SubsetSource
+    from cliplab.data.sources import FileSource, SubsetSource
 
     if isinstance(source, FileSource):
         return source.paths[i]
@@ -236,7 +236,7 @@ def _file_path(source: ImageSource, i: int) -> str | None:
 
 def _uint8(source: ImageSource, i: int):
     """A pre-decoded uint8 tensor for item i when the source holds its pixels in memory, else None."""
-    from cliplab.data.base import SubsetSource
+    from cliplab.data.sources import SubsetSource
 
     if isinstance(source, SubsetSource):
         return _uint8(source.base, source.indices[i])
@@ -287,30 +287,3 @@ def _tensor_batches(source: ImageSource, todo: list[int], model: LoadedModel, ba
                 except Exception as exc:  # noqa: BLE001 - one odd file must not end the run
                     bad.append((p, f"cannot decode image ({type(exc).__name__}: {exc})"))
             yield pos, (prep.batch(images, model.device) if images else None), bad
-
-
-def embed_texts(model: LoadedModel, texts: list[str], cache_dir: str | Path | None = None, *,
-                batch_size: int = 256, use_cache: bool = True, quiet: bool = True) -> np.ndarray:
-    """Raw text embeddings (float32, rows in the order of ``texts``), cached per text."""
-    from cliplab.paths import resolve_cache_dir
-
-    keys = ["t:" + hash_bytes(t.encode("utf-8")) for t in texts]
-    cache = EmbeddingCache(resolve_cache_dir(cache_dir), model.fingerprint, "text") if use_cache else None
-    vectors = dict(cache.lookup(list(set(keys))).vectors) if cache else {}
-    todo = list(dict.fromkeys(k for k in keys if k not in vectors))
-    if todo:
-        text_of = dict(zip(keys, texts))
-        new_rows = []
-        t0 = time.perf_counter()
-        with progress_bar(len(todo), "embedding texts", quiet, unit="texts") as bar:
-            for s in range(0, len(todo), batch_size):
-                chunk = todo[s:s + batch_size]
-                out = model.encode_texts([text_of[k] for k in chunk]).numpy()
-                new_rows.append(out)
-                vectors.update(zip(chunk, out))
-                bar.advance(len(chunk))
-        if cache:
-            cache.write(todo, np.concatenate(new_rows), {}, time.perf_counter() - t0)
-    if not texts:
-        return np.zeros((0, model.embed_dim), np.float32)
-    return np.stack([vectors[k] for k in keys]).astype(np.float32, copy=False)

@@ -397,7 +397,7 @@ def clip_benchmark_records(df: pd.DataFrame) -> list[dict]:
 
 def import_clip_benchmark(paths: list[str | Path]) -> pd.DataFrame:
     """CLIP_benchmark result JSONs -> store rows (command ``clip_benchmark``) so they sit beside cliplab's."""
-    from cliplab.report.store import COLUMNS
+    from cliplab.results.store import COLUMNS
 
     rows = []
     for p in paths:
@@ -433,7 +433,7 @@ def build_report(df: pd.DataFrame, out: str | Path, *, title: str = "cliplab rep
     import jinja2
 
     from cliplab.io import write_json_atomic, write_text_atomic
-    from cliplab.report.results import provenance, write_table
+    from cliplab.results.exports import provenance, write_table
 
     if df.empty:
         raise CliplabError("the results store is empty: run a study with --results DIR first")

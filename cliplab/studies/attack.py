@@ -13,7 +13,7 @@ from cliplab.embed import EmbeddingResult, embed_images
 from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
-from cliplab.studies.zeroshot import class_text_embeddings
+from cliplab.embed.texts import class_text_embeddings
 from cliplab.tasks.metrics import classification_metrics
 from cliplab.tasks.zeroshot import build_classifier, scores
 

@@ -1,83 +1,14 @@
 """Model comparison: several models x datasets, zero-shot (and optionally a linear probe) side by side."""
 from __future__ import annotations
 
-import json
-import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cliplab.data.base import ImageDataset
-from cliplab.errors import CliplabError
+from cliplab.models.specs import ModelSpec
 from cliplab.prompts import TemplateSet
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    model: str
-    pretrained: str | None = None
-    label: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.label or (f"{self.model} ({Path(self.pretrained).name})" if self.pretrained else self.model)
-
-
-def _none(v):
-    return None if v in (None, "", "none", "-") else v
-
-
-def read_model_file(path: str | Path) -> list[ModelSpec]:
-    """A YAML, TOML or JSON file: a list of {model, pretrained, label} (TOML: ``[[models]]`` tables)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CliplabError(f"--models {path}: file not found")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        elif path.suffix == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise CliplabError(f"--models {path}: use a .yaml, .toml or .json file")
-    except CliplabError:
-        raise
-    except Exception as exc:  # parser errors of three libraries, reported the same way
-        raise CliplabError(f"--models {path}: cannot parse ({type(exc).__name__}: {exc})") from None
-    if isinstance(data, dict):
-        data = data.get("models")
-    if not isinstance(data, list) or not data:
-        raise CliplabError(f"--models {path}: expected a non-empty list of {{model, pretrained, label}} entries")
-    out = []
-    for i, item in enumerate(data):
-        if isinstance(item, str):
-            item = {"model": item}
-        if not isinstance(item, dict) or "model" not in item:
-            raise CliplabError(f"--models {path}: entry {i + 1} needs a 'model' key")
-        out.append(ModelSpec(str(item["model"]), _none(item.get("pretrained")), str(item.get("label") or "")))
-    return out
-
-
-def model_specs(models: list[str] | None, pretrained: list[str] | None, file: str | Path | None) -> list[ModelSpec]:
-    """``--model`` values paired by position with ``--pretrained`` values ('none' or '-' for no tag)."""
-    specs = read_model_file(file) if file else []
-    models, pretrained = list(models or []), list(pretrained or [])
-    if len(pretrained) > len(models):
-        raise CliplabError(f"{len(pretrained)} --pretrained values for {len(models)} --model values; "
-                           "give them in pairs (use 'none' for a model without a tag)")
-    pretrained += [None] * (len(models) - len(pretrained))
-    specs += [ModelSpec(m, _none(p)) for m, p in zip(models, pretrained)]
-    if not specs:
-        raise CliplabError("no models to compare: give --model (repeatable) and/or --models FILE")
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise CliplabError(f"two compared models have the same name ({names}); set a label in --models FILE")
-    return specs
 
 
 @dataclass
@@ -110,7 +41,7 @@ def run_compare(specs: list[ModelSpec], datasets: list[tuple[ImageDataset, Image
     """``datasets``: (test split, train split or None); a train split adds the linear probe column.
     ``template_sets[i]`` is used for ``datasets[i]``. Each model is loaded once."""
     from cliplab.models import load_model
-    from cliplab.report.rows import record_probe, record_zeroshot
+    from cliplab.results.rows import record_probe
     from cliplab.studies.probe import run_probe
     from cliplab.studies.zeroshot import run_zeroshot
 
@@ -125,7 +56,7 @@ def run_compare(specs: list[ModelSpec], datasets: list[tuple[ImageDataset, Image
                              met["mean_per_class_recall"], met["mean_correct_similarity"],
                              run.images.images_per_second, m.num_params, m.embed_dim, model_fingerprint=m.fingerprint)
             if recorder is not None:
-                record_zeroshot(recorder, run)
+                recorder.add_result(run)
             if train is not None:
                 study = run_probe(m, train, test, cache_dir, kshots=(), device=m.device, batch_size=batch_size,
                                   num_workers=num_workers, quiet=quiet)

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cliplab.data.base import FileSource, ImageDataset
+from cliplab.data.base import ImageDataset
+from cliplab.data.sources import FileSource
 from cliplab.data.folder import IMAGE_EXTENSIONS, list_images
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
-from cliplab.studies.zeroshot import class_text_embeddings
+from cliplab.embed.texts import class_text_embeddings
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.zeroshot import build_classifier, scores
 

@@ -14,7 +14,7 @@ from cliplab.embed import EmbeddingResult, embed_images
 from cliplab.models.base import LoadedModel
 from cliplab.progress import console, progress_bar
 from cliplab.prompts import TemplateSet
-from cliplab.studies.zeroshot import class_text_embeddings
+from cliplab.embed.texts import class_text_embeddings
 from cliplab.tasks.probe import DEFAULT_WD_GRID, KShotRow, ProbeResult, ProbeWarning, kshot_probes, linear_probe
 from cliplab.tasks.zeroshot import build_classifier, evaluate
 

@@ -17,7 +17,7 @@ from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
-from cliplab.studies.zeroshot import class_text_embeddings
+from cliplab.embed.texts import class_text_embeddings
 from cliplab.tasks.selection import greedy_template_selection
 from cliplab.tasks.stats import PairedComparison, compare_paired
 from cliplab.tasks.zeroshot import build_classifier, build_classifier_ragged, evaluate, evaluate_scores, scores_max

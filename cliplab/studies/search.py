@@ -12,7 +12,7 @@ from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
 from cliplab.tasks.metrics import l2_normalize
-from cliplab.tasks.retrieval import chunked_topk
+from cliplab.tasks.caption_retrieval import chunked_topk
 
 
 @dataclass
@@ -88,7 +88,7 @@ class SearchRun:
 
 
 def query_vectors(model: LoadedModel, queries: list[Query], cache_dir=None, text_weight: float = 1.0) -> np.ndarray:
-    from cliplab.data.base import FileSource
+    from cliplab.data.sources import FileSource
 
     out = np.zeros((len(queries), model.embed_dim), np.float32)
     texts = [q.text for q in queries if q.image is None]

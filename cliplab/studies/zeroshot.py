@@ -1,17 +1,22 @@
 """Zero-shot study: embed images once, then evaluate any number of template sets against them."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from cliplab.data.base import ImageDataset
-from cliplab.embed import EmbeddingResult, embed_images, embed_texts
+from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
+from cliplab.results.result import DatasetInfo, Failure, ModelInfo, Rows, Table, pct, skipped
 from cliplab.tasks.zeroshot import ZeroShotResult, build_classifier, evaluate
+
+CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similarity")
 
 
 @dataclass
@@ -23,32 +28,140 @@ class TemplateEvaluation:
 
 @dataclass
 class ZeroShotRun:
+    """Zero-shot classification of one dataset split, one evaluation per template set (the study contract:
+    :mod:`cliplab.results.result`)."""
     model: LoadedModel
-    dataset: ImageDataset
+    data: ImageDataset
     images: EmbeddingResult
     labels: np.ndarray  # labels of the embedded images (aligned with images.indices)
     evaluations: list[TemplateEvaluation] = field(default_factory=list)
     seconds: float = 0.0
+    topk: int = 5  # columns of the per-image predictions
+    task = "zeroshot_classification"
+
+    @property
+    def models(self) -> list[ModelInfo]:
+        return [ModelInfo.of(self.model)]
+
+    @property
+    def dataset(self) -> DatasetInfo:
+        return DatasetInfo.of(self.data, int(len(self.images.indices)))
+
+    @property
+    def params(self) -> dict:
+        return {"template_sets": [{"name": ev.template_set.name, "templates": list(ev.template_set.templates)}
+                                  for ev in self.evaluations], "topk": self.topk}
+
+    @property
+    def failures(self) -> list[Failure]:
+        return Failure.from_embedding(self.images.failures)
+
+    def metric_rows(self) -> pd.DataFrame:
+        rows = Rows()
+        for ev in self.evaluations:
+            kw = dict(task=self.task, model=self.model, dataset=self.data, variant=ev.template_set.name,
+                      n=self.dataset.n)
+            rows.add_metrics(ev.result.metrics, CLASSIFICATION, **kw)
+            rows.add(metric="images_per_second", value=self.images.images_per_second, **kw)
+            for cname, r in zip(self.data.classnames, ev.result.metrics["per_class_recall"]):
+                rows.add(metric=f"recall[{cname}]", value=r, **kw)
+            confusion_rows(rows, ev.result.metrics["confusion"], self.data.classnames, **kw)
+        return rows.frame()
+
+    def summary(self) -> str:
+        best = max(self.evaluations, key=lambda ev: ev.result.metrics["acc1"])
+        return (f"zero-shot {self.model.name} on {self.data.name} ({self.data.split}, {self.dataset.n} images): "
+                f"top-1 {pct(best.result.metrics['acc1'])} % with {best.template_set.name}")
+
+    def tables(self) -> list[Table]:
+        n_cls = len(self.data.classnames)
+        table = Table(f"zero-shot · {self.model.name} · {self.data.name} ({self.data.split}, "
+                      f"{len(self.images.indices)} images, {n_cls} classes)",
+                      ["templates", "#", "top-1 %", f"top-{min(5, n_cls)} %", "mean class recall %", "sim(true)"],
+                      right=frozenset(["#", "top-1 %", f"top-{min(5, n_cls)} %", "mean class recall %",
+                                       "sim(true)"]))
+        for ev in self.evaluations:
+            m = ev.result.metrics
+            name = ev.template_set.name if len(ev.template_set.name) <= 40 else ev.template_set.name[:37] + "..."
+            table.rows.append([name, str(len(ev.template_set.templates)), pct(m["acc1"]), pct(m.get("acc5")),
+                               pct(m["mean_per_class_recall"]), f"{m['mean_correct_similarity']:.3f}"])
+        ips = self.images.images_per_second
+        table.caption = (f"chance = {100 / n_cls:.1f} % · images/s = {ips:,.0f}" if not math.isnan(ips) else
+                         f"chance = {100 / n_cls:.1f} %") + (f" · skipped {len(self.images.failures)} unreadable "
+                                                              "images" if self.images.failures else "")
+        return [table]
+
+    def record(self) -> dict:
+        """One CLIP_benchmark-style record (``dataset``, ``model``, ``pretrained``, ``task``, ``metrics``); metrics
+        are those of the first template set, every set's metrics are under ``template_sets``."""
+        def metrics_of(ev) -> dict:
+            m = {k: ev.result.metrics[k] for k in CLASSIFICATION if k in ev.result.metrics}
+            m["images_per_second"] = self.images.images_per_second
+            return m
+
+        return {
+            "dataset": self.data.name, "model": self.model.name, "pretrained": self.model.pretrained,
+            "task": self.task, "metrics": metrics_of(self.evaluations[0]), "language": "en",
+            "split": self.data.split,
+            "template_sets": [
+                {"name": ev.template_set.name, "templates": list(ev.template_set.templates),
+                 "metrics": metrics_of(ev),
+                 "per_class_recall": dict(zip(self.data.classnames, ev.result.metrics["per_class_recall"])),
+                 "confusion": ev.result.metrics["confusion"]}
+                for ev in self.evaluations],
+            "classnames": self.data.classnames, "num_images": self.dataset.n,
+            "skipped_images": skipped(self.failures), "model_fingerprint": self.model.fingerprint,
+            "dataset_fingerprint": self.data.fingerprint,
+            "timing": {"total_seconds": self.seconds, "image_embedding_seconds": self.images.seconds,
+                       "images_computed": self.images.computed},
+        }
+
+    def artifacts(self) -> dict:
+        return {"predictions": self.predictions()}
+
+    def predictions(self, template_index: int = 0) -> pd.DataFrame:
+        """Per image: id, true label, whether top-1 is right, the true class's score, top-k labels and scores."""
+        ev = self.evaluations[template_index]
+        names = np.asarray(self.data.classnames, dtype=object)
+        idx, sc = ev.result.top_predictions(self.topk)
+        df = pd.DataFrame({
+            "id": [self.data.source.id(int(i)) for i in self.images.indices],
+            "true_label": names[self.labels],
+            "correct": idx[:, 0] == self.labels,
+            "true_score": ev.result.scores[np.arange(len(self.labels)), self.labels],
+        })
+        for j in range(idx.shape[1]):
+            df[f"top{j + 1}_label"] = names[idx[:, j]]
+            df[f"top{j + 1}_score"] = sc[:, j]
+        return df
 
 
-def class_text_embeddings(model: LoadedModel, classnames: list[str], template_set: TemplateSet,
-                          cache_dir: Path | str | None) -> np.ndarray:
-    """(C, T, d) raw text embeddings of every class x template prompt (cached)."""
-    texts = template_set.texts(classnames)
-    emb = embed_texts(model, texts, cache_dir)
-    return emb.reshape(len(classnames), len(template_set.templates), -1)
+def confusion_rows(rows: Rows, confusion, classnames, max_full: int = 30, top: int = 50, **kw) -> None:
+    """The whole confusion matrix for up to ``max_full`` classes, else its ``top`` largest off-diagonal cells,
+    as rows ``confusion[true -> predicted]`` (counts)."""
+    cm = np.asarray(confusion)
+    if len(cm) <= max_full:
+        cells = [(i, j) for i in range(len(cm)) for j in range(len(cm))]
+    else:
+        off = cm.copy()
+        np.fill_diagonal(off, 0)
+        flat = np.argsort(-off, axis=None, kind="stable")[:top]
+        cells = [tuple(np.unravel_index(f, cm.shape)) for f in flat if off.flat[f] > 0]
+    for i, j in cells:
+        rows.add(metric=f"confusion[{classnames[i]} -> {classnames[j]}]", value=int(cm[i, j]), **kw)
 
 
 def run_zeroshot(model: LoadedModel, dataset: ImageDataset, template_sets: list[TemplateSet],
                  cache_dir: Path | str | None = None, *, batch_size: int = 64, num_workers: int | None = None,
                  use_cache: bool = True, quiet: bool = False, ks: tuple[int, ...] = (1, 5),
-                 pipeline: str = "pil") -> ZeroShotRun:
+                 pipeline: str = "pil", topk: int = 5) -> ZeroShotRun:
+    """Zero-shot classification of ``dataset`` with each template set: a :class:`ZeroShotRun`."""
     dataset.require_classes("zero-shot classification")
     t0 = time.perf_counter()
     images = embed_images(model, dataset, cache_dir, batch_size=batch_size, num_workers=num_workers,
                           use_cache=use_cache, quiet=quiet, pipeline=pipeline)
     labels = dataset.labels[images.indices]
-    run = ZeroShotRun(model=model, dataset=dataset, images=images, labels=labels)
+    run = ZeroShotRun(model=model, data=dataset, images=images, labels=labels, topk=topk)
     for ts in template_sets:
         t1 = time.perf_counter()
         classifier = build_classifier(class_text_embeddings(model, dataset.classnames, ts, cache_dir))

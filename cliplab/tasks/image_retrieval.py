@@ -62,7 +62,7 @@ def rmac_aggregate(regions: np.ndarray, whitening: Whitening | None = None) -> n
 
 def average_query_expansion(queries: np.ndarray, database: np.ndarray, k: int) -> np.ndarray:
     """Each query replaced by the normalised mean of itself and its top-k database neighbours."""
-    from cliplab.tasks.retrieval import chunked_topk
+    from cliplab.tasks.caption_retrieval import chunked_topk
 
     if k <= 0:
         return l2_normalize(queries)
@@ -170,7 +170,7 @@ def precision_and_ap_at_k(ranking: np.ndarray, relevant: np.ndarray, k: int, n_r
 def labelled_retrieval_metrics(desc: np.ndarray, labels: np.ndarray, k: int = 10, *,
                                query_desc: np.ndarray | None = None) -> dict:
     """Every image queries all others: mAP (full ranking), mAP@k, P@k with same-class = relevant."""
-    from cliplab.tasks.retrieval import chunked_topk
+    from cliplab.tasks.caption_retrieval import chunked_topk
 
     n = len(desc)
     q = desc if query_desc is None else query_desc

@@ -166,7 +166,7 @@ def read_output(path: Path, work: Path, cache: Path):
 
 def store_rows(folder: Path, work: Path, cache: Path) -> list[dict]:
     """The store's rows, sorted, with run ids, times and versions dropped; artifacts as file names."""
-    from cliplab.report.store import read_results
+    from cliplab.results.store import read_results
 
     df = read_results(folder)
     rows = []

@@ -1,38 +1,11 @@
-"""Result rows for the results store, one function per study type (see :mod:`cliplab.report.store`)."""
+"""Result rows for the results store, one function per study type (see :mod:`cliplab.results.store`)."""
 from __future__ import annotations
 
 import numpy as np
 
-from cliplab.report.store import RunRecorder
+from cliplab.results.store import RunRecorder
 
 CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similarity")
-
-
-def record_zeroshot(rec: RunRecorder, run) -> None:
-    n = int(len(run.images.indices))
-    for ev in run.evaluations:
-        kw = dict(task="zeroshot_classification", model=run.model, dataset=run.dataset, variant=ev.template_set.name,
-                  n=n)
-        rec.add_metrics(ev.result.metrics, CLASSIFICATION, **kw)
-        rec.add(metric="images_per_second", value=run.images.images_per_second, **kw)
-        for cname, r in zip(run.dataset.classnames, ev.result.metrics["per_class_recall"]):
-            rec.add(metric=f"recall[{cname}]", value=r, **kw)
-        record_confusion(rec, ev.result.metrics["confusion"], run.dataset.classnames, **kw)
-
-
-def record_confusion(rec: RunRecorder, confusion, classnames, max_full: int = 30, top: int = 50, **kw) -> None:
-    """The whole confusion matrix for up to ``max_full`` classes, else its ``top`` largest off-diagonal cells,
-    as rows ``confusion[true -> predicted]`` (counts)."""
-    cm = np.asarray(confusion)
-    if len(cm) <= max_full:
-        cells = [(i, j) for i in range(len(cm)) for j in range(len(cm))]
-    else:
-        off = cm.copy()
-        np.fill_diagonal(off, 0)
-        flat = np.argsort(-off, axis=None, kind="stable")[:top]
-        cells = [tuple(np.unravel_index(f, cm.shape)) for f in flat if off.flat[f] > 0]
-    for i, j in cells:
-        rec.add(metric=f"confusion[{classnames[i]} -> {classnames[j]}]", value=int(cm[i, j]), **kw)
 
 
 def record_prompt_study(rec: RunRecorder, study, seed: int) -> None:

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from cliplab.data.base import ImageDataset, ImageSource
+from cliplab.data.base import ImageDataset
+from cliplab.data.sources import CroppedSource
 from cliplab.embed import embed_images
 from cliplab.embed.descriptors import DescriptorSpec, region_count
 from cliplab.errors import CliplabError
@@ -16,32 +16,7 @@ from cliplab.models.base import LoadedModel
 from cliplab.tasks.image_retrieval import (PROTOCOLS, Whitening, average_query_expansion, gt_map,
                                            labelled_retrieval_metrics, revisited_ground_truth, rmac_aggregate)
 from cliplab.tasks.metrics import l2_normalize
-from cliplab.tasks.retrieval import chunked_topk
-
-
-class CroppedSource(ImageSource):
-    """Query images cropped to their ground-truth boxes (Oxford protocol)."""
-
-    def __init__(self, base: ImageSource, items: list[tuple[int, tuple[float, float, float, float] | None]]):
-        self.base, self.items = base, items
-        self.key_errors: dict[int, str] = {}
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def id(self, i: int) -> str:
-        j, box = self.items[i]
-        return self.base.id(j) + (f" crop {box}" if box else "")
-
-    def keys(self):
-        base = self.base.keys()
-        return [None if base[j] is None else (base[j] if box is None else f"crop:{base[j]}:{box}")
-                for j, box in self.items]
-
-    def load(self, i: int) -> Image.Image:
-        j, box = self.items[i]
-        img = self.base.load(j)
-        return img if box is None else img.crop(tuple(int(round(v)) for v in box))
+from cliplab.tasks.caption_retrieval import chunked_topk
 
 
 @dataclass
@@ -160,7 +135,7 @@ def gt_metrics(queries, rankings, position_of: dict[str, int]) -> tuple[dict, li
 
 def query_hits(run: SimilarRun, model, paths: list[str], cache_dir, k: int, qe: int = 0):
     """Top-k gallery positions and scores for ad-hoc query images."""
-    from cliplab.data.base import FileSource
+    from cliplab.data.sources import FileSource
 
     n_regions = region_count(model, run.spec)
     res = embed_images(model, FileSource(paths), cache_dir, descriptor=run.spec, quiet=True, num_workers=0)

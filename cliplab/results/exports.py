@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cliplab.io import atomic_path, write_json_atomic
+from cliplab.results.result import Figure
 from cliplab.version import __version__
 
 SCALAR_METRICS = ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similarity")
@@ -19,41 +20,6 @@ def provenance() -> dict:
 
     return {"cliplab_version": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-
-
-def zeroshot_json(run, config: dict) -> dict:
-    """One CLIP_benchmark-style record (``dataset``, ``model``, ``pretrained``, ``task``, ``metrics``); metrics are
-    those of the first template set, every set's metrics are under ``template_sets``."""
-    def metrics_of(ev) -> dict:
-        m = {k: ev.result.metrics[k] for k in SCALAR_METRICS if k in ev.result.metrics}
-        m["images_per_second"] = run.images.images_per_second
-        return m
-
-    first = run.evaluations[0]
-    return {
-        "dataset": run.dataset.name,
-        "model": run.model.name,
-        "pretrained": run.model.pretrained,
-        "task": "zeroshot_classification",
-        "metrics": metrics_of(first),
-        "language": "en",
-        "split": run.dataset.split,
-        "template_sets": [
-            {"name": ev.template_set.name, "templates": list(ev.template_set.templates), "metrics": metrics_of(ev),
-             "per_class_recall": dict(zip(run.dataset.classnames, ev.result.metrics["per_class_recall"])),
-             "confusion": ev.result.metrics["confusion"]}
-            for ev in run.evaluations
-        ],
-        "classnames": run.dataset.classnames,
-        "num_images": int(len(run.images.indices)),
-        "skipped_images": [{"id": i, "reason": r} for _, i, r in run.images.failures],
-        "model_fingerprint": run.model.fingerprint,
-        "dataset_fingerprint": run.dataset.fingerprint,
-        "timing": {"total_seconds": run.seconds, "image_embedding_seconds": run.images.seconds,
-                   "images_computed": run.images.computed},
-        "config": config,
-        **provenance(),
-    }
 
 
 def write_json(path: str | Path, record: dict) -> None:
@@ -73,23 +39,6 @@ def write_table(path: str | Path, df: pd.DataFrame) -> None:
             df.to_json(tmp, orient="records", lines=True)
         else:
             raise ValueError(f"{path}: use .csv, .parquet or .jsonl")
-
-
-def predictions_frame(run, k: int = 5, template_index: int = 0) -> pd.DataFrame:
-    ev = run.evaluations[template_index]
-    names = np.asarray(run.dataset.classnames, dtype=object)
-    idx, sc = ev.result.top_predictions(k)
-    source = run.dataset.source
-    df = pd.DataFrame({
-        "id": [source.id(int(i)) for i in run.images.indices],
-        "true_label": names[run.labels],
-        "correct": idx[:, 0] == run.labels,
-        "true_score": ev.result.scores[np.arange(len(run.labels)), run.labels],
-    })
-    for j in range(idx.shape[1]):
-        df[f"top{j + 1}_label"] = names[idx[:, j]]
-        df[f"top{j + 1}_score"] = sc[:, j]
-    return df
 
 
 def write_embeddings(path: str | Path, result, dataset) -> list[Path]:
@@ -168,3 +117,20 @@ def probe_json(study, config: dict) -> dict:
     out["kshot"] = [{"k": r.k, "variant": r.variant, "acc1": r.accs, "seeds": r.seeds, "mean": r.mean, "std": r.std,
                      "weight_decay": r.wds} for r in study.kshot]
     return out
+
+
+def write_artifact(path: str | Path, result, name: str, artifacts: dict, config: dict) -> list[tuple[Path, str | None]]:
+    """Write one thing a study result offers: ``record`` (its JSON document, with the run's config and
+    provenance), a table (CSV/parquet/JSONL by suffix) or a figure. Returns (path, caption) per file written;
+    the caption is None for anything that is not a figure."""
+    path = Path(path)
+    if name == "record":
+        write_json(path, {**result.record(), "config": config, **provenance()})
+        return [(path, None)]
+    obj = artifacts[name]
+    if isinstance(obj, pd.DataFrame):
+        write_table(path, obj)
+        return [(path, None)]
+    if isinstance(obj, Figure):
+        return [(p, caption) for p, caption in obj.write(path)]
+    raise TypeError(f"artifact {name!r}: cannot write a {type(obj).__name__}")

@@ -13,7 +13,7 @@ from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
 from cliplab.tasks.metrics import l2_normalize
-from cliplab.tasks.retrieval import RetrievalResult, caption_retrieval, chunked_topk
+from cliplab.tasks.caption_retrieval import RetrievalResult, caption_retrieval, chunked_topk
 
 
 @dataclass

@@ -68,6 +68,22 @@ class RunRecorder:
             if name in metrics:
                 self.add(metric=name, value=metrics[name], **kw)
 
+    def add_result(self, result) -> None:
+        """The metric rows of a study result (see :mod:`cliplab.results.result`)."""
+        for row in result.metric_rows().to_dict(orient="records"):
+            self.rows.append({**self.base, **{k: (None if v is pd.NA else v) for k, v in row.items()},
+                              "artifact": None})
+
+    def add_figure(self, path: str | Path, result, caption: str) -> None:
+        """A figure drawn from ``result``; the row names the study's task, its model (or 'several') and dataset."""
+        from cliplab.results.result import ModelInfo
+
+        model = result.models[0] if len(result.models) == 1 else ModelInfo("several")
+        self.add(task=result.task, model={"name": model.name, "pretrained": model.pretrained,
+                                          "fingerprint": model.fingerprint},
+                 dataset=result.dataset, metric="figure", value=None, variant=caption)
+        self.rows[-1]["artifact"] = str(path)
+
     def frame(self) -> pd.DataFrame:
         df = pd.DataFrame(self.rows, columns=COLUMNS)
         df["seed"] = df["seed"].astype("Int64")
@@ -79,7 +95,7 @@ class RunRecorder:
             return None
         if fmt not in FORMATS:
             raise CliplabError(f"--results-format {fmt!r}: choose parquet or jsonl")
-        from cliplab.report.results import write_table
+        from cliplab.results.exports import write_table
 
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():

@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 from cliplab.errors import CliplabError
+from cliplab.train.tiny import DEFAULT_MODEL, ensure_tiny_model
 
-DEFAULT_MODEL = "tiny-shapes"
 DEMO_TEMPLATE_SETS = ["simple", "bare", "a drawing of a {}.", "openai-cifar", "openai-imagenet-7"]
 DEMO_ATTRIBUTES = ["shape", "color", "size", "position", "background"]
 DEMO_QUERIES = {"prompt style": ["a photo of a red shape.", "a drawing of a red shape."],
@@ -18,24 +18,6 @@ DEMO_MARKER = ".cliplab-demo"  # written into every output folder the demo creat
 
 class DemoOutputError(CliplabError):
     """The demo's --output-dir is a folder the demo did not create."""
-
-
-def ensure_tiny_model(cache_dir: str | Path | None = None, quiet: bool = False) -> Path:
-    """The folder of the ``tiny-shapes`` model that ``--model tiny-shapes`` uses: the one shipped with the package,
-    or a cache copy trained with ``cliplab train --name tiny-shapes --force`` (a note says so). Nothing is trained."""
-    from cliplab.models.local import find_local_model
-    from cliplab.paths import resolve_cache_dir
-    from cliplab.progress import console
-
-    cache = resolve_cache_dir(cache_dir)
-    found = find_local_model(DEFAULT_MODEL, cache)
-    if found is None:
-        raise CliplabError(f"the shipped {DEFAULT_MODEL} model is missing from this cliplab installation "
-                           f"(cliplab/models/weights/{DEFAULT_MODEL}); reinstall cliplab")
-    if not found.shipped and not quiet:
-        console.print(f"note: --model {DEFAULT_MODEL} is the model trained with --force in {found.folder}, not the "
-                      f"one shipped with cliplab; remove that folder to use the shipped one again")
-    return found.folder
 
 
 def prepare_output_dir(output_dir: str | Path) -> Path:
@@ -65,9 +47,8 @@ def run_demo(cache_dir: str | Path | None = None, quiet: bool = False, output_di
     from cliplab.data import load_dataset
     from cliplab.models import load_model
     from cliplab.prompts import resolve_all
-    from cliplab.report.rows import record_zeroshot
-    from cliplab.report.store import RunRecorder
-    from cliplab.report.tables import stdout_console, zeroshot_table
+    from cliplab.results.store import RunRecorder
+    from cliplab.report.tables import render, stdout_console
     from cliplab.studies.zeroshot import run_zeroshot
 
     out_dir = prepare_output_dir(output_dir)
@@ -81,14 +62,14 @@ def run_demo(cache_dir: str | Path | None = None, quiet: bool = False, output_di
     for attr in DEMO_ATTRIBUTES:
         ds = load_dataset(f"shapes:{attr}", split="test", cache_dir=cache_dir)
         run = run_zeroshot(model, ds, resolve_all(DEMO_TEMPLATE_SETS), cache_dir, quiet=quiet)
-        out.print(zeroshot_table(run))
-        record_zeroshot(rec, run)
+        out.print(render(run.tables()[0]))
+        rec.add_result(run)
     if not report:
         return None
     rec.write(results)
     _studies(model, cache_dir, results, out_dir / "figures", quiet)
     from cliplab.report.html import build_report
-    from cliplab.report.store import read_results
+    from cliplab.results.store import read_results
 
     path = build_report(read_results(results), out_dir / "report.html", title="cliplab demo · tiny-shapes on shapes",
                         sources=[results])
@@ -104,15 +85,15 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     from cliplab.embed.descriptors import DescriptorSpec
     from cliplab.progress import console
     from cliplab.prompts import resolve_all
-    from cliplab.report import rows
-    from cliplab.report.store import RunRecorder
+    from cliplab.results import rows
+    from cliplab.results.store import RunRecorder
     from cliplab.studies.attack import attack_examples_figure, run_typographic
     from cliplab.studies.cluster import cluster_grid
     from cliplab.studies.probe import run_probe
     from cliplab.studies.prompts import run_prompt_study
-    from cliplab.studies.retrieval import failures_figure, run_caption_retrieval
+    from cliplab.studies.caption_retrieval import failures_figure, run_caption_retrieval
     from cliplab.studies.search import Query, run_search, search_figures
-    from cliplab.studies.similar import run_similar
+    from cliplab.studies.image_retrieval import run_similar
     from cliplab.tasks.clustering import kmeans, prepare
 
     def say(msg):

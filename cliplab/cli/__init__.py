@@ -1,0 +1,103 @@
+"""The ``cliplab`` command line. Presentation only: flags in, one study call, output out. This module only wires
+the command groups (classify, retrieve, manage) into one app."""
+from __future__ import annotations
+
+import inspect
+import sys
+import typing
+
+import typer
+from rich.markup import escape
+from typer.core import TyperGroup
+
+try:  # typer >= 0.22 ships its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_errors
+
+from cliplab.cli import classify, manage, retrieve
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (unknown option, bad value, missing argument) as one ``error:`` line and exit code 2, like
+    every other bad input, instead of click's multi-line box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                              **extra)
+        except click_errors.NoArgsIsHelpError as exc:  # `cliplab attack` alone: its help (rich has printed it)
+            message = exc.format_message()
+            if message:
+                typer.echo(message)
+            rv = exc.exit_code
+        except click_errors.ClickException as exc:
+            cmd = exc.ctx.command_path if getattr(exc, "ctx", None) else "cliplab"
+            typer.echo(f"error: {exc.format_message()} (see `{cmd} --help`)", err=True)
+            rv = exc.exit_code
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            rv = 1
+        if standalone_mode:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
+
+
+def _version(value: bool) -> None:
+    if value:
+        from cliplab.version import __version__
+
+        typer.echo(f"cliplab {__version__}")
+        raise typer.Exit()
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    name="cliplab",
+    help="Evaluate CLIP-style vision-language models: zero-shot, prompt studies, probes, retrieval, search, "
+         "clustering, attacks and reports — cached and reproducible.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit.")) -> None:
+    """Evaluate CLIP-style vision-language models: zero-shot, prompt studies, probes, retrieval, search,
+    clustering, attacks and reports — cached and reproducible."""
+
+
+for group in (classify, retrieve, manage):
+    group.register(app)
+
+
+def _escape_help(typer_app: typer.Typer, done: set[int] | None = None) -> None:
+    """Help texts are plain text: escape what rich would take for markup (``{class: [texts]}``,
+    ``'cliplab[hf]'``), so ``--help`` shows them as written."""
+    done = set() if done is None else done
+    for info in typer_app.registered_commands:
+        if info.help is None and info.callback.__doc__:
+            info.help = inspect.cleandoc(info.callback.__doc__)
+        if info.help:
+            info.help = escape(info.help)
+        hints = typing.get_type_hints(info.callback, include_extras=True)
+        for param in inspect.signature(info.callback).parameters.values():
+            extras = getattr(hints.get(param.name), "__metadata__", ())
+            for option in (param.default, *extras):  # old-style defaults and Annotated aliases
+                if getattr(option, "help", None) and id(option) not in done:  # shared Option objects: once
+                    option.help = escape(option.help)
+                    done.add(id(option))
+    for group in typer_app.registered_groups:
+        _escape_help(group.typer_instance, done)
+
+
+_escape_help(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

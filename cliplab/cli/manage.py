@@ -1,0 +1,208 @@
+"""Commands that manage models, embeddings and reports: models, embed, train, report, demo."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import typer
+
+from cliplab.errors import CliplabError
+from cliplab.cli.options import (TABLE_SUFFIXES, BatchOpt, CacheDirOpt, ClassnamesOpt, DataRootOpt, DatasetOpt,
+                                 DeviceOpt, LimitOpt, ModelOpt, NoCacheOpt, PipelineOpt, PrecisionOpt, PretrainedOpt,
+                                 QuietOpt, ResultsFormatOpt, ResultsOpt, SplitOpt, WorkersOpt, check_device,
+                                 check_output, check_results, check_templates, handle_errors, parse_ints)
+from cliplab.cli.session import (ensure_default_model, load_dataset, load_model, load_train_set, report_failures,
+                                 stdout, write_results)
+
+
+@handle_errors
+def report(
+    results_dirs: List[Path] = typer.Argument(..., help="results store folder(s) written with --results."),
+    output: Path = typer.Option(Path("report.html"), "--output", "-o", help="the HTML file; REPORT.csv, "
+                                "REPORT.parquet and REPORT-clip_benchmark/ are written beside it."),
+    title: str = typer.Option("cliplab report", "--title"),
+    clip_benchmark: Optional[List[Path]] = typer.Option(None, "--clip-benchmark", help="CLIP_benchmark result "
+                                                         "JSON(s) to show beside cliplab's numbers."),
+    no_exports: bool = typer.Option(False, "--no-exports", help="only the HTML file."),
+    quiet: QuietOpt = False,
+):
+    """Turn results stores into one self-contained HTML report (tables, plots, image grids).
+
+    No network is needed to view it; CSV, parquet and CLIP_benchmark JSON exports are written beside it."""
+    import pandas as pd
+
+    from cliplab.report.html import build_report, import_clip_benchmark
+    from cliplab.results.store import read_results
+
+    check_output(output, "--output", (".html", ".htm"))
+    df = read_results(*results_dirs)
+    if clip_benchmark:
+        df = pd.concat([df, import_clip_benchmark(clip_benchmark)], ignore_index=True)
+    path = build_report(df, output, title=title, sources=results_dirs, exports=not no_exports)
+    stdout(quiet).print(f"wrote {path} ({len(df)} rows, {df.run_id.nunique()} runs)")
+
+
+@handle_errors
+def embed(
+    model: ModelOpt = "tiny-shapes", pretrained: PretrainedOpt = None, dataset: DatasetOpt = "shapes",
+    split: SplitOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = None,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help=".npy (+ .ids.csv sidecar) or .parquet."),
+    device: DeviceOpt = None, precision: PrecisionOpt = None, cache_dir: CacheDirOpt = None,
+    batch_size: BatchOpt = 64, workers: WorkersOpt = None, no_cache: NoCacheOpt = False,
+    shard_batches: int = typer.Option(16, "--shard-batches", min=1, help="batches per cache shard (the resume unit)."),
+    pipeline: PipelineOpt = "pil",
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the image encoder (pays off on "
+                                       "large collections on GPU)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory "
+                                                 "format for the image tower (default: on for conv towers)."),
+    quiet: QuietOpt = False,
+):
+    """Embed a dataset's images into the cache (resumable), optionally exporting them. Shards are written every
+    --shard-batches batches or 30 s; unreadable images and images over 400 MP are skipped with the reason."""
+    from cliplab.embed import embed_images
+    from cliplab.results.exports import write_embeddings
+
+    check_output(output, "--output", (".npy", ".parquet"))
+    check_device(device, precision)
+    ensure_default_model(model, pretrained, cache_dir, quiet)
+    ds = load_dataset(dataset, split, data_root, limit, None, cache_dir)
+    from cliplab.models import load_model
+
+    m = load_model(model, pretrained, device=device, precision=precision, cache_dir=cache_dir,
+                   channels_last=channels_last, compile=compile_model)
+    res = embed_images(m, ds, cache_dir, batch_size=batch_size, num_workers=workers, use_cache=not no_cache,
+                       shard_batches=shard_batches, quiet=quiet, pipeline=pipeline)
+    out = stdout(quiet)
+    out.print(f"{len(res.indices)} embeddings (dim {res.embeddings.shape[1]}), {res.computed} computed, "
+              f"{len(res.indices) - res.computed} from cache; model fingerprint {m.fingerprint}")
+    report_failures(res.failures, quiet)
+    if output:
+        for p in write_embeddings(output, res, ds):
+            out.print(f"wrote {p}")
+
+
+@handle_errors
+def models(
+    cache_dir: CacheDirOpt = None,
+    pretrained_only: bool = typer.Option(False, "--pretrained-only", help="only architecture/tag pairs."),
+    filter: Optional[str] = typer.Option(None, "--filter", help="substring to match in the name."),
+):
+    """List open_clip architectures with their pretrained tags, and models trained locally."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cliplab.models.local import list_local_models
+    from cliplab.models.openclip import list_architectures, list_pretrained
+    from cliplab.paths import resolve_cache_dir
+
+    tags: dict[str, list[str]] = {}
+    for arch, tag in list_pretrained():
+        tags.setdefault(arch, []).append(tag)
+    table = Table(title="open_clip architectures (use --model ARCH --pretrained TAG)")
+    table.add_column("architecture")
+    table.add_column("pretrained tags")
+    for arch in list_architectures():
+        if (filter and filter.lower() not in arch.lower()) or (pretrained_only and arch not in tags):
+            continue
+        table.add_row(arch, ", ".join(tags.get(arch, [])) or "—")
+    console = Console()
+    console.print(table)
+    local = list_local_models(resolve_cache_dir(cache_dir))
+    lt = Table(title="local models (use --model NAME)")
+    for col in ("name", "trained on", "images", "train s", "folder"):
+        lt.add_column(col)
+    for lm in local:
+        lt.add_row(lm.name, str(lm.meta.get("dataset", "?")), str(lm.meta.get("images", "?")),
+                   str(lm.meta.get("train_seconds", "?")), str(lm.folder))
+    console.print(lt if local else "no local models yet (`cliplab train` or `cliplab demo` makes one)")
+    console.print("Hugging Face transformers CLIP: --model hf:openai/clip-vit-base-patch32 (pip install 'cliplab\\[hf]')")
+
+
+@handle_errors
+def train(
+    name: str = typer.Option(..., "--name", help="name of the new model: saved to <cache>/models/NAME (or "
+                             "--output-dir/NAME) and used as --model NAME. An existing NAME is an error unless --force."),
+    dataset: str = typer.Option("shapes", "--dataset", "-d", help="captioned data: a caption file (.csv/.jsonl) or "
+                                "shapes."),
+    split: Optional[str] = typer.Option(None, "--split", help="split to train on (default: train; a caption file "
+                                        "without splits is used whole)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="open_clip architecture or config .json to "
+                                        "train (default: cliplab's tiny CLIP, a ModifiedResNet image tower of width 8 "
+                                        "+ a 2-layer text transformer: the recipe of the shipped tiny-shapes)."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", "-p", help="fine-tune from this tag/checkpoint."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="default: the tiny-shapes recipe's."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2, help="default: the recipe's."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="default: the recipe's."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="default: the recipe's (the shipped model's seed)."),
+    limit: LimitOpt = None, output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="save "
+                                                                                "here instead of the cache."),
+    force: bool = typer.Option(False, "--force", help="replace an existing model of the same name (with NAME "
+                               "tiny-shapes: train a cache copy that --model tiny-shapes then uses instead of the "
+                               "shipped one)."),
+    cache_dir: CacheDirOpt = None, quiet: QuietOpt = False,
+):
+    """Train a CLIP with the contrastive loss on a caption file, or fine-tune an open_clip model.
+
+    By default this trains cliplab's tiny ResNet-tower CLIP on `shapes` with the recipe of the shipped
+    `tiny-shapes` model (same seed: same model up to CPU float differences)."""
+    import json
+
+    from cliplab.models.local import SHIPPED_NAMES
+    from cliplab.paths import resolve_cache_dir
+    from cliplab.train import TrainConfig, train_clip
+
+    check_output(output_dir, "--output-dir", folder=True)
+    cache = resolve_cache_dir(cache_dir)
+    if "/" in name or ":" in name or name.endswith(".json") or name.startswith(".") or not name.strip():
+        raise CliplabError(f"--name {name!r}: use a plain name (no '/', ':', leading '.' or .json)")
+    overrides = output_dir is None and name in SHIPPED_NAMES
+    if overrides and not force:
+        raise CliplabError(f"--name {name}: {name} is the model shipped with cliplab; choose another --name, or pass "
+                           f"--force to train a cache copy that --model {name} will use instead of the shipped one")
+    recipe = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed).items() if v is not None}
+    ds = load_train_set(dataset, split, limit, cache)
+    model_cfg = base = None
+    if model and model.endswith(".json"):
+        if not Path(model).is_file():
+            raise CliplabError(f"--model {model}: config file not found")
+        model_cfg = json.loads(Path(model).read_text())
+        model_cfg = model_cfg.get("model_cfg", model_cfg)
+    elif model:
+        base = model
+    folder = train_clip(ds, cache, name, out_dir=output_dir, model_cfg=model_cfg, base_model=base,
+                        pretrained=pretrained, config=TrainConfig(**recipe), quiet=quiet, overwrite=force,
+                        extra_meta={"overrides_shipped": True} if overrides else None)
+    meta = json.loads((folder / "meta.json").read_text())
+    if output_dir is None:
+        use = f"--model {name}" + (f" --cache-dir {cache_dir}" if cache_dir else "")
+    else:
+        use = f"--model local-dir:{folder}"
+    stdout(False).print(f"trained {name} on {meta['images']} images in {meta['train_seconds']} s "
+                      f"(final loss {meta['history'][-1]['loss']:.3f}); saved to {folder}")
+    if overrides:
+        stdout(False).print(f"--model {name} now uses this model instead of the shipped one; delete {folder} to go back")
+    stdout(False).print(f"use it with: {use}")
+
+
+@handle_errors
+def demo(
+    cache_dir: CacheDirOpt = None, quiet: QuietOpt = False,
+    output_dir: Path = typer.Option(Path("cliplab-demo"), "--output-dir", help="folder for the demo's results "
+                                    "store, figures and report.html: a new folder, or one an earlier demo created "
+                                    "(marked by a .cliplab-demo file; its results are replaced)."),
+    no_report: bool = typer.Option(False, "--no-report", help="only the zero-shot tables."),
+):
+    """Offline demo: the shipped tiny CLIP (tiny-shapes) on `shapes`: every study, then the HTML report.
+
+    Zero-shot with five template sets, a prompt study, probes, retrieval, search, similar, cluster and a
+    typographic attack."""
+    from cliplab.studies.demo import run_demo
+
+    check_output(output_dir, "--output-dir", folder=True)
+    run_demo(cache_dir, quiet=quiet, output_dir=output_dir, report=not no_report)
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (models, embed, train, report, demo):
+        app.command()(fn)

@@ -1,0 +1,332 @@
+"""Retrieval commands: retrieval (caption retrieval), search, similar (image retrieval), cluster."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import typer
+
+from cliplab.errors import CliplabError
+from cliplab.cli.options import (TABLE_SUFFIXES, BatchOpt, CacheDirOpt, ClassnamesOpt, DataRootOpt, DatasetOpt,
+                                 DeviceOpt, LimitOpt, ModelOpt, NoCacheOpt, PipelineOpt, PrecisionOpt, PretrainedOpt,
+                                 QuietOpt, ResultsFormatOpt, ResultsOpt, SplitOpt, WorkersOpt, check_device,
+                                 check_output, check_results, check_templates, handle_errors, parse_ints)
+from cliplab.cli.session import (ensure_default_model, load_dataset, load_model, load_train_set, report_failures,
+                                 stdout, write_results)
+
+
+@handle_errors
+def retrieval(
+    model: ModelOpt = "tiny-shapes", pretrained: PretrainedOpt = None,
+    dataset: str = typer.Option("shapes", "--dataset", "-d", help="captioned images: a caption file "
+                                "(.csv/.jsonl), a COCO captions .json, a Karpathy split .json, or shapes."),
+    split: Optional[str] = typer.Option(None, "--split", help="Karpathy files: test (default), val, train, all."),
+    image_root: Optional[str] = typer.Option(None, "--image-root", help="image folder of a COCO/Karpathy JSON "
+                                             "(default: guessed from the file's location)."),
+    limit: LimitOpt = None,
+    ks: str = typer.Option("1,5,10", "--ks", help="recall@k cut-offs."),
+    captions_out: Optional[Path] = typer.Option(None, "--captions", help="per-caption ranks and top-5 images "
+                                                "(.csv/.parquet/.jsonl)."),
+    failures: Optional[Path] = typer.Option(None, "--failures", help="PNG grid of the worst-ranked captions with "
+                                            "their true and retrieved images."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="results JSON."),
+    results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
+    device: DeviceOpt = None, precision: PrecisionOpt = None, cache_dir: CacheDirOpt = None,
+    batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
+):
+    """Caption retrieval: text→image and image→text recall@k, median and mean rank (chunked, bounded memory)."""
+    from cliplab.results.exports import provenance, write_json, write_table
+    from cliplab.results.rows import record_retrieval
+    from cliplab.results.store import RunRecorder
+    from cliplab.report.tables import retrieval_table
+    from cliplab.studies.caption_retrieval import failures_figure, run_caption_retrieval
+
+    cut = [k for k in parse_ints(ks, "--ks") if k > 0] or [1, 5, 10]
+    check_output(captions_out, "--captions", TABLE_SUFFIXES)
+    check_output(failures, "--failures", (".png",))
+    check_output(output, "--output", (".json",))
+    check_results(results, results_format)
+    check_device(device, precision)
+    ensure_default_model(model, pretrained, cache_dir, quiet)
+    ds = load_dataset(dataset, split, image_root, limit, None, cache_dir)
+    if getattr(ds, "missing", 0) and not quiet:
+        from cliplab.progress import console
+
+        console.print(f"[yellow]{ds.missing} images listed in {escape(dataset)} are not on disk and were left "
+                      "out[/yellow]")
+    m = load_model(model, pretrained, device, precision, cache_dir)
+    run = run_caption_retrieval(m, ds, cache_dir, ks=tuple(cut), device=m.device, batch_size=batch_size,
+                                num_workers=workers, quiet=quiet)
+    stdout(False).print(retrieval_table(run))
+    report_failures(run.images.failures, quiet)
+    out = stdout(quiet)
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": ds.split, "limit": limit,
+              "ks": cut}
+    rec = RunRecorder("retrieval", config)
+    record_retrieval(rec, run)
+    if captions_out:
+        write_table(captions_out, run.caption_frame())
+        out.print(f"wrote {captions_out}")
+    if failures:
+        out.print(f"wrote {failures_figure(run, failures)}")
+        rec.add_artifact(failures, task="caption_retrieval", model=m, dataset=ds,
+                         caption="caption → image failures (worst-ranked captions)")
+    write_results(rec, results, results_format, quiet)
+    if output:
+        write_json(output, {"dataset": ds.name, "model": m.name, "pretrained": m.pretrained,
+                            "task": "zeroshot_retrieval", "metrics": run.result.metrics, "split": ds.split,
+                            "model_fingerprint": m.fingerprint, "dataset_fingerprint": ds.fingerprint,
+                            "skipped_images": [{"id": i, "reason": r} for _, i, r in run.images.failures],
+                            "config": config, **provenance()})
+        out.print(f"wrote {output}")
+
+
+@handle_errors
+def search(
+    query: Optional[List[str]] = typer.Argument(None, help="text queries (or use --queries / --image)."),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="file: one query per line ('# name' starts a "
+                                           "query family), or JSON {family: [queries]}."),
+    image: Optional[List[Path]] = typer.Option(None, "--image", help="query image(s) (image→image search)."),
+    plus: Optional[str] = typer.Option(None, "--plus", help="with --image: add this text's embedding "
+                                       "(e.g. --image dog.jpg --plus 'in the snow')."),
+    minus: Optional[str] = typer.Option(None, "--minus", help="with --image: subtract this text's embedding."),
+    text_weight: float = typer.Option(1.0, "--text-weight", help="weight of --plus/--minus texts."),
+    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="repeatable: results side by side "
+                                              "(default: tiny-shapes)."),
+    pretrained: Optional[List[str]] = typer.Option(None, "--pretrained", "-p", help="repeatable, paired with "
+                                                   "--model ('none' for no tag)."),
+    dataset: str = typer.Option("shapes", "--dataset", "-d", help="images to search: a folder, a caption file, a "
+                                "dataset name (see `cliplab zeroshot --help`)."),
+    split: SplitOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = None,
+    k: int = typer.Option(8, "--topk", "-k", min=1),
+    grids: Optional[Path] = typer.Option(None, "--grids", help="folder for one PNG grid per query (top-k images "
+                                         "with scores, one row per model)."),
+    index_type: Optional[str] = typer.Option(None, "--index-type", help="flat (exact) | ivf | hnsw: search with a "
+                                             "FAISS index instead of exact chunked search."),
+    index: Optional[Path] = typer.Option(None, "--index", help="FAISS index file: reused when it matches the "
+                                         "model and images, else built and saved here."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="hits as .csv/.parquet/.jsonl."),
+    results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
+    device: DeviceOpt = None, precision: PrecisionOpt = None, cache_dir: CacheDirOpt = None,
+    batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
+):
+    """Search images by text (or image, or image ± text): top-k with cosine scores, grids, several models."""
+    import pandas as pd
+
+    from cliplab.results.exports import write_table
+    from cliplab.results.rows import record_search
+    from cliplab.results.store import RunRecorder
+    from cliplab.report.tables import search_table
+    from cliplab.models.specs import model_specs
+    from cliplab.studies.search import Query, read_queries, run_search, search_figures
+
+    check_output(grids, "--grids", folder=True)
+    check_output(index, "--index", warn_existing=False)
+    check_output(output, "--output", TABLE_SUFFIXES)
+    check_results(results, results_format)
+    qs = [Query(text=t) for t in (query or [])] + (read_queries(queries) if queries else [])
+    for p in image or []:
+        if not p.is_file():
+            raise CliplabError(f"--image {p}: file not found")
+        qs.append(Query(image=str(p), plus=plus, minus=minus))
+    if (plus or minus) and not image:
+        raise CliplabError("--plus/--minus modify an image query; give --image too")
+    if not qs:
+        raise CliplabError("no query: give text queries, --queries FILE or --image PATH")
+    specs = model_specs(model or ["tiny-shapes"], pretrained, None)
+    check_device(device, precision)
+    for s in specs:
+        ensure_default_model(s.model, s.pretrained, cache_dir, quiet)
+    ds = load_dataset(dataset, split, data_root, limit, None, cache_dir)
+    models = [load_model(s.model, s.pretrained, device, precision, cache_dir) for s in specs]
+    run = run_search(models, ds, qs, cache_dir, k=k, text_weight=text_weight, index_path=index,
+                     index_type=index_type, batch_size=batch_size, num_workers=workers, quiet=quiet)
+    stdout(False).print(search_table(run))
+    out = stdout(quiet)
+    rec = RunRecorder("search", {"queries": [q.label for q in qs], "dataset": dataset, "k": k,
+                                 "models": [s.__dict__ for s in specs], "index_type": index_type})
+    record_search(rec, run)
+    if grids:
+        written = search_figures(run, grids)
+        out.print(f"wrote {len(written)} grid(s) to {grids}")
+        for p, qy in zip(written, qs):
+            rec.add_artifact(p, task="search", model=models[0], dataset=ds, caption=f"search: {qy.label}")
+    write_results(rec, results, results_format, quiet)
+    if output:
+        rows = [{"query": qy.label, "family": qy.family, "model": h.model.name, "pretrained": h.model.pretrained,
+                 "rank": j + 1, "image": ident, "score": float(h.scores[q, j])}
+                for h in run.hits for q, qy in enumerate(run.queries) for j, ident in enumerate(run.ids(h, q))]
+        write_table(output, pd.DataFrame(rows))
+        out.print(f"wrote {output}")
+
+
+@handle_errors
+def similar(
+    model: ModelOpt = "tiny-shapes", pretrained: PretrainedOpt = None,
+    dataset: str = typer.Option("shapes", "--dataset", "-d", help="gallery: a folder (class subfolders = labels), "
+                                "or any dataset (see `cliplab zeroshot --help`)."),
+    split: SplitOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = None,
+    descriptor: str = typer.Option("global", "--descriptor", help="global (CLIP embedding) | mac | rmac | gem, "
+                                   "the last three from --layer."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="module path for mac/rmac/gem (default: "
+                                        "visual.layer4 for ResNets, visual.transformer patch tokens for ViTs)."),
+    levels: int = typer.Option(3, "--levels", min=1, help="R-MAC scales."),
+    gem_p: float = typer.Option(3.0, "--gem-p", min=1.0),
+    pca_dim: Optional[int] = typer.Option(None, "--pca-dim", min=1, help="PCA to this many dimensions."),
+    whiten: bool = typer.Option(True, "--whiten/--no-whiten", help="whiten with the PCA (when --pca-dim or "
+                                "--pca-fit is given)."),
+    pca_fit: Optional[str] = typer.Option(None, "--pca-fit", help="learn the PCA(-whitening) on these images (a "
+                                          "folder or dataset), not on the gallery."),
+    qe: int = typer.Option(0, "--qe", min=0, help="average query expansion with the top N neighbours."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="Oxford/Paris ground truth: a folder (*_query.txt, _good, "
+                                      "_ok, _junk) or a revisited gnd_*.pkl (easy/hard/junk: Easy, Medium and Hard "
+                                      "protocols). mAP and mP@1/5/10 with junk ignored; positives missing from the "
+                                      "gallery count as misses. Without --gt, class labels are used."),
+    no_crop: bool = typer.Option(False, "--no-crop", help="with --gt: use whole query images, not their boxes."),
+    k: int = typer.Option(10, "--topk", "-k", min=1, help="k for mAP@k / P@k and for --query results."),
+    query: Optional[List[Path]] = typer.Option(None, "--query", help="query image(s): show their top-k."),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="PNG of --query results."),
+    index: Optional[Path] = typer.Option(None, "--index", help="save a FAISS flat index of the final descriptors "
+                                         "(+ the PCA as INDEX.pca.npz)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="results JSON."),
+    results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
+    device: DeviceOpt = None, precision: PrecisionOpt = None, cache_dir: CacheDirOpt = None,
+    batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
+):
+    """Image→image retrieval: global/MAC/R-MAC/GeM descriptors, PCA-whitening, query expansion, mAP."""
+    from cliplab.embed.descriptors import DescriptorSpec
+    from cliplab.results.exports import provenance, write_json
+    from cliplab.results.rows import record_similar
+    from cliplab.results.store import RunRecorder
+    from cliplab.report.tables import similar_table
+    from cliplab.studies.image_retrieval import query_hits, run_similar, similar_figure
+
+    check_output(grid, "--grid", (".png",))
+    check_output(index, "--index", warn_existing=False)
+    check_output(output, "--output", (".json",))
+    check_results(results, results_format)
+    spec = DescriptorSpec(descriptor, layer, levels, 0.4, gem_p)
+    spec.validate()
+    for q in query or []:
+        if not q.is_file():
+            raise CliplabError(f"--query {q}: file not found")
+    check_device(device, precision)
+    ensure_default_model(model, pretrained, cache_dir, quiet)
+    gal = load_dataset(dataset, split, data_root, limit, None, cache_dir)
+    fit = load_dataset(pca_fit, None, data_root, None, None, cache_dir) if pca_fit else None
+    m = load_model(model, pretrained, device, precision, cache_dir)
+    run = run_similar(m, gal, spec, cache_dir, pca_fit=fit, pca_dim=pca_dim, whiten=whiten, qe=qe, k=k, gt_dir=gt,
+                      crop_queries=not no_crop, batch_size=batch_size, num_workers=workers, quiet=quiet)
+    out = stdout(quiet)
+    for note in run.notes:
+        out.print(f"note: {note}")
+    variant = f"{descriptor}" + (f" layer={layer}" if layer else "") + (f" pca={pca_dim}" if pca_dim else "") + \
+        (" whiten" if run.whitening is not None and whiten else "") + (f" qe={qe}" if qe else "")
+    table = similar_table(run.metrics, f"image retrieval · {m.name} · {gal.name} · {variant} "
+                                       f"(dim {run.descriptors.shape[1]})")
+    stdout(False).print(table if run.metrics else "no labels or --gt: nothing to evaluate (use --query to search)")
+    rec = RunRecorder("similar", {"model": model, "pretrained": pretrained, "dataset": dataset, **spec.__dict__,
+                                  "pca_dim": pca_dim, "whiten": whiten, "pca_fit": pca_fit, "qe": qe, "k": k,
+                                  "gt": str(gt) if gt else None})
+    record_similar(rec, run, variant)
+    if query:
+        scores, pos = query_hits(run, m, [str(q) for q in query], cache_dir, k, qe)
+        for qi, q in enumerate(query):
+            hits = ", ".join(f"{Path(gal.source.id(int(run.indices[p]))).name} ({sc:.3f})"
+                             for p, sc in zip(pos[qi], scores[qi]))
+            stdout(False).print(f"{q.name}: {hits}")
+        if grid:
+            out.print(f"wrote {similar_figure(run, [str(q) for q in query], scores, pos, grid)}")
+            rec.add_artifact(grid, task="image_retrieval", model=m, dataset=gal, caption=f"similar images · {variant}")
+    write_results(rec, results, results_format, quiet)
+    if index:
+        from cliplab.index import VectorIndex
+
+        ids = [gal.source.id(int(i)) for i in run.indices]
+        VectorIndex.build(run.descriptors, ids, "flat", meta={"model_fingerprint": m.fingerprint,
+                                                              "descriptor": spec.__dict__}).save(index)
+        if run.whitening is not None:
+            run.whitening.save(index.with_name(index.name + ".pca.npz"))
+        out.print(f"wrote {index}")
+    if output:
+        write_json(output, {"task": "image_retrieval", "model": m.name, "pretrained": m.pretrained,
+                            "dataset": gal.name, "metrics": run.metrics, "descriptor": spec.__dict__,
+                            "variant": variant, "model_fingerprint": m.fingerprint, **provenance()})
+        out.print(f"wrote {output}")
+
+
+@handle_errors
+def cluster(
+    model: ModelOpt = "tiny-shapes", pretrained: PretrainedOpt = None, dataset: DatasetOpt = "shapes",
+    split: SplitOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = None,
+    k: Optional[str] = typer.Option(None, "--k", help="number of clusters, or a comma list to sweep (default: the "
+                                    "number of classes, else 10)."),
+    pca_dim: Optional[int] = typer.Option(None, "--pca-dim", min=1, help="PCA before clustering."),
+    backend: str = typer.Option("sklearn", "--backend", help="sklearn | faiss"),
+    seed: int = typer.Option(0, "--seed"),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="PNG of sample images per cluster (for the first k)."),
+    per_cluster: int = typer.Option(8, "--per-cluster", min=1),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="assignments as .csv/.parquet/.jsonl."),
+    results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
+    device: DeviceOpt = None, precision: PrecisionOpt = None, cache_dir: CacheDirOpt = None,
+    batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
+):
+    """k-means on image embeddings (optionally after PCA): NMI, ARI and purity against labels, sample grids."""
+    import pandas as pd
+    from rich.table import Table
+
+    from cliplab.embed import embed_images
+    from cliplab.results.exports import write_table
+    from cliplab.results.rows import record_clusters
+    from cliplab.results.store import RunRecorder
+    from cliplab.studies.cluster import cluster_grid
+    from cliplab.tasks.clustering import kmeans, prepare
+
+    check_output(grid, "--grid", (".png",))
+    check_output(output, "--output", TABLE_SUFFIXES)
+    check_results(results, results_format)
+    if backend not in ("sklearn", "faiss"):
+        raise CliplabError(f"--backend {backend!r}: choose sklearn or faiss")
+    check_device(device, precision)
+    ensure_default_model(model, pretrained, cache_dir, quiet)
+    ds = load_dataset(dataset, split, data_root, limit, None, cache_dir)
+    ks = parse_ints(k, "--k") if k else [len(ds.classnames) if ds.classnames else 10]
+    m = load_model(model, pretrained, device, precision, cache_dir)
+    res = embed_images(m, ds, cache_dir, batch_size=batch_size, num_workers=workers, quiet=quiet)
+    X = prepare(res.embeddings, pca_dim, seed)
+    labels = ds.labels[res.indices] if ds.labels is not None else None
+    runs = [kmeans(X, kk, backend=backend, seed=seed, labels=labels) for kk in ks]
+    table = Table(title=f"k-means · {m.name} · {ds.name} ({len(X)} images" + (f", {len(ds.classnames)} classes)"
+                                                                              if labels is not None else ")"))
+    cols = ["k", "inertia", "silhouette"] + (["NMI", "ARI", "purity"] if labels is not None else [])
+    for c in cols:
+        table.add_column(c, justify="right")
+    for c in runs:
+        mt = c.metrics
+        table.add_row(str(c.k), f"{mt['inertia']:.1f}", f"{mt.get('silhouette', float('nan')):.3f}",
+                      *([f"{mt['nmi']:.3f}", f"{mt['ari']:.3f}", f"{100 * mt['purity']:.1f} %"]
+                        if labels is not None else []))
+    stdout(False).print(table)
+    out = stdout(quiet)
+    variant = f"kmeans-{backend}" + (f" pca={pca_dim}" if pca_dim else "")
+    rec = RunRecorder("cluster", {"model": model, "pretrained": pretrained, "dataset": dataset, "k": ks,
+                                  "pca_dim": pca_dim, "backend": backend, "seed": seed})
+    record_clusters(rec, m, ds, runs, variant)
+    if grid:
+        out.print(f"wrote {cluster_grid(ds, res.indices, runs[0], X, grid, per_cluster)}")
+        rec.add_artifact(grid, task="clustering", model=m, dataset=ds, caption=f"cluster samples (k = {runs[0].k})")
+    write_results(rec, results, results_format, quiet)
+    if output:
+        df = pd.DataFrame({"id": [ds.source.id(int(i)) for i in res.indices]})
+        if labels is not None:
+            df["label"] = np.asarray(ds.classnames, dtype=object)[labels]
+        for c in runs:
+            df[f"cluster_k{c.k}"] = c.assignments
+        write_table(output, df)
+        out.print(f"wrote {output}")
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (retrieval, search, similar, cluster):
+        app.command()(fn)

@@ -1,0 +1,132 @@
+"""Image sources: indexable images with a stable cache key per item (files, in-memory sets, subsets, crops)."""
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+from PIL import Image
+
+
+class ImageSource:
+    """Indexable images with a stable cache key per item.
+
+    ``key(i)`` identifies the image *content* (file hash, or dataset fingerprint + index) so the embedding
+    cache stays valid when files move and is invalidated when they change.
+    """
+
+    def __len__(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def id(self, i: int) -> str:  # human-readable: a path or "name[i]"
+        raise NotImplementedError
+
+    def keys(self) -> list[str | None]:
+        """Cache keys for all items; ``None`` for an item that cannot be read (reason in ``key_errors``)."""
+        raise NotImplementedError
+
+    def load(self, i: int) -> Image.Image:
+        raise NotImplementedError
+
+    key_errors: dict[int, str]
+
+
+class FileSource(ImageSource):
+    def __init__(self, paths: Sequence[str | os.PathLike]):
+        self.paths = [str(p) for p in paths]
+        self.key_errors: dict[int, str] = {}
+        self._keys: list[str | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def id(self, i: int) -> str:
+        return self.paths[i]
+
+    def keys(self) -> list[str | None]:
+        if self._keys is None:
+            from cliplab.data.filehash import hash_files
+
+            hashes, errors = hash_files(self.paths)
+            self._keys = [None if h is None else "f:" + h for h in hashes]
+            self.key_errors.update(errors)
+        return self._keys
+
+    def load(self, i: int) -> Image.Image:
+        from cliplab.data.imageio import open_rgb
+
+        return open_rgb(self.paths[i])
+
+
+class IndexedSource(ImageSource):
+    """Images produced by a callable (a torchvision dataset, an in-memory array), keyed by fingerprint + index."""
+
+    def __init__(self, n: int, loader: Callable[[int], Image.Image], fingerprint: str, name: str,
+                 tensor_loader: Callable | None = None):
+        self.n = n
+        self.loader = loader
+        self.tensor_loader = tensor_loader  # i -> uint8 (3, H, W) tensor, skipping PIL (pre-decoded data)
+        self.fingerprint = fingerprint
+        self.name = name
+        self.key_errors: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def id(self, i: int) -> str:
+        return f"{self.name}[{i}]"
+
+    def keys(self) -> list[str | None]:
+        return [f"d:{self.fingerprint}:{i}" for i in range(self.n)]
+
+    def load(self, i: int) -> Image.Image:
+        from cliplab.data.imageio import to_rgb
+
+        return to_rgb(self.loader(i))
+
+
+class SubsetSource(ImageSource):
+    def __init__(self, base: ImageSource, indices: Sequence[int]):
+        self.base = base
+        self.indices = list(indices)
+        self.key_errors: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def id(self, i: int) -> str:
+        return self.base.id(self.indices[i])
+
+    def keys(self) -> list[str | None]:
+        all_keys = self.base.keys()
+        out = [all_keys[j] for j in self.indices]
+        pos = {j: i for i, j in enumerate(self.indices)}
+        self.key_errors = {pos[j]: r for j, r in self.base.key_errors.items() if j in pos}
+        return out
+
+    def load(self, i: int) -> Image.Image:
+        return self.base.load(self.indices[i])
+
+
+class CroppedSource(ImageSource):
+    """Query images cropped to their ground-truth boxes (Oxford protocol)."""
+
+    def __init__(self, base: ImageSource, items: list[tuple[int, tuple[float, float, float, float] | None]]):
+        self.base, self.items = base, items
+        self.key_errors: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def id(self, i: int) -> str:
+        j, box = self.items[i]
+        return self.base.id(j) + (f" crop {box}" if box else "")
+
+    def keys(self):
+        base = self.base.keys()
+        return [None if base[j] is None else (base[j] if box is None else f"crop:{base[j]}:{box}")
+                for j, box in self.items]
+
+    def load(self, i: int) -> Image.Image:
+        j, box = self.items[i]
+        img = self.base.load(j)
+        return img if box is None else img.crop(tuple(int(round(v)) for v in box))

@@ -1,0 +1,161 @@
+"""The study-result contract: what every ``run_<study>`` returns, so that the results store, the ``--output``
+files, the terminal tables and the HTML report are each written once, generically.
+
+A study result carries who and what was evaluated (``task``, ``models``, ``dataset``, ``params``, ``failures``)
+and offers:
+
+- ``metric_rows()``: the long-format rows of the results store (one row per model, dataset, task, variant,
+  metric; columns ``METRIC_COLUMNS``);
+- ``summary()``: the one line a person reads;
+- ``tables()``: the tables a person reads (plain data, rendered by :mod:`cliplab.report.tables`);
+- ``record()``: the machine-readable document written by ``--output FILE.json`` (CLIP_benchmark-shaped where
+  CLIP_benchmark has a shape for the task);
+- ``artifacts()``: everything else a caller may ask for by name: per-item tables (``DataFrame``), figures
+  (:class:`Figure`, drawn only when written) and arrays.
+
+Nothing here names a particular study; studies build these objects from their own numbers.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+METRIC_COLUMNS = ["task", "model", "pretrained", "model_fingerprint", "dataset", "split", "dataset_fingerprint",
+                  "variant", "metric", "value", "ci_low", "ci_high", "seed", "n"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model as results name it."""
+    name: str
+    pretrained: str | None = None
+    fingerprint: str = ""
+    backend: str = "torch"
+    precision: str = ""
+
+    @classmethod
+    def of(cls, model) -> "ModelInfo":
+        """From a loaded model (or anything with name, pretrained and fingerprint)."""
+        if isinstance(model, ModelInfo):
+            return model
+        return cls(model.name, model.pretrained, model.fingerprint, getattr(model, "backend", "torch"),
+                   str(getattr(model, "precision", "") or ""))
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset split as results name it; ``n`` is the number of items the numbers are computed on."""
+    name: str
+    split: str | None = None
+    n: int | None = None
+    fingerprint: str = ""
+
+    @classmethod
+    def of(cls, dataset, n: int | None = None) -> "DatasetInfo":
+        if isinstance(dataset, DatasetInfo):
+            return dataset if n is None else DatasetInfo(dataset.name, dataset.split, n, dataset.fingerprint)
+        return cls(dataset.name, dataset.split, n, getattr(dataset, "fingerprint", "") or "")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input that was skipped, with the reason."""
+    id: str
+    reason: str
+
+    @classmethod
+    def from_embedding(cls, failures: Sequence[tuple]) -> list["Failure"]:
+        """From the ``(index, id, reason)`` triples of an embedding result."""
+        return [cls(str(ident), str(reason)) for _, ident, reason in failures]
+
+
+@dataclass
+class Figure:
+    """A figure a study can draw. Nothing is drawn until a caller writes it: ``draw(path)`` writes the file (or,
+    for ``many=True``, a folder of files) and returns the paths written, each with its caption."""
+    caption: str
+    draw: Callable[[Path], list[tuple[Path, str]]]
+    many: bool = False
+
+    def write(self, path: str | Path) -> list[tuple[Path, str]]:
+        return self.draw(Path(path))
+
+
+@dataclass
+class Table:
+    """A table for people, as plain data: ``rows`` hold formatted cells; ``right`` names right-aligned columns."""
+    title: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    caption: str = ""
+    right: frozenset[str] = frozenset()
+    wrap: dict[str, int] = field(default_factory=dict)  # column -> max width (wrapped); other columns don't wrap
+
+
+@runtime_checkable
+class StudyResult(Protocol):
+    task: str
+    models: list[ModelInfo]
+    dataset: DatasetInfo
+    params: dict
+    failures: list[Failure]
+
+    def metric_rows(self) -> pd.DataFrame: ...
+
+    def summary(self) -> str: ...
+
+    def tables(self) -> list[Table]: ...
+
+    def record(self) -> dict: ...
+
+    def artifacts(self) -> dict[str, Any]: ...
+
+
+class Rows:
+    """Builds the long-format metric rows of a study (see ``METRIC_COLUMNS``)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def add(self, *, task: str, model, dataset, metric: str, value, variant: str = "", ci=(None, None),
+            seed: int | None = None, n: int | None = None) -> None:
+        m, d = ModelInfo.of(model), DatasetInfo.of(dataset)
+        self.rows.append({"task": task, "model": m.name, "pretrained": m.pretrained or "",
+                          "model_fingerprint": m.fingerprint, "dataset": d.name, "split": d.split,
+                          "dataset_fingerprint": d.fingerprint, "variant": variant, "metric": metric,
+                          "value": number(value), "ci_low": number(ci[0]), "ci_high": number(ci[1]), "seed": seed,
+                          "n": n})
+
+    def add_metrics(self, metrics: dict, names: Sequence[str], **kw) -> None:
+        for name in names:
+            if name in metrics:
+                self.add(metric=name, value=metrics[name], **kw)
+
+    def frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.rows, columns=METRIC_COLUMNS)
+        df["seed"] = df["seed"].astype("Int64")
+        df["n"] = df["n"].astype("Int64")
+        return df
+
+
+def number(v) -> float | None:
+    """A metric value as a plain float; None for missing or NaN."""
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def pct(x) -> str:
+    """A fraction as a percentage with two decimals ('—' when missing)."""
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+
+def skipped(failures: Sequence[Failure]) -> list[dict]:
+    """Failures as they appear in JSON records."""
+    return [{"id": f.id, "reason": f.reason} for f in failures]
