@@ -1,4 +1,5 @@
 """User-facing errors. The CLI prints their message on one line and exits with code 2 (no traceback)."""
+import re
 
 
 class CliplabError(Exception):
@@ -14,16 +15,24 @@ class DatasetError(CliplabError):
 
 
 class ParameterError(CliplabError):
-    """A bad value for a named parameter of a library function (``templates``, ``split``, ``target``...). The
-    message names the parameter as Python callers know it; the CLI shows the flag instead
-    (:func:`cliplab.cli.options.handle_errors`)."""
+    """A bad value for a named parameter of a library function (``templates``, ``split``, ``target``...).
+
+    The message names parameters as Python callers know them; the CLI shows flags instead
+    (:func:`cliplab.cli.options.handle_errors`). Other parameters named in the message are written ``{p:name}``
+    (e.g. ``"choose another {p:name}, or pass {p:force}"``), so each caller sees its own spelling."""
 
     def __init__(self, param: str, value, message: str):
         self.param, self.value, self.message = param, value, message
-        super().__init__(f"{param} {_show(value)}: {message}")
+        super().__init__(self.render(lambda p: p))
 
-    def for_flag(self, flag: str) -> str:
-        return f"{flag} {_show(self.value)}: {self.message}"
+    def render(self, spell) -> str:
+        """The message with every parameter spelled by ``spell`` (identity for Python, the flag for the CLI)."""
+        text = _PARAM.sub(lambda m: spell(m.group(1)), self.message)
+        return f"{spell(self.param)} {_show(self.value)}: {text}" if self.value is not None else \
+            f"{spell(self.param)}: {text}"
+
+
+_PARAM = re.compile(r"\{p:(\w+)\}")
 
 
 def _show(value) -> str:

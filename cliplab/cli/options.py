@@ -62,7 +62,7 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except ParameterError as exc:
-            typer.echo(f"error: {exc.for_flag(flag_for(exc.param))}", err=True)
+            typer.echo(f"error: {exc.render(flag_for)}", err=True)
             raise typer.Exit(2)
         except CliplabError as exc:
             typer.echo(f"error: {exc}", err=True)
