@@ -1,17 +1,29 @@
-"""One progress-bar helper (rich) for every long step; ``quiet`` silences it."""
+"""The one progress interface: long steps report bars, notes and warnings to the current :class:`Progress`.
+
+Library code never prints. It calls :func:`progress_bar`, :func:`note` and :func:`warn`; where they go is chosen
+by the caller: the CLI uses :class:`ConsoleProgress` (rich bars and notes on stderr, so stdout stays clean for
+tables and machine output), tests can run under ``use(Silent())``, and a web app can install its own
+:class:`Progress` that turns the same calls into events. ``quiet=True`` on a study silences its bars and notes,
+never its warnings.
+"""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from typing import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as _RichProgress, TextColumn, TimeElapsedColumn, \
+    TimeRemainingColumn
 
 # People-facing output goes to stderr so stdout stays clean for tables and machine output.
 console = Console(stderr=True, soft_wrap=True)  # notes and warnings stay one line each (grep-able)
 
 
-class _Null:
+class Bar:
+    """A bar that counts nothing (the base of every bar)."""
+
     def advance(self, n: int = 1) -> None:
         pass
 
@@ -19,8 +31,26 @@ class _Null:
         pass
 
 
-class _Bar:
-    def __init__(self, progress: Progress, task):
+class Progress:
+    """Where long work reports. The base class reports nothing (see :class:`Silent`)."""
+
+    @contextlib.contextmanager
+    def bar(self, total: int, description: str, unit: str = "img") -> Iterator[Bar]:
+        yield Bar()
+
+    def note(self, message: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+
+class Silent(Progress):
+    """No bars, notes or warnings."""
+
+
+class _RichBar(Bar):
+    def __init__(self, progress: _RichProgress, task):
         self.progress, self.task = progress, task
 
     def advance(self, n: int = 1) -> None:
@@ -30,14 +60,59 @@ class _Bar:
         self.progress.update(self.task, total=total)
 
 
+class ConsoleProgress(Progress):
+    """rich bars, ``note:`` and ``warning:`` lines on stderr (the CLI's default)."""
+
+    def __init__(self, out: Console = console):
+        self.out = out
+
+    @contextlib.contextmanager
+    def bar(self, total: int, description: str, unit: str = "img") -> Iterator[Bar]:
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        with _RichProgress(*columns, console=self.out) as progress:
+            yield _RichBar(progress, progress.add_task(description, total=total))
+
+    def note(self, message: str) -> None:
+        self.out.print(f"note: {escape(message)}", highlight=False)
+
+    def warn(self, message: str) -> None:
+        self.out.print(f"[yellow]warning: {escape(message)}[/yellow]", highlight=False)
+
+
+_current: contextvars.ContextVar[Progress] = contextvars.ContextVar("cliplab_progress", default=ConsoleProgress())
+
+
+def current() -> Progress:
+    return _current.get()
+
+
 @contextlib.contextmanager
-def progress_bar(total: int, description: str, quiet: bool = False, unit: str = "img") -> Iterator[_Bar | _Null]:
+def use(progress: Progress) -> Iterator[Progress]:
+    """Report to ``progress`` inside the ``with`` block."""
+    token = _current.set(progress)
+    try:
+        yield progress
+    finally:
+        _current.reset(token)
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, description: str, quiet: bool = False, unit: str = "img") -> Iterator[Bar]:
+    """A bar on the current progress (nothing when ``quiet`` or there is nothing to count)."""
     if quiet or total <= 0:
-        yield _Null()
+        yield Bar()
         return
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-    )
-    with progress:
-        yield _Bar(progress, progress.add_task(description, total=total))
+    with current().bar(total, description, unit) as bar:
+        yield bar
+
+
+def note(message: str, quiet: bool = False) -> None:
+    """Something a person should know about the run (silenced by ``quiet``)."""
+    if not quiet:
+        current().note(message)
+
+
+def warn(message: str) -> None:
+    """Something that may change what the numbers mean (never silenced)."""
+    current().warn(message)

@@ -14,14 +14,14 @@ def ensure_tiny_model(cache_dir: str | Path | None = None, quiet: bool = False) 
     or a cache copy trained with ``cliplab train --name tiny-shapes --force`` (a note says so). Nothing is trained."""
     from cliplab.models.local import find_local_model
     from cliplab.paths import resolve_cache_dir
-    from cliplab.progress import console
+    from cliplab.progress import note
 
     cache = resolve_cache_dir(cache_dir)
     found = find_local_model(DEFAULT_MODEL, cache)
     if found is None:
         raise CliplabError(f"the shipped {DEFAULT_MODEL} model is missing from this cliplab installation "
                            f"(cliplab/models/weights/{DEFAULT_MODEL}); reinstall cliplab")
-    if not found.shipped and not quiet:
-        console.print(f"note: --model {DEFAULT_MODEL} is the model trained with --force in {found.folder}, not the "
-                      f"one shipped with cliplab; remove that folder to use the shipped one again")
+    if not found.shipped:
+        note(f"--model {DEFAULT_MODEL} is the model trained with --force in {found.folder}, not the one shipped "
+             "with cliplab; remove that folder to use the shipped one again", quiet)
     return found.folder
