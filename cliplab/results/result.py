@@ -159,3 +159,28 @@ def pct(x) -> str:
 def skipped(failures: Sequence[Failure]) -> list[dict]:
     """Failures as they appear in JSON records."""
     return [{"id": f.id, "reason": f.reason} for f in failures]
+
+
+@dataclass
+class ReportFigure:
+    """A figure for the HTML report, made from the rows of a results store (matplotlib figure + title)."""
+    title: str
+    figure: Any
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """How the HTML report shows one task's rows of a results store (rows of many runs, possibly old ones).
+
+    ``headline``: the metrics of the task's summary table, in order; ``rates``: a regex of metrics shown as
+    percentages; ``figures(df)``: the task's figures from all rows of the store; ``clip_benchmark``: the task's rows
+    as CLIP_benchmark records (export) and ``from_clip_benchmark``: (CLIP_benchmark task name, function turning one
+    CLIP_benchmark metric into store rows) for import. ``order`` places the section on the page."""
+    task: str
+    headline: tuple[str, ...] = ()
+    rates: str = ""
+    figures: Callable[[pd.DataFrame], list[ReportFigure]] | None = None
+    clip_benchmark: Callable[[pd.DataFrame], list[dict]] | None = None
+    from_clip_benchmark: tuple[str, Callable[[str, float], list[dict]]] | None = None
+    order: int = 100

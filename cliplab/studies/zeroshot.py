@@ -13,7 +13,9 @@ from cliplab.data.base import ImageDataset
 from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
-from cliplab.results.result import DatasetInfo, Failure, ModelInfo, Rows, Table, pct, skipped
+from cliplab.report.plots import _plt
+from cliplab.results.result import (DatasetInfo, Failure, ModelInfo, ReportFigure, ReportSection, Rows, Table, pct,
+                                    skipped)
 from cliplab.tasks.zeroshot import ZeroShotResult, build_classifier, evaluate
 
 CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similarity")
@@ -169,3 +171,70 @@ def run_zeroshot(model: LoadedModel, dataset: ImageDataset, template_sets: list[
         run.evaluations.append(TemplateEvaluation(ts, evaluate(images.embeddings, labels, classifier, ks), text_seconds))
     run.seconds = time.perf_counter() - t0
     return run
+
+
+# ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
+def per_class_figures(df: pd.DataFrame, max_runs: int = 6) -> list[ReportFigure]:
+    plt = _plt()
+    out = []
+    zs = df[(df.task == "zeroshot_classification") & df.metric.str.startswith("recall[")]
+    conf = df[(df.task == "zeroshot_classification") & df.metric.str.startswith("confusion[")]
+    for (run_id, variant), grp in list(zs.groupby(["run_id", "variant"], sort=False))[:max_runs]:
+        names = grp.metric.str.slice(7, -1).tolist()
+        vals = grp.value.to_numpy(dtype=float) * 100
+        order = np.argsort(vals)
+        if len(order) > 40:
+            order = np.concatenate([order[:20], order[-20:]])
+        fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, max(3, 0.25 * len(order) + 1)),
+                                     gridspec_kw={"width_ratios": [1, 1.1]})
+        a0.barh(np.arange(len(order)), vals[order], color="tab:blue")
+        a0.set_yticks(np.arange(len(order)), [names[i] for i in order], fontsize=7)
+        a0.set_xlabel("recall (%)")
+        a0.set_xlim(0, 100)
+        a0.set_title("per-class accuracy" + (" (20 worst, 20 best)" if len(names) > 40 else ""), fontsize=9)
+        c = conf[(conf.run_id == run_id) & (conf.variant == variant)]
+        if len(c):
+            pairs = c.metric.str.extract(r"^confusion\[(?P<t>.*) -> (?P<p>.*)\]$")
+            if len(c) == len(names) ** 2:
+                idx = {n: i for i, n in enumerate(names)}
+                cm = np.zeros((len(names), len(names)))
+                for t, p, v in zip(pairs.t, pairs.p, c.value):
+                    cm[idx[t], idx[p]] = v
+                rows = cm.sum(1, keepdims=True)
+                im = a1.imshow(cm / np.maximum(rows, 1), cmap="Blues", vmin=0, vmax=1)
+                tick = np.arange(len(names))
+                a1.set_xticks(tick, names, rotation=90, fontsize=6)
+                a1.set_yticks(tick, names, fontsize=6)
+                a1.set_xlabel("predicted")
+                a1.set_ylabel("true")
+                fig.colorbar(im, ax=a1, fraction=0.046)
+                a1.set_title("confusion (row-normalised)", fontsize=9)
+            else:
+                top = c.assign(t=pairs.t, p=pairs.p).sort_values("value").tail(20)
+                a1.barh(np.arange(len(top)), top.value, color="tab:orange")
+                a1.set_yticks(np.arange(len(top)), [f"{t} → {p}" for t, p in zip(top.t, top.p)], fontsize=7)
+                a1.set_title("top confusions (count)", fontsize=9)
+        else:
+            a1.axis("off")
+        first = grp.iloc[0]
+        fig.suptitle(f"{first.model} · {first.dataset} · {variant}", fontsize=10)
+        fig.tight_layout()
+        out.append(ReportFigure(f"Per-class accuracy: {first.model} on {first.dataset} ({variant})", fig))
+    return out
+
+
+def clip_benchmark_records(df: pd.DataFrame) -> list[dict]:
+    """One CLIP_benchmark zero-shot classification record per run and template set of the store."""
+    out = []
+    for (run_id, model, pre, ds, variant), g in df.groupby(["run_id", "model", "pretrained", "dataset", "variant"],
+                                                           dropna=False, sort=False):
+        m = {k: v for k, v in zip(g.metric, g.value) if k in ("acc1", "acc5", "mean_per_class_recall")}
+        if m:
+            out.append({"dataset": ds, "model": model, "pretrained": pre, "task": "zeroshot_classification",
+                        "metrics": m, "language": "en", "templates": variant, "run_id": run_id})
+    return out
+
+
+REPORT_SECTIONS = [ReportSection(
+    "zeroshot_classification", ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similarity", "images_per_second"),
+    rates=r"acc\d|mean_per_class_recall", figures=per_class_figures, clip_benchmark=clip_benchmark_records, order=10)]
