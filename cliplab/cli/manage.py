@@ -4,16 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 import typer
 
+from cliplab.cli.options import (BatchOpt, CacheDirOpt, DataRootOpt, DatasetOpt, DeviceOpt, LimitOpt, ModelOpt,
+                                 NoCacheOpt, PipelineOpt, PrecisionOpt, PretrainedOpt, QuietOpt, SplitOpt, WorkersOpt,
+                                 check_output, handle_errors)
+from cliplab.cli.session import load_inputs, load_train_set, report_failures, stdout
 from cliplab.errors import CliplabError
-from cliplab.cli.options import (TABLE_SUFFIXES, BatchOpt, CacheDirOpt, ClassnamesOpt, DataRootOpt, DatasetOpt,
-                                 DeviceOpt, LimitOpt, ModelOpt, NoCacheOpt, PipelineOpt, PrecisionOpt, PretrainedOpt,
-                                 QuietOpt, ResultsFormatOpt, ResultsOpt, SplitOpt, WorkersOpt, check_device,
-                                 check_output, check_results, check_templates, handle_errors, parse_ints)
-from cliplab.cli.session import (ensure_default_model, load_dataset, load_model, load_train_set, report_failures,
-                                 stdout, write_results)
 
 
 @handle_errors
@@ -64,13 +61,10 @@ def embed(
     from cliplab.results.exports import write_embeddings
 
     check_output(output, "--output", (".npy", ".parquet"))
-    check_device(device, precision)
-    ensure_default_model(model, pretrained, cache_dir, quiet)
-    ds = load_dataset(dataset, split, data_root, limit, None, cache_dir)
-    from cliplab.models import load_model
-
-    m = load_model(model, pretrained, device=device, precision=precision, cache_dir=cache_dir,
-                   channels_last=channels_last, compile=compile_model)
+    inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
+                      limit=limit, device=device, precision=precision, cache_dir=cache_dir, quiet=quiet,
+                      model_options={"channels_last": channels_last, "compile": compile_model})
+    m, ds = inp.model, inp.dataset
     res = embed_images(m, ds, cache_dir, batch_size=batch_size, num_workers=workers, use_cache=not no_cache,
                        shard_batches=shard_batches, quiet=quiet, pipeline=pipeline)
     out = stdout(quiet)

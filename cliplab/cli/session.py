@@ -8,7 +8,7 @@ from typing import Any, Optional, Sequence
 
 from rich.markup import escape
 
-from cliplab.cli.options import check_device, check_output
+from cliplab.cli.options import check_device
 from cliplab.errors import CliplabError
 from cliplab.progress import console
 
@@ -18,10 +18,10 @@ def stdout(quiet: bool):
     return stdout_console(quiet)
 
 
-def load_model(model, pretrained, device, precision, cache_dir):
-    from cliplab.models import load_model
+def load_model(model, pretrained, device, precision, cache_dir, **options):
+    from cliplab.models import load_model as load
 
-    return load_model(model, pretrained, device=device, precision=precision, cache_dir=cache_dir)
+    return load(model, pretrained, device=device, precision=precision, cache_dir=cache_dir, **options)
 
 
 def load_dataset(dataset, split, data_root, limit, classnames, cache_dir, split_flag="--split"):
@@ -90,7 +90,7 @@ def load_inputs(*, model: str, pretrained: Optional[str], dataset: str, split: O
                 device: Optional[str] = None, precision: Optional[str] = None, cache_dir=None, quiet: bool = False,
                 templates=None, ensemble: bool = True, default_templates: Optional[Sequence[str]] = None,
                 train_split: Optional[str] = None, train_limit: Optional[int] = None,
-                train_flag: str = "--train-split") -> Inputs:
+                train_flag: str = "--train-split", model_options: Optional[dict] = None) -> Inputs:
     """Check device, precision and templates, then load the dataset (and the split fitted on), the template sets
     and the model, in that order, so a bad flag fails before anything slow."""
     from cliplab.prompts import resolve_all
@@ -104,7 +104,7 @@ def load_inputs(*, model: str, pretrained: Optional[str], dataset: str, split: O
     if train_split is not None:
         train = load_dataset(dataset, train_split, data_root, train_limit, classnames, cache_dir, split_flag=train_flag)
     sets = user_sets or resolve_all(list(default_templates or [ds.templates_hint or "simple"]), ensemble=ensemble)
-    return Inputs(load_model(model, pretrained, device, precision, cache_dir), ds, train, sets)
+    return Inputs(load_model(model, pretrained, device, precision, cache_dir, **(model_options or {})), ds, train, sets)
 
 
 def finish(result, *, command: str, config: dict, files: Optional[dict[str, Optional[Path]]] = None,
