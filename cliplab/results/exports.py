@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from cliplab.io import atomic_path, write_json_atomic
-from cliplab.results.result import Figure
 from cliplab.version import __version__
 
 SCALAR_METRICS = ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similarity")
@@ -121,8 +120,9 @@ def probe_json(study, config: dict) -> dict:
 
 def write_artifact(path: str | Path, result, name: str, artifacts: dict, config: dict) -> list[tuple[Path, str | None]]:
     """Write one thing a study result offers: ``record`` (its JSON document, with the run's config and
-    provenance), a table (CSV/parquet/JSONL by suffix) or a figure. Returns (path, caption) per file written;
-    the caption is None for anything that is not a figure."""
+    provenance), a table (CSV/parquet/JSONL by suffix), or anything with ``write(path) -> [(path, caption)]``
+    (figures; files such as an index). Returns (path, caption) per file written; the caption is None for anything
+    that is not a figure."""
     path = Path(path)
     if name == "record":
         write_json(path, {**result.record(), "config": config, **provenance()})
@@ -131,6 +131,6 @@ def write_artifact(path: str | Path, result, name: str, artifacts: dict, config:
     if isinstance(obj, pd.DataFrame):
         write_table(path, obj)
         return [(path, None)]
-    if isinstance(obj, Figure):
-        return [(p, caption) for p, caption in obj.write(path)]
+    if callable(getattr(obj, "write", None)):  # a Figure, or any artifact that writes itself (e.g. an index)
+        return [(Path(p), caption) for p, caption in obj.write(path)]
     raise TypeError(f"artifact {name!r}: cannot write a {type(obj).__name__}")

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
-import numpy as np
 import pandas as pd
 
 METRIC_COLUMNS = ["task", "model", "pretrained", "model_fingerprint", "dataset", "split", "dataset_fingerprint",
