@@ -14,7 +14,8 @@ from cliplab.errors import CliplabError, ParameterError
 
 # Library parameters whose flag is not ``--`` + the name with dashes.
 FLAGS = {"pooling": "--descriptor", "template_sets": "--templates", "rule": "--target", "text_format": "--text",
-         "select_from": "--select-split", "k": "--topk", "models": "--model", "models_file": "--models"}
+         "select_from": "--select-split", "k": "--topk", "models": "--model", "models_file": "--models",
+         "gt_dir": "--gt"}
 
 
 def flag_for(param: str) -> str:
