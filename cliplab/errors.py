@@ -19,17 +19,34 @@ class ParameterError(CliplabError):
 
     The message names parameters as Python callers know them; the CLI shows flags instead
     (:func:`cliplab.cli.options.handle_errors`). Other parameters named in the message are written ``{p:name}``
-    (e.g. ``"choose another {p:name}, or pass {p:force}"``), so each caller sees its own spelling."""
+    (e.g. ``"choose another {p:name}, or pass {p:force}"``), so each caller sees its own spelling.
 
-    def __init__(self, param: str, value, message: str):
+    The text is ``param 'value': message``. ``quote=False`` shows the value as it is (paths, device names:
+    ``device cuda:3: ...``). ``prefix=False`` makes ``message`` the whole text, for sentences that do not start
+    with the parameter; it then names the parameter itself: ``ParameterError("levels", 0, "{p:levels} must be
+    >= 1", prefix=False)``."""
+
+    def __init__(self, param: str, value, message: str, *, quote: bool = True, prefix: bool = True):
         self.param, self.value, self.message = param, value, message
+        self.quote, self.prefix = quote, prefix
         super().__init__(self.render(lambda p: p))
 
     def render(self, spell) -> str:
         """The message with every parameter spelled by ``spell`` (identity for Python, the flag for the CLI)."""
         text = _PARAM.sub(lambda m: spell(m.group(1)), self.message)
-        return f"{spell(self.param)} {_show(self.value)}: {text}" if self.value is not None else \
-            f"{spell(self.param)}: {text}"
+        if not self.prefix:
+            return text
+        if self.value is None:
+            return f"{spell(self.param)}: {text}"
+        return f"{spell(self.param)} {_show(self.value) if self.quote else self.value}: {text}"
+
+
+class ModelParameterError(ModelLoadError, ParameterError):
+    """A model that cannot be loaded because of a parameter (``model``, ``pretrained``, ``device``, ``precision``)."""
+
+
+class DatasetParameterError(DatasetError, ParameterError):
+    """A dataset that cannot be loaded because of a parameter (``dataset``, ``split``, ``classnames``, ``gt_dir``...)."""
 
 
 _PARAM = re.compile(r"\{p:(\w+)\}")

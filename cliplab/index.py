@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cliplab.errors import CliplabError
+from cliplab.errors import CliplabError, ParameterError
 from cliplab.io import atomic_path, write_json_atomic
 from cliplab.tasks.metrics import l2_normalize
 
@@ -35,7 +35,7 @@ class VectorIndex:
               nprobe: int = 16, hnsw_m: int = 32, meta: dict | None = None) -> "VectorIndex":
         faiss = _faiss()
         if kind not in KINDS:
-            raise CliplabError(f"--index-type {kind!r}: choose one of {', '.join(KINDS)}")
+            raise ParameterError("index_type", kind, f"choose one of {', '.join(KINDS)}")
         x = np.ascontiguousarray(l2_normalize(emb), dtype=np.float32)
         d = x.shape[1]
         if kind == "flat":
@@ -43,8 +43,8 @@ class VectorIndex:
         elif kind == "ivf":
             nlist = nlist or max(1, min(4096, int(4 * np.sqrt(len(x)))))
             if len(x) < nlist:
-                raise CliplabError(f"IVF index with {nlist} lists needs at least {nlist} vectors (have {len(x)}); "
-                                   "use --index-type flat")
+                raise ParameterError("index_type", kind, f"IVF index with {nlist} lists needs at least {nlist} vectors "
+                                     f"(have {len(x)}); use {{p:index_type}} flat", prefix=False)
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
             index.train(x)
             index.nprobe = min(nprobe, nlist)

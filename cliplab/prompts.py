@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from cliplab.errors import CliplabError
+from cliplab.errors import CliplabError, ParameterError
 
 
 def _from_open_clip(attr: str) -> list[str]:
@@ -67,30 +67,30 @@ def resolve_templates(spec: str) -> list[TemplateSet]:
     path = Path(spec).expanduser()
     if path.suffix.lower() in (".txt", ".json") and not ("{}" in spec or "{c}" in spec):
         if not path.is_file():
-            raise CliplabError(f"--templates {spec}: file not found")
+            raise ParameterError("templates", spec, "file not found", quote=False)
         text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".json":
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise CliplabError(f"--templates {spec}: invalid JSON ({exc.msg} at line {exc.lineno}); expected a "
-                                   "list of templates or {set name: [templates]}") from None
+                raise ParameterError("templates", spec, f"invalid JSON ({exc.msg} at line {exc.lineno}); expected a "
+                                     "list of templates or {set name: [templates]}", quote=False) from None
             sets = data.items() if isinstance(data, dict) else [(path.stem, data)]
             out = []
             for name, templates in sets:
                 if not isinstance(templates, list) or not templates or \
                         not all(isinstance(t, str) for t in templates):
-                    raise CliplabError(f"--templates {spec}: set {name!r} must be a non-empty list of template "
-                                       "strings")
+                    raise ParameterError("templates", spec, f"set {name!r} must be a non-empty list of template "
+                                         "strings", quote=False)
                 out.append(TemplateSet(str(name), tuple(_check(t, str(path)) for t in templates)))
             return out
         lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
         return [TemplateSet(path.stem, tuple(_check(t, str(path)) for t in lines))]
     if "{}" in spec or "{c}" in spec:
         return [TemplateSet(spec, (spec,))]
-    raise CliplabError(
-        f"--templates {spec!r}: not a named set ({', '.join(NAMED_SETS)}), a .txt/.json file, or a template "
-        f"containing '{{}}'")
+    raise ParameterError(
+        "templates", spec, f"not a named set ({', '.join(NAMED_SETS)}), a .txt/.json file, or a template "
+        "containing '{}'")
 
 
 def resolve_all(specs: list[str], ensemble: bool = False) -> list[TemplateSet]:

@@ -104,7 +104,7 @@ def test_coco_and_karpathy_json(tmp_path):
     assert load_dataset(str(kp), split="train", data_root=str(root)).captions == [["z"]]
     from cliplab.errors import DatasetError
 
-    with pytest.raises(DatasetError, match="--image-root"):
+    with pytest.raises(DatasetError, match="pass the image folder with image_root$"):
         load_dataset(str(kp), data_root=str(tmp_path / "nowhere"))
 
 

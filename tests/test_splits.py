@@ -39,7 +39,8 @@ def error_line(res) -> str:
 
 def test_split_folders_are_never_classes(tmp_path):
     root = make_split_folder(tmp_path / "eurosat")
-    with pytest.raises(DatasetError, match=r"holds split folders \(test, validation\).*--split"):
+    with pytest.raises(DatasetError,
+                       match=r"holds split folders \(test, validation\).*choose one with split \(e\.g\. split test\)"):
         load_dataset(str(root), cache_dir=tmp_path)
     ds = load_dataset(str(root), split="validation", cache_dir=tmp_path)
     assert ds.classnames == ["green", "red"] and len(ds) == 8 and ds.split == "validation"

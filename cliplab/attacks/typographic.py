@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from cliplab.data.sources import ImageSource
-from cliplab.errors import CliplabError
+from cliplab.errors import CliplabError, ParameterError
 from cliplab.io import hash_json
 
 POSITIONS = ("center", "top", "bottom", "random")
@@ -27,15 +27,15 @@ class TypographicParams:
 
     def validate(self) -> None:
         if self.position not in POSITIONS:
-            raise CliplabError(f"--position {self.position!r}: choose one of {', '.join(POSITIONS)}")
+            raise ParameterError("position", self.position, f"choose one of {', '.join(POSITIONS)}")
         if not 0.0 < self.opacity <= 1.0:
-            raise CliplabError(f"--opacity {self.opacity}: must be in (0, 1]")
+            raise ParameterError("opacity", self.opacity, "must be in (0, 1]", quote=False)
         if not 0.01 <= self.font_size <= 1.0:
-            raise CliplabError(f"--font-size {self.font_size}: a fraction of the image side in [0.01, 1]")
+            raise ParameterError("font_size", self.font_size, "a fraction of the image side in [0.01, 1]", quote=False)
         try:
             Image.new("RGB", (1, 1), self.color)
         except ValueError:
-            raise CliplabError(f"--color {self.color!r}: not a colour Pillow knows (e.g. white, red, #ff8800)") from None
+            raise ParameterError("color", self.color, "not a colour Pillow knows (e.g. white, red, #ff8800)") from None
         _font(self.font, 12)
 
 
@@ -44,7 +44,8 @@ def _font(path: str | None, size: int):
     try:
         return ImageFont.truetype(path, size) if path else ImageFont.load_default(size=size)
     except OSError:
-        raise CliplabError(f"--font {path}: cannot load this font file (use a .ttf or .otf file)") from None
+        raise ParameterError("font", path, "cannot load this font file (use a .ttf or .otf file)",
+                             quote=False) from None
 
 
 def render_text(img: Image.Image, text: str, params: TypographicParams, index: int = 0) -> Image.Image:
@@ -115,7 +116,7 @@ def choose_targets(labels: np.ndarray, num_classes: int, rule: str = "random", s
         best = cm.argmax(1)
         best = np.where(cm.max(1) > 0, best, (np.arange(num_classes) + 1) % num_classes)
         return best[labels]
-    raise CliplabError(f"--target {rule!r}: choose one of {', '.join(RULES)}")
+    raise ParameterError("rule", rule, f"choose one of {', '.join(RULES)}")
 
 
 class AttackedSource(ImageSource):

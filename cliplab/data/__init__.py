@@ -8,13 +8,14 @@ import numpy as np
 from cliplab.data.base import ImageDataset
 from cliplab.data.sources import FileSource, ImageSource, IndexedSource
 from cliplab.data.splits import SplitError
-from cliplab.errors import DatasetError
+from cliplab.errors import DatasetParameterError
 
-DATASET_HELP = (
+_DATASET_KINDS = (  # {p:data_root}: a parameter in an error message
     "shapes[:ATTRIBUTE] (built-in synthetic), a torchvision name (cifar10, cifar100, food101, eurosat, stl10, "
     "flowers102, oxford_pets, dtd, mnist), a folder of class subfolders or images, a caption file (.csv/.jsonl), or a COCO-captions / Karpathy-split "
-    ".json (images under --data-root)"
+    ".json (images under {p:data_root})"
 )
+DATASET_HELP = _DATASET_KINDS.replace("{p:data_root}", "--data-root")  # the same, for the command line's help
 
 
 def load_dataset(spec: str, *, split: str | None = None, data_root: str | None = None, limit: int | None = None,
@@ -31,7 +32,7 @@ def load_dataset(spec: str, *, split: str | None = None, data_root: str | None =
     ds = _resolve(spec, split, data_root, classnames, cache, download)
     if limit is not None and limit < len(ds):
         if limit <= 0:
-            raise DatasetError(f"--limit must be positive, got {limit}")
+            raise DatasetParameterError("limit", limit, f"{{p:limit}} must be positive, got {limit}", prefix=False)
         keep = np.sort(np.random.default_rng(0).permutation(len(ds))[:limit])
         ds = ds.subset(keep, tag=f"limit{limit}")
     return ds
@@ -65,8 +66,10 @@ def _resolve(spec, split, data_root, classnames, cache: Path, download: bool) ->
             from cliplab.data.coco import load_caption_json
 
             return load_caption_json(path, split=split, image_root=data_root)
-        raise DatasetError(f"--dataset {spec}: unsupported file type {suffix!r}; expected {DATASET_HELP}")
-    raise DatasetError(f"--dataset {spec!r} is not a known dataset or an existing path; expected {DATASET_HELP}")
+        raise DatasetParameterError("dataset", spec, f"unsupported file type {suffix!r}; expected {_DATASET_KINDS}",
+                                    quote=False)
+    raise DatasetParameterError("dataset", spec, f"{{p:dataset}} {spec!r} is not a known dataset or an existing path; "
+                                f"expected {_DATASET_KINDS}", prefix=False)
 
 
 __all__ = ["load_dataset", "SplitError", "ImageDataset", "ImageSource", "FileSource", "IndexedSource", "DATASET_HELP"]

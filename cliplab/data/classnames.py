@@ -5,7 +5,7 @@ import json
 import re
 from pathlib import Path
 
-from cliplab.errors import DatasetError
+from cliplab.errors import DatasetParameterError
 
 
 def clean_classname(name: str) -> str:
@@ -29,7 +29,7 @@ def read_classnames(path: str | Path, expected: int | None = None) -> list[str]:
     """One name per line (.txt), a JSON list, or a JSON object {folder_name: prompt_name}."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"--classnames file not found: {path}")
+        raise DatasetParameterError("classnames", path, f"{{p:classnames}} file not found: {path}", prefix=False)
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".json":
         data = json.loads(text)
@@ -37,7 +37,8 @@ def read_classnames(path: str | Path, expected: int | None = None) -> list[str]:
     else:
         names = [line.strip() for line in text.splitlines() if line.strip()]
     if expected is not None and len(names) != expected:
-        raise DatasetError(f"--classnames {path} has {len(names)} names but the dataset has {expected} classes")
+        raise DatasetParameterError("classnames", path, f"{{p:classnames}} {path} has {len(names)} names but the "
+                                    f"dataset has {expected} classes", prefix=False)
     return [str(n) for n in names]
 
 
@@ -49,6 +50,7 @@ def map_classnames(path: str | Path, folder_names: list[str]) -> list[str]:
         if isinstance(data, dict):
             missing = [f for f in folder_names if f not in data]
             if missing:
-                raise DatasetError(f"--classnames {path} lacks names for: {', '.join(missing[:5])}")
+                raise DatasetParameterError("classnames", path, f"{{p:classnames}} {path} lacks names for: "
+                                            f"{', '.join(missing[:5])}", prefix=False)
             return [str(data[f]) for f in folder_names]
     return read_classnames(path, expected=len(folder_names))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cliplab.data.base import ImageDataset
 from cliplab.data.sources import FileSource
-from cliplab.errors import DatasetError
+from cliplab.errors import DatasetError, DatasetParameterError
 from cliplab.io import hash_file
 
 
@@ -74,8 +74,9 @@ def load_caption_json(path: str | Path, split: str | None = None, image_root: st
     if root is None:
         root = next((r for r in roots if r.is_dir() and any((r / sub / fn).is_file() for sub, fn, _ in items)), None)
     if root is None:
-        raise DatasetError(f"{path}: none of its images were found under {', '.join(map(str, roots))}; "
-                           "pass the image folder with --image-root")
+        raise DatasetParameterError("image_root", image_root, f"{path}: none of its images were found under "
+                                    f"{', '.join(map(str, roots))}; pass the image folder with {{p:image_root}}",
+                                    prefix=False)
     paths, captions, missing = [], [], 0
     for sub, fn, caps in items:
         p = root / sub / fn

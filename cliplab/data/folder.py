@@ -10,7 +10,7 @@ from cliplab.data.base import ImageDataset
 from cliplab.data.sources import FileSource
 from cliplab.data.classnames import clean_classnames, map_classnames
 from cliplab.data.splits import SplitError, is_split_name
-from cliplab.errors import DatasetError
+from cliplab.errors import DatasetError, DatasetParameterError
 from cliplab.io import hash_json
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif"}
@@ -46,9 +46,10 @@ def load_folder(root: str | Path, split: str | None = None, classnames_file: str
             raise SplitError(f"folder {root}", split, split_dirs)
     else:
         if split_dirs:
-            raise DatasetError(
-                f"folder {root} holds split folders ({', '.join(split_dirs)}), not classes: choose one with "
-                f"--split (e.g. --split {'test' if 'test' in split_dirs else split_dirs[0]})")
+            raise DatasetParameterError(
+                "split", split, f"folder {root} holds split folders ({', '.join(split_dirs)}), not classes: choose one "
+                f"with {{p:split}} (e.g. {{p:split}} {'test' if 'test' in split_dirs else split_dirs[0]})",
+                prefix=False)
         base = root
         if is_split_name(root.name):  # the user pointed at a split folder itself
             split, name = root.name, root.resolve().parent.name

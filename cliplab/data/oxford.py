@@ -13,7 +13,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from cliplab.errors import DatasetError
+from cliplab.errors import DatasetError, DatasetParameterError
 
 
 @dataclass
@@ -41,20 +41,22 @@ def read_oxford_gt(path: str | Path, gallery_stems: set[str] | None = None) -> l
     path = Path(path)
     if path.is_file():
         if path.suffix.lower() != ".pkl":
-            raise DatasetError(f"--gt {path}: expected a folder of *_query.txt files or a revisited-Oxford "
-                               "gnd_*.pkl file")
+            raise DatasetParameterError("gt_dir", path, "expected a folder of *_query.txt files or a "
+                                        "revisited-Oxford gnd_*.pkl file", quote=False)
         queries = read_revisited_gnd(path)
         if gallery_stems is not None:
             for q in queries:
                 if q.image not in gallery_stems:
-                    raise DatasetError(f"--gt {path}: query image {q.image!r} is not in the gallery folder")
+                    raise DatasetParameterError("gt_dir", path, f"query image {q.image!r} is not in the gallery "
+                                                "folder", quote=False)
         return queries
     folder = path
     if not folder.is_dir():
-        raise DatasetError(f"--gt {folder}: folder not found")
+        raise DatasetParameterError("gt_dir", folder, "folder not found", quote=False)
     files = sorted(folder.glob("*_query.txt"))
     if not files:
-        raise DatasetError(f"--gt {folder}: no *_query.txt files (Oxford/Paris ground-truth format)")
+        raise DatasetParameterError("gt_dir", folder, "no *_query.txt files (Oxford/Paris ground-truth format)",
+                                    quote=False)
     out = []
     for f in files:
         name = f.name[: -len("_query.txt")]
@@ -94,7 +96,7 @@ def _as_list(v, what: str, path: Path) -> list:
     try:
         return list(v.tolist() if hasattr(v, "tolist") else v)
     except TypeError:
-        raise DatasetError(f"--gt {path}: {what} is not a list") from None
+        raise DatasetParameterError("gt_dir", path, f"{what} is not a list", quote=False) from None
 
 
 def read_revisited_gnd(path: str | Path) -> list[OxfordQuery]:
@@ -104,32 +106,36 @@ def read_revisited_gnd(path: str | Path) -> list[OxfordQuery]:
         with open(path, "rb") as fh:
             data = _DataUnpickler(fh).load()
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError, IndexError) as exc:
-        raise DatasetError(f"--gt {path}: cannot read the ground-truth pickle ({exc})") from None
+        raise DatasetParameterError("gt_dir", path, f"cannot read the ground-truth pickle ({exc})",
+                                    quote=False) from None
     if not isinstance(data, dict) or not {"imlist", "qimlist", "gnd"} <= set(data):
-        raise DatasetError(f"--gt {path}: not a revisited-Oxford gnd file (needs imlist, qimlist, gnd)")
+        raise DatasetParameterError("gt_dir", path, "not a revisited-Oxford gnd file (needs imlist, qimlist, gnd)",
+                                    quote=False)
     imlist = [_stem(str(x)) for x in _as_list(data["imlist"], "imlist", path)]
     qimlist = [str(x) for x in _as_list(data["qimlist"], "qimlist", path)]
     gnd = _as_list(data["gnd"], "gnd", path)
     if len(gnd) != len(qimlist):
-        raise DatasetError(f"--gt {path}: {len(gnd)} gnd entries for {len(qimlist)} query images")
+        raise DatasetParameterError("gt_dir", path, f"{len(gnd)} gnd entries for {len(qimlist)} query images",
+                                    quote=False)
 
     def names(q: int, entry: dict, key: str) -> list[str]:
         idx = _as_list(entry.get(key, []), f"gnd[{q}]['{key}']", path)
         bad = [i for i in idx if not isinstance(i, int) or not 0 <= i < len(imlist)]
         if bad:
-            raise DatasetError(f"--gt {path}: gnd[{q}]['{key}'] has indices outside imlist ({bad[:3]})")
+            raise DatasetParameterError("gt_dir", path, f"gnd[{q}]['{key}'] has indices outside imlist ({bad[:3]})",
+                                        quote=False)
         return [imlist[i] for i in idx]
 
     out, seen = [], {}
     for q, (qname, entry) in enumerate(zip(qimlist, gnd)):
         if not isinstance(entry, dict) or not {"easy", "hard"} <= set(entry):
-            raise DatasetError(f"--gt {path}: gnd[{q}] has no 'easy'/'hard' lists")
+            raise DatasetParameterError("gt_dir", path, f"gnd[{q}] has no 'easy'/'hard' lists", quote=False)
         bbx = entry.get("bbx")
         box = None
         if bbx is not None:
             vals = [float(v) for v in _as_list(bbx, f"gnd[{q}]['bbx']", path)]
             if len(vals) != 4:
-                raise DatasetError(f"--gt {path}: gnd[{q}]['bbx'] should be x1, y1, x2, y2")
+                raise DatasetParameterError("gt_dir", path, f"gnd[{q}]['bbx'] should be x1, y1, x2, y2", quote=False)
             box = tuple(vals)
         stem = _stem(qname)
         seen[stem] = seen.get(stem, 0) + 1

@@ -9,7 +9,7 @@ from cliplab.data.base import ImageDataset
 from cliplab.data.sources import IndexedSource
 from cliplab.data.classnames import clean_classnames, read_classnames
 from cliplab.data.splits import SplitError
-from cliplab.errors import DatasetError
+from cliplab.errors import DatasetError, DatasetParameterError
 
 
 # name -> (torchvision class name, how to pass the split, template set that fits, the splits it has)
@@ -74,12 +74,13 @@ def load_torchvision(name: str, root: str | Path, split: str = "test", download:
                 raise
             ds = cls(root=str(root), download=True, **split_kw(split))
     except (ValueError, TypeError) as exc:
-        raise DatasetError(f"{key}: invalid --split {split!r} ({exc})") from None
+        raise DatasetParameterError("split", split, f"{key}: invalid {{p:split}} {split!r} ({exc})",
+                                    prefix=False) from None
     except Exception as exc:  # network errors come in many types (URLError, HTTPError, socket errors, ...)
-        raise DatasetError(
-            f"{key} is not in --data-root {root} and could not be downloaded ({type(exc).__name__}: "
-            f"{str(exc)[:120]}). Download it on a machine with internet into {root}, or pass an image folder "
-            f"as --dataset PATH."
+        raise DatasetParameterError(
+            "data_root", root, f"{key} is not in {{p:data_root}} {root} and could not be downloaded "
+            f"({type(exc).__name__}: {str(exc)[:120]}). Download it on a machine with internet into {root}, or pass "
+            "an image folder as {p:dataset} PATH.", prefix=False
         ) from None
 
     targets = _targets(ds)

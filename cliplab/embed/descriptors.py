@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from cliplab.errors import CliplabError
+from cliplab.errors import CliplabError, ParameterError
 from cliplab.io import hash_json
 from cliplab.tasks.pooling import gem, mac, region_max, rmac_regions
 
@@ -29,9 +29,9 @@ class DescriptorSpec:
 
     def validate(self) -> None:
         if self.pooling not in POOLINGS:
-            raise CliplabError(f"--descriptor {self.pooling!r}: choose one of {', '.join(POOLINGS)}")
+            raise ParameterError("pooling", self.pooling, f"choose one of {', '.join(POOLINGS)}")
         if self.levels < 1:
-            raise CliplabError("--levels must be >= 1")
+            raise ParameterError("levels", self.levels, "{p:levels} must be >= 1", prefix=False)
 
     @property
     def is_global(self) -> bool:
@@ -47,7 +47,8 @@ def default_layer(model) -> str:
         return "visual.layer4"
     if hasattr(visual, "transformer"):
         return "visual.transformer"
-    raise CliplabError(f"cannot pick a feature layer for {type(visual).__name__}; pass --layer MODULE.PATH")
+    raise ParameterError("layer", None, f"cannot pick a feature layer for {type(visual).__name__}; pass {{p:layer}} "
+                         "MODULE.PATH", prefix=False)
 
 
 def _module(model, path: str) -> torch.nn.Module:
@@ -55,7 +56,8 @@ def _module(model, path: str) -> torch.nn.Module:
         return model.model.get_submodule(path)
     except AttributeError:
         names = [n for n, _ in model.model.visual.named_children()]
-        raise CliplabError(f"--layer {path!r} is not a module of this model (visual has: {', '.join(names)})") from None
+        raise ParameterError("layer", path, f"{{p:layer}} {path!r} is not a module of this model (visual has: "
+                             f"{', '.join(names)})", prefix=False) from None
 
 
 def _as_map(out, model) -> torch.Tensor:

@@ -212,15 +212,16 @@ def auto_batch_size(model: LoadedModel, fraction: float = 0.5, cap: int = 1024, 
 
 def _use_tensor_pipeline(pipeline: str, model: LoadedModel) -> bool:
     from cliplab.embed.tensor_pipeline import PIPELINES, TensorPreprocess
-    from cliplab.errors import CliplabError
+    from cliplab.errors import ParameterError
 
     if pipeline not in PIPELINES:
-        raise CliplabError(f"--pipeline {pipeline!r}: choose one of {', '.join(PIPELINES)}")
+        raise ParameterError("pipeline", pipeline, f"choose one of {', '.join(PIPELINES)}")
     if pipeline == "pil" or model.source != "open_clip":
         return False
     ok = TensorPreprocess.from_cfg(model.preprocess_cfg).supported()
     if pipeline == "tensor" and not ok:
-        raise CliplabError(f"--pipeline tensor does not support this model's preprocessing {model.preprocess_cfg}")
+        raise ParameterError("pipeline", pipeline, "{p:pipeline} tensor does not support this model's preprocessing "
+                             f"{model.preprocess_cfg}", prefix=False)
     return ok and (pipeline == "tensor" or model.device.type == "cuda")
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from cliplab.errors import ModelLoadError
+from cliplab.errors import ModelParameterError
 from cliplab.io import hash_json
 from cliplab.models.base import LoadedModel
 
@@ -18,13 +18,16 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ModelLoadError(f"--device {device}: not a device name; use cpu, cuda, cuda:1 or mps") from None
+        raise ModelParameterError("device", device, "not a device name; use cpu, cuda, cuda:1 or mps",
+                                  quote=False) from None
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise ModelLoadError(f"--device {device}: cliplab runs on cpu, cuda or mps, not {dev.type}")
+        raise ModelParameterError("device", device, f"cliplab runs on cpu, cuda or mps, not {dev.type}", quote=False)
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ModelLoadError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+        raise ModelParameterError("device", device, "MPS is not available on this machine; use {p:device} cpu",
+                                  quote=False)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        raise ModelParameterError("device", device, "CUDA is not available on this machine; use {p:device} cpu",
+                                  quote=False)
     return dev
 
 
@@ -32,9 +35,10 @@ def resolve_precision(precision: str | None, dev: torch.device) -> str:
     """The precision to run at on ``dev`` (default: amp on CUDA, fp32 elsewhere); raises for an unusable one."""
     precision = precision or ("amp" if dev.type == "cuda" else "fp32")
     if precision not in PRECISIONS:
-        raise ModelLoadError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        raise ModelParameterError("precision", precision, f"choose one of {', '.join(PRECISIONS)}")
     if dev.type == "cpu" and precision != "fp32":
-        raise ModelLoadError(f"--precision {precision} needs a GPU; use fp32 on CPU")
+        raise ModelParameterError("precision", precision, f"{{p:precision}} {precision} needs a GPU; use fp32 on CPU",
+                                  prefix=False)
     return precision
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from cliplab.errors import ModelLoadError
+from cliplab.errors import ModelParameterError
 
 
 class _HFTowers(torch.nn.Module):
@@ -46,7 +46,8 @@ def load_hf(spec: str, device: torch.device, precision: str) -> dict[str, Any]:
     try:
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
     except ImportError:
-        raise ModelLoadError("--model hf:... needs Hugging Face transformers: pip install 'cliplab[hf]'") from None
+        raise ModelParameterError("model", spec, "{p:model} hf:... needs Hugging Face transformers: pip install "
+                                  "'cliplab[hf]'", prefix=False) from None
     from torchvision import transforms as T
 
     name = spec[len("hf:"):]
@@ -56,9 +57,10 @@ def load_hf(spec: str, device: torch.device, precision: str) -> dict[str, Any]:
         proc = CLIPImageProcessor.from_pretrained(str(local) if local.is_dir() else name)
         tok = AutoTokenizer.from_pretrained(str(local) if local.is_dir() else name)
     except OSError as exc:
-        raise ModelLoadError(
-            f"cannot load {spec} (offline or not found: {str(exc).splitlines()[0][:160]}); download it on a machine "
-            f"with internet (save_pretrained) and pass --model hf:/path/to/folder") from None
+        raise ModelParameterError(
+            "model", spec, f"cannot load {spec} (offline or not found: {str(exc).splitlines()[0][:160]}); download it "
+            "on a machine with internet (save_pretrained) and pass {p:model} hf:/path/to/folder",
+            prefix=False) from None
     model.eval().to(device)
     if precision in ("fp16", "bf16"):
         model.to(torch.float16 if precision == "fp16" else torch.bfloat16)

@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
-from cliplab.errors import ModelLoadError
+from cliplab.errors import ModelLoadError, ModelParameterError
 from cliplab.io import hash_file, hash_json
 
-OFFLINE_HINT = ("download the checkpoint on a machine with internet and pass it with --pretrained PATH "
-                "(and --model CONFIG.json for a custom architecture)")
+OFFLINE_HINT = ("download the checkpoint on a machine with internet and pass it with {p:pretrained} PATH "
+                "(and {p:model} CONFIG.json for a custom architecture)")  # in a ParameterError message
 
 
 def register_config_file(path: Path, cache_dir: Path) -> tuple[str, dict, dict]:
@@ -29,12 +29,13 @@ def register_config_file(path: Path, cache_dir: Path) -> tuple[str, dict, dict]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"--model {path}: cannot read model config JSON ({exc})") from None
+        raise ModelParameterError("model", path, f"cannot read model config JSON ({exc})", quote=False) from None
     model_cfg = data.get("model_cfg", data)
     preprocess_cfg = dict(data.get("preprocess_cfg", model_cfg.get("preprocess_cfg", {})))
     model_cfg = {k: v for k, v in model_cfg.items() if k != "preprocess_cfg"}
     if not {"embed_dim", "vision_cfg", "text_cfg"} <= set(model_cfg):
-        raise ModelLoadError(f"--model {path}: not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")
+        raise ModelParameterError("model", path, "not an open_clip model config (needs embed_dim, vision_cfg, "
+                                  "text_cfg)", quote=False)
     name = f"{path.stem}-{hash_json(model_cfg)[:8]}"
     reg_dir = cache_dir / "model_configs"
     reg_dir.mkdir(parents=True, exist_ok=True)
@@ -119,27 +120,29 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
     if model.endswith(".json"):
         path = Path(model).expanduser()
         if not path.is_file():
-            raise ModelLoadError(f"--model {model}: config file not found")
+            raise ModelParameterError("model", model, "config file not found", quote=False)
         name, model_cfg, preprocess_override = register_config_file(path, cache_dir)
     elif model.startswith(("hf-hub:", "local-dir:")):
         if pretrained:
-            raise ModelLoadError(f"--model {model} carries its own weights; drop --pretrained {pretrained}")
+            raise ModelParameterError("pretrained", pretrained, f"{{p:model}} {model} carries its own weights; drop "
+                                      f"{{p:pretrained}} {pretrained}", prefix=False)
         if model.startswith("local-dir:") and not Path(model[len("local-dir:"):]).is_dir():
-            raise ModelLoadError(f"--model {model}: folder not found (it should hold open_clip_config.json and weights)")
+            raise ModelParameterError("model", model, "folder not found (it should hold open_clip_config.json and "
+                                      "weights)", quote=False)
     else:
         model_cfg = open_clip.get_model_config(model)
         if model_cfg is None:
-            raise ModelLoadError(
-                f"unknown model {model!r}; run `cliplab models` for architecture names, or pass --model CONFIG.json")
+            raise ModelParameterError("model", model, f"unknown model {model!r}; run `cliplab models` for architecture "
+                                      "names, or pass {p:model} CONFIG.json", prefix=False)
 
     tag_cfg = get_pretrained_cfg(name, pretrained) if pretrained and model_cfg is not None else {}
     if pretrained and not tag_cfg and not os.path.isfile(pretrained):
         if os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt")):
-            raise ModelLoadError(f"--pretrained {pretrained}: checkpoint file not found")
+            raise ModelParameterError("pretrained", pretrained, "checkpoint file not found", quote=False)
         tags = open_clip.list_pretrained_tags_by_model(name) if model_cfg is not None else []
-        raise ModelLoadError(
-            f"--pretrained {pretrained!r} is neither a file nor a known tag for {model}"
-            + (f" (known tags: {', '.join(tags)})" if tags else ""))
+        raise ModelParameterError(
+            "pretrained", pretrained, f"{{p:pretrained}} {pretrained!r} is neither a file nor a known tag for {model}"
+            + (f" (known tags: {', '.join(tags)})" if tags else ""), prefix=False)
     quick_gelu = needs_quick_gelu(name, tag_cfg, model_cfg) if force_quick_gelu is None else force_quick_gelu
 
     oc_precision = {"amp": "fp32", "amp_bf16": "fp32"}.get(precision, precision)
@@ -159,20 +162,21 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
         msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         why = "no network and not in the local cache" if offline else msg
         if pretrained and not os.path.isfile(pretrained):
-            raise ModelLoadError(
-                f"cannot get pretrained weights {pretrained!r} for {model} ({why}); {OFFLINE_HINT}") from None
+            raise ModelParameterError("pretrained", pretrained, f"cannot get pretrained weights {pretrained!r} for "
+                                      f"{model} ({why}); {OFFLINE_HINT}", prefix=False) from None
         if model.startswith("hf-hub:"):
-            raise ModelLoadError(f"cannot get {model} from the Hugging Face hub ({why}); {OFFLINE_HINT}") from None
+            raise ModelParameterError("model", model, f"cannot get {model} from the Hugging Face hub ({why}); "
+                                      f"{OFFLINE_HINT}", prefix=False) from None
         if pretrained and os.path.isfile(pretrained):
             why = checkpoint_mismatch(name, pretrained, quick_gelu)
             if why:
-                raise ModelLoadError(
-                    f"--pretrained {pretrained} does not fit --model {model}: {why}; the checkpoint was saved from "
-                    "another architecture: pass the model config it was trained with (--model CONFIG.json) or the "
-                    "matching open_clip name (`cliplab models`)") from None
+                raise ModelParameterError(
+                    "pretrained", pretrained, f"{{p:pretrained}} {pretrained} does not fit {{p:model}} {model}: {why}; "
+                    "the checkpoint was saved from another architecture: pass the model config it was trained with "
+                    "({p:model} CONFIG.json) or the matching open_clip name (`cliplab models`)", prefix=False) from None
         full = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip()) or type(exc).__name__
-        raise ModelLoadError(f"cannot load {model} with --pretrained {pretrained}: "
-                             f"{full if len(full) <= 300 else full[:297] + '...'}") from None
+        raise ModelParameterError("pretrained", pretrained, f"cannot load {model} with {{p:pretrained}} {pretrained}: "
+                                  f"{full if len(full) <= 300 else full[:297] + '...'}", prefix=False) from None
     net.eval()
     tokenizer = open_clip.get_tokenizer(name)
     pp_cfg = dict(net.visual.preprocess_cfg)

@@ -7,7 +7,7 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 from sklearn.metrics.cluster import contingency_matrix
 
-from cliplab.errors import CliplabError
+from cliplab.errors import CliplabError, ParameterError
 from cliplab.tasks.metrics import l2_normalize
 
 
@@ -44,7 +44,7 @@ def kmeans(X: np.ndarray, k: int, *, backend: str = "sklearn", seed: int = 0, n_
         dist, assign = km.index.search(X, 1)
         assign, centers, inertia = assign[:, 0], km.centroids, float(dist.sum())
     else:
-        raise CliplabError(f"--backend {backend!r}: choose sklearn or faiss")
+        raise ParameterError("backend", backend, "choose sklearn or faiss")
     metrics = {"inertia": inertia}
     if len(np.unique(assign)) > 1 and len(X) <= 20000:
         metrics["silhouette"] = float(silhouette_score(X, assign, random_state=seed))

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cliplab.data.base import ImageDataset
-from cliplab.errors import CliplabError
+from cliplab.errors import CliplabError, ParameterError
 from cliplab.io import atomic_path, write_json_atomic
 from cliplab.progress import progress_bar
 
@@ -129,11 +129,11 @@ def _check_target(final: Path, name: str, overwrite: bool) -> None:
     if not final.exists():
         return
     if not final.is_dir() or not (final / f"{name}.pt").is_file():
-        raise CliplabError(f"--name {name}: {final} exists and is not a model trained by cliplab; "
-                           "choose another --name or --output-dir")
+        raise ParameterError("name", name, f"{final} exists and is not a model trained by cliplab; choose another "
+                             "{p:name} or {p:out_dir}", quote=False)
     if not overwrite:
-        raise CliplabError(f"--name {name}: a model named {name!r} already exists in {final.parent}; "
-                           "choose another --name, or pass --force to replace it")
+        raise ParameterError("name", name, f"a model named {name!r} already exists in {final.parent}; choose another "
+                             "{p:name}, or pass {p:overwrite} to replace it", quote=False)
 
 
 def _train_into(folder: Path, ds: ImageDataset, cache_dir: Path, name: str, model_cfg, base_model, pretrained,
