@@ -37,11 +37,12 @@ def load_dataset(dataset, split, data_root, limit, classnames, cache_dir, split_
 
 def load_train_set(dataset, split, limit, cache):
     """The split to train on: the one named, else ``train``; a set without splits (a caption file) is used whole."""
-    from cliplab.data import SplitError, load_dataset
+    from cliplab.data import SplitError
+    from cliplab.data import load_dataset as load_named
 
     if split is None:
         try:
-            return load_dataset(dataset, split="train", limit=limit, cache_dir=cache)
+            return load_named(dataset, split="train", limit=limit, cache_dir=cache)
         except SplitError as exc:
             if exc.available:
                 raise CliplabError(f"--split: {exc}; choose the split to train on with --split") from None
