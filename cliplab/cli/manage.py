@@ -10,7 +10,6 @@ from cliplab.cli.options import (BatchOpt, CacheDirOpt, DataRootOpt, DatasetOpt,
                                  NoCacheOpt, PipelineOpt, PrecisionOpt, PretrainedOpt, QuietOpt, SplitOpt, WorkersOpt,
                                  check_output, handle_errors)
 from cliplab.cli.session import load_inputs, load_train_set, report_failures, stdout
-from cliplab.errors import CliplabError
 
 
 @handle_errors
@@ -142,28 +141,16 @@ def train(
     `tiny-shapes` model (same seed: same model up to CPU float differences)."""
     import json
 
-    from cliplab.models.local import SHIPPED_NAMES
     from cliplab.paths import resolve_cache_dir
     from cliplab.train import TrainConfig, train_clip
+    from cliplab.train.trainer import check_name, model_source
 
     check_output(output_dir, "--output-dir", folder=True)
     cache = resolve_cache_dir(cache_dir)
-    if "/" in name or ":" in name or name.endswith(".json") or name.startswith(".") or not name.strip():
-        raise CliplabError(f"--name {name!r}: use a plain name (no '/', ':', leading '.' or .json)")
-    overrides = output_dir is None and name in SHIPPED_NAMES
-    if overrides and not force:
-        raise CliplabError(f"--name {name}: {name} is the model shipped with cliplab; choose another --name, or pass "
-                           f"--force to train a cache copy that --model {name} will use instead of the shipped one")
+    overrides = check_name(name, output_dir, force)
     recipe = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed).items() if v is not None}
     ds = load_train_set(dataset, split, limit, cache)
-    model_cfg = base = None
-    if model and model.endswith(".json"):
-        if not Path(model).is_file():
-            raise CliplabError(f"--model {model}: config file not found")
-        model_cfg = json.loads(Path(model).read_text())
-        model_cfg = model_cfg.get("model_cfg", model_cfg)
-    elif model:
-        base = model
+    model_cfg, base = model_source(model)
     folder = train_clip(ds, cache, name, out_dir=output_dir, model_cfg=model_cfg, base_model=base,
                         pretrained=pretrained, config=TrainConfig(**recipe), quiet=quiet, overwrite=force,
                         extra_meta={"overrides_shipped": True} if overrides else None)

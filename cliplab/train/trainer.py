@@ -12,6 +12,7 @@ Training runs the towers itself (it needs gradients); evaluation always goes thr
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -121,6 +122,32 @@ def train_clip(ds: ImageDataset, cache_dir: Path, name: str, *, out_dir: Path | 
     else:
         os.replace(folder, final)
     return final
+
+
+def check_name(name: str, out_dir: Path | None = None, overwrite: bool = False) -> bool:
+    """Check a new model's name; returns True when training it makes a cache copy that replaces a model shipped
+    with cliplab (allowed only with ``overwrite``)."""
+    from cliplab.models.local import SHIPPED_NAMES
+
+    if "/" in name or ":" in name or name.endswith(".json") or name.startswith(".") or not name.strip():
+        raise ParameterError("name", name, "use a plain name (no '/', ':', leading '.' or .json)")
+    overrides = out_dir is None and name in SHIPPED_NAMES
+    if overrides and not overwrite:
+        raise ParameterError("name", name, f"{name} is the model shipped with cliplab; choose another {{p:name}}, or "
+                             f"pass {{p:overwrite}} to train a cache copy that {{p:model}} {name} will use instead of "
+                             "the shipped one", quote=False)
+    return overrides
+
+
+def model_source(model: str | None) -> tuple[dict | None, str | None]:
+    """What to train: (an open_clip model config from a .json file, or None; an architecture name, or None). Both
+    None means the tiny-shapes recipe."""
+    if model and model.endswith(".json"):
+        if not Path(model).is_file():
+            raise ParameterError("model", model, "config file not found", quote=False)
+        cfg = json.loads(Path(model).read_text())
+        return cfg.get("model_cfg", cfg), None
+    return None, model or None
 
 
 def _check_target(final: Path, name: str, overwrite: bool) -> None:
