@@ -6,14 +6,16 @@ from typing import List, Optional
 
 import numpy as np
 import typer
+from rich.markup import escape
 
 from cliplab.errors import CliplabError
 from cliplab.cli.options import (TABLE_SUFFIXES, BatchOpt, CacheDirOpt, ClassnamesOpt, DataRootOpt, DatasetOpt,
                                  DeviceOpt, LimitOpt, ModelOpt, NoCacheOpt, PipelineOpt, PrecisionOpt, PretrainedOpt,
                                  QuietOpt, ResultsFormatOpt, ResultsOpt, SplitOpt, WorkersOpt, check_device,
                                  check_output, check_results, check_templates, handle_errors, parse_ints)
-from cliplab.cli.session import (ensure_default_model, load_dataset, load_model, load_train_set, report_failures,
-                                 stdout, write_results)
+from cliplab.cli.session import (ensure_default_model, finish, load_dataset, load_inputs, load_model,
+                                 load_train_set, report_failures, stdout, write_results)
+from cliplab.progress import console
 
 
 @handle_errors
@@ -36,50 +38,25 @@ def retrieval(
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Caption retrieval: text→image and image→text recall@k, median and mean rank (chunked, bounded memory)."""
-    from cliplab.results.exports import provenance, write_json, write_table
-    from cliplab.results.rows import record_retrieval
-    from cliplab.results.store import RunRecorder
-    from cliplab.report.tables import retrieval_table
-    from cliplab.studies.caption_retrieval import failures_figure, run_caption_retrieval
+    from cliplab.studies.caption_retrieval import run_caption_retrieval
 
     cut = [k for k in parse_ints(ks, "--ks") if k > 0] or [1, 5, 10]
     check_output(captions_out, "--captions", TABLE_SUFFIXES)
     check_output(failures, "--failures", (".png",))
     check_output(output, "--output", (".json",))
     check_results(results, results_format)
-    check_device(device, precision)
-    ensure_default_model(model, pretrained, cache_dir, quiet)
-    ds = load_dataset(dataset, split, image_root, limit, None, cache_dir)
-    if getattr(ds, "missing", 0) and not quiet:
-        from cliplab.progress import console
-
-        console.print(f"[yellow]{ds.missing} images listed in {escape(dataset)} are not on disk and were left "
-                      "out[/yellow]")
-    m = load_model(model, pretrained, device, precision, cache_dir)
-    run = run_caption_retrieval(m, ds, cache_dir, ks=tuple(cut), device=m.device, batch_size=batch_size,
-                                num_workers=workers, quiet=quiet)
-    stdout(False).print(retrieval_table(run))
-    report_failures(run.images.failures, quiet)
-    out = stdout(quiet)
-    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": ds.split, "limit": limit,
-              "ks": cut}
-    rec = RunRecorder("retrieval", config)
-    record_retrieval(rec, run)
-    if captions_out:
-        write_table(captions_out, run.caption_frame())
-        out.print(f"wrote {captions_out}")
-    if failures:
-        out.print(f"wrote {failures_figure(run, failures)}")
-        rec.add_artifact(failures, task="caption_retrieval", model=m, dataset=ds,
-                         caption="caption → image failures (worst-ranked captions)")
-    write_results(rec, results, results_format, quiet)
-    if output:
-        write_json(output, {"dataset": ds.name, "model": m.name, "pretrained": m.pretrained,
-                            "task": "zeroshot_retrieval", "metrics": run.result.metrics, "split": ds.split,
-                            "model_fingerprint": m.fingerprint, "dataset_fingerprint": ds.fingerprint,
-                            "skipped_images": [{"id": i, "reason": r} for _, i, r in run.images.failures],
-                            "config": config, **provenance()})
-        out.print(f"wrote {output}")
+    inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=image_root,
+                      limit=limit, device=device, precision=precision, cache_dir=cache_dir, quiet=quiet)
+    if getattr(inp.dataset, "missing", 0) and not quiet:
+        console.print(f"[yellow]{inp.dataset.missing} images listed in {escape(dataset)} are not on disk and were "
+                      "left out[/yellow]")
+    run = run_caption_retrieval(inp.model, inp.dataset, cache_dir, ks=tuple(cut), device=inp.model.device,
+                                batch_size=batch_size, num_workers=workers, quiet=quiet)
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": inp.dataset.split,
+              "limit": limit, "ks": cut}
+    finish(run, command="retrieval", config=config,
+           files={"captions": captions_out, "failures": failures, "record": output},
+           results=results, results_format=results_format, quiet=quiet)
 
 
 @handle_errors

@@ -91,7 +91,7 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     from cliplab.studies.cluster import cluster_grid
     from cliplab.studies.probe import run_probe
     from cliplab.studies.prompts import run_prompt_study
-    from cliplab.studies.caption_retrieval import failures_figure, run_caption_retrieval
+    from cliplab.studies.caption_retrieval import run_caption_retrieval
     from cliplab.studies.search import Query, run_search, search_figures
     from cliplab.studies.image_retrieval import run_similar
     from cliplab.tasks.clustering import kmeans, prepare
@@ -120,9 +120,9 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     captioned = load_dataset("shapes", split="test", cache_dir=cache_dir)
     ret = run_caption_retrieval(model, captioned, cache_dir, quiet=quiet)
     rec = RunRecorder("demo retrieval", {})
-    rows.record_retrieval(rec, ret)
-    rec.add_artifact(failures_figure(ret, figures / "caption-failures.png"), task="caption_retrieval", model=model,
-                     dataset=captioned, caption="caption → image failures (worst-ranked captions)")
+    rec.add_result(ret)
+    for p, caption in ret.failures_figure().write(figures / "caption-failures.png"):
+        rec.add_figure(p, ret, caption)
     rec.write(results)
     queries = [Query(text=q, family=f) for f, qs in DEMO_QUERIES.items() for q in qs]
     search = run_search([model], captioned, queries, cache_dir, k=6, quiet=quiet)
