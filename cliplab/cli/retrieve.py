@@ -89,28 +89,14 @@ def search(
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Search images by text (or image, or image ± text): top-k with cosine scores, grids, several models."""
-    import pandas as pd
-
-    from cliplab.results.exports import write_table
-    from cliplab.results.rows import record_search
-    from cliplab.results.store import RunRecorder
-    from cliplab.report.tables import search_table
     from cliplab.models.specs import model_specs
-    from cliplab.studies.search import Query, read_queries, run_search, search_figures
+    from cliplab.studies.search import run_search
 
     check_output(grids, "--grids", folder=True)
     check_output(index, "--index", warn_existing=False)
     check_output(output, "--output", TABLE_SUFFIXES)
     check_results(results, results_format)
-    qs = [Query(text=t) for t in (query or [])] + (read_queries(queries) if queries else [])
-    for p in image or []:
-        if not p.is_file():
-            raise CliplabError(f"--image {p}: file not found")
-        qs.append(Query(image=str(p), plus=plus, minus=minus))
-    if (plus or minus) and not image:
-        raise CliplabError("--plus/--minus modify an image query; give --image too")
-    if not qs:
-        raise CliplabError("no query: give text queries, --queries FILE or --image PATH")
+    qs = _search_queries(query, queries, image, plus, minus)
     specs = model_specs(model or ["tiny-shapes"], pretrained, None)
     check_device(device, precision)
     for s in specs:
@@ -119,23 +105,26 @@ def search(
     models = [load_model(s.model, s.pretrained, device, precision, cache_dir) for s in specs]
     run = run_search(models, ds, qs, cache_dir, k=k, text_weight=text_weight, index_path=index,
                      index_type=index_type, batch_size=batch_size, num_workers=workers, quiet=quiet)
-    stdout(False).print(search_table(run))
-    out = stdout(quiet)
-    rec = RunRecorder("search", {"queries": [q.label for q in qs], "dataset": dataset, "k": k,
-                                 "models": [s.__dict__ for s in specs], "index_type": index_type})
-    record_search(rec, run)
-    if grids:
-        written = search_figures(run, grids)
-        out.print(f"wrote {len(written)} grid(s) to {grids}")
-        for p, qy in zip(written, qs):
-            rec.add_artifact(p, task="search", model=models[0], dataset=ds, caption=f"search: {qy.label}")
-    write_results(rec, results, results_format, quiet)
-    if output:
-        rows = [{"query": qy.label, "family": qy.family, "model": h.model.name, "pretrained": h.model.pretrained,
-                 "rank": j + 1, "image": ident, "score": float(h.scores[q, j])}
-                for h in run.hits for q, qy in enumerate(run.queries) for j, ident in enumerate(run.ids(h, q))]
-        write_table(output, pd.DataFrame(rows))
-        out.print(f"wrote {output}")
+    config = {"queries": [q.label for q in qs], "dataset": dataset, "k": k, "models": [s.__dict__ for s in specs],
+              "index_type": index_type}
+    finish(run, command="search", config=config, files={"grids": grids, "hits": output}, results=results,
+           results_format=results_format, quiet=quiet)
+
+
+def _search_queries(texts, queries_file, images, plus, minus) -> list:
+    """The queries the flags name: texts, then a queries file, then image queries (± texts)."""
+    from cliplab.studies.search import Query, read_queries
+
+    qs = [Query(text=t) for t in (texts or [])] + (read_queries(queries_file) if queries_file else [])
+    for p in images or []:
+        if not p.is_file():
+            raise CliplabError(f"--image {p}: file not found")
+        qs.append(Query(image=str(p), plus=plus, minus=minus))
+    if (plus or minus) and not images:
+        raise CliplabError("--plus/--minus modify an image query; give --image too")
+    if not qs:
+        raise CliplabError("no query: give text queries, --queries FILE or --image PATH")
+    return qs
 
 
 @handle_errors

@@ -92,7 +92,7 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     from cliplab.studies.probe import run_probe
     from cliplab.studies.prompts import run_prompt_study
     from cliplab.studies.caption_retrieval import run_caption_retrieval
-    from cliplab.studies.search import Query, run_search, search_figures
+    from cliplab.studies.search import Query, run_search
     from cliplab.studies.image_retrieval import run_similar
     from cliplab.tasks.clustering import kmeans, prepare
 
@@ -127,9 +127,9 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     queries = [Query(text=q, family=f) for f, qs in DEMO_QUERIES.items() for q in qs]
     search = run_search([model], captioned, queries, cache_dir, k=6, quiet=quiet)
     rec = RunRecorder("demo search", {"queries": DEMO_QUERIES})
-    rows.record_search(rec, search)
-    for p, q in zip(search_figures(search, figures / "search"), queries):
-        rec.add_artifact(p, task="search", model=model, dataset=captioned, caption=f"search: {q.label} ({q.family})")
+    rec.add_result(search)
+    for p, caption in search.grids_figure(family=True).write(figures / "search"):
+        rec.add_figure(p, search, caption)
     rec.write(results)
 
     say("image->image retrieval and clustering (colour)...")
