@@ -162,11 +162,7 @@ def similar(
 ):
     """Image→image retrieval: global/MAC/R-MAC/GeM descriptors, PCA-whitening, query expansion, mAP."""
     from cliplab.embed.descriptors import DescriptorSpec
-    from cliplab.results.exports import provenance, write_json
-    from cliplab.results.rows import record_similar
-    from cliplab.results.store import RunRecorder
-    from cliplab.report.tables import similar_table
-    from cliplab.studies.image_retrieval import query_hits, run_similar, similar_figure
+    from cliplab.studies.image_retrieval import run_similar
 
     check_output(grid, "--grid", (".png",))
     check_output(index, "--index", warn_existing=False)
@@ -177,49 +173,21 @@ def similar(
     for q in query or []:
         if not q.is_file():
             raise CliplabError(f"--query {q}: file not found")
-    check_device(device, precision)
-    ensure_default_model(model, pretrained, cache_dir, quiet)
-    gal = load_dataset(dataset, split, data_root, limit, None, cache_dir)
+    inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
+                      limit=limit, device=device, precision=precision, cache_dir=cache_dir, quiet=quiet)
     fit = load_dataset(pca_fit, None, data_root, None, None, cache_dir) if pca_fit else None
-    m = load_model(model, pretrained, device, precision, cache_dir)
-    run = run_similar(m, gal, spec, cache_dir, pca_fit=fit, pca_dim=pca_dim, whiten=whiten, qe=qe, k=k, gt_dir=gt,
-                      crop_queries=not no_crop, batch_size=batch_size, num_workers=workers, quiet=quiet)
-    out = stdout(quiet)
+    run = run_similar(inp.model, inp.dataset, spec, cache_dir, pca_fit=fit, pca_dim=pca_dim, whiten=whiten, qe=qe,
+                      k=k, gt_dir=gt, crop_queries=not no_crop, queries=query or (), batch_size=batch_size,
+                      num_workers=workers, quiet=quiet)
     for note in run.notes:
-        out.print(f"note: {note}")
-    variant = f"{descriptor}" + (f" layer={layer}" if layer else "") + (f" pca={pca_dim}" if pca_dim else "") + \
-        (" whiten" if run.whitening is not None and whiten else "") + (f" qe={qe}" if qe else "")
-    table = similar_table(run.metrics, f"image retrieval · {m.name} · {gal.name} · {variant} "
-                                       f"(dim {run.descriptors.shape[1]})")
-    stdout(False).print(table if run.metrics else "no labels or --gt: nothing to evaluate (use --query to search)")
-    rec = RunRecorder("similar", {"model": model, "pretrained": pretrained, "dataset": dataset, **spec.__dict__,
-                                  "pca_dim": pca_dim, "whiten": whiten, "pca_fit": pca_fit, "qe": qe, "k": k,
-                                  "gt": str(gt) if gt else None})
-    record_similar(rec, run, variant)
-    if query:
-        scores, pos = query_hits(run, m, [str(q) for q in query], cache_dir, k, qe)
-        for qi, q in enumerate(query):
-            hits = ", ".join(f"{Path(gal.source.id(int(run.indices[p]))).name} ({sc:.3f})"
-                             for p, sc in zip(pos[qi], scores[qi]))
-            stdout(False).print(f"{q.name}: {hits}")
-        if grid:
-            out.print(f"wrote {similar_figure(run, [str(q) for q in query], scores, pos, grid)}")
-            rec.add_artifact(grid, task="image_retrieval", model=m, dataset=gal, caption=f"similar images · {variant}")
-    write_results(rec, results, results_format, quiet)
-    if index:
-        from cliplab.index import VectorIndex
-
-        ids = [gal.source.id(int(i)) for i in run.indices]
-        VectorIndex.build(run.descriptors, ids, "flat", meta={"model_fingerprint": m.fingerprint,
-                                                              "descriptor": spec.__dict__}).save(index)
-        if run.whitening is not None:
-            run.whitening.save(index.with_name(index.name + ".pca.npz"))
-        out.print(f"wrote {index}")
-    if output:
-        write_json(output, {"task": "image_retrieval", "model": m.name, "pretrained": m.pretrained,
-                            "dataset": gal.name, "metrics": run.metrics, "descriptor": spec.__dict__,
-                            "variant": variant, "model_fingerprint": m.fingerprint, **provenance()})
-        out.print(f"wrote {output}")
+        stdout(quiet).print(f"note: {note}")
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, **spec.__dict__, "pca_dim": pca_dim,
+              "whiten": whiten, "pca_fit": pca_fit, "qe": qe, "k": k, "gt": str(gt) if gt else None}
+    finish(run, command="similar", config=config, files={"grid": grid if query else None, "record": output},
+           results=results, results_format=results_format, quiet=quiet)
+    if index:  # until exports.write_artifact writes FileArtifact: then "index": index in files above
+        run.write_index(index)
+        stdout(quiet).print(f"wrote {index}")
 
 
 @handle_errors

@@ -136,8 +136,9 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     color = load_dataset("shapes:color", split="test", cache_dir=cache_dir)
     rec = RunRecorder("demo similar", {})
     for spec, pca in ((DescriptorSpec("global"), None), (DescriptorSpec("mac"), None), (DescriptorSpec("rmac"), 32)):
-        sim = run_similar(model, color, spec, cache_dir, pca_dim=pca, quiet=quiet)
-        rows.record_similar(rec, sim, spec.pooling + (f" pca={pca}" if pca else ""))
+        sim = run_similar(model, color, spec, cache_dir, pca_dim=pca, variant=spec.pooling + (f" pca={pca}" if pca else ""),
+                          quiet=quiet)
+        rec.add_result(sim)
     rec.write(results)
     emb = embed_images(model, color, cache_dir, quiet=True)
     X = prepare(emb.embeddings)
