@@ -4,17 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 import typer
 from rich.markup import escape
 
 from cliplab.errors import CliplabError
-from cliplab.cli.options import (TABLE_SUFFIXES, BatchOpt, CacheDirOpt, ClassnamesOpt, DataRootOpt, DatasetOpt,
-                                 DeviceOpt, LimitOpt, ModelOpt, NoCacheOpt, PipelineOpt, PrecisionOpt, PretrainedOpt,
-                                 QuietOpt, ResultsFormatOpt, ResultsOpt, SplitOpt, WorkersOpt, check_device,
-                                 check_output, check_results, check_templates, handle_errors, parse_ints)
-from cliplab.cli.session import (ensure_default_model, finish, load_dataset, load_inputs, load_model,
-                                 load_train_set, report_failures, stdout, write_results)
+from cliplab.cli.options import (TABLE_SUFFIXES, BatchOpt, CacheDirOpt, DataRootOpt, DatasetOpt, DeviceOpt, LimitOpt,
+                                 ModelOpt, PrecisionOpt, PretrainedOpt, QuietOpt, ResultsFormatOpt, ResultsOpt,
+                                 SplitOpt, WorkersOpt, check_device, check_output, check_results, handle_errors,
+                                 parse_ints)
+from cliplab.cli.session import ensure_default_model, finish, load_dataset, load_inputs, load_model, stdout
 from cliplab.progress import console
 
 
@@ -207,58 +205,22 @@ def cluster(
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """k-means on image embeddings (optionally after PCA): NMI, ARI and purity against labels, sample grids."""
-    import pandas as pd
-    from rich.table import Table
-
-    from cliplab.embed import embed_images
-    from cliplab.results.exports import write_table
-    from cliplab.results.rows import record_clusters
-    from cliplab.results.store import RunRecorder
-    from cliplab.studies.cluster import cluster_grid
-    from cliplab.tasks.clustering import kmeans, prepare
+    from cliplab.studies.cluster import run_cluster
 
     check_output(grid, "--grid", (".png",))
     check_output(output, "--output", TABLE_SUFFIXES)
     check_results(results, results_format)
     if backend not in ("sklearn", "faiss"):
         raise CliplabError(f"--backend {backend!r}: choose sklearn or faiss")
-    check_device(device, precision)
-    ensure_default_model(model, pretrained, cache_dir, quiet)
-    ds = load_dataset(dataset, split, data_root, limit, None, cache_dir)
-    ks = parse_ints(k, "--k") if k else [len(ds.classnames) if ds.classnames else 10]
-    m = load_model(model, pretrained, device, precision, cache_dir)
-    res = embed_images(m, ds, cache_dir, batch_size=batch_size, num_workers=workers, quiet=quiet)
-    X = prepare(res.embeddings, pca_dim, seed)
-    labels = ds.labels[res.indices] if ds.labels is not None else None
-    runs = [kmeans(X, kk, backend=backend, seed=seed, labels=labels) for kk in ks]
-    table = Table(title=f"k-means · {m.name} · {ds.name} ({len(X)} images" + (f", {len(ds.classnames)} classes)"
-                                                                              if labels is not None else ")"))
-    cols = ["k", "inertia", "silhouette"] + (["NMI", "ARI", "purity"] if labels is not None else [])
-    for c in cols:
-        table.add_column(c, justify="right")
-    for c in runs:
-        mt = c.metrics
-        table.add_row(str(c.k), f"{mt['inertia']:.1f}", f"{mt.get('silhouette', float('nan')):.3f}",
-                      *([f"{mt['nmi']:.3f}", f"{mt['ari']:.3f}", f"{100 * mt['purity']:.1f} %"]
-                        if labels is not None else []))
-    stdout(False).print(table)
-    out = stdout(quiet)
-    variant = f"kmeans-{backend}" + (f" pca={pca_dim}" if pca_dim else "")
-    rec = RunRecorder("cluster", {"model": model, "pretrained": pretrained, "dataset": dataset, "k": ks,
-                                  "pca_dim": pca_dim, "backend": backend, "seed": seed})
-    record_clusters(rec, m, ds, runs, variant)
-    if grid:
-        out.print(f"wrote {cluster_grid(ds, res.indices, runs[0], X, grid, per_cluster)}")
-        rec.add_artifact(grid, task="clustering", model=m, dataset=ds, caption=f"cluster samples (k = {runs[0].k})")
-    write_results(rec, results, results_format, quiet)
-    if output:
-        df = pd.DataFrame({"id": [ds.source.id(int(i)) for i in res.indices]})
-        if labels is not None:
-            df["label"] = np.asarray(ds.classnames, dtype=object)[labels]
-        for c in runs:
-            df[f"cluster_k{c.k}"] = c.assignments
-        write_table(output, df)
-        out.print(f"wrote {output}")
+    ks = parse_ints(k, "--k") if k else None
+    inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
+                      limit=limit, device=device, precision=precision, cache_dir=cache_dir, quiet=quiet)
+    run = run_cluster(inp.model, inp.dataset, cache_dir, ks=ks, pca_dim=pca_dim, backend=backend, seed=seed,
+                      per_cluster=per_cluster, batch_size=batch_size, num_workers=workers, quiet=quiet)
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "k": run.params["ks"],
+              "pca_dim": pca_dim, "backend": backend, "seed": seed}
+    finish(run, command="cluster", config=config, files={"grid": grid, "assignments": output}, results=results,
+           results_format=results_format, quiet=quiet)
 
 
 def register(app: typer.Typer) -> None:

@@ -81,20 +81,18 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     """The other studies of the demo, each recorded like the CLI records them."""
     from cliplab.attacks import TypographicParams
     from cliplab.data import load_dataset
-    from cliplab.embed import embed_images
     from cliplab.embed.descriptors import DescriptorSpec
     from cliplab.progress import console
     from cliplab.prompts import resolve_all
     from cliplab.results import rows
     from cliplab.results.store import RunRecorder
     from cliplab.studies.attack import attack_examples_figure, run_typographic
-    from cliplab.studies.cluster import cluster_grid
+    from cliplab.studies.cluster import run_cluster
     from cliplab.studies.probe import run_probe
     from cliplab.studies.prompts import run_prompt_study
     from cliplab.studies.caption_retrieval import run_caption_retrieval
     from cliplab.studies.search import Query, run_search
     from cliplab.studies.image_retrieval import run_similar
-    from cliplab.tasks.clustering import kmeans, prepare
 
     def say(msg):
         if not quiet:
@@ -136,17 +134,15 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     color = load_dataset("shapes:color", split="test", cache_dir=cache_dir)
     rec = RunRecorder("demo similar", {})
     for spec, pca in ((DescriptorSpec("global"), None), (DescriptorSpec("mac"), None), (DescriptorSpec("rmac"), 32)):
-        sim = run_similar(model, color, spec, cache_dir, pca_dim=pca, variant=spec.pooling + (f" pca={pca}" if pca else ""),
-                          quiet=quiet)
+        sim = run_similar(model, color, spec, cache_dir, pca_dim=pca, quiet=quiet,
+                          variant=spec.pooling + (f" pca={pca}" if pca else ""))
         rec.add_result(sim)
     rec.write(results)
-    emb = embed_images(model, color, cache_dir, quiet=True)
-    X = prepare(emb.embeddings)
-    clusters = [kmeans(X, k, labels=color.labels[emb.indices]) for k in (6, 12)]
+    clusters = run_cluster(model, color, cache_dir, ks=[6, 12], quiet=True)
     rec = RunRecorder("demo cluster", {"k": [6, 12]})
-    rows.record_clusters(rec, model, color, clusters, "kmeans-sklearn")
-    rec.add_artifact(cluster_grid(color, emb.indices, clusters[0], X, figures / "clusters.png"), task="clustering",
-                     model=model, dataset=color, caption="cluster samples (k = 6)")
+    rec.add_result(clusters)
+    for p, caption in clusters.grid_figure().write(figures / "clusters.png"):
+        rec.add_figure(p, clusters, caption)
     rec.write(results)
 
     say("per-image rankings...")

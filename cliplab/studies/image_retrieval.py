@@ -76,7 +76,8 @@ class SimilarRun:
             return self.label
         return (self.spec.pooling + (f" layer={self.spec.layer}" if self.spec.layer else "")
                 + (f" pca={self.pca_dim}" if self.pca_dim else "")
-                + (" whiten" if self.whitening is not None and self.whiten else "") + (f" qe={self.qe}" if self.qe else ""))
+                + (" whiten" if self.whitening is not None and self.whiten else "")
+                + (f" qe={self.qe}" if self.qe else ""))
 
     @property
     def models(self) -> list[ModelInfo]:
@@ -212,8 +213,10 @@ def run_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec,
                 qe: int = 0, k: int = 10, gt_dir: str | Path | None = None, crop_queries: bool = True,
                 queries: Sequence[str | Path] = (), variant: str | None = None, batch_size: int = 64,
                 num_workers: int | None = None, quiet: bool = False) -> SimilarRun:
-    """Gallery descriptors, their evaluation (``gt_dir`` or class labels) and the top-k of any ``queries``
-    images: a :class:`SimilarRun` (``variant`` names it in the results instead of the options)."""
+    """Gallery descriptors, their evaluation and the top-k of any ``queries`` images: a :class:`SimilarRun`.
+
+    Evaluated against ``gt_dir`` (Oxford/Paris ground truth) if given, else the class labels; ``variant`` names
+    the run in the results instead of the descriptor options."""
     spec.validate()
     kw = dict(batch_size=batch_size, num_workers=num_workers, quiet=quiet)
     n_regions = region_count(model, spec)
