@@ -241,19 +241,19 @@ def run_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec,
     if gt_dir is not None:
         ids = [gallery.source.id(int(i)) for i in g.indices]
         stems = {Path(x).stem: pos for pos, x in enumerate(ids)}
-        queries = read_oxford_gt(gt_dir, set(stems))
-        pos_of = [stems[q.image] for q in queries]
+        gt_queries = read_oxford_gt(gt_dir, set(stems))
+        pos_of = [stems[q.image] for q in gt_queries]
         src = CroppedSource(gallery.source, [(int(g.indices[p]), q.box if crop_queries else None)
-                                             for p, q in zip(pos_of, queries)])
+                                             for p, q in zip(pos_of, gt_queries)])
         qr = embed_images(model, src, cache_dir, descriptor=spec, description="query descriptors",
                           **{**kw, "num_workers": 0})
-        if len(qr.indices) != len(queries):
-            raise CliplabError(f"{len(queries) - len(qr.indices)} query images could not be read")
+        if len(qr.indices) != len(gt_queries):
+            raise CliplabError(f"{len(gt_queries) - len(qr.indices)} query images could not be read")
         qd = _finish(qr.embeddings, spec, n_regions, run.whitening)
         if qe:
             qd = average_query_expansion(qd, db, qe)
         _, rank = chunked_topk(qd, db, len(db))
-        run.metrics, notes = gt_metrics(queries, rank, stems)
+        run.metrics, notes = gt_metrics(gt_queries, rank, stems)
         run.notes.extend(notes)
     elif gallery.labels is not None:
         labels = gallery.labels[g.indices]
