@@ -4,16 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 import typer
+from rich.markup import escape
 
 from cliplab.errors import CliplabError
-from cliplab.cli.options import (TABLE_SUFFIXES, BatchOpt, CacheDirOpt, ClassnamesOpt, DataRootOpt, DatasetOpt,
-                                 DeviceOpt, LimitOpt, ModelOpt, NoCacheOpt, PipelineOpt, PrecisionOpt, PretrainedOpt,
-                                 QuietOpt, ResultsFormatOpt, ResultsOpt, SplitOpt, WorkersOpt, check_device,
-                                 check_output, check_results, check_templates, handle_errors, parse_ints)
-from cliplab.cli.session import (ensure_default_model, load_dataset, load_model, load_train_set, report_failures,
-                                 stdout, write_results)
+from cliplab.cli.options import (TABLE_SUFFIXES, BatchOpt, CacheDirOpt, DataRootOpt, DatasetOpt, DeviceOpt, LimitOpt,
+                                 ModelOpt, PrecisionOpt, PretrainedOpt, QuietOpt, ResultsFormatOpt, ResultsOpt,
+                                 SplitOpt, WorkersOpt, check_device, check_output, check_results, handle_errors,
+                                 parse_ints)
+from cliplab.cli.session import ensure_default_model, finish, load_dataset, load_inputs, load_model, stdout
+from cliplab.progress import console
 
 
 @handle_errors
@@ -36,50 +36,25 @@ def retrieval(
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Caption retrieval: text→image and image→text recall@k, median and mean rank (chunked, bounded memory)."""
-    from cliplab.results.exports import provenance, write_json, write_table
-    from cliplab.results.rows import record_retrieval
-    from cliplab.results.store import RunRecorder
-    from cliplab.report.tables import retrieval_table
-    from cliplab.studies.caption_retrieval import failures_figure, run_caption_retrieval
+    from cliplab.studies.caption_retrieval import run_caption_retrieval
 
     cut = [k for k in parse_ints(ks, "--ks") if k > 0] or [1, 5, 10]
     check_output(captions_out, "--captions", TABLE_SUFFIXES)
     check_output(failures, "--failures", (".png",))
     check_output(output, "--output", (".json",))
     check_results(results, results_format)
-    check_device(device, precision)
-    ensure_default_model(model, pretrained, cache_dir, quiet)
-    ds = load_dataset(dataset, split, image_root, limit, None, cache_dir)
-    if getattr(ds, "missing", 0) and not quiet:
-        from cliplab.progress import console
-
-        console.print(f"[yellow]{ds.missing} images listed in {escape(dataset)} are not on disk and were left "
-                      "out[/yellow]")
-    m = load_model(model, pretrained, device, precision, cache_dir)
-    run = run_caption_retrieval(m, ds, cache_dir, ks=tuple(cut), device=m.device, batch_size=batch_size,
-                                num_workers=workers, quiet=quiet)
-    stdout(False).print(retrieval_table(run))
-    report_failures(run.images.failures, quiet)
-    out = stdout(quiet)
-    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": ds.split, "limit": limit,
-              "ks": cut}
-    rec = RunRecorder("retrieval", config)
-    record_retrieval(rec, run)
-    if captions_out:
-        write_table(captions_out, run.caption_frame())
-        out.print(f"wrote {captions_out}")
-    if failures:
-        out.print(f"wrote {failures_figure(run, failures)}")
-        rec.add_artifact(failures, task="caption_retrieval", model=m, dataset=ds,
-                         caption="caption → image failures (worst-ranked captions)")
-    write_results(rec, results, results_format, quiet)
-    if output:
-        write_json(output, {"dataset": ds.name, "model": m.name, "pretrained": m.pretrained,
-                            "task": "zeroshot_retrieval", "metrics": run.result.metrics, "split": ds.split,
-                            "model_fingerprint": m.fingerprint, "dataset_fingerprint": ds.fingerprint,
-                            "skipped_images": [{"id": i, "reason": r} for _, i, r in run.images.failures],
-                            "config": config, **provenance()})
-        out.print(f"wrote {output}")
+    inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=image_root,
+                      limit=limit, device=device, precision=precision, cache_dir=cache_dir, quiet=quiet)
+    if getattr(inp.dataset, "missing", 0) and not quiet:
+        console.print(f"[yellow]{inp.dataset.missing} images listed in {escape(dataset)} are not on disk and were "
+                      "left out[/yellow]")
+    run = run_caption_retrieval(inp.model, inp.dataset, cache_dir, ks=tuple(cut), device=inp.model.device,
+                                batch_size=batch_size, num_workers=workers, quiet=quiet)
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": inp.dataset.split,
+              "limit": limit, "ks": cut}
+    finish(run, command="retrieval", config=config,
+           files={"captions": captions_out, "failures": failures, "record": output},
+           results=results, results_format=results_format, quiet=quiet)
 
 
 @handle_errors
@@ -112,28 +87,14 @@ def search(
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Search images by text (or image, or image ± text): top-k with cosine scores, grids, several models."""
-    import pandas as pd
-
-    from cliplab.results.exports import write_table
-    from cliplab.results.rows import record_search
-    from cliplab.results.store import RunRecorder
-    from cliplab.report.tables import search_table
     from cliplab.models.specs import model_specs
-    from cliplab.studies.search import Query, read_queries, run_search, search_figures
+    from cliplab.studies.search import run_search
 
     check_output(grids, "--grids", folder=True)
     check_output(index, "--index", warn_existing=False)
     check_output(output, "--output", TABLE_SUFFIXES)
     check_results(results, results_format)
-    qs = [Query(text=t) for t in (query or [])] + (read_queries(queries) if queries else [])
-    for p in image or []:
-        if not p.is_file():
-            raise CliplabError(f"--image {p}: file not found")
-        qs.append(Query(image=str(p), plus=plus, minus=minus))
-    if (plus or minus) and not image:
-        raise CliplabError("--plus/--minus modify an image query; give --image too")
-    if not qs:
-        raise CliplabError("no query: give text queries, --queries FILE or --image PATH")
+    qs = _search_queries(query, queries, image, plus, minus)
     specs = model_specs(model or ["tiny-shapes"], pretrained, None)
     check_device(device, precision)
     for s in specs:
@@ -142,23 +103,26 @@ def search(
     models = [load_model(s.model, s.pretrained, device, precision, cache_dir) for s in specs]
     run = run_search(models, ds, qs, cache_dir, k=k, text_weight=text_weight, index_path=index,
                      index_type=index_type, batch_size=batch_size, num_workers=workers, quiet=quiet)
-    stdout(False).print(search_table(run))
-    out = stdout(quiet)
-    rec = RunRecorder("search", {"queries": [q.label for q in qs], "dataset": dataset, "k": k,
-                                 "models": [s.__dict__ for s in specs], "index_type": index_type})
-    record_search(rec, run)
-    if grids:
-        written = search_figures(run, grids)
-        out.print(f"wrote {len(written)} grid(s) to {grids}")
-        for p, qy in zip(written, qs):
-            rec.add_artifact(p, task="search", model=models[0], dataset=ds, caption=f"search: {qy.label}")
-    write_results(rec, results, results_format, quiet)
-    if output:
-        rows = [{"query": qy.label, "family": qy.family, "model": h.model.name, "pretrained": h.model.pretrained,
-                 "rank": j + 1, "image": ident, "score": float(h.scores[q, j])}
-                for h in run.hits for q, qy in enumerate(run.queries) for j, ident in enumerate(run.ids(h, q))]
-        write_table(output, pd.DataFrame(rows))
-        out.print(f"wrote {output}")
+    config = {"queries": [q.label for q in qs], "dataset": dataset, "k": k, "models": [s.__dict__ for s in specs],
+              "index_type": index_type}
+    finish(run, command="search", config=config, files={"grids": grids, "hits": output}, results=results,
+           results_format=results_format, quiet=quiet)
+
+
+def _search_queries(texts, queries_file, images, plus, minus) -> list:
+    """The queries the flags name: texts, then a queries file, then image queries (± texts)."""
+    from cliplab.studies.search import Query, read_queries
+
+    qs = [Query(text=t) for t in (texts or [])] + (read_queries(queries_file) if queries_file else [])
+    for p in images or []:
+        if not p.is_file():
+            raise CliplabError(f"--image {p}: file not found")
+        qs.append(Query(image=str(p), plus=plus, minus=minus))
+    if (plus or minus) and not images:
+        raise CliplabError("--plus/--minus modify an image query; give --image too")
+    if not qs:
+        raise CliplabError("no query: give text queries, --queries FILE or --image PATH")
+    return qs
 
 
 @handle_errors
@@ -196,11 +160,7 @@ def similar(
 ):
     """Image→image retrieval: global/MAC/R-MAC/GeM descriptors, PCA-whitening, query expansion, mAP."""
     from cliplab.embed.descriptors import DescriptorSpec
-    from cliplab.results.exports import provenance, write_json
-    from cliplab.results.rows import record_similar
-    from cliplab.results.store import RunRecorder
-    from cliplab.report.tables import similar_table
-    from cliplab.studies.image_retrieval import query_hits, run_similar, similar_figure
+    from cliplab.studies.image_retrieval import run_similar
 
     check_output(grid, "--grid", (".png",))
     check_output(index, "--index", warn_existing=False)
@@ -211,49 +171,21 @@ def similar(
     for q in query or []:
         if not q.is_file():
             raise CliplabError(f"--query {q}: file not found")
-    check_device(device, precision)
-    ensure_default_model(model, pretrained, cache_dir, quiet)
-    gal = load_dataset(dataset, split, data_root, limit, None, cache_dir)
+    inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
+                      limit=limit, device=device, precision=precision, cache_dir=cache_dir, quiet=quiet)
     fit = load_dataset(pca_fit, None, data_root, None, None, cache_dir) if pca_fit else None
-    m = load_model(model, pretrained, device, precision, cache_dir)
-    run = run_similar(m, gal, spec, cache_dir, pca_fit=fit, pca_dim=pca_dim, whiten=whiten, qe=qe, k=k, gt_dir=gt,
-                      crop_queries=not no_crop, batch_size=batch_size, num_workers=workers, quiet=quiet)
-    out = stdout(quiet)
+    run = run_similar(inp.model, inp.dataset, spec, cache_dir, pca_fit=fit, pca_dim=pca_dim, whiten=whiten, qe=qe,
+                      k=k, gt_dir=gt, crop_queries=not no_crop, queries=query or (), batch_size=batch_size,
+                      num_workers=workers, quiet=quiet)
     for note in run.notes:
-        out.print(f"note: {note}")
-    variant = f"{descriptor}" + (f" layer={layer}" if layer else "") + (f" pca={pca_dim}" if pca_dim else "") + \
-        (" whiten" if run.whitening is not None and whiten else "") + (f" qe={qe}" if qe else "")
-    table = similar_table(run.metrics, f"image retrieval · {m.name} · {gal.name} · {variant} "
-                                       f"(dim {run.descriptors.shape[1]})")
-    stdout(False).print(table if run.metrics else "no labels or --gt: nothing to evaluate (use --query to search)")
-    rec = RunRecorder("similar", {"model": model, "pretrained": pretrained, "dataset": dataset, **spec.__dict__,
-                                  "pca_dim": pca_dim, "whiten": whiten, "pca_fit": pca_fit, "qe": qe, "k": k,
-                                  "gt": str(gt) if gt else None})
-    record_similar(rec, run, variant)
-    if query:
-        scores, pos = query_hits(run, m, [str(q) for q in query], cache_dir, k, qe)
-        for qi, q in enumerate(query):
-            hits = ", ".join(f"{Path(gal.source.id(int(run.indices[p]))).name} ({sc:.3f})"
-                             for p, sc in zip(pos[qi], scores[qi]))
-            stdout(False).print(f"{q.name}: {hits}")
-        if grid:
-            out.print(f"wrote {similar_figure(run, [str(q) for q in query], scores, pos, grid)}")
-            rec.add_artifact(grid, task="image_retrieval", model=m, dataset=gal, caption=f"similar images · {variant}")
-    write_results(rec, results, results_format, quiet)
-    if index:
-        from cliplab.index import VectorIndex
-
-        ids = [gal.source.id(int(i)) for i in run.indices]
-        VectorIndex.build(run.descriptors, ids, "flat", meta={"model_fingerprint": m.fingerprint,
-                                                              "descriptor": spec.__dict__}).save(index)
-        if run.whitening is not None:
-            run.whitening.save(index.with_name(index.name + ".pca.npz"))
-        out.print(f"wrote {index}")
-    if output:
-        write_json(output, {"task": "image_retrieval", "model": m.name, "pretrained": m.pretrained,
-                            "dataset": gal.name, "metrics": run.metrics, "descriptor": spec.__dict__,
-                            "variant": variant, "model_fingerprint": m.fingerprint, **provenance()})
-        out.print(f"wrote {output}")
+        stdout(quiet).print(f"note: {note}")
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, **spec.__dict__, "pca_dim": pca_dim,
+              "whiten": whiten, "pca_fit": pca_fit, "qe": qe, "k": k, "gt": str(gt) if gt else None}
+    finish(run, command="similar", config=config, files={"grid": grid if query else None, "record": output},
+           results=results, results_format=results_format, quiet=quiet)
+    if index:  # until exports.write_artifact writes FileArtifact: then "index": index in files above
+        run.write_index(index)
+        stdout(quiet).print(f"wrote {index}")
 
 
 @handle_errors
@@ -273,58 +205,22 @@ def cluster(
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """k-means on image embeddings (optionally after PCA): NMI, ARI and purity against labels, sample grids."""
-    import pandas as pd
-    from rich.table import Table
-
-    from cliplab.embed import embed_images
-    from cliplab.results.exports import write_table
-    from cliplab.results.rows import record_clusters
-    from cliplab.results.store import RunRecorder
-    from cliplab.studies.cluster import cluster_grid
-    from cliplab.tasks.clustering import kmeans, prepare
+    from cliplab.studies.cluster import run_cluster
 
     check_output(grid, "--grid", (".png",))
     check_output(output, "--output", TABLE_SUFFIXES)
     check_results(results, results_format)
     if backend not in ("sklearn", "faiss"):
         raise CliplabError(f"--backend {backend!r}: choose sklearn or faiss")
-    check_device(device, precision)
-    ensure_default_model(model, pretrained, cache_dir, quiet)
-    ds = load_dataset(dataset, split, data_root, limit, None, cache_dir)
-    ks = parse_ints(k, "--k") if k else [len(ds.classnames) if ds.classnames else 10]
-    m = load_model(model, pretrained, device, precision, cache_dir)
-    res = embed_images(m, ds, cache_dir, batch_size=batch_size, num_workers=workers, quiet=quiet)
-    X = prepare(res.embeddings, pca_dim, seed)
-    labels = ds.labels[res.indices] if ds.labels is not None else None
-    runs = [kmeans(X, kk, backend=backend, seed=seed, labels=labels) for kk in ks]
-    table = Table(title=f"k-means · {m.name} · {ds.name} ({len(X)} images" + (f", {len(ds.classnames)} classes)"
-                                                                              if labels is not None else ")"))
-    cols = ["k", "inertia", "silhouette"] + (["NMI", "ARI", "purity"] if labels is not None else [])
-    for c in cols:
-        table.add_column(c, justify="right")
-    for c in runs:
-        mt = c.metrics
-        table.add_row(str(c.k), f"{mt['inertia']:.1f}", f"{mt.get('silhouette', float('nan')):.3f}",
-                      *([f"{mt['nmi']:.3f}", f"{mt['ari']:.3f}", f"{100 * mt['purity']:.1f} %"]
-                        if labels is not None else []))
-    stdout(False).print(table)
-    out = stdout(quiet)
-    variant = f"kmeans-{backend}" + (f" pca={pca_dim}" if pca_dim else "")
-    rec = RunRecorder("cluster", {"model": model, "pretrained": pretrained, "dataset": dataset, "k": ks,
-                                  "pca_dim": pca_dim, "backend": backend, "seed": seed})
-    record_clusters(rec, m, ds, runs, variant)
-    if grid:
-        out.print(f"wrote {cluster_grid(ds, res.indices, runs[0], X, grid, per_cluster)}")
-        rec.add_artifact(grid, task="clustering", model=m, dataset=ds, caption=f"cluster samples (k = {runs[0].k})")
-    write_results(rec, results, results_format, quiet)
-    if output:
-        df = pd.DataFrame({"id": [ds.source.id(int(i)) for i in res.indices]})
-        if labels is not None:
-            df["label"] = np.asarray(ds.classnames, dtype=object)[labels]
-        for c in runs:
-            df[f"cluster_k{c.k}"] = c.assignments
-        write_table(output, df)
-        out.print(f"wrote {output}")
+    ks = parse_ints(k, "--k") if k else None
+    inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
+                      limit=limit, device=device, precision=precision, cache_dir=cache_dir, quiet=quiet)
+    run = run_cluster(inp.model, inp.dataset, cache_dir, ks=ks, pca_dim=pca_dim, backend=backend, seed=seed,
+                      per_cluster=per_cluster, batch_size=batch_size, num_workers=workers, quiet=quiet)
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "k": run.params["ks"],
+              "pca_dim": pca_dim, "backend": backend, "seed": seed}
+    finish(run, command="cluster", config=config, files={"grid": grid, "assignments": output}, results=results,
+           results_format=results_format, quiet=quiet)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,25 +12,90 @@ from cliplab.data.base import ImageDataset
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
+from cliplab.report.plots import image_grid, save_figure
+from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, Rows, Table, pct, skipped
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.caption_retrieval import RetrievalResult, caption_retrieval, chunked_topk
+
+DIRECTIONS = ("text_to_image", "image_to_text")
 
 
 @dataclass
 class CaptionRetrieval:
+    """Text->image and image->text retrieval over a captioned dataset (the study contract:
+    :mod:`cliplab.results.result`)."""
     model: LoadedModel
-    dataset: ImageDataset
+    data: ImageDataset
     images: EmbeddingResult
     captions: list[str]
     caption_image: np.ndarray  # position (into images.embeddings) of each caption's image
     text_emb: np.ndarray
     result: RetrievalResult
     seconds: float = 0.0
+    ks: tuple[int, ...] = (1, 5, 10)
+    task = "caption_retrieval"
+
+    @property
+    def models(self) -> list[ModelInfo]:
+        return [ModelInfo.of(self.model)]
+
+    @property
+    def dataset(self) -> DatasetInfo:
+        return DatasetInfo.of(self.data, int(len(self.images.indices)))
+
+    @property
+    def params(self) -> dict:
+        return {"ks": list(self.ks)}
+
+    @property
+    def failures(self) -> list[Failure]:
+        return Failure.from_embedding(self.images.failures)
+
+    def metric_rows(self) -> pd.DataFrame:
+        """Every recall@k and rank metric, variant = direction; n = captions (text->image) or images."""
+        m = self.result.metrics
+        rows = Rows()
+        for key, v in m.items():
+            for direction in DIRECTIONS:
+                if key.startswith(direction + "_"):
+                    rows.add(task=self.task, model=self.model, dataset=self.data, variant=direction,
+                             metric=key[len(direction) + 1:], value=v,
+                             n=m["num_captions"] if direction == "text_to_image" else m["num_images"])
+        return rows.frame()
+
+    def summary(self) -> str:
+        m = self.result.metrics
+        return (f"caption retrieval {self.model.name} on {self.data.name} ({m['num_images']} images, "
+                f"{m['num_captions']} captions): text → image R@1 {pct(m.get('text_to_image_recall@1'))} %, "
+                f"image → text R@1 {pct(m.get('image_to_text_recall@1'))} %")
+
+    def tables(self) -> list[Table]:
+        m = self.result.metrics
+        ks = sorted(int(k.split("@")[1]) for k in m if k.startswith("text_to_image_recall@"))
+        cols = [f"R@{k} %" for k in ks] + ["median rank", "mean rank"]
+        table = Table(f"caption retrieval · {self.model.name} · {self.data.name} ({m['num_images']} images, "
+                      f"{m['num_captions']} captions)", ["direction", *cols], right=frozenset(cols),
+                      caption=f"chance R@1: text → image {100 / max(1, m['num_images']):.2f} %")
+        for d, label in (("text_to_image_", "text → image"), ("image_to_text_", "image → text")):
+            table.rows.append([label, *[pct(m[f"{d}recall@{k}"]) for k in ks], f"{m[d + 'median_rank']:g}",
+                               f"{m[d + 'mean_rank']:.1f}"])
+        return [table]
+
+    def record(self) -> dict:
+        """CLIP_benchmark's zero-shot retrieval record: ``dataset``, ``model``, ``pretrained``, ``task``,
+        ``metrics`` (both directions), the split, fingerprints and the skipped images."""
+        return {"dataset": self.data.name, "model": self.model.name, "pretrained": self.model.pretrained,
+                "task": "zeroshot_retrieval", "metrics": self.result.metrics, "split": self.data.split,
+                "model_fingerprint": self.model.fingerprint, "dataset_fingerprint": self.data.fingerprint,
+                "skipped_images": skipped(self.failures)}
+
+    def artifacts(self) -> dict:
+        return {"captions": self.caption_frame(), "failures": self.failures_figure()}
 
     def caption_frame(self, k: int = 5) -> pd.DataFrame:
         """One row per caption: its image, rank of that image, and the top-k retrieved images with scores."""
         s, idx = chunked_topk(self.text_emb, self.images.embeddings, k)
-        src = self.dataset.source
+        src = self.data.source
         ids = [src.id(int(i)) for i in self.images.indices]
         df = pd.DataFrame({"caption": self.captions, "image": [ids[j] for j in self.caption_image],
                            "rank": self.result.t2i_ranks})
@@ -39,9 +104,41 @@ class CaptionRetrieval:
             df[f"top{j + 1}_score"] = s[:, j]
         return df
 
+    def failures_figure(self, n: int = 6, k: int = 3) -> Figure:
+        """The ``n`` worst-ranked captions: each row shows the true image, then the top-k images retrieved
+        instead (a PNG)."""
+        caption = "caption → image failures (worst-ranked captions)"
+
+        def draw(path: Path) -> list[tuple[Path, str]]:
+            return [(self._draw_failures(path, n, k), caption)]
+
+        return Figure(caption, draw)
+
+    def _draw_failures(self, path: Path, n: int, k: int) -> Path:
+        worst = np.argsort(-self.result.t2i_ranks, kind="stable")[:n]
+        s, idx = chunked_topk(self.text_emb[worst], self.images.embeddings, k)
+        src = self.data.source
+        own = self.caption_image[worst]
+        true_scores = (l2_normalize(self.text_emb[worst]) * l2_normalize(self.images.embeddings[own])).sum(1)
+        imgs, caps, ok, titles = [], [], [], []
+        for row, c in enumerate(worst):
+            true_pos = int(self.caption_image[c])
+            imgs.append(src.load(int(self.images.indices[true_pos])))
+            caps.append(f"true image · rank {self.result.t2i_ranks[c]}\nscore {true_scores[row]:.3f}")
+            ok.append(True)
+            for j in range(idx.shape[1]):
+                imgs.append(src.load(int(self.images.indices[idx[row, j]])))
+                caps.append(f"retrieved #{j + 1}\nscore {s[row, j]:.3f}")
+                ok.append(int(idx[row, j]) == true_pos)
+            titles.append(self.captions[c])
+        fig = image_grid(imgs, caps, cols=k + 1, row_titles=titles, highlight=ok,
+                         title=f"caption -> image failures · {self.model.name} · {self.data.name}")
+        return save_figure(fig, [path])[0]
+
 
 def run_caption_retrieval(model: LoadedModel, dataset: ImageDataset, cache_dir=None, *, ks=(1, 5, 10), device=None,
                           batch_size: int = 64, num_workers: int | None = None, quiet: bool = False) -> CaptionRetrieval:
+    """Recall@k and ranks both ways between ``dataset``'s images and captions: a :class:`CaptionRetrieval`."""
     if not dataset.captions or not any(dataset.captions):
         raise CliplabError(f"dataset {dataset.name!r} has no captions; caption retrieval needs a caption file "
                            "(.csv/.jsonl), a COCO captions .json or a Karpathy split .json")
@@ -57,29 +154,5 @@ def run_caption_retrieval(model: LoadedModel, dataset: ImageDataset, cache_dir=N
     text_emb = embed_texts(model, captions, cache_dir)
     owner_arr = np.asarray(owner, dtype=np.int64)
     res = caption_retrieval(images.embeddings, text_emb, owner_arr, ks, device=device)
-    return CaptionRetrieval(model, dataset, images, captions, owner_arr, text_emb, res, time.perf_counter() - t0)
-
-
-def failures_figure(run: CaptionRetrieval, path: str | Path, n: int = 6, k: int = 3) -> Path:
-    """Worst-ranked captions: each row shows the true image, then the top-k images retrieved instead."""
-    from cliplab.report.plots import image_grid, save_figure
-
-    worst = np.argsort(-run.result.t2i_ranks, kind="stable")[:n]
-    s, idx = chunked_topk(run.text_emb[worst], run.images.embeddings, k)
-    src = run.dataset.source
-    own = run.caption_image[worst]
-    true_scores = (l2_normalize(run.text_emb[worst]) * l2_normalize(run.images.embeddings[own])).sum(1)
-    imgs, caps, ok, titles = [], [], [], []
-    for row, c in enumerate(worst):
-        true_pos = int(run.caption_image[c])
-        imgs.append(src.load(int(run.images.indices[true_pos])))
-        caps.append(f"true image · rank {run.result.t2i_ranks[c]}\nscore {true_scores[row]:.3f}")
-        ok.append(True)
-        for j in range(idx.shape[1]):
-            imgs.append(src.load(int(run.images.indices[idx[row, j]])))
-            caps.append(f"retrieved #{j + 1}\nscore {s[row, j]:.3f}")
-            ok.append(int(idx[row, j]) == true_pos)
-        titles.append(run.captions[c])
-    fig = image_grid(imgs, caps, cols=k + 1, row_titles=titles, highlight=ok,
-                     title=f"caption -> image failures · {run.model.name} · {run.dataset.name}")
-    return save_figure(fig, [path])[0]
+    return CaptionRetrieval(model, dataset, images, captions, owner_arr, text_emb, res, time.perf_counter() - t0,
+                            tuple(ks))

@@ -1,32 +1,143 @@
-"""Figures for clustering: sample images per cluster (closest to the centre first)."""
+"""Clustering study: k-means on image embeddings (optionally after PCA), its agreement with the labels (NMI, ARI,
+purity), the cluster assignments and sample images per cluster (closest to the centre first)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+import pandas as pd
+
+from cliplab.data.base import ImageDataset
+from cliplab.embed import EmbeddingResult, embed_images
+from cliplab.models.base import LoadedModel
+from cliplab.report.plots import image_grid, save_figure
+from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, Rows, Table
+from cliplab.tasks.clustering import Clustering, kmeans, prepare
 
 
-def cluster_grid(dataset, indices: np.ndarray, clustering, X: np.ndarray, path: str | Path, per_cluster: int = 8) -> Path:
-    from cliplab.report.plots import image_grid, save_figure
+@dataclass
+class ClusterRun:
+    """k-means for one or more k on one dataset split (the study contract: :mod:`cliplab.results.result`)."""
+    model: LoadedModel
+    data: ImageDataset
+    images: EmbeddingResult
+    X: np.ndarray  # what was clustered: unit embeddings, after the PCA if any (aligned with images.indices)
+    labels: np.ndarray | None  # labels of the embedded images, if the dataset has labels
+    clusterings: list[Clustering] = field(default_factory=list)
+    backend: str = "sklearn"
+    pca_dim: int | None = None
+    seed: int = 0
+    per_cluster: int = 8  # images per cluster in the grid
+    task = "clustering"
 
-    names = dataset.classnames
-    labels = dataset.labels[indices] if dataset.labels is not None else None
-    imgs, caps, rows = [], [], []
-    for c in range(clustering.k):
-        members = np.flatnonzero(clustering.assignments == c)
-        d = np.linalg.norm(X[members] - clustering.centers[c], axis=1)
-        pick = members[np.argsort(d, kind="stable")[:per_cluster]]
-        for j in range(per_cluster):
-            if j < len(pick):
-                imgs.append(dataset.source.load(int(indices[pick[j]])))
-                caps.append(names[labels[pick[j]]] if labels is not None and names else "")
-            else:
-                imgs.append(None)
-                caps.append("")
-        major = ""
-        if labels is not None and len(members) and names:
-            vals, counts = np.unique(labels[members], return_counts=True)
-            major = f" · {names[vals[counts.argmax()]]} {100 * counts.max() / len(members):.0f} %"
-        rows.append(f"cluster {c} ({len(members)}){major}")
-    fig = image_grid(imgs, caps, cols=per_cluster, row_titles=rows, title=f"k-means clusters (k = {clustering.k})")
-    return save_figure(fig, [path])[0]
+    @property
+    def variant(self) -> str:
+        return f"kmeans-{self.backend}" + (f" pca={self.pca_dim}" if self.pca_dim else "")
+
+    @property
+    def models(self) -> list[ModelInfo]:
+        return [ModelInfo.of(self.model)]
+
+    @property
+    def dataset(self) -> DatasetInfo:
+        return DatasetInfo.of(self.data, int(len(self.X)))
+
+    @property
+    def params(self) -> dict:
+        return {"ks": [c.k for c in self.clusterings], "pca_dim": self.pca_dim, "backend": self.backend,
+                "seed": self.seed}
+
+    @property
+    def failures(self) -> list[Failure]:
+        return Failure.from_embedding(self.images.failures)
+
+    def metric_rows(self) -> pd.DataFrame:
+        """Inertia, silhouette and (with labels) NMI, ARI and purity per k (variant ``<variant> k=<k>``)."""
+        rows = Rows()
+        for c in self.clusterings:
+            for key, v in c.metrics.items():
+                rows.add(task=self.task, model=self.model, dataset=self.data, variant=f"{self.variant} k={c.k}",
+                         metric=key, value=v, n=len(c.assignments))
+        return rows.frame()
+
+    def summary(self) -> str:
+        parts = [f"k={c.k}" + (f" NMI {c.metrics['nmi']:.3f}" if "nmi" in c.metrics else
+                               f" inertia {c.metrics['inertia']:.1f}") for c in self.clusterings]
+        return f"k-means {self.model.name} on {self.data.name} ({len(self.X)} images): " + ", ".join(parts)
+
+    def tables(self) -> list[Table]:
+        labelled = self.labels is not None
+        cols = ["k", "inertia", "silhouette"] + (["NMI", "ARI", "purity"] if labelled else [])
+        table = Table(f"k-means · {self.model.name} · {self.data.name} ({len(self.X)} images"
+                      + (f", {len(self.data.classnames)} classes)" if labelled else ")"), cols, right=frozenset(cols))
+        for c in self.clusterings:
+            mt = c.metrics
+            table.rows.append([str(c.k), f"{mt['inertia']:.1f}", f"{mt.get('silhouette', float('nan')):.3f}",
+                               *([f"{mt['nmi']:.3f}", f"{mt['ari']:.3f}", f"{100 * mt['purity']:.1f} %"]
+                                 if labelled else [])])
+        return [table]
+
+    def record(self) -> dict:
+        return {"task": self.task, "model": self.model.name, "pretrained": self.model.pretrained,
+                "dataset": self.data.name, "split": self.data.split, "variant": self.variant,
+                "num_images": int(len(self.X)), "runs": [{"k": c.k, "metrics": c.metrics} for c in self.clusterings],
+                "model_fingerprint": self.model.fingerprint, "dataset_fingerprint": self.data.fingerprint}
+
+    def artifacts(self) -> dict:
+        return {"assignments": self.assignments(), "grid": self.grid_figure()}
+
+    def assignments(self) -> pd.DataFrame:
+        """One row per image: its id, its label (if any) and its cluster for every k (``cluster_k<k>``)."""
+        df = pd.DataFrame({"id": [self.data.source.id(int(i)) for i in self.images.indices]})
+        if self.labels is not None:
+            df["label"] = np.asarray(self.data.classnames, dtype=object)[self.labels]
+        for c in self.clusterings:
+            df[f"cluster_k{c.k}"] = c.assignments
+        return df
+
+    def grid_figure(self) -> Figure:
+        """Sample images of every cluster of the first k, closest to the centre first (a PNG)."""
+        caption = f"cluster samples (k = {self.clusterings[0].k})"
+
+        def draw(path: Path) -> list[tuple[Path, str]]:
+            return [(self._draw_grid(self.clusterings[0], path), caption)]
+
+        return Figure(caption, draw)
+
+    def _draw_grid(self, clustering: Clustering, path: Path) -> Path:
+        names, labels, X, per = self.data.classnames, self.labels, self.X, self.per_cluster
+        imgs, caps, rows = [], [], []
+        for c in range(clustering.k):
+            members = np.flatnonzero(clustering.assignments == c)
+            d = np.linalg.norm(X[members] - clustering.centers[c], axis=1)
+            pick = members[np.argsort(d, kind="stable")[:per]]
+            for j in range(per):
+                if j < len(pick):
+                    imgs.append(self.data.source.load(int(self.images.indices[pick[j]])))
+                    caps.append(names[labels[pick[j]]] if labels is not None and names else "")
+                else:
+                    imgs.append(None)
+                    caps.append("")
+            major = ""
+            if labels is not None and len(members) and names:
+                vals, counts = np.unique(labels[members], return_counts=True)
+                major = f" · {names[vals[counts.argmax()]]} {100 * counts.max() / len(members):.0f} %"
+            rows.append(f"cluster {c} ({len(members)}){major}")
+        fig = image_grid(imgs, caps, cols=per, row_titles=rows, title=f"k-means clusters (k = {clustering.k})")
+        return save_figure(fig, [path])[0]
+
+
+def run_cluster(model: LoadedModel, dataset: ImageDataset, cache_dir=None, *, ks: Sequence[int] | None = None,
+                pca_dim: int | None = None, backend: str = "sklearn", seed: int = 0, per_cluster: int = 8,
+                batch_size: int = 64, num_workers: int | None = None, quiet: bool = False) -> ClusterRun:
+    """k-means of the image embeddings for each k (default: the number of classes, else 10): a :class:`ClusterRun`."""
+    ks = list(ks) if ks else [len(dataset.classnames) if dataset.classnames else 10]
+    images = embed_images(model, dataset, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet)
+    X = prepare(images.embeddings, pca_dim, seed)
+    labels = dataset.labels[images.indices] if dataset.labels is not None else None
+    run = ClusterRun(model, dataset, images, X, labels, backend=backend, pca_dim=pca_dim, seed=seed,
+                     per_cluster=per_cluster)
+    run.clusterings = [kmeans(X, k, backend=backend, seed=seed, labels=labels) for k in ks]
+    return run

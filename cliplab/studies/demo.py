@@ -81,20 +81,18 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     """The other studies of the demo, each recorded like the CLI records them."""
     from cliplab.attacks import TypographicParams
     from cliplab.data import load_dataset
-    from cliplab.embed import embed_images
     from cliplab.embed.descriptors import DescriptorSpec
     from cliplab.progress import console
     from cliplab.prompts import resolve_all
     from cliplab.results import rows
     from cliplab.results.store import RunRecorder
     from cliplab.studies.attack import attack_examples_figure, run_typographic
-    from cliplab.studies.cluster import cluster_grid
+    from cliplab.studies.cluster import run_cluster
     from cliplab.studies.probe import run_probe
     from cliplab.studies.prompts import run_prompt_study
-    from cliplab.studies.caption_retrieval import failures_figure, run_caption_retrieval
-    from cliplab.studies.search import Query, run_search, search_figures
+    from cliplab.studies.caption_retrieval import run_caption_retrieval
+    from cliplab.studies.search import Query, run_search
     from cliplab.studies.image_retrieval import run_similar
-    from cliplab.tasks.clustering import kmeans, prepare
 
     def say(msg):
         if not quiet:
@@ -120,32 +118,31 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     captioned = load_dataset("shapes", split="test", cache_dir=cache_dir)
     ret = run_caption_retrieval(model, captioned, cache_dir, quiet=quiet)
     rec = RunRecorder("demo retrieval", {})
-    rows.record_retrieval(rec, ret)
-    rec.add_artifact(failures_figure(ret, figures / "caption-failures.png"), task="caption_retrieval", model=model,
-                     dataset=captioned, caption="caption → image failures (worst-ranked captions)")
+    rec.add_result(ret)
+    for p, caption in ret.failures_figure().write(figures / "caption-failures.png"):
+        rec.add_figure(p, ret, caption)
     rec.write(results)
     queries = [Query(text=q, family=f) for f, qs in DEMO_QUERIES.items() for q in qs]
     search = run_search([model], captioned, queries, cache_dir, k=6, quiet=quiet)
     rec = RunRecorder("demo search", {"queries": DEMO_QUERIES})
-    rows.record_search(rec, search)
-    for p, q in zip(search_figures(search, figures / "search"), queries):
-        rec.add_artifact(p, task="search", model=model, dataset=captioned, caption=f"search: {q.label} ({q.family})")
+    rec.add_result(search)
+    for p, caption in search.grids_figure(family=True).write(figures / "search"):
+        rec.add_figure(p, search, caption)
     rec.write(results)
 
     say("image->image retrieval and clustering (colour)...")
     color = load_dataset("shapes:color", split="test", cache_dir=cache_dir)
     rec = RunRecorder("demo similar", {})
     for spec, pca in ((DescriptorSpec("global"), None), (DescriptorSpec("mac"), None), (DescriptorSpec("rmac"), 32)):
-        sim = run_similar(model, color, spec, cache_dir, pca_dim=pca, quiet=quiet)
-        rows.record_similar(rec, sim, spec.pooling + (f" pca={pca}" if pca else ""))
+        sim = run_similar(model, color, spec, cache_dir, pca_dim=pca, quiet=quiet,
+                          variant=spec.pooling + (f" pca={pca}" if pca else ""))
+        rec.add_result(sim)
     rec.write(results)
-    emb = embed_images(model, color, cache_dir, quiet=True)
-    X = prepare(emb.embeddings)
-    clusters = [kmeans(X, k, labels=color.labels[emb.indices]) for k in (6, 12)]
+    clusters = run_cluster(model, color, cache_dir, ks=[6, 12], quiet=True)
     rec = RunRecorder("demo cluster", {"k": [6, 12]})
-    rows.record_clusters(rec, model, color, clusters, "kmeans-sklearn")
-    rec.add_artifact(cluster_grid(color, emb.indices, clusters[0], X, figures / "clusters.png"), task="clustering",
-                     model=model, dataset=color, caption="cluster samples (k = 6)")
+    rec.add_result(clusters)
+    for p, caption in clusters.grid_figure().write(figures / "clusters.png"):
+        rec.add_figure(p, clusters, caption)
     rec.write(results)
 
     say("per-image rankings...")

@@ -2,17 +2,24 @@
 evaluation with Oxford/Paris ground truth or class labels."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from cliplab.data.base import ImageDataset
-from cliplab.data.sources import CroppedSource
+from cliplab.data.imageio import open_rgb
+from cliplab.data.oxford import read_oxford_gt
+from cliplab.data.sources import CroppedSource, FileSource
 from cliplab.embed import embed_images
 from cliplab.embed.descriptors import DescriptorSpec, region_count
 from cliplab.errors import CliplabError
+from cliplab.index import VectorIndex
 from cliplab.models.base import LoadedModel
+from cliplab.report.plots import image_grid, save_figure
+from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, Rows, Table, pct
 from cliplab.tasks.image_retrieval import (PROTOCOLS, Whitening, average_query_expansion, gt_map,
                                            labelled_retrieval_metrics, revisited_ground_truth, rmac_aggregate)
 from cliplab.tasks.metrics import l2_normalize
@@ -20,7 +27,29 @@ from cliplab.tasks.caption_retrieval import chunked_topk
 
 
 @dataclass
+class FileArtifact:
+    """A file a result writes only when asked (like :class:`~cliplab.results.result.Figure`, without a caption):
+    ``save(path)`` writes it, with any sidecar files next to it; ``write`` returns ``[(path, None)]``."""
+    description: str
+    save: Callable[[Path], None]
+
+    def write(self, path: str | Path) -> list[tuple[Path, None]]:
+        path = Path(path)
+        self.save(path)
+        return [(path, None)]
+
+
+@dataclass
+class QueryHits:
+    """Top-k gallery positions (into ``SimilarRun.indices``) and scores of ad-hoc query images."""
+    paths: list[str]
+    scores: np.ndarray  # (Q, k)
+    positions: np.ndarray  # (Q, k)
+
+
+@dataclass
 class SimilarRun:
+    """Image->image retrieval over a gallery (the study contract: :mod:`cliplab.results.result`)."""
     model: LoadedModel
     gallery: ImageDataset
     spec: DescriptorSpec
@@ -29,6 +58,140 @@ class SimilarRun:
     metrics: dict = field(default_factory=dict)
     whitening: Whitening | None = None
     notes: list[str] = field(default_factory=list)
+    pca_dim: int | None = None
+    whiten: bool = True
+    pca_fit: str | None = None  # name of the set the PCA was learned on (None: the gallery, or no PCA)
+    qe: int = 0
+    k: int = 10
+    gt: str | None = None
+    label: str | None = None  # the variant's name, if not the one built from the options
+    skipped: list = field(default_factory=list)  # (index, id, reason) of gallery images that could not be used
+    queries: QueryHits | None = None
+    task = "image_retrieval"
+
+    @property
+    def variant(self) -> str:
+        """The options that make the descriptor, e.g. ``rmac pca=16 whiten qe=2``."""
+        if self.label is not None:
+            return self.label
+        return (self.spec.pooling + (f" layer={self.spec.layer}" if self.spec.layer else "")
+                + (f" pca={self.pca_dim}" if self.pca_dim else "")
+                + (" whiten" if self.whitening is not None and self.whiten else "")
+                + (f" qe={self.qe}" if self.qe else ""))
+
+    @property
+    def models(self) -> list[ModelInfo]:
+        return [ModelInfo.of(self.model)]
+
+    @property
+    def dataset(self) -> DatasetInfo:
+        return DatasetInfo.of(self.gallery, int(len(self.indices)))
+
+    @property
+    def params(self) -> dict:
+        return {"descriptor": asdict(self.spec), "pca_dim": self.pca_dim, "whiten": self.whiten,
+                "pca_fit": self.pca_fit, "qe": self.qe, "k": self.k, "gt": self.gt,
+                "queries": list(self.queries.paths) if self.queries else []}
+
+    @property
+    def failures(self) -> list[Failure]:
+        return Failure.from_embedding(self.skipped)
+
+    def metric_rows(self) -> pd.DataFrame:
+        """Every numeric metric (variant = :attr:`variant`, n = the number of queries)."""
+        rows = Rows()
+        for key, v in self.metrics.items():
+            if isinstance(v, (int, float)) and key != "queries":
+                rows.add(task=self.task, model=self.model, dataset=self.gallery, variant=self.variant, metric=key,
+                         value=v, n=self.metrics.get("queries"))
+        return rows.frame()
+
+    def summary(self) -> str:
+        head = f"image retrieval {self.model.name} on {self.gallery.name} ({self.variant})"
+        key = next((k for k in ("mAP", "mAP_medium", f"mAP@{self.k}") if k in self.metrics), None)
+        return f"{head}: {key} {pct(self.metrics[key])} %" if key else f"{head}: nothing to evaluate"
+
+    def tables(self) -> list[Table | str]:
+        """The metrics (one row per protocol with revisited ground truth), then one line per query image."""
+        out: list[Table | str] = [self.metrics_table() if self.metrics else
+                                  "no labels or --gt: nothing to evaluate (use --query to search)"]
+        if self.queries is not None:
+            src = self.gallery.source
+            for qp, pos, sc in zip(self.queries.paths, self.queries.positions, self.queries.scores):
+                hits = ", ".join(f"{Path(src.id(int(self.indices[p]))).name} ({s:.3f})" for p, s in zip(pos, sc))
+                out.append(f"{Path(qp).name}: {hits}")
+        return out
+
+    def metrics_table(self) -> Table:
+        m = self.metrics
+        title = (f"image retrieval · {self.model.name} · {self.gallery.name} · {self.variant} "
+                 f"(dim {self.descriptors.shape[1]})")
+        protocols = [p for p in PROTOCOLS if f"mAP_{p}" in m]
+        if protocols:
+            cols = ["mAP %", "mP@1 %", "mP@5 %", "mP@10 %"]
+            return Table(title, ["protocol", *cols], right=frozenset(cols),
+                         rows=[[p.capitalize(), *[pct(m[f"{key}_{p}"]) for key in ("mAP", "mP@1", "mP@5", "mP@10")]]
+                               for p in protocols],
+                         caption=f"{m.get('queries', '?')} queries · Easy: easy positives, hard ignored · Medium: "
+                                 "easy + hard positives · Hard: hard positives, easy ignored · junk ignored")
+        table = Table(title, ["metric", "value"], right=frozenset(["value"]))
+        for key, v in m.items():
+            if isinstance(v, float):
+                table.rows.append([key, f"{pct(v)} %"])
+            elif isinstance(v, int) and not isinstance(v, bool):
+                table.rows.append([key, str(v)])
+        return table
+
+    def record(self) -> dict:
+        return {"task": self.task, "model": self.model.name, "pretrained": self.model.pretrained,
+                "dataset": self.gallery.name, "metrics": self.metrics, "descriptor": asdict(self.spec),
+                "variant": self.variant, "model_fingerprint": self.model.fingerprint}
+
+    def artifacts(self) -> dict:
+        out: dict = {"index": self.index_file()}
+        if self.queries is not None:
+            out["grid"] = self.grid_figure()
+        return out
+
+    def index_file(self) -> FileArtifact:
+        """A FAISS flat index of the final descriptors (ids = gallery image ids), and, when a PCA was learned,
+        the PCA next to it as ``<index>.pca.npz``."""
+        def save(path: Path) -> None:
+            ids = [self.gallery.source.id(int(i)) for i in self.indices]
+            VectorIndex.build(self.descriptors, ids, "flat", meta={"model_fingerprint": self.model.fingerprint,
+                                                                   "descriptor": asdict(self.spec)}).save(path)
+            if self.whitening is not None:
+                self.whitening.save(path.with_name(path.name + ".pca.npz"))
+
+        return FileArtifact("FAISS flat index of the gallery descriptors", save)
+
+    def write_index(self, path: str | Path) -> list[tuple[Path, None]]:
+        """Write :meth:`index_file` to ``path``."""
+        return self.index_file().write(path)
+
+    def grid_figure(self) -> Figure:
+        """The query images, each followed by its top-k gallery images with scores (a PNG)."""
+        caption = f"similar images · {self.variant}"
+
+        def draw(path: Path) -> list[tuple[Path, str]]:
+            return [(self._draw_grid(path), caption)]
+
+        return Figure(caption, draw)
+
+    def _draw_grid(self, path: Path) -> Path:
+        q = self.queries
+        src = self.gallery.source
+        imgs, caps, rows = [], [], []
+        for qi, qp in enumerate(q.paths):
+            imgs.append(open_rgb(qp))
+            caps.append("query")
+            for j in range(q.positions.shape[1]):
+                imgs.append(src.load(int(self.indices[q.positions[qi, j]])))
+                caps.append(f"#{j + 1}  {q.scores[qi, j]:.3f}")
+            rows.append(Path(qp).name)
+        fig = image_grid(imgs, caps, cols=q.positions.shape[1] + 1, row_titles=rows,
+                         title=f"similar images · {self.model.name} · {self.spec.pooling}")
+        return save_figure(fig, [path])[0]
 
 
 def _finish(raw: np.ndarray, spec: DescriptorSpec, n_regions: int, whitening: Whitening | None) -> np.ndarray:
@@ -48,14 +211,21 @@ def _fit_whitening(raw: np.ndarray, spec, n_regions, dim, whiten) -> Whitening:
 def run_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec, cache_dir=None, *,
                 pca_fit: ImageDataset | None = None, pca_dim: int | None = None, whiten: bool = True,
                 qe: int = 0, k: int = 10, gt_dir: str | Path | None = None, crop_queries: bool = True,
-                batch_size: int = 64, num_workers: int | None = None, quiet: bool = False) -> SimilarRun:
+                queries: Sequence[str | Path] = (), variant: str | None = None, batch_size: int = 64,
+                num_workers: int | None = None, quiet: bool = False) -> SimilarRun:
+    """Gallery descriptors, their evaluation and the top-k of any ``queries`` images: a :class:`SimilarRun`.
+
+    Evaluated against ``gt_dir`` (Oxford/Paris ground truth) if given, else the class labels; ``variant`` names
+    the run in the results instead of the descriptor options."""
     spec.validate()
     kw = dict(batch_size=batch_size, num_workers=num_workers, quiet=quiet)
     n_regions = region_count(model, spec)
     g = embed_images(model, gallery, cache_dir, descriptor=spec, description="gallery descriptors", **kw)
     if not len(g.indices):
         raise CliplabError(f"{gallery.name}: no usable gallery images")
-    run = SimilarRun(model, gallery, spec, np.zeros((0, 0)), g.indices)
+    run = SimilarRun(model, gallery, spec, np.zeros((0, 0)), g.indices, pca_dim=pca_dim, whiten=whiten,
+                     pca_fit=pca_fit.name if pca_fit is not None else None, qe=qe, k=k,
+                     gt=str(gt_dir) if gt_dir is not None else None, label=variant, skipped=list(g.failures))
     if pca_dim is not None or pca_fit is not None:
         if pca_fit is not None:
             fit_raw = embed_images(model, pca_fit, cache_dir, descriptor=spec, description="PCA-fit descriptors",
@@ -69,28 +239,29 @@ def run_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec,
     db = run.descriptors
 
     if gt_dir is not None:
-        from cliplab.data.oxford import read_oxford_gt
-
         ids = [gallery.source.id(int(i)) for i in g.indices]
         stems = {Path(x).stem: pos for pos, x in enumerate(ids)}
-        queries = read_oxford_gt(gt_dir, set(stems))
-        pos_of = [stems[q.image] for q in queries]
+        gt_queries = read_oxford_gt(gt_dir, set(stems))
+        pos_of = [stems[q.image] for q in gt_queries]
         src = CroppedSource(gallery.source, [(int(g.indices[p]), q.box if crop_queries else None)
-                                             for p, q in zip(pos_of, queries)])
+                                             for p, q in zip(pos_of, gt_queries)])
         qr = embed_images(model, src, cache_dir, descriptor=spec, description="query descriptors",
                           **{**kw, "num_workers": 0})
-        if len(qr.indices) != len(queries):
-            raise CliplabError(f"{len(queries) - len(qr.indices)} query images could not be read")
+        if len(qr.indices) != len(gt_queries):
+            raise CliplabError(f"{len(gt_queries) - len(qr.indices)} query images could not be read")
         qd = _finish(qr.embeddings, spec, n_regions, run.whitening)
         if qe:
             qd = average_query_expansion(qd, db, qe)
         _, rank = chunked_topk(qd, db, len(db))
-        run.metrics, notes = gt_metrics(queries, rank, stems)
+        run.metrics, notes = gt_metrics(gt_queries, rank, stems)
         run.notes.extend(notes)
     elif gallery.labels is not None:
         labels = gallery.labels[g.indices]
         qd = average_query_expansion(db, db, qe) if qe else None
         run.metrics = labelled_retrieval_metrics(db, labels, k, query_desc=qd)
+    if queries:
+        paths = [str(q) for q in queries]
+        run.queries = QueryHits(paths, *query_hits(run, model, paths, cache_dir, k, qe))
     return run
 
 
@@ -134,9 +305,7 @@ def gt_metrics(queries, rankings, position_of: dict[str, int]) -> tuple[dict, li
 
 
 def query_hits(run: SimilarRun, model, paths: list[str], cache_dir, k: int, qe: int = 0):
-    """Top-k gallery positions and scores for ad-hoc query images."""
-    from cliplab.data.sources import FileSource
-
+    """Top-k gallery scores and positions for ad-hoc query images."""
     n_regions = region_count(model, run.spec)
     res = embed_images(model, FileSource(paths), cache_dir, descriptor=run.spec, quiet=True, num_workers=0)
     if res.failures:
@@ -146,21 +315,3 @@ def query_hits(run: SimilarRun, model, paths: list[str], cache_dir, k: int, qe: 
     if qe:
         q = average_query_expansion(q, run.descriptors, qe)
     return chunked_topk(q, run.descriptors, k)
-
-
-def similar_figure(run: SimilarRun, query_paths: list[str], scores, positions, path) -> Path:
-    from cliplab.data.imageio import open_rgb
-    from cliplab.report.plots import image_grid, save_figure
-
-    src = run.gallery.source
-    imgs, caps, rows = [], [], []
-    for qi, qp in enumerate(query_paths):
-        imgs.append(open_rgb(qp))
-        caps.append("query")
-        for j in range(positions.shape[1]):
-            imgs.append(src.load(int(run.indices[positions[qi, j]])))
-            caps.append(f"#{j + 1}  {scores[qi, j]:.3f}")
-        rows.append(Path(qp).name)
-    fig = image_grid(imgs, caps, cols=positions.shape[1] + 1, row_titles=rows,
-                     title=f"similar images · {run.model.name} · {run.spec.pooling}")
-    return save_figure(fig, [path])[0]

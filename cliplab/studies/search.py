@@ -6,11 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from cliplab.data.base import ImageDataset
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
+from cliplab.report.plots import image_grid, save_figure
+from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, Rows, Table, skipped
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.caption_retrieval import chunked_topk
 
@@ -77,14 +80,133 @@ class ModelHits:
 
 @dataclass
 class SearchRun:
-    dataset: ImageDataset
+    """Top-k images per query and model (the study contract: :mod:`cliplab.results.result`)."""
+    data: ImageDataset
     queries: list[Query]
     hits: list[ModelHits]
     k: int
+    text_weight: float = 1.0
+    index_type: str | None = None
+    task = "search"
+
+    @property
+    def models(self) -> list[ModelInfo]:
+        return [ModelInfo.of(h.model) for h in self.hits]
+
+    @property
+    def dataset(self) -> DatasetInfo:
+        return DatasetInfo.of(self.data, int(len(self.hits[0].images.indices)))
+
+    @property
+    def params(self) -> dict:
+        return {"queries": [{"query": q.label, "family": q.family} for q in self.queries], "k": self.k,
+                "text_weight": self.text_weight, "index_type": self.index_type}
+
+    @property
+    def failures(self) -> list[Failure]:
+        """Gallery images that could not be embedded (once, whichever model met them)."""
+        seen: dict[str, Failure] = {}
+        for h in self.hits:
+            for f in Failure.from_embedding(h.images.failures):
+                seen.setdefault(f.id, f)
+        return list(seen.values())
 
     def ids(self, h: ModelHits, q: int) -> list[str]:
-        src = self.dataset.source
+        src = self.data.source
         return [src.id(int(h.images.indices[p])) for p in h.positions[q]]
+
+    def metric_rows(self) -> pd.DataFrame:
+        """Per model and query (variant = the query): the top-1 score, the mean top-k score and the distribution
+        of the scores of all gallery images."""
+        rows = Rows()
+        for h in self.hits:
+            for q, query in enumerate(self.queries):
+                kw = dict(task=self.task, model=h.model, dataset=self.data, variant=query.label,
+                          n=len(h.images.indices))
+                valid = h.positions[q] >= 0
+                rows.add(metric="top1_score", value=h.scores[q, 0], **kw)
+                rows.add(metric=f"mean_top{self.k}_score", value=float(h.scores[q][valid].mean()), **kw)
+                for stat, v in h.score_stats[q].items():
+                    rows.add(metric=f"all_scores_{stat}", value=v, **kw)
+        return rows.frame()
+
+    def summary(self) -> str:
+        return (f"search: {len(self.queries)} quer{'y' if len(self.queries) == 1 else 'ies'} over {self.data.name} "
+                f"({self.dataset.n} images), top {self.k} for {', '.join(m.name for m in self.models)}")
+
+    def tables(self) -> list[Table]:
+        shown = min(self.k, 5)
+        several = len(self.hits) > 1
+        cols = ["query", *(["model"] if several else []), *[f"#{j + 1}" for j in range(shown)], "all: mean ± std"]
+        table = Table(f"search · {self.data.name} ({len(self.hits[0].images.indices)} images)", cols,
+                      right=frozenset(["all: mean ± std"]),
+                      wrap={"query": 40, **{f"#{j + 1}": 28 for j in range(shown)}})
+        for q, query in enumerate(self.queries):
+            for h in self.hits:
+                ids = self.ids(h, q)
+                cells = [f"{_short(ids[j])} ({h.scores[q, j]:.3f})" for j in range(min(shown, len(ids)))]
+                cells += [""] * (shown - len(cells))
+                st = h.score_stats[q]
+                table.rows.append([query.label, *([h.model.name] if several else []), *cells,
+                                   f"{st['mean']:.3f} ± {st['std']:.3f}"])
+        return [table]
+
+    def record(self) -> dict:
+        """The hits of every query and model (as ``hits_frame``), with the score distribution per query."""
+        return {"task": self.task, "dataset": self.data.name, "split": self.data.split,
+                "dataset_fingerprint": self.data.fingerprint, "k": self.k,
+                "models": [{"model": m.name, "pretrained": m.pretrained, "model_fingerprint": m.fingerprint}
+                           for m in self.models],
+                "queries": self.params["queries"], "hits": self.hits_frame().to_dict(orient="records"),
+                "score_stats": [{"query": query.label, "model": h.model.name, **h.score_stats[q]}
+                                for h in self.hits for q, query in enumerate(self.queries)],
+                "skipped_images": skipped(self.failures)}
+
+    def artifacts(self) -> dict:
+        return {"hits": self.hits_frame(), "grids": self.grids_figure()}
+
+    def hits_frame(self) -> pd.DataFrame:
+        """One row per model, query and rank: the query, its family, the model, the image and its score."""
+        rows = [{"query": qy.label, "family": qy.family, "model": h.model.name, "pretrained": h.model.pretrained,
+                 "rank": j + 1, "image": ident, "score": float(h.scores[q, j])}
+                for h in self.hits for q, qy in enumerate(self.queries) for j, ident in enumerate(self.ids(h, q))]
+        return pd.DataFrame(rows)
+
+    def grids_figure(self, family: bool = False) -> Figure:
+        """A folder with one PNG per query: a row of top-k images (with cosine scores) per model; each captioned
+        ``search: <query>`` (with ``family``: followed by the query's family in brackets)."""
+        def caption(q: Query) -> str:
+            return f"search: {q.label}" + (f" ({q.family})" if family else "")
+
+        def draw(folder: Path) -> list[tuple[Path, str]]:
+            return [(p, caption(q)) for p, q in zip(self._draw_grids(folder), self.queries)]
+
+        return Figure("search: top-k images per query", draw, many=True)
+
+    def _draw_grids(self, folder: Path) -> list[Path]:
+        src = self.data.source
+        out = []
+        for q, query in enumerate(self.queries):
+            imgs, caps, rows = [], [], []
+            for h in self.hits:
+                rows.append(h.model.name if h.model.pretrained is None else f"{h.model.name}\n{h.model.pretrained}")
+                for j in range(self.k):
+                    if j < h.positions.shape[1] and h.positions[q, j] >= 0:
+                        p = int(h.positions[q, j])
+                        imgs.append(src.load(int(h.images.indices[p])))
+                        caps.append(f"#{j + 1}  {h.scores[q, j]:.3f}")
+                    else:
+                        imgs.append(None)
+                        caps.append("")
+            fig = image_grid(imgs, caps, cols=self.k, row_titles=rows if len(self.hits) > 1 else None,
+                             title=f"{query.label}" + (f"  ({query.family})" if query.family else ""))
+            slug = "".join(ch if ch.isalnum() else "-" for ch in query.label.lower()).strip("-")[:60] or "query"
+            out += save_figure(fig, [folder / f"{q + 1:03d}-{slug}.png"])
+        return out
+
+
+def _short(ident: str) -> str:
+    return Path(ident).name if "/" in ident else ident
 
 
 def query_vectors(model: LoadedModel, queries: list[Query], cache_dir=None, text_weight: float = 1.0) -> np.ndarray:
@@ -117,8 +239,10 @@ def query_vectors(model: LoadedModel, queries: list[Query], cache_dir=None, text
 def run_search(models: list[LoadedModel], dataset: ImageDataset, queries: list[Query], cache_dir=None, *, k: int = 8,
                text_weight: float = 1.0, index_path: str | Path | None = None, index_type: str | None = None,
                batch_size: int = 64, num_workers: int | None = None, quiet: bool = False) -> SearchRun:
-    """Top-k per query and model. Exact chunked search by default; with ``index_type`` a FAISS index is
-    built (or, with ``index_path``, reloaded when its fingerprints match, else rebuilt and saved)."""
+    """Top-k images per query and model: a :class:`SearchRun`.
+
+    Exact chunked search by default; with ``index_type`` a FAISS index is built (or, with ``index_path``,
+    reloaded when its fingerprints match, else rebuilt and saved)."""
     hits = []
     for m in models:
         images = embed_images(m, dataset, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet)
@@ -139,7 +263,7 @@ def run_search(models: list[LoadedModel], dataset: ImageDataset, queries: list[Q
                                          "p50": float(np.median(row)), "p99": float(np.quantile(row, 0.99)),
                                          "max": float(row.max())})
         hits.append(ModelHits(m, images, s, pos, all_scores_stats))
-    return SearchRun(dataset, queries, hits, k)
+    return SearchRun(dataset, queries, hits, k, text_weight, index_type)
 
 
 def _per_model_path(path, model: LoadedModel, n_models: int):
@@ -166,29 +290,3 @@ def _index_search(model, dataset, images, qv, k, kind, path):
             idx.save(path)
     s, i = idx.search(qv, k)
     return s, i
-
-
-def search_figures(run: SearchRun, folder: str | Path) -> list[Path]:
-    """One PNG per query: a row of top-k images (with cosine scores) per model."""
-    from cliplab.report.plots import image_grid, save_figure
-
-    folder = Path(folder)
-    src = run.dataset.source
-    out = []
-    for q, query in enumerate(run.queries):
-        imgs, caps, rows = [], [], []
-        for h in run.hits:
-            rows.append(h.model.name if h.model.pretrained is None else f"{h.model.name}\n{h.model.pretrained}")
-            for j in range(run.k):
-                if j < h.positions.shape[1] and h.positions[q, j] >= 0:
-                    p = int(h.positions[q, j])
-                    imgs.append(src.load(int(h.images.indices[p])))
-                    caps.append(f"#{j + 1}  {h.scores[q, j]:.3f}")
-                else:
-                    imgs.append(None)
-                    caps.append("")
-        fig = image_grid(imgs, caps, cols=run.k, row_titles=rows if len(run.hits) > 1 else None,
-                         title=f"{query.label}" + (f"  ({query.family})" if query.family else ""))
-        slug = "".join(ch if ch.isalnum() else "-" for ch in query.label.lower()).strip("-")[:60] or "query"
-        out += save_figure(fig, [folder / f"{q + 1:03d}-{slug}.png"])
-    return out
