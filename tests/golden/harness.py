@@ -22,6 +22,8 @@ import pandas as pd
 import torch
 from threadpoolctl import threadpool_limits
 
+import cliplab
+
 GOLDEN_DIR = Path(__file__).resolve().parent
 COMMON = ["--device", "cpu", "--precision", "fp32", "--quiet"]
 VOLATILE_KEYS = {"timestamp", "cliplab_version", "torch", "python", "timing", "seconds", "images_per_second",
@@ -133,8 +135,14 @@ def normalise_run(spec: dict, work: Path, cache: Path) -> dict:
     return out
 
 
+# The golden files were written from a checkout at /work/main: the shipped checkpoint's path (in ``pretrained``) named
+# that folder. Both it and the installed package folder of the current run read as <PACKAGE>.
+GOLDEN_PACKAGE_DIR = "/work/main/cliplab"
+PACKAGE_DIR = str(Path(cliplab.__file__).resolve().parent)
+
+
 def _clean_str(s: str, work: Path, cache: Path) -> str:
-    return s.replace(str(cache), "<CACHE>").replace(str(work), "<WORK>")
+    return s.replace(str(cache), "<CACHE>").replace(str(work), "<WORK>").replace(PACKAGE_DIR, "<PACKAGE>")
 
 
 def clean(obj, work: Path, cache: Path):
@@ -197,7 +205,7 @@ def write(outputs: dict, folder: Path = GOLDEN_DIR) -> None:
 
 
 def load(name: str, folder: Path = GOLDEN_DIR) -> dict:
-    return json.loads((folder / f"{name}.json").read_text())
+    return json.loads((folder / f"{name}.json").read_text().replace(GOLDEN_PACKAGE_DIR, "<PACKAGE>"))
 
 
 def rename(obj, mapping: dict[str, str]):
