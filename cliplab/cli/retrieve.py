@@ -12,7 +12,7 @@ from cliplab.cli.options import (TABLE_SUFFIXES, BatchOpt, CacheDirOpt, DataRoot
                                  ModelOpt, PrecisionOpt, PretrainedOpt, QuietOpt, ResultsFormatOpt, ResultsOpt,
                                  SplitOpt, WorkersOpt, check_device, check_output, check_results, handle_errors,
                                  parse_ints)
-from cliplab.cli.session import ensure_default_model, finish, load_dataset, load_inputs, load_model, stdout
+from cliplab.cli.session import ensure_default_model, finish, load_dataset, load_inputs, load_model
 from cliplab.progress import console
 
 
@@ -177,15 +177,11 @@ def similar(
     run = run_similar(inp.model, inp.dataset, spec, cache_dir, pca_fit=fit, pca_dim=pca_dim, whiten=whiten, qe=qe,
                       k=k, gt_dir=gt, crop_queries=not no_crop, queries=query or (), batch_size=batch_size,
                       num_workers=workers, quiet=quiet)
-    for note in run.notes:
-        stdout(quiet).print(f"note: {note}")
     config = {"model": model, "pretrained": pretrained, "dataset": dataset, **spec.__dict__, "pca_dim": pca_dim,
               "whiten": whiten, "pca_fit": pca_fit, "qe": qe, "k": k, "gt": str(gt) if gt else None}
-    finish(run, command="similar", config=config, files={"grid": grid if query else None, "record": output},
+    finish(run, command="similar", config=config, files={"grid": grid if query else None, "record": output,
+                                                         "index": index},
            results=results, results_format=results_format, quiet=quiet)
-    if index:  # until exports.write_artifact writes FileArtifact: then "index": index in files above
-        run.write_index(index)
-        stdout(quiet).print(f"wrote {index}")
 
 
 @handle_errors

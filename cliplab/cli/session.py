@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from cliplab.cli.options import check_device
 from cliplab.errors import CliplabError
-from cliplab.progress import console
+from cliplab.progress import console, note
 
 def stdout(quiet: bool):
     from cliplab.report.tables import stdout_console
@@ -120,6 +120,8 @@ def finish(result, *, command: str, config: dict, files: Optional[dict[str, Opti
     for item in result.tables():
         out.print(item if isinstance(item, str) else render(item))
     report_failures(result.failures, quiet)
+    for message in getattr(result, "notes", ()):  # what a person should know about how the numbers were made
+        note(message, quiet)
     rec = RunRecorder(command, config)
     rec.add_result(result)
     artifacts = result.artifacts() if files and any(files.values()) else {}

@@ -58,41 +58,6 @@ def record_attack(rec: RunRecorder, res) -> None:
             rec.add(metric=k, value=v, **kw)
 
 
-def record_retrieval(rec: RunRecorder, run) -> None:
-    m = run.result.metrics
-    for k, v in m.items():
-        if k.startswith(("text_to_image_", "image_to_text_")):
-            direction, metric = ("text_to_image", k[len("text_to_image_"):]) if k.startswith("text_to_image_") \
-                else ("image_to_text", k[len("image_to_text_"):])
-            rec.add(task="caption_retrieval", model=run.model, dataset=run.dataset, variant=direction, metric=metric,
-                    value=v, n=m["num_captions"] if direction == "text_to_image" else m["num_images"])
-
-
-def record_search(rec: RunRecorder, run) -> None:
-    for h in run.hits:
-        for q, query in enumerate(run.queries):
-            kw = dict(task="search", model=h.model, dataset=run.dataset, variant=query.label, n=len(h.images.indices))
-            valid = h.positions[q] >= 0
-            rec.add(metric="top1_score", value=h.scores[q, 0], **kw)
-            rec.add(metric=f"mean_top{run.k}_score", value=float(h.scores[q][valid].mean()), **kw)
-            for stat, v in h.score_stats[q].items():
-                rec.add(metric=f"all_scores_{stat}", value=v, **kw)
-
-
-def record_similar(rec: RunRecorder, run, variant: str) -> None:
-    for k, v in run.metrics.items():
-        if isinstance(v, (int, float)) and k != "queries":
-            rec.add(task="image_retrieval", model=run.model, dataset=run.gallery, variant=variant, metric=k, value=v,
-                    n=run.metrics.get("queries"))
-
-
-def record_clusters(rec: RunRecorder, model, dataset, results, variant: str) -> None:
-    for c in results:
-        for k, v in c.metrics.items():
-            rec.add(task="clustering", model=model, dataset=dataset, variant=f"{variant} k={c.k}", metric=k, value=v,
-                    n=len(c.assignments))
-
-
 def record_inspection(rec: RunRecorder, ins, ds) -> None:
     """Top-1 candidate and its score per image (variant = image file name)."""
     for row, idx in enumerate(ins.images.indices):
