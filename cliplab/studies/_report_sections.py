@@ -86,50 +86,6 @@ def kshot_figures(df: pd.DataFrame) -> list[ReportFigure]:
     return out
 
 
-def score_distribution_figure(df: pd.DataFrame) -> list[ReportFigure]:
-    s = df[(df.task == "search") & df.metric.isin(["all_scores_mean", "all_scores_std", "top1_score",
-                                                   "all_scores_p99"])]
-    if s.empty:
-        return []
-    plt = _plt()
-    piv = s.pivot_table(index=["model", "variant"], columns="metric", values="value", aggfunc="last")
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(piv) + 1.2))
-    y = np.arange(len(piv))
-    ax.errorbar(piv["all_scores_mean"], y, xerr=piv["all_scores_std"], fmt="o", label="all images: mean ± std")
-    ax.scatter(piv["all_scores_p99"], y, marker="|", s=120, label="99th percentile")
-    ax.scatter(piv["top1_score"], y, marker="*", s=60, label="top-1")
-    ax.set_yticks(y, [f"{v} · {m}" for m, v in piv.index], fontsize=7)
-    ax.set_xlabel("cosine similarity")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return [ReportFigure("Score distributions per query", fig)]
-
-
-def clip_benchmark_records(df: pd.DataFrame) -> list[dict]:
-    """One CLIP_benchmark zero-shot retrieval record per run of the store."""
-    out = []
-    for (run_id, model, pre, ds), g in df.groupby(["run_id", "model", "pretrained", "dataset"], dropna=False,
-                                                  sort=False):
-        m = {}
-        for v, k, val in zip(g.variant, g.metric, g.value):
-            if k.startswith("recall@"):
-                prefix = "image_retrieval" if v == "text_to_image" else "text_retrieval"
-                m[f"{prefix}_{k}"] = val
-        out.append({"dataset": ds, "model": model, "pretrained": pre, "task": "zeroshot_retrieval", "metrics": m,
-                    "language": "en", "run_id": run_id})
-    return out
-
-
-def from_clip_benchmark(key: str, value: float) -> list[dict]:
-    """One metric of a CLIP_benchmark zero-shot retrieval record as store rows (others are not retrieval)."""
-    if "_retrieval_" not in key:
-        return []
-    direction, metric = key.split("_retrieval_")
-    variant = "text_to_image" if direction == "image" else "image_to_text"
-    return [{"task": "caption_retrieval", "variant": variant + " (CLIP_benchmark)", "metric": metric,
-             "value": float(value)}]
-
-
 REPORT_SECTIONS = [
     ReportSection("compare", figures=comparison_figure, order=5),
     ReportSection("prompt_study", ("acc1", "acc1_diff_vs_baseline", "mcnemar_p"), rates=r"acc1_diff_vs_baseline",
@@ -138,18 +94,9 @@ REPORT_SECTIONS = [
                   rates=r"train_acc1", order=30),
     ReportSection("kshot_probe", ("acc1_mean", "acc1_std"), rates=r"acc1_mean|acc1_std", figures=kshot_figures,
                   order=35),
-    ReportSection("caption_retrieval", ("recall@1", "recall@5", "recall@10", "median_rank", "mean_rank"),
-                  rates=r"recall@\d+", clip_benchmark=clip_benchmark_records,
-                  from_clip_benchmark=("zeroshot_retrieval", from_clip_benchmark), order=40),
-    ReportSection("image_retrieval", ("mAP", "mP@10", "mAP@10", "P@10", "mAP_easy", "mAP_medium", "mAP_hard",
-                                      "mP@10_medium"),
-                  rates=r"mAP|mAP@\d+|P@\d+|(mAP|mP@\d+)(_easy|_medium|_hard)?", order=50),
-    ReportSection("clustering", ("nmi", "ari", "purity", "silhouette"), rates=r"purity", order=60),
     ReportSection("typographic_attack", ("clean_acc1", "attacked_acc1", "acc1_drop", "predicts_written_label",
                                          "predicts_written_label_clean"),
                   rates=r"clean_acc1|attacked_acc1|acc1_drop|predicts_written_label.*|prediction_changed|"
                         r"correct_flipped_to_written|clean_mean.*|attacked_mean.*", order=70),
-    ReportSection("search", ("top1_score", "all_scores_mean", "all_scores_p99"), figures=score_distribution_figure,
-                  order=80),
     ReportSection("inspection", ("top1_cosine", "top1_probability"), order=90),
 ]

@@ -13,7 +13,7 @@ from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
 from cliplab.report.plots import image_grid, save_figure
-from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, Rows, Table, pct, skipped
+from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportSection, Rows, Table, pct, skipped
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.caption_retrieval import RetrievalResult, caption_retrieval, chunked_topk
 
@@ -156,3 +156,35 @@ def run_caption_retrieval(model: LoadedModel, dataset: ImageDataset, cache_dir=N
     res = caption_retrieval(images.embeddings, text_emb, owner_arr, ks, device=device)
     return CaptionRetrieval(model, dataset, images, captions, owner_arr, text_emb, res, time.perf_counter() - t0,
                             tuple(ks))
+
+
+# ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
+def clip_benchmark_records(df: pd.DataFrame) -> list[dict]:
+    """One CLIP_benchmark zero-shot retrieval record per run of the store."""
+    out = []
+    for (run_id, model, pre, ds), g in df.groupby(["run_id", "model", "pretrained", "dataset"], dropna=False,
+                                                  sort=False):
+        m = {}
+        for v, k, val in zip(g.variant, g.metric, g.value):
+            if k.startswith("recall@"):
+                prefix = "image_retrieval" if v == "text_to_image" else "text_retrieval"
+                m[f"{prefix}_{k}"] = val
+        out.append({"dataset": ds, "model": model, "pretrained": pre, "task": "zeroshot_retrieval", "metrics": m,
+                    "language": "en", "run_id": run_id})
+    return out
+
+
+def from_clip_benchmark(key: str, value: float) -> list[dict]:
+    """One metric of a CLIP_benchmark zero-shot retrieval record as store rows (others are not retrieval)."""
+    if "_retrieval_" not in key:
+        return []
+    direction, metric = key.split("_retrieval_")
+    variant = "text_to_image" if direction == "image" else "image_to_text"
+    return [{"task": "caption_retrieval", "variant": variant + " (CLIP_benchmark)", "metric": metric,
+             "value": float(value)}]
+
+
+REPORT_SECTIONS = [ReportSection(
+    "caption_retrieval", ("recall@1", "recall@5", "recall@10", "median_rank", "mean_rank"),
+              rates=r"recall@\d+", clip_benchmark=clip_benchmark_records,
+              from_clip_benchmark=("zeroshot_retrieval", from_clip_benchmark), order=40)]

@@ -13,7 +13,7 @@ from cliplab.data.base import ImageDataset
 from cliplab.embed import EmbeddingResult, embed_images
 from cliplab.models.base import LoadedModel
 from cliplab.report.plots import image_grid, save_figure
-from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, Rows, Table
+from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportSection, Rows, Table
 from cliplab.tasks.clustering import Clustering, kmeans, prepare
 
 
@@ -141,3 +141,8 @@ def run_cluster(model: LoadedModel, dataset: ImageDataset, cache_dir=None, *, ks
                      per_cluster=per_cluster)
     run.clusterings = [kmeans(X, k, backend=backend, seed=seed, labels=labels) for k in ks]
     return run
+
+
+# ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
+REPORT_SECTIONS = [ReportSection(
+    "clustering", ("nmi", "ari", "purity", "silhouette"), rates=r"purity", order=60)]

@@ -19,7 +19,7 @@ from cliplab.errors import CliplabError
 from cliplab.index import VectorIndex
 from cliplab.models.base import LoadedModel
 from cliplab.report.plots import image_grid, save_figure
-from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, Rows, Table, pct
+from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportSection, Rows, Table, pct
 from cliplab.tasks.image_retrieval import (PROTOCOLS, Whitening, average_query_expansion, gt_map,
                                            labelled_retrieval_metrics, revisited_ground_truth, rmac_aggregate)
 from cliplab.tasks.metrics import l2_normalize
@@ -315,3 +315,10 @@ def query_hits(run: SimilarRun, model, paths: list[str], cache_dir, k: int, qe: 
     if qe:
         q = average_query_expansion(q, run.descriptors, qe)
     return chunked_topk(q, run.descriptors, k)
+
+
+# ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
+REPORT_SECTIONS = [ReportSection(
+    "image_retrieval", ("mAP", "mP@10", "mAP@10", "P@10", "mAP_easy", "mAP_medium", "mAP_hard",
+                                  "mP@10_medium"),
+              rates=r"mAP|mAP@\d+|P@\d+|(mAP|mP@\d+)(_easy|_medium|_hard)?", order=50)]

@@ -12,8 +12,9 @@ from cliplab.data.base import ImageDataset
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
-from cliplab.report.plots import image_grid, save_figure
-from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, Rows, Table, skipped
+from cliplab.report.plots import _plt, image_grid, save_figure
+from cliplab.results.result import (DatasetInfo, Failure, Figure, ModelInfo, ReportFigure, ReportSection, Rows, Table,
+                                    skipped)
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.caption_retrieval import chunked_topk
 
@@ -290,3 +291,28 @@ def _index_search(model, dataset, images, qv, k, kind, path):
             idx.save(path)
     s, i = idx.search(qv, k)
     return s, i
+
+
+# ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
+def score_distribution_figure(df: pd.DataFrame) -> list[ReportFigure]:
+    s = df[(df.task == "search") & df.metric.isin(["all_scores_mean", "all_scores_std", "top1_score",
+                                                   "all_scores_p99"])]
+    if s.empty:
+        return []
+    plt = _plt()
+    piv = s.pivot_table(index=["model", "variant"], columns="metric", values="value", aggfunc="last")
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(piv) + 1.2))
+    y = np.arange(len(piv))
+    ax.errorbar(piv["all_scores_mean"], y, xerr=piv["all_scores_std"], fmt="o", label="all images: mean ± std")
+    ax.scatter(piv["all_scores_p99"], y, marker="|", s=120, label="99th percentile")
+    ax.scatter(piv["top1_score"], y, marker="*", s=60, label="top-1")
+    ax.set_yticks(y, [f"{v} · {m}" for m, v in piv.index], fontsize=7)
+    ax.set_xlabel("cosine similarity")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return [ReportFigure("Score distributions per query", fig)]
+
+
+REPORT_SECTIONS = [ReportSection(
+    "search", ("top1_score", "all_scores_mean", "all_scores_p99"), figures=score_distribution_figure,
+              order=80)]
