@@ -83,39 +83,24 @@ def prompts(
 
     Each row is compared with a baseline by McNemar's exact test and a paired bootstrap CI; --select picks an
     ensemble on a validation part of the train split. Images are embedded once."""
-    from cliplab.prompts import resolve_all
-    from cliplab.results.exports import prompt_study_json, write_json
-    from cliplab.results.rows import record_prompt_study
-    from cliplab.results.store import RunRecorder
-    from cliplab.report.tables import prompt_study_table
     from cliplab.studies.prompts import run_prompt_study
 
     check_output(output, "--output", (".json",))
     check_results(results, results_format)
-    sets = resolve_all(templates or ["simple", "openai-imagenet-7"])
-    check_device(device, precision)
-    ensure_default_model(model, pretrained, cache_dir, quiet)
-    ds = load_dataset(dataset, split, data_root, limit, classnames, cache_dir)
-    train_ds = load_dataset(dataset, select_split, data_root, None, classnames, cache_dir,
-                             split_flag="--select-split") if select else None
-    m = load_model(model, pretrained, device, precision, cache_dir)
-    study = run_prompt_study(m, ds, sets, cache_dir, baseline=baseline, descriptions=str(descriptions) if descriptions
-                             else None, aggregate=aggregate, select_from=train_ds, val_fraction=val_fraction,
-                             n_boot=bootstrap, seed=seed, batch_size=batch_size, num_workers=workers, quiet=quiet)
-    stdout(False).print(prompt_study_table(study))
-    if study.selection:
-        stdout(False).print(f"selected templates (validation: {study.selection['val_split']}): "
-                          + " | ".join(study.selection["templates"]))
-    report_failures(study.images.failures, quiet)
-    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": ds.split,
+    inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
+                      limit=limit, classnames=classnames, device=device, precision=precision, cache_dir=cache_dir,
+                      quiet=quiet, templates=templates, ensemble=False,
+                      default_templates=["simple", "openai-imagenet-7"],
+                      train_split=select_split if select else None, train_flag="--select-split")
+    study = run_prompt_study(inp.model, inp.dataset, inp.template_sets, cache_dir, baseline=baseline,
+                             descriptions=str(descriptions) if descriptions else None, aggregate=aggregate,
+                             select_from=inp.train, val_fraction=val_fraction, n_boot=bootstrap, seed=seed,
+                             batch_size=batch_size, num_workers=workers, quiet=quiet)
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": inp.dataset.split,
               "templates": templates, "baseline": study.baseline, "seed": seed, "bootstrap": bootstrap,
               "select": select, "descriptions": str(descriptions) if descriptions else None, "aggregate": aggregate}
-    rec = RunRecorder("prompts", config)
-    record_prompt_study(rec, study, seed)
-    write_results(rec, results, results_format, quiet)
-    if output:
-        write_json(output, prompt_study_json(study, config))
-        stdout(quiet).print(f"wrote {output}")
+    finish(study, command="prompts", config=config, files={"record": output}, results=results,
+           results_format=results_format, quiet=quiet)
 
 
 @handle_errors

@@ -106,7 +106,7 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     study = run_prompt_study(model, shape_test, resolve_all(["simple", "openai-cifar", "a photo of a small {}."]),
                              cache_dir, quiet=quiet, n_boot=1000)
     rec = RunRecorder("demo prompts", {"templates": ["simple", "openai-cifar", "a photo of a small {}."]})
-    rows.record_prompt_study(rec, study, 0)
+    rec.add_result(study)
     rec.write(results)
 
     say("linear and k-shot probes (shape)...")
