@@ -133,42 +133,25 @@ def probe(
 
     Logistic regression in torch with L-BFGS (GPU when available); the weight decay is swept on a validation
     split, then the probe is refit on all of train."""
-    from cliplab.prompts import resolve_all
-    from cliplab.results.exports import probe_json, write_json
-    from cliplab.results.rows import record_probe
-    from cliplab.results.store import RunRecorder
-    from cliplab.report.tables import probe_sweep_table, probe_table
     from cliplab.studies.probe import run_probe
 
     ks = [k for k in parse_ints(kshot, "--kshot") if k > 0]
     check_output(output, "--output", (".json",))
     check_results(results, results_format)
-    check_templates(templates)
-    check_device(device, precision)
-    ensure_default_model(model, pretrained, cache_dir, quiet)
-    test_ds = load_dataset(dataset, split, data_root, limit, classnames, cache_dir)
-    train_ds = load_dataset(dataset, train_split, data_root, train_limit, classnames, cache_dir,
-                             split_flag="--train-split")
-    ts = resolve_all([templates or test_ds.templates_hint or "simple"], ensemble=True)[0]
-    m = load_model(model, pretrained, device, precision, cache_dir)
-    study = run_probe(m, train_ds, test_ds, cache_dir, templates=ts, linear=linear, kshots=ks,
+    inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
+                      limit=limit, classnames=classnames, device=device, precision=precision, cache_dir=cache_dir,
+                      quiet=quiet, templates=templates, ensemble=True, train_split=train_split,
+                      train_limit=train_limit)
+    ts = inp.template_sets[0]
+    study = run_probe(inp.model, inp.train, inp.dataset, cache_dir, templates=ts, linear=linear, kshots=ks,
                       seeds=tuple(range(seed, seed + seeds)), zeroshot_init=zeroshot_init, wd=wd,
-                      val_fraction=val_fraction, seed=seed, device=m.device, batch_size=batch_size,
+                      val_fraction=val_fraction, seed=seed, device=inp.model.device, batch_size=batch_size,
                       num_workers=workers, quiet=quiet)
-    stdout(False).print(probe_table(study))
-    sweep = probe_sweep_table(study)
-    if sweep is not None:
-        stdout(False).print(sweep)
-    report_failures(study.train_images.failures + study.test_images.failures, quiet)
-    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": test_ds.split,
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": inp.dataset.split,
               "train_split": train_split, "kshot": ks, "seeds": seeds, "seed": seed, "wd": wd,
               "val_fraction": val_fraction, "templates": ts.name, "zeroshot_init": zeroshot_init}
-    rec = RunRecorder("probe", config)
-    record_probe(rec, study)
-    write_results(rec, results, results_format, quiet)
-    if output:
-        write_json(output, probe_json(study, config))
-        stdout(quiet).print(f"wrote {output}")
+    finish(study, command="probe", config=config, files={"record": output}, results=results,
+           results_format=results_format, quiet=quiet)
 
 
 @handle_errors

@@ -113,7 +113,7 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     probe = run_probe(model, shape_train, shape_test, cache_dir, templates=resolve_all(["simple"])[0],
                       kshots=(1, 2, 4, 8, 16), seeds=(0, 1, 2), quiet=quiet)
     rec = RunRecorder("demo probe", {"kshot": [1, 2, 4, 8, 16], "seeds": 3})
-    rows.record_probe(rec, probe)
+    rec.add_result(probe)
     rec.write(results)
 
     say("caption retrieval and search...")
