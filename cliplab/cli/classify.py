@@ -327,12 +327,7 @@ def attack_typographic(
 
     Attacked images are embedded once and cached under their own keys."""
     from cliplab.attacks import TypographicParams
-    from cliplab.prompts import resolve_all
-    from cliplab.results.exports import provenance, write_json
-    from cliplab.results.rows import record_attack
-    from cliplab.results.store import RunRecorder
-    from cliplab.report.tables import attack_table
-    from cliplab.studies.attack import attack_examples_figure, run_typographic
+    from cliplab.studies.attack import run_typographic
 
     check_output(examples, "--examples", (".png",))
     check_output(output, "--output", (".json",))
@@ -340,31 +335,16 @@ def attack_typographic(
     params = TypographicParams(font_size=font_size, position=position, opacity=opacity, color=color,
                                font=str(font) if font else None, seed=seed)
     params.validate()
-    check_templates(templates)
-    check_device(device, precision)
-    ensure_default_model(model, pretrained, cache_dir, quiet)
-    ds = load_dataset(dataset, split, data_root, limit, classnames, cache_dir)
-    ts = resolve_all([templates or ds.templates_hint or "simple"], ensemble=True)[0]
-    m = load_model(model, pretrained, device, precision, cache_dir)
-    res = run_typographic(m, ds, ts, params, cache_dir, rule=target, text_format=text, batch_size=batch_size,
-                          num_workers=workers, quiet=quiet)
-    stdout(False).print(attack_table(res))
-    report_failures(res.clean.failures, quiet)
-    out = stdout(quiet)
-    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": ds.split, "limit": limit,
-              "templates": ts.name, "target": target, "text": text, **params.__dict__}
-    rec = RunRecorder("attack-typographic", config)
-    record_attack(rec, res)
-    if examples:
-        out.print(f"wrote {attack_examples_figure(res, examples, n_examples)}")
-        rec.add_artifact(examples, task="typographic_attack", model=m, dataset=ds,
-                         caption=f"typographic attack examples ({target} target)")
-    write_results(rec, results, results_format, quiet)
-    if output:
-        write_json(output, {"task": "typographic_attack", "model": m.name, "pretrained": m.pretrained,
-                            "dataset": ds.name, "split": ds.split, "metrics": res.summary(),
-                            "model_fingerprint": m.fingerprint, "config": config, **provenance()})
-        out.print(f"wrote {output}")
+    inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
+                      limit=limit, classnames=classnames, device=device, precision=precision, cache_dir=cache_dir,
+                      quiet=quiet, templates=templates, ensemble=True)
+    res = run_typographic(inp.model, inp.dataset, inp.template_sets[0], params, cache_dir, rule=target,
+                          text_format=text, batch_size=batch_size, num_workers=workers, quiet=quiet,
+                          n_examples=n_examples)
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": inp.dataset.split,
+              "limit": limit, "templates": res.template_set.name, "target": target, "text": text, **params.__dict__}
+    finish(res, command="attack-typographic", config=config, files={"record": output, "examples": examples},
+           results=results, results_format=results_format, quiet=quiet)
 
 
 def register(app: typer.Typer) -> None:

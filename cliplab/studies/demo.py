@@ -87,7 +87,7 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     from cliplab.prompts import resolve_all
     from cliplab.results import rows
     from cliplab.results.store import RunRecorder
-    from cliplab.studies.attack import attack_examples_figure, run_typographic
+    from cliplab.studies.attack import run_typographic
     from cliplab.studies.cluster import cluster_grid
     from cliplab.studies.probe import run_probe
     from cliplab.studies.prompts import run_prompt_study
@@ -164,7 +164,7 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     position = load_dataset("shapes:position", split="test", cache_dir=cache_dir)
     atk = run_typographic(model, position, resolve_all(["simple"])[0], TypographicParams(), cache_dir, quiet=quiet)
     rec = RunRecorder("demo attack", {"target": "random"})
-    rows.record_attack(rec, atk)
-    rec.add_artifact(attack_examples_figure(atk, figures / "typographic.png"), task="typographic_attack",
-                     model=model, dataset=position, caption="typographic attack: original vs attacked")
+    rec.add_result(atk)
+    for p, _ in atk.artifacts()["examples"].write(figures / "typographic.png"):
+        rec.add_figure(p, atk, "typographic attack: original vs attacked")
     rec.write(results)
