@@ -12,8 +12,8 @@ from cliplab.cli.options import (TABLE_SUFFIXES, BatchOpt, CacheDirOpt, Classnam
                                  DeviceOpt, LimitOpt, ModelOpt, NoCacheOpt, PipelineOpt, PrecisionOpt, PretrainedOpt,
                                  QuietOpt, ResultsFormatOpt, ResultsOpt, SplitOpt, WorkersOpt, check_device,
                                  check_output, check_results, check_templates, handle_errors, parse_ints)
-from cliplab.cli.session import (ensure_default_model, finish, load_inputs, load_dataset, load_model, load_train_set, report_failures,
-                                 stdout, write_results)
+from cliplab.cli.session import (Inputs, ensure_default_model, finish, load_dataset, load_inputs, load_model,
+                                 report_failures, stdout, write_results)
 
 
 @handle_errors
@@ -244,60 +244,41 @@ def inspect_cmd(
     quiet: QuietOpt = False,
 ):
     """Rank all classes (or your prompts) for given images, with cosine scores and CLIP probabilities."""
-    import pandas as pd
-
-    from cliplab.prompts import resolve_all
-    from cliplab.results.exports import write_table
-    from cliplab.report.tables import inspect_table
-    from cliplab.studies.inspect import image_paths, inspect_images, inspection_figures, read_prompts
+    from cliplab.studies.inspect import image_paths, parse_classes, read_prompts, run_inspect
 
     check_output(figures, "--figures", folder=True)
     check_output(output, "--output", TABLE_SUFFIXES)
     check_results(results, results_format)
     paths = image_paths(images)
     prompt_list = read_prompts(prompts) if prompts else None
-    names, hint = None, None
-    if classes:
-        names = [c.strip() for c in classes.split(",") if c.strip()]
-        if len(names) < 2:
-            raise CliplabError(f"--classes {classes!r}: give at least two comma-separated names")
-    elif not prompt_list:
-        ds = load_dataset(dataset or "shapes", split, None, None, classnames, cache_dir)
-        ds.require_classes("ranking classes")
-        names, hint = ds.classnames, ds.templates_hint
-    ts = resolve_all([templates or hint or "simple"], ensemble=True)[0]
+    names = parse_classes(classes) if classes else None
+    inp = _inspect_inputs(names or prompt_list, model=model, pretrained=pretrained, dataset=dataset, split=split,
+                          classnames=classnames, templates=templates, device=device, precision=precision,
+                          cache_dir=cache_dir, quiet=quiet)
+    ins = run_inspect(inp.model, paths, cache_dir, classnames=names or (inp.dataset and inp.dataset.classnames),
+                      template_set=inp.template_sets[0], prompts=prompt_list, source=dataset, topk=topk, quiet=quiet)
+    config = {"images": [str(p) for p in paths], "classes": ins.classnames, "prompts": prompt_list,
+              "templates": ins.template_set.name, "topk": topk}
+    finish(ins, command="inspect", config=config, files={"scores": output, "figures": figures}, results=results,
+           results_format=results_format, quiet=quiet)
+
+
+def _inspect_inputs(candidates_given, *, model, pretrained, dataset, split, classnames, templates, device,
+                    precision, cache_dir, quiet) -> Inputs:
+    """inspect's model and template set; the class names come from a dataset (default shapes) only when neither
+    --classes nor --prompts names the candidates."""
+    from cliplab.prompts import resolve_all
+
+    if not candidates_given:
+        inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset or "shapes", split=split,
+                          classnames=classnames, device=device, precision=precision, cache_dir=cache_dir,
+                          quiet=quiet, templates=templates, ensemble=True)
+        inp.dataset.require_classes("ranking classes")
+        return inp
+    sets = resolve_all([templates or "simple"], ensemble=True)
     check_device(device, precision)
     ensure_default_model(model, pretrained, cache_dir, quiet)
-    m = load_model(model, pretrained, device, precision, cache_dir)
-    ins = inspect_images(m, paths, cache_dir, classnames=names, template_set=ts, prompts=prompt_list, quiet=quiet)
-    stdout(False).print(inspect_table(ins, topk))
-    report_failures(ins.images.failures, quiet)
-    out = stdout(quiet)
-    from cliplab.results.rows import record_inspection
-    from cliplab.results.store import RunRecorder
-
-    rec = RunRecorder("inspect", {"images": [str(p) for p in paths], "classes": names, "prompts": prompt_list,
-                                  "templates": ts.name, "topk": topk})
-    candidates = _inspect_ds(dataset or ("prompts" if prompt_list else "classes"))
-    record_inspection(rec, ins, candidates)
-    if figures:
-        written = inspection_figures(ins, figures, topk)
-        out.print(f"wrote {len(written)} figure(s) to {figures}")
-        for fig_path, idx in zip(written, ins.images.indices):
-            rec.add_artifact(fig_path, task="inspection", model=m, dataset=candidates,
-                             caption=f"ranking for {ins.paths[int(idx)].name}")
-    write_results(rec, results, results_format, quiet)
-    if output:
-        rows = [{"image": str(ins.paths[int(i)]), "candidate": lab, "rank": r + 1, "cosine": c, "probability": p}
-                for row, i in enumerate(ins.images.indices) for r, (lab, c, p) in enumerate(ins.ranking(row, len(ins.labels)))]
-        write_table(output, pd.DataFrame(rows))
-        out.print(f"wrote {output}")
-
-
-def _inspect_ds(name):
-    from types import SimpleNamespace
-
-    return SimpleNamespace(name=name or "images", split="-", fingerprint="")
+    return Inputs(load_model(model, pretrained, device, precision, cache_dir), None, template_sets=sets)
 
 
 @handle_errors

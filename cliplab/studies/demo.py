@@ -149,15 +149,16 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     rec.write(results)
 
     say("per-image rankings...")
-    from cliplab.studies.inspect import inspect_images, inspection_figures
+    from cliplab.results.result import DatasetInfo
+    from cliplab.studies.inspect import run_inspect
 
     paths = [Path(color.source.id(i)) for i in range(4)]
-    ins = inspect_images(model, paths, cache_dir, classnames=color.classnames, template_set=resolve_all(["simple"])[0],
-                         quiet=True)
+    ins = run_inspect(model, paths, cache_dir, classnames=color.classnames, template_set=resolve_all(["simple"])[0],
+                      source=DatasetInfo.of(color), topk=6, quiet=True)
     rec = RunRecorder("demo inspect", {"images": [str(p) for p in paths]})
-    rows.record_inspection(rec, ins, color)
-    for p, i in zip(inspection_figures(ins, figures / "inspect", k=6), ins.images.indices):
-        rec.add_artifact(p, task="inspection", model=model, dataset=color, caption=f"ranking for {paths[int(i)].name}")
+    rec.add_result(ins)
+    for p, caption in ins.artifacts()["figures"].write(figures / "inspect"):
+        rec.add_figure(p, ins, caption)
     rec.write(results)
 
     say("typographic attack (position)...")
