@@ -4,16 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 import typer
 
-from cliplab.errors import CliplabError
 from cliplab.cli.options import (TABLE_SUFFIXES, BatchOpt, CacheDirOpt, ClassnamesOpt, DataRootOpt, DatasetOpt,
                                  DeviceOpt, LimitOpt, ModelOpt, NoCacheOpt, PipelineOpt, PrecisionOpt, PretrainedOpt,
                                  QuietOpt, ResultsFormatOpt, ResultsOpt, SplitOpt, WorkersOpt, check_device,
                                  check_output, check_results, check_templates, handle_errors, parse_ints)
-from cliplab.cli.session import (Inputs, ensure_default_model, finish, load_dataset, load_inputs, load_model,
-                                 report_failures, stdout, write_results)
+from cliplab.cli.session import Inputs, ensure_default_model, finish, load_dataset, load_inputs, load_model
 
 
 @handle_errors
@@ -179,14 +176,8 @@ def compare(
     """Compare models on datasets: zero-shot (and linear probe) side by side, with bar charts.
 
     Columns: top-1/top-5, similarity of the true class, images/s, parameters, embedding dimension."""
-    import pandas as pd
-
-    from cliplab.prompts import resolve_all
-    from cliplab.results.exports import write_table
-    from cliplab.results.store import RunRecorder
-    from cliplab.report.tables import compare_table
-    from cliplab.studies.compare import compare_figures, run_compare
     from cliplab.models.specs import model_specs
+    from cliplab.studies.compare import run_compare
 
     specs = model_specs(model or ([] if models_file else ["tiny-shapes"]), pretrained, models_file)
     check_output(output, "--output", TABLE_SUFFIXES)
@@ -196,30 +187,28 @@ def compare(
     check_device(device, precision)
     for s in specs:
         ensure_default_model(s.model, s.pretrained, cache_dir, quiet)
-    pairs, sets = [], []
-    for d in dataset or ["shapes"]:
-        test = load_dataset(d, split, data_root, limit, None, cache_dir)
-        train = load_dataset(d, train_split, data_root, train_limit, None, cache_dir,
-                              split_flag="--train-split") if probe else None
-        pairs.append((test, train))
-        sets.append(resolve_all([templates or test.templates_hint or "simple"], ensemble=True)[0])
+    pairs, sets = _compare_inputs(dataset or ["shapes"], split, data_root, limit, templates, probe, train_split,
+                                  train_limit, cache_dir)
+    run = run_compare(specs, pairs, sets, cache_dir, device=device, precision=precision, batch_size=batch_size,
+                      num_workers=workers, quiet=quiet)
     config = {"models": [s.__dict__ for s in specs], "datasets": dataset, "templates": templates, "probe": probe,
               "split": split, "limit": limit}
-    rec = RunRecorder("compare", config)
-    rows = run_compare(specs, pairs, sets, cache_dir, device=device, precision=precision, batch_size=batch_size,
-                       num_workers=workers, quiet=quiet, recorder=rec)
-    stdout(False).print(compare_table(rows))
-    out = stdout(quiet)
-    if output:
-        write_table(output, pd.DataFrame([r.as_dict() for r in rows]))
-        out.print(f"wrote {output}")
-    if plot:
-        for p in compare_figures(rows, plot):
-            out.print(f"wrote {p}")
-            if p.suffix == ".png":
-                rec.add_artifact(p, task="compare", model={"name": "several", "pretrained": None, "fingerprint": ""},
-                                 dataset=pairs[0][0], caption="model comparison (zero-shot vs probe)")
-    write_results(rec, results, results_format, quiet)
+    finish(run, command="compare", config=config, files={"comparison": output, "plot": plot}, results=results,
+           results_format=results_format, quiet=quiet)
+
+
+def _compare_inputs(datasets, split, data_root, limit, templates, probe, train_split, train_limit, cache_dir):
+    """Per dataset: (the evaluated split, the split the probe trains on or None) and its template set."""
+    from cliplab.prompts import resolve_all
+
+    pairs, sets = [], []
+    for d in datasets:
+        test = load_dataset(d, split, data_root, limit, None, cache_dir)
+        train = load_dataset(d, train_split, data_root, train_limit, None, cache_dir,
+                             split_flag="--train-split") if probe else None
+        pairs.append((test, train))
+        sets.append(resolve_all([templates or test.templates_hint or "simple"], ensemble=True)[0])
+    return pairs, sets
 
 
 @handle_errors
