@@ -106,9 +106,8 @@ class CompareRun:
 def run_compare(specs: list[ModelSpec], datasets: list[tuple[ImageDataset, ImageDataset | None]],
                 template_sets: list[TemplateSet], cache_dir=None, *, device=None, precision=None, batch_size=64,
                 num_workers=None, quiet=False) -> CompareRun:
-    """Zero-shot (and, where a train split is given, a linear probe) of every model on every dataset: a
-    :class:`CompareRun`. ``datasets``: (test split, train split or None); ``template_sets[i]`` is used for
-    ``datasets[i]``. Each model is loaded once."""
+    """Zero-shot (and linear probe) of every model on every dataset, each model loaded once: a :class:`CompareRun`."""
+    # datasets: (test split, train split or None), a train split adds the probe; template_sets[i] is for datasets[i]
     from cliplab.models import load_model
 
     run = CompareRun([test for test, _ in datasets], params={

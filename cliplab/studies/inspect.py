@@ -152,8 +152,8 @@ class Inspection:
 def run_inspect(model: LoadedModel, paths: list[Path], cache_dir=None, *, classnames: list[str] | None = None,
                 template_set: TemplateSet | None = None, prompts: list[str] | None = None,
                 source: DatasetInfo | str | None = None, topk: int = 5, quiet: bool = False) -> Inspection:
-    """Scores of each image against class names (through ``template_set``) or raw ``prompts``: an
-    :class:`Inspection`; ``source`` names where the candidates come from (default: 'prompts' or 'classes')."""
+    """Each image scored against class names (through ``template_set``) or raw ``prompts``: an :class:`Inspection`."""
+    # source names where the candidates come from (a dataset; default: 'prompts' or 'classes')
     ds = ImageDataset(name="inspect", split="-", source=FileSource(paths), fingerprint="inspect")
     images = embed_images(model, ds, cache_dir, quiet=quiet, num_workers=0)
     if prompts:

@@ -211,8 +211,7 @@ def run_probe(model: LoadedModel, train: ImageDataset, test: ImageDataset, cache
               templates: TemplateSet | None = None, linear: bool = True, kshots=(1, 2, 4, 8, 16), seeds=(0, 1, 2),
               zeroshot_init: bool = True, wd: float | None = None, val_fraction: float = 0.2, seed: int = 0,
               device=None, batch_size: int = 64, num_workers: int | None = None, quiet: bool = False) -> ProbeStudy:
-    """Zero-shot (with ``templates``), the linear probe and k-shot probes on ``test``, trained on ``train``: a
-    :class:`ProbeStudy`."""
+    """Linear and k-shot probes trained on ``train``, tested on ``test`` beside zero-shot: a :class:`ProbeStudy`."""
     _check(train, test)
     t0 = time.perf_counter()
     tr = embed_images(model, train, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet,

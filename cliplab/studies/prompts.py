@@ -176,8 +176,7 @@ def run_prompt_study(model: LoadedModel, dataset: ImageDataset, template_sets: l
                      aggregate: str = "mean", select_from: ImageDataset | None = None, val_fraction: float = 0.2,
                      max_val: int = 5000, n_boot: int = 2000, seed: int = 0, batch_size: int = 64,
                      num_workers: int | None = None, quiet: bool = False) -> PromptStudy:
-    """Each template alone, each set as an ensemble (and descriptions, a selected ensemble), tested against the
-    baseline row: a :class:`PromptStudy`."""
+    """Every template, ensemble (and description set) scored and tested against the baseline: a :class:`PromptStudy`."""
     dataset.require_classes("a prompt study")
     if aggregate not in ("mean", "max"):
         raise CliplabError(f"--aggregate {aggregate!r}: choose mean or max")
