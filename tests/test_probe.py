@@ -246,30 +246,29 @@ def test_sweep_is_reported_in_table_json_and_store(tmp_path):
 
     from rich.console import Console
 
-    from cliplab.results.exports import probe_json
-    from cliplab.results.rows import record_probe
+    from cliplab.report.tables import render
     from cliplab.results.store import RunRecorder, read_results
-    from cliplab.report.tables import probe_sweep_table, probe_table
+    from cliplab.studies.probe import ProbeStudy
 
     X, y = blobs(n_per=60)
     lp = linear_probe(X[:200], y[:200], X[200:], y[200:], 4, grid=(1e-1, 1e-3, 1e-5))
     ds = SimpleNamespace(name="toy", split="test", fingerprint="fp", classnames=["a", "b", "c", "d"])
     emb = SimpleNamespace(indices=np.arange(40), failures=[])
-    study = SimpleNamespace(model=SimpleNamespace(name="m", pretrained=None, fingerprint="x"), train=ds, test=ds,
-                            train_images=SimpleNamespace(indices=np.arange(200)), test_images=emb, zeroshot=None,
-                            templates=None, linear=lp, kshot=[], seconds={}, warnings=["w1"])
+    study = ProbeStudy(model=SimpleNamespace(name="m", pretrained=None, fingerprint="x"), train=ds, test=ds,
+                       train_images=SimpleNamespace(indices=np.arange(200), failures=[]), test_images=emb,
+                       linear=lp, warnings=["w1"])
     console = Console(width=200, record=True)
-    console.print(probe_table(study))
-    console.print(probe_sweep_table(study))
+    for table in study.tables():
+        console.print(render(table))
     text = console.export_text()
     assert "◀ chosen" in text and text.count("yes") >= len(lp.sweep.points) and f"{lp.wd:.1e}" in text
     assert f"{100 * lp.sweep.points[0].val_acc:.2f}" in text and "L-BFGS iterations, converged" in text
-    js = probe_json(study, {})
+    js = study.record()
     pts = js["linear_probe"]["sweep"]["points"]
     assert [p["chosen"] for p in pts].count(True) == 1 and js["linear_probe"]["converged"] is True
     assert {"train_acc1", "val_acc1", "iterations", "converged", "C"} <= set(pts[0]) and js["warnings"] == ["w1"]
     rec = RunRecorder("probe")
-    record_probe(rec, study)
+    rec.add_result(study)
     rec.write(tmp_path / "res")
     df = read_results(tmp_path / "res")
     sweep = df[df.metric == "sweep_val_acc1"]

@@ -4,16 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 import typer
 
-from cliplab.errors import CliplabError
 from cliplab.cli.options import (TABLE_SUFFIXES, BatchOpt, CacheDirOpt, ClassnamesOpt, DataRootOpt, DatasetOpt,
                                  DeviceOpt, LimitOpt, ModelOpt, NoCacheOpt, PipelineOpt, PrecisionOpt, PretrainedOpt,
                                  QuietOpt, ResultsFormatOpt, ResultsOpt, SplitOpt, WorkersOpt, check_device,
                                  check_output, check_results, check_templates, handle_errors, parse_ints)
-from cliplab.cli.session import (ensure_default_model, finish, load_inputs, load_dataset, load_model, load_train_set, report_failures,
-                                 stdout, write_results)
+from cliplab.cli.session import Inputs, ensure_default_model, finish, load_dataset, load_inputs, load_model
 
 
 @handle_errors
@@ -83,39 +80,24 @@ def prompts(
 
     Each row is compared with a baseline by McNemar's exact test and a paired bootstrap CI; --select picks an
     ensemble on a validation part of the train split. Images are embedded once."""
-    from cliplab.prompts import resolve_all
-    from cliplab.results.exports import prompt_study_json, write_json
-    from cliplab.results.rows import record_prompt_study
-    from cliplab.results.store import RunRecorder
-    from cliplab.report.tables import prompt_study_table
     from cliplab.studies.prompts import run_prompt_study
 
     check_output(output, "--output", (".json",))
     check_results(results, results_format)
-    sets = resolve_all(templates or ["simple", "openai-imagenet-7"])
-    check_device(device, precision)
-    ensure_default_model(model, pretrained, cache_dir, quiet)
-    ds = load_dataset(dataset, split, data_root, limit, classnames, cache_dir)
-    train_ds = load_dataset(dataset, select_split, data_root, None, classnames, cache_dir,
-                             split_flag="--select-split") if select else None
-    m = load_model(model, pretrained, device, precision, cache_dir)
-    study = run_prompt_study(m, ds, sets, cache_dir, baseline=baseline, descriptions=str(descriptions) if descriptions
-                             else None, aggregate=aggregate, select_from=train_ds, val_fraction=val_fraction,
-                             n_boot=bootstrap, seed=seed, batch_size=batch_size, num_workers=workers, quiet=quiet)
-    stdout(False).print(prompt_study_table(study))
-    if study.selection:
-        stdout(False).print(f"selected templates (validation: {study.selection['val_split']}): "
-                          + " | ".join(study.selection["templates"]))
-    report_failures(study.images.failures, quiet)
-    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": ds.split,
+    inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
+                      limit=limit, classnames=classnames, device=device, precision=precision, cache_dir=cache_dir,
+                      quiet=quiet, templates=templates, ensemble=False,
+                      default_templates=["simple", "openai-imagenet-7"],
+                      train_split=select_split if select else None, train_flag="--select-split")
+    study = run_prompt_study(inp.model, inp.dataset, inp.template_sets, cache_dir, baseline=baseline,
+                             descriptions=str(descriptions) if descriptions else None, aggregate=aggregate,
+                             select_from=inp.train, val_fraction=val_fraction, n_boot=bootstrap, seed=seed,
+                             batch_size=batch_size, num_workers=workers, quiet=quiet)
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": inp.dataset.split,
               "templates": templates, "baseline": study.baseline, "seed": seed, "bootstrap": bootstrap,
               "select": select, "descriptions": str(descriptions) if descriptions else None, "aggregate": aggregate}
-    rec = RunRecorder("prompts", config)
-    record_prompt_study(rec, study, seed)
-    write_results(rec, results, results_format, quiet)
-    if output:
-        write_json(output, prompt_study_json(study, config))
-        stdout(quiet).print(f"wrote {output}")
+    finish(study, command="prompts", config=config, files={"record": output}, results=results,
+           results_format=results_format, quiet=quiet)
 
 
 @handle_errors
@@ -148,42 +130,25 @@ def probe(
 
     Logistic regression in torch with L-BFGS (GPU when available); the weight decay is swept on a validation
     split, then the probe is refit on all of train."""
-    from cliplab.prompts import resolve_all
-    from cliplab.results.exports import probe_json, write_json
-    from cliplab.results.rows import record_probe
-    from cliplab.results.store import RunRecorder
-    from cliplab.report.tables import probe_sweep_table, probe_table
     from cliplab.studies.probe import run_probe
 
     ks = [k for k in parse_ints(kshot, "--kshot") if k > 0]
     check_output(output, "--output", (".json",))
     check_results(results, results_format)
-    check_templates(templates)
-    check_device(device, precision)
-    ensure_default_model(model, pretrained, cache_dir, quiet)
-    test_ds = load_dataset(dataset, split, data_root, limit, classnames, cache_dir)
-    train_ds = load_dataset(dataset, train_split, data_root, train_limit, classnames, cache_dir,
-                             split_flag="--train-split")
-    ts = resolve_all([templates or test_ds.templates_hint or "simple"], ensemble=True)[0]
-    m = load_model(model, pretrained, device, precision, cache_dir)
-    study = run_probe(m, train_ds, test_ds, cache_dir, templates=ts, linear=linear, kshots=ks,
+    inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
+                      limit=limit, classnames=classnames, device=device, precision=precision, cache_dir=cache_dir,
+                      quiet=quiet, templates=templates, ensemble=True, train_split=train_split,
+                      train_limit=train_limit)
+    ts = inp.template_sets[0]
+    study = run_probe(inp.model, inp.train, inp.dataset, cache_dir, templates=ts, linear=linear, kshots=ks,
                       seeds=tuple(range(seed, seed + seeds)), zeroshot_init=zeroshot_init, wd=wd,
-                      val_fraction=val_fraction, seed=seed, device=m.device, batch_size=batch_size,
+                      val_fraction=val_fraction, seed=seed, device=inp.model.device, batch_size=batch_size,
                       num_workers=workers, quiet=quiet)
-    stdout(False).print(probe_table(study))
-    sweep = probe_sweep_table(study)
-    if sweep is not None:
-        stdout(False).print(sweep)
-    report_failures(study.train_images.failures + study.test_images.failures, quiet)
-    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": test_ds.split,
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": inp.dataset.split,
               "train_split": train_split, "kshot": ks, "seeds": seeds, "seed": seed, "wd": wd,
               "val_fraction": val_fraction, "templates": ts.name, "zeroshot_init": zeroshot_init}
-    rec = RunRecorder("probe", config)
-    record_probe(rec, study)
-    write_results(rec, results, results_format, quiet)
-    if output:
-        write_json(output, probe_json(study, config))
-        stdout(quiet).print(f"wrote {output}")
+    finish(study, command="probe", config=config, files={"record": output}, results=results,
+           results_format=results_format, quiet=quiet)
 
 
 @handle_errors
@@ -211,14 +176,8 @@ def compare(
     """Compare models on datasets: zero-shot (and linear probe) side by side, with bar charts.
 
     Columns: top-1/top-5, similarity of the true class, images/s, parameters, embedding dimension."""
-    import pandas as pd
-
-    from cliplab.prompts import resolve_all
-    from cliplab.results.exports import write_table
-    from cliplab.results.store import RunRecorder
-    from cliplab.report.tables import compare_table
-    from cliplab.studies.compare import compare_figures, run_compare
     from cliplab.models.specs import model_specs
+    from cliplab.studies.compare import run_compare
 
     specs = model_specs(model or ([] if models_file else ["tiny-shapes"]), pretrained, models_file)
     check_output(output, "--output", TABLE_SUFFIXES)
@@ -228,30 +187,28 @@ def compare(
     check_device(device, precision)
     for s in specs:
         ensure_default_model(s.model, s.pretrained, cache_dir, quiet)
-    pairs, sets = [], []
-    for d in dataset or ["shapes"]:
-        test = load_dataset(d, split, data_root, limit, None, cache_dir)
-        train = load_dataset(d, train_split, data_root, train_limit, None, cache_dir,
-                              split_flag="--train-split") if probe else None
-        pairs.append((test, train))
-        sets.append(resolve_all([templates or test.templates_hint or "simple"], ensemble=True)[0])
+    pairs, sets = _compare_inputs(dataset or ["shapes"], split, data_root, limit, templates, probe, train_split,
+                                  train_limit, cache_dir)
+    run = run_compare(specs, pairs, sets, cache_dir, device=device, precision=precision, batch_size=batch_size,
+                      num_workers=workers, quiet=quiet)
     config = {"models": [s.__dict__ for s in specs], "datasets": dataset, "templates": templates, "probe": probe,
               "split": split, "limit": limit}
-    rec = RunRecorder("compare", config)
-    rows = run_compare(specs, pairs, sets, cache_dir, device=device, precision=precision, batch_size=batch_size,
-                       num_workers=workers, quiet=quiet, recorder=rec)
-    stdout(False).print(compare_table(rows))
-    out = stdout(quiet)
-    if output:
-        write_table(output, pd.DataFrame([r.as_dict() for r in rows]))
-        out.print(f"wrote {output}")
-    if plot:
-        for p in compare_figures(rows, plot):
-            out.print(f"wrote {p}")
-            if p.suffix == ".png":
-                rec.add_artifact(p, task="compare", model={"name": "several", "pretrained": None, "fingerprint": ""},
-                                 dataset=pairs[0][0], caption="model comparison (zero-shot vs probe)")
-    write_results(rec, results, results_format, quiet)
+    finish(run, command="compare", config=config, files={"comparison": output, "plot": plot}, results=results,
+           results_format=results_format, quiet=quiet)
+
+
+def _compare_inputs(datasets, split, data_root, limit, templates, probe, train_split, train_limit, cache_dir):
+    """Per dataset: (the evaluated split, the split the probe trains on or None) and its template set."""
+    from cliplab.prompts import resolve_all
+
+    pairs, sets = [], []
+    for d in datasets:
+        test = load_dataset(d, split, data_root, limit, None, cache_dir)
+        train = load_dataset(d, train_split, data_root, train_limit, None, cache_dir,
+                             split_flag="--train-split") if probe else None
+        pairs.append((test, train))
+        sets.append(resolve_all([templates or test.templates_hint or "simple"], ensemble=True)[0])
+    return pairs, sets
 
 
 @handle_errors
@@ -276,60 +233,41 @@ def inspect_cmd(
     quiet: QuietOpt = False,
 ):
     """Rank all classes (or your prompts) for given images, with cosine scores and CLIP probabilities."""
-    import pandas as pd
-
-    from cliplab.prompts import resolve_all
-    from cliplab.results.exports import write_table
-    from cliplab.report.tables import inspect_table
-    from cliplab.studies.inspect import image_paths, inspect_images, inspection_figures, read_prompts
+    from cliplab.studies.inspect import image_paths, parse_classes, read_prompts, run_inspect
 
     check_output(figures, "--figures", folder=True)
     check_output(output, "--output", TABLE_SUFFIXES)
     check_results(results, results_format)
     paths = image_paths(images)
     prompt_list = read_prompts(prompts) if prompts else None
-    names, hint = None, None
-    if classes:
-        names = [c.strip() for c in classes.split(",") if c.strip()]
-        if len(names) < 2:
-            raise CliplabError(f"--classes {classes!r}: give at least two comma-separated names")
-    elif not prompt_list:
-        ds = load_dataset(dataset or "shapes", split, None, None, classnames, cache_dir)
-        ds.require_classes("ranking classes")
-        names, hint = ds.classnames, ds.templates_hint
-    ts = resolve_all([templates or hint or "simple"], ensemble=True)[0]
+    names = parse_classes(classes) if classes else None
+    inp = _inspect_inputs(names or prompt_list, model=model, pretrained=pretrained, dataset=dataset, split=split,
+                          classnames=classnames, templates=templates, device=device, precision=precision,
+                          cache_dir=cache_dir, quiet=quiet)
+    ins = run_inspect(inp.model, paths, cache_dir, classnames=names or (inp.dataset and inp.dataset.classnames),
+                      template_set=inp.template_sets[0], prompts=prompt_list, source=dataset, topk=topk, quiet=quiet)
+    config = {"images": [str(p) for p in paths], "classes": ins.classnames, "prompts": prompt_list,
+              "templates": ins.template_set.name, "topk": topk}
+    finish(ins, command="inspect", config=config, files={"scores": output, "figures": figures}, results=results,
+           results_format=results_format, quiet=quiet)
+
+
+def _inspect_inputs(candidates_given, *, model, pretrained, dataset, split, classnames, templates, device,
+                    precision, cache_dir, quiet) -> Inputs:
+    """inspect's model and template set; the class names come from a dataset (default shapes) only when neither
+    --classes nor --prompts names the candidates."""
+    from cliplab.prompts import resolve_all
+
+    if not candidates_given:
+        inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset or "shapes", split=split,
+                          classnames=classnames, device=device, precision=precision, cache_dir=cache_dir,
+                          quiet=quiet, templates=templates, ensemble=True)
+        inp.dataset.require_classes("ranking classes")
+        return inp
+    sets = resolve_all([templates or "simple"], ensemble=True)
     check_device(device, precision)
     ensure_default_model(model, pretrained, cache_dir, quiet)
-    m = load_model(model, pretrained, device, precision, cache_dir)
-    ins = inspect_images(m, paths, cache_dir, classnames=names, template_set=ts, prompts=prompt_list, quiet=quiet)
-    stdout(False).print(inspect_table(ins, topk))
-    report_failures(ins.images.failures, quiet)
-    out = stdout(quiet)
-    from cliplab.results.rows import record_inspection
-    from cliplab.results.store import RunRecorder
-
-    rec = RunRecorder("inspect", {"images": [str(p) for p in paths], "classes": names, "prompts": prompt_list,
-                                  "templates": ts.name, "topk": topk})
-    candidates = _inspect_ds(dataset or ("prompts" if prompt_list else "classes"))
-    record_inspection(rec, ins, candidates)
-    if figures:
-        written = inspection_figures(ins, figures, topk)
-        out.print(f"wrote {len(written)} figure(s) to {figures}")
-        for fig_path, idx in zip(written, ins.images.indices):
-            rec.add_artifact(fig_path, task="inspection", model=m, dataset=candidates,
-                             caption=f"ranking for {ins.paths[int(idx)].name}")
-    write_results(rec, results, results_format, quiet)
-    if output:
-        rows = [{"image": str(ins.paths[int(i)]), "candidate": lab, "rank": r + 1, "cosine": c, "probability": p}
-                for row, i in enumerate(ins.images.indices) for r, (lab, c, p) in enumerate(ins.ranking(row, len(ins.labels)))]
-        write_table(output, pd.DataFrame(rows))
-        out.print(f"wrote {output}")
-
-
-def _inspect_ds(name):
-    from types import SimpleNamespace
-
-    return SimpleNamespace(name=name or "images", split="-", fingerprint="")
+    return Inputs(load_model(model, pretrained, device, precision, cache_dir), None, template_sets=sets)
 
 
 @handle_errors
@@ -359,12 +297,7 @@ def attack_typographic(
 
     Attacked images are embedded once and cached under their own keys."""
     from cliplab.attacks import TypographicParams
-    from cliplab.prompts import resolve_all
-    from cliplab.results.exports import provenance, write_json
-    from cliplab.results.rows import record_attack
-    from cliplab.results.store import RunRecorder
-    from cliplab.report.tables import attack_table
-    from cliplab.studies.attack import attack_examples_figure, run_typographic
+    from cliplab.studies.attack import run_typographic
 
     check_output(examples, "--examples", (".png",))
     check_output(output, "--output", (".json",))
@@ -372,31 +305,16 @@ def attack_typographic(
     params = TypographicParams(font_size=font_size, position=position, opacity=opacity, color=color,
                                font=str(font) if font else None, seed=seed)
     params.validate()
-    check_templates(templates)
-    check_device(device, precision)
-    ensure_default_model(model, pretrained, cache_dir, quiet)
-    ds = load_dataset(dataset, split, data_root, limit, classnames, cache_dir)
-    ts = resolve_all([templates or ds.templates_hint or "simple"], ensemble=True)[0]
-    m = load_model(model, pretrained, device, precision, cache_dir)
-    res = run_typographic(m, ds, ts, params, cache_dir, rule=target, text_format=text, batch_size=batch_size,
-                          num_workers=workers, quiet=quiet)
-    stdout(False).print(attack_table(res))
-    report_failures(res.clean.failures, quiet)
-    out = stdout(quiet)
-    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": ds.split, "limit": limit,
-              "templates": ts.name, "target": target, "text": text, **params.__dict__}
-    rec = RunRecorder("attack-typographic", config)
-    record_attack(rec, res)
-    if examples:
-        out.print(f"wrote {attack_examples_figure(res, examples, n_examples)}")
-        rec.add_artifact(examples, task="typographic_attack", model=m, dataset=ds,
-                         caption=f"typographic attack examples ({target} target)")
-    write_results(rec, results, results_format, quiet)
-    if output:
-        write_json(output, {"task": "typographic_attack", "model": m.name, "pretrained": m.pretrained,
-                            "dataset": ds.name, "split": ds.split, "metrics": res.summary(),
-                            "model_fingerprint": m.fingerprint, "config": config, **provenance()})
-        out.print(f"wrote {output}")
+    inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
+                      limit=limit, classnames=classnames, device=device, precision=precision, cache_dir=cache_dir,
+                      quiet=quiet, templates=templates, ensemble=True)
+    res = run_typographic(inp.model, inp.dataset, inp.template_sets[0], params, cache_dir, rule=target,
+                          text_format=text, batch_size=batch_size, num_workers=workers, quiet=quiet,
+                          n_examples=n_examples)
+    config = {"model": model, "pretrained": pretrained, "dataset": dataset, "split": inp.dataset.split,
+              "limit": limit, "templates": res.template_set.name, "target": target, "text": text, **params.__dict__}
+    finish(res, command="attack-typographic", config=config, files={"record": output, "examples": examples},
+           results=results, results_format=results_format, quiet=quiet)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from cliplab.attacks.typographic import AttackedSource, TypographicParams, choose_targets
 from cliplab.data.base import ImageDataset
@@ -14,16 +15,19 @@ from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
+from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, Rows, Table, pct
 from cliplab.tasks.metrics import classification_metrics
 from cliplab.tasks.zeroshot import build_classifier, scores
 
 
 @dataclass
 class AttackResult:
+    """Zero-shot predictions on clean images and on the same images with a wrong class name written on them (the
+    study contract: :mod:`cliplab.results.result`)."""
     model: LoadedModel
-    dataset: ImageDataset
+    data: ImageDataset
     template_set: TemplateSet
-    params: TypographicParams
+    typographic: TypographicParams
     rule: str
     indices: np.ndarray  # dataset items embedded both clean and attacked
     labels: np.ndarray
@@ -34,6 +38,26 @@ class AttackResult:
     attacked: EmbeddingResult
     texts: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    text_format: str = "{}"
+    n_examples: int = 8  # image pairs in the examples figure
+    task = "typographic_attack"
+
+    @property
+    def models(self) -> list[ModelInfo]:
+        return [ModelInfo.of(self.model)]
+
+    @property
+    def dataset(self) -> DatasetInfo:
+        return DatasetInfo.of(self.data, int(len(self.labels)))
+
+    @property
+    def params(self) -> dict:
+        return {"templates": self.template_set.name, "target": self.rule, "text": self.text_format,
+                **self.typographic.__dict__, "n_examples": self.n_examples}
+
+    @property
+    def failures(self) -> list[Failure]:
+        return Failure.from_embedding(self.clean.failures)
 
     @property
     def clean_pred(self) -> np.ndarray:
@@ -43,7 +67,7 @@ class AttackResult:
     def attacked_pred(self) -> np.ndarray:
         return self.attacked_scores.argmax(1)
 
-    def summary(self) -> dict:
+    def metrics(self) -> dict:
         c, a = self.clean_pred, self.attacked_pred
         cm = classification_metrics(self.clean_scores, self.labels, (1,))
         am = classification_metrics(self.attacked_scores, self.labels, (1,))
@@ -59,6 +83,54 @@ class AttackResult:
             "n": int(len(self.labels)),
         }
 
+    def metric_rows(self) -> pd.DataFrame:
+        """Every measure of :meth:`metrics` (variant: template set and target rule; seed: the attack's)."""
+        m = self.metrics()
+        rows = Rows()
+        kw = dict(task=self.task, model=self.model, dataset=self.data, n=m["n"], seed=self.typographic.seed,
+                  variant=f"{self.template_set.name}; target={self.rule}")
+        for k, v in m.items():
+            if k != "n":
+                rows.add(metric=k, value=v, **kw)
+        return rows.frame()
+
+    def summary(self) -> str:
+        m = self.metrics()
+        return (f"typographic attack {self.model.name} on {self.data.name} ({m['n']} images, {self.rule} target): "
+                f"top-1 {pct(m['clean_acc1'])} % -> {pct(m['attacked_acc1'])} %, written label predicted "
+                f"{pct(m['predicts_written_label'])} %")
+
+    def tables(self) -> list[Table]:
+        m = self.metrics()
+        p = self.typographic
+        table = Table(f"typographic attack · {self.model.name} · {self.data.name} ({m['n']} images, target rule: "
+                      f"{self.rule}, templates: {self.template_set.name})",
+                      ["measure", "clean", "attacked", "change (pt)"],
+                      right=frozenset(["clean", "attacked", "change (pt)"]))
+        table.rows += [
+            ["top-1 %", pct(m["clean_acc1"]), pct(m["attacked_acc1"]), f"{-100 * m['acc1_drop']:+.2f}"],
+            ["mean class recall %", pct(m["clean_mean_per_class_recall"]), pct(m["attacked_mean_per_class_recall"]),
+             f"{100 * (m['attacked_mean_per_class_recall'] - m['clean_mean_per_class_recall']):+.2f}"],
+            ["predicts the written label %", pct(m["predicts_written_label_clean"]), pct(m["predicts_written_label"]),
+             f"{100 * (m['predicts_written_label'] - m['predicts_written_label_clean']):+.2f}"]]
+        table.caption = (f"prediction changed on {100 * m['prediction_changed']:.1f} % of images; "
+                         f"{100 * m['correct_flipped_to_written']:.1f} % went from correct to the written label · "
+                         f"font {p.font_size:g} of the side, {p.position}, opacity {p.opacity:g}")
+        return [table]
+
+    def record(self) -> dict:
+        return {"task": self.task, "model": self.model.name, "pretrained": self.model.pretrained,
+                "dataset": self.data.name, "split": self.data.split, "metrics": self.metrics(),
+                "model_fingerprint": self.model.fingerprint}
+
+    def artifacts(self) -> dict:
+        """``examples``: original vs attacked pairs (a PNG)."""
+        def draw(path: Path) -> list[tuple[Path, str]]:
+            return [(attack_examples_figure(self, path, self.n_examples), caption)]
+
+        caption = f"typographic attack examples ({self.rule} target)"
+        return {"examples": Figure(caption, draw)}
+
     def examples(self, n: int = 8) -> list[int]:
         """Positions (into ``indices``) worth showing: flips to the written label first, then other changes,
         then unchanged images."""
@@ -71,7 +143,8 @@ class AttackResult:
 
 def run_typographic(model: LoadedModel, dataset: ImageDataset, template_set: TemplateSet, params: TypographicParams,
                     cache_dir=None, *, rule: str = "random", text_format: str = "{}", batch_size: int = 64,
-                    num_workers: int | None = None, quiet: bool = False) -> AttackResult:
+                    num_workers: int | None = None, quiet: bool = False, n_examples: int = 8) -> AttackResult:
+    """Zero-shot on clean and on attacked copies of ``dataset``'s images: an :class:`AttackResult`."""
     dataset.require_classes("the typographic attack")
     if "{}" not in text_format:
         raise CliplabError(f"--text {text_format!r} must contain {{}} where the class name goes")
@@ -96,7 +169,8 @@ def run_typographic(model: LoadedModel, dataset: ImageDataset, template_set: Tem
     common, ci, ai = np.intersect1d(clean.indices, attacked.indices, return_indices=True)
     return AttackResult(model, dataset, template_set, params, rule, common, all_labels[common], targets_all[common],
                         clean_scores_all[ci], scores(attacked.embeddings[ai], clf), clean, attacked,
-                        texts=[texts[i] for i in common], seconds=time.perf_counter() - t0)
+                        texts=[texts[i] for i in common], seconds=time.perf_counter() - t0,
+                        text_format=text_format, n_examples=n_examples)
 
 
 def attack_examples_figure(res: AttackResult, path: str | Path, n: int = 8) -> Path:
@@ -104,15 +178,15 @@ def attack_examples_figure(res: AttackResult, path: str | Path, n: int = 8) -> P
     from cliplab.attacks.typographic import render_text
     from cliplab.report.plots import image_grid, save_figure
 
-    names = res.dataset.classnames
+    names = res.data.classnames
     picks = res.examples(n)
-    src = res.dataset.source
+    src = res.data.source
     top, bottom, cap_top, cap_bottom, ok_top, ok_bottom = [], [], [], [], [], []
     for p in picks:
         i = int(res.indices[p])
         img = src.load(i)
         top.append(img)
-        bottom.append(render_text(img, res.texts[p], res.params, index=i))
+        bottom.append(render_text(img, res.texts[p], res.typographic, index=i))
         c, a = int(res.clean_pred[p]), int(res.attacked_pred[p])
         cap_top.append(f"true: {names[res.labels[p]]}\npred: {names[c]} ({res.clean_scores[p, c]:.2f})")
         cap_bottom.append(f"wrote: {names[res.targets[p]]}\npred: {names[a]} ({res.attacked_scores[p, a]:.2f})")
@@ -121,5 +195,5 @@ def attack_examples_figure(res: AttackResult, path: str | Path, n: int = 8) -> P
     cols = max(1, len(picks))
     fig = image_grid(top + bottom, cap_top + cap_bottom, cols=cols, row_titles=["original", "attacked"],
                      highlight=ok_top + ok_bottom,
-                     title=f"typographic attack · {res.model.name} · {res.dataset.name} (green = correct)")
+                     title=f"typographic attack · {res.model.name} · {res.data.name} (green = correct)")
     return save_figure(fig, [path])[0]

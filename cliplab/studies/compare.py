@@ -1,14 +1,19 @@
 """Model comparison: several models x datasets, zero-shot (and optionally a linear probe) side by side."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from cliplab.data.base import ImageDataset
 from cliplab.models.specs import ModelSpec
 from cliplab.prompts import TemplateSet
+from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, Table, pct
+from cliplab.studies.probe import run_probe
+from cliplab.studies.zeroshot import run_zeroshot
 
 
 @dataclass
@@ -35,37 +40,104 @@ class CompareRow:
         return asdict(self)
 
 
+@dataclass
+class CompareRun:
+    """Several models on several datasets: one row per (model, dataset) with zero-shot (and linear-probe)
+    accuracy (the study contract: :mod:`cliplab.results.result`; ``dataset`` is the first dataset compared).
+
+    The zero-shot runs and probes it ran are kept as their metric rows and skipped inputs, not as objects, so
+    that only one model is in memory at a time."""
+    data: list[ImageDataset]  # the evaluated splits, in order
+    models: list[ModelInfo] = field(default_factory=list)
+    rows: list[CompareRow] = field(default_factory=list)
+    parts: list[pd.DataFrame] = field(default_factory=list)  # metric rows of every zero-shot run and probe
+    failures: list[Failure] = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+    task = "compare"
+
+    @property
+    def dataset(self) -> DatasetInfo:
+        return DatasetInfo.of(self.data[0])
+
+    @property
+    def has_probe(self) -> bool:
+        return any(not math.isnan(r.probe_acc1) for r in self.rows)
+
+    def metric_rows(self) -> pd.DataFrame:
+        """The rows of every zero-shot run and linear probe, as those studies record them."""
+        return pd.concat(self.parts, ignore_index=True)
+
+    def summary(self) -> str:
+        best = {}
+        for r in self.rows:
+            if r.dataset not in best or r.acc1 > best[r.dataset].acc1:
+                best[r.dataset] = r
+        return (f"compared {len(self.models)} model(s) on {len(self.data)} dataset(s); best zero-shot top-1: "
+                + ", ".join(f"{d} {r.model} {pct(r.acc1)} %" for d, r in best.items()))
+
+    def tables(self) -> list[Table]:
+        cols = ["model", "dataset", "top-1 %", "top-5 %", "mean class recall %", "sim(true)", "probe test %",
+                "probe train %", "images/s", "params (M)", "dim"]
+        table = Table("model comparison (zero-shot" + (" vs linear probe)" if self.has_probe else ")"), cols,
+                      right=frozenset(cols[2:]), wrap={"model": 60})
+        for r in sorted(self.rows, key=lambda r: (r.dataset, -r.acc1)):
+            table.rows.append([r.model, r.dataset, pct(r.acc1), pct(r.acc5), pct(r.mean_per_class_recall),
+                               f"{r.mean_correct_similarity:.3f}", pct(r.probe_acc1), pct(r.probe_train_acc1),
+                               "—" if math.isnan(r.images_per_second) else f"{r.images_per_second:,.0f}",
+                               f"{r.num_params / 1e6:.2f}", str(r.embed_dim)])
+        table.caption = "images/s: image-tower throughput when the embeddings were computed (cached runs keep it)"
+        return [table]
+
+    def record(self) -> dict:
+        return {"task": self.task, "models": [asdict(m) for m in self.models],
+                "datasets": [{"name": d.name, "split": d.split, "dataset_fingerprint": d.fingerprint}
+                             for d in self.data], **self.params, "rows": [r.as_dict() for r in self.rows]}
+
+    def artifacts(self) -> dict:
+        """``comparison``: the table, one row per (model, dataset); ``plot``: grouped bars, drawn to a path stem
+        as STEM.png and STEM.svg (one figure: the SVG is the PNG's vector copy, not a figure of its own)."""
+        def draw(stem: Path) -> list[tuple[Path, str | None]]:
+            return [(p, caption if p.suffix == ".png" else None) for p in compare_figures(self.rows, stem)]
+
+        caption = "model comparison (zero-shot vs probe)"
+        return {"comparison": pd.DataFrame([r.as_dict() for r in self.rows]), "plot": Figure(caption, draw)}
+
+
 def run_compare(specs: list[ModelSpec], datasets: list[tuple[ImageDataset, ImageDataset | None]],
                 template_sets: list[TemplateSet], cache_dir=None, *, device=None, precision=None, batch_size=64,
-                num_workers=None, quiet=False, recorder=None) -> list[CompareRow]:
-    """``datasets``: (test split, train split or None); a train split adds the linear probe column.
-    ``template_sets[i]`` is used for ``datasets[i]``. Each model is loaded once."""
+                num_workers=None, quiet=False) -> CompareRun:
+    """Zero-shot (and linear probe) of every model on every dataset, each model loaded once: a :class:`CompareRun`."""
+    # datasets: (test split, train split or None), a train split adds the probe; template_sets[i] is for datasets[i]
     from cliplab.models import load_model
-    from cliplab.results.rows import record_probe
-    from cliplab.studies.probe import run_probe
-    from cliplab.studies.zeroshot import run_zeroshot
 
-    rows = []
+    run = CompareRun([test for test, _ in datasets], params={
+        "specs": [{"model": s.model, "pretrained": s.pretrained, "label": s.name} for s in specs],
+        "templates": [ts.name for ts in template_sets], "probe": any(train is not None for _, train in datasets)})
+    seen: set[Failure] = set()
     for spec in specs:
         m = load_model(spec.model, spec.pretrained, device=device, precision=precision, cache_dir=cache_dir)
+        run.models.append(ModelInfo.of(m))
         for (test, train), ts in zip(datasets, template_sets):
-            run = run_zeroshot(m, test, [ts], cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet)
-            met = run.evaluations[0].result.metrics
-            row = CompareRow(spec.name, m.name, m.pretrained, test.name, test.split, int(len(run.images.indices)),
+            zs = run_zeroshot(m, test, [ts], cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet)
+            met = zs.evaluations[0].result.metrics
+            row = CompareRow(spec.name, m.name, m.pretrained, test.name, test.split, int(len(zs.images.indices)),
                              len(test.classnames), met["acc1"], met.get("acc5", float("nan")),
                              met["mean_per_class_recall"], met["mean_correct_similarity"],
-                             run.images.images_per_second, m.num_params, m.embed_dim, model_fingerprint=m.fingerprint)
-            if recorder is not None:
-                recorder.add_result(run)
+                             zs.images.images_per_second, m.num_params, m.embed_dim, model_fingerprint=m.fingerprint)
+            studies = [zs]
             if train is not None:
-                study = run_probe(m, train, test, cache_dir, kshots=(), device=m.device, batch_size=batch_size,
+                probe = run_probe(m, train, test, cache_dir, kshots=(), device=m.device, batch_size=batch_size,
                                   num_workers=num_workers, quiet=quiet)
-                row.probe_acc1 = study.linear.test_metrics["acc1"]
-                row.probe_train_acc1 = study.linear.train_metrics["acc1"]
-                if recorder is not None:
-                    record_probe(recorder, study)
-            rows.append(row)
-    return rows
+                row.probe_acc1 = probe.linear.test_metrics["acc1"]
+                row.probe_train_acc1 = probe.linear.train_metrics["acc1"]
+                studies.append(probe)
+            run.rows.append(row)
+            for study in studies:
+                run.parts.append(study.metric_rows())
+                new = [f for f in study.failures if f not in seen]
+                seen.update(new)
+                run.failures += new
+    return run
 
 
 def compare_figures(rows: list[CompareRow], stem: str | Path) -> list[Path]:

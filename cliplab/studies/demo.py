@@ -86,7 +86,7 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     from cliplab.prompts import resolve_all
     from cliplab.results import rows
     from cliplab.results.store import RunRecorder
-    from cliplab.studies.attack import attack_examples_figure, run_typographic
+    from cliplab.studies.attack import run_typographic
     from cliplab.studies.cluster import run_cluster
     from cliplab.studies.probe import run_probe
     from cliplab.studies.prompts import run_prompt_study
@@ -104,14 +104,14 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     study = run_prompt_study(model, shape_test, resolve_all(["simple", "openai-cifar", "a photo of a small {}."]),
                              cache_dir, quiet=quiet, n_boot=1000)
     rec = RunRecorder("demo prompts", {"templates": ["simple", "openai-cifar", "a photo of a small {}."]})
-    rows.record_prompt_study(rec, study, 0)
+    rec.add_result(study)
     rec.write(results)
 
     say("linear and k-shot probes (shape)...")
     probe = run_probe(model, shape_train, shape_test, cache_dir, templates=resolve_all(["simple"])[0],
                       kshots=(1, 2, 4, 8, 16), seeds=(0, 1, 2), quiet=quiet)
     rec = RunRecorder("demo probe", {"kshot": [1, 2, 4, 8, 16], "seeds": 3})
-    rows.record_probe(rec, probe)
+    rec.add_result(probe)
     rec.write(results)
 
     say("caption retrieval and search...")
@@ -146,22 +146,23 @@ def _studies(model, cache_dir, results: Path, figures: Path, quiet: bool) -> Non
     rec.write(results)
 
     say("per-image rankings...")
-    from cliplab.studies.inspect import inspect_images, inspection_figures
+    from cliplab.results.result import DatasetInfo
+    from cliplab.studies.inspect import run_inspect
 
     paths = [Path(color.source.id(i)) for i in range(4)]
-    ins = inspect_images(model, paths, cache_dir, classnames=color.classnames, template_set=resolve_all(["simple"])[0],
-                         quiet=True)
+    ins = run_inspect(model, paths, cache_dir, classnames=color.classnames, template_set=resolve_all(["simple"])[0],
+                      source=DatasetInfo.of(color), topk=6, quiet=True)
     rec = RunRecorder("demo inspect", {"images": [str(p) for p in paths]})
-    rows.record_inspection(rec, ins, color)
-    for p, i in zip(inspection_figures(ins, figures / "inspect", k=6), ins.images.indices):
-        rec.add_artifact(p, task="inspection", model=model, dataset=color, caption=f"ranking for {paths[int(i)].name}")
+    rec.add_result(ins)
+    for p, caption in ins.artifacts()["figures"].write(figures / "inspect"):
+        rec.add_figure(p, ins, caption)
     rec.write(results)
 
     say("typographic attack (position)...")
     position = load_dataset("shapes:position", split="test", cache_dir=cache_dir)
     atk = run_typographic(model, position, resolve_all(["simple"])[0], TypographicParams(), cache_dir, quiet=quiet)
     rec = RunRecorder("demo attack", {"target": "random"})
-    rows.record_attack(rec, atk)
-    rec.add_artifact(attack_examples_figure(atk, figures / "typographic.png"), task="typographic_attack",
-                     model=model, dataset=position, caption="typographic attack: original vs attacked")
+    rec.add_result(atk)
+    for p, _ in atk.artifacts()["examples"].write(figures / "typographic.png"):
+        rec.add_figure(p, atk, "typographic attack: original vs attacked")
     rec.write(results)

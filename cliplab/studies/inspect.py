@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from cliplab.data.base import ImageDataset
 from cliplab.data.sources import FileSource
@@ -14,6 +15,7 @@ from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
+from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, Rows, Table, skipped
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.zeroshot import build_classifier, scores
 
@@ -48,24 +50,110 @@ def read_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
+def parse_classes(text: str) -> list[str]:
+    """Comma-separated class names (at least two)."""
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if len(names) < 2:
+        raise CliplabError(f"--classes {text!r}: give at least two comma-separated names")
+    return names
+
+
 @dataclass
 class Inspection:
+    """Every candidate (class name or prompt) ranked for each image (the study contract:
+    :mod:`cliplab.results.result`; ``dataset`` names where the candidates come from)."""
     model: LoadedModel
     paths: list[Path]
     labels: list[str]  # class names or prompts, in score-column order
     images: EmbeddingResult
     scores: np.ndarray  # (n_ok, L) cosine similarities
     probs: np.ndarray  # softmax(logit_scale * cosine), as CLIP reports probabilities
+    source: DatasetInfo = DatasetInfo("classes", "-")
+    classnames: list[str] | None = None  # as given (None when ranking prompts)
+    prompts: list[str] | None = None
+    template_set: TemplateSet | None = None
+    topk: int = 5  # columns of the table, bars per figure
+    task = "inspection"
+
+    @property
+    def models(self) -> list[ModelInfo]:
+        return [ModelInfo.of(self.model)]
+
+    @property
+    def dataset(self) -> DatasetInfo:
+        return DatasetInfo.of(self.source, int(len(self.images.indices)))
+
+    @property
+    def params(self) -> dict:
+        return {"candidates": "prompts" if self.prompts else "classes", "labels": list(self.labels),
+                "templates": self.template_set.name if self.template_set is not None else None, "topk": self.topk}
+
+    @property
+    def failures(self) -> list[Failure]:
+        return Failure.from_embedding(self.images.failures)
 
     def ranking(self, row: int, k: int) -> list[tuple[str, float, float]]:
         order = np.argsort(-self.scores[row], kind="stable")[:k]
         return [(self.labels[j], float(self.scores[row, j]), float(self.probs[row, j])) for j in order]
 
+    def metric_rows(self) -> pd.DataFrame:
+        """Top-1 candidate and its score per image (variant = image file name: candidate)."""
+        rows = Rows()
+        for row, idx in enumerate(self.images.indices):
+            (label, cos, prob), = self.ranking(row, 1)
+            kw = dict(task=self.task, model=self.model, dataset=self.source,
+                      variant=f"{self.paths[int(idx)].name}: {label}")
+            rows.add(metric="top1_cosine", value=cos, **kw)
+            rows.add(metric="top1_probability", value=prob, **kw)
+        return rows.frame()
 
-def inspect_images(model: LoadedModel, paths: list[Path], cache_dir=None, *, classnames: list[str] | None = None,
-                   template_set: TemplateSet | None = None, prompts: list[str] | None = None,
-                   quiet: bool = False) -> Inspection:
-    """Scores of each image against class names (through ``template_set``) or raw ``prompts``."""
+    def summary(self) -> str:
+        tops = [f"{self.paths[int(idx)].name}: {self.ranking(row, 1)[0][0]}"
+                for row, idx in enumerate(self.images.indices)]
+        return (f"{self.model.name} ranked {len(self.labels)} candidates for {len(tops)} images: "
+                + "; ".join(tops[:5]) + (" ..." if len(tops) > 5 else ""))
+
+    def tables(self) -> list[Table]:
+        k = min(self.topk, len(self.labels))
+        cols = [f"#{j + 1} (cos · prob)" for j in range(k)]
+        table = Table(f"per-image ranking · {self.model.name} · {len(self.labels)} candidates", ["image", *cols],
+                      wrap={c: 34 for c in cols})
+        for row, idx in enumerate(self.images.indices):
+            name = self.paths[int(idx)].name
+            table.rows.append([name if len(name) <= 40 else name[:39] + "…",
+                               *[f"{lab} ({c:.3f} · {p:.2f})" for lab, c, p in self.ranking(row, self.topk)]])
+        return [table]
+
+    def record(self) -> dict:
+        """The candidates and each image's top-k ranking (cosine and probability)."""
+        return {"task": self.task, "model": self.model.name, "pretrained": self.model.pretrained,
+                "model_fingerprint": self.model.fingerprint, "dataset": self.source.name, **self.params,
+                "images": [{"image": str(self.paths[int(idx)]),
+                            "ranking": [{"candidate": lab, "cosine": c, "probability": p}
+                                        for lab, c, p in self.ranking(row, self.topk)]}
+                           for row, idx in enumerate(self.images.indices)],
+                "skipped_images": skipped(self.failures)}
+
+    def artifacts(self) -> dict:
+        """``scores``: one row per image x candidate; ``figures``: one PNG per image with its top-k bars."""
+        def draw(folder: Path) -> list[tuple[Path, str]]:
+            return [(p, f"ranking for {self.paths[int(idx)].name}")
+                    for p, idx in zip(inspection_figures(self, folder, self.topk), self.images.indices)]
+
+        return {"scores": self.scores_frame(), "figures": Figure("per-image ranking", draw, many=True)}
+
+    def scores_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([{"image": str(self.paths[int(i)]), "candidate": lab, "rank": r + 1, "cosine": c,
+                              "probability": p}
+                             for row, i in enumerate(self.images.indices)
+                             for r, (lab, c, p) in enumerate(self.ranking(row, len(self.labels)))])
+
+
+def run_inspect(model: LoadedModel, paths: list[Path], cache_dir=None, *, classnames: list[str] | None = None,
+                template_set: TemplateSet | None = None, prompts: list[str] | None = None,
+                source: DatasetInfo | str | None = None, topk: int = 5, quiet: bool = False) -> Inspection:
+    """Each image scored against class names (through ``template_set``) or raw ``prompts``: an :class:`Inspection`."""
+    # source names where the candidates come from (a dataset; default: 'prompts' or 'classes')
     ds = ImageDataset(name="inspect", split="-", source=FileSource(paths), fingerprint="inspect")
     images = embed_images(model, ds, cache_dir, quiet=quiet, num_workers=0)
     if prompts:
@@ -79,7 +167,10 @@ def inspect_images(model: LoadedModel, paths: list[Path], cache_dir=None, *, cla
     s = scores(images.embeddings, weights)
     logits = model.logit_scale * s
     e = np.exp(logits - logits.max(1, keepdims=True))
-    return Inspection(model, paths, labels, images, s, e / e.sum(1, keepdims=True))
+    if not isinstance(source, DatasetInfo):
+        source = DatasetInfo(source or ("prompts" if prompts else "classes"), "-")
+    return Inspection(model, paths, labels, images, s, e / e.sum(1, keepdims=True), source=source,
+                      classnames=classnames, prompts=prompts, template_set=template_set, topk=topk)
 
 
 def inspection_figures(ins: Inspection, folder: str | Path, k: int = 5) -> list[Path]:

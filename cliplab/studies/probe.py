@@ -9,18 +9,27 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
+import pandas as pd
+
 from cliplab.data.base import ImageDataset, check_disjoint
 from cliplab.embed import EmbeddingResult, embed_images
 from cliplab.models.base import LoadedModel
 from cliplab.progress import console, progress_bar
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
+from cliplab.results.result import DatasetInfo, Failure, ModelInfo, Rows, Table, pct
 from cliplab.tasks.probe import DEFAULT_WD_GRID, KShotRow, ProbeResult, ProbeWarning, kshot_probes, linear_probe
 from cliplab.tasks.zeroshot import build_classifier, evaluate
 
 
+HEADLINE = ("acc1", "acc5", "mean_per_class_recall")
+
+
 @dataclass
 class ProbeStudy:
+    """Linear and k-shot probes trained on one split and tested on another, beside zero-shot (the study contract:
+    :mod:`cliplab.results.result`; ``dataset`` is the test split)."""
     model: LoadedModel
     train: ImageDataset
     test: ImageDataset
@@ -32,6 +41,150 @@ class ProbeStudy:
     kshot: list[KShotRow] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # unconverged fits, a weight decay chosen at a grid edge
+    params: dict = field(default_factory=dict)  # what the study was asked for (k, seeds, weight decay, ...)
+    task = "linear_probe"
+
+    @property
+    def models(self) -> list[ModelInfo]:
+        return [ModelInfo.of(self.model)]
+
+    @property
+    def dataset(self) -> DatasetInfo:
+        return DatasetInfo.of(self.test, int(len(self.test_images.indices)))
+
+    @property
+    def failures(self) -> list[Failure]:
+        return Failure.from_embedding(self.train_images.failures + self.test_images.failures)
+
+    def metric_rows(self) -> pd.DataFrame:
+        """Zero-shot and linear-probe test metrics, the probe's fit (and every weight decay of its sweep), each
+        k-shot accuracy per seed (with mean and std over seeds)."""
+        rows = Rows()
+        base = dict(task=self.task, model=self.model, dataset=self.test, n=self.dataset.n)
+        if self.zeroshot is not None:
+            rows.add_metrics(self.zeroshot, HEADLINE, variant=f"zero-shot ({self.templates.name})",
+                             **{**base, "task": "zeroshot_classification"})
+        if self.linear is not None:
+            lp = self.linear
+            rows.add_metrics(lp.test_metrics, HEADLINE, variant="linear probe", **base)
+            rows.add(metric="train_acc1", value=lp.train_metrics["acc1"], variant="linear probe", **base)
+            rows.add(metric="weight_decay", value=lp.wd, variant="linear probe", **base)
+            rows.add(metric="iterations", value=lp.model.iterations, variant="linear probe", **base)
+            rows.add(metric="converged", value=float(lp.converged), variant="linear probe", **base)
+            if lp.sweep is not None:  # every weight decay tried (non-headline metrics: stored, not in the summary)
+                for p in lp.sweep.points:
+                    chosen = " (chosen)" if p.wd == lp.wd else ""
+                    kw = {**base, "variant": f"linear probe · sweep wd={p.wd:.2e}{chosen}"}
+                    rows.add(metric="sweep_train_acc1", value=p.train_acc, **{**kw, "n": lp.sweep.n_train})
+                    rows.add(metric="sweep_val_acc1", value=p.val_acc, **{**kw, "n": lp.sweep.n_val})
+                    rows.add(metric="sweep_iterations", value=p.iterations, **kw)
+                    rows.add(metric="sweep_converged", value=float(p.converged), **kw)
+        for r in self.kshot:
+            kw = {**base, "task": "kshot_probe", "variant": f"{r.variant} k={r.k}"}
+            for s, acc in zip(r.seeds or [None] * len(r.accs), r.accs):
+                rows.add(metric="acc1", value=acc, seed=s, **kw)
+            if len(r.accs) > 1:
+                rows.add(metric="acc1_mean", value=r.mean, **kw)
+                rows.add(metric="acc1_std", value=r.std, **kw)
+        return rows.frame()
+
+    def summary(self) -> str:
+        parts = []
+        if self.zeroshot is not None:
+            parts.append(f"zero-shot {pct(self.zeroshot['acc1'])} %")
+        if self.linear is not None:
+            parts.append(f"linear probe {pct(self.linear.test_metrics['acc1'])} %")
+        parts += [f"{r.variant} k={r.k} {pct(r.mean)} %" for r in self.kshot if r.k]
+        return (f"probes {self.model.name} on {self.test.name} (train {self.train.split}, test {self.test.split}, "
+                f"{self.dataset.n} images): top-1 " + ", ".join(parts))
+
+    def tables(self) -> list[Table]:
+        """Every classifier's accuracy; the linear probe's weight-decay sweep (when it swept)."""
+        n_cls = len(self.test.classnames)
+        cols = ["classifier", "shots/class", "train top-1 %", "test top-1 %", f"test top-{min(5, n_cls)} %",
+                "mean class recall %", "weight decay"]
+        table = Table(f"probes · {self.model.name} · {self.test.name} (train: {self.train.split} "
+                      f"{len(self.train_images.indices)} images, test: {self.test.split} "
+                      f"{len(self.test_images.indices)} images, {n_cls} classes)", cols, right=frozenset(cols[1:]))
+        if self.zeroshot is not None:
+            z = self.zeroshot
+            table.rows.append([f"zero-shot ({self.templates.name})", "0", "", pct(z["acc1"]), pct(z.get("acc5")),
+                               pct(z["mean_per_class_recall"]), ""])
+        if self.linear is not None:
+            lp = self.linear
+            table.rows.append(["linear probe", "all", pct(lp.train_metrics["acc1"]), pct(lp.test_metrics["acc1"]),
+                               pct(lp.test_metrics.get("acc5")), pct(lp.test_metrics["mean_per_class_recall"]),
+                               f"{lp.wd:.1e}"])
+        for r in self.kshot:
+            if r.k == 0:
+                continue
+            acc = f"{100 * r.mean:.2f} ± {100 * r.std:.2f}" if len(r.accs) > 1 else pct(r.mean)
+            table.rows.append([r.variant, str(r.k), "", acc, "", "", f"{np.median(r.wds):.1e}"])
+        seeds = max((len(r.accs) for r in self.kshot if r.k), default=0)
+        table.caption = (f"chance = {100 / n_cls:.1f} % · k-shot: mean ± std over {seeds} seeds, weight decay "
+                         "chosen on a validation part of the train split" if seeds else f"chance = {100 / n_cls:.1f} %")
+        if self.linear is not None:
+            lp = self.linear
+            state = "converged" if lp.converged else "NOT converged (see warnings)"
+            table.caption += (f" · linear probe refit: {lp.model.iterations} L-BFGS iterations, {state} "
+                              f"(max |gradient| ≤ {lp.tol:.0e})")
+        sweep = self.sweep_table()
+        return [table] if sweep is None else [table, sweep]
+
+    def sweep_table(self) -> Table | None:
+        """The linear probe's weight-decay sweep: train and validation accuracy of every grid point, the choice."""
+        sw = self.linear.sweep if self.linear is not None else None
+        if sw is None:
+            return None
+        cols = ["weight decay", "C = 1/(wd·n)", "train top-1 %", "val top-1 %", "iterations", "converged", ""]
+        table = Table(f"linear probe weight-decay sweep (fit on {sw.n_train} train images, chosen on "
+                      f"{sw.n_val} validation images of the {self.train.split} split)", cols, right=frozenset(cols))
+        for p in sw.points:
+            mark = "◀ chosen" if p.wd == sw.best else ("added" if p.added else "")
+            table.rows.append([f"{p.wd:.1e}", f"{1 / (p.wd * sw.n_train):.3g}", pct(p.train_acc), pct(p.val_acc),
+                               str(p.iterations), "yes" if p.converged else "NO", mark])
+        notes = ["best = highest validation accuracy, ties to the larger weight decay"]
+        if sw.extended:
+            notes.append(f"{len(sw.extended)} point(s) added beyond the grid's end where the choice sat")
+        if sw.edge:
+            notes.append(f"the choice is still at the {sw.edge} end of the grid: pass a wider grid")
+        table.caption = " · ".join(notes)
+        return table
+
+    def record(self) -> dict:
+        """CLIP_benchmark-style ``metrics`` (the linear probe's test metrics), the zero-shot metrics, the linear
+        probe with its sweep and per-class recall, the k-shot accuracies and the warnings."""
+        def metrics(m):
+            return {k: m[k] for k in HEADLINE if k in m}
+
+        out = {"dataset": self.test.name, "model": self.model.name, "pretrained": self.model.pretrained,
+               "task": self.task, "split": self.test.split, "train_split": self.train.split,
+               "classnames": self.test.classnames, "num_train": int(len(self.train_images.indices)),
+               "num_test": int(len(self.test_images.indices)), "model_fingerprint": self.model.fingerprint,
+               "dataset_fingerprint": self.test.fingerprint, "timing": self.seconds}
+        if self.zeroshot is not None:
+            out["zeroshot"] = metrics(self.zeroshot)
+        if self.linear is not None:
+            lp = self.linear
+            out["metrics"] = metrics(lp.test_metrics)
+            out["linear_probe"] = {
+                "weight_decay": lp.wd, "train": metrics(lp.train_metrics), "test": metrics(lp.test_metrics),
+                "val_curve": lp.val_curve, "n_val": lp.n_val, "iterations": lp.model.iterations,
+                "converged": lp.converged, "tol": lp.tol, "max_iter": lp.max_iter,
+                "sweep": None if lp.sweep is None else {
+                    "n_train": lp.sweep.n_train, "n_val": lp.sweep.n_val, "edge": lp.sweep.edge,
+                    "points": [{"weight_decay": p.wd, "C": 1 / (p.wd * lp.sweep.n_train), "train_acc1": p.train_acc,
+                                "val_acc1": p.val_acc, "iterations": p.iterations, "converged": p.converged,
+                                "max_abs_gradient": p.grad_max, "added": p.added, "chosen": p.wd == lp.wd}
+                               for p in lp.sweep.points]},
+                "per_class_recall": dict(zip(self.test.classnames, lp.test_metrics["per_class_recall"]))}
+        out["warnings"] = list(self.warnings)
+        out["kshot"] = [{"k": r.k, "variant": r.variant, "acc1": r.accs, "seeds": r.seeds, "mean": r.mean,
+                         "std": r.std, "weight_decay": r.wds} for r in self.kshot]
+        return out
+
+    def artifacts(self) -> dict:
+        return {}
 
 
 @contextmanager
@@ -58,13 +211,16 @@ def run_probe(model: LoadedModel, train: ImageDataset, test: ImageDataset, cache
               templates: TemplateSet | None = None, linear: bool = True, kshots=(1, 2, 4, 8, 16), seeds=(0, 1, 2),
               zeroshot_init: bool = True, wd: float | None = None, val_fraction: float = 0.2, seed: int = 0,
               device=None, batch_size: int = 64, num_workers: int | None = None, quiet: bool = False) -> ProbeStudy:
+    """Linear and k-shot probes trained on ``train``, tested on ``test`` beside zero-shot: a :class:`ProbeStudy`."""
     _check(train, test)
     t0 = time.perf_counter()
     tr = embed_images(model, train, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet,
                       description=f"embedding {train.split}")
     te = embed_images(model, test, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet,
                       description=f"embedding {test.split}")
-    study = ProbeStudy(model, train, test, tr, te, templates=templates)
+    study = ProbeStudy(model, train, test, tr, te, templates=templates, params={
+        "templates": templates.name if templates is not None else None, "linear": linear, "kshots": list(kshots),
+        "seeds": list(seeds), "zeroshot_init": zeroshot_init, "wd": wd, "val_fraction": val_fraction, "seed": seed})
     study.seconds["images"] = time.perf_counter() - t0
     Xtr, ytr = tr.embeddings, train.labels[tr.indices]
     Xte, yte = te.embeddings, test.labels[te.indices]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from cliplab.data.base import ImageDataset, check_disjoint
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
@@ -18,6 +19,7 @@ from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
+from cliplab.results.result import DatasetInfo, Failure, ModelInfo, Rows, Table, pct
 from cliplab.tasks.selection import greedy_template_selection
 from cliplab.tasks.stats import PairedComparison, compare_paired
 from cliplab.tasks.zeroshot import build_classifier, build_classifier_ragged, evaluate, evaluate_scores, scores_max
@@ -34,10 +36,15 @@ class PromptRow:
     templates: tuple[str, ...] = ()
 
 
+CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similarity")
+
+
 @dataclass
 class PromptStudy:
+    """Every template, ensemble and description set scored on one image pass, each tested against a baseline row
+    (the study contract: :mod:`cliplab.results.result`)."""
     model: LoadedModel
-    dataset: ImageDataset
+    data: ImageDataset
     images: EmbeddingResult
     labels: np.ndarray
     rows: list[PromptRow] = field(default_factory=list)
@@ -45,12 +52,97 @@ class PromptStudy:
     selection: dict | None = None
     selection_ids: list[str] = field(default_factory=list)  # the validation images the selection saw
     seconds: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)  # what the study was asked for (templates, baseline, seed, ...)
+    task = "prompt_study"
+
+    @property
+    def models(self) -> list[ModelInfo]:
+        return [ModelInfo.of(self.model)]
+
+    @property
+    def dataset(self) -> DatasetInfo:
+        return DatasetInfo.of(self.data, int(len(self.labels)))
+
+    @property
+    def failures(self) -> list[Failure]:
+        return Failure.from_embedding(self.images.failures)
 
     def best_worst_classes(self, row: PromptRow, k: int = 3) -> tuple[list[str], list[str]]:
         rec = np.asarray(row.metrics["per_class_recall"], dtype=float)
         order = [i for i in np.argsort(-np.nan_to_num(rec, nan=-1), kind="stable") if not np.isnan(rec[i])]
-        names = self.dataset.classnames
+        names = self.data.classnames
         return [names[i] for i in order[:k]], [names[i] for i in order[::-1][:k]]
+
+    def metric_rows(self) -> pd.DataFrame:
+        """The four classification metrics per row; rows other than the baseline add the paired accuracy
+        difference (bootstrap CI, seeded) and McNemar's p."""
+        rows = Rows()
+        n = self.dataset.n
+        for r in self.rows:
+            kw = dict(task=self.task, model=self.model, dataset=self.data, variant=f"{r.kind}: {r.name}", n=n)
+            rows.add_metrics(r.metrics, CLASSIFICATION, **kw)
+            if r.vs_baseline is not None:
+                c = r.vs_baseline
+                rows.add(metric="acc1_diff_vs_baseline", value=c.diff, ci=(c.ci_low, c.ci_high),
+                         seed=self.params.get("seed"), **kw)
+                rows.add(metric="mcnemar_p", value=c.p_value, **kw)
+        return rows.frame()
+
+    def summary(self) -> str:
+        best = max(self.rows, key=lambda r: r.metrics["acc1"])
+        return (f"prompt study {self.model.name} on {self.data.name} ({self.data.split}, {self.dataset.n} images): "
+                f"best {best.name} ({best.kind}) top-1 {pct(best.metrics['acc1'])} %, baseline {self.baseline}")
+
+    def tables(self) -> list[Table | str]:
+        """The rows by accuracy, with their comparison to the baseline; the selected templates (with --select)."""
+        n_cls = len(self.data.classnames)
+        table = Table(f"prompt study · {self.model.name} · {self.data.name} ({self.data.split}, "
+                      f"{len(self.labels)} images, {n_cls} classes) · baseline: {self.baseline}",
+                      ["prompts", "kind", "#", "top-1 %", "Δ pt", "95 % CI (pt)", "McNemar p", "", "best classes",
+                       "worst classes"], right=frozenset(["#", "top-1 %", "Δ pt", "95 % CI (pt)", "McNemar p"]),
+                      wrap={"best classes": 30, "worst classes": 30})
+        for r in sorted(self.rows, key=lambda r: -r.metrics["acc1"]):
+            cmp = r.vs_baseline
+            best, worst = self.best_worst_classes(r, k=max(1, min(3, n_cls // 2)))
+            if cmp is None:
+                delta, ci, p, mark = "baseline", "", "", ""
+            else:
+                delta = f"{100 * cmp.diff:+.2f}"
+                ci = f"[{100 * cmp.ci_low:+.2f}, {100 * cmp.ci_high:+.2f}]"
+                p = f"{cmp.p_value:.3g}"
+                mark = "*" if cmp.significant else "n.s."
+            name = r.name if len(r.name) <= 48 else r.name[:47] + "…"
+            table.rows.append([name, r.kind, str(r.n_prompts), pct(r.metrics["acc1"]), delta, ci, p, mark,
+                               ", ".join(best), ", ".join(worst)])
+        table.caption = ("* = significant (McNemar exact p < 0.05 and bootstrap CI excludes 0); n.s. = not "
+                         f"significant · chance {100 / n_cls:.1f} %")
+        out: list[Table | str] = [table]
+        if self.selection:
+            out.append(f"selected templates (validation: {self.selection['val_split']}): "
+                       + " | ".join(self.selection["templates"]))
+        return out
+
+    def record(self) -> dict:
+        """Every row with its templates, metrics, per-class recall and comparison to the baseline; the selection."""
+        def row(r: PromptRow) -> dict:
+            out = {"name": r.name, "kind": r.kind, "n_prompts": r.n_prompts, "templates": list(r.templates),
+                   "metrics": {k: r.metrics[k] for k in CLASSIFICATION},
+                   "per_class_recall": dict(zip(self.data.classnames, r.metrics["per_class_recall"]))}
+            if r.vs_baseline is not None:
+                c = r.vs_baseline
+                out["vs_baseline"] = {"diff": c.diff, "ci95": [c.ci_low, c.ci_high], "mcnemar_p": c.p_value,
+                                      "only_baseline_correct": c.only_a, "only_this_correct": c.only_b,
+                                      "significant": c.significant}
+            return out
+
+        return {"dataset": self.data.name, "model": self.model.name, "pretrained": self.model.pretrained,
+                "task": self.task, "split": self.data.split, "baseline": self.baseline,
+                "rows": [row(r) for r in self.rows], "selection": self.selection,
+                "num_images": int(len(self.labels)), "model_fingerprint": self.model.fingerprint,
+                "dataset_fingerprint": self.data.fingerprint, "timing": self.seconds}
+
+    def artifacts(self) -> dict:
+        return {}
 
 
 def load_descriptions(path: str | Path, classnames: list[str]) -> list[list[str]]:
@@ -84,13 +176,17 @@ def run_prompt_study(model: LoadedModel, dataset: ImageDataset, template_sets: l
                      aggregate: str = "mean", select_from: ImageDataset | None = None, val_fraction: float = 0.2,
                      max_val: int = 5000, n_boot: int = 2000, seed: int = 0, batch_size: int = 64,
                      num_workers: int | None = None, quiet: bool = False) -> PromptStudy:
+    """Every template, ensemble (and description set) scored and tested against the baseline: a :class:`PromptStudy`."""
     dataset.require_classes("a prompt study")
     if aggregate not in ("mean", "max"):
         raise CliplabError(f"--aggregate {aggregate!r}: choose mean or max")
     t0 = time.perf_counter()
     images = embed_images(model, dataset, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet)
     labels = dataset.labels[images.indices]
-    study = PromptStudy(model, dataset, images, labels)
+    study = PromptStudy(model, dataset, images, labels, params={
+        "template_sets": [{"name": ts.name, "templates": list(ts.templates)} for ts in template_sets],
+        "descriptions": descriptions, "aggregate": aggregate, "n_boot": n_boot, "seed": seed,
+        "select_split": select_from.split if select_from is not None else None, "val_fraction": val_fraction})
     study.seconds["images"] = time.perf_counter() - t0
     names = dataset.classnames
     t1 = time.perf_counter()
@@ -126,6 +222,7 @@ def run_prompt_study(model: LoadedModel, dataset: ImageDataset, template_sets: l
     if base_name not in by_name:
         raise CliplabError(f"--baseline {base_name!r} is not among the evaluated templates/sets")
     study.baseline = base_name
+    study.params["baseline"] = base_name
     base = by_name[base_name]
     for r in study.rows:
         if r is not base:
@@ -138,7 +235,7 @@ def _select(study: PromptStudy, model, train_ds: ImageDataset, singles: dict[str
             max_val, seed, batch_size, num_workers, quiet) -> dict:
     """Greedy ensemble selection on a validation part of the *train* split; scored once on the test split."""
     train_ds.require_classes("template selection")
-    check_disjoint(train_ds, study.dataset, "template selection")
+    check_disjoint(train_ds, study.data, "template selection")
     rng = np.random.default_rng(seed)
     n_val = min(max_val, max(1, int(round(val_fraction * len(train_ds)))))
     val_idx = np.sort(rng.permutation(len(train_ds))[:n_val])
