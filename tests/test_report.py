@@ -12,11 +12,14 @@ from cliplab.results.store import read_results
 
 @pytest.fixture(scope="module")
 def demo_report(trained_cache, tmp_path_factory):
-    from cliplab.studies.demo import run_demo
+    from typer.testing import CliRunner
+
+    from cliplab.cli import app
 
     out = tmp_path_factory.mktemp("demo")
-    path = run_demo(trained_cache, quiet=True, output_dir=out)
-    return path, read_results(out / "results")
+    res = CliRunner().invoke(app, ["demo", "--output-dir", str(out), "--cache-dir", str(trained_cache), "--quiet"])
+    assert res.exit_code == 0, res.output
+    return out / "report.html", read_results(out / "results")
 
 
 def test_format_value():

@@ -7,7 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cliplab.cli import app
-from cliplab.studies.demo import DEMO_MARKER, DemoOutputError, prepare_output_dir
+from cliplab.cli.manage import DEMO_MARKER, prepare_demo_dir as prepare_output_dir
+from cliplab.errors import CliplabError
 from cliplab.train.tiny import ensure_tiny_model
 from cliplab.models.local import SHIPPED_DIR, find_local_model, list_local_models
 
@@ -125,7 +126,7 @@ def test_demo_output_dir_is_created_marked_and_reused(tmp_path):
     empty.mkdir()
     assert (prepare_output_dir(empty) / DEMO_MARKER).is_file()  # an empty folder holds nothing to lose
     (tmp_path / "file").write_text("x")
-    with pytest.raises(DemoOutputError, match="--output-dir"):
+    with pytest.raises(CliplabError, match="--output-dir"):
         prepare_output_dir(tmp_path / "file")
 
 

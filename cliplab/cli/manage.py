@@ -9,7 +9,9 @@ import typer
 from cliplab.cli.options import (BatchOpt, CacheDirOpt, DataRootOpt, DatasetOpt, DeviceOpt, LimitOpt, ModelOpt,
                                  NoCacheOpt, PipelineOpt, PrecisionOpt, PretrainedOpt, QuietOpt, SplitOpt, WorkersOpt,
                                  check_output, handle_errors)
-from cliplab.cli.session import load_inputs, load_train_set, report_failures, stdout
+from cliplab.cli.session import finish, load_inputs, load_train_set, report_failures, stdout
+from cliplab.errors import CliplabError
+from cliplab.progress import note
 
 
 @handle_errors
@@ -178,10 +180,50 @@ def demo(
 
     Zero-shot with five template sets, a prompt study, probes, retrieval, search, similar, cluster and a
     typographic attack."""
-    from cliplab.studies.demo import run_demo
+    import shutil
+
+    from cliplab.models import load_model
+    from cliplab.report.html import build_report
+    from cliplab.results.store import read_results
+    from cliplab.studies.demo import demo_steps
+    from cliplab.train.tiny import DEFAULT_MODEL, ensure_tiny_model
 
     check_output(output_dir, "--output-dir", folder=True)
-    run_demo(cache_dir, quiet=quiet, output_dir=output_dir, report=not no_report)
+    out_dir = prepare_demo_dir(output_dir)
+    ensure_tiny_model(cache_dir, quiet=quiet)
+    results, figures = out_dir / "results", out_dir / "figures"
+    if results.exists():
+        shutil.rmtree(results)  # the demo's own folder (marker checked): the report shows this run only
+    for step in demo_steps(load_model(DEFAULT_MODEL, cache_dir=cache_dir), cache_dir, quiet, zeroshot_only=no_report):
+        note(f"{step.title}: done", quiet)
+        for result in step.results:
+            finish(result, command=step.command, config=step.config, quiet=True, show=step.show,
+                   results=None if no_report else results, artifacts={k: f for k, (f, _) in step.figures.items()},
+                   files={k: figures / name for k, (_, name) in step.figures.items()})
+    if not no_report:
+        path = build_report(read_results(results), out_dir / "report.html",
+                            title="cliplab demo · tiny-shapes on shapes", sources=[results])
+        stdout(False).print(f"report: {path.resolve()}")
+
+
+DEMO_MARKER = ".cliplab-demo"  # written into every output folder the demo creates; only such folders are reused
+
+
+def prepare_demo_dir(output_dir: Path) -> Path:
+    """Create the demo's output folder (with its marker file), or reuse one the demo created before. Any other
+    existing folder is refused: the demo never writes into, or deletes from, a folder it does not own."""
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise CliplabError(f"--output-dir {out}: exists and is not a folder; pick another --output-dir")
+    if out.exists() and not (out / DEMO_MARKER).is_file() and any(out.iterdir()):
+        raise CliplabError(f"--output-dir {out}: this folder exists and was not created by `cliplab demo` (no "
+                           f"{DEMO_MARKER} file); pick another --output-dir, e.g. a new folder name")
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / DEMO_MARKER
+    if not marker.is_file():
+        marker.write_text("this folder was created by `cliplab demo`; the demo replaces its own results/, "
+                          "figures/ and report.html here on each run\n")
+    return out
 
 
 def register(app: typer.Typer) -> None:

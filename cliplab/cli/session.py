@@ -109,29 +109,32 @@ def load_inputs(*, model: str, pretrained: Optional[str], dataset: str, split: O
 
 
 def finish(result, *, command: str, config: dict, files: Optional[dict[str, Optional[Path]]] = None,
-           results: Optional[Path] = None, results_format: str = "parquet", quiet: bool = False) -> None:
-    """Everything after the study, the same for every study: its tables on stdout, skipped inputs on stderr, the
-    requested artifacts (``files``: artifact name -> path; ``record`` is the --output JSON), then the store rows."""
+           results: Optional[Path] = None, results_format: str = "parquet", quiet: bool = False, show: bool = True,
+           artifacts: Optional[dict] = None) -> None:
+    """Everything after the study, the same for every study: its tables on stdout (unless not ``show``), skipped
+    inputs on stderr, the requested artifacts (``files``: artifact name -> path; ``record`` is the --output JSON;
+    ``artifacts`` replaces the result's own), then the store rows."""
     from cliplab.report.tables import render
     from cliplab.results.exports import write_artifact
     from cliplab.results.store import RunRecorder
 
-    out = stdout(False)
-    for item in result.tables():
+    out = stdout(not show)
+    for item in result.tables() if show else ():
         out.print(item if isinstance(item, str) else render(item))
     report_failures(result.failures, quiet)
     for message in getattr(result, "notes", ()):  # what a person should know about how the numbers were made
         note(message, quiet)
     rec = RunRecorder(command, config)
     rec.add_result(result)
-    artifacts = result.artifacts() if files and any(files.values()) else {}
+    if artifacts is None:
+        artifacts = result.artifacts() if files and any(files.values()) else {}
     for name, path in (files or {}).items():
         if path is None:
             continue
         written = write_artifact(path, result, name, artifacts, config)
         for p, caption in written:
             if caption is not None:
-                rec.add_figure(p, result, caption)
+                rec.add_figure(p, result, caption, model=getattr(artifacts.get(name), "model", None))
         many = len(written) > 1 or (name in artifacts and getattr(artifacts[name], "many", False))
         stdout(quiet).print(f"wrote {len(written)} file(s) to {path}" if many else f"wrote {path}")
     write_results(rec, results, results_format, quiet)

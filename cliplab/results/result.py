@@ -76,10 +76,12 @@ class Failure:
 @dataclass
 class Figure:
     """A figure a study can draw. Nothing is drawn until a caller writes it: ``draw(path)`` writes the file (or,
-    for ``many=True``, a folder of files) and returns the paths written, each with its caption."""
+    for ``many=True``, a folder of files) and returns the paths written, each with its caption. ``model`` names
+    the model a figure belongs to when that is not the study's one model (e.g. ``ModelInfo("several")``)."""
     caption: str
     draw: Callable[[Path], list[tuple[Path, str]]]
     many: bool = False
+    model: ModelInfo | None = None
 
     def write(self, path: str | Path) -> list[tuple[Path, str]]:
         return self.draw(Path(path))

@@ -74,11 +74,12 @@ class RunRecorder:
             self.rows.append({**self.base, **{k: (None if v is pd.NA else v) for k, v in row.items()},
                               "artifact": None})
 
-    def add_figure(self, path: str | Path, result, caption: str) -> None:
-        """A figure drawn from ``result``; the row names the study's task, its model (or 'several') and dataset."""
+    def add_figure(self, path: str | Path, result, caption: str, model=None) -> None:
+        """A figure drawn from ``result``; the row names the study's task, its dataset and ``model``, else the
+        study's model (or 'several')."""
         from cliplab.results.result import ModelInfo
 
-        model = result.models[0] if len(result.models) == 1 else ModelInfo("several")
+        model = model or (result.models[0] if len(result.models) == 1 else ModelInfo("several"))
         self.add(task=result.task, model={"name": model.name, "pretrained": model.pretrained,
                                           "fingerprint": model.fingerprint},
                  dataset=result.dataset, metric="figure", value=None, variant=caption)

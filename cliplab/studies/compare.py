@@ -100,7 +100,7 @@ class CompareRun:
             return [(p, caption if p.suffix == ".png" else None) for p in compare_figures(self.rows, stem)]
 
         caption = "model comparison (zero-shot vs probe)"
-        return {"comparison": pd.DataFrame([r.as_dict() for r in self.rows]), "plot": Figure(caption, draw)}
+        return {"comparison": pd.DataFrame([r.as_dict() for r in self.rows]), "plot": Figure(caption, draw, model=ModelInfo("several"))}
 
 
 def run_compare(specs: list[ModelSpec], datasets: list[tuple[ImageDataset, ImageDataset | None]],

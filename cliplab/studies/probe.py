@@ -15,7 +15,7 @@ import pandas as pd
 from cliplab.data.base import ImageDataset, check_disjoint
 from cliplab.embed import EmbeddingResult, embed_images
 from cliplab.models.base import LoadedModel
-from cliplab.progress import console, progress_bar
+from cliplab.progress import progress_bar, warn
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
 from cliplab.results.result import DatasetInfo, Failure, ModelInfo, Rows, Table, pct
@@ -189,14 +189,15 @@ class ProbeStudy:
 
 @contextmanager
 def _probe_warnings(study: ProbeStudy):
-    """Probe warnings are printed as one ``warning:`` line each (and kept on the study); others pass through."""
+    """Probe warnings go to the current progress as one ``warning:`` each (and are kept on the study); others pass
+    through."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ProbeWarning)
         yield
     for w in caught:
         if issubclass(w.category, ProbeWarning):
             study.warnings.append(str(w.message))
-            console.print(f"[yellow]warning: {w.message}[/yellow]", highlight=False)
+            warn(str(w.message))
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
