@@ -15,7 +15,7 @@ from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
-from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, Rows, Table, pct
+from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportSection, Rows, Table, pct
 from cliplab.tasks.metrics import classification_metrics
 from cliplab.tasks.zeroshot import build_classifier, scores
 
@@ -197,3 +197,12 @@ def attack_examples_figure(res: AttackResult, path: str | Path, n: int = 8) -> P
                      highlight=ok_top + ok_bottom,
                      title=f"typographic attack · {res.model.name} · {res.data.name} (green = correct)")
     return save_figure(fig, [path])[0]
+
+
+# ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
+REPORT_SECTIONS = [
+    ReportSection("typographic_attack", ("clean_acc1", "attacked_acc1", "acc1_drop", "predicts_written_label",
+                                     "predicts_written_label_clean"),
+              rates=r"clean_acc1|attacked_acc1|acc1_drop|predicts_written_label.*|prediction_changed|"
+                    r"correct_flipped_to_written|clean_mean.*|attacked_mean.*", order=70),
+]

@@ -11,7 +11,7 @@ import pandas as pd
 from cliplab.data.base import ImageDataset
 from cliplab.models.specs import ModelSpec
 from cliplab.prompts import TemplateSet
-from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, Table, pct
+from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportFigure, ReportSection, Table, pct
 from cliplab.studies.probe import run_probe
 from cliplab.studies.zeroshot import run_zeroshot
 
@@ -157,3 +157,34 @@ def compare_figures(rows: list[CompareRow], stem: str | Path) -> list[Path]:
     fig = grouped_bars(datasets, series, ylabel="top-1 accuracy (%)", title="model comparison", chance=chance)
     stem = Path(stem)
     return save_figure(fig, [stem.with_suffix(".png"), stem.with_suffix(".svg")])
+
+
+# ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
+def comparison_figure(df: pd.DataFrame) -> list[ReportFigure]:
+    from cliplab.report.plots import grouped_bars
+
+    zs = df[(df.task == "zeroshot_classification") & (df.metric == "acc1")]
+    lp = df[(df.task == "linear_probe") & (df.metric == "acc1")]
+    if zs.empty or (zs.model.nunique() < 2 and lp.empty):
+        return []
+    datasets = sorted(zs.dataset.unique())
+
+    def zs_value(m, d):  # the first template set of the latest run for this model and dataset
+        sub = zs[(zs.model == m) & (zs.dataset == d)].sort_values("timestamp", kind="stable")
+        return sub[sub.run_id == sub.run_id.iloc[-1]].value.iloc[0] if len(sub) else np.nan
+
+    series: dict[str, list[float]] = {}
+    for m in sorted(zs.model.unique()):
+        series[f"{m} · zero-shot"] = [zs_value(m, d) for d in datasets]
+        if not lp.empty and m in set(lp.model):
+            series[f"{m} · linear probe"] = [lp[(lp.model == m) & (lp.dataset == d)].sort_values("timestamp")
+                                             .value.iloc[-1] if len(lp[(lp.model == m) & (lp.dataset == d)])
+                                             else np.nan for d in datasets]
+    fig = grouped_bars(datasets, series, ylabel="top-1 accuracy (%)", title="model comparison")
+    return [ReportFigure("Model comparison", fig, "latest run per model and dataset; zero-shot with its "
+                         "first template set")]
+
+
+REPORT_SECTIONS = [
+    ReportSection("compare", figures=comparison_figure, order=5),
+]

@@ -15,7 +15,7 @@ from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
-from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, Rows, Table, skipped
+from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportSection, Rows, Table, skipped
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.zeroshot import build_classifier, scores
 
@@ -195,3 +195,9 @@ def _load(path: Path):
     from cliplab.data.imageio import open_rgb
 
     return open_rgb(path)
+
+
+# ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
+REPORT_SECTIONS = [
+    ReportSection("inspection", ("top1_cosine", "top1_probability"), order=90),
+]

@@ -18,7 +18,8 @@ from cliplab.models.base import LoadedModel
 from cliplab.progress import progress_bar, warn
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
-from cliplab.results.result import DatasetInfo, Failure, ModelInfo, Rows, Table, pct
+from cliplab.report.plots import _plt
+from cliplab.results.result import DatasetInfo, Failure, ModelInfo, ReportFigure, ReportSection, Rows, Table, pct
 from cliplab.tasks.probe import DEFAULT_WD_GRID, KShotRow, ProbeResult, ProbeWarning, kshot_probes, linear_probe
 from cliplab.tasks.zeroshot import build_classifier, evaluate
 
@@ -254,3 +255,37 @@ def run_probe(model: LoadedModel, train: ImageDataset, test: ImageDataset, cache
         study.seconds["kshot"] = time.perf_counter() - t1
     study.seconds["total"] = time.perf_counter() - t0
     return study
+
+
+# ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
+def kshot_figures(df: pd.DataFrame) -> list[ReportFigure]:
+    plt = _plt()
+    out = []
+    ks = df[(df.task == "kshot_probe") & (df.metric == "acc1")]
+    for run_id, run in ks.groupby("run_id", sort=False):
+        parsed = run.variant.str.extract(r"^(?P<name>.*) k=(?P<k>\d+)$")
+        run = run.assign(name=parsed["name"], k=parsed["k"].astype(int))
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        for name, grp in run.groupby("name"):
+            if name == "zero-shot":
+                ax.axhline(grp.value.mean() * 100, color="grey", linestyle="--", label="zero-shot")
+                continue
+            stats = grp.groupby("k").value.agg(["mean", "std"]).fillna(0)
+            ax.errorbar(stats.index, stats["mean"] * 100, yerr=stats["std"] * 100, marker="o", capsize=3, label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("shots per class")
+        ax.set_ylabel("test top-1 (%), mean ± std over seeds")
+        first = run.iloc[0]
+        ax.set_title(f"k-shot probes · {first.model} · {first.dataset}", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        out.append(ReportFigure(f"k-shot probes: {first.model} on {first.dataset}", fig))
+    return out
+
+
+REPORT_SECTIONS = [
+    ReportSection("linear_probe", ("acc1", "train_acc1", "acc5", "mean_per_class_recall", "weight_decay"),
+              rates=r"train_acc1", order=30),
+    ReportSection("kshot_probe", ("acc1_mean", "acc1_std"), rates=r"acc1_mean|acc1_std", figures=kshot_figures,
+              order=35),
+]

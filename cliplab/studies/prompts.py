@@ -19,7 +19,8 @@ from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
-from cliplab.results.result import DatasetInfo, Failure, ModelInfo, Rows, Table, pct
+from cliplab.report.plots import _plt
+from cliplab.results.result import DatasetInfo, Failure, ModelInfo, ReportFigure, ReportSection, Rows, Table, pct
 from cliplab.tasks.selection import greedy_template_selection
 from cliplab.tasks.stats import PairedComparison, compare_paired
 from cliplab.tasks.zeroshot import build_classifier, build_classifier_ragged, evaluate, evaluate_scores, scores_max
@@ -252,3 +253,37 @@ def _select(study: PromptStudy, model, train_ds: ImageDataset, singles: dict[str
     return {"templates": chosen, "val_accuracy": sel.val_accuracy, "val_images": int(len(v.indices)),
             "val_split": f"{train_ds.split} ({val_fraction:.0%} seeded subset, seed {seed})",
             "test_accuracy": res.metrics["acc1"]}
+
+
+# ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
+def prompt_figures(df: pd.DataFrame) -> list[ReportFigure]:
+    plt = _plt()
+    out = []
+    ps = df[df.task == "prompt_study"]
+    for run_id, run in ps.groupby("run_id", sort=False):
+        diff = run[run.metric == "acc1_diff_vs_baseline"].sort_values("value")
+        if diff.empty:
+            continue
+        p = dict(zip(run[run.metric == "mcnemar_p"].variant, run[run.metric == "mcnemar_p"].value))
+        fig, ax = plt.subplots(figsize=(8, 0.32 * len(diff) + 1.2))
+        y = np.arange(len(diff))
+        err = np.vstack([(diff.value - diff.ci_low).to_numpy(), (diff.ci_high - diff.value).to_numpy()]) * 100
+        sig = [(lo > 0 or hi < 0) and p.get(v, 1) < 0.05 for v, lo, hi in zip(diff.variant, diff.ci_low, diff.ci_high)]
+        ax.barh(y, diff.value * 100, xerr=err, color=["tab:blue" if s else "lightgray" for s in sig], capsize=2)
+        ax.set_yticks(y, [v if len(v) < 50 else v[:47] + "..." for v in diff.variant], fontsize=7)
+        for yi, v, s in zip(y, diff.value * 100, sig):
+            ax.annotate("*" if s else "n.s.", (v, yi), xytext=(4 if v >= 0 else -4, 0), textcoords="offset points",
+                        ha="left" if v >= 0 else "right", va="center", fontsize=7)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_xlabel("top-1 difference to the baseline (points), 95 % bootstrap CI")
+        first = run.iloc[0]
+        ax.set_title(f"prompt study · {first.model} · {first.dataset}", fontsize=9)
+        out.append(ReportFigure(f"Prompt study: {first.model} on {first.dataset}", fig,
+                          "* = significant (McNemar exact p < 0.05 and CI excludes 0); grey = not significant"))
+    return out
+
+
+REPORT_SECTIONS = [
+    ReportSection("prompt_study", ("acc1", "acc1_diff_vs_baseline", "mcnemar_p"), rates=r"acc1_diff_vs_baseline",
+              figures=prompt_figures, order=20),
+]
