@@ -45,7 +45,7 @@ def tiny_checkpoint(tmp_path_factory):
 def trained_cache(tmp_path_factory) -> Path:
     """A cache in which ``--model tiny-shapes`` is the checkpoint shipped with the package (the same weights on
     every machine, so thresholds on it are deterministic up to float noise; training is tested on its own in
-    tests/test_training.py)."""
+    tests/train/test_training.py)."""
     from cliplab.train.tiny import ensure_tiny_model
     from cliplab.models.local import SHIPPED_DIR
 

@@ -1,14 +1,14 @@
 """Golden outputs: every command on the shapes data with the shipped tiny-shapes checkpoint, CPU, fp32.
 
 ``make_golden.py`` ran these commands once, before the architecture refactor (issue 14), and committed what they
-wrote (``--output`` files and ``--results`` store rows) as JSON in this folder. ``tests/test_golden.py`` runs the
+wrote (``--output`` files and ``--results`` store rows) as JSON in this folder. ``tests/cli/test_golden.py`` runs the
 same commands on the current code and compares: numbers equal to float tolerance, keys equal after the renames
 documented in ``RENAMES`` (never by regenerating the files).
 
 What is left out, and why: wall-clock figures (timings, images/s), versions, timestamps and run ids change on
 every run; temporary paths are replaced by placeholders; figures (PNG/SVG/HTML) are checked to exist, not
 compared byte for byte. Everything runs at one thread (torch and BLAS/OpenMP pools), so the L-BFGS and k-means
-numbers are the same whatever ``OMP_NUM_THREADS`` says. ``train`` is not here: its numbers depend on the thread count (tests/test_training.py
+numbers are the same whatever ``OMP_NUM_THREADS`` says. ``train`` is not here: its numbers depend on the thread count (tests/train/test_training.py
 covers it).
 """
 from __future__ import annotations

@@ -59,7 +59,7 @@ def test_shipped_weights_are_package_data():
     import tomllib
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["cliplab"]
     pkg = root / "cliplab"
     shipped = {p.relative_to(pkg) for pat in patterns for p in pkg.glob(pat)}

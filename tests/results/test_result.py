@@ -1,0 +1,126 @@
+"""The study contract: every study's result has the same members and they hold what the store, the exports, the
+terminal and the report expect; studies print nothing (their progress goes where the caller says)."""
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cliplab.attacks import TypographicParams
+from cliplab.data import load_dataset
+from cliplab.embed.descriptors import DescriptorSpec
+from cliplab.models import load_model
+from cliplab.models.specs import ModelSpec
+from cliplab.progress import Bar, Progress, use
+from cliplab.prompts import resolve_all
+from cliplab.results.result import METRIC_COLUMNS, DatasetInfo, Failure, ModelInfo, StudyResult, Table
+from cliplab.studies import report_sections
+from cliplab.studies.attack import run_typographic
+from cliplab.studies.caption_retrieval import run_caption_retrieval
+from cliplab.studies.cluster import run_cluster
+from cliplab.studies.compare import run_compare
+from cliplab.studies.image_retrieval import run_similar
+from cliplab.studies.inspect import run_inspect
+from cliplab.studies.probe import run_probe
+from cliplab.studies.prompts import run_prompt_study
+from cliplab.studies.search import Query, run_search
+from cliplab.studies.zeroshot import run_zeroshot
+
+
+class Recording(Progress):
+    """Records what studies report instead of showing it."""
+
+    def __init__(self):
+        self.bars, self.notes, self.warnings = [], [], []
+
+    @contextlib.contextmanager
+    def bar(self, total, description, unit="img"):
+        self.bars.append(description)
+        yield Bar()
+
+    def note(self, message):
+        self.notes.append(message)
+
+    def warn(self, message):
+        self.warnings.append(message)
+
+
+@pytest.fixture(scope="module")
+def results(trained_cache):
+    cache = trained_cache
+    model = load_model("tiny-shapes", cache_dir=cache, device="cpu", precision="fp32")
+    color = load_dataset("shapes:color", split="test", limit=120, cache_dir=cache)
+    train = load_dataset("shapes:color", split="train", limit=300, cache_dir=cache)
+    captions = load_dataset("shapes", split="test", limit=80, cache_dir=cache)
+    simple = resolve_all(["simple"])[0]
+    image = Path(color.source.id(0))
+    progress, printed = Recording(), io.StringIO()
+    with use(progress), contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        out = {
+            "zeroshot": run_zeroshot(model, color, [simple], cache),
+            "prompts": run_prompt_study(model, color, resolve_all(["simple", "openai-cifar"]), cache, n_boot=100),
+            "probe": run_probe(model, train, color, cache, templates=simple, kshots=(1,), seeds=(0,), wd=1e-3),
+            "compare": run_compare([ModelSpec("tiny-shapes")], [(color, None)], [simple], cache, device="cpu",
+                                   precision="fp32"),
+            "inspect": run_inspect(model, [image], cache, classnames=color.classnames, template_set=simple),
+            "attack": run_typographic(model, color, simple, TypographicParams(), cache, n_examples=2),
+            "caption_retrieval": run_caption_retrieval(model, captions, cache),
+            "search": run_search([model], captions, [Query(text="a red circle")], cache, k=3),
+            "image_retrieval": run_similar(model, color, DescriptorSpec("global"), cache),
+            "cluster": run_cluster(model, color, cache, ks=[3]),
+        }
+    return out, progress, printed.getvalue()
+
+
+def test_every_study_result_satisfies_the_contract(results, tmp_path):
+    out, _, _ = results
+    tasks = {s.task for s in report_sections()}
+    for name, r in out.items():
+        assert isinstance(r, StudyResult), name
+        assert r.task in tasks, (name, r.task)  # the report knows how to show every task
+        assert r.models and all(isinstance(m, ModelInfo) and m.fingerprint for m in r.models), name
+        assert isinstance(r.dataset, DatasetInfo) and r.dataset.name, name
+        assert isinstance(r.params, dict) and all(isinstance(f, Failure) for f in r.failures), name
+        rows = r.metric_rows()
+        assert list(rows.columns) == METRIC_COLUMNS and len(rows) > 0, name
+        assert rows["value"].notna().any() and set(rows["model"]) <= {m.name for m in r.models}, name
+        s = r.summary()
+        assert isinstance(s, str) and s and "\n" not in s, name
+        assert all(isinstance(t, (Table, str)) for t in r.tables()) and r.tables(), name
+        for t in r.tables():
+            if isinstance(t, Table):
+                assert all(len(row) == len(t.columns) for row in t.rows), name
+        json.dumps(r.record(), default=str)  # the --output document is JSON
+        for key, art in r.artifacts().items():
+            assert isinstance(art, pd.DataFrame) or callable(getattr(art, "write", None)), (name, key)
+
+
+def test_studies_print_nothing_and_report_through_the_progress_they_are_given(results):
+    out, progress, printed = results
+    assert printed == ""  # nothing on stdout or stderr: everything went to the Recording progress
+    assert progress.bars  # embedding (and fitting) reported bars to it
+
+
+def test_figures_are_drawn_only_when_written(results, tmp_path):
+    out, _, _ = results
+    fig = out["cluster"].artifacts()["grid"]
+    assert not list(tmp_path.iterdir())
+    written = fig.write(tmp_path / "grid.png")
+    assert [p for p, _ in written] == [tmp_path / "grid.png"] and (tmp_path / "grid.png").stat().st_size > 0
+    assert all(caption for _, caption in written)
+
+
+def test_probe_warning_goes_to_the_progress_warning_channel():
+    """A probe that did not converge is a warning on the caller's progress (kept on the study), not a print."""
+    import warnings
+    from types import SimpleNamespace
+
+    from cliplab.studies.probe import _probe_warnings
+    from cliplab.tasks.probe import ProbeWarning
+
+    progress, study = Recording(), SimpleNamespace(warnings=[])
+    with use(progress), _probe_warnings(study):
+        warnings.warn("wd=1e-09: stopped at max_iter", ProbeWarning)
+    assert study.warnings == progress.warnings == ["wd=1e-09: stopped at max_iter"]
