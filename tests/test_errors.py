@@ -14,10 +14,14 @@ from cliplab.cli.options import flag_for
 from cliplab.errors import CliplabError, DatasetError, ModelLoadError, ParameterError
 
 # Modules whose errors name parameters (the CLI's own modules, studies/, report/ and results/ are not swept yet).
-LIBRARY_MODULES = ["cliplab.models", "cliplab.models.openclip", "cliplab.models.specs", "cliplab.models.hf",
-                   "cliplab.prompts", "cliplab.embed.descriptors", "cliplab.embed.engine", "cliplab.train.trainer",
-                   "cliplab.index", "cliplab.tasks.clustering", "cliplab.attacks.typographic", "cliplab.data"] + \
-    [f"cliplab.data.{m.name}" for m in pkgutil.iter_modules(importlib.import_module("cliplab.data").__path__)]
+def _modules(package: str) -> list[str]:
+    pkg = importlib.import_module(package)
+    return [package] + [n for m in pkgutil.iter_modules(pkg.__path__) for n in
+                        (_modules(f"{package}.{m.name}") if m.ispkg else [f"{package}.{m.name}"])]
+
+
+# Every module of the library, i.e. everything but the CLI (which spells flags) and ``__main__`` entry points.
+LIBRARY_MODULES = [m for m in _modules("cliplab") if not m.startswith("cliplab.cli") and not m.endswith("__main__")]
 
 FLAG = re.compile(r"--[A-Za-z]")
 

@@ -15,7 +15,7 @@ from cliplab.errors import CliplabError, ParameterError
 # Library parameters whose flag is not ``--`` + the name with dashes.
 FLAGS = {"pooling": "--descriptor", "template_sets": "--templates", "rule": "--target", "text_format": "--text",
          "select_from": "--select-split", "k": "--topk", "models": "--model", "models_file": "--models",
-         "gt_dir": "--gt", "out_dir": "--output-dir", "overwrite": "--force"}
+         "gt_dir": "--gt", "query_images": "--query", "out_dir": "--output-dir", "overwrite": "--force"}
 
 
 def flag_for(param: str) -> str:

@@ -175,7 +175,7 @@ def similar(
                       limit=limit, device=device, precision=precision, cache_dir=cache_dir, quiet=quiet)
     fit = load_dataset(pca_fit, None, data_root, None, None, cache_dir) if pca_fit else None
     run = run_similar(inp.model, inp.dataset, spec, cache_dir, pca_fit=fit, pca_dim=pca_dim, whiten=whiten, qe=qe,
-                      k=k, gt_dir=gt, crop_queries=not no_crop, queries=query or (), batch_size=batch_size,
+                      k=k, gt_dir=gt, crop_queries=not no_crop, query_images=query or (), batch_size=batch_size,
                       num_workers=workers, quiet=quiet)
     config = {"model": model, "pretrained": pretrained, "dataset": dataset, **spec.__dict__, "pca_dim": pca_dim,
               "whiten": whiten, "pca_fit": pca_fit, "qe": qe, "k": k, "gt": str(gt) if gt else None}

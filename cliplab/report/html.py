@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cliplab.errors import CliplabError
+from cliplab.errors import CliplabError, ParameterError
 
 def sections() -> list:
     """How each task is shown: declared by the study modules (``REPORT_SECTIONS``), collected here."""
@@ -225,10 +225,10 @@ def import_clip_benchmark(paths: list[str | Path]) -> pd.DataFrame:
         try:
             rec = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise CliplabError(f"--clip-benchmark {p}: cannot read ({exc})") from None
+            raise ParameterError("clip_benchmark", p, f"cannot read ({exc})", quote=False) from None
         if not isinstance(rec, dict) or not {"dataset", "model", "task", "metrics"} <= set(rec):
-            raise CliplabError(f"--clip-benchmark {p}: not a CLIP_benchmark result (needs dataset, model, task, "
-                               "metrics)")
+            raise ParameterError("clip_benchmark", p, "not a CLIP_benchmark result (needs dataset, model, task, "
+                                 "metrics)", quote=False)
         base = {"run_id": f"cb-{p.stem}", "timestamp": "", "cliplab_version": "", "command": "clip_benchmark",
                 "model": rec["model"], "pretrained": rec.get("pretrained") or "", "model_fingerprint": "",
                 "dataset": rec["dataset"], "split": rec.get("split", "test"), "dataset_fingerprint": "",
@@ -254,7 +254,7 @@ def build_report(df: pd.DataFrame, out: str | Path, *, title: str = "cliplab rep
     from cliplab.results.exports import provenance, write_table
 
     if df.empty:
-        raise CliplabError("the results store is empty: run a study with --results DIR first")
+        raise CliplabError("the results store is empty: run a study that writes to a results folder first")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     links = {}

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cliplab.errors import ParameterError
 from cliplab.io import atomic_path, write_json_atomic
 from cliplab.version import __version__
 
@@ -58,7 +59,7 @@ def write_embeddings(path: str | Path, result, dataset) -> list[Path]:
         meta["embedding"] = list(result.embeddings)
         write_table(path, meta)
         return [path]
-    raise ValueError(f"--output {path}: use .npy or .parquet")
+    raise ParameterError("output", path, "use .npy or .parquet", quote=False)
 
 
 def write_artifact(path: str | Path, result, name: str, artifacts: dict, config: dict) -> list[tuple[Path, str | None]]:

@@ -17,7 +17,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from cliplab.errors import CliplabError
+from cliplab.errors import CliplabError, ParameterError
 
 COLUMNS = ["run_id", "timestamp", "cliplab_version", "command", "task", "model", "pretrained", "model_fingerprint",
            "dataset", "split", "dataset_fingerprint", "variant", "metric", "value", "ci_low", "ci_high", "seed",
@@ -95,12 +95,12 @@ class RunRecorder:
         if folder is None or not self.rows:
             return None
         if fmt not in FORMATS:
-            raise CliplabError(f"--results-format {fmt!r}: choose parquet or jsonl")
+            raise ParameterError("results_format", fmt, "choose parquet or jsonl")
         from cliplab.results.exports import write_table
 
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
-            raise CliplabError(f"--results {folder}: exists and is not a folder")
+            raise ParameterError("results", folder, "exists and is not a folder", quote=False)
         folder.mkdir(parents=True, exist_ok=True)
         stamp = self.timestamp.replace(":", "").replace("-", "").split("+")[0]
         command = "".join(ch if ch.isalnum() else "-" for ch in self.base["command"])

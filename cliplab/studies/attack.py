@@ -11,7 +11,7 @@ import pandas as pd
 from cliplab.attacks.typographic import AttackedSource, TypographicParams, choose_targets
 from cliplab.data.base import ImageDataset
 from cliplab.embed import EmbeddingResult, embed_images
-from cliplab.errors import CliplabError
+from cliplab.errors import ParameterError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
@@ -147,7 +147,8 @@ def run_typographic(model: LoadedModel, dataset: ImageDataset, template_set: Tem
     """Zero-shot on clean and on attacked copies of ``dataset``'s images: an :class:`AttackResult`."""
     dataset.require_classes("the typographic attack")
     if "{}" not in text_format:
-        raise CliplabError(f"--text {text_format!r} must contain {{}} where the class name goes")
+        raise ParameterError("text_format", text_format, f"{{p:text_format}} {text_format!r} must contain {{}} where the class "
+                             "name goes", prefix=False)
     params.validate()
     t0 = time.perf_counter()
     names = dataset.classnames

@@ -15,7 +15,7 @@ from cliplab.data.oxford import read_oxford_gt
 from cliplab.data.sources import CroppedSource, FileSource
 from cliplab.embed import embed_images
 from cliplab.embed.descriptors import DescriptorSpec, region_count
-from cliplab.errors import CliplabError
+from cliplab.errors import CliplabError, ParameterError
 from cliplab.index import VectorIndex
 from cliplab.models.base import LoadedModel
 from cliplab.report.plots import image_grid, save_figure
@@ -211,9 +211,9 @@ def _fit_whitening(raw: np.ndarray, spec, n_regions, dim, whiten) -> Whitening:
 def run_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec, cache_dir=None, *,
                 pca_fit: ImageDataset | None = None, pca_dim: int | None = None, whiten: bool = True,
                 qe: int = 0, k: int = 10, gt_dir: str | Path | None = None, crop_queries: bool = True,
-                queries: Sequence[str | Path] = (), variant: str | None = None, batch_size: int = 64,
+                query_images: Sequence[str | Path] = (), variant: str | None = None, batch_size: int = 64,
                 num_workers: int | None = None, quiet: bool = False) -> SimilarRun:
-    """Gallery descriptors, their evaluation and the top-k of any ``queries`` images: a :class:`SimilarRun`.
+    """Gallery descriptors, their evaluation and the top-k of any ``query_images``: a :class:`SimilarRun`.
 
     Evaluated against ``gt_dir`` (Oxford/Paris ground truth) if given, else the class labels; ``variant`` names
     the run in the results instead of the descriptor options."""
@@ -259,8 +259,8 @@ def run_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec,
         labels = gallery.labels[g.indices]
         qd = average_query_expansion(db, db, qe) if qe else None
         run.metrics = labelled_retrieval_metrics(db, labels, k, query_desc=qd)
-    if queries:
-        paths = [str(q) for q in queries]
+    if query_images:
+        paths = [str(q) for q in query_images]
         run.queries = QueryHits(paths, *query_hits(run, model, paths, cache_dir, k, qe))
     return run
 
@@ -310,7 +310,7 @@ def query_hits(run: SimilarRun, model, paths: list[str], cache_dir, k: int, qe: 
     res = embed_images(model, FileSource(paths), cache_dir, descriptor=run.spec, quiet=True, num_workers=0)
     if res.failures:
         _, ident, reason = res.failures[0]
-        raise CliplabError(f"--query {ident}: {reason}")
+        raise ParameterError("query_images", ident, reason, quote=False)
     q = _finish(res.embeddings, run.spec, n_regions, run.whitening)
     if qe:
         q = average_query_expansion(q, run.descriptors, qe)

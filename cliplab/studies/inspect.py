@@ -11,7 +11,7 @@ from cliplab.data.base import ImageDataset
 from cliplab.data.sources import FileSource
 from cliplab.data.folder import IMAGE_EXTENSIONS, list_images
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
-from cliplab.errors import CliplabError
+from cliplab.errors import CliplabError, ParameterError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
@@ -42,11 +42,11 @@ def image_paths(args: list[str]) -> list[Path]:
 def read_prompts(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
-        raise CliplabError(f"--prompts {path}: file not found")
+        raise ParameterError("prompts", path, "file not found", quote=False)
     lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
     prompts = [ln for ln in lines if ln and not ln.startswith("#")]
     if len(prompts) < 2:
-        raise CliplabError(f"--prompts {path}: need at least two prompts, one per line")
+        raise ParameterError("prompts", path, "need at least two prompts, one per line", quote=False)
     return prompts
 
 
@@ -54,7 +54,7 @@ def parse_classes(text: str) -> list[str]:
     """Comma-separated class names (at least two)."""
     names = [c.strip() for c in text.split(",") if c.strip()]
     if len(names) < 2:
-        raise CliplabError(f"--classes {text!r}: give at least two comma-separated names")
+        raise ParameterError("classes", text, "give at least two comma-separated names")
     return names
 
 
@@ -161,7 +161,8 @@ def run_inspect(model: LoadedModel, paths: list[Path], cache_dir=None, *, classn
         weights = l2_normalize(embed_texts(model, labels, cache_dir))
     else:
         if not classnames or template_set is None:
-            raise CliplabError("give class names (--dataset/--classes) or --prompts to rank")
+            raise ParameterError("prompts", None, "give class names ({p:dataset}/{p:classes}) or {p:prompts} to rank",
+                                 prefix=False)
         labels = list(classnames)
         weights = build_classifier(class_text_embeddings(model, labels, template_set, cache_dir))
     s = scores(images.embeddings, weights)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from cliplab.data.base import ImageDataset, check_disjoint
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
-from cliplab.errors import CliplabError
+from cliplab.errors import ParameterError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
@@ -150,19 +150,19 @@ def load_descriptions(path: str | Path, classnames: list[str]) -> list[list[str]
     """``{class name: [texts]}``; every class of the dataset needs at least one text."""
     path = Path(path)
     if not path.is_file():
-        raise CliplabError(f"--descriptions {path}: file not found")
+        raise ParameterError("descriptions", path, "file not found", quote=False)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise CliplabError(f"--descriptions {path}: invalid JSON ({exc.msg})") from None
+        raise ParameterError("descriptions", path, f"invalid JSON ({exc.msg})", quote=False) from None
     if not isinstance(data, dict):
-        raise CliplabError(f"--descriptions {path}: expected an object {{class name: [texts]}}")
+        raise ParameterError("descriptions", path, "expected an object {class name: [texts]}", quote=False)
     norm = {k.strip().lower().replace("_", " "): v for k, v in data.items()}
     out = []
     for c in classnames:
         texts = data.get(c, norm.get(c.lower()))
         if not texts:
-            raise CliplabError(f"--descriptions {path}: no descriptions for class {c!r}")
+            raise ParameterError("descriptions", path, f"no descriptions for class {c!r}", quote=False)
         out.append([texts] if isinstance(texts, str) else list(texts))
     return out
 
@@ -180,7 +180,7 @@ def run_prompt_study(model: LoadedModel, dataset: ImageDataset, template_sets: l
     """Every template, ensemble (and description set) scored and tested against the baseline: a :class:`PromptStudy`."""
     dataset.require_classes("a prompt study")
     if aggregate not in ("mean", "max"):
-        raise CliplabError(f"--aggregate {aggregate!r}: choose mean or max")
+        raise ParameterError("aggregate", aggregate, "choose mean or max")
     t0 = time.perf_counter()
     images = embed_images(model, dataset, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet)
     labels = dataset.labels[images.indices]
@@ -221,7 +221,8 @@ def run_prompt_study(model: LoadedModel, dataset: ImageDataset, template_sets: l
     by_name = {r.name: r for r in study.rows}
     base_name = baseline or (template_sets[0].templates[0] if template_sets else study.rows[0].name)
     if base_name not in by_name:
-        raise CliplabError(f"--baseline {base_name!r} is not among the evaluated templates/sets")
+        raise ParameterError("baseline", base_name, f"{{p:baseline}} {base_name!r} is not among the evaluated templates/sets",
+                             prefix=False)
     study.baseline = base_name
     study.params["baseline"] = base_name
     base = by_name[base_name]

@@ -10,7 +10,7 @@ import pandas as pd
 
 from cliplab.data.base import ImageDataset
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
-from cliplab.errors import CliplabError
+from cliplab.errors import CliplabError, ParameterError
 from cliplab.models.base import LoadedModel
 from cliplab.report.plots import _plt, image_grid, save_figure
 from cliplab.results.result import (DatasetInfo, Failure, Figure, ModelInfo, ReportFigure, ReportSection, Rows, Table,
@@ -43,18 +43,18 @@ def read_queries(path: str | Path) -> list[Query]:
     """A .txt file (one query per line; ``# family`` lines start a family), or JSON ``{family: [queries]}``."""
     path = Path(path)
     if not path.is_file():
-        raise CliplabError(f"--queries {path}: file not found")
+        raise ParameterError("queries", path, "file not found", quote=False)
     text = path.read_text(encoding="utf-8")
     out: list[Query] = []
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise CliplabError(f"--queries {path}: invalid JSON ({exc.msg})") from None
+            raise ParameterError("queries", path, f"invalid JSON ({exc.msg})", quote=False) from None
         if isinstance(data, list):
             data = {"": data}
         if not isinstance(data, dict):
-            raise CliplabError(f"--queries {path}: expected {{family: [queries]}} or a list")
+            raise ParameterError("queries", path, "expected {family: [queries]} or a list", quote=False)
         for fam, qs in data.items():
             out += [Query(text=str(q), family=fam) for q in qs]
     else:
@@ -66,7 +66,7 @@ def read_queries(path: str | Path) -> list[Query]:
             elif line:
                 out.append(Query(text=line, family=fam))
     if not out:
-        raise CliplabError(f"--queries {path}: no queries")
+        raise ParameterError("queries", path, "no queries", quote=False)
     return out
 
 
@@ -224,7 +224,7 @@ def query_vectors(model: LoadedModel, queries: list[Query], cache_dir=None, text
         res = embed_images(model, src, cache_dir, quiet=True, num_workers=0)
         if res.failures:
             _, ident, reason = res.failures[0]
-            raise CliplabError(f"--image {ident}: {reason}")
+            raise ParameterError("image", ident, reason, quote=False)
         vecs = l2_normalize(res.embeddings)
         for j, i in enumerate(img_q):
             q = queries[i]
