@@ -22,37 +22,45 @@ def flag_for(param: str) -> str:
     """The CLI flag that sets a library parameter."""
     return FLAGS.get(param, "--" + param.replace("_", "-"))
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="open_clip architecture (ViT-B-32), hf-hub:org/name, "
-                        "local-dir:FOLDER, a model-config .json, hf:org/name (transformers), or a model trained by "
-                        "`cliplab train` (see `cliplab models`).")]
-PretrainedOpt = Annotated[Optional[str], typer.Option("--pretrained", "-p", help="pretrained tag (openai, laion2b_s34b_b79k, ...) or "
-                             "a checkpoint file (.pt/.bin/.safetensors).")]
-DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="shapes[:ATTRIBUTE], a torchvision name (cifar10, "
-                          "cifar100, food101, eurosat, stl10, flowers102, oxford_pets, dtd, mnist), a folder of "
-                          "class subfolders or images, or a caption file (.csv/.jsonl).")]
-SplitOpt = Annotated[Optional[str], typer.Option("--split", help="dataset split (named datasets: default test; a folder with split "
-                        "subfolders needs it). A split that does not exist is an error listing those that do.")]
-DataRootOpt = Annotated[Optional[str], typer.Option("--data-root", help="where torchvision datasets are (downloaded when online).")]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="use a seeded random subset of N images.")]
-ClassnamesOpt = Annotated[Optional[str], typer.Option("--classnames", help="class names file (.txt one per line, or .json list/map).")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda if available).")]
-PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32 | amp | amp_bf16 | fp16 | bf16 (default: amp on GPU, "
-                            "fp32 on CPU).")]
-CacheDirOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="embedding/model/dataset cache (default: user cache dir, or "
-                           "$CLIPLAB_CACHE_DIR).")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=0, help="images per batch; 0 = chosen from free GPU memory "
-                        "(64 on CPU).")]
-WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=0, help="DataLoader worker processes (default: automatic).")]
-PipelineOpt = Annotated[str, typer.Option("--pipeline", help="image preprocessing: pil (open_clip's transform, the "
-                           "reference), tensor (torchvision decoding + batched tensor resize/normalise; JPEGs decoded "
-                           "on the GPU), auto (tensor on CUDA, else pil).")]
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="recompute embeddings and don't write the cache.")]
-ResultsOpt = Annotated[Optional[Path], typer.Option("--results", help="results store folder: this run's rows (model, dataset, task, "
-                          "metric, value, CI, seed, fingerprints, config) are added as a new file; read it with "
-                          "pandas or `cliplab report`.")]
-ResultsFormatOpt = Annotated[str, typer.Option("--results-format", help="parquet | jsonl")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or notes (result tables and errors still "
-                        "print).")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help=(
+        'open_clip architecture (ViT-B-32), hf-hub:org/name, local-dir:FOLDER, a model-config .json, hf:org/name '
+        '(transformers), or a model trained by `cliplab train` (see `cliplab models`).'))]
+PretrainedOpt = Annotated[Optional[str], typer.Option("--pretrained", "-p", help=(
+        'pretrained tag (openai, laion2b_s34b_b79k, ...) or a checkpoint file (.pt/.bin/.safetensors).'))]
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help=(
+        'shapes[:ATTRIBUTE], a torchvision name (cifar10, cifar100, food101, eurosat, stl10, flowers102, oxford_pets,'
+        ' dtd, mnist), a folder of class subfolders or images, or a caption file (.csv/.jsonl).'))]
+SplitOpt = Annotated[Optional[str], typer.Option("--split", help=(
+        'dataset split (named datasets: default test; a folder with split subfolders needs it). A split that does not'
+        ' exist is an error listing those that do.'))]
+DataRootOpt = Annotated[Optional[str], typer.Option("--data-root", help=(
+        'where torchvision datasets are (downloaded when online).'))]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help=(
+        'use a seeded random subset of N images.'))]
+ClassnamesOpt = Annotated[Optional[str], typer.Option("--classnames", help=(
+        'class names file (.txt one per line, or .json list/map).'))]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help=(
+        'cpu, cuda, cuda:1 (default: cuda if available).'))]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help=(
+        'fp32 | amp | amp_bf16 | fp16 | bf16 (default: amp on GPU, fp32 on CPU).'))]
+CacheDirOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help=(
+        'embedding/model/dataset cache (default: user cache dir, or $CLIPLAB_CACHE_DIR).'))]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=0, help=(
+        'images per batch; 0 = chosen from free GPU memory (64 on CPU).'))]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=0, help=(
+        'DataLoader worker processes (default: automatic).'))]
+PipelineOpt = Annotated[str, typer.Option("--pipeline", help=(
+        "image preprocessing: pil (open_clip's transform, the reference), tensor (torchvision decoding + batched "
+        'tensor resize/normalise; JPEGs decoded on the GPU), auto (tensor on CUDA, else pil).'))]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help=(
+        "recompute embeddings and don't write the cache."))]
+ResultsOpt = Annotated[Optional[Path], typer.Option("--results", help=(
+        "results store folder: this run's rows (model, dataset, task, metric, value, CI, seed, fingerprints, config) "
+        'are added as a new file; read it with pandas or `cliplab report`.'))]
+ResultsFormatOpt = Annotated[str, typer.Option("--results-format", help=(
+        'parquet | jsonl'))]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help=(
+        'no progress bars or notes (result tables and errors still print).'))]
 
 
 def handle_errors(fn):

@@ -98,6 +98,14 @@ class Table:
     wrap: dict[str, int] = field(default_factory=dict)  # column -> max width (wrapped); other columns don't wrap
 
 
+class SingleModel:
+    """``models`` for a study of one loaded model (held in ``self.model``)."""
+
+    @property
+    def models(self) -> list[ModelInfo]:
+        return [ModelInfo.of(self.model)]
+
+
 @runtime_checkable
 class StudyResult(Protocol):
     task: str

@@ -15,13 +15,13 @@ from cliplab.errors import ParameterError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
-from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportSection, Rows, Table, pct
+from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, pct
 from cliplab.tasks.metrics import classification_metrics
 from cliplab.tasks.zeroshot import build_classifier, scores
 
 
 @dataclass
-class AttackResult:
+class AttackResult(SingleModel):
     """Zero-shot predictions on clean images and on the same images with a wrong class name written on them (the
     study contract: :mod:`cliplab.results.result`)."""
     model: LoadedModel
@@ -41,10 +41,6 @@ class AttackResult:
     text_format: str = "{}"
     n_examples: int = 8  # image pairs in the examples figure
     task = "typographic_attack"
-
-    @property
-    def models(self) -> list[ModelInfo]:
-        return [ModelInfo.of(self.model)]
 
     @property
     def dataset(self) -> DatasetInfo:

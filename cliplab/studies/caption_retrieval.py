@@ -13,7 +13,7 @@ from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError
 from cliplab.models.base import LoadedModel
 from cliplab.report.plots import image_grid, save_figure
-from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportSection, Rows, Table, pct, skipped
+from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, pct, skipped
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.caption_retrieval import RetrievalResult, caption_retrieval, chunked_topk
 
@@ -21,7 +21,7 @@ DIRECTIONS = ("text_to_image", "image_to_text")
 
 
 @dataclass
-class CaptionRetrieval:
+class CaptionRetrieval(SingleModel):
     """Text->image and image->text retrieval over a captioned dataset (the study contract:
     :mod:`cliplab.results.result`)."""
     model: LoadedModel
@@ -34,10 +34,6 @@ class CaptionRetrieval:
     seconds: float = 0.0
     ks: tuple[int, ...] = (1, 5, 10)
     task = "caption_retrieval"
-
-    @property
-    def models(self) -> list[ModelInfo]:
-        return [ModelInfo.of(self.model)]
 
     @property
     def dataset(self) -> DatasetInfo:

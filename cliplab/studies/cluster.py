@@ -13,12 +13,12 @@ from cliplab.data.base import ImageDataset
 from cliplab.embed import EmbeddingResult, embed_images
 from cliplab.models.base import LoadedModel
 from cliplab.report.plots import image_grid, save_figure
-from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportSection, Rows, Table
+from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table
 from cliplab.tasks.clustering import Clustering, kmeans, prepare
 
 
 @dataclass
-class ClusterRun:
+class ClusterRun(SingleModel):
     """k-means for one or more k on one dataset split (the study contract: :mod:`cliplab.results.result`)."""
     model: LoadedModel
     data: ImageDataset
@@ -35,10 +35,6 @@ class ClusterRun:
     @property
     def variant(self) -> str:
         return f"kmeans-{self.backend}" + (f" pca={self.pca_dim}" if self.pca_dim else "")
-
-    @property
-    def models(self) -> list[ModelInfo]:
-        return [ModelInfo.of(self.model)]
 
     @property
     def dataset(self) -> DatasetInfo:

@@ -19,7 +19,7 @@ from cliplab.errors import CliplabError, ParameterError
 from cliplab.index import VectorIndex
 from cliplab.models.base import LoadedModel
 from cliplab.report.plots import image_grid, save_figure
-from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportSection, Rows, Table, pct
+from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, pct
 from cliplab.tasks.image_retrieval import (PROTOCOLS, Whitening, average_query_expansion, gt_map,
                                            labelled_retrieval_metrics, revisited_ground_truth, rmac_aggregate)
 from cliplab.tasks.metrics import l2_normalize
@@ -48,7 +48,7 @@ class QueryHits:
 
 
 @dataclass
-class SimilarRun:
+class SimilarRun(SingleModel):
     """Image->image retrieval over a gallery (the study contract: :mod:`cliplab.results.result`)."""
     model: LoadedModel
     gallery: ImageDataset
@@ -78,10 +78,6 @@ class SimilarRun:
                 + (f" pca={self.pca_dim}" if self.pca_dim else "")
                 + (" whiten" if self.whitening is not None and self.whiten else "")
                 + (f" qe={self.qe}" if self.qe else ""))
-
-    @property
-    def models(self) -> list[ModelInfo]:
-        return [ModelInfo.of(self.model)]
 
     @property
     def dataset(self) -> DatasetInfo:

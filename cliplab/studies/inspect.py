@@ -15,7 +15,7 @@ from cliplab.errors import CliplabError, ParameterError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
-from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportSection, Rows, Table, skipped
+from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, skipped
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.zeroshot import build_classifier, scores
 
@@ -59,7 +59,7 @@ def parse_classes(text: str) -> list[str]:
 
 
 @dataclass
-class Inspection:
+class Inspection(SingleModel):
     """Every candidate (class name or prompt) ranked for each image (the study contract:
     :mod:`cliplab.results.result`; ``dataset`` names where the candidates come from)."""
     model: LoadedModel
@@ -74,10 +74,6 @@ class Inspection:
     template_set: TemplateSet | None = None
     topk: int = 5  # columns of the table, bars per figure
     task = "inspection"
-
-    @property
-    def models(self) -> list[ModelInfo]:
-        return [ModelInfo.of(self.model)]
 
     @property
     def dataset(self) -> DatasetInfo:

@@ -19,7 +19,7 @@ from cliplab.progress import progress_bar, warn
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
 from cliplab.report.plots import _plt
-from cliplab.results.result import DatasetInfo, Failure, ModelInfo, ReportFigure, ReportSection, Rows, Table, pct
+from cliplab.results.result import DatasetInfo, Failure, ReportFigure, ReportSection, Rows, SingleModel, Table, pct
 from cliplab.tasks.probe import DEFAULT_WD_GRID, KShotRow, ProbeResult, ProbeWarning, kshot_probes, linear_probe
 from cliplab.tasks.zeroshot import build_classifier, evaluate
 
@@ -28,7 +28,7 @@ HEADLINE = ("acc1", "acc5", "mean_per_class_recall")
 
 
 @dataclass
-class ProbeStudy:
+class ProbeStudy(SingleModel):
     """Linear and k-shot probes trained on one split and tested on another, beside zero-shot (the study contract:
     :mod:`cliplab.results.result`; ``dataset`` is the test split)."""
     model: LoadedModel
@@ -44,10 +44,6 @@ class ProbeStudy:
     warnings: list[str] = field(default_factory=list)  # unconverged fits, a weight decay chosen at a grid edge
     params: dict = field(default_factory=dict)  # what the study was asked for (k, seeds, weight decay, ...)
     task = "linear_probe"
-
-    @property
-    def models(self) -> list[ModelInfo]:
-        return [ModelInfo.of(self.model)]
 
     @property
     def dataset(self) -> DatasetInfo:

@@ -20,7 +20,7 @@ from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
 from cliplab.report.plots import _plt
-from cliplab.results.result import DatasetInfo, Failure, ModelInfo, ReportFigure, ReportSection, Rows, Table, pct
+from cliplab.results.result import DatasetInfo, Failure, ReportFigure, ReportSection, Rows, SingleModel, Table, pct
 from cliplab.tasks.selection import greedy_template_selection
 from cliplab.tasks.stats import PairedComparison, compare_paired
 from cliplab.tasks.zeroshot import build_classifier, build_classifier_ragged, evaluate, evaluate_scores, scores_max
@@ -41,7 +41,7 @@ CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similar
 
 
 @dataclass
-class PromptStudy:
+class PromptStudy(SingleModel):
     """Every template, ensemble and description set scored on one image pass, each tested against a baseline row
     (the study contract: :mod:`cliplab.results.result`)."""
     model: LoadedModel
@@ -55,10 +55,6 @@ class PromptStudy:
     seconds: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)  # what the study was asked for (templates, baseline, seed, ...)
     task = "prompt_study"
-
-    @property
-    def models(self) -> list[ModelInfo]:
-        return [ModelInfo.of(self.model)]
 
     @property
     def dataset(self) -> DatasetInfo:

@@ -14,7 +14,7 @@ from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
 from cliplab.report.plots import _plt
-from cliplab.results.result import (DatasetInfo, Failure, ModelInfo, ReportFigure, ReportSection, Rows, Table, pct,
+from cliplab.results.result import (DatasetInfo, Failure, ReportFigure, ReportSection, Rows, SingleModel, Table, pct,
                                     skipped)
 from cliplab.tasks.zeroshot import ZeroShotResult, build_classifier, evaluate
 
@@ -29,7 +29,7 @@ class TemplateEvaluation:
 
 
 @dataclass
-class ZeroShotRun:
+class ZeroShotRun(SingleModel):
     """Zero-shot classification of one dataset split, one evaluation per template set (the study contract:
     :mod:`cliplab.results.result`)."""
     model: LoadedModel
@@ -40,10 +40,6 @@ class ZeroShotRun:
     seconds: float = 0.0
     topk: int = 5  # columns of the per-image predictions
     task = "zeroshot_classification"
-
-    @property
-    def models(self) -> list[ModelInfo]:
-        return [ModelInfo.of(self.model)]
 
     @property
     def dataset(self) -> DatasetInfo:
