@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import socket
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from typing import Any
 import torch
 
 from cliplab.errors import ModelLoadError, ModelParameterError
-from cliplab.io import hash_file, hash_json
+from cliplab.io import hash_file, hash_json, write_json_atomic
 
 OFFLINE_HINT = ("download the checkpoint on a machine with internet and pass it with {p:pretrained} PATH "
                 "(and {p:model} CONFIG.json for a custom architecture)")  # in a ParameterError message
@@ -41,8 +43,6 @@ def register_config_file(path: Path, cache_dir: Path) -> tuple[str, dict, dict]:
     reg_dir.mkdir(parents=True, exist_ok=True)
     target = reg_dir / f"{name}.json"
     if not target.exists():
-        from cliplab.io import write_json_atomic
-
         write_json_atomic(target, model_cfg)
     open_clip.add_model_config(target)
     return name, model_cfg, preprocess_cfg
@@ -50,8 +50,6 @@ def register_config_file(path: Path, cache_dir: Path) -> tuple[str, dict, dict]:
 
 def network_available(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
     """False when CLIPLAB_OFFLINE=1 or HF_HUB_OFFLINE=1 is set, or the hub cannot be reached."""
-    import socket
-
     if os.environ.get("CLIPLAB_OFFLINE", "") not in ("", "0") or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         return False
     try:
@@ -65,7 +63,7 @@ def network_available(host: str = "huggingface.co", port: int = 443, timeout: fl
 def quiet_hub(offline: bool):
     """Silence open_clip's root-logger chatter; with ``offline``, make the HF hub use its local cache only
     (cached weights still load; missing ones fail at once instead of after a minute of retries)."""
-    import huggingface_hub.constants as hf_constants
+    import huggingface_hub.constants as hf_constants  # optional: not a declared dependency (open_clip_torch brings it)
 
     root = logging.getLogger()
     hub_logger = logging.getLogger("huggingface_hub")
@@ -100,8 +98,6 @@ def weights_identity(path: str) -> str:
 
 
 def state_dict_identity(model: torch.nn.Module) -> str:
-    import hashlib
-
     h = hashlib.blake2b(digest_size=16)
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())

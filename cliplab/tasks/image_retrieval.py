@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.decomposition import PCA
 
+from cliplab.io import atomic_path
 from cliplab.tasks.metrics import l2_normalize
 
 
@@ -24,8 +26,6 @@ class Whitening:
 
     @classmethod
     def fit(cls, X: np.ndarray, dim: int | None = None, whiten: bool = True) -> "Whitening":
-        from sklearn.decomposition import PCA
-
         X = np.asarray(X, np.float64)
         k = min(dim or X.shape[1], X.shape[1], X.shape[0] - 1 if whiten else X.shape[0])
         pca = PCA(n_components=k, whiten=whiten, svd_solver="full").fit(X)
@@ -39,8 +39,6 @@ class Whitening:
         return l2_normalize(out) if normalize else out
 
     def save(self, path: str | Path) -> None:
-        from cliplab.io import atomic_path
-
         with atomic_path(Path(path)) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, mean=self.mean, projection=self.projection)
