@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torchvision import transforms as T
 
 from cliplab.errors import ModelParameterError
 from cliplab.models.openclip import state_dict_identity, weights_identity
@@ -49,7 +50,6 @@ def load_hf(spec: str, device: torch.device, precision: str) -> dict[str, Any]:
     except ImportError:
         raise ModelParameterError("model", spec, "{p:model} hf:... needs Hugging Face transformers: pip install "
                                   "'cliplab[hf]'", prefix=False) from None
-    from torchvision import transforms as T
 
     name = spec[len("hf:"):]
     local = Path(name).expanduser()

@@ -11,7 +11,10 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
+import open_clip
 import torch
+from open_clip.factory import _find_checkpoint_in_dir, load_state_dict
+from open_clip.pretrained import get_pretrained_cfg
 
 from cliplab.errors import ModelLoadError, ModelParameterError
 from cliplab.io import hash_file, hash_json, write_json_atomic
@@ -26,8 +29,6 @@ def register_config_file(path: Path, cache_dir: Path) -> tuple[str, dict, dict]:
     Accepts open_clip's two config shapes: a bare model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) or an
     ``open_clip_config.json`` (``{"model_cfg": ..., "preprocess_cfg": ...}``).
     """
-    import open_clip
-
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -107,9 +108,6 @@ def state_dict_identity(model: torch.nn.Module) -> str:
 
 def load_open_clip(model: str, pretrained: str | None, device: torch.device, precision: str,
                    cache_dir: Path, force_quick_gelu: bool | None = None) -> dict[str, Any]:
-    import open_clip
-    from open_clip.pretrained import get_pretrained_cfg
-
     preprocess_override: dict = {}
     model_cfg: dict | None = None
     name = model
@@ -183,8 +181,6 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
     elif pretrained:
         weights = "tag:" + hash_json({k: v for k, v in tag_cfg.items()})[:16] + f":{pretrained}"
     elif model.startswith("local-dir:"):
-        from open_clip.factory import _find_checkpoint_in_dir
-
         ckpt = _find_checkpoint_in_dir(Path(model[len("local-dir:"):]))
         weights = weights_identity(ckpt) if ckpt else state_dict_identity(net)
     elif model.startswith("hf-hub:"):
@@ -202,9 +198,6 @@ def checkpoint_mismatch(name: str, checkpoint: str, quick_gelu: bool = False, ex
     """Why ``checkpoint`` does not fit the open_clip architecture ``name``: counts (and first examples) of
     parameters whose shapes differ, that the model needs but the checkpoint lacks, and that the checkpoint has
     but the model does not. None when that cannot be worked out or nothing differs."""
-    import open_clip
-    from open_clip.factory import load_state_dict
-
     try:
         got = {k: tuple(v.shape) for k, v in load_state_dict(checkpoint).items() if hasattr(v, "shape")}
         with torch.device("meta"), quiet_hub(False):  # the architecture's shapes, no weights allocated
@@ -246,12 +239,8 @@ def _jsonable(cfg: dict) -> dict:
 
 
 def list_architectures() -> list[str]:
-    import open_clip
-
     return open_clip.list_models()
 
 
 def list_pretrained() -> list[tuple[str, str]]:
-    import open_clip
-
     return open_clip.list_pretrained()

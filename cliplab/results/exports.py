@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from cliplab.errors import ParameterError
 from cliplab.io import atomic_path, write_json_atomic
 from cliplab.version import __version__
 
 def provenance() -> dict:
-    import torch
-
     return {"cliplab_version": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 

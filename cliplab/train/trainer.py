@@ -22,7 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import torch
+from open_clip.loss import ClipLoss
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
@@ -163,9 +165,6 @@ def _check_target(final: Path, name: str, overwrite: bool) -> None:
 
 def _train_into(folder: Path, ds: ImageDataset, cache_dir: Path, name: str, model_cfg, base_model, pretrained,
                 cfg: TrainConfig, quiet: bool, on_epoch, extra_meta: dict) -> None:
-    import open_clip
-    from open_clip.loss import ClipLoss
-
     if base_model is None:
         model_cfg = model_cfg or TINY_CONFIG
         cfg_path = folder / f"{name}.json"
