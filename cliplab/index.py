@@ -17,7 +17,7 @@ KINDS = ("flat", "ivf", "hnsw")
 
 def _faiss():
     try:
-        import faiss
+        import faiss  # faiss: slow to import, only index building/loading needs it
     except ImportError:  # pragma: no cover - faiss-cpu is a dependency
         raise CliplabError("FAISS is not installed: pip install faiss-cpu") from None
     return faiss

@@ -6,9 +6,15 @@ from pathlib import Path
 import numpy as np
 
 from cliplab.data.base import ImageDataset
+from cliplab.data.captions import load_caption_file
+from cliplab.data.coco import load_caption_json
+from cliplab.data.folder import load_folder
+from cliplab.data.shapes import load_shapes
 from cliplab.data.sources import FileSource, ImageSource, IndexedSource
 from cliplab.data.splits import SplitError
+from cliplab.data.torchvision_sets import canonical_name, load_torchvision
 from cliplab.errors import DatasetParameterError
+from cliplab.paths import resolve_cache_dir
 
 _DATASET_KINDS = (  # {p:data_root}: a parameter in an error message
     "shapes[:ATTRIBUTE] (built-in synthetic), a torchvision name (cifar10, cifar100, food101, eurosat, stl10, "
@@ -26,8 +32,6 @@ def load_dataset(spec: str, *, split: str | None = None, data_root: str | None =
     ``limit`` keeps a seeded random subset of that many images (in original order), so that a limited run
     still covers every class of a class-sorted folder.
     """
-    from cliplab.paths import resolve_cache_dir
-
     cache = resolve_cache_dir(cache_dir)
     ds = _resolve(spec, split, data_root, classnames, cache, download)
     if limit is not None and limit < len(ds):
@@ -39,32 +43,22 @@ def load_dataset(spec: str, *, split: str | None = None, data_root: str | None =
 
 
 def _resolve(spec, split, data_root, classnames, cache: Path, download: bool) -> ImageDataset:
-    from cliplab.data.torchvision_sets import canonical_name, load_torchvision
-
     name, _, attribute = spec.partition(":")
     if name == "shapes":
-        from cliplab.data.shapes import load_shapes
-
         return load_shapes(cache, split=split or "test", attribute=attribute or "shape")
     if canonical_name(spec) and not Path(spec).exists():
         root = data_root or str(cache / "torchvision")
         return load_torchvision(spec, root, split=split or "test", download=download, classnames_file=classnames)
     path = Path(spec).expanduser()
     if path.is_dir():
-        from cliplab.data.folder import load_folder
-
         return load_folder(path, split=split, classnames_file=classnames)
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in (".csv", ".tsv", ".jsonl", ".ndjson"):
-            from cliplab.data.captions import load_caption_file
-
             if split not in (None, "all"):
                 raise SplitError(f"caption file {path}", split, [])
             return load_caption_file(path, split="all")
         if suffix == ".json":
-            from cliplab.data.coco import load_caption_json
-
             return load_caption_json(path, split=split, image_root=data_root)
         raise DatasetParameterError("dataset", spec, f"unsupported file type {suffix!r}; expected {_DATASET_KINDS}",
                                     quote=False)

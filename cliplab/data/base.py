@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from cliplab.data.sources import FileSource, ImageSource, SubsetSource
+from cliplab.errors import DatasetError
 
 
 
@@ -56,8 +57,6 @@ class ImageDataset:
 
     def require_classes(self, task: str) -> None:
         """Raise unless this is a labelled set with at least two classes and one image (one class scores 100 %)."""
-        from cliplab.errors import DatasetError
-
         where = f"dataset {self.name!r} (split {self.split})"
         if len(self) == 0:
             raise DatasetError(f"{where} has no images")
@@ -71,8 +70,6 @@ class ImageDataset:
     def with_label(self, attribute: str) -> "ImageDataset":
         """Use one of ``attributes`` as the label column."""
         if attribute not in self.attributes:
-            from cliplab.errors import DatasetError
-
             raise DatasetError(
                 f"dataset {self.name!r} has no attribute {attribute!r}; choose one of {sorted(self.attributes)}"
             )
@@ -102,8 +99,6 @@ def image_ids(ds: ImageDataset) -> set[str]:
 
 def check_disjoint(fit: ImageDataset, evaluated: ImageDataset, purpose: str) -> None:
     """Raise unless ``fit`` (what is fitted or selected on) shares no image and the same classes with ``evaluated``."""
-    from cliplab.errors import DatasetError
-
     if fit.classnames is not None and evaluated.classnames is not None \
             and list(fit.classnames) != list(evaluated.classnames):
         missing = [c for c in evaluated.classnames if c not in fit.classnames]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cliplab.data.base import ImageDataset
 from cliplab.data.sources import FileSource
+from cliplab.data.splits import SplitError
 from cliplab.errors import DatasetError, DatasetParameterError
 from cliplab.io import hash_file
 
@@ -56,8 +57,6 @@ def load_caption_json(path: str | Path, split: str | None = None, image_root: st
         found = re.search(r"(train|val|test)\d{4}", path.stem)
         file_split = found.group(0) if found else "all"  # captions_val2017.json -> val2017 (also accepted: val)
         if split not in (None, "all", file_split, found and found.group(1)):
-            from cliplab.data.splits import SplitError
-
             raise SplitError(f"COCO captions file {path.name} (one split: {file_split})", split, [file_split])
         split_name = file_split
     else:

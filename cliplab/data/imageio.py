@@ -1,6 +1,8 @@
 """Robust image opening: every mode PIL knows becomes RGB, and unreadable files raise ``BadImage`` with a reason."""
 from __future__ import annotations
 
+import os
+import re
 import warnings
 
 import numpy as np
@@ -63,13 +65,9 @@ def open_rgb(path: str) -> Image.Image:
     except FileNotFoundError:
         raise BadImage("file not found") from None
     except UnidentifiedImageError:
-        import os
-
         size = os.path.getsize(path) if os.path.exists(path) else -1
         raise BadImage("empty file (0 bytes)" if size == 0 else "not an image (unrecognised format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        import re
-
         found = re.search(r"\((\d+) pixels\)", str(exc))  # PIL: "Image size (N pixels) exceeds limit of ..."
         raise _too_large(int(found.group(1)) if found else None) from None
     except OSError as exc:

@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from cliplab.data.captions import load_caption_file
+from cliplab.data.splits import SplitError
+from cliplab.errors import DatasetError
 from cliplab.io import write_text_atomic
 
 GENERATOR_VERSION = 1
@@ -201,13 +204,8 @@ def ensure_shapes(cache_dir: Path, seed: int = 0, sizes: dict[str, int] | None =
 
 def load_shapes(cache_dir: Path, split: str = "test", seed: int = 0, attribute: str = "shape",
                 sizes: dict[str, int] | None = None):
-    from cliplab.data.captions import load_caption_file
-    from cliplab.errors import DatasetError
-
     sizes = dict(sizes or DEFAULT_SPLIT_SIZES)
     if split not in sizes:
-        from cliplab.data.splits import SplitError
-
         raise SplitError("shapes", split, sorted(sizes))
     if attribute not in ATTRIBUTE_CLASSNAMES:
         raise DatasetError(f"shapes has attributes {sorted(ATTRIBUTE_CLASSNAMES)}, not {attribute!r}")

@@ -6,6 +6,9 @@ from typing import Callable, Sequence
 
 from PIL import Image
 
+from cliplab.data.filehash import hash_files
+from cliplab.data.imageio import open_rgb, to_rgb
+
 
 class ImageSource:
     """Indexable images with a stable cache key per item.
@@ -44,16 +47,12 @@ class FileSource(ImageSource):
 
     def keys(self) -> list[str | None]:
         if self._keys is None:
-            from cliplab.data.filehash import hash_files
-
             hashes, errors = hash_files(self.paths)
             self._keys = [None if h is None else "f:" + h for h in hashes]
             self.key_errors.update(errors)
         return self._keys
 
     def load(self, i: int) -> Image.Image:
-        from cliplab.data.imageio import open_rgb
-
         return open_rgb(self.paths[i])
 
 
@@ -79,8 +78,6 @@ class IndexedSource(ImageSource):
         return [f"d:{self.fingerprint}:{i}" for i in range(self.n)]
 
     def load(self, i: int) -> Image.Image:
-        from cliplab.data.imageio import to_rgb
-
         return to_rgb(self.loader(i))
 
 

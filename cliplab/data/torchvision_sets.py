@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
+import torchvision.datasets as tvd
 
 from cliplab.data.base import ImageDataset
 from cliplab.data.sources import IndexedSource
@@ -56,8 +58,6 @@ def _targets(ds) -> np.ndarray:
 
 def load_torchvision(name: str, root: str | Path, split: str = "test", download: bool = True,
                      classnames_file: str | None = None) -> ImageDataset:
-    import torchvision.datasets as tvd
-
     key = canonical_name(name)
     if key is None:
         raise DatasetError(f"unknown torchvision dataset {name!r}; known: {', '.join(TORCHVISION_DATASETS)}")
@@ -111,8 +111,6 @@ def _uint8_loader(ds, keep):
         return None
 
     def load(i: int):
-        import torch
-
         x = torch.from_numpy(np.ascontiguousarray(arr[keep[i]]))
         return x.unsqueeze(0).expand(3, -1, -1) if x.ndim == 2 else x.permute(2, 0, 1)
 

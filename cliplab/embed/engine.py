@@ -3,17 +3,25 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset
 
 from cliplab.data.base import ImageDataset
-from cliplab.data.sources import ImageSource
+from cliplab.data.filehash import MEMO_NAME, file_hash_memo
+from cliplab.data.imageio import BadImage
+from cliplab.data.sources import FileSource, ImageSource, SubsetSource
 from cliplab.embed.cache import EmbeddingCache
+from cliplab.embed.descriptors import DescriptorSpec, make_encoder
+from cliplab.embed.tensor_pipeline import PIPELINES, TensorPreprocess, decode_batch, read_bytes
+from cliplab.errors import DatasetError, ParameterError
 from cliplab.models.base import LoadedModel
+from cliplab.paths import resolve_cache_dir
 from cliplab.progress import progress_bar
 
 
@@ -47,8 +55,6 @@ class _Preprocessed(Dataset):
         return len(self.positions)
 
     def __getitem__(self, j: int):
-        from cliplab.data.imageio import BadImage
-
         pos = self.positions[j]
         try:
             return pos, self.preprocess(self.source.load(pos)), None
@@ -85,11 +91,6 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
     in dataset order and shards end on batch boundaries, so a resumed run forms exactly the batches an
     uninterrupted run would have, and gives bit-identical embeddings. ``clock`` is for tests.
     """
-    from cliplab.paths import resolve_cache_dir
-
-    from cliplab.data.filehash import MEMO_NAME, file_hash_memo
-    from cliplab.embed.descriptors import DescriptorSpec, make_encoder
-
     if batch_size <= 0:
         batch_size = auto_batch_size(model)
     descriptor = descriptor or DescriptorSpec()
@@ -185,8 +186,6 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
     emb = np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, model.embed_dim), np.float32)
     fail_list = [(i, source.id(i), failures[i]) for i in sorted(failures)]
     if not rows and fail_list:
-        from cliplab.errors import DatasetError
-
         _, first, reason = fail_list[0]
         raise DatasetError(f"none of the {len(fail_list)} images could be read (e.g. {first}: {reason}); check the "
                            "files or the dataset path")
@@ -211,9 +210,6 @@ def auto_batch_size(model: LoadedModel, fraction: float = 0.5, cap: int = 1024, 
 
 
 def _use_tensor_pipeline(pipeline: str, model: LoadedModel) -> bool:
-    from cliplab.embed.tensor_pipeline import PIPELINES, TensorPreprocess
-    from cliplab.errors import ParameterError
-
     if pipeline not in PIPELINES:
         raise ParameterError("pipeline", pipeline, f"choose one of {', '.join(PIPELINES)}")
     if pipeline == "pil" or model.source != "open_clip":
@@ -226,8 +222,6 @@ def _use_tensor_pipeline(pipeline: str, model: LoadedModel) -> bool:
 
 
 def _file_path(source: ImageSource, i: int) -> str | None:
-    from cliplab.data.sources import FileSource, SubsetSource
-
     if isinstance(source, FileSource):
         return source.paths[i]
     if isinstance(source, SubsetSource):
@@ -237,8 +231,6 @@ def _file_path(source: ImageSource, i: int) -> str | None:
 
 def _uint8(source: ImageSource, i: int):
     """A pre-decoded uint8 tensor for item i when the source holds its pixels in memory, else None."""
-    from cliplab.data.sources import SubsetSource
-
     if isinstance(source, SubsetSource):
         return _uint8(source.base, source.indices[i])
     loader = getattr(source, "tensor_loader", None)
@@ -250,13 +242,6 @@ def _tensor_batches(source: ImageSource, todo: list[int], model: LoadedModel, ba
     threads (the next batch's while the model runs), decoded (JPEG on the GPU when the model is on CUDA),
     resized/cropped/normalised on the model's device. Images the tensor decoders reject (CMYK JPEGs, odd formats)
     go through the PIL reference path; unreadable ones become failures as in the PIL path."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import torchvision.transforms.v2.functional as TF
-
-    from cliplab.data.imageio import BadImage
-    from cliplab.embed.tensor_pipeline import TensorPreprocess, decode_batch, read_bytes
-
     prep = TensorPreprocess.from_cfg(model.preprocess_cfg)
     chunks = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
 

@@ -10,6 +10,7 @@ import numpy as np
 from cliplab.embed.cache import EmbeddingCache
 from cliplab.io import hash_bytes
 from cliplab.models.base import LoadedModel
+from cliplab.paths import resolve_cache_dir
 from cliplab.progress import progress_bar
 from cliplab.prompts import TemplateSet
 
@@ -17,8 +18,6 @@ from cliplab.prompts import TemplateSet
 def embed_texts(model: LoadedModel, texts: list[str], cache_dir: str | Path | None = None, *,
                 batch_size: int = 256, use_cache: bool = True, quiet: bool = True) -> np.ndarray:
     """Raw text embeddings (float32, rows in the order of ``texts``), cached per text."""
-    from cliplab.paths import resolve_cache_dir
-
     keys = ["t:" + hash_bytes(t.encode("utf-8")) for t in texts]
     cache = EmbeddingCache(resolve_cache_dir(cache_dir), model.fingerprint, "text") if use_cache else None
     vectors = dict(cache.lookup(list(set(keys))).vectors) if cache else {}

@@ -8,6 +8,10 @@ import torch
 from cliplab.errors import ModelParameterError
 from cliplab.io import hash_json
 from cliplab.models.base import LoadedModel
+from cliplab.models.hf import load_hf
+from cliplab.models.local import find_local_model
+from cliplab.models.openclip import load_open_clip
+from cliplab.paths import resolve_cache_dir
 
 PRECISIONS = ("fp32", "amp", "amp_bf16", "fp16", "bf16")
 
@@ -60,20 +64,13 @@ def load_model(model: str, pretrained: str | None = None, device: str | torch.de
     encoder in ``torch.compile`` (first batch pays the compilation). Neither changes the fingerprint: both are
     execution choices with numerically equivalent results (checked in the tests on CPU).
     """
-    from cliplab.paths import resolve_cache_dir
-
     cache = resolve_cache_dir(cache_dir)
     dev = resolve_device(device)
     precision = resolve_precision(precision, dev)
 
     if model.startswith("hf:"):
-        from cliplab.models.hf import load_hf
-
         parts = load_hf(model, dev, precision)
     else:
-        from cliplab.models.local import find_local_model
-        from cliplab.models.openclip import load_open_clip
-
         local = find_local_model(model, cache) if not pretrained else None
         if local is not None:
             model, pretrained = str(local.config), str(local.checkpoint)

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torchvision import transforms as T
 
 from cliplab.errors import ModelParameterError
+from cliplab.models.openclip import state_dict_identity, weights_identity
 
 
 class _HFTowers(torch.nn.Module):
@@ -44,11 +46,10 @@ class _HFTokenizer:
 
 def load_hf(spec: str, device: torch.device, precision: str) -> dict[str, Any]:
     try:
-        from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+        from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel  # optional: extra [hf]
     except ImportError:
         raise ModelParameterError("model", spec, "{p:model} hf:... needs Hugging Face transformers: pip install "
                                   "'cliplab[hf]'", prefix=False) from None
-    from torchvision import transforms as T
 
     name = spec[len("hf:"):]
     local = Path(name).expanduser()
@@ -78,7 +79,6 @@ def load_hf(spec: str, device: torch.device, precision: str) -> dict[str, Any]:
     arch = model.config.to_dict()
     for k in ("_name_or_path", "transformers_version", "architectures"):
         arch.pop(k, None)
-    from cliplab.models.openclip import state_dict_identity, weights_identity
 
     weights_file = next((local / f for f in ("model.safetensors", "pytorch_model.bin") if (local / f).is_file()), None) \
         if local.is_dir() else None

@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import socket
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
+import open_clip
 import torch
+from open_clip.factory import _find_checkpoint_in_dir, load_state_dict
+from open_clip.pretrained import get_pretrained_cfg
 
 from cliplab.errors import ModelLoadError, ModelParameterError
-from cliplab.io import hash_file, hash_json
+from cliplab.io import hash_file, hash_json, write_json_atomic
 
 OFFLINE_HINT = ("download the checkpoint on a machine with internet and pass it with {p:pretrained} PATH "
                 "(and {p:model} CONFIG.json for a custom architecture)")  # in a ParameterError message
@@ -24,8 +29,6 @@ def register_config_file(path: Path, cache_dir: Path) -> tuple[str, dict, dict]:
     Accepts open_clip's two config shapes: a bare model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) or an
     ``open_clip_config.json`` (``{"model_cfg": ..., "preprocess_cfg": ...}``).
     """
-    import open_clip
-
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -41,8 +44,6 @@ def register_config_file(path: Path, cache_dir: Path) -> tuple[str, dict, dict]:
     reg_dir.mkdir(parents=True, exist_ok=True)
     target = reg_dir / f"{name}.json"
     if not target.exists():
-        from cliplab.io import write_json_atomic
-
         write_json_atomic(target, model_cfg)
     open_clip.add_model_config(target)
     return name, model_cfg, preprocess_cfg
@@ -50,8 +51,6 @@ def register_config_file(path: Path, cache_dir: Path) -> tuple[str, dict, dict]:
 
 def network_available(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
     """False when CLIPLAB_OFFLINE=1 or HF_HUB_OFFLINE=1 is set, or the hub cannot be reached."""
-    import socket
-
     if os.environ.get("CLIPLAB_OFFLINE", "") not in ("", "0") or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         return False
     try:
@@ -65,7 +64,7 @@ def network_available(host: str = "huggingface.co", port: int = 443, timeout: fl
 def quiet_hub(offline: bool):
     """Silence open_clip's root-logger chatter; with ``offline``, make the HF hub use its local cache only
     (cached weights still load; missing ones fail at once instead of after a minute of retries)."""
-    import huggingface_hub.constants as hf_constants
+    import huggingface_hub.constants as hf_constants  # optional: not a declared dependency (open_clip_torch brings it)
 
     root = logging.getLogger()
     hub_logger = logging.getLogger("huggingface_hub")
@@ -100,8 +99,6 @@ def weights_identity(path: str) -> str:
 
 
 def state_dict_identity(model: torch.nn.Module) -> str:
-    import hashlib
-
     h = hashlib.blake2b(digest_size=16)
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
@@ -111,9 +108,6 @@ def state_dict_identity(model: torch.nn.Module) -> str:
 
 def load_open_clip(model: str, pretrained: str | None, device: torch.device, precision: str,
                    cache_dir: Path, force_quick_gelu: bool | None = None) -> dict[str, Any]:
-    import open_clip
-    from open_clip.pretrained import get_pretrained_cfg
-
     preprocess_override: dict = {}
     model_cfg: dict | None = None
     name = model
@@ -187,8 +181,6 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
     elif pretrained:
         weights = "tag:" + hash_json({k: v for k, v in tag_cfg.items()})[:16] + f":{pretrained}"
     elif model.startswith("local-dir:"):
-        from open_clip.factory import _find_checkpoint_in_dir
-
         ckpt = _find_checkpoint_in_dir(Path(model[len("local-dir:"):]))
         weights = weights_identity(ckpt) if ckpt else state_dict_identity(net)
     elif model.startswith("hf-hub:"):
@@ -206,9 +198,6 @@ def checkpoint_mismatch(name: str, checkpoint: str, quick_gelu: bool = False, ex
     """Why ``checkpoint`` does not fit the open_clip architecture ``name``: counts (and first examples) of
     parameters whose shapes differ, that the model needs but the checkpoint lacks, and that the checkpoint has
     but the model does not. None when that cannot be worked out or nothing differs."""
-    import open_clip
-    from open_clip.factory import load_state_dict
-
     try:
         got = {k: tuple(v.shape) for k, v in load_state_dict(checkpoint).items() if hasattr(v, "shape")}
         with torch.device("meta"), quiet_hub(False):  # the architecture's shapes, no weights allocated
@@ -250,12 +239,8 @@ def _jsonable(cfg: dict) -> dict:
 
 
 def list_architectures() -> list[str]:
-    import open_clip
-
     return open_clip.list_models()
 
 
 def list_pretrained() -> list[tuple[str, str]]:
-    import open_clip
-
     return open_clip.list_pretrained()

@@ -7,6 +7,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from cliplab.errors import CliplabError, ParameterError
 
 
@@ -33,8 +35,6 @@ def read_model_file(path: str | Path) -> list[ModelSpec]:
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
             data = yaml.safe_load(text)
         elif path.suffix == ".toml":
             data = tomllib.loads(text)

@@ -10,14 +10,19 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jinja2
 import pandas as pd
+from PIL import Image
 
 from cliplab.errors import CliplabError, ParameterError
+from cliplab.io import write_json_atomic, write_text_atomic
+from cliplab.report.plots import _plt, compact_png
+from cliplab.results.exports import provenance, write_table
+from cliplab.results.store import COLUMNS
+from cliplab.studies import report_sections
 
 def sections() -> list:
     """How each task is shown: declared by the study modules (``REPORT_SECTIONS``), collected here."""
-    from cliplab.studies import report_sections
-
     return report_sections()
 
 
@@ -41,8 +46,6 @@ MAX_IMAGE_WIDTH = 1200  # the page is 1200 px wide: embedded images are downscal
 
 
 def _data_uri_png(fig) -> str:
-    from cliplab.report.plots import _plt, compact_png
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     _plt().close(fig)
@@ -61,8 +64,6 @@ def _file_uri(path: str) -> str | None:
     data = p.read_bytes()
     try:
         if suffix == ".png":
-            from cliplab.report.plots import compact_png
-
             data = compact_png(data, MAX_IMAGE_WIDTH)
         elif suffix in (".jpg", ".jpeg"):
             data = _jpeg_thumbnail(data)
@@ -72,8 +73,6 @@ def _file_uri(path: str) -> str | None:
 
 
 def _jpeg_thumbnail(data: bytes) -> bytes:
-    from PIL import Image
-
     with Image.open(io.BytesIO(data)) as im:
         if im.width <= MAX_IMAGE_WIDTH:
             return data
@@ -217,8 +216,6 @@ def clip_benchmark_records(df: pd.DataFrame) -> list[dict]:
 
 def import_clip_benchmark(paths: list[str | Path]) -> pd.DataFrame:
     """CLIP_benchmark result JSONs -> store rows (command ``clip_benchmark``) so they sit beside cliplab's."""
-    from cliplab.results.store import COLUMNS
-
     rows = []
     for p in paths:
         p = Path(p)
@@ -248,11 +245,6 @@ def build_report(df: pd.DataFrame, out: str | Path, *, title: str = "cliplab rep
                  exports: bool = True) -> Path:
     """Render the page; with ``exports`` also write ``<stem>.csv``, ``<stem>.parquet`` and
     ``<stem>-clip_benchmark/*.json`` beside it."""
-    import jinja2
-
-    from cliplab.io import write_json_atomic, write_text_atomic
-    from cliplab.results.exports import provenance, write_table
-
     if df.empty:
         raise CliplabError("the results store is empty: run a study that writes to a results folder first")
     out = Path(out)

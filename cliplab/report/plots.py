@@ -1,17 +1,21 @@
 """Figures for people (matplotlib, no display needed). Every function writes PNG and/or SVG files atomically."""
 from __future__ import annotations
 
+import io
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib
 import numpy as np
+from PIL import Image
+
+from cliplab.io import atomic_path
 
 
 def _plt():
-    import matplotlib
-
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # pyplot: only here, after the Agg backend is set
 
     return plt
 
@@ -23,10 +27,6 @@ THUMB_PX = 180
 def save_figure(fig, paths: Sequence[str | Path]) -> list[Path]:
     """Write ``fig`` to each path (format from the suffix). Image grids (``image_grid``) are written at
     ``GRID_DPI`` as 256-colour palette PNGs: thumbnails, a few hundred KB instead of megabytes."""
-    import io
-
-    from cliplab.io import atomic_path
-
     grid = getattr(fig, "cliplab_grid", False)
     out = []
     for p in paths:
@@ -48,10 +48,6 @@ def save_figure(fig, paths: Sequence[str | Path]) -> list[Path]:
 def compact_png(data: bytes, max_width: int | None = None) -> bytes:
     """A PNG re-encoded as a 256-colour palette PNG (no dithering), optionally downscaled to ``max_width``;
     returns the original bytes when that is not smaller."""
-    import io
-
-    from PIL import Image
-
     with Image.open(io.BytesIO(data)) as im:
         resized = bool(max_width and im.width > max_width)
         im = im.convert("RGB")
@@ -65,8 +61,6 @@ def compact_png(data: bytes, max_width: int | None = None) -> bytes:
 
 def thumbnail(image, max_side: int = THUMB_PX):
     """A copy of a PIL image (or HxWx3 uint8 array) no larger than ``max_side`` pixels per side."""
-    from PIL import Image
-
     img = Image.fromarray(np.asarray(image)) if not isinstance(image, Image.Image) else image
     if max(img.size) <= max_side:
         return img
@@ -77,8 +71,6 @@ def thumbnail(image, max_side: int = THUMB_PX):
 
 def wrap_text(text: str, width: int, max_lines: int) -> str:
     """Wrap each line of ``text`` at ``width`` characters; past ``max_lines`` lines the last one ends in '…'."""
-    import textwrap
-
     lines = [w for part in str(text).split("\n") for w in (textwrap.wrap(part, width) or [""])]
     if len(lines) > max_lines:
         lines = lines[:max_lines]

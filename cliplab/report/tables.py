@@ -1,14 +1,14 @@
 """Tables for people: a study's :class:`cliplab.results.result.Table` rendered with rich, and the stdout console."""
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
 
 def stdout_console(quiet: bool = False) -> Console:
     """Console for tables on stdout; wide enough for the tables when stdout is a file or pipe."""
-    import sys
-
     return Console(quiet=quiet, width=None if sys.stdout.isatty() else 160, markup=False)  # names and paths as written
 
 

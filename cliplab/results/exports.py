@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version as _package_version
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +14,20 @@ from cliplab.errors import ParameterError
 from cliplab.io import atomic_path, write_json_atomic
 from cliplab.version import __version__
 
-def provenance() -> dict:
-    import torch
 
-    return {"cliplab_version": __version__, "torch": torch.__version__, "python": platform.python_version(),
+def _version(package: str) -> str:
+    """An installed package's version: the module's own when it is loaded (torch's carries its CUDA build, e.g.
+    ``2.14.1+cu130``), else its metadata (so writing a record does not import it)."""
+    if package in sys.modules:
+        return str(getattr(sys.modules[package], "__version__", "") or _package_version(package))
+    try:
+        return _package_version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def provenance() -> dict:
+    return {"cliplab_version": __version__, "torch": _version("torch"), "python": platform.python_version(),
             "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 

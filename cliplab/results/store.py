@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import shutil
 import uuid
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cliplab.errors import CliplabError, ParameterError
+from cliplab.io import atomic_path
+from cliplab.results.exports import write_table
+from cliplab.results.result import ModelInfo
+from cliplab.version import __version__
 
 COLUMNS = ["run_id", "timestamp", "cliplab_version", "command", "task", "model", "pretrained", "model_fingerprint",
            "dataset", "split", "dataset_fingerprint", "variant", "metric", "value", "ci_low", "ci_high", "seed",
@@ -29,8 +36,6 @@ _INTS = ("seed", "n")
 
 
 def _arrow_schema():
-    import pyarrow as pa
-
     return pa.schema([(c, pa.float64() if c in _FLOATS else pa.int64() if c in _INTS else pa.string())
                       for c in COLUMNS])
 
@@ -39,8 +44,6 @@ class RunRecorder:
     """Collects the rows of one command run; ``context`` fields are shared by all its rows."""
 
     def __init__(self, command: str, config: dict | None = None):
-        from cliplab.version import __version__
-
         self.run_id = uuid.uuid4().hex[:12]
         self.timestamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.base = {"run_id": self.run_id, "timestamp": self.timestamp, "cliplab_version": __version__,
@@ -77,8 +80,6 @@ class RunRecorder:
     def add_figure(self, path: str | Path, result, caption: str, model=None) -> None:
         """A figure drawn from ``result``; the row names the study's task, its dataset and ``model``, else the
         study's model (or 'several')."""
-        from cliplab.results.result import ModelInfo
-
         model = model or (result.models[0] if len(result.models) == 1 else ModelInfo("several"))
         self.add(task=result.task, model={"name": model.name, "pretrained": model.pretrained,
                                           "fingerprint": model.fingerprint},
@@ -96,8 +97,6 @@ class RunRecorder:
             return None
         if fmt not in FORMATS:
             raise ParameterError("results_format", fmt, "choose parquet or jsonl")
-        from cliplab.results.exports import write_table
-
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
             raise ParameterError("results", folder, "exists and is not a folder", quote=False)
@@ -108,11 +107,6 @@ class RunRecorder:
         frame = self.frame()
         frame["artifact"] = [self._copy_artifact(a, folder) for a in frame["artifact"]]
         if fmt == "parquet":  # one fixed schema for every file, so the folder reads as one dataset
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            from cliplab.io import atomic_path
-
             table = pa.Table.from_pandas(frame, schema=_arrow_schema(), preserve_index=False)
             with atomic_path(path) as tmp:
                 pq.write_table(table, tmp)
@@ -122,10 +116,6 @@ class RunRecorder:
 
     def _copy_artifact(self, src, folder: Path):
         """Figures travel with the store (relative paths), so a results folder can be moved or sent whole."""
-        import shutil
-
-        from cliplab.io import atomic_path
-
         if not isinstance(src, str) or not Path(src).is_file():
             return None
         dest = folder / FIGURES / f"{self.run_id}-{Path(src).name}"

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cliplab.attacks.typographic import AttackedSource, TypographicParams, choose_targets
+from cliplab.attacks.typographic import AttackedSource, TypographicParams, choose_targets, render_text
 from cliplab.data.base import ImageDataset
 from cliplab.embed import EmbeddingResult, embed_images
 from cliplab.errors import ParameterError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
+from cliplab.report.plots import image_grid, save_figure
 from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, pct
 from cliplab.tasks.metrics import classification_metrics
 from cliplab.tasks.zeroshot import build_classifier, scores
@@ -172,9 +173,6 @@ def run_typographic(model: LoadedModel, dataset: ImageDataset, template_set: Tem
 
 def attack_examples_figure(res: AttackResult, path: str | Path, n: int = 8) -> Path:
     """Original (top) and attacked (bottom) images with their predictions."""
-    from cliplab.attacks.typographic import render_text
-    from cliplab.report.plots import image_grid, save_figure
-
     names = res.data.classnames
     picks = res.examples(n)
     src = res.data.source

@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 
 from cliplab.data.base import ImageDataset
+from cliplab.models import load_model
 from cliplab.models.specs import ModelSpec
 from cliplab.prompts import TemplateSet
+from cliplab.report.plots import grouped_bars, save_figure
 from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportFigure, ReportSection, Table, pct
 from cliplab.studies.probe import run_probe
 from cliplab.studies.zeroshot import run_zeroshot
@@ -108,8 +110,6 @@ def run_compare(specs: list[ModelSpec], datasets: list[tuple[ImageDataset, Image
                 num_workers=None, quiet=False) -> CompareRun:
     """Zero-shot (and linear probe) of every model on every dataset, each model loaded once: a :class:`CompareRun`."""
     # datasets: (test split, train split or None), a train split adds the probe; template_sets[i] is for datasets[i]
-    from cliplab.models import load_model
-
     run = CompareRun([test for test, _ in datasets], params={
         "specs": [{"model": s.model, "pretrained": s.pretrained, "label": s.name} for s in specs],
         "templates": [ts.name for ts in template_sets], "probe": any(train is not None for _, train in datasets)})
@@ -142,8 +142,6 @@ def run_compare(specs: list[ModelSpec], datasets: list[tuple[ImageDataset, Image
 
 def compare_figures(rows: list[CompareRow], stem: str | Path) -> list[Path]:
     """Grouped bars per dataset: zero-shot top-1 per model (and linear probe when present); PNG and SVG."""
-    from cliplab.report.plots import grouped_bars, save_figure
-
     datasets = list(dict.fromkeys(r.dataset for r in rows))
     models = list(dict.fromkeys(r.model for r in rows))
     cell = {(r.model, r.dataset): r for r in rows}
@@ -161,8 +159,6 @@ def compare_figures(rows: list[CompareRow], stem: str | Path) -> list[Path]:
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
 def comparison_figure(df: pd.DataFrame) -> list[ReportFigure]:
-    from cliplab.report.plots import grouped_bars
-
     zs = df[(df.task == "zeroshot_classification") & (df.metric == "acc1")]
     lp = df[(df.task == "linear_probe") & (df.metric == "acc1")]
     if zs.empty or (zs.model.nunique() < 2 and lp.empty):

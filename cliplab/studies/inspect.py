@@ -10,11 +10,13 @@ import pandas as pd
 from cliplab.data.base import ImageDataset
 from cliplab.data.sources import FileSource
 from cliplab.data.folder import IMAGE_EXTENSIONS, list_images
+from cliplab.data.imageio import open_rgb
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError, ParameterError
 from cliplab.models.base import LoadedModel
 from cliplab.prompts import TemplateSet
 from cliplab.embed.texts import class_text_embeddings
+from cliplab.report.plots import image_with_bars, save_figure
 from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, skipped
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.zeroshot import build_classifier, scores
@@ -171,8 +173,6 @@ def run_inspect(model: LoadedModel, paths: list[Path], cache_dir=None, *, classn
 
 
 def inspection_figures(ins: Inspection, folder: str | Path, k: int = 5) -> list[Path]:
-    from cliplab.report.plots import image_with_bars, save_figure
-
     folder = Path(folder)
     out = []
     seen: dict[str, int] = {}
@@ -189,8 +189,6 @@ def inspection_figures(ins: Inspection, folder: str | Path, k: int = 5) -> list[
 
 
 def _load(path: Path):
-    from cliplab.data.imageio import open_rgb
-
     return open_rgb(path)
 
 

@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 
 from cliplab.data.base import ImageDataset
+from cliplab.data.sources import FileSource
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError, ParameterError
+from cliplab.index import VectorIndex
 from cliplab.models.base import LoadedModel
 from cliplab.report.plots import _plt, image_grid, save_figure
 from cliplab.results.result import (DatasetInfo, Failure, Figure, ModelInfo, ReportFigure, ReportSection, Rows, Table,
@@ -211,8 +213,6 @@ def _short(ident: str) -> str:
 
 
 def query_vectors(model: LoadedModel, queries: list[Query], cache_dir=None, text_weight: float = 1.0) -> np.ndarray:
-    from cliplab.data.sources import FileSource
-
     out = np.zeros((len(queries), model.embed_dim), np.float32)
     texts = [q.text for q in queries if q.image is None]
     if texts:
@@ -275,8 +275,6 @@ def _per_model_path(path, model: LoadedModel, n_models: int):
 
 
 def _index_search(model, dataset, images, qv, k, kind, path):
-    from cliplab.index import VectorIndex
-
     meta = {"model_fingerprint": model.fingerprint, "dataset_fingerprint": dataset.fingerprint,
             "rows": int(len(images.indices))}
     idx = None

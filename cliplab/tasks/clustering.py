@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 from sklearn.metrics.cluster import contingency_matrix
 
@@ -32,12 +34,10 @@ def kmeans(X: np.ndarray, k: int, *, backend: str = "sklearn", seed: int = 0, n_
         raise CliplabError(f"k = {k}: need 2 <= k <= number of images ({len(X)})")
     X = np.ascontiguousarray(X, dtype=np.float32)
     if backend == "sklearn":
-        from sklearn.cluster import KMeans
-
         km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(X)
         assign, centers, inertia = km.labels_, km.cluster_centers_, float(km.inertia_)
     elif backend == "faiss":
-        import faiss
+        import faiss  # faiss: slow to import, only the faiss backend needs it
 
         km = faiss.Kmeans(X.shape[1], k, niter=50, nredo=n_init, seed=seed, verbose=False)
         km.train(X)
@@ -58,7 +58,5 @@ def prepare(X: np.ndarray, pca_dim: int | None = None, seed: int = 0) -> np.ndar
     """L2-normalise (cosine geometry), optionally PCA to ``pca_dim`` dimensions."""
     X = l2_normalize(X)
     if pca_dim:
-        from sklearn.decomposition import PCA
-
         X = PCA(n_components=min(pca_dim, X.shape[1], len(X)), random_state=seed).fit_transform(X).astype(np.float32)
     return X

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.decomposition import PCA
 
+from cliplab.io import atomic_path
+from cliplab.tasks.caption_retrieval import chunked_topk
 from cliplab.tasks.metrics import l2_normalize
 
 
@@ -24,8 +27,6 @@ class Whitening:
 
     @classmethod
     def fit(cls, X: np.ndarray, dim: int | None = None, whiten: bool = True) -> "Whitening":
-        from sklearn.decomposition import PCA
-
         X = np.asarray(X, np.float64)
         k = min(dim or X.shape[1], X.shape[1], X.shape[0] - 1 if whiten else X.shape[0])
         pca = PCA(n_components=k, whiten=whiten, svd_solver="full").fit(X)
@@ -39,8 +40,6 @@ class Whitening:
         return l2_normalize(out) if normalize else out
 
     def save(self, path: str | Path) -> None:
-        from cliplab.io import atomic_path
-
         with atomic_path(Path(path)) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, mean=self.mean, projection=self.projection)
@@ -62,8 +61,6 @@ def rmac_aggregate(regions: np.ndarray, whitening: Whitening | None = None) -> n
 
 def average_query_expansion(queries: np.ndarray, database: np.ndarray, k: int) -> np.ndarray:
     """Each query replaced by the normalised mean of itself and its top-k database neighbours."""
-    from cliplab.tasks.caption_retrieval import chunked_topk
-
     if k <= 0:
         return l2_normalize(queries)
     _, idx = chunked_topk(queries, database, k)
@@ -170,8 +167,6 @@ def precision_and_ap_at_k(ranking: np.ndarray, relevant: np.ndarray, k: int, n_r
 def labelled_retrieval_metrics(desc: np.ndarray, labels: np.ndarray, k: int = 10, *,
                                query_desc: np.ndarray | None = None) -> dict:
     """Every image queries all others: mAP (full ranking), mAP@k, P@k with same-class = relevant."""
-    from cliplab.tasks.caption_retrieval import chunked_topk
-
     n = len(desc)
     q = desc if query_desc is None else query_desc
     _, idx = chunked_topk(q, desc, n)  # full ranking (n is a labelled folder, not a web-scale index)

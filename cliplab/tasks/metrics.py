@@ -1,6 +1,8 @@
 """Classification metrics over score matrices (rows = images, columns = classes)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
@@ -29,8 +31,6 @@ def mean_per_class_recall(pred: np.ndarray, labels: np.ndarray) -> float:
     """Mean over the classes present in ``labels`` of their recall (= sklearn's balanced accuracy)."""
     if len(labels) == 0:
         return float("nan")
-    import warnings
-
     with warnings.catch_warnings():  # "y_pred contains classes not in y_true" is expected for small sets
         warnings.simplefilter("ignore", UserWarning)
         return float(balanced_accuracy_score(labels, pred))

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from cliplab.errors import CliplabError
 from cliplab.io import atomic_path, write_json_atomic
@@ -21,8 +22,6 @@ from cliplab.models.local import SHIPPED_DIR
 
 
 def ship(folder: Path, name: str = "tiny-shapes", dest_root: Path = SHIPPED_DIR) -> Path:
-    from safetensors.torch import load_file, save_file
-
     folder = Path(folder)
     cfg = json.loads((folder / "open_clip_config.json").read_text())
     meta = json.loads((folder / "meta.json").read_text())

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from cliplab.errors import CliplabError
+from cliplab.models.local import find_local_model
+from cliplab.paths import resolve_cache_dir
+from cliplab.progress import note
 
 DEFAULT_MODEL = "tiny-shapes"
 
@@ -12,10 +15,6 @@ DEFAULT_MODEL = "tiny-shapes"
 def ensure_tiny_model(cache_dir: str | Path | None = None, quiet: bool = False) -> Path:
     """The folder of the ``tiny-shapes`` model that ``--model tiny-shapes`` uses: the one shipped with the package,
     or a cache copy trained with ``cliplab train --name tiny-shapes --force`` (a note says so). Nothing is trained."""
-    from cliplab.models.local import find_local_model
-    from cliplab.paths import resolve_cache_dir
-    from cliplab.progress import note
-
     cache = resolve_cache_dir(cache_dir)
     found = find_local_model(DEFAULT_MODEL, cache)
     if found is None:

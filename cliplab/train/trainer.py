@@ -22,12 +22,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import torch
+from open_clip.loss import ClipLoss
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
 from cliplab.data.base import ImageDataset
+from cliplab.data.imageio import BadImage
 from cliplab.errors import CliplabError, ParameterError
 from cliplab.io import atomic_path, write_json_atomic
+from cliplab.models.local import SHIPPED_NAMES, models_dir
+from cliplab.models.openclip import quiet_hub, register_config_file
 from cliplab.progress import progress_bar
 
 # A tiny CLIP for the built-in ``shapes`` data: open_clip's ModifiedResNet image tower (one block per stage,
@@ -72,8 +78,6 @@ class _Pairs(Dataset):
 
 
 def _preprocess_all(ds: ImageDataset, preprocess, quiet: bool) -> tuple[torch.Tensor, list[int]]:
-    from cliplab.data.imageio import BadImage
-
     out, keep = [], []
     with progress_bar(len(ds), "preparing images", quiet) as bar:
         for i in range(len(ds)):
@@ -101,8 +105,6 @@ def train_clip(ds: ImageDataset, cache_dir: Path, name: str, *, out_dir: Path | 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
 
-    from cliplab.models.local import models_dir
-
     final = Path(out_dir or models_dir(Path(cache_dir))) / name
     _check_target(final, name, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -127,8 +129,6 @@ def train_clip(ds: ImageDataset, cache_dir: Path, name: str, *, out_dir: Path | 
 def check_name(name: str, out_dir: Path | None = None, overwrite: bool = False) -> bool:
     """Check a new model's name; returns True when training it makes a cache copy that replaces a model shipped
     with cliplab (allowed only with ``overwrite``)."""
-    from cliplab.models.local import SHIPPED_NAMES
-
     if "/" in name or ":" in name or name.endswith(".json") or name.startswith(".") or not name.strip():
         raise ParameterError("name", name, "use a plain name (no '/', ':', leading '.' or .json)")
     overrides = out_dir is None and name in SHIPPED_NAMES
@@ -165,15 +165,10 @@ def _check_target(final: Path, name: str, overwrite: bool) -> None:
 
 def _train_into(folder: Path, ds: ImageDataset, cache_dir: Path, name: str, model_cfg, base_model, pretrained,
                 cfg: TrainConfig, quiet: bool, on_epoch, extra_meta: dict) -> None:
-    import open_clip
-    from open_clip.loss import ClipLoss
-
     if base_model is None:
         model_cfg = model_cfg or TINY_CONFIG
         cfg_path = folder / f"{name}.json"
         write_json_atomic(cfg_path, model_cfg)
-        from cliplab.models.openclip import register_config_file
-
         arch, model_cfg, _ = register_config_file(cfg_path, Path(cache_dir))
     else:
         arch = base_model
@@ -181,8 +176,6 @@ def _train_into(folder: Path, ds: ImageDataset, cache_dir: Path, name: str, mode
         if model_cfg is None:
             raise CliplabError(f"unknown open_clip architecture {base_model!r}")
         write_json_atomic(folder / f"{name}.json", model_cfg)
-    from cliplab.models.openclip import quiet_hub
-
     with quiet_hub(offline=False):
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
     tokenizer = open_clip.get_tokenizer(arch)
@@ -247,8 +240,6 @@ def _train_into(folder: Path, ds: ImageDataset, cache_dir: Path, name: str, mode
 
 
 def _save(model, folder: Path, name: str, model_cfg: dict, epoch: int) -> None:
-    from safetensors.torch import save_file
-
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(folder / f"{name}.pt") as tmp:
         torch.save({"epoch": epoch, "name": name, "state_dict": state}, tmp)
