@@ -166,3 +166,26 @@ def test_real_coco_annotation_file_loads_and_retrieves(tiny_checkpoint, cache_di
     m = load_model(str(cfg), str(ckpt), device="cpu", cache_dir=cache_dir)
     run = run_caption_retrieval(m, ds, cache_dir, quiet=True)
     assert run.result.metrics["num_captions"] == 795 and 1 <= run.result.metrics["text_to_image_median_rank"] <= 159
+
+
+def test_retrieval_command_notes_images_missing_from_a_coco_file(tmp_path, trained_cache):
+    """Regression: the CLI's note for images listed but not on disk raised NameError (escape was not imported)."""
+    from typer.testing import CliRunner
+
+    from cliplab.cli import app
+    from conftest import make_image
+
+    root = tmp_path / "coco"
+    for n in ("1.jpg", "2.jpg"):
+        make_image(root / "val2014" / n)
+    ann = root / "annotations" / "captions_val2014.json"
+    ann.parent.mkdir(parents=True)
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "1.jpg"}, {"id": 2, "file_name": "2.jpg"},
+                                          {"id": 3, "file_name": "3.jpg"}],
+                               "annotations": [{"image_id": 1, "caption": "a red thing"},
+                                               {"image_id": 2, "caption": "a blue thing"},
+                                               {"image_id": 3, "caption": "gone"}]}))
+    res = CliRunner().invoke(app, ["retrieval", "--dataset", str(ann), "--cache-dir", str(trained_cache),
+                                   "--device", "cpu"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "1 images listed in" in res.output and "are not on disk and were left out" in res.output
