@@ -13,9 +13,7 @@ import json
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterable
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,7 +21,7 @@ import pyarrow.parquet as pq
 from cliplab.errors import CliplabError, ParameterError
 from cliplab.io import atomic_path
 from cliplab.results.exports import write_table
-from cliplab.results.result import ModelInfo
+from cliplab.results.result import ModelInfo, Rows
 from cliplab.version import __version__
 
 COLUMNS = ["run_id", "timestamp", "cliplab_version", "command", "task", "model", "pretrained", "model_fingerprint",
@@ -50,41 +48,24 @@ class RunRecorder:
                      "command": command, "config": json.dumps(config or {}, sort_keys=True, default=str)}
         self.rows: list[dict] = []
 
-    def add(self, *, task: str, model, dataset, metric: str, value, variant: str = "", ci=(None, None),
-            seed: int | None = None, n: int | None = None) -> None:
-        """``model`` is a LoadedModel (or a dict with name/pretrained/fingerprint); ``dataset`` an ImageDataset."""
-        mname, mpre, mfp = ((model.get("name"), model.get("pretrained"), model.get("fingerprint"))
-                            if isinstance(model, dict) else (model.name, model.pretrained, model.fingerprint))
-        self.rows.append({**self.base, "task": task, "model": mname, "pretrained": mpre or "",
-                          "model_fingerprint": mfp, "dataset": dataset.name, "split": dataset.split,
-                          "dataset_fingerprint": dataset.fingerprint, "variant": variant, "metric": metric,
-                          "value": _num(value), "ci_low": _num(ci[0]), "ci_high": _num(ci[1]),
-                          "seed": seed, "n": n, "artifact": None})
-
-    def add_artifact(self, path: str | Path, *, task: str, model, dataset, caption: str, kind: str = "figure") -> None:
-        """A figure (PNG/SVG) belonging to this run; copied into the store's ``_figures/`` folder on write."""
-        self.add(task=task, model=model, dataset=dataset, metric=kind, value=None, variant=caption)
-        self.rows[-1]["artifact"] = str(path)
-
-    def add_metrics(self, metrics: dict, names: Iterable[str], **kw) -> None:
-        for name in names:
-            if name in metrics:
-                self.add(metric=name, value=metrics[name], **kw)
+    def add_rows(self, rows: pd.DataFrame, artifact: str | None = None) -> None:
+        """Metric rows (columns ``METRIC_COLUMNS`` of :mod:`cliplab.results.result`) as rows of this run."""
+        for row in rows.to_dict(orient="records"):
+            self.rows.append({**self.base, **{k: (None if v is pd.NA else v) for k, v in row.items()},
+                              "artifact": artifact})
 
     def add_result(self, result) -> None:
-        """The metric rows of a study result (see :mod:`cliplab.results.result`)."""
-        for row in result.metric_rows().to_dict(orient="records"):
-            self.rows.append({**self.base, **{k: (None if v is pd.NA else v) for k, v in row.items()},
-                              "artifact": None})
+        """The metric rows of a study result."""
+        self.add_rows(result.metric_rows())
 
     def add_figure(self, path: str | Path, result, caption: str, model=None) -> None:
-        """A figure drawn from ``result``; the row names the study's task, its dataset and ``model``, else the
-        study's model (or 'several')."""
-        model = model or (result.models[0] if len(result.models) == 1 else ModelInfo("several"))
-        self.add(task=result.task, model={"name": model.name, "pretrained": model.pretrained,
-                                          "fingerprint": model.fingerprint},
+        """A figure drawn from ``result`` (copied into the store's ``_figures/`` on write); the row names the
+        study's task, its dataset and ``model``, else the study's model (or 'several')."""
+        rows = Rows()
+        rows.add(task=result.task, model=model or (result.models[0] if len(result.models) == 1 else
+                                                   ModelInfo("several")),
                  dataset=result.dataset, metric="figure", value=None, variant=caption)
-        self.rows[-1]["artifact"] = str(path)
+        self.add_rows(rows.frame(), artifact=str(path))
 
     def frame(self) -> pd.DataFrame:
         df = pd.DataFrame(self.rows, columns=COLUMNS)
@@ -123,13 +104,6 @@ class RunRecorder:
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
         return str(dest.relative_to(folder))
-
-
-def _num(v):
-    if v is None:
-        return None
-    v = float(v)
-    return None if np.isnan(v) else v
 
 
 def read_results(*folders: str | Path) -> pd.DataFrame:
