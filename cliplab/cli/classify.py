@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from cliplab.cli.options import (TABLE_SUFFIXES, BatchOpt, CacheDirOpt, ClassnamesOpt, DataRootOpt, DatasetOpt,
+from cliplab.cli.options import (TABLE_SUFFIXES, BackendOpt, BatchOpt, CacheDirOpt, ClassnamesOpt, DataRootOpt, DatasetOpt,
                                  DeviceOpt, LimitOpt, ModelOpt, NoCacheOpt, PipelineOpt, PrecisionOpt, PretrainedOpt,
                                  QuietOpt, ResultsFormatOpt, ResultsOpt, SplitOpt, WorkersOpt, check_device,
                                  check_output, check_results, check_templates, handle_errors, parse_ints)
@@ -28,7 +28,7 @@ def zeroshot(
                                                "and scores (first template set)."),
     topk: int = typer.Option(5, "--topk", min=1, help="k for --predictions."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, no_cache: NoCacheOpt = False,
     pipeline: PipelineOpt = "pil", quiet: QuietOpt = False,
 ):
@@ -39,7 +39,7 @@ def zeroshot(
     check_output(predictions, "--predictions", TABLE_SUFFIXES)
     check_results(results, results_format)
     inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
-                      limit=limit, classnames=classnames, device=device, precision=precision, cache_dir=cache_dir,
+                      limit=limit, classnames=classnames, device=device, precision=precision, backend=backend, cache_dir=cache_dir,
                       quiet=quiet, templates=templates, ensemble=ensemble)
     run = run_zeroshot(inp.model, inp.dataset, inp.template_sets, cache_dir, batch_size=batch_size,
                        num_workers=workers, use_cache=not no_cache, quiet=quiet, pipeline=pipeline, topk=topk)
@@ -73,7 +73,7 @@ def prompts(
     seed: int = typer.Option(0, "--seed"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="study JSON."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Prompt study: accuracy per template, ensemble and description set, with significance tests.
@@ -85,7 +85,7 @@ def prompts(
     check_output(output, "--output", (".json",))
     check_results(results, results_format)
     inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
-                      limit=limit, classnames=classnames, device=device, precision=precision, cache_dir=cache_dir,
+                      limit=limit, classnames=classnames, device=device, precision=precision, backend=backend, cache_dir=cache_dir,
                       quiet=quiet, templates=templates, ensemble=False,
                       default_templates=["simple", "openai-imagenet-7"],
                       train_split=select_split if select else None, train_flag="--select-split")
@@ -123,7 +123,7 @@ def probe(
     seed: int = typer.Option(0, "--seed"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="study JSON."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Linear and k-shot probes on frozen embeddings, beside zero-shot.
@@ -136,7 +136,7 @@ def probe(
     check_output(output, "--output", (".json",))
     check_results(results, results_format)
     inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
-                      limit=limit, classnames=classnames, device=device, precision=precision, cache_dir=cache_dir,
+                      limit=limit, classnames=classnames, device=device, precision=precision, backend=backend, cache_dir=cache_dir,
                       quiet=quiet, templates=templates, ensemble=True, train_split=train_split,
                       train_limit=train_limit)
     ts = inp.template_sets[0]
@@ -170,7 +170,7 @@ def compare(
                                         "STEM.svg."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="table as .csv, .parquet or .jsonl."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Compare models on datasets: zero-shot (and linear probe) side by side, with bar charts.
@@ -184,12 +184,13 @@ def compare(
     check_output(plot, "--plot")
     check_results(results, results_format)
     check_templates(templates)
-    check_device(device, precision)
+    check_device(device, precision, backend)
     for s in specs:
         ensure_default_model(s.model, s.pretrained, cache_dir, quiet)
     pairs, sets = _compare_inputs(dataset or ["shapes"], split, data_root, limit, templates, probe, train_split,
                                   train_limit, cache_dir)
-    run = run_compare(specs, pairs, sets, cache_dir, device=device, precision=precision, batch_size=batch_size,
+    run = run_compare(specs, pairs, sets, cache_dir, device=device, precision=precision, backend=backend,
+                      batch_size=batch_size,
                       num_workers=workers, quiet=quiet)
     config = {"models": [s.__dict__ for s in specs], "datasets": dataset, "templates": templates, "probe": probe,
               "split": split, "limit": limit}
@@ -229,7 +230,7 @@ def inspect_cmd(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="all scores as .csv/.parquet/.jsonl (one "
                                           "row per image x candidate)."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
     quiet: QuietOpt = False,
 ):
     """Rank all classes (or your prompts) for given images, with cosine scores and CLIP probabilities."""
@@ -243,7 +244,7 @@ def inspect_cmd(
     names = parse_classes(classes) if classes else None
     inp = _inspect_inputs(names or prompt_list, model=model, pretrained=pretrained, dataset=dataset, split=split,
                           classnames=classnames, templates=templates, device=device, precision=precision,
-                          cache_dir=cache_dir, quiet=quiet)
+                          backend=backend, cache_dir=cache_dir, quiet=quiet)
     ins = run_inspect(inp.model, paths, cache_dir, classnames=names or (inp.dataset and inp.dataset.classnames),
                       template_set=inp.template_sets[0], prompts=prompt_list, source=dataset, topk=topk, quiet=quiet)
     config = {"images": [str(p) for p in paths], "classes": ins.classnames, "prompts": prompt_list,
@@ -253,21 +254,21 @@ def inspect_cmd(
 
 
 def _inspect_inputs(candidates_given, *, model, pretrained, dataset, split, classnames, templates, device,
-                    precision, cache_dir, quiet) -> Inputs:
+                    precision, backend, cache_dir, quiet) -> Inputs:
     """inspect's model and template set; the class names come from a dataset (default shapes) only when neither
     --classes nor --prompts names the candidates."""
     from cliplab.prompts import resolve_all
 
     if not candidates_given:
         inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset or "shapes", split=split,
-                          classnames=classnames, device=device, precision=precision, cache_dir=cache_dir,
+                          classnames=classnames, device=device, precision=precision, backend=backend, cache_dir=cache_dir,
                           quiet=quiet, templates=templates, ensemble=True)
         inp.dataset.require_classes("ranking classes")
         return inp
     sets = resolve_all([templates or "simple"], ensemble=True)
-    check_device(device, precision)
+    check_device(device, precision, backend)
     ensure_default_model(model, pretrained, cache_dir, quiet)
-    return Inputs(load_model(model, pretrained, device, precision, cache_dir), None, template_sets=sets)
+    return Inputs(load_model(model, pretrained, device, precision, cache_dir, backend=backend), None, template_sets=sets)
 
 
 @handle_errors
@@ -290,7 +291,7 @@ def attack_typographic(
     n_examples: int = typer.Option(8, "--n-examples", min=1),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="summary JSON."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Write a wrong class name on every image; report the accuracy drop and flips to the written label.
@@ -306,7 +307,7 @@ def attack_typographic(
                                font=str(font) if font else None, seed=seed)
     params.validate()
     inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
-                      limit=limit, classnames=classnames, device=device, precision=precision, cache_dir=cache_dir,
+                      limit=limit, classnames=classnames, device=device, precision=precision, backend=backend, cache_dir=cache_dir,
                       quiet=quiet, templates=templates, ensemble=True)
     res = run_typographic(inp.model, inp.dataset, inp.template_sets[0], params, cache_dir, rule=target,
                           text_format=text, batch_size=batch_size, num_workers=workers, quiet=quiet,

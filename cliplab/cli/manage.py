@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from cliplab.cli.options import (BatchOpt, CacheDirOpt, DataRootOpt, DatasetOpt, DeviceOpt, LimitOpt, ModelOpt,
+from cliplab.cli.options import (BackendOpt, BatchOpt, CacheDirOpt, DataRootOpt, DatasetOpt, DeviceOpt, LimitOpt, ModelOpt,
                                  NoCacheOpt, PipelineOpt, PrecisionOpt, PretrainedOpt, QuietOpt, SplitOpt, WorkersOpt,
                                  check_output, handle_errors)
 from cliplab.cli.session import finish, load_inputs, load_train_set, report_failures, stdout
@@ -46,7 +46,7 @@ def embed(
     model: ModelOpt = "tiny-shapes", pretrained: PretrainedOpt = None, dataset: DatasetOpt = "shapes",
     split: SplitOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = None,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help=".npy (+ .ids.csv sidecar) or .parquet."),
-    device: DeviceOpt = None, precision: PrecisionOpt = None, cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, no_cache: NoCacheOpt = False,
     shard_batches: int = typer.Option(16, "--shard-batches", min=1, help="batches per cache shard (the resume unit)."),
     pipeline: PipelineOpt = "pil",
@@ -63,7 +63,7 @@ def embed(
 
     check_output(output, "--output", (".npy", ".parquet"))
     inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
-                      limit=limit, device=device, precision=precision, cache_dir=cache_dir, quiet=quiet,
+                      limit=limit, device=device, precision=precision, backend=backend, cache_dir=cache_dir, quiet=quiet,
                       model_options={"channels_last": channels_last, "compile": compile_model})
     m, ds = inp.model, inp.dataset
     res = embed_images(m, ds, cache_dir, batch_size=batch_size, num_workers=workers, use_cache=not no_cache,

@@ -59,6 +59,10 @@ ResultsOpt = Annotated[Optional[Path], typer.Option("--results", help=(
         'are added as a new file; read it with pandas or `cliplab report`.'))]
 ResultsFormatOpt = Annotated[str, typer.Option("--results-format", help=(
         'parquet | jsonl'))]
+BackendOpt = Annotated[str, typer.Option("--backend", help=(
+        'what runs the towers: torch, openvino (CPU: both towers converted with OpenVINO once and cached; fp32, or '
+        '--precision bf16) or auto (OpenVINO on the CPU when installed, else torch). Gradient-based work always uses '
+        'torch.'))]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help=(
         'no progress bars or notes (result tables and errors still print).'))]
 
@@ -138,11 +142,12 @@ def check_templates(templates) -> None:
         resolve_all(templates if isinstance(templates, list) else [templates])
 
 
-def check_device(device: Optional[str], precision: Optional[str]) -> None:
-    """Device and precision are checked before any data is loaded or model trained."""
-    from cliplab.models import resolve_device, resolve_precision
+def check_device(device: Optional[str], precision: Optional[str], backend: Optional[str] = "torch") -> None:
+    """Device, backend and precision are checked before any data is loaded or model trained."""
+    from cliplab.models import resolve_backend, resolve_device, resolve_precision
 
-    resolve_precision(precision, resolve_device(device))
+    dev = resolve_device(device)
+    resolve_precision(precision, dev, resolve_backend(backend, dev))
 
 
 def parse_ints(value: str, option: str) -> list[int]:

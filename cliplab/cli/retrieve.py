@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from cliplab.errors import CliplabError
-from cliplab.cli.options import (TABLE_SUFFIXES, BatchOpt, CacheDirOpt, DataRootOpt, DatasetOpt, DeviceOpt, LimitOpt,
+from cliplab.cli.options import (TABLE_SUFFIXES, BackendOpt, BatchOpt, CacheDirOpt, DataRootOpt, DatasetOpt, DeviceOpt, LimitOpt,
                                  ModelOpt, PrecisionOpt, PretrainedOpt, QuietOpt, ResultsFormatOpt, ResultsOpt,
                                  SplitOpt, WorkersOpt, check_device, check_output, check_results, handle_errors,
                                  parse_ints)
@@ -32,7 +32,7 @@ def retrieval(
                                             "their true and retrieved images."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="results JSON."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Caption retrieval: text→image and image→text recall@k, median and mean rank (chunked, bounded memory)."""
@@ -44,7 +44,7 @@ def retrieval(
     check_output(output, "--output", (".json",))
     check_results(results, results_format)
     inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=image_root,
-                      limit=limit, device=device, precision=precision, cache_dir=cache_dir, quiet=quiet)
+                      limit=limit, device=device, precision=precision, backend=backend, cache_dir=cache_dir, quiet=quiet)
     if getattr(inp.dataset, "missing", 0) and not quiet:
         console.print(f"[yellow]{inp.dataset.missing} images listed in {escape(dataset)} are not on disk and were "
                       "left out[/yellow]")
@@ -83,7 +83,7 @@ def search(
                                          "model and images, else built and saved here."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="hits as .csv/.parquet/.jsonl."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Search images by text (or image, or image ± text): top-k with cosine scores, grids, several models."""
@@ -96,11 +96,11 @@ def search(
     check_results(results, results_format)
     qs = _search_queries(query, queries, image, plus, minus)
     specs = model_specs(model or ["tiny-shapes"], pretrained, None)
-    check_device(device, precision)
+    check_device(device, precision, backend)
     for s in specs:
         ensure_default_model(s.model, s.pretrained, cache_dir, quiet)
     ds = load_dataset(dataset, split, data_root, limit, None, cache_dir)
-    models = [load_model(s.model, s.pretrained, device, precision, cache_dir) for s in specs]
+    models = [load_model(s.model, s.pretrained, device, precision, cache_dir, backend=backend) for s in specs]
     run = run_search(models, ds, qs, cache_dir, k=k, text_weight=text_weight, index_path=index,
                      index_type=index_type, batch_size=batch_size, num_workers=workers, quiet=quiet)
     config = {"queries": [q.label for q in qs], "dataset": dataset, "k": k, "models": [s.__dict__ for s in specs],
@@ -155,7 +155,7 @@ def similar(
                                          "(+ the PCA as INDEX.pca.npz)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="results JSON."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Image→image retrieval: global/MAC/R-MAC/GeM descriptors, PCA-whitening, query expansion, mAP."""
@@ -172,7 +172,7 @@ def similar(
         if not q.is_file():
             raise CliplabError(f"--query {q}: file not found")
     inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
-                      limit=limit, device=device, precision=precision, cache_dir=cache_dir, quiet=quiet)
+                      limit=limit, device=device, precision=precision, backend=backend, cache_dir=cache_dir, quiet=quiet)
     fit = load_dataset(pca_fit, None, data_root, None, None, cache_dir) if pca_fit else None
     run = run_similar(inp.model, inp.dataset, spec, cache_dir, pca_fit=fit, pca_dim=pca_dim, whiten=whiten, qe=qe,
                       k=k, gt_dir=gt, crop_queries=not no_crop, query_images=query or (), batch_size=batch_size,

@@ -91,21 +91,23 @@ def load_inputs(*, model: str, pretrained: Optional[str], dataset: str, split: O
                 device: Optional[str] = None, precision: Optional[str] = None, cache_dir=None, quiet: bool = False,
                 templates=None, ensemble: bool = True, default_templates: Optional[Sequence[str]] = None,
                 train_split: Optional[str] = None, train_limit: Optional[int] = None,
-                train_flag: str = "--train-split", model_options: Optional[dict] = None) -> Inputs:
+                train_flag: str = "--train-split", model_options: Optional[dict] = None,
+                backend: Optional[str] = "torch") -> Inputs:
     """Check device, precision and templates, then load the dataset (and the split fitted on), the template sets
     and the model, in that order, so a bad flag fails before anything slow."""
     from cliplab.prompts import resolve_all
 
     values = [templates] if isinstance(templates, str) else list(templates or [])
     user_sets = resolve_all(values, ensemble=ensemble) if values else None
-    check_device(device, precision)
+    check_device(device, precision, backend)
     ensure_default_model(model, pretrained, cache_dir, quiet)
     ds = load_dataset(dataset, split, data_root, limit, classnames, cache_dir)
     train = None
     if train_split is not None:
         train = load_dataset(dataset, train_split, data_root, train_limit, classnames, cache_dir, split_flag=train_flag)
     sets = user_sets or resolve_all(list(default_templates or [ds.templates_hint or "simple"]), ensemble=ensemble)
-    return Inputs(load_model(model, pretrained, device, precision, cache_dir, **(model_options or {})), ds, train, sets)
+    model_options = {"backend": backend, **(model_options or {})}
+    return Inputs(load_model(model, pretrained, device, precision, cache_dir, **model_options), ds, train, sets)
 
 
 def finish(result, *, command: str, config: dict, files: Optional[dict[str, Optional[Path]]] = None,

@@ -9,6 +9,7 @@ from cliplab.errors import ModelParameterError
 from cliplab.io import hash_json
 from cliplab.models.base import LoadedModel
 from cliplab.models.hf import load_hf
+from cliplab.models import openvino
 from cliplab.models.local import find_local_model
 from cliplab.models.openclip import load_open_clip
 from cliplab.paths import resolve_cache_dir
@@ -35,12 +36,31 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def resolve_precision(precision: str | None, dev: torch.device) -> str:
-    """The precision to run at on ``dev`` (default: amp on CUDA, fp32 elsewhere); raises for an unusable one."""
+def resolve_backend(backend: str | None, dev: torch.device) -> str:
+    """The backend that runs the towers: ``auto`` is OpenVINO on the CPU when it is installed, else PyTorch."""
+    backend = backend or "torch"
+    if backend not in openvino.BACKENDS:
+        raise ModelParameterError("backend", backend, f"choose one of {', '.join(openvino.BACKENDS)}")
+    if backend == "auto":
+        return "openvino" if dev.type == "cpu" and openvino.available() else "torch"
+    if backend == "openvino" and dev.type != "cpu":
+        raise ModelParameterError("backend", backend, f"OpenVINO runs the towers on the CPU, not {dev.type}; use "
+                                  "{p:backend} torch there", quote=False)
+    if backend == "openvino" and not openvino.available():
+        raise ModelParameterError("backend", backend, "OpenVINO is not installed: pip install openvino",
+                                  quote=False)
+    return backend
+
+
+def resolve_precision(precision: str | None, dev: torch.device, backend: str = "torch") -> str:
+    """The precision to run at on ``dev`` (default: amp on CUDA, fp32 elsewhere); raises for an unusable one.
+    On the CPU, OpenVINO also runs bf16 (opt-in)."""
     precision = precision or ("amp" if dev.type == "cuda" else "fp32")
     if precision not in PRECISIONS:
         raise ModelParameterError("precision", precision, f"choose one of {', '.join(PRECISIONS)}")
-    if dev.type == "cpu" and precision != "fp32":
+    if backend == "openvino" and precision not in openvino.INFERENCE_PRECISION:
+        raise ModelParameterError("precision", precision, "the OpenVINO backend runs fp32 (exact) or bf16")
+    if dev.type == "cpu" and precision != "fp32" and backend != "openvino":
         raise ModelParameterError("precision", precision, f"{{p:precision}} {precision} needs a GPU; use fp32 on CPU",
                                   prefix=False)
     return precision
@@ -49,7 +69,7 @@ def resolve_precision(precision: str | None, dev: torch.device) -> str:
 def load_model(model: str, pretrained: str | None = None, device: str | torch.device | None = None,
                precision: str | None = None, cache_dir: str | Path | None = None,
                force_quick_gelu: bool | None = None, channels_last: bool | None = None,
-               compile: bool = False) -> LoadedModel:
+               compile: bool = False, backend: str | None = "torch") -> LoadedModel:
     """Load a CLIP model from any supported source.
 
     - ``load_model("ViT-B-32", "openai")`` — open_clip name + pretrained tag (QuickGELU applied as the tag needs)
@@ -63,27 +83,40 @@ def load_model(model: str, pretrained: str | None = None, device: str | torch.de
     for convolutional image towers, on CPU (oneDNN) and CUDA alike: 1.2-1.4x on 2 CPU cores) stores the tower and its inputs NHWC; ``compile`` wraps the image
     encoder in ``torch.compile`` (first batch pays the compilation). Neither changes the fingerprint: both are
     execution choices with numerically equivalent results (checked in the tests on CPU).
+
+    ``backend``: ``torch``, ``openvino`` (both towers converted with OpenVINO for the CPU, cached on disk; fp32 by
+    default, ``precision="bf16"`` opt-in) or ``auto`` (OpenVINO on the CPU when installed). The fingerprint, and
+    with it every cache key, names the backend and precision, so embeddings computed one way are never reused for
+    another; ``weights_fingerprint`` stays that of the PyTorch weights.
     """
     cache = resolve_cache_dir(cache_dir)
     dev = resolve_device(device)
-    precision = resolve_precision(precision, dev)
+    backend = resolve_backend(backend, dev)
+    precision = resolve_precision(precision, dev, backend)
+    torch_precision = "fp32" if backend == "openvino" else precision
 
     if model.startswith("hf:"):
-        parts = load_hf(model, dev, precision)
+        parts = load_hf(model, dev, torch_precision)
     else:
         local = find_local_model(model, cache) if not pretrained else None
         if local is not None:
             model, pretrained = str(local.config), str(local.checkpoint)
-        parts = load_open_clip(model, pretrained, dev, precision, cache, force_quick_gelu=force_quick_gelu)
+        parts = load_open_clip(model, pretrained, dev, torch_precision, cache, force_quick_gelu=force_quick_gelu)
         if local is not None:
             parts["name"] = local.name
 
-    fingerprint = hash_json({"arch": parts["arch"], "weights": parts["weights"],
-                             "preprocess": parts["preprocess_cfg"], "precision": precision})[:32]
+    weights = hash_json({"arch": parts["arch"], "weights": parts["weights"],
+                         "preprocess": parts["preprocess_cfg"], "precision": torch_precision})[:32]
+    fingerprint = weights if backend == "torch" else hash_json({"weights": weights, "backend": backend,
+                                                                "precision": precision})[:32]
     loaded = LoadedModel(model=parts["model"], preprocess=parts["preprocess"], tokenizer=parts["tokenizer"],
                          fingerprint=fingerprint, name=parts["name"], pretrained=parts["pretrained"], device=dev,
                          precision=precision, embed_dim=parts["embed_dim"], preprocess_cfg=parts["preprocess_cfg"],
-                         source="hf" if model.startswith("hf:") else "open_clip")
+                         source="hf" if model.startswith("hf:") else "open_clip", backend=backend,
+                         weights_fingerprint=weights)
+    if backend == "openvino":
+        loaded._ov = openvino.compile_towers(loaded, cache, precision)
+        return loaded
     if channels_last is None:
         channels_last = loaded.conv_tower
     if channels_last:
@@ -94,4 +127,4 @@ def load_model(model: str, pretrained: str | None = None, device: str | torch.de
     return loaded
 
 
-__all__ = ["load_model", "LoadedModel", "resolve_device", "resolve_precision", "PRECISIONS"]
+__all__ = ["load_model", "LoadedModel", "resolve_backend", "resolve_device", "resolve_precision", "PRECISIONS"]

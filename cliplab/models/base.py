@@ -23,6 +23,9 @@ class LoadedModel:
     source: str = "open_clip"  # open_clip | hf
     channels_last: bool = False  # inputs (and the tower) in NHWC memory format
     _encode_image: Callable | None = field(default=None, repr=False)  # torch.compile'd encoder, if any
+    backend: str = "torch"  # torch | openvino (inference only; self.model stays the PyTorch module)
+    weights_fingerprint: str = ""  # the fingerprint of the PyTorch model, whatever runs it
+    _ov: Any = field(default=None, repr=False)  # cliplab.models.openvino.OpenVINOTowers when backend is openvino
 
     @property
     def conv_tower(self) -> bool:
@@ -58,6 +61,8 @@ class LoadedModel:
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Unnormalised image embeddings as float32 on the CPU."""
+        if self._ov is not None and self._ov.image is not None:
+            return self._ov.encode_images(pixels.float().contiguous())
         with self.autocast():
             out = (self._encode_image or self.model.encode_image)(self.prepare_pixels(pixels))
         return out.float().cpu()
@@ -74,6 +79,8 @@ class LoadedModel:
     @torch.inference_mode()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(texts)
+        if self._ov is not None and self._ov.text is not None:
+            return self._ov.encode_texts(tokens)
         tokens = {k: v.to(self.device) for k, v in tokens.items()} if isinstance(tokens, dict) else tokens.to(self.device)
         with self.autocast():
             out = self.model.encode_text(tokens)
@@ -85,6 +92,7 @@ class LoadedModel:
             "pretrained": self.pretrained,
             "fingerprint": self.fingerprint,
             "precision": self.precision,
+            "backend": self.backend,
             "device": str(self.device),
             "embed_dim": self.embed_dim,
             "num_params": self.num_params,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 import sys
+from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version as _package_version
 from pathlib import Path
 
@@ -81,7 +82,8 @@ def write_artifact(path: str | Path, result, name: str, artifacts: dict, config:
     that is not a figure."""
     path = Path(path)
     if name == "record":
-        write_json(path, {**result.record(), "config": config, **provenance()})
+        models = [asdict(m) for m in result.models]  # name, pretrained, fingerprint, backend, precision
+        write_json(path, {**result.record(), "models": models, "config": config, **provenance()})
         return [(path, None)]
     obj = artifacts[name]
     if isinstance(obj, pd.DataFrame):

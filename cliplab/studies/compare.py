@@ -106,8 +106,8 @@ class CompareRun:
 
 
 def run_compare(specs: list[ModelSpec], datasets: list[tuple[ImageDataset, ImageDataset | None]],
-                template_sets: list[TemplateSet], cache_dir=None, *, device=None, precision=None, batch_size=64,
-                num_workers=None, quiet=False) -> CompareRun:
+                template_sets: list[TemplateSet], cache_dir=None, *, device=None, precision=None, backend="torch",
+                batch_size=64, num_workers=None, quiet=False) -> CompareRun:
     """Zero-shot (and linear probe) of every model on every dataset, each model loaded once: a :class:`CompareRun`."""
     # datasets: (test split, train split or None), a train split adds the probe; template_sets[i] is for datasets[i]
     run = CompareRun([test for test, _ in datasets], params={
@@ -115,7 +115,8 @@ def run_compare(specs: list[ModelSpec], datasets: list[tuple[ImageDataset, Image
         "templates": [ts.name for ts in template_sets], "probe": any(train is not None for _, train in datasets)})
     seen: set[Failure] = set()
     for spec in specs:
-        m = load_model(spec.model, spec.pretrained, device=device, precision=precision, cache_dir=cache_dir)
+        m = load_model(spec.model, spec.pretrained, device=device, precision=precision, cache_dir=cache_dir,
+                       backend=backend)
         run.models.append(ModelInfo.of(m))
         for (test, train), ts in zip(datasets, template_sets):
             zs = run_zeroshot(m, test, [ts], cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet)

@@ -35,8 +35,11 @@ PATH_DEPENDENT = {"dataset_fingerprint"}  # caption sets hash their image paths,
 RENAMES: dict[str, dict[str, str]] = {}
 # Keys that today's outputs have and the golden files lack, per command (paths as diff() prints them). Everything
 # the golden file holds is still compared. Since the study contract (issue 14) every --output JSON carries the
-# run's ``config`` (flags as given), which image retrieval's JSON did not.
-ADDITIONS: dict[str, set[str]] = {"similar": {"/output/config"}, "similar_rmac": {"/output/config"}}
+# run's ``config`` (flags as given), which image retrieval's JSON did not; and ``models`` (name, pretrained,
+# fingerprint, backend and precision of each model, since the OpenVINO backend of issue 15).
+ADDITIONS: dict[str, set[str]] = {
+    "similar": {"/output/config", "/output/models"}, "similar_rmac": {"/output/config", "/output/models"},
+    **{name: {"/output/models"} for name in ("zeroshot", "prompts", "probe", "attack", "retrieval")}}
 
 
 def _images(work: Path) -> list[Path]:

@@ -1,0 +1,131 @@
+"""The OpenVINO backend: the same embeddings as PyTorch (fp32), converted towers cached and reused, a tower it
+cannot convert stays on PyTorch with a warning, and cache keys never mix backends."""
+import contextlib
+
+import pytest
+import torch
+
+pytest.importorskip("openvino")
+
+from cliplab.models import load_model  # noqa: E402
+from cliplab.models import openvino as ov_backend  # noqa: E402
+from cliplab.progress import Bar, Progress, use  # noqa: E402
+
+
+def min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.double(), b.double()).min())
+
+
+def agree(model_args: tuple, cache, texts=("a red circle", "a large blue square in the top left", "x")) -> None:
+    torch.manual_seed(0)  # a model without pretrained weights is initialised at random: the same weights twice
+    ref = load_model(*model_args, device="cpu", cache_dir=cache, backend="torch")
+    torch.manual_seed(0)
+    ov = load_model(*model_args, device="cpu", cache_dir=cache, backend="openvino")
+    assert ov.weights_fingerprint == ref.weights_fingerprint
+    assert ov._ov.image is not None and ov._ov.text is not None
+    torch.manual_seed(0)
+    pixels = torch.randn(5, 3, *ref.image_size)
+    assert min_cosine(ref.encode_images(pixels), ov.encode_images(pixels)) >= 0.99999
+    assert min_cosine(ref.encode_texts(list(texts)), ov.encode_texts(list(texts))) >= 0.99999
+    one = ov.encode_images(pixels[:1])  # dynamic batch: one image as well as five
+    assert one.shape == (1, ref.embed_dim)
+
+
+def test_tiny_shapes_resnet_agrees_with_torch(trained_cache):
+    agree(("tiny-shapes",), trained_cache)
+
+
+def test_tiny_vit_checkpoint_agrees_with_torch(tiny_checkpoint, tmp_path):
+    cfg, ckpt, _ = tiny_checkpoint
+    agree((str(cfg), str(ckpt)), tmp_path)
+
+
+@pytest.mark.slow
+def test_random_vit_b_32_agrees_with_torch(tmp_path):
+    agree(("ViT-B-32",), tmp_path)
+
+
+def test_converted_towers_are_cached_and_reused(trained_cache, tmp_path):
+    first = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
+    assert set(first._ov.converted) == {"image", "text"}
+    assert len(list((tmp_path / "openvino").glob("*.xml"))) == 2
+    second = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
+    assert second._ov.converted == ()  # read from the cache, not converted again
+    pixels = torch.randn(2, 3, *first.image_size)
+    assert torch.equal(first.encode_images(pixels), second.encode_images(pixels))
+
+
+def test_fingerprint_names_the_backend_weights_fingerprint_does_not(trained_cache, tmp_path):
+    ref = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path)
+    ov = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
+    assert ref.backend == "torch" and ov.backend == "openvino"
+    assert ov.fingerprint != ref.fingerprint  # embedding caches are keyed by it: never shared across backends
+    assert ov.weights_fingerprint == ref.weights_fingerprint == ref.fingerprint
+
+
+class Recording(Progress):
+    def __init__(self):
+        self.warnings = []
+
+    @contextlib.contextmanager
+    def bar(self, total, description, unit="img"):
+        yield Bar()
+
+    def warn(self, message):
+        self.warnings.append(message)
+
+
+def test_a_tower_openvino_cannot_convert_stays_on_torch_with_a_warning(trained_cache, tmp_path, monkeypatch):
+    def fail(module, example, path):
+        raise RuntimeError("unsupported operation aten::something")
+
+    monkeypatch.setattr(ov_backend, "_convert", fail)
+    progress = Recording()
+    with use(progress):
+        m = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
+    assert m._ov.image is None and m._ov.text is None
+    assert len(progress.warnings) == 2 and all("runs on PyTorch" in w and "aten::something" in w
+                                               for w in progress.warnings)
+    ref = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path)
+    pixels = torch.randn(2, 3, *m.image_size)
+    assert torch.allclose(m.encode_images(pixels), ref.encode_images(pixels), atol=1e-5)
+
+
+def test_cli_backend_openvino_gives_the_torch_numbers(trained_cache, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cliplab.cli import app
+
+    acc = {}
+    for backend in ("torch", "openvino"):
+        out = tmp_path / f"{backend}.json"
+        res = CliRunner().invoke(app, ["zeroshot", "--dataset", "shapes:color", "--limit", "300", "--device", "cpu",
+                                       "--backend", backend, "--cache-dir", str(trained_cache), "-o", str(out),
+                                       "--quiet"])
+        assert res.exit_code == 0, res.output
+        rec = json.loads(out.read_text())
+        assert rec["models"][0]["backend"] == backend and rec["models"][0]["precision"] == "fp32"
+        acc[backend] = rec["template_sets"][0]["per_class_recall"], rec["metrics"]["acc1"]
+    assert acc["torch"] == acc["openvino"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--backend", "openvino", "--precision", "fp16"], "error: --precision 'fp16': the OpenVINO backend runs fp32"),
+    (["--backend", "tpu"], "error: --backend 'tpu': choose one of auto, torch, openvino"),
+])
+def test_cli_backend_errors(args, message, tmp_path):
+    from typer.testing import CliRunner
+
+    from cliplab.cli import app
+
+    res = CliRunner().invoke(app, ["zeroshot", "--cache-dir", str(tmp_path), *args])
+    assert res.exit_code == 2 and res.output.strip().startswith(message), res.output
+
+
+def test_auto_is_openvino_on_cpu_when_installed():
+    from cliplab.models import resolve_backend
+
+    assert resolve_backend("auto", torch.device("cpu")) == "openvino"
+    assert resolve_backend(None, torch.device("cpu")) == "torch"
