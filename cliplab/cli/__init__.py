@@ -17,6 +17,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 
 from cliplab.cli import classify, manage, retrieve
 
+
 class _OneLineErrors(TyperGroup):
     """Usage errors (unknown option, bad value, missing argument) as one ``error:`` line and exit code 2, like
     every other bad input, instead of click's multi-line box."""
