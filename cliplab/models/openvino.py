@@ -105,12 +105,23 @@ class OpenVINOTowers:
         return torch.from_numpy(np.asarray(out, dtype=np.float32).copy())
 
 
+_CORE = None
+
+
+def _core():
+    """One OpenVINO runtime per process (as OpenVINO recommends): every compiled tower shares its thread pools."""
+    global _CORE
+    if _CORE is None:
+        import openvino as ov  # optional dependency
+
+        _CORE = ov.Core()
+    return _CORE
+
+
 def compile_towers(loaded, cache_dir: Path, precision: str = "fp32") -> OpenVINOTowers:
     """Convert (or read from the cache) and compile both towers of ``loaded`` for the CPU. A tower that cannot be
     converted stays on PyTorch: the warning says which and why."""
-    import openvino as ov  # optional dependency
-
-    core = ov.Core()
+    core = _core()
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision]}
     weights = loaded.weights_fingerprint
     h, w = loaded.image_size

@@ -129,3 +129,20 @@ def test_auto_is_openvino_on_cpu_when_installed():
 
     assert resolve_backend("auto", torch.device("cpu")) == "openvino"
     assert resolve_backend(None, torch.device("cpu")) == "torch"
+
+
+@pytest.mark.slow
+def test_openvino_models_then_the_demo_do_not_crash_the_process():
+    """Regression: loading a model twice with OpenVINO (two runtimes in one process), then running the demo (torch,
+    DataLoader worker processes) ended the test session with a segmentation fault. One OpenVINO runtime per
+    process now. The two tests that crashed together run in a subprocess, so a crash fails this test only."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/models/test_openvino.py::test_converted_towers_are_cached_and_reused",
+                           "tests/report/test_report.py::test_demo_store_has_every_study"],
+                          cwd=root, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, (proc.returncode, proc.stdout[-1500:], proc.stderr[-1500:])
