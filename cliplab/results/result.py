@@ -42,6 +42,9 @@ class ModelInfo:
         """From a loaded model (or anything with name, pretrained and fingerprint)."""
         if isinstance(model, ModelInfo):
             return model
+        if isinstance(model, dict):
+            return cls(model["name"], model.get("pretrained"), model.get("fingerprint", ""),
+                       model.get("backend", "torch"), model.get("precision", ""))
         return cls(model.name, model.pretrained, model.fingerprint, getattr(model, "backend", "torch"),
                    str(getattr(model, "precision", "") or ""))
 

@@ -206,8 +206,8 @@ def test_results_store_round_trip(tmp_path):
     model = {"name": "m", "pretrained": None, "fingerprint": "abc"}
     for fmt, v in (("parquet", 0.5), ("jsonl", 0.75)):
         rec = RunRecorder("zeroshot", {"k": 1})
-        rec.add(task="zeroshot_classification", model=model, dataset=ds, metric="acc1", value=v, variant="simple")
-        rec.add(task="prompt_study", model=model, dataset=ds, metric="diff", value=float("nan"), ci=(-0.1, 0.2),
+        add_row(rec, task="zeroshot_classification", model=model, dataset=ds, metric="acc1", value=v, variant="simple")
+        add_row(rec, task="prompt_study", model=model, dataset=ds, metric="diff", value=float("nan"), ci=(-0.1, 0.2),
                 seed=3)
         path = rec.write(tmp_path / "res", fmt)
         assert path.suffix == f".{fmt}" and path.exists()
@@ -230,11 +230,13 @@ def test_store_folder_reads_as_one_parquet_dataset(tmp_path):
     png = tmp_path / "f.png"
     png.write_bytes(b"\x89PNG fake")
     a = RunRecorder("zeroshot")
-    a.add(task="t", model={"name": "m", "pretrained": None, "fingerprint": "x"}, dataset=ds, metric="acc1", value=0.5)
+    add_row(a, task="t", model={"name": "m", "pretrained": None, "fingerprint": "x"}, dataset=ds, metric="acc1", value=0.5)
     b = RunRecorder("probe")
-    b.add(task="t", model={"name": "m", "pretrained": "p", "fingerprint": "x"}, dataset=ds, metric="acc1", value=0.7,
+    add_row(b, task="t", model={"name": "m", "pretrained": "p", "fingerprint": "x"}, dataset=ds, metric="acc1", value=0.7,
           ci=(0.6, 0.8), seed=1, n=10)
-    b.add_artifact(png, task="t", model={"name": "m", "pretrained": "p", "fingerprint": "x"}, dataset=ds, caption="c")
+    from cliplab.results.result import ModelInfo
+
+    b.add_figure(png, SimpleNamespace(task="t", models=[ModelInfo("m", "p", "x")], dataset=ds), "c")
     a.write(tmp_path / "res")
     b.write(tmp_path / "res")
     df = pd.read_parquet(tmp_path / "res")
@@ -287,3 +289,12 @@ def test_study_prints_and_keeps_probe_warnings(capsys):
         fit_logreg(X, y, 5, 1e-7, device="cpu", max_iter=3)
     assert len(study.warnings) == 1 and "stopped after 3 iterations" in study.warnings[0]
     assert "warning: probe fit unconverged" in capsys.readouterr().err
+
+
+def add_row(rec, **kw) -> None:
+    """One hand-made metric row into a run of the results store."""
+    from cliplab.results.result import Rows
+
+    rows = Rows()
+    rows.add(**kw)
+    rec.add_rows(rows.frame())
