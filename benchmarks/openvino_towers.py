@@ -41,24 +41,15 @@ def tower_gflops(model, pixels_one: torch.Tensor) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def images_per_second(model, pixels: torch.Tensor, repeats: int) -> float:
-    model.encode_images(pixels[:2])  # warm-up
+def per_second(encode, items, repeats: int) -> float:
+    """Items per second of ``encode(items)``: best of ``repeats`` calls after a warm-up on two items."""
+    encode(items[:2])
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        model.encode_images(pixels)
+        encode(items)
         best = min(best, time.perf_counter() - t0)
-    return len(pixels) / best
-
-
-def texts_per_second(model, texts: list[str], repeats: int) -> float:
-    model.encode_texts(texts[:2])
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model.encode_texts(texts)
-        best = min(best, time.perf_counter() - t0)
-    return len(texts) / best
+    return len(items) / best
 
 
 def main() -> None:
@@ -87,12 +78,12 @@ def main() -> None:
         if name == "openvino fp32 (cached)":
             rows.append({"variant": name, "load s": round(load_s, 2)})
             continue
-        ips = images_per_second(m, pixels, args.repeats)
+        ips = per_second(m.encode_images, pixels, args.repeats)
         img, txt = m.encode_images(pixels), m.encode_texts(texts)
         rows.append({
             "variant": name, "load s": round(load_s, 2), "images/s": round(ips, 1),
             "GFLOP/s": round(ips * gflop, 1), "of fp32 peak %": round(100 * ips * gflop / peak["gflops"], 1),
-            "texts/s": round(texts_per_second(m, texts, args.repeats), 1),
+            "texts/s": round(per_second(m.encode_texts, texts, args.repeats), 1),
             "min cos image": float(torch.nn.functional.cosine_similarity(img.double(), ref_img.double()).min()),
             "min cos text": float(torch.nn.functional.cosine_similarity(txt.double(), ref_txt.double()).min()),
             "same top-1 (image vs texts)": float(((img @ txt.T).argmax(1) == (ref_img @ ref_txt.T).argmax(1))

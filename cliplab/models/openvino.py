@@ -35,22 +35,16 @@ def version() -> str:
     return ov.__version__.split("-")[0]
 
 
-class _ImageTower(torch.nn.Module):
-    def __init__(self, model):
+class _Tower(torch.nn.Module):
+    """One tower of a CLIP model as a module of its own (what ``torch.export`` takes): ``encode_image`` or
+    ``encode_text``."""
+
+    def __init__(self, model, method: str):
         super().__init__()
-        self.model = model
+        self.model, self.method = model, method
 
-    def forward(self, pixels):
-        return self.model.encode_image(pixels)
-
-
-class _TextTower(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens):
-        return self.model.encode_text(tokens)
+    def forward(self, inputs):
+        return getattr(self.model, self.method)(inputs)
 
 
 def cache_path(cache_dir: Path, fingerprint: str, tower: str, shape: tuple[int, ...]) -> Path:
@@ -126,10 +120,10 @@ def compile_towers(loaded, cache_dir: Path, precision: str = "fp32") -> OpenVINO
     weights = loaded.weights_fingerprint
     h, w = loaded.image_size
     towers, converted = {}, []
-    jobs = [("image", _ImageTower(loaded.model), torch.zeros(2, 3, h, w), (3, h, w))]
+    jobs = [("image", _Tower(loaded.model, "encode_image"), torch.zeros(2, 3, h, w), (3, h, w))]
     if loaded.source == "open_clip":  # transformers' text tower takes a dict of tensors: it stays on PyTorch
         tokens = loaded.tokenizer(["a photo of a cat", "a dog"])
-        jobs.append(("text", _TextTower(loaded.model), tokens, tuple(tokens.shape[1:])))
+        jobs.append(("text", _Tower(loaded.model, "encode_text"), tokens, tuple(tokens.shape[1:])))
     for tower, module, example, shape in jobs:
         path = cache_path(cache_dir, weights, tower, shape)
         try:

@@ -80,19 +80,24 @@ def test_faiss_flat_equals_brute_force(tmp_path):
     assert np.mean(hnsw.search(q, 10)[1] == i) > 0.9  # approximate, but close on 500 vectors
 
 
-def test_coco_and_karpathy_json(tmp_path):
-    from cliplab.data import load_dataset
+def coco_file(root, annotations):
+    """A COCO captions file under ``root`` listing images 1-3, of which only 1 and 2 are on disk."""
     from conftest import make_image
 
-    root = tmp_path / "coco"
     for n in ("1.jpg", "2.jpg"):
         make_image(root / "val2014" / n)
     ann = root / "annotations" / "captions_val2014.json"
     ann.parent.mkdir(parents=True)
-    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "1.jpg"}, {"id": 2, "file_name": "2.jpg"},
-                                          {"id": 3, "file_name": "3.jpg"}],
-                               "annotations": [{"image_id": 2, "caption": "b"}, {"image_id": 1, "caption": "a"},
-                                               {"image_id": 1, "caption": "a2"}, {"image_id": 3, "caption": "c"}]}))
+    ann.write_text(json.dumps({"images": [{"id": i, "file_name": f"{i}.jpg"} for i in (1, 2, 3)],
+                               "annotations": [{"image_id": i, "caption": c} for i, c in annotations]}))
+    return ann
+
+
+def test_coco_and_karpathy_json(tmp_path):
+    from cliplab.data import load_dataset
+
+    root = tmp_path / "coco"
+    ann = coco_file(root, [(2, "b"), (1, "a"), (1, "a2"), (3, "c")])
     ds = load_dataset(str(ann))
     assert ds.split == "val2014" and len(ds) == 2 and ds.missing == 1 and ds.captions == [["a", "a2"], ["b"]]
     kp = tmp_path / "dataset_flickr.json"
@@ -173,18 +178,8 @@ def test_retrieval_command_notes_images_missing_from_a_coco_file(tmp_path, train
     from typer.testing import CliRunner
 
     from cliplab.cli import app
-    from conftest import make_image
 
-    root = tmp_path / "coco"
-    for n in ("1.jpg", "2.jpg"):
-        make_image(root / "val2014" / n)
-    ann = root / "annotations" / "captions_val2014.json"
-    ann.parent.mkdir(parents=True)
-    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "1.jpg"}, {"id": 2, "file_name": "2.jpg"},
-                                          {"id": 3, "file_name": "3.jpg"}],
-                               "annotations": [{"image_id": 1, "caption": "a red thing"},
-                                               {"image_id": 2, "caption": "a blue thing"},
-                                               {"image_id": 3, "caption": "gone"}]}))
+    ann = coco_file(tmp_path / "coco", [(1, "a red thing"), (2, "a blue thing"), (3, "gone")])
     res = CliRunner().invoke(app, ["retrieval", "--dataset", str(ann), "--cache-dir", str(trained_cache),
                                    "--device", "cpu"])
     assert res.exit_code == 0, (res.output, res.exception)
