@@ -28,7 +28,7 @@ def zeroshot(
                                                "and scores (first template set)."),
     topk: int = typer.Option(5, "--topk", min=1, help="k for --predictions."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "auto", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, no_cache: NoCacheOpt = False,
     pipeline: PipelineOpt = "pil", quiet: QuietOpt = False,
 ):
@@ -73,7 +73,7 @@ def prompts(
     seed: int = typer.Option(0, "--seed"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="study JSON."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "auto", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Prompt study: accuracy per template, ensemble and description set, with significance tests.
@@ -123,7 +123,7 @@ def probe(
     seed: int = typer.Option(0, "--seed"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="study JSON."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "auto", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Linear and k-shot probes on frozen embeddings, beside zero-shot.
@@ -170,7 +170,7 @@ def compare(
                                         "STEM.svg."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="table as .csv, .parquet or .jsonl."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "auto", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Compare models on datasets: zero-shot (and linear probe) side by side, with bar charts.
@@ -230,7 +230,7 @@ def inspect_cmd(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="all scores as .csv/.parquet/.jsonl (one "
                                           "row per image x candidate)."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "auto", cache_dir: CacheDirOpt = None,
     quiet: QuietOpt = False,
 ):
     """Rank all classes (or your prompts) for given images, with cosine scores and CLIP probabilities."""
@@ -291,7 +291,7 @@ def attack_typographic(
     n_examples: int = typer.Option(8, "--n-examples", min=1),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="summary JSON."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "auto", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Write a wrong class name on every image; report the accuracy drop and flips to the written label.

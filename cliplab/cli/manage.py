@@ -46,7 +46,7 @@ def embed(
     model: ModelOpt = "tiny-shapes", pretrained: PretrainedOpt = None, dataset: DatasetOpt = "shapes",
     split: SplitOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = None,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help=".npy (+ .ids.csv sidecar) or .parquet."),
-    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "auto", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, no_cache: NoCacheOpt = False,
     shard_batches: int = typer.Option(16, "--shard-batches", min=1, help="batches per cache shard (the resume unit)."),
     pipeline: PipelineOpt = "pil",

@@ -15,7 +15,8 @@ from cliplab.errors import CliplabError, ParameterError
 # Library parameters whose flag is not ``--`` + the name with dashes.
 FLAGS = {"pooling": "--descriptor", "template_sets": "--templates", "rule": "--target", "text_format": "--text",
          "select_from": "--select-split", "k": "--topk", "models": "--model", "models_file": "--models",
-         "gt_dir": "--gt", "query_images": "--query", "out_dir": "--output-dir", "overwrite": "--force"}
+         "gt_dir": "--gt", "query_images": "--query", "out_dir": "--output-dir", "overwrite": "--force",
+         "implementation": "--kmeans"}
 
 
 def flag_for(param: str) -> str:
@@ -60,8 +61,8 @@ ResultsOpt = Annotated[Optional[Path], typer.Option("--results", help=(
 ResultsFormatOpt = Annotated[str, typer.Option("--results-format", help=(
         'parquet | jsonl'))]
 BackendOpt = Annotated[str, typer.Option("--backend", help=(
-        'what runs the towers: torch, openvino (CPU: both towers converted with OpenVINO once and cached; fp32, or '
-        '--precision bf16) or auto (OpenVINO on the CPU when installed, else torch). Gradient-based work always uses '
+        'what runs the towers: auto (the default: OpenVINO on the CPU when installed, else torch), torch, or openvino '
+        '(CPU; each tower converted once and cached; fp32, or --precision bf16). Gradient-based work always uses '
         'torch.'))]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help=(
         'no progress bars or notes (result tables and errors still print).'))]
@@ -142,7 +143,7 @@ def check_templates(templates) -> None:
         resolve_all(templates if isinstance(templates, list) else [templates])
 
 
-def check_device(device: Optional[str], precision: Optional[str], backend: Optional[str] = "torch") -> None:
+def check_device(device: Optional[str], precision: Optional[str], backend: Optional[str] = "auto") -> None:
     """Device, backend and precision are checked before any data is loaded or model trained."""
     from cliplab.models import resolve_backend, resolve_device, resolve_precision
 

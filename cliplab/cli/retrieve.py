@@ -32,7 +32,7 @@ def retrieval(
                                             "their true and retrieved images."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="results JSON."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "auto", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Caption retrieval: text→image and image→text recall@k, median and mean rank (chunked, bounded memory)."""
@@ -83,7 +83,7 @@ def search(
                                          "model and images, else built and saved here."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="hits as .csv/.parquet/.jsonl."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "auto", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Search images by text (or image, or image ± text): top-k with cosine scores, grids, several models."""
@@ -155,7 +155,7 @@ def similar(
                                          "(+ the PCA as INDEX.pca.npz)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="results JSON."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "torch", cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "auto", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """Image→image retrieval: global/MAC/R-MAC/GeM descriptors, PCA-whitening, query expansion, mAP."""
@@ -191,13 +191,13 @@ def cluster(
     k: Optional[str] = typer.Option(None, "--k", help="number of clusters, or a comma list to sweep (default: the "
                                     "number of classes, else 10)."),
     pca_dim: Optional[int] = typer.Option(None, "--pca-dim", min=1, help="PCA before clustering."),
-    backend: str = typer.Option("sklearn", "--backend", help="sklearn | faiss"),
+    implementation: str = typer.Option("sklearn", "--kmeans", help="k-means implementation: sklearn | faiss."),
     seed: int = typer.Option(0, "--seed"),
     grid: Optional[Path] = typer.Option(None, "--grid", help="PNG of sample images per cluster (for the first k)."),
     per_cluster: int = typer.Option(8, "--per-cluster", min=1),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="assignments as .csv/.parquet/.jsonl."),
     results: ResultsOpt = None, results_format: ResultsFormatOpt = "parquet",
-    device: DeviceOpt = None, precision: PrecisionOpt = None, cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "auto", cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = 64, workers: WorkersOpt = None, quiet: QuietOpt = False,
 ):
     """k-means on image embeddings (optionally after PCA): NMI, ARI and purity against labels, sample grids."""
@@ -206,15 +206,15 @@ def cluster(
     check_output(grid, "--grid", (".png",))
     check_output(output, "--output", TABLE_SUFFIXES)
     check_results(results, results_format)
-    if backend not in ("sklearn", "faiss"):
-        raise CliplabError(f"--backend {backend!r}: choose sklearn or faiss")
+    if implementation not in ("sklearn", "faiss"):
+        raise CliplabError(f"--kmeans {implementation!r}: choose sklearn or faiss")
     ks = parse_ints(k, "--k") if k else None
     inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
-                      limit=limit, device=device, precision=precision, cache_dir=cache_dir, quiet=quiet)
-    run = run_cluster(inp.model, inp.dataset, cache_dir, ks=ks, pca_dim=pca_dim, backend=backend, seed=seed,
+                      limit=limit, device=device, precision=precision, backend=backend, cache_dir=cache_dir, quiet=quiet)
+    run = run_cluster(inp.model, inp.dataset, cache_dir, ks=ks, pca_dim=pca_dim, implementation=implementation, seed=seed,
                       per_cluster=per_cluster, batch_size=batch_size, num_workers=workers, quiet=quiet)
     config = {"model": model, "pretrained": pretrained, "dataset": dataset, "k": run.params["ks"],
-              "pca_dim": pca_dim, "backend": backend, "seed": seed}
+              "pca_dim": pca_dim, "kmeans": implementation, "seed": seed}
     finish(run, command="cluster", config=config, files={"grid": grid, "assignments": output}, results=results,
            results_format=results_format, quiet=quiet)
 

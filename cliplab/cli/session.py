@@ -92,7 +92,7 @@ def load_inputs(*, model: str, pretrained: Optional[str], dataset: str, split: O
                 templates=None, ensemble: bool = True, default_templates: Optional[Sequence[str]] = None,
                 train_split: Optional[str] = None, train_limit: Optional[int] = None,
                 train_flag: str = "--train-split", model_options: Optional[dict] = None,
-                backend: Optional[str] = "torch") -> Inputs:
+                backend: Optional[str] = "auto") -> Inputs:
     """Check device, precision and templates, then load the dataset (and the split fitted on), the template sets
     and the model, in that order, so a bad flag fails before anything slow."""
     from cliplab.prompts import resolve_all

@@ -36,13 +36,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def resolve_backend(backend: str | None, dev: torch.device) -> str:
-    """The backend that runs the towers: ``auto`` is OpenVINO on the CPU when it is installed, else PyTorch."""
-    backend = backend or "torch"
+def resolve_backend(backend: str | None, dev: torch.device, compile: bool = False) -> str:
+    """The backend that runs the towers: ``auto`` (the default) is OpenVINO on the CPU when it is installed, else
+    PyTorch; asking for ``compile`` (torch.compile) makes ``auto`` PyTorch."""
+    backend = backend or "auto"
     if backend not in openvino.BACKENDS:
         raise ModelParameterError("backend", backend, f"choose one of {', '.join(openvino.BACKENDS)}")
     if backend == "auto":
-        return "openvino" if dev.type == "cpu" and openvino.available() else "torch"
+        return "openvino" if dev.type == "cpu" and openvino.available() and not compile else "torch"
     if backend == "openvino" and dev.type != "cpu":
         raise ModelParameterError("backend", backend, f"OpenVINO runs the towers on the CPU, not {dev.type}; use "
                                   "{p:backend} torch there", quote=False)
@@ -69,7 +70,7 @@ def resolve_precision(precision: str | None, dev: torch.device, backend: str = "
 def load_model(model: str, pretrained: str | None = None, device: str | torch.device | None = None,
                precision: str | None = None, cache_dir: str | Path | None = None,
                force_quick_gelu: bool | None = None, channels_last: bool | None = None,
-               compile: bool = False, backend: str | None = "torch") -> LoadedModel:
+               compile: bool = False, backend: str | None = "auto") -> LoadedModel:
     """Load a CLIP model from any supported source.
 
     - ``load_model("ViT-B-32", "openai")`` — open_clip name + pretrained tag (QuickGELU applied as the tag needs)
@@ -85,13 +86,14 @@ def load_model(model: str, pretrained: str | None = None, device: str | torch.de
     execution choices with numerically equivalent results (checked in the tests on CPU).
 
     ``backend``: ``torch``, ``openvino`` (both towers converted with OpenVINO for the CPU, cached on disk; fp32 by
-    default, ``precision="bf16"`` opt-in) or ``auto`` (OpenVINO on the CPU when installed). The fingerprint, and
+    default, ``precision="bf16"`` opt-in) or ``auto`` (the default: OpenVINO on the CPU when installed and ``compile`` is
+    off, else PyTorch). The fingerprint, and
     with it every cache key, names the backend and precision, so embeddings computed one way are never reused for
     another; ``weights_fingerprint`` stays that of the PyTorch weights.
     """
     cache = resolve_cache_dir(cache_dir)
     dev = resolve_device(device)
-    backend = resolve_backend(backend, dev)
+    backend = resolve_backend(backend, dev, compile)
     precision = resolve_precision(precision, dev, backend)
     torch_precision = "fp32" if backend == "openvino" else precision
 

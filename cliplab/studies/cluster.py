@@ -26,7 +26,7 @@ class ClusterRun(SingleModel):
     X: np.ndarray  # what was clustered: unit embeddings, after the PCA if any (aligned with images.indices)
     labels: np.ndarray | None  # labels of the embedded images, if the dataset has labels
     clusterings: list[Clustering] = field(default_factory=list)
-    backend: str = "sklearn"
+    kmeans: str = "sklearn"  # the k-means implementation: sklearn | faiss
     pca_dim: int | None = None
     seed: int = 0
     per_cluster: int = 8  # images per cluster in the grid
@@ -34,7 +34,7 @@ class ClusterRun(SingleModel):
 
     @property
     def variant(self) -> str:
-        return f"kmeans-{self.backend}" + (f" pca={self.pca_dim}" if self.pca_dim else "")
+        return f"kmeans-{self.kmeans}" + (f" pca={self.pca_dim}" if self.pca_dim else "")
 
     @property
     def dataset(self) -> DatasetInfo:
@@ -42,7 +42,7 @@ class ClusterRun(SingleModel):
 
     @property
     def params(self) -> dict:
-        return {"ks": [c.k for c in self.clusterings], "pca_dim": self.pca_dim, "backend": self.backend,
+        return {"ks": [c.k for c in self.clusterings], "pca_dim": self.pca_dim, "kmeans": self.kmeans,
                 "seed": self.seed}
 
     @property
@@ -126,16 +126,17 @@ class ClusterRun(SingleModel):
 
 
 def run_cluster(model: LoadedModel, dataset: ImageDataset, cache_dir=None, *, ks: Sequence[int] | None = None,
-                pca_dim: int | None = None, backend: str = "sklearn", seed: int = 0, per_cluster: int = 8,
+                pca_dim: int | None = None, implementation: str = "sklearn", seed: int = 0, per_cluster: int = 8,
                 batch_size: int = 64, num_workers: int | None = None, quiet: bool = False) -> ClusterRun:
-    """k-means of the image embeddings for each k (default: the number of classes, else 10): a :class:`ClusterRun`."""
+    """k-means (``implementation``: sklearn or faiss) of the image embeddings for each k (default: the number of
+    classes, else 10): a :class:`ClusterRun`."""
     ks = list(ks) if ks else [len(dataset.classnames) if dataset.classnames else 10]
     images = embed_images(model, dataset, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet)
     X = prepare(images.embeddings, pca_dim, seed)
     labels = dataset.labels[images.indices] if dataset.labels is not None else None
-    run = ClusterRun(model, dataset, images, X, labels, backend=backend, pca_dim=pca_dim, seed=seed,
+    run = ClusterRun(model, dataset, images, X, labels, kmeans=implementation, pca_dim=pca_dim, seed=seed,
                      per_cluster=per_cluster)
-    run.clusterings = [kmeans(X, k, backend=backend, seed=seed, labels=labels) for k in ks]
+    run.clusterings = [kmeans(X, k, implementation=implementation, seed=seed, labels=labels) for k in ks]
     return run
 
 

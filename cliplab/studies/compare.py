@@ -106,7 +106,7 @@ class CompareRun:
 
 
 def run_compare(specs: list[ModelSpec], datasets: list[tuple[ImageDataset, ImageDataset | None]],
-                template_sets: list[TemplateSet], cache_dir=None, *, device=None, precision=None, backend="torch",
+                template_sets: list[TemplateSet], cache_dir=None, *, device=None, precision=None, backend="auto",
                 batch_size=64, num_workers=None, quiet=False) -> CompareRun:
     """Zero-shot (and linear probe) of every model on every dataset, each model loaded once: a :class:`CompareRun`."""
     # datasets: (test split, train split or None), a train split adds the probe; template_sets[i] is for datasets[i]

@@ -28,15 +28,15 @@ class Clustering:
     metrics: dict
 
 
-def kmeans(X: np.ndarray, k: int, *, backend: str = "sklearn", seed: int = 0, n_init: int = 4,
+def kmeans(X: np.ndarray, k: int, *, implementation: str = "sklearn", seed: int = 0, n_init: int = 4,
            labels: np.ndarray | None = None) -> Clustering:
     if k < 2 or k > len(X):
         raise CliplabError(f"k = {k}: need 2 <= k <= number of images ({len(X)})")
     X = np.ascontiguousarray(X, dtype=np.float32)
-    if backend == "sklearn":
+    if implementation == "sklearn":
         km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(X)
         assign, centers, inertia = km.labels_, km.cluster_centers_, float(km.inertia_)
-    elif backend == "faiss":
+    elif implementation == "faiss":
         import faiss  # faiss: slow to import, only the faiss backend needs it
 
         km = faiss.Kmeans(X.shape[1], k, niter=50, nredo=n_init, seed=seed, verbose=False)
@@ -44,7 +44,7 @@ def kmeans(X: np.ndarray, k: int, *, backend: str = "sklearn", seed: int = 0, n_
         dist, assign = km.index.search(X, 1)
         assign, centers, inertia = assign[:, 0], km.centroids, float(dist.sum())
     else:
-        raise ParameterError("backend", backend, "choose sklearn or faiss")
+        raise ParameterError("implementation", implementation, "choose sklearn or faiss")
     metrics = {"inertia": inertia}
     if len(np.unique(assign)) > 1 and len(X) <= 20000:
         metrics["silhouette"] = float(silhouette_score(X, assign, random_state=seed))

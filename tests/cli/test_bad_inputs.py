@@ -63,7 +63,7 @@ def cases(d):
         (["similar", "-o", under_file], "--output"),
         (["cluster", "-o", str(d / "x.xlsx")], "--output"),
         (["cluster", "--grid", folder], "--grid"),
-        (["cluster", "--backend", "torch"], "--backend"),
+        (["cluster", "--kmeans", "torch"], "--kmeans"),
         (["embed", "-o", str(d / "e.txt")], "--output"),
         (["report", folder, "-o", str(d / "r.pdf")], "--output"),
         (["report", folder, "-o", folder], "--output"),

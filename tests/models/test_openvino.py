@@ -128,7 +128,9 @@ def test_auto_is_openvino_on_cpu_when_installed():
     from cliplab.models import resolve_backend
 
     assert resolve_backend("auto", torch.device("cpu")) == "openvino"
-    assert resolve_backend(None, torch.device("cpu")) == "torch"
+    assert resolve_backend(None, torch.device("cpu")) == "openvino"  # the default
+    assert resolve_backend("auto", torch.device("cpu"), compile=True) == "torch"  # torch.compile is a torch thing
+    assert resolve_backend("auto", torch.device("meta")) == "torch"  # any other device
 
 
 @pytest.mark.slow

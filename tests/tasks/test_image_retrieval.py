@@ -99,7 +99,7 @@ def test_purity_and_kmeans_recover_blobs():
     y = np.repeat(np.arange(4), 50)
     X = centers[y] + rng.normal(size=(200, 8)) * 0.3
     for backend in ("sklearn", "faiss"):
-        c = kmeans(X, 4, backend=backend, labels=y)
+        c = kmeans(X, 4, implementation=backend, labels=y)
         assert c.metrics["nmi"] > 0.99 and c.metrics["ari"] > 0.99 and c.metrics["purity"] == 1.0
 
 
