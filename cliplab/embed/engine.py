@@ -72,10 +72,14 @@ def _collate(items):
     return pos, pixels, bad
 
 
-def default_workers(n_items: int, batch_size: int) -> int:
-    if n_items < 2 * batch_size:
+def default_workers(n_items: int, batch_size: int, backend: str = "torch", cores: int | None = None) -> int:
+    """DataLoader worker processes for decoding. On 2 cores with the OpenVINO tower, none: the tower keeps both cores
+    busy, so workers only take cores from it (Food-101, ViT-B-32: 44.4 img/s with decoding in the main process vs
+    42.0-42.6 with 1-2 workers; decoding + preprocessing is ~2.5 ms of ~22 ms per image; docs/benchmarks.md)."""
+    cores = cores or os.cpu_count() or 1
+    if n_items < 2 * batch_size or (backend == "openvino" and cores <= 2):
         return 0
-    return min(4, max(1, (os.cpu_count() or 1)))
+    return min(4, cores)
 
 
 def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir: str | Path | None = None, *,
@@ -123,7 +127,7 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
         if use_tensor:
             loader = _tensor_batches(source, todo, model, batch_size)
         else:
-            workers = default_workers(len(todo), batch_size) if num_workers is None else num_workers
+            workers = default_workers(len(todo), batch_size, model.backend) if num_workers is None else num_workers
             loader = DataLoader(
                 _Preprocessed(source, todo, model.preprocess), batch_size=batch_size, shuffle=False,
                 num_workers=workers, collate_fn=_collate, pin_memory=model.device.type == "cuda",

@@ -47,12 +47,17 @@ def test_random_vit_b_32_agrees_with_torch(tmp_path):
 
 def test_converted_towers_are_cached_and_reused(trained_cache, tmp_path):
     first = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
-    assert set(first._ov.converted) == {"image", "text"}
+    assert first._ov.converted == [] and not list((tmp_path / "openvino").glob("*.xml"))  # converted on first use
+    pixels = torch.randn(2, 3, *first.image_size)
+    first.encode_images(pixels)
+    assert first._ov.converted == ["image"]  # a study that needs one tower converts one
+    first.encode_texts(["a red circle"])
+    assert first._ov.converted == ["image", "text"]
     assert len(list((tmp_path / "openvino").glob("*.xml"))) == 2
     second = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
-    assert second._ov.converted == ()  # read from the cache, not converted again
-    pixels = torch.randn(2, 3, *first.image_size)
     assert torch.equal(first.encode_images(pixels), second.encode_images(pixels))
+    assert torch.equal(first.encode_texts(["a dog"]), second.encode_texts(["a dog"]))
+    assert second._ov.converted == []  # both read from the cache, not converted again
 
 
 def test_fingerprint_names_the_backend_weights_fingerprint_does_not(trained_cache, tmp_path):
@@ -83,12 +88,22 @@ def test_a_tower_openvino_cannot_convert_stays_on_torch_with_a_warning(trained_c
     progress = Recording()
     with use(progress):
         m = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
-    assert m._ov.image is None and m._ov.text is None
+        assert m._ov.image is None and m._ov.text is None
     assert len(progress.warnings) == 2 and all("runs on PyTorch" in w and "aten::something" in w
                                                for w in progress.warnings)
     ref = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path)
     pixels = torch.randn(2, 3, *m.image_size)
     assert torch.allclose(m.encode_images(pixels), ref.encode_images(pixels), atol=1e-5)
+
+
+def test_a_converted_tower_that_disagrees_with_torch_is_not_used_or_kept(trained_cache, tmp_path, monkeypatch):
+    monkeypatch.setitem(ov_backend.MIN_COSINE, "f32", 1.5)  # no conversion can pass: the check must reject it
+    progress = Recording()
+    with use(progress):
+        m = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
+        assert m._ov.image is None
+    assert len(progress.warnings) == 1 and "disagrees with PyTorch (min cosine " in progress.warnings[0]
+    assert not list((tmp_path / "openvino").glob("*-image-*"))  # the next run converts again, not reuses it
 
 
 def test_cli_backend_openvino_gives_the_torch_numbers(trained_cache, tmp_path):
