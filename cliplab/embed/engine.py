@@ -74,8 +74,7 @@ def _collate(items):
 
 def default_workers(n_items: int, batch_size: int, backend: str = "torch", cores: int | None = None) -> int:
     """DataLoader worker processes for decoding. On 2 cores with the OpenVINO tower, none: the tower keeps both cores
-    busy, so workers only take cores from it (Food-101, ViT-B-32: 44.4 img/s with decoding in the main process vs
-    42.0-42.6 with 1-2 workers; decoding + preprocessing is ~2.5 ms of ~22 ms per image; docs/benchmarks.md)."""
+    busy, so workers only take cores from it (measured in docs/benchmarks.md, "decoding and the tower")."""
     cores = cores or os.cpu_count() or 1
     if n_items < 2 * batch_size or (backend == "openvino" and cores <= 2):
         return 0

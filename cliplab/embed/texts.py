@@ -19,7 +19,9 @@ def embed_texts(model: LoadedModel, texts: list[str], cache_dir: str | Path | No
                 batch_size: int = 256, use_cache: bool = True, quiet: bool = True) -> np.ndarray:
     """Raw text embeddings (float32, rows in the order of ``texts``), cached per text."""
     keys = ["t:" + hash_bytes(t.encode("utf-8")) for t in texts]
-    cache = EmbeddingCache(resolve_cache_dir(cache_dir), model.fingerprint, "text") if use_cache else None
+    backend = model.text_backend(len(texts))  # the key names what computes them: never mixed across runtimes
+    cache = EmbeddingCache(resolve_cache_dir(cache_dir), model.text_fingerprint(backend), "text") if use_cache \
+        else None
     vectors = dict(cache.lookup(list(set(keys))).vectors) if cache else {}
     todo = list(dict.fromkeys(k for k in keys if k not in vectors))
     if todo:
@@ -29,7 +31,7 @@ def embed_texts(model: LoadedModel, texts: list[str], cache_dir: str | Path | No
         with progress_bar(len(todo), "embedding texts", quiet, unit="texts") as bar:
             for s in range(0, len(todo), batch_size):
                 chunk = todo[s:s + batch_size]
-                out = model.encode_texts([text_of[k] for k in chunk]).numpy()
+                out = model.encode_texts([text_of[k] for k in chunk], backend).numpy()
                 new_rows.append(out)
                 vectors.update(zip(chunk, out))
                 bar.advance(len(chunk))

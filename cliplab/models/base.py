@@ -76,10 +76,21 @@ class LoadedModel:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         return pixels
 
+    def text_backend(self, n: int) -> str:
+        """What runs a call with ``n`` texts: ``openvino`` or ``torch``. With the OpenVINO backend, the text tower is
+        converted only when a call is large enough to pay for it (or it is converted already); transformers' text
+        tower always runs on PyTorch."""
+        return "openvino" if self._ov is not None and self._ov.runs_texts(n) else "torch"
+
+    def text_fingerprint(self, backend: str) -> str:
+        """The cache key of text embeddings computed by ``backend`` (PyTorch's is that of the fp32 weights)."""
+        return self.fingerprint if backend == self.backend else (self.weights_fingerprint or self.fingerprint)
+
     @torch.inference_mode()
-    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+    def encode_texts(self, texts: list[str], backend: str | None = None) -> torch.Tensor:
+        """Unnormalised text embeddings as float32 on the CPU, from ``backend`` (default: :meth:`text_backend`)."""
         tokens = self.tokenizer(texts)
-        if self._ov is not None and self._ov.text is not None:
+        if (backend or self.text_backend(len(texts))) == "openvino":
             return self._ov.encode_texts(tokens)
         tokens = {k: v.to(self.device) for k, v in tokens.items()} if isinstance(tokens, dict) else tokens.to(self.device)
         with self.autocast():

@@ -56,8 +56,8 @@ def cache_path(cache_dir: Path, fingerprint: str, tower: str, shape: tuple[int, 
 
 
 def _traced(module: torch.nn.Module, example: torch.Tensor):
-    """TorchScript trace of ``module``: OpenVINO converts it in ~1.5 s for ViT-B-32's image tower, against ~6.5 s
-    for a ``torch.export`` program (most of that in ``run_decompositions``)."""
+    """TorchScript trace of ``module``: OpenVINO converts it several times faster than a ``torch.export`` program,
+    whose ``run_decompositions`` dominates (docs/benchmarks.md)."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about Python values: the converted tower is checked below
         return torch.jit.trace(module.eval(), example, check_trace=False)
@@ -100,6 +100,11 @@ def _load_or_convert(core, module, example, path: Path) -> tuple[object, bool]:
     return _convert(module, example, path), True
 
 
+# Texts in one call from which the text tower is converted (when it is not converted yet): converting it costs more
+# than PyTorch takes for fewer texts (break-even measured in docs/benchmarks.md). Below it, and for transformers'
+# text tower, texts run on PyTorch and are cached under PyTorch's key (LoadedModel.text_backend).
+TEXT_CONVERT_MIN = 256
+
 # A freshly converted tower must give the PyTorch tower's embeddings on a batch of another size than it was traced
 # with (this catches a batch size baked into the graph): cosine at least this, per inference precision.
 MIN_COSINE = {"f32": 0.99999, "bf16": 0.999}
@@ -141,6 +146,17 @@ class OpenVINOTowers:
     @property
     def image(self):
         return self._tower("image")
+
+    def runs_texts(self, n: int) -> bool:
+        """Whether a call with ``n`` texts runs on OpenVINO: when the text tower is compiled or cached already, at bf16
+        (an explicit request), or when ``n`` is large enough to pay for the conversion (``TEXT_CONVERT_MIN``)."""
+        if "text" in self._compiled:
+            return self._compiled["text"] is not None
+        if "text" not in self._jobs:
+            return False
+        _, example, _ = self._jobs["text"]
+        cached = cache_path(self.cache_dir, self.weights, "text", tuple(example.shape[1:])).is_file()
+        return (cached or self.precision != "f32" or n >= TEXT_CONVERT_MIN) and self.text is not None
 
     @property
     def text(self):

@@ -2,6 +2,7 @@
 cannot convert stays on PyTorch with a warning, and cache keys never mix backends."""
 import contextlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,18 +52,37 @@ def test_converted_towers_are_cached_and_reused(trained_cache, tmp_path):
     pixels = torch.randn(2, 3, *first.image_size)
     first.encode_images(pixels)
     assert first._ov.converted == ["image"]  # a study that needs one tower converts one
-    first.encode_texts(["a red circle"])
+    many = [f"a photo of shape number {i}" for i in range(ov_backend.TEXT_CONVERT_MIN)]
+    first.encode_texts(many)
     assert first._ov.converted == ["image", "text"]
     assert len(list((tmp_path / "openvino").glob("*.xml"))) == 2
     second = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
     assert torch.equal(first.encode_images(pixels), second.encode_images(pixels))
     assert torch.equal(first.encode_texts(["a dog"]), second.encode_texts(["a dog"]))
+    assert second.text_backend(1) == "openvino"  # cached: even one text runs on OpenVINO
     assert second._ov.converted == []  # both read from the cache, not converted again
 
 
-def test_fingerprint_names_the_backend_weights_fingerprint_does_not(trained_cache, tmp_path):
-    ref = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path)
+def test_few_texts_run_on_torch_and_are_cached_under_torchs_key(trained_cache, tmp_path):
+    """Converting the text tower costs more than PyTorch takes for a few hundred texts: below TEXT_CONVERT_MIN the
+    texts run on PyTorch, and their cache key is PyTorch's, so nothing cached says OpenVINO computed it."""
+    from cliplab.embed.texts import embed_texts
+
     ov = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
+    ref = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="torch")
+    texts = ["a red circle", "a blue square"]
+    assert ov.text_backend(len(texts)) == "torch" and ov._ov.converted == []
+    assert ov.text_fingerprint("torch") == ref.fingerprint != ov.fingerprint
+    got = embed_texts(ov, texts, tmp_path)
+    assert ov._ov.converted == []  # nothing converted for two texts
+    assert np.array_equal(got, embed_texts(ref, texts, tmp_path))  # the torch run reads them from the same cache
+    assert ov.text_backend(ov_backend.TEXT_CONVERT_MIN) == "openvino" and ov._ov.converted == ["text"]
+    assert ov.text_fingerprint("openvino") == ov.fingerprint
+
+
+def test_fingerprint_names_the_backend_weights_fingerprint_does_not(trained_cache, tmp_path):
+    ref = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="torch")
+    ov = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path)  # auto, the default: OpenVINO on the CPU
     assert ref.backend == "torch" and ov.backend == "openvino"
     assert ov.fingerprint != ref.fingerprint  # embedding caches are keyed by it: never shared across backends
     assert ov.weights_fingerprint == ref.weights_fingerprint == ref.fingerprint
@@ -91,7 +111,7 @@ def test_a_tower_openvino_cannot_convert_stays_on_torch_with_a_warning(trained_c
         assert m._ov.image is None and m._ov.text is None
     assert len(progress.warnings) == 2 and all("runs on PyTorch" in w and "aten::something" in w
                                                for w in progress.warnings)
-    ref = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path)
+    ref = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="torch")
     pixels = torch.randn(2, 3, *m.image_size)
     assert torch.allclose(m.encode_images(pixels), ref.encode_images(pixels), atol=1e-5)
 
