@@ -1,16 +1,33 @@
 """cliplab: evaluate CLIP-style vision-language models — cached, reproducible, fast.
 
 Data flows one way: model + dataset -> cached embeddings -> task -> result rows -> report.
+
+From Python, every study is one call (:mod:`cliplab.api`)::
+
+    import cliplab
+    m = cliplab.load_model("tiny-shapes")
+    r = cliplab.zeroshot(m, "shapes:color")
+    r.metrics
+
+``import cliplab`` stays light: the API (and torch with it) is imported on first use of one of its names.
 """
 from cliplab.version import __version__
-from cliplab.errors import CliplabError, ModelLoadError, DatasetError
+from cliplab.errors import CliplabError, DatasetError, ModelLoadError, ParameterError
+
+_API = ("load_model", "load_dataset", "embed", "embed_texts", "zeroshot", "prompts", "probe", "compare", "inspect",
+        "attack", "retrieval", "search", "similar", "cluster", "read_results")
 
 
-def load_model(model, pretrained=None, device=None, precision=None, **kwargs):
-    """Load any supported CLIP model; see :func:`cliplab.models.load_model`."""
-    from cliplab.models import load_model as _load  # heavy: cliplab.models imports torch; `import cliplab` stays light
+def __getattr__(name: str):
+    if name in _API:
+        from cliplab import api  # heavy (torch, open_clip): only when a study function is first used
 
-    return _load(model, pretrained=pretrained, device=device, precision=precision, **kwargs)
+        return getattr(api, name)
+    raise AttributeError(f"module 'cliplab' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "load_model", "CliplabError", "ModelLoadError", "DatasetError"]
+def __dir__():
+    return sorted([*globals(), *_API])
+
+
+__all__ = ["__version__", *_API, "CliplabError", "ModelLoadError", "DatasetError", "ParameterError"]

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import sys
+import warnings
 from typing import Iterator
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as _RichProgress, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
+from tqdm.auto import tqdm
 
 # People-facing output goes to stderr so stdout stays clean for tables and machine output.
 console = Console(stderr=True, soft_wrap=True)  # notes and warnings stay one line each (grep-able)
@@ -116,3 +119,35 @@ def note(message: str, quiet: bool = False) -> None:
 def warn(message: str) -> None:
     """Something that may change what the numbers mean (never silenced)."""
     current().warn(message)
+
+
+class _TqdmBar(Bar):
+    def __init__(self, bar):
+        self.bar = bar
+
+    def advance(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def set_total(self, total: int) -> None:
+        self.bar.total = total
+        self.bar.refresh()
+
+
+class NotebookProgress(Progress):
+    """The Python API's default: ``tqdm.auto`` bars (widgets in Jupyter, text in a terminal), notes on stderr,
+    warnings through :mod:`warnings` (category :class:`CliplabWarning`, so they can be filtered or made errors)."""
+
+    @contextlib.contextmanager
+    def bar(self, total: int, description: str, unit: str = "img") -> Iterator[Bar]:
+        with tqdm(total=total, desc=description, unit=f" {unit}", leave=False, file=sys.stderr) as bar:
+            yield _TqdmBar(bar)
+
+    def note(self, message: str) -> None:
+        print(f"note: {message}", file=sys.stderr)
+
+    def warn(self, message: str) -> None:
+        warnings.warn(message, CliplabWarning, stacklevel=3)
+
+
+class CliplabWarning(UserWarning):
+    """A warning from cliplab that may change what the numbers mean (e.g. a probe fit that did not converge)."""

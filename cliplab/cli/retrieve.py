@@ -88,13 +88,13 @@ def search(
 ):
     """Search images by text (or image, or image ± text): top-k with cosine scores, grids, several models."""
     from cliplab.models.specs import model_specs
-    from cliplab.studies.search import run_search
+    from cliplab.studies.search import build_queries, run_search
 
     check_output(grids, "--grids", folder=True)
     check_output(index, "--index", warn_existing=False)
     check_output(output, "--output", TABLE_SUFFIXES)
     check_results(results, results_format)
-    qs = _search_queries(query, queries, image, plus, minus)
+    qs = build_queries(query, queries, image, plus, minus)
     specs = model_specs(model or ["tiny-shapes"], pretrained, None)
     check_device(device, precision, backend)
     for s in specs:
@@ -107,22 +107,6 @@ def search(
               "index_type": index_type}
     finish(run, command="search", config=config, files={"grids": grids, "hits": output}, results=results,
            results_format=results_format, quiet=quiet)
-
-
-def _search_queries(texts, queries_file, images, plus, minus) -> list:
-    """The queries the flags name: texts, then a queries file, then image queries (± texts)."""
-    from cliplab.studies.search import Query, read_queries
-
-    qs = [Query(text=t) for t in (texts or [])] + (read_queries(queries_file) if queries_file else [])
-    for p in images or []:
-        if not p.is_file():
-            raise CliplabError(f"--image {p}: file not found")
-        qs.append(Query(image=str(p), plus=plus, minus=minus))
-    if (plus or minus) and not images:
-        raise CliplabError("--plus/--minus modify an image query; give --image too")
-    if not qs:
-        raise CliplabError("no query: give text queries, --queries FILE or --image PATH")
-    return qs
 
 
 @handle_errors

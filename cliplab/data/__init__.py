@@ -33,13 +33,18 @@ def load_dataset(spec: str, *, split: str | None = None, data_root: str | None =
     still covers every class of a class-sorted folder.
     """
     cache = resolve_cache_dir(cache_dir)
-    ds = _resolve(spec, split, data_root, classnames, cache, download)
-    if limit is not None and limit < len(ds):
-        if limit <= 0:
-            raise DatasetParameterError("limit", limit, f"{{p:limit}} must be positive, got {limit}", prefix=False)
-        keep = np.sort(np.random.default_rng(0).permutation(len(ds))[:limit])
-        ds = ds.subset(keep, tag=f"limit{limit}")
-    return ds
+    return limit_dataset(_resolve(spec, split, data_root, classnames, cache, download), limit)
+
+
+def limit_dataset(ds: ImageDataset, limit: int | None) -> ImageDataset:
+    """A seeded random subset of ``limit`` images of ``ds`` (in original order), or ``ds`` when ``limit`` is None or
+    not smaller than it."""
+    if limit is not None and limit <= 0:
+        raise DatasetParameterError("limit", limit, f"{{p:limit}} must be positive, got {limit}", prefix=False)
+    if limit is None or limit >= len(ds):
+        return ds
+    keep = np.sort(np.random.default_rng(0).permutation(len(ds))[:limit])
+    return ds.subset(keep, tag=f"limit{limit}")
 
 
 def _resolve(spec, split, data_root, classnames, cache: Path, download: bool) -> ImageDataset:
@@ -66,4 +71,4 @@ def _resolve(spec, split, data_root, classnames, cache: Path, download: bool) ->
                                 f"expected {_DATASET_KINDS}", prefix=False)
 
 
-__all__ = ["load_dataset", "SplitError", "ImageDataset", "ImageSource", "FileSource", "IndexedSource", "DATASET_HELP"]
+__all__ = ["load_dataset", "limit_dataset", "SplitError", "ImageDataset", "ImageSource", "FileSource", "IndexedSource", "DATASET_HELP"]

@@ -51,15 +51,22 @@ def write_table(path: str | Path, df: pd.DataFrame) -> None:
             raise ValueError(f"{path}: use .csv, .parquet or .jsonl")
 
 
-def write_embeddings(path: str | Path, result, dataset) -> list[Path]:
-    """``.npy`` (+ ``<stem>.ids.csv`` sidecar with id/path/label per row) or ``.parquet`` (one row per image)."""
-    path = Path(path)
+def embedding_frame(result, dataset) -> pd.DataFrame:
+    """One row per embedded image of an embedding result: ``row`` (its row in the array), ``id`` and, for labelled
+    datasets, ``label`` and ``classname``."""
     ids = [dataset.source.id(int(i)) for i in result.indices]
     meta = pd.DataFrame({"row": np.arange(len(ids)), "id": ids})
     if dataset.labels is not None:
         meta["label"] = dataset.labels[result.indices]
         if dataset.classnames:
             meta["classname"] = np.asarray(dataset.classnames, dtype=object)[meta["label"].to_numpy()]
+    return meta
+
+
+def write_embeddings(path: str | Path, result, dataset) -> list[Path]:
+    """``.npy`` (+ ``<stem>.ids.csv`` sidecar with id/path/label per row) or ``.parquet`` (one row per image)."""
+    path = Path(path)
+    meta = embedding_frame(result, dataset)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         with atomic_path(path) as tmp:

@@ -19,10 +19,11 @@ from cliplab.report.plots import image_grid, save_figure
 from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, pct
 from cliplab.tasks.metrics import classification_metrics
 from cliplab.tasks.zeroshot import build_classifier, scores
+from cliplab.report.notebook import Notebook
 
 
-@dataclass
-class AttackResult(SingleModel):
+@dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
+class AttackResult(SingleModel, Notebook):
     """Zero-shot predictions on clean images and on the same images with a wrong class name written on them (the
     study contract: :mod:`cliplab.results.result`)."""
     model: LoadedModel

@@ -16,12 +16,13 @@ from cliplab.report.plots import image_grid, save_figure
 from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, pct, skipped
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.caption_retrieval import RetrievalResult, caption_retrieval, chunked_topk
+from cliplab.report.notebook import Notebook
 
 DIRECTIONS = ("text_to_image", "image_to_text")
 
 
-@dataclass
-class CaptionRetrieval(SingleModel):
+@dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
+class CaptionRetrieval(SingleModel, Notebook):
     """Text->image and image->text retrieval over a captioned dataset (the study contract:
     :mod:`cliplab.results.result`)."""
     model: LoadedModel

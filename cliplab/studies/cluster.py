@@ -15,10 +15,11 @@ from cliplab.models.base import LoadedModel
 from cliplab.report.plots import image_grid, save_figure
 from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table
 from cliplab.tasks.clustering import Clustering, kmeans, prepare
+from cliplab.report.notebook import Notebook
 
 
-@dataclass
-class ClusterRun(SingleModel):
+@dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
+class ClusterRun(SingleModel, Notebook):
     """k-means for one or more k on one dataset split (the study contract: :mod:`cliplab.results.result`)."""
     model: LoadedModel
     data: ImageDataset

@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 
 from cliplab.data.base import ImageDataset
-from cliplab.models import load_model
+from cliplab.models import LoadedModel, load_model
 from cliplab.models.specs import ModelSpec
 from cliplab.prompts import TemplateSet
 from cliplab.report.plots import grouped_bars, save_figure
 from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportFigure, ReportSection, Table, pct
 from cliplab.studies.probe import run_probe
 from cliplab.studies.zeroshot import run_zeroshot
+from cliplab.report.notebook import Notebook
 
 
 @dataclass
@@ -42,8 +43,8 @@ class CompareRow:
         return asdict(self)
 
 
-@dataclass
-class CompareRun:
+@dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
+class CompareRun(Notebook):
     """Several models on several datasets: one row per (model, dataset) with zero-shot (and linear-probe)
     accuracy (the study contract: :mod:`cliplab.results.result`; ``dataset`` is the first dataset compared).
 
@@ -105,23 +106,24 @@ class CompareRun:
         return {"comparison": pd.DataFrame([r.as_dict() for r in self.rows]), "plot": Figure(caption, draw, model=ModelInfo("several"))}
 
 
-def run_compare(specs: list[ModelSpec], datasets: list[tuple[ImageDataset, ImageDataset | None]],
+def run_compare(specs: list[ModelSpec | LoadedModel], datasets: list[tuple[ImageDataset, ImageDataset | None]],
                 template_sets: list[TemplateSet], cache_dir=None, *, device=None, precision=None, backend="auto",
                 batch_size=64, num_workers=None, quiet=False) -> CompareRun:
-    """Zero-shot (and linear probe) of every model on every dataset, each model loaded once: a :class:`CompareRun`."""
+    """Zero-shot (and linear probe) of every model on every dataset, each model loaded once (``specs``: models to
+    load, or loaded models): a :class:`CompareRun`."""
     # datasets: (test split, train split or None), a train split adds the probe; template_sets[i] is for datasets[i]
     run = CompareRun([test for test, _ in datasets], params={
-        "specs": [{"model": s.model, "pretrained": s.pretrained, "label": s.name} for s in specs],
+        "specs": [_spec_params(s) for s in specs],
         "templates": [ts.name for ts in template_sets], "probe": any(train is not None for _, train in datasets)})
     seen: set[Failure] = set()
     for spec in specs:
-        m = load_model(spec.model, spec.pretrained, device=device, precision=precision, cache_dir=cache_dir,
-                       backend=backend)
+        m = spec if isinstance(spec, LoadedModel) else load_model(
+            spec.model, spec.pretrained, device=device, precision=precision, cache_dir=cache_dir, backend=backend)
         run.models.append(ModelInfo.of(m))
         for (test, train), ts in zip(datasets, template_sets):
             zs = run_zeroshot(m, test, [ts], cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet)
             met = zs.evaluations[0].result.metrics
-            row = CompareRow(spec.name, m.name, m.pretrained, test.name, test.split, int(len(zs.images.indices)),
+            row = CompareRow(m.name if isinstance(spec, LoadedModel) else spec.name, m.name, m.pretrained, test.name, test.split, int(len(zs.images.indices)),
                              len(test.classnames), met["acc1"], met.get("acc5", float("nan")),
                              met["mean_per_class_recall"], met["mean_correct_similarity"],
                              zs.images.images_per_second, m.num_params, m.embed_dim, model_fingerprint=m.fingerprint)
@@ -185,3 +187,9 @@ def comparison_figure(df: pd.DataFrame) -> list[ReportFigure]:
 REPORT_SECTIONS = [
     ReportSection("compare", figures=comparison_figure, order=5),
 ]
+
+
+def _spec_params(spec: ModelSpec | LoadedModel) -> dict:
+    if isinstance(spec, LoadedModel):
+        return {"model": spec.name, "pretrained": spec.pretrained, "label": spec.name}
+    return {"model": spec.model, "pretrained": spec.pretrained, "label": spec.name}

@@ -24,6 +24,7 @@ from cliplab.tasks.image_retrieval import (PROTOCOLS, Whitening, average_query_e
                                            labelled_retrieval_metrics, revisited_ground_truth, rmac_aggregate)
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.caption_retrieval import chunked_topk
+from cliplab.report.notebook import Notebook
 
 
 @dataclass
@@ -47,8 +48,8 @@ class QueryHits:
     positions: np.ndarray  # (Q, k)
 
 
-@dataclass
-class SimilarRun(SingleModel):
+@dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
+class SimilarRun(SingleModel, Notebook):
     """Image->image retrieval over a gallery (the study contract: :mod:`cliplab.results.result`)."""
     model: LoadedModel
     gallery: ImageDataset

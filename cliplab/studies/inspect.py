@@ -20,6 +20,7 @@ from cliplab.report.plots import image_with_bars, save_figure
 from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, skipped
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.zeroshot import build_classifier, scores
+from cliplab.report.notebook import Notebook
 
 
 def image_paths(args: list[str]) -> list[Path]:
@@ -60,8 +61,8 @@ def parse_classes(text: str) -> list[str]:
     return names
 
 
-@dataclass
-class Inspection(SingleModel):
+@dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
+class Inspection(SingleModel, Notebook):
     """Every candidate (class name or prompt) ranked for each image (the study contract:
     :mod:`cliplab.results.result`; ``dataset`` names where the candidates come from)."""
     model: LoadedModel

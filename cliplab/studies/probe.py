@@ -22,13 +22,14 @@ from cliplab.report.plots import _plt
 from cliplab.results.result import DatasetInfo, Failure, ReportFigure, ReportSection, Rows, SingleModel, Table, pct
 from cliplab.tasks.probe import DEFAULT_WD_GRID, KShotRow, ProbeResult, ProbeWarning, kshot_probes, linear_probe
 from cliplab.tasks.zeroshot import build_classifier, evaluate
+from cliplab.report.notebook import Notebook
 
 
 HEADLINE = ("acc1", "acc5", "mean_per_class_recall")
 
 
-@dataclass
-class ProbeStudy(SingleModel):
+@dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
+class ProbeStudy(SingleModel, Notebook):
     """Linear and k-shot probes trained on one split and tested on another, beside zero-shot (the study contract:
     :mod:`cliplab.results.result`; ``dataset`` is the test split)."""
     model: LoadedModel

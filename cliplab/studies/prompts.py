@@ -24,6 +24,7 @@ from cliplab.results.result import DatasetInfo, Failure, ReportFigure, ReportSec
 from cliplab.tasks.selection import greedy_template_selection
 from cliplab.tasks.stats import PairedComparison, compare_paired
 from cliplab.tasks.zeroshot import build_classifier, build_classifier_ragged, evaluate, evaluate_scores, scores_max
+from cliplab.report.notebook import Notebook
 
 
 @dataclass
@@ -40,8 +41,8 @@ class PromptRow:
 CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similarity")
 
 
-@dataclass
-class PromptStudy(SingleModel):
+@dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
+class PromptStudy(SingleModel, Notebook):
     """Every template, ensemble and description set scored on one image pass, each tested against a baseline row
     (the study contract: :mod:`cliplab.results.result`)."""
     model: LoadedModel

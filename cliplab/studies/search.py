@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from cliplab.results.result import (DatasetInfo, Failure, Figure, ModelInfo, Rep
                                     skipped)
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.caption_retrieval import chunked_topk
+from cliplab.report.notebook import Notebook
 
 
 @dataclass
@@ -39,6 +41,25 @@ class Query:
         if self.minus:
             out += f" - '{self.minus}'"
         return out
+
+
+def build_queries(texts: Sequence[str] | None = None, queries_file: str | Path | None = None,
+                  images: Sequence[str | Path] | None = None, plus: str | None = None,
+                  minus: str | None = None) -> list[Query]:
+    """The queries of a search: ``texts``, then those of ``queries_file``, then ``images`` (each ± ``plus`` /
+    ``minus`` texts)."""
+    qs = [Query(text=t) for t in (texts or [])] + (read_queries(queries_file) if queries_file else [])
+    for p in images or []:
+        if not Path(p).is_file():
+            raise ParameterError("image", p, "file not found", quote=False)
+        qs.append(Query(image=str(p), plus=plus, minus=minus))
+    if (plus or minus) and not images:
+        raise ParameterError("plus", plus or minus, "{p:plus}/{p:minus} modify an image query; give {p:image} too",
+                             prefix=False)
+    if not qs:
+        raise ParameterError("query", None, "no query: give text queries, {p:queries} FILE or {p:image} PATH",
+                             prefix=False)
+    return qs
 
 
 def read_queries(path: str | Path) -> list[Query]:
@@ -81,8 +102,8 @@ class ModelHits:
     score_stats: list[dict] = field(default_factory=list)  # distribution of all gallery scores per query
 
 
-@dataclass
-class SearchRun:
+@dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
+class SearchRun(Notebook):
     """Top-k images per query and model (the study contract: :mod:`cliplab.results.result`)."""
     data: ImageDataset
     queries: list[Query]

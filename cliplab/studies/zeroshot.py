@@ -17,6 +17,7 @@ from cliplab.report.plots import _plt
 from cliplab.results.result import (DatasetInfo, Failure, ReportFigure, ReportSection, Rows, SingleModel, Table, pct,
                                     skipped)
 from cliplab.tasks.zeroshot import ZeroShotResult, build_classifier, evaluate
+from cliplab.report.notebook import Notebook
 
 CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similarity")
 
@@ -28,8 +29,8 @@ class TemplateEvaluation:
     text_seconds: float
 
 
-@dataclass
-class ZeroShotRun(SingleModel):
+@dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
+class ZeroShotRun(SingleModel, Notebook):
     """Zero-shot classification of one dataset split, one evaluation per template set (the study contract:
     :mod:`cliplab.results.result`)."""
     model: LoadedModel
@@ -115,9 +116,14 @@ class ZeroShotRun(SingleModel):
         }
 
     def artifacts(self) -> dict:
-        return {"predictions": self.predictions()}
+        return {"predictions": self.predictions}
 
-    def predictions(self, template_index: int = 0) -> pd.DataFrame:
+    @property
+    def predictions(self) -> pd.DataFrame:
+        """Per image, for the first template set: see :meth:`predictions_for`."""
+        return self.predictions_for(0)
+
+    def predictions_for(self, template_index: int = 0) -> pd.DataFrame:
         """Per image: id, true label, whether top-1 is right, the true class's score, top-k labels and scores."""
         ev = self.evaluations[template_index]
         names = np.asarray(self.data.classnames, dtype=object)

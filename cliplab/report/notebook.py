@@ -1,0 +1,136 @@
+"""How a study result shows itself outside the CLI: inline in Jupyter (``_repr_html_``: the summary, the study's
+tables, the figures the HTML report would draw from its rows, and its own figures and image grids as thumbnails),
+as text in a terminal (``repr``), and exported (``to_json``, ``to_parquet``, ``save`` into a results store).
+
+Every study result class mixes in :class:`Notebook`; it needs nothing but the study-result contract
+(:mod:`cliplab.results.result`), so the notebook shows what the CLI and the report show, from the same numbers.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+
+from cliplab.io import write_json_atomic
+from cliplab.report.plots import _plt, compact_png
+from cliplab.report.tables import render
+from cliplab.results.exports import provenance, write_table
+from cliplab.results.store import RunRecorder
+from cliplab.studies import report_sections
+
+MAX_FIGURE_FILES = 12  # image files shown inline per figure that writes a folder of them (e.g. one per image)
+THUMB_WIDTH = 900  # px: inline figures are downscaled to this and palette-encoded
+
+
+def _png_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(compact_png(data, THUMB_WIDTH)).decode()
+
+
+def _figure_uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    _plt().close(fig)
+    return _png_uri(buf.getvalue())
+
+
+def _table_html(table) -> str:
+    head = "".join(f"<th style='text-align:{'right' if c in table.right else 'left'}'>{html.escape(c)}</th>"
+                   for c in table.columns)
+    body = "".join("<tr>" + "".join(
+        f"<td style='text-align:{'right' if c in table.right else 'left'}'>{html.escape(str(v))}</td>"
+        for c, v in zip(table.columns, row)) + "</tr>" for row in table.rows)
+    caption = f"<div style='color:#666;font-size:90%'>{html.escape(table.caption)}</div>" if table.caption else ""
+    return (f"<div style='margin:0.6em 0'><b>{html.escape(table.title)}</b>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{caption}</div>")
+
+
+class Notebook:
+    """Display and export for a study result (mixed into every result class; uses only the contract)."""
+
+    # ---- data ----
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """The long-format metric rows (the rows the results store holds for this run, without run columns)."""
+        return self.metric_rows()
+
+    def to_json(self, path: str | Path | None = None, config: dict | None = None) -> str:
+        """The study's JSON document (what the CLI's ``--output FILE.json`` holds: the record, the models, ``config``
+        and provenance); written atomically to ``path`` when given. Returns the JSON text."""
+        doc = {**self.record(), "models": [asdict(m) for m in self.models], "config": config or self._config(),
+               **provenance()}
+        if path is not None:
+            write_json_atomic(Path(path), doc)
+        return json.dumps(doc, indent=1, default=str)
+
+    def to_parquet(self, path: str | Path) -> Path:
+        """The metric rows as a parquet file (atomically). Returns the path."""
+        write_table(Path(path).with_suffix(".parquet") if Path(path).suffix != ".parquet" else Path(path),
+                    self.metric_rows())
+        return Path(path)
+
+    def save(self, results_dir: str | Path, format: str = "parquet", config: dict | None = None) -> Path:
+        """Add this run's rows to a results store folder (a new file, as the CLI's ``--results`` does); read it
+        back with :func:`cliplab.read_results` or ``cliplab report``. Returns the file written."""
+        rec = RunRecorder(getattr(self, "command", self.task), config or self._config())
+        rec.add_result(self)
+        return rec.write(results_dir, format)
+
+    def _config(self) -> dict:
+        """The call that made this result (set by the Python API), else the study's parameters."""
+        return getattr(self, "config", None) or self.params
+
+    # ---- display ----
+    def __repr__(self) -> str:
+        console = Console(record=True, width=120, file=io.StringIO(), markup=False)
+        console.print(self.summary())
+        for item in self.tables():
+            console.print(item if isinstance(item, str) else render(item))
+        return console.export_text().rstrip()
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+    def figures(self) -> list[tuple[str, object]]:
+        """(title, matplotlib figure) per figure the HTML report draws from this run's rows."""
+        rows = self.metric_rows().assign(run_id="notebook")
+        out = []
+        for section in report_sections():
+            if section.figures is not None and section.task in set(rows.task):
+                out += [(f.title, f.figure) for f in section.figures(rows[rows.task == section.task])]
+        return out
+
+    def _repr_html_(self) -> str:
+        parts = [f"<div class='cliplab-result'><p><b>{html.escape(self.summary())}</b></p>"]
+        for item in self.tables():
+            parts.append(f"<pre>{html.escape(item)}</pre>" if isinstance(item, str) else _table_html(item))
+        for title, fig in self.figures():
+            parts.append(f"<figure><img src='{_figure_uri(fig)}' style='max-width:100%'/>"
+                         f"<figcaption>{html.escape(title)}</figcaption></figure>")
+        parts += self._artifact_figures_html()
+        if self.failures:
+            parts.append(f"<p style='color:#a40'>{len(self.failures)} input(s) skipped, e.g. "
+                         f"{html.escape(self.failures[0].id)}: {html.escape(self.failures[0].reason)}</p>")
+        return "".join(parts) + "</div>"
+
+    def _artifact_figures_html(self) -> list[str]:
+        """The study's own figures and image grids (drawn into a temporary folder, embedded as thumbnails)."""
+        out = []
+        with tempfile.TemporaryDirectory(prefix="cliplab-nb-") as tmp:
+            for name, obj in self.artifacts().items():
+                if not callable(getattr(obj, "draw", None)) or not hasattr(obj, "caption"):
+                    continue
+                target = Path(tmp) / (name if getattr(obj, "many", False) else f"{name}.png")
+                written = [(Path(p), c) for p, c in obj.write(target) if Path(p).suffix.lower() == ".png"]
+                for p, caption in written[:MAX_FIGURE_FILES]:
+                    out.append(f"<figure><img src='{_png_uri(p.read_bytes())}' style='max-width:100%'/>"
+                               f"<figcaption>{html.escape(caption or obj.caption)}</figcaption></figure>")
+                if len(written) > MAX_FIGURE_FILES:
+                    out.append(f"<p>… {len(written) - MAX_FIGURE_FILES} more figure(s) for {html.escape(name)}</p>")
+        return out
