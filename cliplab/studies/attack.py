@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cliplab.attacks.typographic import AttackedSource, TypographicParams, choose_targets, render_text
+from cliplab.attacks.typographic import RULES, AttackedSource, TypographicParams, choose_targets, render_text
 from cliplab.data.base import ImageDataset
 from cliplab.embed import EmbeddingResult, embed_images
 from cliplab.errors import ParameterError
@@ -65,7 +65,8 @@ class AttackResult(SingleModel, Notebook):
     def attacked_pred(self) -> np.ndarray:
         return self.attacked_scores.argmax(1)
 
-    def metrics(self) -> dict:
+    def scores(self) -> dict:
+        """Every measure of the attack by name (``metrics`` is the rows' DataFrame)."""
         c, a = self.clean_pred, self.attacked_pred
         cm = classification_metrics(self.clean_scores, self.labels, (1,))
         am = classification_metrics(self.attacked_scores, self.labels, (1,))
@@ -82,8 +83,8 @@ class AttackResult(SingleModel, Notebook):
         }
 
     def metric_rows(self) -> pd.DataFrame:
-        """Every measure of :meth:`metrics` (variant: template set and target rule; seed: the attack's)."""
-        m = self.metrics()
+        """Every measure of :meth:`scores` (variant: template set and target rule; seed: the attack's)."""
+        m = self.scores()
         rows = Rows()
         kw = dict(task=self.task, model=self.model, dataset=self.data, n=m["n"], seed=self.typographic.seed,
                   variant=f"{self.template_set.name}; target={self.rule}")
@@ -93,13 +94,13 @@ class AttackResult(SingleModel, Notebook):
         return rows.frame()
 
     def summary(self) -> str:
-        m = self.metrics()
+        m = self.scores()
         return (f"typographic attack {self.model.name} on {self.data.name} ({m['n']} images, {self.rule} target): "
                 f"top-1 {pct(m['clean_acc1'])} % -> {pct(m['attacked_acc1'])} %, written label predicted "
                 f"{pct(m['predicts_written_label'])} %")
 
     def tables(self) -> list[Table]:
-        m = self.metrics()
+        m = self.scores()
         p = self.typographic
         table = Table(f"typographic attack · {self.model.name} · {self.data.name} ({m['n']} images, target rule: "
                       f"{self.rule}, templates: {self.template_set.name})",
@@ -118,7 +119,7 @@ class AttackResult(SingleModel, Notebook):
 
     def record(self) -> dict:
         return {"task": self.task, "model": self.model.name, "pretrained": self.model.pretrained,
-                "dataset": self.data.name, "split": self.data.split, "metrics": self.metrics(),
+                "dataset": self.data.name, "split": self.data.split, "metrics": self.scores(),
                 "model_fingerprint": self.model.fingerprint}
 
     def artifacts(self) -> dict:
@@ -144,6 +145,8 @@ def run_typographic(model: LoadedModel, dataset: ImageDataset, template_set: Tem
                     num_workers: int | None = None, quiet: bool = False, n_examples: int = 8) -> AttackResult:
     """Zero-shot on clean and on attacked copies of ``dataset``'s images: an :class:`AttackResult`."""
     dataset.require_classes("the typographic attack")
+    if rule not in RULES:  # checked before any image is embedded
+        raise ParameterError("rule", rule, f"choose one of {', '.join(RULES)}")
     if "{}" not in text_format:
         raise ParameterError("text_format", text_format, f"{{p:text_format}} {text_format!r} must contain {{}} where the class "
                              "name goes", prefix=False)

@@ -56,7 +56,7 @@ class SimilarRun(SingleModel, Notebook):
     spec: DescriptorSpec
     descriptors: np.ndarray  # (N, k) final, unit rows, aligned with ``indices``
     indices: np.ndarray
-    metrics: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)  # mAP, P@k, ... by name (``metrics`` is the rows' DataFrame)
     whitening: Whitening | None = None
     notes: list[str] = field(default_factory=list)
     pca_dim: int | None = None
@@ -97,20 +97,20 @@ class SimilarRun(SingleModel, Notebook):
     def metric_rows(self) -> pd.DataFrame:
         """Every numeric metric (variant = :attr:`variant`, n = the number of queries)."""
         rows = Rows()
-        for key, v in self.metrics.items():
+        for key, v in self.scores.items():
             if isinstance(v, (int, float)) and key != "queries":
                 rows.add(task=self.task, model=self.model, dataset=self.gallery, variant=self.variant, metric=key,
-                         value=v, n=self.metrics.get("queries"))
+                         value=v, n=self.scores.get("queries"))
         return rows.frame()
 
     def summary(self) -> str:
         head = f"image retrieval {self.model.name} on {self.gallery.name} ({self.variant})"
-        key = next((k for k in ("mAP", "mAP_medium", f"mAP@{self.k}") if k in self.metrics), None)
-        return f"{head}: {key} {pct(self.metrics[key])} %" if key else f"{head}: nothing to evaluate"
+        key = next((k for k in ("mAP", "mAP_medium", f"mAP@{self.k}") if k in self.scores), None)
+        return f"{head}: {key} {pct(self.scores[key])} %" if key else f"{head}: nothing to evaluate"
 
     def tables(self) -> list[Table | str]:
         """The metrics (one row per protocol with revisited ground truth), then one line per query image."""
-        out: list[Table | str] = [self.metrics_table() if self.metrics else
+        out: list[Table | str] = [self.metrics_table() if self.scores else
                                   "no labels or --gt: nothing to evaluate (use --query to search)"]
         if self.queries is not None:
             src = self.gallery.source
@@ -120,7 +120,7 @@ class SimilarRun(SingleModel, Notebook):
         return out
 
     def metrics_table(self) -> Table:
-        m = self.metrics
+        m = self.scores
         title = (f"image retrieval · {self.model.name} · {self.gallery.name} · {self.variant} "
                  f"(dim {self.descriptors.shape[1]})")
         protocols = [p for p in PROTOCOLS if f"mAP_{p}" in m]
@@ -141,7 +141,7 @@ class SimilarRun(SingleModel, Notebook):
 
     def record(self) -> dict:
         return {"task": self.task, "model": self.model.name, "pretrained": self.model.pretrained,
-                "dataset": self.gallery.name, "metrics": self.metrics, "descriptor": asdict(self.spec),
+                "dataset": self.gallery.name, "metrics": self.scores, "descriptor": asdict(self.spec),
                 "variant": self.variant, "model_fingerprint": self.model.fingerprint}
 
     def artifacts(self) -> dict:
@@ -250,12 +250,12 @@ def run_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec,
         if qe:
             qd = average_query_expansion(qd, db, qe)
         _, rank = chunked_topk(qd, db, len(db))
-        run.metrics, notes = gt_metrics(gt_queries, rank, stems)
+        run.scores, notes = gt_metrics(gt_queries, rank, stems)
         run.notes.extend(notes)
     elif gallery.labels is not None:
         labels = gallery.labels[g.indices]
         qd = average_query_expansion(db, db, qe) if qe else None
-        run.metrics = labelled_retrieval_metrics(db, labels, k, query_desc=qd)
+        run.scores = labelled_retrieval_metrics(db, labels, k, query_desc=qd)
     if query_images:
         paths = [str(q) for q in query_images]
         run.queries = QueryHits(paths, *query_hits(run, model, paths, cache_dir, k, qe))

@@ -336,9 +336,9 @@ def test_run_similar_counts_missing_positives_as_misses(tiny_checkpoint, cache_d
     runs = [run_similar(m, ds, DescriptorSpec("global"), cache_dir, gt_dir=g, crop_queries=False, quiet=True,
                         num_workers=0) for g in (full, extra)]
     for q in ("q0", "q1"):  # the same trapezoids over 4 instead of 3 positives
-        a, b = (r.metrics["per_query_ap"][q] for r in runs)
+        a, b = (r.scores["per_query_ap"][q] for r in runs)
         assert 0 < a and b == pytest.approx(a * 3 / 4)
-    assert runs[1].metrics["mAP"] == pytest.approx(runs[0].metrics["mAP"] * 3 / 4)
+    assert runs[1].scores["mAP"] == pytest.approx(runs[0].scores["mAP"] * 3 / 4)
     assert any("not_in_gallery" in n for n in runs[1].notes) and not runs[0].notes
 
 
