@@ -11,6 +11,9 @@ From Python, every study is one call (:mod:`cliplab.api`)::
 
 ``import cliplab`` stays light: the API (and torch with it) is imported on first use of one of its names.
 """
+import sys as _sys
+import types as _types
+
 from cliplab.version import __version__
 from cliplab.errors import CliplabError, DatasetError, ModelLoadError, ParameterError
 
@@ -22,8 +25,24 @@ def __getattr__(name: str):
     if name in _API:
         from cliplab import api  # heavy (torch, open_clip): only when a study function is first used
 
-        return getattr(api, name)
+        value = globals()[name] = getattr(api, name)  # straight into the namespace: found directly from now on
+        return value
     raise AttributeError(f"module 'cliplab' has no attribute {name!r}")
+
+
+class _Package(_types.ModuleType):
+    """``cliplab`` itself. Two API functions share their name with a submodule (``cliplab.prompts``: template sets;
+    ``cliplab.embed``: the embedding engine). Importing a submodule sets it as an attribute of the package, which
+    would hide the function (``cliplab.prompts(...)``: "'module' object is not callable"); here the function keeps the
+    name. The submodules stay importable by their dotted path (``from cliplab.prompts import resolve_all``)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _API and isinstance(value, _types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
 
 
 def __dir__():
