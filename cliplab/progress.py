@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as _RichProgress, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
-from tqdm.auto import tqdm
 
 # People-facing output goes to stderr so stdout stays clean for tables and machine output.
 console = Console(stderr=True, soft_wrap=True)  # notes and warnings stay one line each (grep-able)
@@ -135,15 +134,25 @@ class _TqdmBar(Bar):
 
 class NotebookProgress(Progress):
     """The Python API's default: ``tqdm.auto`` bars (widgets in Jupyter, text in a terminal), notes on stderr,
-    warnings through :mod:`warnings` (category :class:`CliplabWarning`, so they can be filtered or made errors)."""
+    warnings through :mod:`warnings` (category :class:`CliplabWarning`, so they can be filtered or made errors).
+    ``quiet=True`` (the API's ``quiet``): no bars and no notes, but still the warnings."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
 
     @contextlib.contextmanager
     def bar(self, total: int, description: str, unit: str = "img") -> Iterator[Bar]:
+        if self.quiet:
+            yield Bar()
+            return
+        from tqdm.auto import tqdm  # only here: the CLI and `import cliplab` never need it
+
         with tqdm(total=total, desc=description, unit=f" {unit}", leave=False, file=sys.stderr) as bar:
             yield _TqdmBar(bar)
 
     def note(self, message: str) -> None:
-        print(f"note: {message}", file=sys.stderr)
+        if not self.quiet:
+            print(f"note: {message}", file=sys.stderr)
 
     def warn(self, message: str) -> None:
         warnings.warn(message, CliplabWarning, stacklevel=3)
