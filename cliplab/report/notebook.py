@@ -22,7 +22,8 @@ from cliplab.io import write_json_atomic
 from cliplab.report.plots import _plt, compact_png
 from cliplab.report.tables import render
 from cliplab.results.exports import provenance, write_table
-from cliplab.results.store import RunRecorder
+from cliplab.errors import ParameterError
+from cliplab.results.store import FORMATS, RunRecorder
 from cliplab.studies import report_sections
 
 MAX_FIGURE_FILES = 12  # image files shown inline per figure that writes a folder of them (e.g. one per image)
@@ -70,14 +71,22 @@ class Notebook:
         return json.dumps(doc, indent=1, default=str)
 
     def to_parquet(self, path: str | Path) -> Path:
-        """The metric rows as a parquet file (atomically). Returns the path."""
-        write_table(Path(path).with_suffix(".parquet") if Path(path).suffix != ".parquet" else Path(path),
-                    self.metric_rows())
-        return Path(path)
+        """The metric rows as a parquet file (atomically; ``.parquet`` is added to a name without it). Returns the
+        path written."""
+        path = Path(path)
+        if path.suffix.lower() != ".parquet":
+            path = path.with_name(path.name + ".parquet")
+        write_table(path, self.metric_rows())
+        return path
 
     def save(self, results_dir: str | Path, format: str = "parquet", config: dict | None = None) -> Path:
         """Add this run's rows to a results store folder (a new file, as the CLI's ``--results`` does); read it
-        back with :func:`cliplab.read_results` or ``cliplab report``. Returns the file written."""
+        back with :func:`cliplab.read_results` or ``cliplab report``. ``format``: ``"parquet"`` or ``"jsonl"``.
+        Returns the file written."""
+        if format not in FORMATS:
+            raise ParameterError("format", format, f"choose {' or '.join(FORMATS)}")
+        if Path(results_dir).exists() and not Path(results_dir).is_dir():
+            raise ParameterError("results_dir", results_dir, "exists and is not a folder", quote=False)
         rec = RunRecorder(getattr(self, "command", self.task), config or self._config())
         rec.add_result(self)
         return rec.write(results_dir, format)
@@ -92,7 +101,14 @@ class Notebook:
         console.print(self.summary())
         for item in self.tables():
             console.print(item if isinstance(item, str) else render(item))
+        if self.failures:
+            console.print(self._failures_text())
         return console.export_text().rstrip()
+
+    def _failures_text(self) -> str:
+        first = self.failures[0]
+        return (f"{len(self.failures)} input(s) skipped, e.g. {first.id}: {first.reason} (all of them: "
+                ".failures)")
 
     def __str__(self) -> str:
         return self.__repr__()
@@ -115,8 +131,7 @@ class Notebook:
                          f"<figcaption>{html.escape(title)}</figcaption></figure>")
         parts += self._artifact_figures_html()
         if self.failures:
-            parts.append(f"<p style='color:#a40'>{len(self.failures)} input(s) skipped, e.g. "
-                         f"{html.escape(self.failures[0].id)}: {html.escape(self.failures[0].reason)}</p>")
+            parts.append(f"<p style='color:#a40'>{html.escape(self._failures_text())}</p>")
         return "".join(parts) + "</div>"
 
     def _artifact_figures_html(self) -> list[str]:
@@ -126,11 +141,15 @@ class Notebook:
             for name, obj in self.artifacts().items():
                 if not callable(getattr(obj, "draw", None)) or not hasattr(obj, "caption"):
                     continue
-                target = Path(tmp) / (name if getattr(obj, "many", False) else f"{name}.png")
-                written = [(Path(p), c) for p, c in obj.write(target) if Path(p).suffix.lower() == ".png"]
+                many = getattr(obj, "many", False)
+                target = Path(tmp) / (name if many else f"{name}.png")
+                # of a folder of figures (e.g. one per image), one more than is shown is drawn: to say there are more
+                drawn = obj.write(target, limit=MAX_FIGURE_FILES + 1) if many else obj.write(target)
+                written = [(Path(p), c) for p, c in drawn if Path(p).suffix.lower() == ".png"]
                 for p, caption in written[:MAX_FIGURE_FILES]:
                     out.append(f"<figure><img src='{_png_uri(p.read_bytes())}' style='max-width:100%'/>"
                                f"<figcaption>{html.escape(caption or obj.caption)}</figcaption></figure>")
                 if len(written) > MAX_FIGURE_FILES:
-                    out.append(f"<p>… {len(written) - MAX_FIGURE_FILES} more figure(s) for {html.escape(name)}</p>")
+                    out.append(f"<p>… the first {MAX_FIGURE_FILES} {html.escape(name)} shown; all of them: "
+                               f"<code>.artifacts()[{name!r}].write(folder)</code></p>")
         return out

@@ -17,6 +17,7 @@ Nothing here names a particular study; studies build these objects from their ow
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +87,11 @@ class Figure:
     many: bool = False
     model: ModelInfo | None = None
 
-    def write(self, path: str | Path) -> list[tuple[Path, str]]:
+    def write(self, path: str | Path, limit: int | None = None) -> list[tuple[Path, str]]:
+        """Draw into ``path``. ``limit``: of a figure of many files, draw the first ``limit`` only (when its
+        ``draw`` takes a ``limit`` keyword; e.g. the notebook shows a few of them)."""
+        if limit is not None and self.many and "limit" in inspect.signature(self.draw).parameters:
+            return self.draw(Path(path), limit=limit)
         return self.draw(Path(path))
 
 

@@ -135,9 +135,9 @@ class Inspection(SingleModel, Notebook):
 
     def artifacts(self) -> dict:
         """``scores``: one row per image x candidate; ``figures``: one PNG per image with its top-k bars."""
-        def draw(folder: Path) -> list[tuple[Path, str]]:
+        def draw(folder: Path, limit: int | None = None) -> list[tuple[Path, str]]:
             return [(p, f"ranking for {self.paths[int(idx)].name}")
-                    for p, idx in zip(inspection_figures(self, folder, self.topk), self.images.indices)]
+                    for p, idx in zip(inspection_figures(self, folder, self.topk, limit), self.images.indices)]
 
         return {"scores": self.scores_frame(), "figures": Figure("per-image ranking", draw, many=True)}
 
@@ -173,11 +173,12 @@ def run_inspect(model: LoadedModel, paths: list[Path], cache_dir=None, *, classn
                       classnames=classnames, prompts=prompts, template_set=template_set, topk=topk)
 
 
-def inspection_figures(ins: Inspection, folder: str | Path, k: int = 5) -> list[Path]:
+def inspection_figures(ins: Inspection, folder: str | Path, k: int = 5, limit: int | None = None) -> list[Path]:
+    """One PNG per image (the first ``limit`` images only, when given): the image and its top-k bars."""
     folder = Path(folder)
     out = []
     seen: dict[str, int] = {}
-    for row, idx in enumerate(ins.images.indices):
+    for row, idx in enumerate(ins.images.indices[:limit]):
         path = ins.paths[int(idx)]
         rank = ins.ranking(row, k)
         fig = image_with_bars(_load(path), [r[0] for r in rank], [r[1] for r in rank],

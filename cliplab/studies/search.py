@@ -202,15 +202,15 @@ class SearchRun(Notebook):
         def caption(q: Query) -> str:
             return f"search: {q.label}" + (f" ({q.family})" if family else "")
 
-        def draw(folder: Path) -> list[tuple[Path, str]]:
-            return [(p, caption(q)) for p, q in zip(self._draw_grids(folder), self.queries)]
+        def draw(folder: Path, limit: int | None = None) -> list[tuple[Path, str]]:
+            return [(p, caption(q)) for p, q in zip(self._draw_grids(folder, limit), self.queries)]
 
         return Figure("search: top-k images per query", draw, many=True)
 
-    def _draw_grids(self, folder: Path) -> list[Path]:
+    def _draw_grids(self, folder: Path, limit: int | None = None) -> list[Path]:
         src = self.data.source
         out = []
-        for q, query in enumerate(self.queries):
+        for q, query in enumerate(self.queries[:limit]):
             imgs, caps, rows = [], [], []
             for h in self.hits:
                 rows.append(h.model.name if h.model.pretrained is None else f"{h.model.name}\n{h.model.pretrained}")
