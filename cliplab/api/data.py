@@ -8,9 +8,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from cliplab.api._inputs import as_dataset, as_model, study
+from cliplab.api._inputs import as_dataset, as_model, check_model_options, study
 from cliplab.data import ImageDataset
 from cliplab.embed import embed_images
+from cliplab.errors import DatasetParameterError, ModelParameterError
 from cliplab.embed.texts import embed_texts as _embed_texts
 from cliplab.models import LoadedModel
 from cliplab.results.exports import embedding_frame
@@ -21,8 +22,9 @@ Data = ImageDataset | str | Path
 
 @study
 def load_model(model: str = "tiny-shapes", pretrained: str | None = None, *, device: str | None = None,
-               precision: str | None = None, backend: str = "auto", cache_dir=None, quiet: bool = False,
-               **options) -> LoadedModel:
+               precision: str | None = None, backend: str = "auto", channels_last: bool | None = None,
+               compile: bool = False, force_quick_gelu: bool | None = None, cache_dir=None,
+               quiet: bool = False) -> LoadedModel:
     """Load any supported CLIP model (the CLI's ``--model`` / ``--pretrained`` values).
 
     Parameters
@@ -38,8 +40,12 @@ def load_model(model: str = "tiny-shapes", pretrained: str | None = None, *, dev
     backend : {"auto", "torch", "openvino"}
         What runs the towers: ``auto`` is OpenVINO on the CPU when installed (fp32, the same numbers as PyTorch to
         float rounding), PyTorch otherwise.
-    options
-        ``channels_last``, ``compile``, ``force_quick_gelu`` (see :func:`cliplab.models.load_model`).
+    channels_last : bool, optional
+        NHWC memory format for the image tower (default: on for convolutional towers).
+    compile : bool
+        ``torch.compile`` the image encoder (pays off on large collections on GPU; makes ``backend="auto"`` PyTorch).
+    force_quick_gelu : bool, optional
+        Override the QuickGELU choice of an open_clip model (default: what its pretrained tag needs).
 
     Returns
     -------
@@ -50,20 +56,16 @@ def load_model(model: str = "tiny-shapes", pretrained: str | None = None, *, dev
     >>> m = cliplab.load_model("ViT-B-32", pretrained="openai")
     >>> m = cliplab.load_model("tiny-shapes")
     """
-    if not isinstance(model, str):
-        raise TypeError(f"model must be a model name (str), not {type(model).__name__}")
-    loaded = as_model(model, pretrained, device=device, precision=precision, backend=backend, cache_dir=cache_dir,
-                      quiet=quiet)
-    if options:  # rarely used loading options: the library's own loader takes them
-        from cliplab.models import load_model as _load
-
-        loaded = _load(model, pretrained, device=device, precision=precision, cache_dir=cache_dir, backend=backend,
-                       **options)
-    return loaded
+    if isinstance(model, LoadedModel):
+        raise ModelParameterError("model", model.name, "is already loaded; pass it to the study functions as it is",
+                                  quote=False)
+    check_model_options(device, precision, backend)
+    return as_model(model, pretrained, device=device, precision=precision, backend=backend, cache_dir=cache_dir,
+                    quiet=quiet, channels_last=channels_last, compile=compile, force_quick_gelu=force_quick_gelu)
 
 
 @study
-def load_dataset(dataset: str | Path = "shapes", *, split: str | None = None, root: str | None = None,
+def load_dataset(dataset: str | Path = "shapes", *, split: str | None = None, data_root: str | None = None,
                  limit: int | None = None, classnames: str | None = None, cache_dir=None,
                  quiet: bool = False) -> ImageDataset:
     """Load a dataset (the CLI's ``--dataset`` values).
@@ -76,8 +78,8 @@ def load_dataset(dataset: str | Path = "shapes", *, split: str | None = None, ro
         Karpathy captions .json.
     split : str, optional
         The split (named datasets: default ``test``). A split that does not exist is an error listing those that do.
-    root : str, optional
-        Where torchvision datasets are (downloaded when online).
+    data_root : str, optional
+        Where torchvision datasets are (downloaded when online); for a COCO / Karpathy .json, its image folder.
     limit : int, optional
         A seeded random subset of ``limit`` images (every class of a class-sorted folder stays covered).
     classnames : str, optional
@@ -90,16 +92,23 @@ def load_dataset(dataset: str | Path = "shapes", *, split: str | None = None, ro
 
     Examples
     --------
-    >>> ds = cliplab.load_dataset("eurosat", root="data/", split="test")
+    >>> ds = cliplab.load_dataset("eurosat", data_root="data/", split="test")
     >>> ds = cliplab.load_dataset("shapes:color", limit=200)
     """
-    return as_dataset(dataset, split=split, data_root=root, limit=limit, classnames=classnames, cache_dir=cache_dir)
+    if isinstance(dataset, ImageDataset):
+        raise DatasetParameterError("dataset", dataset.name, "is already loaded; pass it to the study functions as "
+                                    "it is", quote=False)
+    return as_dataset(dataset, split=split, data_root=data_root, limit=limit, classnames=classnames,
+                      cache_dir=cache_dir)
 
 
 @study
-def embed(model: Model, dataset: Data, *, frame: bool = False, normalize: bool = False, split: str | None = None,
-          limit: int | None = None, cache_dir=None, batch_size: int = 64, workers: int | None = None,
-          pipeline: str = "pil", quiet: bool = False) -> np.ndarray | pd.DataFrame:
+def embed(model: Model = "tiny-shapes", dataset: Data = "shapes", *, frame: bool = False, normalize: bool = False,
+          pretrained: str | None = None, split: str | None = None, data_root: str | None = None,
+          limit: int | None = None, device: str | None = None, precision: str | None = None, backend: str = "auto",
+          compile: bool = False, channels_last: bool | None = None, cache_dir=None, batch_size: int = 64,
+          workers: int | None = None, no_cache: bool = False, shard_batches: int = 16, pipeline: str = "pil",
+          quiet: bool = False) -> np.ndarray | pd.DataFrame:
     """Image embeddings from the same cache every study uses (computed only for images not cached yet).
 
     Parameters
@@ -110,6 +119,11 @@ def embed(model: Model, dataset: Data, *, frame: bool = False, normalize: bool =
         Return a DataFrame (``row``, ``id``, ``label``, ``classname``, ``embedding``) instead of an array.
     normalize : bool
         Unit-length rows (the studies' cosine space); default: the tower's raw output, as ``cliplab embed`` writes.
+    compile, channels_last
+        How a model given by name is loaded (see :func:`load_model`), with ``pretrained``, ``device``,
+        ``precision`` and ``backend``.
+    no_cache, shard_batches, pipeline, split, data_root, limit, cache_dir, batch_size, workers, quiet
+        As the CLI's flags (``cliplab embed --help``).
 
     Returns
     -------
@@ -122,9 +136,17 @@ def embed(model: Model, dataset: Data, *, frame: bool = False, normalize: bool =
     >>> X.shape
     (100, 64)
     """
-    ds = as_dataset(dataset, split=split, limit=limit, cache_dir=cache_dir)
-    m = as_model(model, cache_dir=cache_dir, quiet=quiet)
-    res = embed_images(m, ds, cache_dir, batch_size=batch_size, num_workers=workers, quiet=quiet, pipeline=pipeline)
+    options = {"compile": compile, "channels_last": channels_last} if compile or channels_last is not None else {}
+    if not isinstance(model, LoadedModel):
+        check_model_options(device, precision, backend)
+    elif options:
+        raise ModelParameterError("compile", None, "{p:compile} and {p:channels_last} are for loading a model, and "
+                                  "{p:model} is already loaded", prefix=False)
+    ds = as_dataset(dataset, split=split, data_root=data_root, limit=limit, cache_dir=cache_dir)
+    m = as_model(model, pretrained, device=device, precision=precision, backend=backend, cache_dir=cache_dir,
+                 quiet=quiet, **options)
+    res = embed_images(m, ds, cache_dir, batch_size=batch_size, num_workers=workers, use_cache=not no_cache,
+                       shard_batches=shard_batches, quiet=quiet, pipeline=pipeline)
     if res.failures:
         from cliplab.progress import warn
 
@@ -141,14 +163,19 @@ def embed(model: Model, dataset: Data, *, frame: bool = False, normalize: bool =
 
 
 @study
-def embed_texts(model: Model, texts: str | Sequence[str], *, normalize: bool = False, cache_dir=None,
+def embed_texts(model: Model, texts: str | Sequence[str], *, normalize: bool = False, pretrained: str | None = None,
+                device: str | None = None, precision: str | None = None, backend: str = "auto", cache_dir=None,
                 quiet: bool = False) -> np.ndarray:
-    """Text embeddings (cached per text), rows in the order of ``texts``.
+    """Text embeddings (cached per text), rows in the order of ``texts`` (the model's raw output, or unit rows with
+    ``normalize``); ``pretrained``, ``device``, ``precision`` and ``backend`` load a model given by name.
 
     Examples
     --------
     >>> T = cliplab.embed_texts("tiny-shapes", ["a red circle", "a blue square"], normalize=True)
     """
-    m = as_model(model, cache_dir=cache_dir, quiet=quiet)
+    if not isinstance(model, LoadedModel):
+        check_model_options(device, precision, backend)
+    m = as_model(model, pretrained, device=device, precision=precision, backend=backend, cache_dir=cache_dir,
+                 quiet=quiet)
     T = _embed_texts(m, [texts] if isinstance(texts, str) else list(texts), cache_dir, quiet=quiet)
     return T / np.maximum(np.linalg.norm(T, axis=1, keepdims=True), 1e-12) if normalize else T

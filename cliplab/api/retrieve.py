@@ -1,14 +1,20 @@
 """Retrieval studies from Python: retrieval (caption retrieval), search, similar (image retrieval), cluster. Each
-calls the same ``run_*`` as its CLI command, with the same defaults, so the numbers are the CLI's."""
+calls the same ``run_*`` as its CLI command, with the same defaults, so the numbers are the CLI's.
+
+Keywords are the CLI's flags with underscores; flags that name output files (``--output``, ``--captions``,
+``--failures``, ``--grids``, ``--grid``, ``--results``) are the result's methods and inline figures instead."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-from cliplab.api._inputs import as_dataset, as_model, study
+from cliplab.api._inputs import (as_dataset, as_ints, as_list, as_model, as_specs, check_model_options, study)
 from cliplab.data import ImageDataset
 from cliplab.embed.descriptors import DescriptorSpec
+from cliplab.errors import ParameterError
 from cliplab.models import LoadedModel
+from cliplab.models.specs import ModelSpec
+from cliplab.progress import warn
 from cliplab.studies.caption_retrieval import CaptionRetrieval, run_caption_retrieval
 from cliplab.studies.cluster import ClusterRun, run_cluster
 from cliplab.studies.image_retrieval import SimilarRun, run_similar
@@ -18,10 +24,19 @@ Model = LoadedModel | str
 Data = ImageDataset | str | Path
 
 
+def _model(model, pretrained, device, precision, backend, cache_dir, quiet) -> LoadedModel:
+    if not isinstance(model, LoadedModel):
+        check_model_options(device, precision, backend)
+    return as_model(model, pretrained, device=device, precision=precision, backend=backend, cache_dir=cache_dir,
+                    quiet=quiet)
+
+
 @study
-def retrieval(model: Model, dataset: Data = "shapes", *, ks: Sequence[int] = (1, 5, 10), split: str | None = None,
-              image_root: str | None = None, limit: int | None = None, cache_dir=None, batch_size: int = 64,
-              workers: int | None = None, quiet: bool = False) -> CaptionRetrieval:
+def retrieval(model: Model = "tiny-shapes", dataset: Data = "shapes", *, ks: str | Sequence[int] = (1, 5, 10),
+              pretrained: str | None = None, split: str | None = None, image_root: str | None = None,
+              limit: int | None = None, device: str | None = None, precision: str | None = None,
+              backend: str = "auto", cache_dir=None, batch_size: int = 64, workers: int | None = None,
+              quiet: bool = False) -> CaptionRetrieval:
     """Caption retrieval: text→image and image→text recall@k, median and mean rank.
 
     Parameters
@@ -30,10 +45,12 @@ def retrieval(model: Model, dataset: Data = "shapes", *, ks: Sequence[int] = (1,
         A model from :func:`cliplab.load_model`, or a model name.
     dataset : ImageDataset or str
         Captioned images: a caption file (.csv/.jsonl), a COCO captions .json, a Karpathy split .json, or shapes.
-    ks : list of int
+    ks : list of int (or "1,5,10")
         The recall@k cut-offs.
     split, image_root, limit
         Karpathy split; image folder of a COCO/Karpathy JSON; a seeded subset of ``limit`` images.
+    pretrained, device, precision, backend, cache_dir, batch_size, workers, quiet
+        As for :func:`cliplab.zeroshot`.
 
     Returns
     -------
@@ -44,39 +61,47 @@ def retrieval(model: Model, dataset: Data = "shapes", *, ks: Sequence[int] = (1,
     --------
     >>> cliplab.retrieval("tiny-shapes", "shapes", limit=200, quiet=True)
     """
-    ds = as_dataset(dataset, split=split, data_root=image_root, limit=limit, cache_dir=cache_dir)
-    m = as_model(model, cache_dir=cache_dir, quiet=quiet)
-    return run_caption_retrieval(m, ds, cache_dir, ks=tuple(k for k in ks if k > 0) or (1, 5, 10), device=m.device,
-                                 batch_size=batch_size, num_workers=workers, quiet=quiet)
+    cut = tuple(k for k in as_ints(ks, "ks") if k > 0) or (1, 5, 10)
+    ds = as_dataset(dataset, split=split, data_root=image_root, limit=limit, cache_dir=cache_dir,
+                    names={"data_root": "image_root"})
+    if getattr(ds, "missing", 0):
+        warn(f"{ds.missing} images listed in {ds.name} are not on disk and were left out")
+    m = _model(model, pretrained, device, precision, backend, cache_dir, quiet)
+    return run_caption_retrieval(m, ds, cache_dir, ks=cut, device=m.device, batch_size=batch_size,
+                                 num_workers=workers, quiet=quiet)
 
 
 @study
-def search(models: Model | Sequence[Model], dataset: Data, queries: str | Sequence[str] = (), *,
+def search(model: Model | Sequence[Model] = "tiny-shapes", dataset: Data = "shapes",
+           query: str | Sequence[str] = (), *, queries: str | Path | None = None,
            image: str | Path | Sequence[str | Path] = (), plus: str | None = None, minus: str | None = None,
-           text_weight: float = 1.0, queries_file: str | Path | None = None, k: int = 8,
-           index_type: str | None = None, index: str | Path | None = None, split: str | None = None,
-           limit: int | None = None, cache_dir=None, batch_size: int = 64, workers: int | None = None,
-           quiet: bool = False) -> SearchRun:
+           text_weight: float = 1.0, k: int = 8, index_type: str | None = None, index: str | Path | None = None,
+           pretrained: str | Sequence[str | None] | None = None, split: str | None = None,
+           data_root: str | None = None, limit: int | None = None, device: str | None = None,
+           precision: str | None = None, backend: str = "auto", cache_dir=None, batch_size: int = 64,
+           workers: int | None = None, quiet: bool = False) -> SearchRun:
     """Search images by text (or by image, or image ± text): the top-k images per query with cosine scores, for
     one or several models side by side.
 
     Parameters
     ----------
-    models : LoadedModel, str or a list of them
-        One model, or several (their results side by side).
+    model : LoadedModel, str or a list of them
+        One model, or several (their results side by side); ``pretrained`` pairs with the names by position.
     dataset : ImageDataset or str
         The images searched: a folder, a caption file or a dataset name.
-    queries : str or list of str
+    query : str or list of str
         Text queries.
+    queries : path, optional
+        A file of queries: one per line (``# name`` starts a family), or JSON ``{family: [queries]}``.
     image : path or list of paths
         Query images; ``plus`` / ``minus`` add or subtract a text's embedding (weight ``text_weight``).
-    queries_file : path, optional
-        One query per line (``# name`` starts a family), or JSON ``{family: [queries]}``.
     k : int
-        Images per query.
+        Images per query (the CLI's ``--topk`` / ``-k``).
     index_type, index
         Search with a FAISS index (``"flat"``, ``"ivf"``, ``"hnsw"``) instead of exact search; ``index`` is the
-        file it is kept in.
+        file it is kept in (reused when it matches the model and images).
+    pretrained, device, precision, backend, split, data_root, limit, cache_dir, batch_size, workers, quiet
+        As for :func:`cliplab.zeroshot`.
 
     Returns
     -------
@@ -87,21 +112,30 @@ def search(models: Model | Sequence[Model], dataset: Data, queries: str | Sequen
     --------
     >>> cliplab.search("tiny-shapes", "shapes", ["a red circle", "a small blue square"], k=5, quiet=True)
     """
-    qs = build_queries([queries] if isinstance(queries, str) else list(queries),
-                       queries_file, [image] if isinstance(image, (str, Path)) else list(image), plus, minus)
-    ds = as_dataset(dataset, split=split, limit=limit, cache_dir=cache_dir)
-    many = [models] if isinstance(models, (str, LoadedModel)) else list(models)
-    loaded = [as_model(m, cache_dir=cache_dir, quiet=quiet) for m in many]
+    if queries is not None and not isinstance(queries, (str, Path)):
+        raise ParameterError("queries", type(queries).__name__, "{p:queries} is a file of queries; give the "
+                             "queries themselves as {p:query}=[...]", prefix=False)
+    qs = build_queries(as_list(query, (str,)), queries, as_list(image, (str, Path)), plus, minus)
+    specs = as_specs(as_list(model, (str, Path, LoadedModel, ModelSpec)) or ["tiny-shapes"], pretrained, None)
+    if any(not isinstance(s, LoadedModel) for s in specs):
+        check_model_options(device, precision, backend)
+    ds = as_dataset(dataset, split=split, data_root=data_root, limit=limit, cache_dir=cache_dir)
+    loaded = [as_model(s, device=device, precision=precision, backend=backend) if isinstance(s, LoadedModel) else
+              as_model(s.model, s.pretrained, device=device, precision=precision, backend=backend,
+                       cache_dir=cache_dir, quiet=quiet) for s in specs]
     return run_search(loaded, ds, qs, cache_dir, k=k, text_weight=text_weight, index_path=index,
                       index_type=index_type, batch_size=batch_size, num_workers=workers, quiet=quiet)
 
 
 @study
-def similar(model: Model, dataset: Data, *, descriptor: str = "global", layer: str | None = None, levels: int = 3,
-            gem_p: float = 3.0, pca_dim: int | None = None, whiten: bool = True, pca_fit: Data | None = None,
-            qe: int = 0, gt: str | Path | None = None, crop: bool = True, k: int = 10,
-            query: str | Path | Sequence[str | Path] = (), split: str | None = None, limit: int | None = None,
-            cache_dir=None, batch_size: int = 64, workers: int | None = None, quiet: bool = False) -> SimilarRun:
+def similar(model: Model = "tiny-shapes", dataset: Data = "shapes", *, descriptor: str = "global",
+            layer: str | None = None, levels: int = 3, gem_p: float = 3.0, pca_dim: int | None = None,
+            whiten: bool = True, pca_fit: Data | None = None, qe: int = 0, gt: str | Path | None = None,
+            no_crop: bool = False, k: int = 10, query: str | Path | Sequence[str | Path] = (),
+            pretrained: str | None = None, split: str | None = None, data_root: str | None = None,
+            limit: int | None = None, device: str | None = None, precision: str | None = None,
+            backend: str = "auto", cache_dir=None, batch_size: int = 64, workers: int | None = None,
+            quiet: bool = False) -> SimilarRun:
     """Image→image retrieval: global / MAC / R-MAC / GeM descriptors, PCA-whitening, query expansion, and mAP
     (the revisited Oxford/Paris protocol with ``gt``, else class labels).
 
@@ -116,10 +150,14 @@ def similar(model: Model, dataset: Data, *, descriptor: str = "global", layer: s
     qe : int
         Average query expansion with the top ``qe`` neighbours.
     gt : path, optional
-        Oxford/Paris ground truth (a folder of ``*_query.txt`` lists, or a revisited ``gnd_*.pkl``); ``crop``
-        uses the query boxes.
+        Oxford/Paris ground truth (a folder of ``*_query.txt`` lists, or a revisited ``gnd_*.pkl``); ``no_crop``
+        uses whole query images instead of their boxes.
     k : int
-        k of mAP@k / P@k, and hits per ``query`` image.
+        k of mAP@k / P@k, and hits per ``query`` image (the CLI's ``--topk`` / ``-k``).
+    query : path or list of paths
+        Query images whose top-k are shown.
+    pretrained, device, precision, backend, split, data_root, limit, cache_dir, batch_size, workers, quiet
+        As for :func:`cliplab.zeroshot`.
 
     Returns
     -------
@@ -131,19 +169,27 @@ def similar(model: Model, dataset: Data, *, descriptor: str = "global", layer: s
     """
     spec = DescriptorSpec(descriptor, layer, levels, 0.4, gem_p)
     spec.validate()
-    ds = as_dataset(dataset, split=split, limit=limit, cache_dir=cache_dir)
-    fit = as_dataset(pca_fit, cache_dir=cache_dir, param="pca_fit") if pca_fit is not None else None
-    m = as_model(model, cache_dir=cache_dir, quiet=quiet)
-    queries = [query] if isinstance(query, (str, Path)) else list(query)
+    queries = [Path(q) for q in as_list(query, (str, Path))]
+    for q in queries:
+        if not q.is_file():
+            raise ParameterError("query", str(q), "file not found", quote=False)
+    if not isinstance(model, LoadedModel):
+        check_model_options(device, precision, backend)
+    ds = as_dataset(dataset, split=split, data_root=data_root, limit=limit, cache_dir=cache_dir)
+    fit = as_dataset(pca_fit, data_root=None if isinstance(pca_fit, ImageDataset) else data_root,
+                     cache_dir=cache_dir, names={"dataset": "pca_fit"}) if pca_fit is not None else None
+    m = _model(model, pretrained, device, precision, backend, cache_dir, quiet)
     return run_similar(m, ds, spec, cache_dir, pca_fit=fit, pca_dim=pca_dim, whiten=whiten, qe=qe, k=k, gt_dir=gt,
-                       crop_queries=crop, query_images=[Path(q) for q in queries], batch_size=batch_size,
-                       num_workers=workers, quiet=quiet)
+                       crop_queries=not no_crop, query_images=queries, batch_size=batch_size, num_workers=workers,
+                       quiet=quiet)
 
 
 @study
-def cluster(model: Model, dataset: Data, *, k: int | Sequence[int] | None = None, pca_dim: int | None = None,
-            kmeans: str = "sklearn", seed: int = 0, per_cluster: int = 8, split: str | None = None,
-            limit: int | None = None, cache_dir=None, batch_size: int = 64, workers: int | None = None,
+def cluster(model: Model = "tiny-shapes", dataset: Data = "shapes", *, k: str | int | Sequence[int] | None = None,
+            pca_dim: int | None = None, kmeans: str = "sklearn", seed: int = 0, per_cluster: int = 8,
+            pretrained: str | None = None, split: str | None = None, data_root: str | None = None,
+            limit: int | None = None, device: str | None = None, precision: str | None = None,
+            backend: str = "auto", cache_dir=None, batch_size: int = 64, workers: int | None = None,
             quiet: bool = False) -> ClusterRun:
     """k-means on the image embeddings (optionally after PCA): inertia, silhouette, and NMI, ARI and purity
     against the labels.
@@ -152,12 +198,14 @@ def cluster(model: Model, dataset: Data, *, k: int | Sequence[int] | None = None
     ----------
     model, dataset
         As for :func:`cliplab.zeroshot`.
-    k : int or list of int, optional
+    k : int or list of int (or "6,12"), optional
         Number of clusters, or several to sweep (default: the number of classes, else 10).
     kmeans : {"sklearn", "faiss"}
         The k-means implementation.
     per_cluster : int
         Images per cluster in the sample grid.
+    pretrained, device, precision, backend, split, data_root, limit, cache_dir, batch_size, workers, quiet
+        As for :func:`cliplab.zeroshot`.
 
     Returns
     -------
@@ -167,8 +215,12 @@ def cluster(model: Model, dataset: Data, *, k: int | Sequence[int] | None = None
     --------
     >>> cliplab.cluster("tiny-shapes", "shapes:color", k=[6, 12], limit=300, quiet=True)
     """
-    ds = as_dataset(dataset, split=split, limit=limit, cache_dir=cache_dir)
-    m = as_model(model, cache_dir=cache_dir, quiet=quiet)
-    ks = [k] if isinstance(k, int) else (list(k) if k else None)
+    if kmeans not in ("sklearn", "faiss"):
+        raise ParameterError("kmeans", kmeans, "choose sklearn or faiss")
+    ks = as_ints(k, "k") if k else None
+    if not isinstance(model, LoadedModel):
+        check_model_options(device, precision, backend)
+    ds = as_dataset(dataset, split=split, data_root=data_root, limit=limit, cache_dir=cache_dir)
+    m = _model(model, pretrained, device, precision, backend, cache_dir, quiet)
     return run_cluster(m, ds, cache_dir, ks=ks, pca_dim=pca_dim, implementation=kmeans, seed=seed,
                        per_cluster=per_cluster, batch_size=batch_size, num_workers=workers, quiet=quiet)
