@@ -170,14 +170,16 @@ def as_dataset(data: ImageDataset | str | Path, *, split: str | None = None, dat
             raise DatasetParameterError("split", split, f"{exc}{hint}") from None
 
 
-def other_split(dataset, split: str | None, *, param: str, cache_dir=None, **kw) -> ImageDataset:
-    """Another split of ``dataset`` (a spec), e.g. the one probes train on; ``param`` is the keyword naming it."""
+def other_split(dataset, split: str | None, *, param: str, cache_dir=None, names: dict[str, str] | None = None,
+                **kw) -> ImageDataset:
+    """Another split of ``dataset`` (a spec), e.g. the one probes train on; ``param`` is the keyword naming it
+    (``names``: other keywords of this load, e.g. ``{"limit": "train_limit"}``)."""
     if isinstance(dataset, ImageDataset):
         raise DatasetParameterError(param, split, f"{{p:dataset}} {dataset.name} is already loaded (split "
                                     f"{dataset.split!r}), so its {split!r} split cannot be loaded from it: give the "
                                     "dataset by name, or load that split with "
                                     f"cliplab.load_dataset(..., split={split!r})")
-    return as_dataset(dataset, split=split, cache_dir=cache_dir, names={"split": param}, **kw)
+    return as_dataset(dataset, split=split, cache_dir=cache_dir, names={"split": param, **(names or {})}, **kw)
 
 
 def as_list(value, single: tuple[type, ...]) -> list:
@@ -218,12 +220,7 @@ def as_specs(model, pretrained, models_file) -> list[ModelSpec | LoadedModel]:
         raise ParameterError("pretrained", pre, "{p:pretrained} pairs with model names; with loaded models, load "
                              "each with cliplab.load_model(name, pretrained) instead", prefix=False)
     specs = model_specs([], [], models_file) if models_file else []
-    specs += [ModelSpec(str(m)) if isinstance(m, (str, Path)) else m for m in items]
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise ParameterError("models", names, f"two models have the same name ({names}); give them a label with "
-                             "ModelSpec(model, pretrained, label)", prefix=False)
-    return specs
+    return specs + [ModelSpec(str(m)) if isinstance(m, (str, Path)) else m for m in items]
 
 
 def template_sets(templates: str | Sequence[str] | None, default: Sequence[str], *, ensemble: bool) -> list[TemplateSet]:

@@ -195,7 +195,7 @@ def probe(model: Model = "tiny-shapes", dataset: Data = "shapes", *, train: Data
                              f"{{p:train}}=cliplab.load_dataset(..., split={train_split!r})", prefix=False)
     else:
         fit = other_split(dataset, train_split, param="train_split", data_root=data_root, limit=train_limit,
-                          classnames=classnames, cache_dir=cache_dir)
+                          classnames=classnames, cache_dir=cache_dir, names={"limit": "train_limit"})
     ts = (user_sets or template_sets(None, [test.templates_hint or "simple"], ensemble=True))[0]
     m = _model(model, pretrained, device, precision, backend, cache_dir, quiet)
     return run_probe(m, fit, test, cache_dir, templates=ts, linear=linear, kshots=ks,
@@ -255,7 +255,7 @@ def compare(model: Model | ModelSpec | Sequence[Model | ModelSpec] | None = None
     for d in as_list(dataset, (str, Path, ImageDataset)) or ["shapes"]:
         test = as_dataset(d, split=split, data_root=data_root, limit=limit, cache_dir=cache_dir)
         fit = other_split(d, train_split, param="train_split", data_root=data_root, limit=train_limit,
-                          cache_dir=cache_dir) if probe else None
+                          cache_dir=cache_dir, names={"limit": "train_limit"}) if probe else None
         pairs.append((test, fit))
         sets.append(template_sets(templates, [test.templates_hint or "simple"], ensemble=True)[0])
     return run_compare(specs, pairs, sets, cache_dir, device=device, precision=precision, backend=backend,
