@@ -1,0 +1,401 @@
+"""The Python API as a notebook user meets it: errors are exceptions that name the keyword, progress is tqdm bars
+(none with quiet=True) and warnings are Python warnings, results show themselves (text, HTML with figures) and
+export (JSON, parquet, a results store), models and datasets go in as objects or strings, and the keywords are the
+CLI's flags."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cliplab
+from cliplab import CliplabError
+from cliplab.progress import CliplabWarning, NotebookProgress, use, warn
+from cliplab.report import notebook
+from cliplab.report.notebook import Notebook
+from cliplab.results.result import pct
+from golden.harness import _images
+
+LIMIT = 60
+
+
+@pytest.fixture(scope="module")
+def cache(trained_cache):
+    return trained_cache
+
+
+@pytest.fixture(scope="module")
+def model(cache):
+    return cliplab.load_model("tiny-shapes", backend="torch", cache_dir=cache, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def color(cache):
+    return cliplab.load_dataset("shapes:color", limit=LIMIT, cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def zs(model, color, cache):
+    return cliplab.zeroshot(model, color, cache_dir=cache, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Three drawn images, and a class-folder dataset without splits (two classes, one file that is no image)."""
+    from conftest import make_image
+
+    d = tmp_path_factory.mktemp("api-files")
+    images = [str(p) for p in _images(d)]
+    folder = d / "folder"
+    for c, colour in enumerate([(220, 30, 30), (30, 40, 220)]):
+        for j in range(3):
+            make_image(folder / f"class{c}" / f"img{c}{j}.png", size=(64, 64), color=colour)
+    broken = d / "broken"
+    for c in range(2):
+        for j in range(2):
+            make_image(broken / f"class{c}" / f"img{c}{j}.png", size=(64, 64), color=(200, 40 + 150 * c, 40))
+    (broken / "class0" / "corrupt.png").write_bytes(b"not a png")
+    return {"images": images, "folder": str(folder), "broken": str(broken), "dir": d}
+
+
+# ---- errors: Python exceptions naming the API's keywords ----
+
+def error_cases(m, ds, f):
+    """(what, call, text the message must hold, texts it must not hold)."""
+    kw = dict(quiet=True, backend="torch")
+    return [
+        ("split typo", lambda: cliplab.zeroshot(m, "shapes:color", split="tset", **kw), ["split 'tset'", "test"],
+         []),
+        ("split of a loaded dataset", lambda: cliplab.zeroshot(m, ds, split="train", **kw), ["split 'train'"], []),
+        ("attack target", lambda: cliplab.attack(m, ds, target="sideways", **kw), ["target 'sideways'"],
+         ["rule", "--target"]),
+        ("attack text", lambda: cliplab.attack(m, ds, text="hello", **kw), ["text 'hello'"], ["text_format"]),
+        ("cluster kmeans", lambda: cliplab.cluster(m, ds, kmeans="x", **kw), ["kmeans 'x'"], ["implementation"]),
+        ("cluster k", lambda: cliplab.cluster(m, ds, k="6,x", **kw), ["k '6,x'"], []),
+        ("search without a query", lambda: cliplab.search(m, ds, **kw), ["no query", "queries", "image"], []),
+        ("search: queries is the file", lambda: cliplab.search(m, ds, queries=["a red circle"], **kw),
+         ["queries is a file", "query=[...]"], []),
+        ("search image missing", lambda: cliplab.search(m, ds, image="missing.png", **kw),
+         ["image missing.png", "not found"], []),
+        ("inspect image missing", lambda: cliplab.inspect(m, ["missing.png"], **kw), ["images missing.png"], []),
+        ("similar query missing", lambda: cliplab.similar(m, ds, query="missing.png", **kw),
+         ["query missing.png"], ["query_images"]),
+        ("similar descriptor", lambda: cliplab.similar(m, ds, descriptor="vlad", **kw), ["descriptor 'vlad'"],
+         ["pooling"]),
+        ("prompts select, no such split",
+         lambda: cliplab.prompts(m, f["folder"], select=True, **kw), ["select_split 'train'", "no splits"],
+         []),
+        ("prompts select_split typo",
+         lambda: cliplab.prompts(m, "shapes:color", select=True, select_split="val", limit=LIMIT, **kw),
+         ["select_split 'val'", "train"], []),
+        ("prompts select from a loaded dataset", lambda: cliplab.prompts(m, ds, select=True, **kw),
+         ["select_split 'train'", "already loaded"], []),
+        ("prompts templates", lambda: cliplab.prompts(m, ds, templates="no placeholder", **kw), ["templates"], []),
+        ("probe needs train with a loaded dataset", lambda: cliplab.probe(m, ds, **kw), ["train=", "already loaded"],
+         []),
+        ("probe train_split typo", lambda: cliplab.probe(m, "shapes:color", train_split="tset", **kw),
+         ["train_split 'tset'"], []),
+        ("probe train_limit", lambda: cliplab.probe(m, "shapes:color", train_limit=0, **kw),
+         ["train_limit must be positive"], []),
+        ("compare train_limit", lambda: cliplab.compare("tiny-shapes", "shapes:color", probe=True, train_limit=0,
+                                                        **kw), ["train_limit must be positive"], []),
+        ("compare: models is the file", lambda: cliplab.compare(models=["tiny-shapes"], **kw),
+         ["models is a file", "model=[...]"], []),
+        ("compare probe of a loaded dataset", lambda: cliplab.compare(m, ds, probe=True, **kw),
+         ["train_split 'train'", "already loaded"], []),
+        ("loaded model, other backend", lambda: cliplab.zeroshot(m, ds, backend="openvino", quiet=True),
+         ["backend openvino", "already loaded"], []),
+        ("device", lambda: cliplab.zeroshot("tiny-shapes", ds, device="tpu", quiet=True), ["device tpu"], []),
+        ("limit", lambda: cliplab.zeroshot(m, "shapes:color", limit=0, **kw), ["limit must be positive"], []),
+        ("dataset", lambda: cliplab.zeroshot(m, "no-such-dataset", **kw), ["dataset 'no-such-dataset'"], []),
+        ("retrieval ks", lambda: cliplab.retrieval(m, ks="1,x", **kw), ["ks '1,x'"], []),
+    ]
+
+
+ERROR_NAMES = [c[0] for c in error_cases(None, None, {"folder": ""})]
+
+
+@pytest.mark.parametrize("what", ERROR_NAMES)
+def test_errors_are_exceptions_that_name_the_keyword(model, color, files, what):
+    _, call, wanted, unwanted = next(c for c in error_cases(model, color, files) if c[0] == what)
+    try:
+        call()
+    except BaseException as exc:  # noqa: BLE001 - SystemExit (typer.Exit) must not get through either
+        assert isinstance(exc, CliplabError), f"{type(exc).__name__}: {exc}"
+        message = str(exc)
+    else:
+        pytest.fail("no error")
+    for text in wanted:
+        assert text in message, message
+    for text in [*unwanted, "--"]:
+        assert text not in message, message
+
+
+def test_save_names_its_own_keywords(zs, tmp_path):
+    with pytest.raises(CliplabError, match="^format 'xml': choose parquet or jsonl"):
+        zs.save(tmp_path, format="xml")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(CliplabError, match="^results_dir .*a-file: exists and is not a folder"):
+        zs.save(tmp_path / "a-file")
+
+
+# ---- progress: quiet, bars, notes, warnings ----
+
+def test_quiet_prints_nothing(model, color, cache, capfd):
+    capfd.readouterr()
+    cliplab.zeroshot(model, color, cache_dir=cache, no_cache=True, quiet=True)
+    cliplab.similar(model, color, pca_dim=8, cache_dir=cache, quiet=True)  # has a note
+    assert capfd.readouterr() == ("", "")
+
+
+def test_bars_and_notes_go_to_stderr(model, color, cache, capfd):
+    capfd.readouterr()
+    cliplab.zeroshot(model, color, cache_dir=cache, no_cache=True)
+    out, err = capfd.readouterr()
+    assert out == "" and "embedding images" in err and "%|" in err  # a tqdm bar
+    cliplab.similar(model, color, pca_dim=8, cache_dir=cache)
+    out, err = capfd.readouterr()
+    assert out == "" and "note: PCA-whitening learned on the gallery itself" in err
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_skipped_images_are_a_cliplab_warning_also_when_quiet(model, files, cache, quiet):
+    with pytest.warns(CliplabWarning, match="could not be read"):
+        X = cliplab.embed(model, files["broken"], cache_dir=cache, quiet=quiet)
+    assert len(X) == 4
+    with pytest.warns(CliplabWarning, match=r"1 input\(s\) could not be used .*corrupt.png"):
+        r = cliplab.zeroshot(model, files["broken"], templates="a photo of a {}.", cache_dir=cache, quiet=quiet)
+    assert "1 input(s) skipped" in repr(r) and "corrupt.png" in r._repr_html_()
+
+
+def test_notebook_progress_warns_through_warnings():
+    for progress in (NotebookProgress(), NotebookProgress(quiet=True)):
+        with use(progress), pytest.warns(CliplabWarning, match="probe fit unconverged"):
+            warn("probe fit unconverged: hit max_iter")
+    with use(NotebookProgress()), warnings.catch_warnings():
+        warnings.simplefilter("error", CliplabWarning)  # a user can make them errors
+        with pytest.raises(CliplabWarning):
+            warn("x")
+
+
+# ---- display ----
+
+def test_repr_holds_the_summary_and_the_numbers(zs):
+    acc = zs.metrics.query("metric == 'acc1'").value.iloc[0]
+    text = repr(zs)
+    assert text.startswith(zs.summary()) and pct(acc) in text and str(zs) == text
+
+
+def test_html_has_tables_numbers_and_the_per_class_figure(zs):
+    acc = zs.metrics.query("metric == 'acc1'").value.iloc[0]
+    page = zs._repr_html_()
+    assert "<table>" in page and pct(acc) in page
+    assert page.count("<img src='data:image/png;base64,") >= 1
+
+
+def test_search_html_embeds_one_grid_per_query(model, color, cache):
+    r = cliplab.search(model, color, ["a red circle", "a blue square"], k=3, cache_dir=cache, quiet=True)
+    page = r._repr_html_()
+    assert "<table>" in page and page.count("<figcaption>search: ") == 2
+    assert page.count("<img src='data:image/png;base64,") >= 2
+
+
+def test_inspect_draws_and_shows_only_the_first_figures(model, files, cache, monkeypatch):
+    import cliplab.studies.inspect as inspect_study
+
+    drawn = []
+    real = inspect_study.image_with_bars
+    monkeypatch.setattr(inspect_study, "image_with_bars", lambda *a, **k: drawn.append(1) or real(*a, **k))
+    monkeypatch.setattr(notebook, "MAX_FIGURE_FILES", 1)
+    r = cliplab.inspect(model, files["images"], cache_dir=cache, quiet=True)
+    page = r._repr_html_()
+    assert page.count("<figcaption>ranking for ") == 1 and "the first 1 figures shown" in page
+    assert len(drawn) == 2  # one shown, one to know there are more; not all three
+
+
+# ---- exports ----
+
+def test_to_json_is_the_record_with_models_config_and_provenance(zs, tmp_path):
+    doc = json.loads(zs.to_json())
+    assert {k: doc[k] for k in zs.record()} == json.loads(json.dumps(zs.record(), default=str))
+    assert doc["models"][0]["name"] == "tiny-shapes" and doc["models"][0]["backend"] == "torch"
+    assert doc["config"]["dataset"] == "shapes:color (test)" and doc["config"]["limit"] is None
+    assert {"cliplab_version", "timestamp", "torch", "python"} <= set(doc)
+    zs.to_json(tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["metrics"] == doc["metrics"]
+
+
+def test_to_parquet_round_trips_the_metrics(zs, tmp_path):
+    for name in ("m.parquet", "m"):
+        path = zs.to_parquet(tmp_path / name)
+        assert path == tmp_path / "m.parquet" and path.is_file()
+        pd.testing.assert_frame_equal(pd.read_parquet(path), zs.metrics)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_save_writes_a_store_read_results_reads(zs, model, color, cache, tmp_path, fmt):
+    attack = cliplab.attack(model, color, target="next", cache_dir=cache, quiet=True)
+    for r in (zs, attack):
+        path = r.save(tmp_path, format=fmt)
+        assert path.parent == tmp_path and path.suffix == f".{fmt}"
+    rows = cliplab.read_results(tmp_path)
+    assert set(rows.command) == {"zeroshot", "attack"}
+    for r in (zs, attack):
+        mine = rows[rows.command == r.command]
+        np.testing.assert_array_equal(mine.value.to_numpy(float), r.metrics.value.to_numpy(float))  # exactly
+        assert list(mine.metric) == list(r.metrics.metric)
+        config = json.loads(mine.config.iloc[0])
+        assert config["model"] == "tiny-shapes" and "quiet" not in config
+    assert json.loads(rows[rows.command == "attack"].config.iloc[0])["target"] == "next"
+
+
+# ---- embeddings ----
+
+def test_embed_array_frame_and_normalize(model, color, cache):
+    X = cliplab.embed(model, color, cache_dir=cache, quiet=True)
+    assert X.shape == (LIMIT, model.embed_dim)
+    frame = cliplab.embed(model, color, frame=True, normalize=True, cache_dir=cache, quiet=True)
+    assert {"row", "id", "label", "classname", "embedding"} <= set(frame.columns) and len(frame) == LIMIT
+    assert list(frame.label) == list(color.labels)
+    assert list(frame.classname) == [color.classnames[i] for i in color.labels]
+    U = np.stack(frame.embedding)
+    np.testing.assert_allclose(np.linalg.norm(U, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(U, X / np.linalg.norm(X, axis=1, keepdims=True), rtol=1e-6)
+
+
+def test_embed_texts_keeps_the_order(model, cache):
+    texts = ["a red circle", "a blue square", "a green star"]
+    T = cliplab.embed_texts(model, texts, cache_dir=cache, quiet=True)
+    R = cliplab.embed_texts(model, texts[::-1], cache_dir=cache, quiet=True)
+    assert T.shape == (3, model.embed_dim) and not np.allclose(T[0], T[1])
+    np.testing.assert_array_equal(T, R[::-1])
+    np.testing.assert_array_equal(cliplab.embed_texts(model, "a blue square", cache_dir=cache, quiet=True), T[1:2])
+    U = cliplab.embed_texts(model, texts, normalize=True, cache_dir=cache, quiet=True)
+    np.testing.assert_allclose(np.linalg.norm(U, axis=1), 1.0, rtol=1e-5)
+
+
+# ---- objects or strings ----
+
+def test_loaded_model_and_dataset_give_the_numbers_of_names(zs, cache):
+    by_name = cliplab.zeroshot("tiny-shapes", "shapes:color", limit=LIMIT, backend="torch", cache_dir=cache,
+                               quiet=True)
+    pd.testing.assert_frame_equal(by_name.metrics, zs.metrics)
+    assert by_name.config["model"] == "tiny-shapes" and by_name.config["dataset"] == "shapes:color"
+
+
+def test_probe_trains_on_the_train_split_of_a_spec_or_a_loaded_train(model, color, cache):
+    train = cliplab.load_dataset("shapes:color", split="train", limit=120, cache_dir=cache)
+    kw = dict(kshot=[], wd=0.01, cache_dir=cache, quiet=True)
+    loaded = cliplab.probe(model, color, train=train, **kw)
+    spec = cliplab.probe(model, color, train="shapes:color", train_limit=120, **kw)  # the spec's train split
+    default = cliplab.probe(model, "shapes:color", limit=LIMIT, train_limit=120, **kw)
+    assert loaded.train.split == spec.train.split == default.train.split == "train"
+    pd.testing.assert_frame_equal(loaded.metrics, spec.metrics)
+    pd.testing.assert_frame_equal(loaded.metrics, default.metrics)
+
+
+def test_compare_takes_one_model_name(cache):
+    r = cliplab.compare("tiny-shapes", "shapes:color", limit=LIMIT, backend="torch", cache_dir=cache, quiet=True)
+    assert [m.name for m in r.models] == ["tiny-shapes"] and len(r.rows) == 1
+
+
+def test_prompts_selects_on_a_loaded_split(model, color, cache):
+    train = cliplab.load_dataset("shapes:color", split="train", limit=200, cache_dir=cache)
+    r = cliplab.prompts(model, color, templates=["simple", "openai-cifar"], select=True, select_split=train,
+                        bootstrap=100, cache_dir=cache, quiet=True)
+    assert r.selection is not None and r.config["select_split"] == "shapes:color (train)"
+
+
+# ---- the package ----
+
+def test_import_cliplab_is_light_and_the_functions_resolve():
+    code = ("import sys, cliplab\n"
+            "assert 'torch' not in sys.modules and 'tqdm' not in sys.modules, 'heavy import'\n"
+            "assert callable(cliplab.zeroshot) and 'torch' in sys.modules\n"
+            "import cliplab.prompts\n"
+            "from cliplab.embed import embed_images\n"
+            "from cliplab import api\n"
+            "assert cliplab.prompts is api.prompts and cliplab.embed is api.embed, (cliplab.prompts, cliplab.embed)\n"
+            "assert sorted(cliplab.__all__) == sorted(set(cliplab.__all__))\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_functions_named_like_submodules_stay_the_functions():
+    import cliplab.embed.engine  # noqa: F401 - a submodule import must not replace cliplab.embed
+    import cliplab.prompts  # noqa: F401
+
+    assert cliplab.prompts is cliplab.api.prompts and cliplab.embed is cliplab.api.embed
+    from cliplab import embed, prompts
+
+    assert embed is cliplab.api.embed and prompts is cliplab.api.prompts
+
+
+def result_classes():
+    from cliplab.studies import attack, caption_retrieval, cluster, compare, image_retrieval, inspect, probe, \
+        prompts, search, zeroshot
+
+    return [zeroshot.ZeroShotRun, prompts.PromptStudy, probe.ProbeStudy, compare.CompareRun, inspect.Inspection,
+            attack.AttackResult, caption_retrieval.CaptionRetrieval, search.SearchRun, image_retrieval.SimilarRun,
+            cluster.ClusterRun]
+
+
+@pytest.mark.parametrize("cls", result_classes(), ids=lambda c: c.__name__)
+def test_no_result_class_hides_the_notebook_members(cls):
+    members = ["metrics", "to_json", "to_parquet", "save", "figures", "_repr_html_", "__repr__", "__str__"]
+    for name in members:
+        assert inspect.getattr_static(cls, name) is inspect.getattr_static(Notebook, name), f"{cls.__name__}.{name}"
+    clash = {f.name for f in dataclasses.fields(cls)} & {*members, "command", "config"}
+    assert not clash, f"{cls.__name__} fields {clash} hide Notebook members or what the API sets"
+
+
+# ---- the keywords are the CLI's flags ----
+
+# output files: the result's methods and inline figures instead (similar's --index too; search's reads an index)
+OUTPUT_FLAGS = {"output", "predictions", "plot", "figures", "examples", "captions_out", "failures", "grids", "grid",
+                "results", "results_format"}
+RENAMED = {("compare", "models_file"): "models", ("cluster", "implementation"): "kmeans",
+           ("embed", "compile_model"): "compile"}
+# the CLI's None default stands for what the API writes out
+SAME_DEFAULT = {("compare", "model"), ("compare", "dataset"), ("search", "model"), ("search", "query"),
+                ("search", "image"), ("similar", "query")}
+API_ONLY = {"probe": {"train"}, "embed": {"frame", "normalize"}}
+
+
+def cli_commands():
+    from cliplab.cli import classify, manage, retrieve
+
+    return {"zeroshot": classify.zeroshot, "prompts": classify.prompts, "probe": classify.probe,
+            "compare": classify.compare, "inspect": classify.inspect_cmd, "attack": classify.attack_typographic,
+            "retrieval": retrieve.retrieval, "search": retrieve.search, "similar": retrieve.similar,
+            "cluster": retrieve.cluster, "embed": manage.embed}
+
+
+@pytest.mark.parametrize("name", sorted(cli_commands()))
+def test_every_flag_is_a_keyword_with_the_cli_default(name):
+    from cliplab.api._inputs import as_ints
+
+    cli = inspect.signature(cli_commands()[name]).parameters
+    api = inspect.signature(getattr(cliplab, name)).parameters
+    for flag, p in cli.items():
+        if flag in OUTPUT_FLAGS or (name, flag) == ("similar", "index"):
+            continue
+        key = RENAMED.get((name, flag), flag)
+        assert key in api, f"cliplab.{name} lacks {key!r} (cliplab {name} --{flag.replace('_', '-')})"
+        cli_default = getattr(p.default, "default", p.default)
+        api_default = api[key].default
+        if (name, flag) in SAME_DEFAULT or api_default is inspect.Parameter.empty:
+            continue
+        if flag in ("kshot", "ks"):
+            cli_default, api_default = as_ints(cli_default, flag), as_ints(api_default, flag)
+        assert api_default == cli_default, f"cliplab.{name}({key}={api_default!r}) vs --{flag} {cli_default!r}"
+    extra = set(api) - {RENAMED.get((name, f), f) for f in cli} - API_ONLY.get(name, set())
+    assert not extra, f"cliplab.{name} has keywords the CLI does not: {extra}"
