@@ -154,3 +154,13 @@ def test_own_plot_is_shown(executed):
     """A matplotlib figure of the user's own shows after cliplab results have drawn theirs."""
     nb, _ = executed
     assert_real_pngs(tagged(nb, "pca"))
+
+
+def test_api_reference_matches_the_code():
+    """docs/api.md's generated sections (signatures, keywords, defaults, result methods) are what the code has."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "docs" / "make_api.py"), "--check"], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
