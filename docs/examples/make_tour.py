@@ -122,7 +122,7 @@ speed does not.
     code("""
 import dataclasses
 
-# Both are named "tiny-shapes"; compare needs a distinct name for each row.
+# Both models are called "tiny-shapes": a second name tells their rows apart in the table and the store.
 torch_model = dataclasses.replace(cliplab.load_model("tiny-shapes", backend="torch"), name="tiny-shapes (torch)")
 cmp = cliplab.compare([torch_model, model], ["shapes:shape", "shapes:color"], limit=300)
 cmp
@@ -131,7 +131,8 @@ cmp
 ## Inspecting single images
 
 A few images drawn here; `inspect` ranks the classes of a dataset (`dataset=`, default `shapes`), your class names
-(`classes=`) or your own prompts (`prompts=`) for each.
+(`classes=`) or your own prompts (`prompts=`) for each. (The tiny model gets the shape right on about 58 % of
+`shapes` images, so expect some wrong answers.)
 """),
     code("""
 folder = Path("inspect-images")
@@ -241,7 +242,9 @@ store = Path("results")
 for result in (r, study, pr, cmp):
     result.save(store)
 rows = cliplab.read_results(store)
-rows[rows.metric == "acc1"].pivot_table(index=["task", "variant"], columns="dataset", values="value").round(3)
+print(f"{rows.run_id.nunique()} runs, {len(rows)} rows")
+(rows[(rows.task == "zeroshot_classification") & (rows.metric == "acc1")]
+ .pivot_table(index=["command", "model", "variant"], columns="dataset", values="value"))
 """),
     code("""
 import json
