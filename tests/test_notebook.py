@@ -34,7 +34,7 @@ ZEROSHOT_TEMPLATES = ["simple", "openai-cifar", "a photo of a small {}."]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PNG_URI = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow  # the tests that execute the notebook (1-2 minutes); the file checks are quick
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,7 @@ def test_notebook_is_stored_clean_and_generated_by_its_script():
         "tour.ipynb differs from what make_tour.py writes: python docs/examples/make_tour.py"
 
 
+@slow
 def test_no_cell_raised(executed):
     nb, _ = executed
     errors = [f"cell {i} ({c.source.splitlines()[0]!r}): {o.ename}: {o.evalue}\n" + ANSI.sub("", "\n".join(o.traceback))
@@ -119,6 +120,7 @@ def test_no_cell_raised(executed):
     assert all(c.execution_count for c in nb.cells if c.cell_type == "code")
 
 
+@slow
 def test_zeroshot_cell_shows_the_numbers_the_api_computes(executed):
     import cliplab
     from cliplab.results.result import pct
@@ -136,6 +138,7 @@ def test_zeroshot_cell_shows_the_numbers_the_api_computes(executed):
     assert shown_top1 == {html.escape(name): value for name, value in top1.items()}
 
 
+@slow
 def test_zeroshot_and_search_show_images(executed):
     nb, _ = executed
     assert_real_pngs(tagged(nb, "zeroshot"))  # the per-class accuracy / confusion figure
@@ -144,12 +147,14 @@ def test_zeroshot_and_search_show_images(executed):
     assert_real_pngs(search, at_least=3)  # one grid per query
 
 
+@slow
 def test_metrics_cell_has_the_acc1_row(executed):
     nb, _ = executed
     shown = result_html(tagged(nb, "metrics"))
     assert re.search(r"<td>acc1</td>", shown), shown[:600]
 
 
+@slow
 def test_own_plot_is_shown(executed):
     """A matplotlib figure of the user's own shows after cliplab results have drawn theirs."""
     nb, _ = executed
