@@ -13,7 +13,7 @@ from cliplab.errors import DatasetError
 
 
 
-@dataclass
+@dataclass(repr=False)
 class ImageDataset:
     """A dataset split as cliplab sees it.
 
@@ -39,6 +39,11 @@ class ImageDataset:
     @property
     def paths(self) -> list[str] | None:
         return list(self.source.paths) if isinstance(self.source, FileSource) else None
+
+    def __repr__(self) -> str:
+        classes = f", {len(self.classnames)} classes" if self.classnames else ""
+        captions = ", captioned" if getattr(self, "captions", None) else ""
+        return f"ImageDataset({self.name!r}, split={self.split!r}, {len(self)} images{classes}{captions})"
 
     def subset(self, indices: Sequence[int], tag: str) -> "ImageDataset":
         idx = np.asarray(indices, dtype=np.int64)

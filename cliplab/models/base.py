@@ -8,7 +8,7 @@ from typing import Any, Callable
 import torch
 
 
-@dataclass
+@dataclass(repr=False)
 class LoadedModel:
     model: torch.nn.Module
     preprocess: Callable  # PIL image -> CHW float tensor (the reference, PIL-based path)
@@ -96,6 +96,11 @@ class LoadedModel:
         with self.autocast():
             out = self.model.encode_text(tokens)
         return out.float().cpu()
+
+    def __repr__(self) -> str:
+        pre = f", pretrained={self.pretrained!r}" if self.pretrained else ""
+        return (f"LoadedModel({self.name!r}{pre}, backend={self.backend!r}, precision={self.precision!r}, "
+                f"device='{self.device}', embed_dim={self.embed_dim}, fingerprint={self.fingerprint!r})")
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import textwrap
 from pathlib import Path
 from typing import Sequence
@@ -14,8 +15,11 @@ from cliplab.io import atomic_path
 
 
 def _plt():
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt  # pyplot: only here, after the Agg backend is set
+    """pyplot, on the Agg backend (files only) unless a Jupyter kernel runs us: there the user's backend (inline)
+    stays, so their own plots keep showing; cliplab closes every figure it draws once written."""
+    if "ipykernel" not in sys.modules:
+        matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt  # pyplot: only here, after the backend is chosen
 
     return plt
 
