@@ -302,6 +302,9 @@ def inspect(model: Model, images: str | Path | Sequence[str | Path], *, classes:
     paths = image_paths([str(a) for a in given])
     prompt_list = (read_prompts(prompts) if isinstance(prompts, (str, Path)) else list(prompts)) if prompts else None
     names = (parse_classes(classes) if isinstance(classes, str) else list(classes)) if classes else None
+    for key, given in (("prompts", prompt_list), ("classes", names)):
+        if given is not None and len(given) < 2:  # one candidate would score 100 %, as the CLI refuses
+            raise ParameterError(key, given, "give at least two")
     ds = None
     if not names and not prompt_list:
         user_sets = template_sets(templates, [], ensemble=True) if templates else None

@@ -98,11 +98,11 @@ class Notebook:
     # ---- display ----
     def __repr__(self) -> str:
         console = Console(record=True, width=120, file=io.StringIO(), markup=False)
-        console.print(self.summary())
+        console.print(self.summary(), soft_wrap=True)  # one line, however long (the terminal wraps it)
         for item in self.tables():
             console.print(item if isinstance(item, str) else render(item))
         if self.failures:
-            console.print(self._failures_text())
+            console.print(self._failures_text(), soft_wrap=True)
         return console.export_text().rstrip()
 
     def _failures_text(self) -> str:

@@ -84,6 +84,8 @@ def error_cases(m, ds, f):
          ["queries is a file", "query=[...]"], []),
         ("search image missing", lambda: cliplab.search(m, ds, image="missing.png", **kw),
          ["image missing.png", "not found"], []),
+        ("inspect one class", lambda: cliplab.inspect(m, f["images"], classes=["red"], **kw),
+         ["classes ['red']: give at least two"], []),
         ("inspect image missing", lambda: cliplab.inspect(m, ["missing.png"], **kw), ["images missing.png"], []),
         ("similar query missing", lambda: cliplab.similar(m, ds, query="missing.png", **kw),
          ["query missing.png"], ["query_images"]),

@@ -147,6 +147,8 @@ def test_api_gives_the_cli_metric_rows(work, name, tmp_path):
     assert_same_rows(cli_rows[cli_rows.metric != "figure"], r.metrics)
     if has_record:
         assert strip(json.loads(r.to_json())) == strip(json.loads(record.read_text()))
+    # and every study shows itself: the summary and tables as text, and as HTML
+    assert repr(r).startswith(r.summary()) and "<table>" in r._repr_html_()
 
 
 def test_embed_gives_the_array_cliplab_embed_writes(work, tmp_path):
