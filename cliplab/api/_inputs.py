@@ -26,8 +26,28 @@ API_NAMES = {"template_sets": "templates", "rule": "target", "text_format": "tex
              "models_file": "models", "implementation": "kmeans", "out_dir": "output_dir"}
 
 
+# The CLI's bounds on numbers (typer's min/max of the same flags; tests/api checks that they agree): checked before
+# any work, as the CLI does, instead of a crash or a silently meaningless number later.
+BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "limit": (1, None), "train_limit": (1, None), "topk": (1, None), "k": (1, None), "seeds": (1, None),
+    "bootstrap": (100, None), "batch_size": (0, None), "workers": (0, None), "n_examples": (1, None),
+    "levels": (1, None), "gem_p": (1.0, None), "pca_dim": (1, None), "qe": (0, None), "per_cluster": (1, None),
+    "shard_batches": (1, None), "wd": (0.0, None), "val_fraction": (0.01, 1.0)}
+FUNCTION_BOUNDS = {("probe", "val_fraction"): (0.01, 0.9)}
+
+
 def api_name(param: str) -> str:
     return API_NAMES.get(param, param)
+
+
+def check_bounds(function: str, arguments: dict) -> None:
+    for key, value in arguments.items():
+        lo, hi = FUNCTION_BOUNDS.get((function, key), BOUNDS.get(key, (None, None)))
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue  # None (the default), or a list (cluster's k: checked by the study)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            where = (f"at least {lo}" if hi is None else f"between {lo} and {hi}")
+            raise ParameterError(key, value, f"must be {where}")
 
 
 def study(fn: F) -> F:
@@ -41,15 +61,19 @@ def study(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         quiet = bool(kwargs.get("quiet", False))
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            return fn(*args, **kwargs)  # Python's own message for a missing or unknown argument
+        bound.apply_defaults()
         with use(NotebookProgress(quiet=quiet)):
             try:
+                check_bounds(fn.__name__, bound.arguments)
                 out = fn(*args, **kwargs)
             except ParameterError as exc:
                 exc.args = (exc.render(api_name),)
                 raise
             if hasattr(out, "metric_rows"):
-                bound = signature.bind(*args, **kwargs)
-                bound.apply_defaults()
                 out.command, out.config = fn.__name__, _config(bound.arguments)
                 _report(out, quiet)
         return out

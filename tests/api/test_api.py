@@ -105,9 +105,16 @@ def error_cases(m, ds, f):
         ("probe train_split typo", lambda: cliplab.probe(m, "shapes:color", train_split="tset", **kw),
          ["train_split 'tset'"], []),
         ("probe train_limit", lambda: cliplab.probe(m, "shapes:color", train_limit=0, **kw),
-         ["train_limit must be positive"], []),
+         ["train_limit 0: must be at least 1"], []),
+        ("probe seeds", lambda: cliplab.probe(m, "shapes:color", seeds=0, **kw), ["seeds 0: must be at least 1"], []),
+        ("probe val_fraction", lambda: cliplab.probe(m, "shapes:color", val_fraction=0.95, **kw),
+         ["val_fraction 0.95: must be between 0.01 and 0.9"], []),
+        ("zeroshot topk", lambda: cliplab.zeroshot(m, ds, topk=0, **kw), ["topk 0: must be at least 1"], []),
+        ("cluster per_cluster", lambda: cliplab.cluster(m, ds, per_cluster=0, **kw),
+         ["per_cluster 0: must be at least 1"], []),
+        ("search k", lambda: cliplab.search(m, ds, "a red circle", k=0, **kw), ["k 0: must be at least 1"], []),
         ("compare train_limit", lambda: cliplab.compare("tiny-shapes", "shapes:color", probe=True, train_limit=0,
-                                                        **kw), ["train_limit must be positive"], []),
+                                                        **kw), ["train_limit 0: must be at least 1"], []),
         ("compare: models is the file", lambda: cliplab.compare(models=["tiny-shapes"], **kw),
          ["models is a file", "model=[...]"], []),
         ("compare probe of a loaded dataset", lambda: cliplab.compare(m, ds, probe=True, **kw),
@@ -115,7 +122,7 @@ def error_cases(m, ds, f):
         ("loaded model, other backend", lambda: cliplab.zeroshot(m, ds, backend="openvino", quiet=True),
          ["backend openvino", "already loaded"], []),
         ("device", lambda: cliplab.zeroshot("tiny-shapes", ds, device="tpu", quiet=True), ["device tpu"], []),
-        ("limit", lambda: cliplab.zeroshot(m, "shapes:color", limit=0, **kw), ["limit must be positive"], []),
+        ("limit", lambda: cliplab.zeroshot(m, "shapes:color", limit=0, **kw), ["limit 0: must be at least 1"], []),
         ("dataset", lambda: cliplab.zeroshot(m, "no-such-dataset", **kw), ["dataset 'no-such-dataset'"], []),
         ("retrieval ks", lambda: cliplab.retrieval(m, ks="1,x", **kw), ["ks '1,x'"], []),
     ]
@@ -401,3 +408,29 @@ def test_every_flag_is_a_keyword_with_the_cli_default(name):
         assert api_default == cli_default, f"cliplab.{name}({key}={api_default!r}) vs --{flag} {cli_default!r}"
     extra = set(api) - {RENAMED.get((name, f), f) for f in cli} - API_ONLY.get(name, set())
     assert not extra, f"cliplab.{name} has keywords the CLI does not: {extra}"
+
+
+def typer_option(fn, name: str):
+    """The typer option declaring a parameter of a CLI command (its default, or the Annotated alias's metadata)."""
+    import typing
+
+    from typer.models import OptionInfo
+
+    default = inspect.signature(fn).parameters[name].default
+    if isinstance(default, OptionInfo):
+        return default
+    hint = typing.get_type_hints(fn, include_extras=True)[name]
+    return next((m for m in getattr(hint, "__metadata__", ()) if isinstance(m, OptionInfo)), None)
+
+
+@pytest.mark.parametrize("name", sorted(cli_commands()))
+def test_the_api_checks_the_cli_bounds(name):
+    from cliplab.api._inputs import BOUNDS, FUNCTION_BOUNDS
+
+    command = cli_commands()[name]
+    for flag in inspect.signature(command).parameters:
+        option = typer_option(command, flag)
+        if option is None or (option.min is None and option.max is None):
+            continue
+        key = RENAMED.get((name, flag), flag)
+        assert FUNCTION_BOUNDS.get((name, key), BOUNDS.get(key)) == (option.min, option.max), (name, key)
