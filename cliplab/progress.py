@@ -82,11 +82,17 @@ class ConsoleProgress(Progress):
         self.out.print(f"[yellow]warning: {escape(message)}[/yellow]", highlight=False)
 
 
-_current: contextvars.ContextVar[Progress] = contextvars.ContextVar("cliplab_progress", default=ConsoleProgress())
+_DEFAULT = ConsoleProgress()
+_current: contextvars.ContextVar[Progress] = contextvars.ContextVar("cliplab_progress", default=_DEFAULT)
 
 
 def current() -> Progress:
     return _current.get()
+
+
+def installed() -> bool:
+    """Whether a caller chose where progress goes (``with use(...)``), rather than the default."""
+    return _current.get() is not _DEFAULT
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from cliplab.data import ImageDataset, SplitError, limit_dataset, load_dataset a
 from cliplab.errors import DatasetParameterError, ModelParameterError, ParameterError
 from cliplab.models import LoadedModel, load_model as _load_model
 from cliplab.models.specs import ModelSpec, model_specs
-from cliplab.progress import NotebookProgress, note, use, warn
+from cliplab.progress import NotebookProgress, current, installed, note, use, warn
 from cliplab.prompts import TemplateSet, resolve_all
 from cliplab.train.tiny import DEFAULT_MODEL, ensure_tiny_model
 
@@ -52,7 +52,8 @@ def check_bounds(function: str, arguments: dict) -> None:
 
 def study(fn: F) -> F:
     """An API entry point: bars through ``tqdm.auto`` (none with ``quiet=True``), notes on stderr (none with
-    ``quiet=True``), warnings through :mod:`warnings` (always), and :class:`~cliplab.errors.ParameterError`
+    ``quiet=True``), warnings through :mod:`warnings` (always) -- unless the caller installed its own progress with
+    :func:`cliplab.progress.use`, which then gets them --, and :class:`~cliplab.errors.ParameterError`
     messages naming this function's keywords. A study result remembers the call (``command``: the function's name,
     as the CLI's command; ``config``: its arguments, defaults included), which ``save`` and ``to_json`` record as
     the CLI does; its notes are printed and its skipped inputs warned about, as the CLI does."""
@@ -66,7 +67,8 @@ def study(fn: F) -> F:
         except TypeError:
             return fn(*args, **kwargs)  # Python's own message for a missing or unknown argument
         bound.apply_defaults()
-        with use(NotebookProgress(quiet=quiet)):
+        # a progress the caller installed (e.g. a web app's, with cliplab.progress.use) is kept; else tqdm bars
+        with use(current() if installed() else NotebookProgress(quiet=quiet)):
             try:
                 check_bounds(fn.__name__, bound.arguments)
                 out = fn(*args, **kwargs)

@@ -194,6 +194,38 @@ def test_notebook_progress_warns_through_warnings():
             warn("x")
 
 
+def test_a_progress_the_caller_installed_gets_the_bars_notes_and_warnings(model, color, files, cache, capfd):
+    import contextlib
+
+    from cliplab.progress import Bar, Progress
+
+    class Recording(Progress):
+        def __init__(self):
+            self.bars, self.notes, self.warnings = [], [], []
+
+        @contextlib.contextmanager
+        def bar(self, total, description, unit="img"):
+            self.bars.append(description)
+            yield Bar()
+
+        def note(self, message):
+            self.notes.append(message)
+
+        def warn(self, message):
+            self.warnings.append(message)
+
+    capfd.readouterr()
+    rec = Recording()
+    with use(rec), warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing goes through Python's warnings
+        cliplab.zeroshot(model, color, cache_dir=cache, no_cache=True)
+        cliplab.similar(model, color, pca_dim=8, cache_dir=cache)
+        cliplab.embed(model, files["broken"], cache_dir=cache)
+    assert "embedding images" in rec.bars and any("PCA-whitening" in n for n in rec.notes)
+    assert any("could not be read" in w for w in rec.warnings)
+    assert capfd.readouterr() == ("", "")
+
+
 # ---- display ----
 
 def test_repr_holds_the_summary_and_the_numbers(zs):
