@@ -147,7 +147,13 @@ def test_api_gives_the_cli_metric_rows(work, name, tmp_path):
     assert_same_rows(cli_rows[cli_rows.metric != "figure"], r.metrics)
     if has_record:
         assert strip(json.loads(r.to_json())) == strip(json.loads(record.read_text()))
-    # and every study shows itself: the summary and tables as text, and as HTML
+    # its own store holds the same rows, under the function's name as the command
+    r.save(tmp_path / "api-store", format="jsonl")
+    saved = cliplab.read_results(tmp_path / "api-store")
+    assert_same_rows(cli_rows[cli_rows.metric != "figure"], saved)
+    assert set(saved.command) == {r.command} == {args[0]}
+    # and every study exports and shows itself: JSON, the summary and tables as text, and as HTML
+    assert json.loads(r.to_json())["config"] == r.config
     assert repr(r).startswith(r.summary()) and "<table>" in r._repr_html_()
 
 
