@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from cliplab.io import write_json_atomic
+from cliplab.io import _json_default, write_text_atomic
 from cliplab.report.plots import _plt, compact_png
 from cliplab.report.tables import render
 from cliplab.results.exports import provenance, write_table
@@ -39,6 +39,14 @@ def _figure_uri(fig) -> str:
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     _plt().close(fig)
     return _png_uri(buf.getvalue())
+
+
+def _json_value(obj):
+    """As the CLI's JSON files write it (numpy numbers as numbers, arrays as lists, paths as text); else as text."""
+    try:
+        return _json_default(obj)
+    except TypeError:
+        return str(obj)
 
 
 def _table_html(table) -> str:
@@ -66,9 +74,10 @@ class Notebook:
         and provenance); written atomically to ``path`` when given. Returns the JSON text."""
         doc = {**self.record(), "models": [asdict(m) for m in self.models], "config": config or self._config(),
                **provenance()}
+        text = json.dumps(doc, indent=2, default=_json_value) + "\n"  # the text written is the text returned
         if path is not None:
-            write_json_atomic(Path(path), doc)
-        return json.dumps(doc, indent=1, default=str)
+            write_text_atomic(Path(path), text)
+        return text
 
     def to_parquet(self, path: str | Path) -> Path:
         """The metric rows as a parquet file (atomically; ``.parquet`` is added to a name without it). Returns the

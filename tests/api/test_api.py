@@ -273,6 +273,15 @@ def test_to_json_is_the_record_with_models_config_and_provenance(zs, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["metrics"] == doc["metrics"]
 
 
+def test_to_json_writes_numpy_values_as_the_cli_does(zs, tmp_path, monkeypatch):
+    monkeypatch.setattr(type(zs), "record", lambda self: {"n": np.int64(3), "acc": np.float32(0.5),
+                                                         "per_class": np.arange(3), "path": tmp_path})
+    text = zs.to_json(tmp_path / "r.json")
+    doc = json.loads(text)
+    assert (doc["n"], doc["acc"], doc["per_class"], doc["path"]) == (3, 0.5, [0, 1, 2], str(tmp_path))
+    assert (tmp_path / "r.json").read_text() == text
+
+
 def test_to_parquet_round_trips_the_metrics(zs, tmp_path):
     for name in ("m.parquet", "m"):
         path = zs.to_parquet(tmp_path / name)
