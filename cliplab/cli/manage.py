@@ -8,7 +8,7 @@ import typer
 
 from cliplab.cli.options import (BackendOpt, BatchOpt, CacheDirOpt, DataRootOpt, DatasetOpt, DeviceOpt, LimitOpt, ModelOpt,
                                  NoCacheOpt, PipelineOpt, PrecisionOpt, PretrainedOpt, QuietOpt, SplitOpt, WorkersOpt,
-                                 check_output, handle_errors)
+                                 check_device, check_output, handle_errors)
 from cliplab.cli.session import finish, load_inputs, load_train_set, report_failures, stdout
 from cliplab.errors import CliplabError
 from cliplab.progress import note
@@ -175,6 +175,7 @@ def demo(
                                     "store, figures and report.html: a new folder, or one an earlier demo created "
                                     "(marked by a .cliplab-demo file; its results are replaced)."),
     no_report: bool = typer.Option(False, "--no-report", help="only the zero-shot tables."),
+    backend: BackendOpt = "auto",
 ):
     """Offline demo: the shipped tiny CLIP (tiny-shapes) on `shapes`: every study, then the HTML report.
 
@@ -189,12 +190,14 @@ def demo(
     from cliplab.train.tiny import DEFAULT_MODEL, ensure_tiny_model
 
     check_output(output_dir, "--output-dir", folder=True)
+    check_device(None, None, backend)
     out_dir = prepare_demo_dir(output_dir)
     ensure_tiny_model(cache_dir, quiet=quiet)
     results, figures = out_dir / "results", out_dir / "figures"
     if results.exists():
         shutil.rmtree(results)  # the demo's own folder (marker checked): the report shows this run only
-    for step in demo_steps(load_model(DEFAULT_MODEL, cache_dir=cache_dir), cache_dir, quiet, zeroshot_only=no_report):
+    model = load_model(DEFAULT_MODEL, cache_dir=cache_dir, backend=backend)
+    for step in demo_steps(model, cache_dir, quiet, zeroshot_only=no_report):
         note(f"{step.title}: done", quiet)
         for result in step.results:
             finish(result, command=step.command, config=step.config, quiet=True, show=step.show,

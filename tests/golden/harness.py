@@ -108,7 +108,7 @@ def commands(work: Path) -> dict[str, dict]:
         store = None if name == "embed" else w / f"store-{name}"
         args = [str(a) for a in args] + (["--results", str(store)] if store else [])
         out[name] = {"args": args + COMMON, "files": {k: w / v for k, v in files.items()}, "store": store}
-    out["demo"] = {"args": ["demo", "--output-dir", str(w / "demo"), "--quiet"], "files": {},
+    out["demo"] = {"args": ["demo", "--output-dir", str(w / "demo"), "--backend", "torch", "--quiet"], "files": {},
                    "store": w / "demo" / "results"}
     return out
 

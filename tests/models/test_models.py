@@ -115,11 +115,11 @@ def test_channels_last_and_compile_give_the_same_embeddings(trained_cache):
     from cliplab.embed.engine import auto_batch_size
     from cliplab.models import load_model
 
-    ref = load_model("tiny-shapes", cache_dir=trained_cache, channels_last=False)
+    ref = load_model("tiny-shapes", cache_dir=trained_cache, channels_last=False, backend="torch")
     assert ref.conv_tower and not ref.channels_last
     x = torch.rand(4, 3, 64, 64)
     base = ref.encode_images(x).numpy()
-    cl = load_model("tiny-shapes", cache_dir=trained_cache)
+    cl = load_model("tiny-shapes", cache_dir=trained_cache, backend="torch")  # PyTorch's execution options
     assert cl.channels_last and cl.fingerprint == ref.fingerprint  # the default for a conv tower
     np.testing.assert_allclose(cl.encode_images(x).numpy(), base, rtol=1e-4, atol=1e-5)
     assert auto_batch_size(ref) == 64  # no GPU: the CPU default
