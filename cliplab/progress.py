@@ -9,6 +9,7 @@ never its warnings.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import contextvars
 import sys
 import warnings
@@ -151,7 +152,10 @@ class NotebookProgress(Progress):
         if self.quiet:
             yield Bar()
             return
-        from tqdm.auto import tqdm  # only here: the CLI and `import cliplab` never need it
+        if importlib.util.find_spec("ipywidgets") is not None:  # widgets in Jupyter; else tqdm.auto would warn
+            from tqdm.auto import tqdm  # only here: the CLI and `import cliplab` never need it
+        else:
+            from tqdm import tqdm
 
         with tqdm(total=total, desc=description, unit=f" {unit}", leave=False, file=sys.stderr) as bar:
             yield _TqdmBar(bar)

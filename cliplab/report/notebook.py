@@ -106,7 +106,9 @@ class Notebook:
 
     # ---- display ----
     def __repr__(self) -> str:
-        console = Console(record=True, width=120, file=io.StringIO(), markup=False)
+        # force_jupyter=False: in a kernel rich would display the text itself (Jupyter then showed it twice
+        # above the HTML); this only builds the string
+        console = Console(record=True, width=120, file=io.StringIO(), markup=False, force_jupyter=False)
         console.print(self.summary(), soft_wrap=True)  # one line, however long (the terminal wraps it)
         for item in self.tables():
             console.print(item if isinstance(item, str) else render(item))
