@@ -73,8 +73,9 @@ def _collate(items):
 
 
 def default_workers(n_items: int, batch_size: int, backend: str = "torch", cores: int | None = None) -> int:
-    """DataLoader worker processes for decoding. On 2 cores with the OpenVINO tower, none: the tower keeps both cores
-    busy, so workers only take cores from it (measured in docs/benchmarks.md, "decoding and the tower")."""
+    """DataLoader worker processes for decoding. On 2 cores with the OpenVINO tower, none: decoding is a small share
+    of the pass and workers gained nothing consistent there (docs/benchmarks.md, "decoding and the tower"), while
+    each costs a process start; elsewhere up to 4."""
     cores = cores or os.cpu_count() or 1
     if n_items < 2 * batch_size or (backend == "openvino" and cores <= 2):
         return 0
