@@ -17,6 +17,8 @@ from cliplab.prompts import TemplateSet, resolve_all
 from cliplab.train.tiny import DEFAULT_MODEL, ensure_tiny_model
 
 F = TypeVar("F", bound=Callable)
+Model = LoadedModel | str  # what a study takes as its model: a loaded one or a name
+Data = ImageDataset | str | Path  # and as its dataset: a loaded one or a spec
 
 # Library parameters whose API keyword has another name (the CLI spells them as flags: cli/options.FLAGS). The API
 # keywords are the CLI's flags with underscores: --target, --text, --select-split, --descriptor, --gt, --query,
@@ -164,6 +166,14 @@ def check_model_options(device=None, precision=None, backend="auto") -> None:
 
     dev = resolve_device(device)
     resolve_precision(precision, dev, resolve_backend(backend, dev))
+
+
+def model_for(model, pretrained, device, precision, backend, cache_dir, quiet) -> LoadedModel:
+    """A study's model: a loaded one as it is (its options must then be left out), else loaded with them."""
+    if not isinstance(model, LoadedModel):
+        check_model_options(device, precision, backend)
+    return as_model(model, pretrained, device=device, precision=precision, backend=backend, cache_dir=cache_dir,
+                    quiet=quiet)
 
 
 def as_dataset(data: ImageDataset | str | Path, *, split: str | None = None, data_root: str | None = None,

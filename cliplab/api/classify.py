@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from cliplab.api._inputs import (as_dataset, as_ints, as_list, as_model, as_specs, check_model_options, other_split,
+from cliplab.api._inputs import (Data, Model, model_for as _model, as_dataset, as_ints, as_list, as_model, as_specs, check_model_options, other_split,
                                  study, template_sets)
 from cliplab.attacks import TypographicParams
 from cliplab.data import ImageDataset
@@ -24,15 +24,6 @@ from cliplab.studies.prompts import PromptStudy, run_prompt_study
 from cliplab.studies.zeroshot import ZeroShotRun, run_zeroshot
 from cliplab.train.tiny import DEFAULT_MODEL, ensure_tiny_model
 
-Model = LoadedModel | str
-Data = ImageDataset | str | Path
-
-
-def _model(model, pretrained, device, precision, backend, cache_dir, quiet) -> LoadedModel:
-    if not isinstance(model, LoadedModel):
-        check_model_options(device, precision, backend)
-    return as_model(model, pretrained, device=device, precision=precision, backend=backend, cache_dir=cache_dir,
-                    quiet=quiet)
 
 
 @study

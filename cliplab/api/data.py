@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from cliplab.api._inputs import as_dataset, as_model, check_model_options, study
+from cliplab.api._inputs import Data, Model, as_dataset, as_model, check_model_options, study
 from cliplab.data import ImageDataset
 from cliplab.embed import embed_images
 from cliplab.errors import DatasetParameterError, ModelParameterError
@@ -16,8 +16,6 @@ from cliplab.embed.texts import embed_texts as _embed_texts
 from cliplab.models import LoadedModel
 from cliplab.results.exports import embedding_frame
 
-Model = LoadedModel | str
-Data = ImageDataset | str | Path
 
 
 @study

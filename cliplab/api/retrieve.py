@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from cliplab.api._inputs import (as_dataset, as_ints, as_list, as_model, as_specs, check_model_options, study)
+from cliplab.api._inputs import (Data, Model, model_for as _model, as_dataset, as_ints, as_list, as_model, as_specs, check_model_options, study)
 from cliplab.data import ImageDataset
 from cliplab.embed.descriptors import DescriptorSpec
 from cliplab.errors import ParameterError
@@ -20,15 +20,6 @@ from cliplab.studies.cluster import ClusterRun, run_cluster
 from cliplab.studies.image_retrieval import SimilarRun, run_similar
 from cliplab.studies.search import SearchRun, build_queries, run_search
 
-Model = LoadedModel | str
-Data = ImageDataset | str | Path
-
-
-def _model(model, pretrained, device, precision, backend, cache_dir, quiet) -> LoadedModel:
-    if not isinstance(model, LoadedModel):
-        check_model_options(device, precision, backend)
-    return as_model(model, pretrained, device=device, precision=precision, backend=backend, cache_dir=cache_dir,
-                    quiet=quiet)
 
 
 @study
