@@ -1,14 +1,29 @@
 """Every command's outputs on the shapes data equal the golden files written before the architecture refactor
 (tests/golden/: what they hold and leave out is in harness.py; key renames, if any, are in harness.RENAMES)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from golden import harness
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory, trained_cache):
+def outputs(tmp_path_factory):
+    """The commands run as make_golden.py ran them: from an empty cache of their own, in a process of their own.
+    Regression: they shared the session's cache, so embeddings other tests had cached (tests/api) were read back,
+    and the probes' L-BFGS iteration counts moved in the last bits (CI failed on probe and demo)."""
     work = tmp_path_factory.mktemp("golden-work")
-    return harness.run(work, trained_cache)
+    trained_cache = tmp_path_factory.mktemp("golden-cache")
+    out = work / "outputs.json"
+    code = ("import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from golden import harness; "
+            "Path(sys.argv[4]).write_text(json.dumps(harness.run(Path(sys.argv[2]), Path(sys.argv[3]))))")
+    proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parents[1]), str(work),
+                           str(trained_cache), str(out)], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
 
 
 @pytest.mark.slow
