@@ -10,7 +10,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 from cliplab.data import ImageDataset, SplitError, limit_dataset, load_dataset as _load_dataset
 from cliplab.errors import DatasetParameterError, ModelParameterError, ParameterError
-from cliplab.models import LoadedModel, load_model as _load_model
+from cliplab.models import LoadedModel, check_options, load_model as _load_model
 from cliplab.models.specs import ModelSpec, model_specs
 from cliplab.progress import NotebookProgress, current, installed, note, use, warn
 from cliplab.prompts import TemplateSet, resolve_all
@@ -73,6 +73,7 @@ def study(fn: F) -> F:
         with use(current() if installed() else NotebookProgress(quiet=quiet)):
             try:
                 check_bounds(fn.__name__, bound.arguments)
+                check_model_options(bound.arguments)
                 out = fn(*args, **kwargs)
             except ParameterError as exc:
                 exc.args = (exc.render(api_name),)
@@ -160,18 +161,21 @@ def _check_loaded(m: LoadedModel, **given) -> None:
                                       f"it with cliplab.load_model(..., {key}={value!r}) to use that", quote=False)
 
 
-def check_model_options(device=None, precision=None, backend="auto") -> None:
-    """Device, precision and backend checked before anything is loaded (as the CLI does)."""
-    from cliplab.models import resolve_backend, resolve_device, resolve_precision
-
-    dev = resolve_device(device)
-    resolve_precision(precision, dev, resolve_backend(backend, dev))
+def check_model_options(arguments: dict) -> None:
+    """A call's ``device``, ``precision`` and ``backend``, checked before any work (as the CLI does), when it will
+    load a model: a name in ``model`` (one or a list; none means the default name) or a ``models`` file. With loaded
+    models only, :func:`as_model` checks that they match instead."""
+    if not {"device", "precision", "backend"} <= arguments.keys():
+        return
+    given = arguments.get("model")
+    items = given if isinstance(given, (list, tuple)) else [given]
+    if arguments.get("models") is None and items and all(isinstance(m, LoadedModel) for m in items):
+        return
+    check_options(arguments["device"], arguments["precision"], arguments["backend"])
 
 
 def model_for(model, pretrained, device, precision, backend, cache_dir, quiet) -> LoadedModel:
     """A study's model: a loaded one as it is (its options must then be left out), else loaded with them."""
-    if not isinstance(model, LoadedModel):
-        check_model_options(device, precision, backend)
     return as_model(model, pretrained, device=device, precision=precision, backend=backend, cache_dir=cache_dir,
                     quiet=quiet)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from cliplab.api._inputs import (Data, Model, model_for as _model, as_dataset, as_ints, as_list, as_model, as_specs, check_model_options, other_split,
+from cliplab.api._inputs import (Data, Model, model_for as _model, as_dataset, as_ints, as_list, as_model, as_specs, other_split,
                                  study, template_sets)
 from cliplab.attacks import TypographicParams
 from cliplab.data import ImageDataset
@@ -235,8 +235,6 @@ def compare(model: Model | ModelSpec | Sequence[Model | ModelSpec] | None = None
     specs = as_specs(items or ([] if models is not None else [DEFAULT_MODEL]), pretrained, models)
     if templates:
         template_sets(templates, [], ensemble=True)
-    if any(not isinstance(s, LoadedModel) for s in specs):
-        check_model_options(device, precision, backend)
     for s in specs:
         if isinstance(s, LoadedModel):
             as_model(s, device=device, precision=precision, backend=backend)

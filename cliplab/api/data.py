@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from cliplab.api._inputs import Data, Model, as_dataset, as_model, check_model_options, study
+from cliplab.api._inputs import Data, Model, as_dataset, as_model, study
 from cliplab.data import ImageDataset
 from cliplab.embed import embed_images
 from cliplab.errors import DatasetParameterError, ModelParameterError
@@ -57,7 +57,6 @@ def load_model(model: str = "tiny-shapes", pretrained: str | None = None, *, dev
     if isinstance(model, LoadedModel):
         raise ModelParameterError("model", model.name, "is already loaded; pass it to the study functions as it is",
                                   quote=False)
-    check_model_options(device, precision, backend)
     return as_model(model, pretrained, device=device, precision=precision, backend=backend, cache_dir=cache_dir,
                     quiet=quiet, channels_last=channels_last, compile=compile, force_quick_gelu=force_quick_gelu)
 
@@ -135,9 +134,7 @@ def embed(model: Model = "tiny-shapes", dataset: Data = "shapes", *, frame: bool
     (100, 64)
     """
     options = {"compile": compile, "channels_last": channels_last} if compile or channels_last is not None else {}
-    if not isinstance(model, LoadedModel):
-        check_model_options(device, precision, backend)
-    elif options:
+    if isinstance(model, LoadedModel) and options:
         raise ModelParameterError("compile", None, "{p:compile} and {p:channels_last} are for loading a model, and "
                                   "{p:model} is already loaded", prefix=False)
     ds = as_dataset(dataset, split=split, data_root=data_root, limit=limit, cache_dir=cache_dir)
@@ -171,8 +168,6 @@ def embed_texts(model: Model, texts: str | Sequence[str], *, normalize: bool = F
     --------
     >>> T = cliplab.embed_texts("tiny-shapes", ["a red circle", "a blue square"], normalize=True)
     """
-    if not isinstance(model, LoadedModel):
-        check_model_options(device, precision, backend)
     m = as_model(model, pretrained, device=device, precision=precision, backend=backend, cache_dir=cache_dir,
                  quiet=quiet)
     T = _embed_texts(m, [texts] if isinstance(texts, str) else list(texts), cache_dir, quiet=quiet)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from cliplab.api._inputs import (Data, Model, model_for as _model, as_dataset, as_ints, as_list, as_model, as_specs, check_model_options, study)
+from cliplab.api._inputs import (Data, Model, model_for as _model, as_dataset, as_ints, as_list, as_model, as_specs, study)
 from cliplab.data import ImageDataset
 from cliplab.embed.descriptors import DescriptorSpec
 from cliplab.errors import ParameterError
@@ -108,8 +108,6 @@ def search(model: Model | Sequence[Model] = "tiny-shapes", dataset: Data = "shap
                              "queries themselves as {p:query}=[...]", prefix=False)
     qs = build_queries(as_list(query, (str,)), queries, as_list(image, (str, Path)), plus, minus)
     specs = as_specs(as_list(model, (str, Path, LoadedModel, ModelSpec)) or ["tiny-shapes"], pretrained, None)
-    if any(not isinstance(s, LoadedModel) for s in specs):
-        check_model_options(device, precision, backend)
     ds = as_dataset(dataset, split=split, data_root=data_root, limit=limit, cache_dir=cache_dir)
     loaded = [as_model(s, device=device, precision=precision, backend=backend) if isinstance(s, LoadedModel) else
               as_model(s.model, s.pretrained, device=device, precision=precision, backend=backend,
@@ -164,8 +162,6 @@ def similar(model: Model = "tiny-shapes", dataset: Data = "shapes", *, descripto
     for q in queries:
         if not q.is_file():
             raise ParameterError("query", str(q), "file not found", quote=False)
-    if not isinstance(model, LoadedModel):
-        check_model_options(device, precision, backend)
     ds = as_dataset(dataset, split=split, data_root=data_root, limit=limit, cache_dir=cache_dir)
     fit = as_dataset(pca_fit, data_root=None if isinstance(pca_fit, ImageDataset) else data_root,
                      cache_dir=cache_dir, names={"dataset": "pca_fit"}) if pca_fit is not None else None
@@ -209,8 +205,6 @@ def cluster(model: Model = "tiny-shapes", dataset: Data = "shapes", *, k: str | 
     if kmeans not in ("sklearn", "faiss"):
         raise ParameterError("kmeans", kmeans, "choose sklearn or faiss")
     ks = as_ints(k, "k") if k else None
-    if not isinstance(model, LoadedModel):
-        check_model_options(device, precision, backend)
     ds = as_dataset(dataset, split=split, data_root=data_root, limit=limit, cache_dir=cache_dir)
     m = _model(model, pretrained, device, precision, backend, cache_dir, quiet)
     return run_cluster(m, ds, cache_dir, ks=ks, pca_dim=pca_dim, implementation=kmeans, seed=seed,

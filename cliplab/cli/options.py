@@ -145,10 +145,9 @@ def check_templates(templates) -> None:
 
 def check_device(device: Optional[str], precision: Optional[str], backend: Optional[str] = "auto") -> None:
     """Device, backend and precision are checked before any data is loaded or model trained."""
-    from cliplab.models import resolve_backend, resolve_device, resolve_precision
+    from cliplab.models import check_options  # heavy (torch): only when a command runs
 
-    dev = resolve_device(device)
-    resolve_precision(precision, dev, resolve_backend(backend, dev))
+    check_options(device, precision, backend)
 
 
 def parse_ints(value: str, option: str) -> list[int]:

@@ -67,6 +67,12 @@ def resolve_precision(precision: str | None, dev: torch.device, backend: str = "
     return precision
 
 
+def check_options(device: str | torch.device | None, precision: str | None, backend: str | None = "auto") -> None:
+    """Device, backend and precision checked without loading anything (callers check them before slow work)."""
+    dev = resolve_device(device)
+    resolve_precision(precision, dev, resolve_backend(backend, dev))
+
+
 def load_model(model: str, pretrained: str | None = None, device: str | torch.device | None = None,
                precision: str | None = None, cache_dir: str | Path | None = None,
                force_quick_gelu: bool | None = None, channels_last: bool | None = None,
@@ -129,4 +135,4 @@ def load_model(model: str, pretrained: str | None = None, device: str | torch.de
     return loaded
 
 
-__all__ = ["load_model", "LoadedModel", "resolve_backend", "resolve_device", "resolve_precision", "PRECISIONS"]
+__all__ = ["load_model", "LoadedModel", "check_options", "resolve_backend", "resolve_device", "resolve_precision", "PRECISIONS"]
