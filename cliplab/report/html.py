@@ -16,7 +16,7 @@ from PIL import Image
 
 from cliplab.errors import CliplabError, ParameterError
 from cliplab.io import write_json_atomic, write_text_atomic
-from cliplab.report.plots import _plt, compact_png
+from cliplab.report.plots import compact_png, figure_data_uri
 from cliplab.results.exports import provenance, write_table
 from cliplab.results.store import COLUMNS
 from cliplab.studies import report_sections
@@ -43,13 +43,6 @@ def format_value(metric: str, value) -> str:
 
 
 MAX_IMAGE_WIDTH = 1200  # the page is 1200 px wide: embedded images are downscaled to this and palette-encoded
-
-
-def _data_uri_png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return "data:image/png;base64," + base64.b64encode(compact_png(buf.getvalue(), MAX_IMAGE_WIDTH)).decode()
 
 
 def _file_uri(path: str) -> str | None:
@@ -260,7 +253,7 @@ def build_report(df: pd.DataFrame, out: str | Path, *, title: str = "cliplab rep
             write_json_atomic(cb_dir / f"{safe}.json", rec)
         links = {"CSV (all rows)": out.with_suffix(".csv").name, "Parquet (all rows)": out.with_suffix(".parquet").name,
                  "CLIP_benchmark JSON files": cb_dir.name + "/"}
-    figures = [Figure(f.title, _data_uri_png(f.figure), f.caption) for s in sections() if s.figures
+    figures = [Figure(f.title, figure_data_uri(f.figure, MAX_IMAGE_WIDTH, dpi=110), f.caption) for s in sections() if s.figures
                for f in s.figures(df)]
     env = jinja2.Environment(loader=jinja2.PackageLoader("cliplab.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))

@@ -7,7 +7,6 @@ Every study result class mixes in :class:`Notebook`; it needs nothing but the st
 """
 from __future__ import annotations
 
-import base64
 import html
 import io
 import json
@@ -19,7 +18,7 @@ import pandas as pd
 from rich.console import Console
 
 from cliplab.io import _json_default, write_text_atomic
-from cliplab.report.plots import _plt, compact_png
+from cliplab.report.plots import figure_data_uri, png_data_uri
 from cliplab.report.tables import render
 from cliplab.results.exports import provenance, write_table
 from cliplab.errors import ParameterError
@@ -28,17 +27,6 @@ from cliplab.studies import report_sections
 
 MAX_FIGURE_FILES = 12  # image files shown inline per figure that writes a folder of them (e.g. one per image)
 THUMB_WIDTH = 900  # px: inline figures are downscaled to this and palette-encoded
-
-
-def _png_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(compact_png(data, THUMB_WIDTH)).decode()
-
-
-def _figure_uri(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    _plt().close(fig)
-    return _png_uri(buf.getvalue())
 
 
 def _json_value(obj):
@@ -138,7 +126,7 @@ class Notebook:
         for item in self.tables():
             parts.append(f"<pre>{html.escape(item)}</pre>" if isinstance(item, str) else _table_html(item))
         for title, fig in self.figures():
-            parts.append(f"<figure><img src='{_figure_uri(fig)}' style='max-width:100%'/>"
+            parts.append(f"<figure><img src='{figure_data_uri(fig, THUMB_WIDTH, dpi=100)}' style='max-width:100%'/>"
                          f"<figcaption>{html.escape(title)}</figcaption></figure>")
         parts += self._artifact_figures_html()
         if self.failures:
@@ -158,7 +146,7 @@ class Notebook:
                 drawn = obj.write(target, limit=MAX_FIGURE_FILES + 1) if many else obj.write(target)
                 written = [(Path(p), c) for p, c in drawn if Path(p).suffix.lower() == ".png"]
                 for p, caption in written[:MAX_FIGURE_FILES]:
-                    out.append(f"<figure><img src='{_png_uri(p.read_bytes())}' style='max-width:100%'/>"
+                    out.append(f"<figure><img src='{png_data_uri(p.read_bytes(), THUMB_WIDTH)}' style='max-width:100%'/>"
                                f"<figcaption>{html.escape(caption or obj.caption)}</figcaption></figure>")
                 if len(written) > MAX_FIGURE_FILES:
                     out.append(f"<p>… the first {MAX_FIGURE_FILES} {html.escape(name)} shown; all of them: "

@@ -1,6 +1,7 @@
 """Figures for people (matplotlib, no display needed). Every function writes PNG and/or SVG files atomically."""
 from __future__ import annotations
 
+import base64
 import io
 import sys
 import textwrap
@@ -61,6 +62,19 @@ def compact_png(data: bytes, max_width: int | None = None) -> bytes:
         buf = io.BytesIO()
         small.save(buf, format="PNG", optimize=True)
     return buf.getvalue() if resized or len(buf.getvalue()) < len(data) else data
+
+
+def png_data_uri(data: bytes, max_width: int) -> str:
+    """PNG bytes as a data URI, downscaled to ``max_width`` and palette-encoded (``compact_png``)."""
+    return "data:image/png;base64," + base64.b64encode(compact_png(data, max_width)).decode()
+
+
+def figure_data_uri(fig, max_width: int, dpi: int) -> str:
+    """A matplotlib figure as a PNG data URI (see ``png_data_uri``); the figure is closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    _plt().close(fig)
+    return png_data_uri(buf.getvalue(), max_width)
 
 
 def thumbnail(image, max_side: int = THUMB_PX):
