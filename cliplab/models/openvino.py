@@ -1,5 +1,6 @@
-"""The OpenVINO backend for the CPU: both towers of a loaded model exported with ``torch.export``, converted with
-OpenVINO and compiled for the CPU; the converted models are cached on disk, so only the first run converts.
+"""The OpenVINO backend for the CPU: each tower of a loaded model traced (``torch.export`` when tracing fails),
+converted with OpenVINO, checked against PyTorch and compiled for the CPU on first use; the converted models are
+cached on disk, so only the first run converts.
 
 Only inference goes through OpenVINO (``LoadedModel.encode_images`` / ``encode_texts``). Anything that needs the
 PyTorch modules (gradients, training, forward hooks for MAC/R-MAC/GeM descriptors) keeps using ``loaded.model``.
@@ -93,9 +94,14 @@ def _mkdir(folder: Path) -> Path:
     return folder
 
 
+def _cached(path: Path) -> bool:
+    """Whether the converted model at ``path`` is complete (its weights and its .xml, written last)."""
+    return path.is_file() and path.with_suffix(".bin").is_file()
+
+
 def _load_or_convert(core, module, example, path: Path) -> tuple[object, bool]:
     """(OpenVINO model, whether it was converted now)."""
-    if path.is_file() and path.with_suffix(".bin").is_file():
+    if _cached(path):
         return core.read_model(str(path)), False
     return _convert(module, example, path), True
 
@@ -154,9 +160,7 @@ class OpenVINOTowers:
             return self._compiled["text"] is not None
         if "text" not in self._jobs:
             return False
-        _, example, _ = self._jobs["text"]
-        cached = cache_path(self.cache_dir, self.weights, "text", tuple(example.shape[1:])).is_file()
-        return (cached or self.precision != "f32" or n >= TEXT_CONVERT_MIN) and self.text is not None
+        return (_cached(self._path("text")) or self.precision != "f32" or n >= TEXT_CONVERT_MIN) and self.text is not None
 
     @property
     def text(self):
@@ -167,9 +171,14 @@ class OpenVINOTowers:
             self._compiled[tower] = self._compile(tower) if tower in self._jobs else None
         return self._compiled[tower]
 
+    def _path(self, tower: str) -> Path:
+        """Where the converted ``tower`` is cached (for a tower not compiled yet)."""
+        _, example, _ = self._jobs[tower]
+        return cache_path(self.cache_dir, self.weights, tower, tuple(example.shape[1:]))
+
     def _compile(self, tower: str):
+        path = self._path(tower)
         module, example, probe = self._jobs.pop(tower)
-        path = cache_path(self.cache_dir, self.weights, tower, tuple(example.shape[1:]))
         fresh = False
         try:
             model, fresh = _load_or_convert(_core(), module, example, path)
