@@ -195,24 +195,7 @@ def test_notebook_progress_warns_through_warnings():
 
 
 def test_a_progress_the_caller_installed_gets_the_bars_notes_and_warnings(model, color, files, cache, capfd):
-    import contextlib
-
-    from cliplab.progress import Bar, Progress
-
-    class Recording(Progress):
-        def __init__(self):
-            self.bars, self.notes, self.warnings = [], [], []
-
-        @contextlib.contextmanager
-        def bar(self, total, description, unit="img"):
-            self.bars.append(description)
-            yield Bar()
-
-        def note(self, message):
-            self.notes.append(message)
-
-        def warn(self, message):
-            self.warnings.append(message)
+    from recording import Recording
 
     capfd.readouterr()
     rec = Recording()

@@ -1,7 +1,5 @@
 """The OpenVINO backend: the same embeddings as PyTorch (fp32), converted towers cached and reused, a tower it
 cannot convert stays on PyTorch with a warning, and cache keys never mix backends."""
-import contextlib
-
 import numpy as np
 import pytest
 import torch
@@ -10,7 +8,8 @@ pytest.importorskip("openvino")
 
 from cliplab.models import load_model  # noqa: E402
 from cliplab.models import openvino as ov_backend  # noqa: E402
-from cliplab.progress import Bar, Progress, use  # noqa: E402
+from cliplab.progress import use  # noqa: E402
+from recording import Recording  # noqa: E402
 
 
 def min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -86,18 +85,6 @@ def test_fingerprint_names_the_backend_weights_fingerprint_does_not(trained_cach
     assert ref.backend == "torch" and ov.backend == "openvino"
     assert ov.fingerprint != ref.fingerprint  # embedding caches are keyed by it: never shared across backends
     assert ov.weights_fingerprint == ref.weights_fingerprint == ref.fingerprint
-
-
-class Recording(Progress):
-    def __init__(self):
-        self.warnings = []
-
-    @contextlib.contextmanager
-    def bar(self, total, description, unit="img"):
-        yield Bar()
-
-    def warn(self, message):
-        self.warnings.append(message)
 
 
 def test_a_tower_openvino_cannot_convert_stays_on_torch_with_a_warning(trained_cache, tmp_path, monkeypatch):

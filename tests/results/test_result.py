@@ -13,7 +13,7 @@ from cliplab.data import load_dataset
 from cliplab.embed.descriptors import DescriptorSpec
 from cliplab.models import load_model
 from cliplab.models.specs import ModelSpec
-from cliplab.progress import Bar, Progress, use
+from cliplab.progress import use
 from cliplab.prompts import resolve_all
 from cliplab.results.result import METRIC_COLUMNS, DatasetInfo, Failure, ModelInfo, StudyResult, Table
 from cliplab.studies import report_sections
@@ -27,24 +27,7 @@ from cliplab.studies.probe import run_probe
 from cliplab.studies.prompts import run_prompt_study
 from cliplab.studies.search import Query, run_search
 from cliplab.studies.zeroshot import run_zeroshot
-
-
-class Recording(Progress):
-    """Records what studies report instead of showing it."""
-
-    def __init__(self):
-        self.bars, self.notes, self.warnings = [], [], []
-
-    @contextlib.contextmanager
-    def bar(self, total, description, unit="img"):
-        self.bars.append(description)
-        yield Bar()
-
-    def note(self, message):
-        self.notes.append(message)
-
-    def warn(self, message):
-        self.warnings.append(message)
+from recording import Recording
 
 
 @pytest.fixture(scope="module")
