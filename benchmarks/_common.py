@@ -52,6 +52,16 @@ def device_tag(device: str | None) -> str:
     return (device or ("cuda" if torch.cuda.is_available() else "cpu")).split(":")[0]
 
 
+def best_seconds(fn, repeats: int) -> float:
+    """The fastest of ``repeats`` calls of ``fn()``, in seconds."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 @contextmanager
 def timer(out: dict, key: str):
     t0 = time.perf_counter()

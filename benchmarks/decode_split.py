@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from _common import machine, markdown_table, save
+from _common import best_seconds, machine, markdown_table, save
 from cliplab.data import load_dataset
 from cliplab.embed import embed_images
 from cliplab.models import load_model
@@ -24,15 +23,6 @@ from cliplab.models import openvino as ov_backend
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = {"food101": (SHARED / "food101-10", "test"), "cifar10": (SHARED / "cifar10-test", None)}
-
-
-def best(fn, repeats: int) -> float:
-    out = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t)
-    return out
 
 
 def main() -> None:
@@ -52,12 +42,12 @@ def main() -> None:
         folder, split = SETS[name]
         ds = load_dataset(str(folder), split=split, limit=args.limit)
         n = min(len(ds), 200)
-        decode_ms = 1000 * best(lambda: [model.preprocess(ds.source.load(i)) for i in range(n)], 1) / n
+        decode_ms = 1000 * best_seconds(lambda: [model.preprocess(ds.source.load(i)) for i in range(n)], 1) / n
         for threads in (2, 1):
             model._ov = ov_backend.compile_towers(model, cache, "fp32", threads=threads)
-            tower_ms = 1000 * best(lambda: model.encode_images(pixels), args.repeats) / len(pixels)
+            tower_ms = 1000 * best_seconds(lambda: model.encode_images(pixels), args.repeats) / len(pixels)
             for workers in (0, 1, 2):
-                s = best(lambda: embed_images(model, ds, use_cache=False, num_workers=workers, quiet=True),
+                s = best_seconds(lambda: embed_images(model, ds, use_cache=False, num_workers=workers, quiet=True),
                          args.repeats)
                 rows.append({"images": f"{name} ({len(ds)})", "OpenVINO threads": threads, "decode workers": workers,
                              "images/s": round(len(ds) / s, 1), "decode+preprocess ms/img": round(decode_ms, 2),

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _common import machine, markdown_table, save
+from _common import best_seconds, machine, markdown_table, save
 from cliplab.models import load_model
 
 
@@ -82,12 +82,7 @@ def tower_gflops(model, pixels_one: torch.Tensor) -> float:
 def per_second(encode, items, repeats: int) -> float:
     """Items per second of ``encode(items)``: best of ``repeats`` calls after a warm-up on two items."""
     encode(items[:2])
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        encode(items)
-        best = min(best, time.perf_counter() - t0)
-    return len(items) / best
+    return len(items) / best_seconds(lambda: encode(items), repeats)
 
 
 def main() -> None:
