@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import math
 import platform
 import sys
 from dataclasses import asdict
@@ -12,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cliplab.errors import ParameterError
-from cliplab.io import atomic_path, write_json_atomic
+from cliplab.io import _json_default, atomic_path, write_json_atomic
 from cliplab.version import __version__
 
 
@@ -36,6 +38,20 @@ def write_json(path: str | Path, record: dict) -> None:
     write_json_atomic(path, record)
 
 
+def _jsonl(df: pd.DataFrame) -> str:
+    """One JSON object per row, every float in full (the shortest text that reads back as the same number;
+    ``DataFrame.to_json`` keeps 10 significant digits), missing and non-finite values as null."""
+    def plain(v):
+        if v is None or v is pd.NA:
+            return None
+        if isinstance(v, (float, np.floating)):
+            return float(v) if math.isfinite(v) else None
+        return v
+
+    return "".join(json.dumps({k: plain(v) for k, v in row.items()}, default=_json_default) + "\n"
+                   for row in df.to_dict(orient="records"))
+
+
 def write_table(path: str | Path, df: pd.DataFrame) -> None:
     """CSV, JSONL or parquet by extension, written atomically."""
     path = Path(path)
@@ -46,7 +62,7 @@ def write_table(path: str | Path, df: pd.DataFrame) -> None:
         elif suffix == ".parquet":
             df.to_parquet(tmp, index=False)
         elif suffix in (".jsonl", ".ndjson"):
-            df.to_json(tmp, orient="records", lines=True)
+            Path(tmp).write_text(_jsonl(df), encoding="utf-8")
         else:
             raise ValueError(f"{path}: use .csv, .parquet or .jsonl")
 

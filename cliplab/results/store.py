@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import shutil
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cliplab.errors import CliplabError, ParameterError
 from cliplab.io import atomic_path
+from cliplab.results.exports import write_table
 from cliplab.results.result import ModelInfo, Rows
 from cliplab.version import __version__
 
@@ -93,7 +92,7 @@ class RunRecorder:
             with atomic_path(path) as tmp:
                 pq.write_table(table, tmp)
         else:
-            _write_jsonl(path, frame)
+            write_table(path, frame)
         return path
 
     def _copy_artifact(self, src, folder: Path):
@@ -105,23 +104,6 @@ class RunRecorder:
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
         return str(dest.relative_to(folder))
-
-
-def _write_jsonl(path: Path, frame: pd.DataFrame) -> None:
-    """One JSON object per row, atomically, every float in full (the shortest text that reads back as the same
-    number; ``DataFrame.to_json`` keeps 10 significant digits), missing values as null."""
-    def plain(v):
-        if v is None or v is pd.NA:
-            return None
-        if isinstance(v, (float, np.floating)):
-            return float(v) if math.isfinite(v) else None
-        if isinstance(v, np.integer):
-            return int(v)
-        return v
-
-    text = "".join(json.dumps({k: plain(v) for k, v in row.items()}) + "\n" for row in frame.to_dict(orient="records"))
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
 
 
 def read_results(*folders: str | Path) -> pd.DataFrame:
