@@ -17,7 +17,6 @@ Nothing here names a particular study; studies build these objects from their ow
 """
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +79,8 @@ class Failure:
 @dataclass
 class Figure:
     """A figure a study can draw. Nothing is drawn until a caller writes it: ``draw(path)`` writes the file (or,
-    for ``many=True``, a folder of files) and returns the paths written, each with its caption. ``model`` names
+    for ``many=True``, ``draw(folder, limit)`` a folder of files, the first ``limit`` of them when it is not None)
+    and returns the paths written, each with its caption. ``model`` names
     the model a figure belongs to when that is not the study's one model (e.g. ``ModelInfo("several")``)."""
     caption: str
     draw: Callable[[Path], list[tuple[Path, str]]]
@@ -88,11 +88,9 @@ class Figure:
     model: ModelInfo | None = None
 
     def write(self, path: str | Path, limit: int | None = None) -> list[tuple[Path, str]]:
-        """Draw into ``path``. ``limit``: of a figure of many files, draw the first ``limit`` only (when its
-        ``draw`` takes a ``limit`` keyword; e.g. the notebook shows a few of them)."""
-        if limit is not None and self.many and "limit" in inspect.signature(self.draw).parameters:
-            return self.draw(Path(path), limit=limit)
-        return self.draw(Path(path))
+        """Draw into ``path``. ``limit``: of a figure of many files, draw the first ``limit`` only (e.g. the notebook
+        shows a few of them)."""
+        return self.draw(Path(path), limit=limit) if self.many else self.draw(Path(path))
 
 
 @dataclass

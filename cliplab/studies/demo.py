@@ -45,7 +45,10 @@ class DemoStep:
 
 def captioned(figure: Figure, caption: str) -> Figure:
     """``figure`` with another caption."""
-    return Figure(caption, lambda path: [(p, caption) for p, _ in figure.write(path)], figure.many, figure.model)
+    def draw(path: Path, limit: int | None = None) -> list[tuple[Path, str]]:
+        return [(p, caption) for p, _ in figure.write(path, limit)]
+
+    return Figure(caption, draw, figure.many, figure.model)
 
 
 def demo_steps(model: LoadedModel, cache_dir: str | Path | None = None, quiet: bool = False,
