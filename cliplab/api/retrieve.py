@@ -19,7 +19,7 @@ from cliplab.studies.caption_retrieval import CaptionRetrieval, run_caption_retr
 from cliplab.studies.cluster import ClusterRun, run_cluster
 from cliplab.studies.image_retrieval import SimilarRun, run_similar
 from cliplab.studies.search import SearchRun, build_queries, run_search
-
+from cliplab.tasks.clustering import check_implementation
 
 
 @study
@@ -202,8 +202,7 @@ def cluster(model: Model = "tiny-shapes", dataset: Data = "shapes", *, k: str | 
     --------
     >>> cliplab.cluster("tiny-shapes", "shapes:color", k=[6, 12], limit=300, quiet=True)
     """
-    if kmeans not in ("sklearn", "faiss"):
-        raise ParameterError("kmeans", kmeans, "choose sklearn or faiss")
+    check_implementation(kmeans)
     ks = as_ints(k, "k") if k else None
     ds = as_dataset(dataset, split=split, data_root=data_root, limit=limit, cache_dir=cache_dir)
     m = _model(model, pretrained, device, precision, backend, cache_dir, quiet)

@@ -186,12 +186,12 @@ def cluster(
 ):
     """k-means on image embeddings (optionally after PCA): NMI, ARI and purity against labels, sample grids."""
     from cliplab.studies.cluster import run_cluster
+    from cliplab.tasks.clustering import check_implementation
 
     check_output(grid, "--grid", (".png",))
     check_output(output, "--output", TABLE_SUFFIXES)
     check_results(results, results_format)
-    if implementation not in ("sklearn", "faiss"):
-        raise CliplabError(f"--kmeans {implementation!r}: choose sklearn or faiss")
+    check_implementation(implementation)
     ks = parse_ints(k, "--k") if k else None
     inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
                       limit=limit, device=device, precision=precision, backend=backend, cache_dir=cache_dir, quiet=quiet)

@@ -28,23 +28,31 @@ class Clustering:
     metrics: dict
 
 
+KMEANS = ("sklearn", "faiss")  # the k-means implementations
+
+
+def check_implementation(implementation: str) -> None:
+    """Raises for a k-means implementation that is not one of ``KMEANS`` (callers check before embedding)."""
+    if implementation not in KMEANS:
+        raise ParameterError("implementation", implementation, f"choose {' or '.join(KMEANS)}")
+
+
 def kmeans(X: np.ndarray, k: int, *, implementation: str = "sklearn", seed: int = 0, n_init: int = 4,
            labels: np.ndarray | None = None) -> Clustering:
     if k < 2 or k > len(X):
         raise CliplabError(f"k = {k}: need 2 <= k <= number of images ({len(X)})")
+    check_implementation(implementation)
     X = np.ascontiguousarray(X, dtype=np.float32)
     if implementation == "sklearn":
         km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(X)
         assign, centers, inertia = km.labels_, km.cluster_centers_, float(km.inertia_)
-    elif implementation == "faiss":
+    else:
         import faiss  # faiss: slow to import, only the faiss backend needs it
 
         km = faiss.Kmeans(X.shape[1], k, niter=50, nredo=n_init, seed=seed, verbose=False)
         km.train(X)
         dist, assign = km.index.search(X, 1)
         assign, centers, inertia = assign[:, 0], km.centroids, float(dist.sum())
-    else:
-        raise ParameterError("implementation", implementation, "choose sklearn or faiss")
     metrics = {"inertia": inertia}
     if len(np.unique(assign)) > 1 and len(X) <= 20000:
         metrics["silhouette"] = float(silhouette_score(X, assign, random_state=seed))
