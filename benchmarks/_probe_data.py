@@ -22,35 +22,35 @@ CIFAR_SPLIT_SEED = 2024
 def load_model_by_name(name: str, cache_dir, device=None):
     import torch
 
-    from cliplab.models import load_model
+    from cliplab.models import open_model
 
     if name == "tiny-shapes":
         from cliplab.train.tiny import ensure_tiny_model
 
-        ensure_tiny_model(cache_dir, quiet=True)
-        return load_model("tiny-shapes", device=device, cache_dir=cache_dir)
+        ensure_tiny_model(cache_dir)
+        return open_model("tiny-shapes", device=device, cache_dir=cache_dir)
     torch.manual_seed(0)  # random weights, seeded: same fingerprint, so the embedding cache is reused
-    return load_model(name, None, device=device, cache_dir=cache_dir)
+    return open_model(name, None, device=device, cache_dir=cache_dir)
 
 
 def features(model, dataset: str, cache_dir, limit: int | None = None, quiet: bool = True):
     """(X_train, y_train, X_test, y_test, classnames) for ``eurosat`` (train = validation split, test = test split)
     or ``cifar10`` (the one 10,000-image folder split into seeded stratified halves). ``limit`` takes a seeded
     subset of each part (CIFAR: of the folder before the split)."""
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
     from cliplab.embed import embed_images
     from cliplab.tasks.probe import stratified_split
 
     def emb(ds):
-        r = embed_images(model, ds, cache_dir, quiet=quiet, description=f"embedding {ds.name} {ds.split}")
+        r = embed_images(model, ds, cache_dir, description=f"embedding {ds.name} {ds.split}")
         return r.embeddings, ds.labels[r.indices]
 
     if dataset == "eurosat":
-        tr = load_dataset(str(SHARED / "eurosat"), split="validation", limit=limit, cache_dir=cache_dir)
-        te = load_dataset(str(SHARED / "eurosat"), split="test", limit=limit, cache_dir=cache_dir)
+        tr = open_dataset(str(SHARED / "eurosat"), split="validation", limit=limit, cache_dir=cache_dir)
+        te = open_dataset(str(SHARED / "eurosat"), split="test", limit=limit, cache_dir=cache_dir)
         return (*emb(tr), *emb(te), list(tr.classnames))
     if dataset == "cifar10":
-        ds = load_dataset(str(SHARED / "cifar10-test"), limit=limit, cache_dir=cache_dir)
+        ds = open_dataset(str(SHARED / "cifar10-test"), limit=limit, cache_dir=cache_dir)
         X, y = emb(ds)
         tr, te = stratified_split(y, CIFAR_TEST_FRACTION, CIFAR_SPLIT_SEED)
         return X[tr], y[tr], X[te], y[te], list(ds.classnames)
@@ -67,7 +67,7 @@ def main() -> None:
     for name in args.models.split(","):
         model = load_model_by_name(name, args.cache_dir)
         for d in args.datasets.split(","):
-            Xtr, ytr, Xte, yte, _ = features(model, d, args.cache_dir, args.limit, quiet=False)
+            Xtr, ytr, Xte, yte, _ = features(model, d, args.cache_dir, args.limit)
             print(f"{name} {d}: train {Xtr.shape} test {Xte.shape} classes {len(np.unique(ytr))}", flush=True)
 
 

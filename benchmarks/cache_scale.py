@@ -31,12 +31,12 @@ def main() -> None:
     import open_clip
     import torch
 
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
     from cliplab.data.filehash import MEMO_NAME, file_hash_memo
     from cliplab.embed import embed_images
     from cliplab.embed.cache import EmbeddingCache
     from cliplab.embed.descriptors import DescriptorSpec
-    from cliplab.models import load_model
+    from cliplab.models import open_model
     from cliplab.train import TINY_CONFIG
 
     tmp = Path(tempfile.mkdtemp(prefix="cliplab-cache-scale-"))
@@ -45,13 +45,13 @@ def main() -> None:
         (tmp / "tiny.json").write_text(json.dumps(TINY_CONFIG))
         torch.manual_seed(0)
         torch.save({"state_dict": open_clip.CLIP(**TINY_CONFIG).state_dict()}, tmp / "tiny.pt")
-        model = load_model(str(tmp / "tiny.json"), str(tmp / "tiny.pt"), device="cpu", cache_dir=tmp / "cache")
+        model = open_model(str(tmp / "tiny.json"), str(tmp / "tiny.pt"), device="cpu", cache_dir=tmp / "cache")
         cache_dir = tmp / "cache"
         t = {}
 
         def run(label):
             t0 = time.perf_counter()
-            res = embed_images(model, load_dataset(str(tmp / "imgs")), cache_dir, batch_size=64, quiet=True)
+            res = embed_images(model, open_dataset(str(tmp / "imgs")), cache_dir, batch_size=64)
             t[label] = time.perf_counter() - t0
             return res
 
@@ -62,12 +62,12 @@ def main() -> None:
         run("cached run, no memo (every file hashed)")
 
         t0 = time.perf_counter()
-        ds = load_dataset(str(tmp / "imgs"))
+        ds = open_dataset(str(tmp / "imgs"))
         t["load_dataset (list the folder)"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         keys = ds.source.keys()
         t["keys(), no memo"] = time.perf_counter() - t0
-        again = load_dataset(str(tmp / "imgs")).source
+        again = open_dataset(str(tmp / "imgs")).source
         with file_hash_memo(cache_dir / MEMO_NAME):
             t0 = time.perf_counter()
             again.keys()

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from _common import best_seconds, machine, markdown_table, save
-from cliplab.data import load_dataset
+from cliplab.data import open_dataset
 from cliplab.embed import embed_images
-from cliplab.models import load_model
+from cliplab.models import open_model
 from cliplab.models import openvino as ov_backend
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -34,20 +34,20 @@ def main() -> None:
     args = ap.parse_args()
     cache = Path(tempfile.mkdtemp(prefix="cliplab-split-"))
     torch.manual_seed(0)
-    model = load_model(args.model, device="cpu", backend="openvino", cache_dir=cache)
+    model = open_model(args.model, device="cpu", backend="openvino", cache_dir=cache)
     model.encode_images(torch.zeros(2, 3, *model.image_size))  # converted once, outside the timings
     pixels = torch.randn(32, 3, *model.image_size)
     rows = []
     for name in args.sets.split(","):
         folder, split = SETS[name]
-        ds = load_dataset(str(folder), split=split, limit=args.limit)
+        ds = open_dataset(str(folder), split=split, limit=args.limit)
         n = min(len(ds), 200)
         decode_ms = 1000 * best_seconds(lambda: [model.preprocess(ds.source.load(i)) for i in range(n)], 1) / n
         for threads in (2, 1):
             model._ov = ov_backend.compile_towers(model, cache, "fp32", threads=threads)
             tower_ms = 1000 * best_seconds(lambda: model.encode_images(pixels), args.repeats) / len(pixels)
             for workers in (0, 1, 2):
-                s = best_seconds(lambda: embed_images(model, ds, use_cache=False, num_workers=workers, quiet=True),
+                s = best_seconds(lambda: embed_images(model, ds, use_cache=False, workers=workers),
                          args.repeats)
                 rows.append({"images": f"{name} ({len(ds)})", "OpenVINO threads": threads, "decode workers": workers,
                              "images/s": round(len(ds) / s, 1), "decode+preprocess ms/img": round(decode_ms, 2),

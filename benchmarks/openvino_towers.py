@@ -22,7 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from _common import best_seconds, machine, markdown_table, save
-from cliplab.models import load_model
+from cliplab.models import open_model
 
 
 CLOCK_C = r"""
@@ -99,7 +99,7 @@ def main() -> None:
                      ("openvino bf16", dict(backend="openvino", precision="bf16"))):
         torch.manual_seed(0)
         t0 = time.perf_counter()
-        m = load_model(args.model, device="cpu", cache_dir=cache, **kw)
+        m = open_model(args.model, device="cpu", cache_dir=cache, **kw)
         if m._ov is not None:  # towers are converted (or read from the cache) on first use: count it in the load
             m._ov.image, m._ov.text  # noqa: B018
         variants[name] = (m, time.perf_counter() - t0)

@@ -38,7 +38,7 @@ def compare_pipelines(model, dataset, cache: Path, batch_size: int) -> dict:
     from cliplab.tasks.stats import compare_paired
     from cliplab.tasks.zeroshot import build_classifier, evaluate
 
-    runs = {p: embed_images(model, dataset, cache, batch_size=batch_size, quiet=True, pipeline=p, num_workers=0)
+    runs = {p: embed_images(model, dataset, cache, batch_size=batch_size, pipeline=p, workers=0)
             for p in ("pil", "tensor")}
     pil, ten = runs["pil"], runs["tensor"]
     common, ia, ib = np.intersect1d(pil.indices, ten.indices, return_indices=True)
@@ -74,10 +74,10 @@ def pixel_difference(model, paths: list[str]) -> float:
 def shapes_as_jpegs(cache: Path, out: Path, size: int = 256, quality: int = 90):
     from PIL import Image
 
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
     from cliplab.data.folder import load_folder
 
-    ds = load_dataset("shapes:shape", split="test", cache_dir=cache)
+    ds = open_dataset("shapes:shape", split="test", cache_dir=cache)
     for i in range(len(ds)):
         d = out / ds.classnames[int(ds.labels[i])]
         d.mkdir(parents=True, exist_ok=True)
@@ -96,18 +96,18 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None, help="where tiny-shapes lives / is trained (default: cliplab's)")
     args = ap.parse_args()
 
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
     from cliplab.data.folder import list_images
     from cliplab.train.tiny import ensure_tiny_model
-    from cliplab.models import load_model
+    from cliplab.models import open_model
     from cliplab.paths import resolve_cache_dir
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="cliplab-fidelity-") as tmp:
         tmp = Path(tmp)
         if Path(args.images).is_dir():
-            model = load_model(args.model, args.pretrained, device=args.device)
-            ds = load_dataset(args.images, limit=args.limit)
+            model = open_model(args.model, args.pretrained, device=args.device)
+            ds = open_dataset(args.images, limit=args.limit)
             row = compare_pipelines(model, ds, tmp / "emb-a", args.batch_size)
             row.update(model=f"{args.model} ({args.pretrained or 'random weights'})",
                        pixel_mad=pixel_difference(model, [str(p) for p in list_images(Path(args.images))]))
@@ -117,7 +117,7 @@ def main() -> None:
             print(f"skipping A: {args.images} is not a folder (the shared data sample is absent)")
         cache = resolve_cache_dir(args.cache_dir)
         ensure_tiny_model(cache)
-        tiny = load_model("tiny-shapes", device=args.device, cache_dir=cache)
+        tiny = open_model("tiny-shapes", device=args.device, cache_dir=cache)
         ds = shapes_as_jpegs(cache, tmp / "shapes-jpeg")
         row = compare_pipelines(tiny, ds, tmp / "emb-b", args.batch_size)
         row.update(model="tiny-shapes (trained)", pixel_mad=pixel_difference(tiny, ds.paths))

@@ -28,21 +28,22 @@ def main() -> None:
     ap.add_argument("--ks", default="1,8,80")
     args = ap.parse_args()
 
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
     from cliplab.train.tiny import DEFAULT_MODEL, ensure_tiny_model
     from cliplab.embed import embed_images
-    from cliplab.models import load_model
+    from cliplab.models import open_model
     from cliplab.prompts import TemplateSet, resolve_templates
-    from cliplab.studies.prompts import run_prompt_study
+    from cliplab.inputs import Inputs
+    from cliplab.studies.prompts import PromptsParams, run_prompts
 
     if args.model == DEFAULT_MODEL:
-        ensure_tiny_model(quiet=True)
-    model = load_model(args.model, args.pretrained, device=args.device)
-    ds = load_dataset(args.dataset, split="test", limit=args.limit)
+        ensure_tiny_model()
+    model = open_model(args.model, args.pretrained, device=args.device)
+    ds = open_dataset(args.dataset, split="test", limit=args.limit)
     all80 = resolve_templates("openai-imagenet-80")[0].templates
     warm = tempfile.mkdtemp(prefix="cliplab-bench-")  # one-off costs (threads, allocator) out of the K = 1 row
-    run_prompt_study(model, ds.subset(range(min(64, len(ds))), "warmup"), [TemplateSet("w", tuple(all80[:2]))],
-                     warm, quiet=True, n_boot=100)
+    run_prompts(Inputs.of(model, ds.subset(range(min(64, len(ds))), "warmup"),
+                          template_sets=[TemplateSet("w", tuple(all80[:2]))], options=warm), PromptsParams(bootstrap=100))
     shutil.rmtree(warm, ignore_errors=True)
     rows = []
     for k in [int(x) for x in args.ks.split(",")]:
@@ -50,7 +51,7 @@ def main() -> None:
         tmp = tempfile.mkdtemp(prefix="cliplab-bench-")
         try:
             t0 = time.perf_counter()
-            study = run_prompt_study(model, ds, [ts], tmp, quiet=True, n_boot=200)
+            study = run_prompts(Inputs.of(model, ds, template_sets=[ts], options=tmp), PromptsParams(bootstrap=200))
             total = time.perf_counter() - t0
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -60,7 +61,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="cliplab-bench-")
     try:
         t0 = time.perf_counter()
-        embed_images(model, ds, tmp, quiet=True, use_cache=False)
+        embed_images(model, ds, tmp, use_cache=False)
         image_pass = time.perf_counter() - t0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

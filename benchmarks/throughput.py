@@ -48,7 +48,7 @@ def baseline(model, images: list, workers: int, batch_size: int, from_array: boo
     dev = model.device
     net = model.model
     t0 = time.perf_counter()
-    loader = DataLoader(DS(), batch_size=batch_size, num_workers=workers, pin_memory=dev.type == "cuda")
+    loader = DataLoader(DS(), batch_size=batch_size, workers=workers, pin_memory=dev.type == "cuda")
     out = []
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
         for x in loader:
@@ -71,7 +71,7 @@ def main() -> None:
     from cliplab.data.sources import FileSource, IndexedSource
     from cliplab.embed import embed_images
     from cliplab.embed.engine import auto_batch_size, default_workers
-    from cliplab.models import load_model
+    from cliplab.models import open_model
 
     tmp = Path(tempfile.mkdtemp(prefix="cliplab-throughput-"))
     try:
@@ -79,8 +79,8 @@ def main() -> None:
         arr = (np.random.default_rng(1).random((args.n_mem, 32, 32, 3)) * 255).astype(np.uint8)
         rows = []
         for name in args.models.split(","):
-            model = load_model(name, None, device=args.device)
-            plain = load_model(name, None, device=args.device, channels_last=False)  # the baseline's module, as
+            model = open_model(name, None, device=args.device)
+            plain = open_model(name, None, device=args.device, channels_last=False)  # the baseline's module, as
             plain.model.load_state_dict(model.model.state_dict())  # open_clip creates it: NCHW, same weights
             bs = args.batch_size if args.batch_size > 0 else auto_batch_size(model)
             workers = args.workers if args.workers is not None else default_workers(args.n_jpeg, bs)
@@ -89,7 +89,7 @@ def main() -> None:
                 plain.encode_images(torch.zeros(2, 3, *model.image_size))
             compiled, compile_s = None, None
             if args.compile:
-                compiled = load_model(name, None, device=args.device, compile=True)
+                compiled = open_model(name, None, device=args.device, compile=True)
                 compiled.model.load_state_dict(model.model.state_dict())
                 t0 = time.perf_counter()
                 compiled.encode_images(torch.zeros(bs, 3, *model.image_size))
@@ -108,12 +108,12 @@ def main() -> None:
                 for label, pipeline, m in contenders:
                     cache = tmp / f"cache-{name}-{label.replace(' ', '_')}-{mem}"
                     t0 = time.perf_counter()
-                    embed_images(m, src, cache, batch_size=bs, quiet=True, pipeline=pipeline,
-                                 num_workers=0 if mem else workers)
+                    embed_images(m, src, cache, batch_size=bs, pipeline=pipeline,
+                                 workers=0 if mem else workers)
                     timings[label] = time.perf_counter() - t0
                     if label == "cliplab tensor":
                         t0 = time.perf_counter()
-                        embed_images(model, src, cache, batch_size=bs, quiet=True, pipeline=pipeline)
+                        embed_images(model, src, cache, batch_size=bs, pipeline=pipeline)
                         timings["cliplab cached"] = time.perf_counter() - t0
                 for label, sec in timings.items():
                     rows.append({"model": name, "data": data, "images": n, "contender": label, "batch": bs,

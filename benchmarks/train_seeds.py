@@ -49,10 +49,10 @@ class Curve:
         import open_clip
         import torch
 
-        from cliplab.data import load_dataset
+        from cliplab.data import open_dataset
         from cliplab.data.shapes import ATTRIBUTE_CLASSNAMES
 
-        ds = load_dataset("shapes", split="test", cache_dir=cache)
+        ds = open_dataset("shapes", split="test", cache_dir=cache)
         tf = open_clip.image_transform(64, is_train=False)
         self.images = torch.stack([tf(ds.source.load(i)) for i in range(len(ds))])
         self.labels = {a: np.asarray(ds.attributes[a]) for a in ATTRS}
@@ -98,16 +98,18 @@ def text_similarity(model) -> dict:
 
 
 def evaluate(name: str, cache: Path) -> dict:
-    from cliplab.data import load_dataset
-    from cliplab.models import load_model
+    from cliplab.data import open_dataset
+    from cliplab.models import open_model
     from cliplab.prompts import resolve_all
+    from cliplab.inputs import Inputs, RunOptions
     from cliplab.studies.zeroshot import run_zeroshot
 
-    model = load_model(name, cache_dir=cache)
+    model = open_model(name, cache_dir=cache)
     out = {}
     for a in ATTRS:
-        ds = load_dataset(f"shapes:{a}", split="test", cache_dir=cache)
-        run = run_zeroshot(model, ds, resolve_all(["simple"]), cache, quiet=True, use_cache=False)
+        ds = open_dataset(f"shapes:{a}", split="test", cache_dir=cache)
+        run = run_zeroshot(Inputs.of(model, ds, template_sets=resolve_all(["simple"]),
+                                     options=RunOptions.of(cache, use_cache=False)))
         out[a] = float(run.evaluations[0].result.metrics["acc1"])
     out.update(text_similarity(model))
     return out
@@ -116,7 +118,7 @@ def evaluate(name: str, cache: Path) -> dict:
 def main() -> None:
     import torch
 
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
     from cliplab.train import TINY_CONFIG, TrainConfig, train_clip
 
     ap = argparse.ArgumentParser()
@@ -157,7 +159,7 @@ def main() -> None:
     cache = args.cache or Path(tempfile.mkdtemp(prefix="cliplab-seeds-"))
     print(f"data fingerprint {data_fingerprint(cache)}  threads {torch.get_num_threads()}  overrides {over}",
           flush=True)
-    ds = load_dataset("shapes", split="train", cache_dir=cache)
+    ds = open_dataset("shapes", split="train", cache_dir=cache)
     curve = Curve(cache) if args.curve else None
     results = []
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -166,7 +168,7 @@ def main() -> None:
         cfg = TrainConfig(seed=seed, **{k: v for k, v in over.items() if "." not in k})
         if curve:
             curve.rows = []
-        train_clip(ds, cache, name, config=cfg, model_cfg=model_cfg, quiet=True, on_epoch=curve, overwrite=True)
+        train_clip(ds, cache, name, config=cfg, model_cfg=model_cfg, on_epoch=curve, overwrite=True)
         secs = time.perf_counter() - t0
         acc = evaluate(name, cache)
         row = {"seed": seed, "threads": torch.get_num_threads(), "overrides": over, "train_seconds": round(secs, 1),

@@ -136,7 +136,7 @@ def main() -> None:
     ap.add_argument("--cb-workers", type=int, default=4, help="CLIP_benchmark's DataLoader workers (its default)")
     ap.add_argument("--studies", default="one,seven", help="one (a zero-shot pass), seven (the 7-template study)")
     args = ap.parse_args()
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
     from cliplab.prompts import resolve_templates
 
     python = ensure_venv()
@@ -146,7 +146,7 @@ def main() -> None:
     seven = list(resolve_templates(SEVEN)[0].templates)
     rows, raw = [], {}
     for name, folder in image_sets(args.sets.split(","), args.cifar_per_class, work).items():
-        ds = load_dataset(str(folder))
+        ds = open_dataset(str(folder))
         names, n = list(ds.classnames), len(ds)
         print(f"{name}: {n} images, {len(names)} classes", flush=True)
         r = raw[name] = {"images": n, "folder": str(folder)}

@@ -18,20 +18,24 @@ from cliplab.version import __version__
 from cliplab.errors import CliplabError, DatasetError, ModelLoadError, ParameterError
 
 _API = ("load_model", "load_dataset", "embed", "embed_texts", "zeroshot", "prompts", "probe", "compare", "inspect",
-        "attack", "retrieval", "search", "similar", "cluster", "read_results")
+        "attack", "retrieval", "search", "similar", "cluster", "read_results")  # the built-in ones; any registered
+# study is found too (cliplab.api)
 
 
 def __getattr__(name: str):
-    if name in _API:
-        from cliplab import api  # heavy (torch, open_clip): only when a study function is first used
+    if not name.startswith("_") and name != "api":
+        import importlib
 
-        value = globals()[name] = getattr(api, name)  # straight into the namespace: found directly from now on
-        return value
+        api = importlib.import_module("cliplab.api")  # on first use only: the studies are found, their functions made
+        value = getattr(api, name, None)
+        if value is not None:
+            globals()[name] = value  # straight into the namespace: found directly from now on
+            return value
     raise AttributeError(f"module 'cliplab' has no attribute {name!r}")
 
 
 class _Package(_types.ModuleType):
-    """``cliplab`` itself. Two API functions share their name with a submodule (``cliplab.prompts``: template sets;
+    """``cliplab`` itself. Some API functions share their name with a submodule (``cliplab.prompts``: template sets;
     ``cliplab.embed``: the embedding engine). Importing a submodule sets it as an attribute of the package, which
     would hide the function (``cliplab.prompts(...)``: "'module' object is not callable"); here the function keeps the
     name. The submodules stay importable by their dotted path (``from cliplab.prompts import resolve_all``)."""

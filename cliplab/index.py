@@ -1,5 +1,11 @@
-"""FAISS indexes over cached embeddings: exact (flat inner product on unit vectors = cosine), IVF and HNSW for
-large collections; saved with a JSON sidecar (ids, model/dataset fingerprints) and reloaded only if they match."""
+"""The vector index every search uses: ``exact`` (chunked brute force over unit vectors, cosine; bounded memory) or a
+FAISS index (``flat``: exact inner product = cosine; ``ivf`` and ``hnsw``: approximate, for large collections).
+
+An index carries what it was built from (``meta``: model and gallery fingerprints, rows, dimension) and is reused
+only while that matches (:meth:`VectorIndex.load_or_build`), so a long-lived process (a web server) can build one
+per model and gallery and keep it in memory; on disk it is the index file plus a JSON sidecar (``<file>.json``:
+kind, ids, meta), each written atomically.
+"""
 from __future__ import annotations
 
 import json
@@ -11,13 +17,15 @@ import numpy as np
 from cliplab.errors import CliplabError, ParameterError
 from cliplab.io import atomic_path, write_json_atomic
 from cliplab.tasks.metrics import l2_normalize
+from cliplab.tasks.ranking import chunked_topk
 
-KINDS = ("flat", "ivf", "hnsw")
+KINDS = ("exact", "flat", "ivf", "hnsw")
+FAISS_KINDS = ("flat", "ivf", "hnsw")
 
 
 def _faiss():
     try:
-        import faiss  # faiss: slow to import, only index building/loading needs it
+        import faiss  # faiss: slow to import, only FAISS indexes need it
     except ImportError:  # pragma: no cover - faiss-cpu is a dependency
         raise CliplabError("FAISS is not installed: pip install faiss-cpu") from None
     return faiss
@@ -25,18 +33,24 @@ def _faiss():
 
 @dataclass
 class VectorIndex:
+    """Unit vectors searchable by cosine: ``index`` is the FAISS index, or the (n, d) array for ``exact``; ``ids``
+    name the rows (positions returned by :meth:`search` index them)."""
     index: object
     kind: str
     ids: list[str]
     meta: dict = field(default_factory=dict)
 
     @classmethod
-    def build(cls, emb: np.ndarray, ids: list[str], kind: str = "flat", *, nlist: int | None = None,
+    def build(cls, emb: np.ndarray, ids: list[str], kind: str = "exact", *, nlist: int | None = None,
               nprobe: int = 16, hnsw_m: int = 32, meta: dict | None = None) -> "VectorIndex":
-        faiss = _faiss()
+        """An index of ``emb`` (raw or unit rows; stored unit-length)."""
         if kind not in KINDS:
             raise ParameterError("index_type", kind, f"choose one of {', '.join(KINDS)}")
-        x = np.ascontiguousarray(l2_normalize(emb), dtype=np.float32)
+        x = np.ascontiguousarray(l2_normalize(np.asarray(emb, dtype=np.float32)), dtype=np.float32)
+        meta = {"rows": int(len(x)), "dim": int(x.shape[1]) if x.ndim == 2 else 0, **(meta or {})}
+        if kind == "exact":
+            return cls(x, kind, list(ids), meta)
+        faiss = _faiss()
         d = x.shape[1]
         if kind == "flat":
             index = faiss.IndexFlatIP(d)
@@ -52,30 +66,66 @@ class VectorIndex:
             index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efSearch = max(64, 2 * hnsw_m)
         index.add(x)
-        return cls(index, kind, list(ids), dict(meta or {}))
+        return cls(index, kind, list(ids), meta)
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = np.ascontiguousarray(l2_normalize(queries), dtype=np.float32)
-        s, i = self.index.search(q, min(k, len(self.ids)))
-        return s, i
+        """(scores, positions), each (Q, min(k, n)), best first; exact: ties towards the lower position."""
+        q = np.ascontiguousarray(l2_normalize(np.asarray(queries, dtype=np.float32)), dtype=np.float32)
+        if self.kind == "exact":
+            return chunked_topk(q, self.index, k, normalize=False)
+        return self.index.search(q, min(k, len(self.ids)))
 
     def save(self, path: str | Path) -> None:
-        faiss = _faiss()
+        """The index and its JSON sidecar (``<path>.json``), each written atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            faiss.write_index(self.index, str(tmp))
-        write_json_atomic(path.with_name(path.name + ".json"), {"kind": self.kind, "ids": self.ids, **self.meta})
+            if self.kind == "exact":
+                with open(tmp, "wb") as fh:
+                    np.save(fh, self.index)
+            else:
+                _faiss().write_index(self.index, str(tmp))
+        write_json_atomic(sidecar(path), {"kind": self.kind, "ids": self.ids, **self.meta})
 
     @classmethod
     def load(cls, path: str | Path) -> "VectorIndex":
-        faiss = _faiss()
         path = Path(path)
-        side = path.with_name(path.name + ".json")
+        side = sidecar(path)
         if not path.is_file() or not side.is_file():
             raise CliplabError(f"index {path} (and its {side.name}) not found")
         meta = json.loads(side.read_text())
-        return cls(faiss.read_index(str(path)), meta.pop("kind"), meta.pop("ids"), meta)
+        kind = meta.pop("kind")
+        index = np.load(path, allow_pickle=False) if kind == "exact" else _faiss().read_index(str(path))
+        return cls(index, kind, meta.pop("ids"), meta)
+
+    @classmethod
+    def load_or_build(cls, path: str | Path | None, emb: np.ndarray, ids: list[str], kind: str = "exact", *,
+                      meta: dict | None = None) -> tuple["VectorIndex", bool]:
+        """(index, whether it was read back): the index saved at ``path`` when it was built from the same model,
+        gallery and kind, else a new one (saved at ``path`` when given)."""
+        want = {"rows": int(len(emb)), **(meta or {})}
+        if path is not None and Path(path).is_file() and sidecar(Path(path)).is_file():
+            try:
+                old = cls.load(path)
+            except (OSError, ValueError, KeyError, json.JSONDecodeError, RuntimeError):
+                old = None  # unreadable: rebuilt below
+            if old is not None and old.kind == kind and old.matches(want) and old.ids == list(ids):
+                return old, True
+        idx = cls.build(emb, ids, kind, meta=meta)
+        if path is not None:
+            idx.save(path)
+        return idx, False
 
     def matches(self, meta: dict) -> bool:
         return all(self.meta.get(k) == v for k, v in meta.items())
+
+
+def sidecar(path: Path) -> Path:
+    """The JSON file beside an index file."""
+    return path.with_name(path.name + ".json")
+
+
+__all__ = ["VectorIndex", "KINDS", "FAISS_KINDS", "sidecar"]

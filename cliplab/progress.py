@@ -1,10 +1,10 @@
 """The one progress interface: long steps report bars, notes and warnings to the current :class:`Progress`.
 
 Library code never prints. It calls :func:`progress_bar`, :func:`note` and :func:`warn`; where they go is chosen
-by the caller: the CLI uses :class:`ConsoleProgress` (rich bars and notes on stderr, so stdout stays clean for
-tables and machine output), tests can run under ``use(Silent())``, and a web app can install its own
-:class:`Progress` that turns the same calls into events. ``quiet=True`` on a study silences its bars and notes,
-never its warnings.
+by the caller, and only the caller decides what is printed: the CLI uses :class:`ConsoleProgress` (rich bars and
+notes on stderr, so stdout stays clean for tables and machine output; ``quiet=True`` drops bars and notes), the
+Python API :class:`NotebookProgress`, tests can run under ``use(Silent())``, and a web app can install its own
+:class:`Progress` that turns the same calls into events. Warnings are never silenced.
 """
 from __future__ import annotations
 
@@ -64,20 +64,24 @@ class _RichBar(Bar):
 
 
 class ConsoleProgress(Progress):
-    """rich bars, ``note:`` and ``warning:`` lines on stderr (the CLI's default)."""
+    """rich bars, ``note:`` and ``warning:`` lines on stderr (the CLI's default); ``quiet``: warnings only."""
 
-    def __init__(self, out: Console = console):
-        self.out = out
+    def __init__(self, out: Console = console, quiet: bool = False):
+        self.out, self.quiet = out, quiet
 
     @contextlib.contextmanager
     def bar(self, total: int, description: str, unit: str = "img") -> Iterator[Bar]:
+        if self.quiet:
+            yield Bar()
+            return
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
                    TimeElapsedColumn(), TimeRemainingColumn())
         with _RichProgress(*columns, console=self.out) as progress:
             yield _RichBar(progress, progress.add_task(description, total=total))
 
     def note(self, message: str) -> None:
-        self.out.print(f"note: {escape(message)}", highlight=False)
+        if not self.quiet:
+            self.out.print(f"note: {escape(message)}", highlight=False)
 
     def warn(self, message: str) -> None:
         self.out.print(f"[yellow]warning: {escape(message)}[/yellow]", highlight=False)
@@ -107,19 +111,18 @@ def use(progress: Progress) -> Iterator[Progress]:
 
 
 @contextlib.contextmanager
-def progress_bar(total: int, description: str, quiet: bool = False, unit: str = "img") -> Iterator[Bar]:
-    """A bar on the current progress (nothing when ``quiet`` or there is nothing to count)."""
-    if quiet or total <= 0:
+def progress_bar(total: int, description: str, unit: str = "img") -> Iterator[Bar]:
+    """A bar on the current progress (nothing when there is nothing to count)."""
+    if total <= 0:
         yield Bar()
         return
     with current().bar(total, description, unit) as bar:
         yield bar
 
 
-def note(message: str, quiet: bool = False) -> None:
-    """Something a person should know about the run (silenced by ``quiet``)."""
-    if not quiet:
-        current().note(message)
+def note(message: str) -> None:
+    """Something a person should know about the run (the current progress may leave it out: quiet)."""
+    current().note(message)
 
 
 def warn(message: str) -> None:

@@ -50,7 +50,7 @@ def trained_cache(tmp_path_factory) -> Path:
     from cliplab.models.local import SHIPPED_DIR
 
     cache = tmp_path_factory.mktemp("trained-cache")
-    assert ensure_tiny_model(cache, quiet=True) == SHIPPED_DIR / "tiny-shapes"
+    assert ensure_tiny_model(cache) == SHIPPED_DIR / "tiny-shapes"
     return cache
 
 

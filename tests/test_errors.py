@@ -1,4 +1,5 @@
-"""Library errors name parameters, never CLI flags; the CLI spells them as flags (cliplab.cli.options.FLAGS)."""
+"""Library errors name parameters, never CLI flags; each door spells them from the declarations (the CLI as
+flags)."""
 import ast
 import importlib
 import inspect
@@ -10,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 from cliplab.cli import app
-from cliplab.cli.options import flag_for
 from cliplab.errors import CliplabError, DatasetError, ModelLoadError, ParameterError
 
 # Modules whose errors name parameters (the CLI's own modules, studies/, report/ and results/ are not swept yet).
@@ -90,13 +90,13 @@ def test_device_error_python_names_the_parameter_cli_the_flag(tmp_path):
 
 
 def test_split_folders_error_python_names_the_parameter_cli_the_flag(tmp_path):
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
 
     root = tmp_path / "eurosat"
     for split in ("test", "validation"):
         (root / split / "red").mkdir(parents=True)
     with pytest.raises(DatasetError) as info:
-        load_dataset(str(root), cache_dir=tmp_path)
+        open_dataset(str(root), cache_dir=tmp_path)
     assert isinstance(info.value, ParameterError) and info.value.param == "split"
     assert str(info.value).endswith("not classes: choose one with split (e.g. split test)")
     assert cli_error(["zeroshot", "--dataset", str(root)], tmp_path) == \
@@ -105,17 +105,25 @@ def test_split_folders_error_python_names_the_parameter_cli_the_flag(tmp_path):
 
 
 def test_parameter_with_another_flag_name_python_and_cli(tmp_path):
-    """``rule`` is ``--target`` and ``pooling`` is ``--descriptor`` on the command line (FLAGS)."""
+    """A parameter is named once (the library's name is the Python keyword); the CLI spells it as its declared flag:
+    ``k`` is ``--topk`` for similar, ``data_root`` is ``--image-root`` (Python ``image_root``) for retrieval."""
     from cliplab.attacks.typographic import choose_targets
-    from cliplab.embed.descriptors import DescriptorSpec
+    from cliplab.params import Spelling
+    from cliplab.registry import get
+    from cliplab.studies import discover
 
+    discover()
     with pytest.raises(CliplabError) as info:
         choose_targets(np.arange(4) % 2, 2, "sideways")
-    assert str(info.value) == "rule 'sideways': choose one of random, next, most-confused"
-    # the command reaches this check only after the clean evaluation: the handler's spelling, without the run
-    assert info.value.render(flag_for) == "--target 'sideways': choose one of random, next, most-confused"
-    with pytest.raises(CliplabError) as info:
-        DescriptorSpec("sum").validate()
-    assert str(info.value) == "pooling 'sum': choose one of global, mac, rmac, gem"
+    assert str(info.value) == "target 'sideways': choose one of random, next, most-confused"
+    assert info.value.render(Spelling(get("attack").all_params(), "cli")) == \
+        "--target 'sideways': choose one of random, next, most-confused"
     assert cli_error(["similar", "--descriptor", "sum"], tmp_path) == \
         "error: --descriptor 'sum': choose one of global, mac, rmac, gem"
+    assert cli_error(["similar", "--descriptor", "rmca"], tmp_path) == \
+        "error: --descriptor 'rmca': choose one of global, mac, rmac, gem (did you mean 'rmac'?)"
+    assert cli_error(["similar", "--topk", "0"], tmp_path) == "error: --topk 0: must be at least 1"
+    err = ParameterError("data_root", "/nowhere", "folder not found", quote=False)
+    retrieval = get("retrieval").all_params()
+    assert err.render(Spelling(retrieval, "cli")) == "--image-root /nowhere: folder not found"
+    assert err.render(Spelling(retrieval, "api")) == "image_root /nowhere: folder not found"

@@ -116,7 +116,7 @@ def choose_targets(labels: np.ndarray, num_classes: int, rule: str = "random", s
         best = cm.argmax(1)
         best = np.where(cm.max(1) > 0, best, (np.arange(num_classes) + 1) % num_classes)
         return best[labels]
-    raise ParameterError("rule", rule, f"choose one of {', '.join(RULES)}")
+    raise ParameterError("target", rule, f"choose one of {', '.join(RULES)}")
 
 
 class AttackedSource(ImageSource):

@@ -1,5 +1,6 @@
 """The ``cliplab`` command line. Presentation only: flags in, one study call, output out. This module only wires
-the command groups (classify, retrieve, manage) into one app."""
+one command per declared study (:mod:`cliplab.cli.doors`) and the commands that manage models, reports and the demo
+(:mod:`cliplab.cli.manage`) into one app."""
 from __future__ import annotations
 
 import inspect
@@ -15,7 +16,7 @@ try:  # typer >= 0.22 ships its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_errors
 
-from cliplab.cli import classify, manage, retrieve
+from cliplab.cli import doors, manage
 
 
 class _OneLineErrors(TyperGroup):
@@ -51,26 +52,28 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-app = typer.Typer(
-    cls=_OneLineErrors,
-    name="cliplab",
-    help="Evaluate CLIP-style vision-language models: zero-shot, prompt studies, probes, retrieval, search, "
-         "clustering, attacks and reports — cached and reproducible.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+HELP = ("Evaluate CLIP-style vision-language models: zero-shot, prompt studies, probes, retrieval, search, "
+        "clustering, attacks and reports — cached and reproducible.")
 
 
-@app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="print the version and exit.")) -> None:
     """Evaluate CLIP-style vision-language models: zero-shot, prompt studies, probes, retrieval, search,
     clustering, attacks and reports — cached and reproducible."""
 
 
-for group in (classify, retrieve, manage):
-    group.register(app)
+def build_app() -> typer.Typer:
+    """The app with a command for every registered study (a study registered after import -- a test's, a plugin's
+    -- appears in a new app)."""
+    from cliplab.studies import discover
+
+    new = typer.Typer(cls=_OneLineErrors, name="cliplab", help=HELP, no_args_is_help=True, add_completion=False,
+                      pretty_exceptions_enable=False)
+    new.callback()(_root)
+    doors.register(new, [s for s in discover() if "cli" in s.doors])
+    manage.register(new)
+    _escape_help(new)
+    return new
 
 
 def _escape_help(typer_app: typer.Typer, done: set[int] | None = None) -> None:
@@ -93,12 +96,11 @@ def _escape_help(typer_app: typer.Typer, done: set[int] | None = None) -> None:
         _escape_help(group.typer_instance, done)
 
 
-_escape_help(app)
-
-
 def main() -> None:
     app()
 
+
+app = build_app()
 
 if __name__ == "__main__":
     main()

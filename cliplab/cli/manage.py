@@ -1,4 +1,5 @@
-"""Commands that manage models, embeddings and reports: models, embed, train, report, demo."""
+"""Commands that manage models and reports and run the demo: models, train, report, demo (the studies' commands,
+``embed`` among them, are made from their declarations: :mod:`cliplab.cli.doors`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,12 +7,16 @@ from typing import List, Optional
 
 import typer
 
-from cliplab.cli.options import (BackendOpt, BatchOpt, CacheDirOpt, DataRootOpt, DatasetOpt, DeviceOpt, LimitOpt, ModelOpt,
-                                 NoCacheOpt, PipelineOpt, PrecisionOpt, PretrainedOpt, QuietOpt, SplitOpt, WorkersOpt,
-                                 check_device, check_output, handle_errors)
-from cliplab.cli.session import finish, load_inputs, load_train_set, report_failures, stdout
+from cliplab.cli.doors import finish
+from cliplab.cli.options import check_device, check_output, handle_errors, option, stdout
 from cliplab.errors import CliplabError
-from cliplab.progress import note
+from cliplab.inputs import BACKEND_P, CACHE_DIR_P, LIMIT_P, QUIET_P, RunOptions, open_dataset
+from cliplab.progress import ConsoleProgress, note, use
+
+CacheDirOpt = option(CACHE_DIR_P)
+QuietOpt = option(QUIET_P)
+BackendOpt = option(BACKEND_P)
+LimitOpt = option(LIMIT_P)
 
 
 @handle_errors
@@ -32,49 +37,15 @@ def report(
 
     from cliplab.report.html import build_report, import_clip_benchmark
     from cliplab.results.store import read_results
+    from cliplab.studies import discover
 
     check_output(output, "--output", (".html", ".htm"))
+    discover()  # every study's report sections
     df = read_results(*results_dirs)
     if clip_benchmark:
         df = pd.concat([df, import_clip_benchmark(clip_benchmark)], ignore_index=True)
     path = build_report(df, output, title=title, sources=results_dirs, exports=not no_exports)
     stdout(quiet).print(f"wrote {path} ({len(df)} rows, {df.run_id.nunique()} runs)")
-
-
-@handle_errors
-def embed(
-    model: ModelOpt = "tiny-shapes", pretrained: PretrainedOpt = None, dataset: DatasetOpt = "shapes",
-    split: SplitOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = None,
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help=".npy (+ .ids.csv sidecar) or .parquet."),
-    device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = "auto", cache_dir: CacheDirOpt = None,
-    batch_size: BatchOpt = 64, workers: WorkersOpt = None, no_cache: NoCacheOpt = False,
-    shard_batches: int = typer.Option(16, "--shard-batches", min=1, help="batches per cache shard (the resume unit)."),
-    pipeline: PipelineOpt = "pil",
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the image encoder (pays off on "
-                                       "large collections on GPU)."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory "
-                                                 "format for the image tower (default: on for conv towers)."),
-    quiet: QuietOpt = False,
-):
-    """Embed a dataset's images into the cache (resumable), optionally exporting them. Shards are written every
-    --shard-batches batches or 30 s; unreadable images and images over 400 MP are skipped with the reason."""
-    from cliplab.embed import embed_images
-    from cliplab.results.exports import write_embeddings
-
-    check_output(output, "--output", (".npy", ".parquet"))
-    inp = load_inputs(model=model, pretrained=pretrained, dataset=dataset, split=split, data_root=data_root,
-                      limit=limit, device=device, precision=precision, backend=backend, cache_dir=cache_dir, quiet=quiet,
-                      model_options={"channels_last": channels_last, "compile": compile_model})
-    m, ds = inp.model, inp.dataset
-    res = embed_images(m, ds, cache_dir, batch_size=batch_size, num_workers=workers, use_cache=not no_cache,
-                       shard_batches=shard_batches, quiet=quiet, pipeline=pipeline)
-    out = stdout(quiet)
-    out.print(f"{len(res.indices)} embeddings (dim {res.embeddings.shape[1]}), {res.computed} computed, "
-              f"{len(res.indices) - res.computed} from cache; model fingerprint {m.fingerprint}")
-    report_failures(res.failures, quiet)
-    if output:
-        for p in write_embeddings(output, res, ds):
-            out.print(f"wrote {p}")
 
 
 @handle_errors
@@ -143,29 +114,29 @@ def train(
     `tiny-shapes` model (same seed: same model up to CPU float differences)."""
     import json
 
-    from cliplab.paths import resolve_cache_dir
     from cliplab.train import TrainConfig, train_clip
     from cliplab.train.trainer import check_name, model_source
 
     check_output(output_dir, "--output-dir", folder=True)
-    cache = resolve_cache_dir(cache_dir)
+    options = RunOptions.of(cache_dir)
     overrides = check_name(name, output_dir, force)
     recipe = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed).items() if v is not None}
-    ds = load_train_set(dataset, split, limit, cache)
+    ds = train_set(dataset, split, limit, options)
     model_cfg, base = model_source(model)
-    folder = train_clip(ds, cache, name, out_dir=output_dir, model_cfg=model_cfg, base_model=base,
-                        pretrained=pretrained, config=TrainConfig(**recipe), quiet=quiet, overwrite=force,
-                        extra_meta={"overrides_shipped": True} if overrides else None)
+    with use(ConsoleProgress(quiet=quiet)):
+        folder = train_clip(ds, options.cache_dir, name, out_dir=output_dir, model_cfg=model_cfg, base_model=base,
+                            pretrained=pretrained, config=TrainConfig(**recipe), overwrite=force,
+                            extra_meta={"overrides_shipped": True} if overrides else None)
     meta = json.loads((folder / "meta.json").read_text())
     if output_dir is None:
-        use = f"--model {name}" + (f" --cache-dir {cache_dir}" if cache_dir else "")
+        usage = f"--model {name}" + (f" --cache-dir {cache_dir}" if cache_dir else "")
     else:
-        use = f"--model local-dir:{folder}"
+        usage = f"--model local-dir:{folder}"
     stdout(False).print(f"trained {name} on {meta['images']} images in {meta['train_seconds']} s "
                       f"(final loss {meta['history'][-1]['loss']:.3f}); saved to {folder}")
     if overrides:
         stdout(False).print(f"--model {name} now uses this model instead of the shipped one; delete {folder} to go back")
-    stdout(False).print(f"use it with: {use}")
+    stdout(False).print(f"use it with: {usage}")
 
 
 @handle_errors
@@ -183,30 +154,47 @@ def demo(
     typographic attack."""
     import shutil
 
-    from cliplab.models import load_model
+    from cliplab.inputs import DEFAULT_MODEL, open_model
     from cliplab.report.html import build_report
     from cliplab.results.store import read_results
+    from cliplab.studies import discover
     from cliplab.studies.demo import demo_steps
-    from cliplab.train.tiny import DEFAULT_MODEL, ensure_tiny_model
 
     check_output(output_dir, "--output-dir", folder=True)
     check_device(None, None, backend)
     out_dir = prepare_demo_dir(output_dir)
-    ensure_tiny_model(cache_dir, quiet=quiet)
     results, figures = out_dir / "results", out_dir / "figures"
     if results.exists():
         shutil.rmtree(results)  # the demo's own folder (marker checked): the report shows this run only
-    model = load_model(DEFAULT_MODEL, cache_dir=cache_dir, backend=backend)
-    for step in demo_steps(model, cache_dir, quiet, zeroshot_only=no_report):
-        note(f"{step.title}: done", quiet)
-        for result in step.results:
-            finish(result, command=step.command, config=step.config, quiet=True, show=step.show,
-                   results=None if no_report else results, artifacts={k: f for k, (f, _) in step.figures.items()},
-                   files={k: figures / name for k, (_, name) in step.figures.items()})
+    discover()  # every study's report sections
+    options = RunOptions.of(cache_dir, backend=backend)
+    with use(ConsoleProgress(quiet=quiet)):
+        model = open_model(DEFAULT_MODEL, None, options)
+        for step in demo_steps(model, options, zeroshot_only=no_report):
+            note(f"{step.title}: done")
+            for result in step.results:
+                with use(ConsoleProgress(quiet=True)):  # skipped images and notes: in the report, not here
+                    finish(result, command=step.command, config=step.config, quiet=True, show=step.show,
+                           results=None if no_report else results,
+                           artifacts={k: f for k, (f, _) in step.figures.items()},
+                           files={k: figures / name for k, (_, name) in step.figures.items()})
     if not no_report:
         path = build_report(read_results(results), out_dir / "report.html",
                             title="cliplab demo · tiny-shapes on shapes", sources=[results])
         stdout(False).print(f"report: {path.resolve()}")
+
+
+def train_set(dataset: str, split: str | None, limit: int | None, options: RunOptions):
+    """The split to train on: the one named, else ``train``; a set without splits (a caption file) is used whole."""
+    from cliplab.data import SplitError, open_dataset as load
+
+    if split is None:
+        try:
+            return load(dataset, split="train", limit=limit, cache_dir=options.cache_dir)
+        except SplitError as exc:
+            if exc.available:
+                raise CliplabError(f"--split: {exc}; choose the split to train on with --split") from None
+    return open_dataset(dataset, options, split=split, limit=limit)
 
 
 DEMO_MARKER = ".cliplab-demo"  # written into every output folder the demo creates; only such folders are reused
@@ -230,5 +218,5 @@ def prepare_demo_dir(output_dir: Path) -> Path:
 
 
 def register(app: typer.Typer) -> None:
-    for fn in (models, embed, train, report, demo):
+    for fn in (models, train, report, demo):
         app.command()(fn)

@@ -1,96 +1,68 @@
-"""Options declared once (``Annotated`` aliases reused by every command), flag checks that run before any work,
-and the one error handler that turns library errors into ``error:`` lines."""
+"""What every command shares: the one error handler that turns library errors into ``error:`` lines (parameters
+spelled as flags), checks of output paths that run before any work, and Typer options made from the shared
+parameter declarations (:mod:`cliplab.inputs`) for the commands that are not studies (models, train, report, demo)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.markup import escape
 
 from cliplab.errors import CliplabError, ParameterError
+from cliplab.params import Param, Spelling
 
-# Library parameters whose flag is not ``--`` + the name with dashes.
-FLAGS = {"pooling": "--descriptor", "template_sets": "--templates", "rule": "--target", "text_format": "--text",
-         "select_from": "--select-split", "k": "--topk", "models": "--model", "models_file": "--models",
-         "gt_dir": "--gt", "query_images": "--query", "out_dir": "--output-dir", "overwrite": "--force",
-         "implementation": "--kmeans"}
+FLAG_SPELLING = Spelling((), "cli")  # a library name as a flag: --name-with-dashes
 
 
-def flag_for(param: str) -> str:
-    """The CLI flag that sets a library parameter."""
-    return FLAGS.get(param, "--" + param.replace("_", "-"))
-
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help=(
-        'open_clip architecture (ViT-B-32), hf-hub:org/name, local-dir:FOLDER, a model-config .json, hf:org/name '
-        '(transformers), or a model trained by `cliplab train` (see `cliplab models`).'))]
-PretrainedOpt = Annotated[Optional[str], typer.Option("--pretrained", "-p", help=(
-        'pretrained tag (openai, laion2b_s34b_b79k, ...) or a checkpoint file (.pt/.bin/.safetensors).'))]
-DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help=(
-        'shapes[:ATTRIBUTE], a torchvision name (cifar10, cifar100, food101, eurosat, stl10, flowers102, oxford_pets,'
-        ' dtd, mnist), a folder of class subfolders or images, or a caption file (.csv/.jsonl).'))]
-SplitOpt = Annotated[Optional[str], typer.Option("--split", help=(
-        'dataset split (named datasets: default test; a folder with split subfolders needs it). A split that does not'
-        ' exist is an error listing those that do.'))]
-DataRootOpt = Annotated[Optional[str], typer.Option("--data-root", help=(
-        'where torchvision datasets are (downloaded when online).'))]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help=(
-        'use a seeded random subset of N images.'))]
-ClassnamesOpt = Annotated[Optional[str], typer.Option("--classnames", help=(
-        'class names file (.txt one per line, or .json list/map).'))]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help=(
-        'cpu, cuda, cuda:1 (default: cuda if available).'))]
-PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help=(
-        'fp32 | amp | amp_bf16 | fp16 | bf16 (default: amp on GPU, fp32 on CPU).'))]
-CacheDirOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help=(
-        'embedding/model/dataset cache (default: user cache dir, or $CLIPLAB_CACHE_DIR).'))]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=0, help=(
-        'images per batch; 0 = chosen from free GPU memory (64 on CPU).'))]
-WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=0, help=(
-        'DataLoader worker processes (default: automatic).'))]
-PipelineOpt = Annotated[str, typer.Option("--pipeline", help=(
-        "image preprocessing: pil (open_clip's transform, the reference), tensor (torchvision decoding + batched "
-        'tensor resize/normalise; JPEGs decoded on the GPU), auto (tensor on CUDA, else pil).'))]
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help=(
-        "recompute embeddings and don't write the cache."))]
-ResultsOpt = Annotated[Optional[Path], typer.Option("--results", help=(
-        "results store folder: this run's rows (model, dataset, task, metric, value, CI, seed, fingerprints, config) "
-        'are added as a new file; read it with pandas or `cliplab report`.'))]
-ResultsFormatOpt = Annotated[str, typer.Option("--results-format", help=(
-        'parquet | jsonl'))]
-BackendOpt = Annotated[str, typer.Option("--backend", help=(
-        'what runs the towers: auto (the default: OpenVINO on the CPU when installed, else torch), torch, or openvino '
-        '(CPU; each tower converted once and cached; fp32, or --precision bf16). Gradient-based work always uses '
-        'torch.'))]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help=(
-        'no progress bars or notes (result tables and errors still print).'))]
+@contextlib.contextmanager
+def cli_errors(spell: Callable[[str], str] = FLAG_SPELLING) -> Iterator[None]:
+    """User errors become one line on stderr and exit code 2, never a traceback; parameters are spelled by
+    ``spell`` (the command's flags)."""
+    try:
+        yield
+    except ParameterError as exc:
+        typer.echo(f"error: {exc.render(spell)}", err=True)
+        raise typer.Exit(2)
+    except CliplabError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    except OSError as exc:  # a file we were asked to read or write (outputs are checked up front; this is the rest)
+        if exc.filename is None:
+            raise
+        typer.echo(f"error: {exc.filename}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; finished shards are cached and the next run resumes from them", err=True)
+        raise typer.Exit(130)
 
 
 def handle_errors(fn):
-    """User errors become one line on stderr and exit code 2, never a traceback."""
+    """A command whose user errors become one ``error:`` line (see :func:`cli_errors`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
+        with cli_errors():
             return fn(*args, **kwargs)
-        except ParameterError as exc:
-            typer.echo(f"error: {exc.render(flag_for)}", err=True)
-            raise typer.Exit(2)
-        except CliplabError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2)
-        except OSError as exc:  # a file we were asked to read or write (outputs are checked up front; this is the rest)
-            if exc.filename is None:
-                raise
-            typer.echo(f"error: {exc.filename}: {exc.strerror or exc}", err=True)
-            raise typer.Exit(2)
-        except KeyboardInterrupt:
-            typer.echo("interrupted; finished shards are cached and the next run resumes from them", err=True)
-            raise typer.Exit(130)
 
     return wrapper
+
+
+def stdout(quiet: bool):
+    from cliplab.report.tables import stdout_console
+
+    return stdout_console(quiet)
+
+
+def option(p: Param):
+    """A Typer ``Annotated`` option for a shared parameter (the commands that are not studies use these)."""
+    from cliplab.cli.doors import option as make
+
+    annotation, _ = make(p, FLAG_SPELLING)
+    return annotation
 
 
 def check_output(path: Optional[Path], flag: str, suffixes: tuple[str, ...] = (), folder: bool = False,
@@ -135,26 +107,8 @@ def check_results(results: Optional[Path], fmt: str) -> None:
     check_output(results, "--results", folder=True)
 
 
-def check_templates(templates) -> None:
-    """Template values are resolved once up front, so a bad file fails before any data is loaded."""
-    from cliplab.prompts import resolve_all
-
-    if templates:
-        resolve_all(templates if isinstance(templates, list) else [templates])
-
-
 def check_device(device: Optional[str], precision: Optional[str], backend: Optional[str] = "auto") -> None:
     """Device, backend and precision are checked before any data is loaded or model trained."""
     from cliplab.models import check_options  # heavy (torch): only when a command runs
 
     check_options(device, precision, backend)
-
-
-def parse_ints(value: str, option: str) -> list[int]:
-    try:
-        out = [int(v) for v in value.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise CliplabError(f"{option} {value!r}: expected comma-separated integers, e.g. 1,2,4,8,16") from None
-    if any(v < 0 for v in out):
-        raise CliplabError(f"{option} {value!r}: values must be >= 0")
-    return out

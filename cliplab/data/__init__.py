@@ -1,4 +1,4 @@
-"""Datasets: one ``load_dataset(spec)`` for built-in, torchvision, folder and caption-file datasets."""
+"""Datasets: one ``open_dataset(spec)`` for built-in, torchvision, folder and caption-file datasets."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,27 +24,33 @@ _DATASET_KINDS = (  # {p:data_root}: a parameter in an error message
 DATASET_HELP = _DATASET_KINDS.replace("{p:data_root}", "--data-root")  # the same, for the command line's help
 
 
-def load_dataset(spec: str, *, split: str | None = None, data_root: str | None = None, limit: int | None = None,
-                 classnames: str | None = None, cache_dir: str | Path | None = None,
-                 download: bool = True) -> ImageDataset:
-    """Resolve a ``--dataset`` value to an :class:`ImageDataset`.
+def open_dataset(spec: str, *, split: str | None = None, data_root: str | None = None, limit: int | None = None,
+                 classnames: str | None = None, cache_dir: str | Path | None = None, download: bool = True,
+                 names: dict[str, str] | None = None) -> ImageDataset:
+    """A dataset named by a ``--dataset`` value, loaded: an :class:`ImageDataset` (``cliplab.load_dataset`` in
+    Python and every command's ``--dataset`` come here).
 
     ``limit`` keeps a seeded random subset of that many images (in original order), so that a limited run
-    still covers every class of a class-sorted folder.
+    still covers every class of a class-sorted folder. ``names``: the parameters that set these values when they
+    are not the usual ones (``{"limit": "train_limit"}``), for errors.
     """
     cache = resolve_cache_dir(cache_dir)
-    return limit_dataset(_resolve(spec, split, data_root, classnames, cache, download), limit)
+    ds = _resolve(spec, split, data_root, classnames, cache, download)
+    ds.spec = spec
+    return limit_dataset(ds, limit, param=(names or {}).get("limit", "limit"))
 
 
-def limit_dataset(ds: ImageDataset, limit: int | None) -> ImageDataset:
+def limit_dataset(ds: ImageDataset, limit: int | None, param: str = "limit") -> ImageDataset:
     """A seeded random subset of ``limit`` images of ``ds`` (in original order), or ``ds`` when ``limit`` is None or
     not smaller than it."""
     if limit is not None and limit <= 0:
-        raise DatasetParameterError("limit", limit, f"{{p:limit}} must be positive, got {limit}", prefix=False)
+        raise DatasetParameterError(param, limit, f"{{p:{param}}} must be positive, got {limit}", prefix=False)
     if limit is None or limit >= len(ds):
         return ds
     keep = np.sort(np.random.default_rng(0).permutation(len(ds))[:limit])
-    return ds.subset(keep, tag=f"limit{limit}")
+    out = ds.subset(keep, tag=f"limit{limit}")
+    out.limit = limit
+    return out
 
 
 def _resolve(spec, split, data_root, classnames, cache: Path, download: bool) -> ImageDataset:
@@ -71,4 +77,4 @@ def _resolve(spec, split, data_root, classnames, cache: Path, download: bool) ->
                                 f"expected {_DATASET_KINDS}", prefix=False)
 
 
-__all__ = ["load_dataset", "limit_dataset", "SplitError", "ImageDataset", "ImageSource", "FileSource", "IndexedSource", "DATASET_HELP"]
+__all__ = ["open_dataset", "limit_dataset", "SplitError", "ImageDataset", "ImageSource", "FileSource", "IndexedSource", "DATASET_HELP"]

@@ -32,6 +32,8 @@ class ImageDataset:
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
     attribute_classnames: dict[str, list[str]] = field(default_factory=dict)
     templates_hint: str | None = None  # name of the template set that fits this dataset, if any
+    spec: str | None = None  # the --dataset value it was loaded from (a run's config names it)
+    limit: int | None = None  # the seeded subset size it was limited to, if any
 
     def __len__(self) -> int:
         return len(self.source)
@@ -58,6 +60,8 @@ class ImageDataset:
             attributes={k: v[idx] for k, v in self.attributes.items()},
             attribute_classnames=self.attribute_classnames,
             templates_hint=self.templates_hint,
+            spec=self.spec,
+            limit=self.limit,
         )
 
     def require_classes(self, task: str) -> None:

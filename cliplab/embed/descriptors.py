@@ -29,7 +29,7 @@ class DescriptorSpec:
 
     def validate(self) -> None:
         if self.pooling not in POOLINGS:
-            raise ParameterError("pooling", self.pooling, f"choose one of {', '.join(POOLINGS)}")
+            raise ParameterError("descriptor", self.pooling, f"choose one of {', '.join(POOLINGS)}")
         if self.levels < 1:
             raise ParameterError("levels", self.levels, "{p:levels} must be >= 1", prefix=False)
 

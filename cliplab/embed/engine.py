@@ -21,7 +21,7 @@ from cliplab.embed.descriptors import DescriptorSpec, make_encoder
 from cliplab.embed.tensor_pipeline import PIPELINES, TensorPreprocess, decode_batch, read_bytes
 from cliplab.errors import DatasetError, ParameterError
 from cliplab.models.base import LoadedModel
-from cliplab.paths import resolve_cache_dir
+from cliplab.inputs import RunOptions, as_options
 from cliplab.progress import progress_bar
 
 
@@ -82,12 +82,14 @@ def default_workers(n_items: int, batch_size: int, backend: str = "torch", cores
     return min(4, cores)
 
 
-def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir: str | Path | None = None, *,
-                 batch_size: int = 64, num_workers: int | None = None, use_cache: bool = True,
-                 shard_batches: int = 16, flush_seconds: float = FLUSH_SECONDS, quiet: bool = False,
-                 description: str = "embedding images", descriptor=None, pipeline: str = "pil",
-                 clock=time.monotonic) -> EmbeddingResult:
-    """Embed every image of ``data`` (a dataset or an image source), reusing and extending the disk cache.
+def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, options: RunOptions | str | Path | None = None,
+                 *, shard_batches: int = 16, flush_seconds: float = FLUSH_SECONDS,
+                 description: str = "embedding images", descriptor=None, clock=time.monotonic,
+                 **changes) -> EmbeddingResult:
+    """Embed every image of ``data`` (a dataset or an image source), reusing and extending the disk cache:
+    an :class:`EmbeddingResult`. ``options``: the run's :class:`~cliplab.inputs.RunOptions` (batch size, workers,
+    cache on/off, pipeline), or a cache folder with the default options; ``changes`` replace some of them
+    (``batch_size=16``).
 
     Work is written to the cache in shards, each atomically, after ``shard_batches`` batches or when the next
     batch would end more than ``flush_seconds`` after the last write (whichever comes first), so a kill loses at
@@ -95,14 +97,16 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
     in dataset order and shards end on batch boundaries, so a resumed run forms exactly the batches an
     uninterrupted run would have, and gives bit-identical embeddings. ``clock`` is for tests.
     """
+    options = as_options(options, **changes)
+    batch_size, num_workers = options.batch_size, options.workers
     if batch_size <= 0:
         batch_size = auto_batch_size(model)
     descriptor = descriptor or DescriptorSpec()
     encode = make_encoder(model, descriptor)
     source = data.source if isinstance(data, ImageDataset) else data
-    use_tensor = _use_tensor_pipeline(pipeline, model)
+    use_tensor = _use_tensor_pipeline(options.pipeline, model)
     kind = descriptor.cache_kind() + ("+tensor" if use_tensor else "")  # the two pipelines differ slightly
-    root = resolve_cache_dir(cache_dir) if use_cache else None
+    root = options.cache_dir if options.use_cache else None
     cache = EmbeddingCache(root, model.fingerprint, kind) if root else None
     with file_hash_memo(root / MEMO_NAME if root else None):  # unchanged files are not read again
         keys = source.keys()
@@ -147,7 +151,7 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, cache_dir
                 cache.write(shard_keys, emb, shard_fail, shard_seconds)
             shard_keys, shard_rows, shard_fail, shard_seconds, batches_in_shard = [], [], {}, 0.0, 0
 
-        with progress_bar(len(todo), description, quiet) as bar:
+        with progress_bar(len(todo), description) as bar:
             tick = time.perf_counter()
             last_flush = batch_start = clock()
             for pos, pixels, bad in loader:

@@ -10,17 +10,19 @@ import numpy as np
 from cliplab.embed.cache import EmbeddingCache
 from cliplab.io import hash_bytes
 from cliplab.models.base import LoadedModel
-from cliplab.paths import resolve_cache_dir
+from cliplab.inputs import RunOptions, as_options
 from cliplab.progress import progress_bar
 from cliplab.prompts import TemplateSet
 
 
-def embed_texts(model: LoadedModel, texts: list[str], cache_dir: str | Path | None = None, *,
-                batch_size: int = 256, use_cache: bool = True, quiet: bool = True) -> np.ndarray:
-    """Raw text embeddings (float32, rows in the order of ``texts``), cached per text."""
+def embed_texts(model: LoadedModel, texts: list[str], options: RunOptions | str | Path | None = None, *,
+                batch_size: int = 256) -> np.ndarray:
+    """Raw text embeddings (float32, rows in the order of ``texts``), cached per text (``options``: the run's
+    options, or a cache folder)."""
+    options = as_options(options)
     keys = ["t:" + hash_bytes(t.encode("utf-8")) for t in texts]
     backend = model.text_backend(len(texts))  # the key names what computes them: never mixed across runtimes
-    cache = EmbeddingCache(resolve_cache_dir(cache_dir), model.text_fingerprint(backend), "text") if use_cache \
+    cache = EmbeddingCache(options.cache_dir, model.text_fingerprint(backend), "text") if options.use_cache \
         else None
     vectors = dict(cache.lookup(list(set(keys))).vectors) if cache else {}
     todo = list(dict.fromkeys(k for k in keys if k not in vectors))
@@ -28,7 +30,7 @@ def embed_texts(model: LoadedModel, texts: list[str], cache_dir: str | Path | No
         text_of = dict(zip(keys, texts))
         new_rows = []
         t0 = time.perf_counter()
-        with progress_bar(len(todo), "embedding texts", quiet, unit="texts") as bar:
+        with progress_bar(len(todo), "embedding texts", unit="texts") as bar:
             for s in range(0, len(todo), batch_size):
                 chunk = todo[s:s + batch_size]
                 out = model.encode_texts([text_of[k] for k in chunk], backend).numpy()
@@ -43,8 +45,8 @@ def embed_texts(model: LoadedModel, texts: list[str], cache_dir: str | Path | No
 
 
 def class_text_embeddings(model: LoadedModel, classnames: list[str], template_set: TemplateSet,
-                          cache_dir: Path | str | None) -> np.ndarray:
+                          options: RunOptions | str | Path | None = None) -> np.ndarray:
     """(C, T, d) raw text embeddings of every class x template prompt (cached)."""
     texts = template_set.texts(classnames)
-    emb = embed_texts(model, texts, cache_dir)
+    emb = embed_texts(model, texts, options)
     return emb.reshape(len(classnames), len(template_set.templates), -1)

@@ -10,9 +10,10 @@ from cliplab.io import hash_json
 from cliplab.models.base import LoadedModel
 from cliplab.models.hf import load_hf
 from cliplab.models import openvino
-from cliplab.models.local import find_local_model
+from cliplab.models.local import SHIPPED_NAMES, find_local_model
 from cliplab.models.openclip import load_open_clip
 from cliplab.paths import resolve_cache_dir
+from cliplab.progress import note
 
 PRECISIONS = ("fp32", "amp", "amp_bf16", "fp16", "bf16")
 
@@ -73,11 +74,12 @@ def check_options(device: str | torch.device | None, precision: str | None, back
     resolve_precision(precision, dev, resolve_backend(backend, dev))
 
 
-def load_model(model: str, pretrained: str | None = None, device: str | torch.device | None = None,
+def open_model(model: str, pretrained: str | None = None, device: str | torch.device | None = None,
                precision: str | None = None, cache_dir: str | Path | None = None,
                force_quick_gelu: bool | None = None, channels_last: bool | None = None,
                compile: bool = False, backend: str | None = "auto") -> LoadedModel:
-    """Load a CLIP model from any supported source.
+    """A CLIP model from any supported source, loaded: a :class:`LoadedModel` (``cliplab.load_model`` in Python and
+    every command's ``--model`` come here).
 
     - ``load_model("ViT-B-32", "openai")`` — open_clip name + pretrained tag (QuickGELU applied as the tag needs)
     - ``load_model("ViT-B-32", "/path/ckpt.pt")`` — open_clip name + local checkpoint
@@ -103,10 +105,17 @@ def load_model(model: str, pretrained: str | None = None, device: str | torch.de
     precision = resolve_precision(precision, dev, backend)
     torch_precision = "fp32" if backend == "openvino" else precision
 
+    requested = {"model": model, "pretrained": pretrained}
     if model.startswith("hf:"):
         parts = load_hf(model, dev, torch_precision)
     else:
         local = find_local_model(model, cache) if not pretrained else None
+        if local is None and model in SHIPPED_NAMES and not pretrained:
+            raise ModelParameterError("model", model, f"the shipped {model} model is missing from this cliplab "
+                                      f"installation (cliplab/models/weights/{model}); reinstall cliplab", quote=False)
+        if local is not None and local.name in SHIPPED_NAMES and not local.shipped:
+            note(f"{local.name} is the model trained with `cliplab train --force` in {local.folder}, not the one "
+                 "shipped with cliplab; remove that folder to use the shipped one again")
         if local is not None:
             model, pretrained = str(local.config), str(local.checkpoint)
         parts = load_open_clip(model, pretrained, dev, torch_precision, cache, force_quick_gelu=force_quick_gelu)
@@ -121,7 +130,7 @@ def load_model(model: str, pretrained: str | None = None, device: str | torch.de
                          fingerprint=fingerprint, name=parts["name"], pretrained=parts["pretrained"], device=dev,
                          precision=precision, embed_dim=parts["embed_dim"], preprocess_cfg=parts["preprocess_cfg"],
                          source="hf" if model.startswith("hf:") else "open_clip", backend=backend,
-                         weights_fingerprint=weights)
+                         weights_fingerprint=weights, spec=requested)
     if backend == "openvino":
         loaded._ov = openvino.compile_towers(loaded, cache, precision)
         return loaded
@@ -135,4 +144,4 @@ def load_model(model: str, pretrained: str | None = None, device: str | torch.de
     return loaded
 
 
-__all__ = ["load_model", "LoadedModel", "check_options", "resolve_backend", "resolve_device", "resolve_precision", "PRECISIONS"]
+__all__ = ["open_model", "LoadedModel", "check_options", "resolve_backend", "resolve_device", "resolve_precision", "PRECISIONS"]

@@ -26,6 +26,7 @@ class LoadedModel:
     backend: str = "torch"  # torch | openvino (inference only; self.model stays the PyTorch module)
     weights_fingerprint: str = ""  # the fingerprint of the PyTorch model, whatever runs it
     _ov: Any = field(default=None, repr=False)  # cliplab.models.openvino.OpenVINOTowers when backend is openvino
+    spec: dict | None = None  # what was asked for: {"model": ..., "pretrained": ...} as given (a run's config names it)
 
     @property
     def conv_tower(self) -> bool:

@@ -19,10 +19,10 @@ from cliplab.io import write_json_atomic, write_text_atomic
 from cliplab.report.plots import compact_png, figure_data_uri
 from cliplab.results.exports import provenance, write_table
 from cliplab.results.store import COLUMNS
-from cliplab.studies import report_sections
+from cliplab.registry import report_sections
 
 def sections() -> list:
-    """How each task is shown: declared by the study modules (``REPORT_SECTIONS``), collected here."""
+    """How each task is shown: declared by the studies (:mod:`cliplab.registry`; the doors discover them)."""
     return report_sections()
 
 

@@ -23,7 +23,7 @@ from cliplab.report.tables import render
 from cliplab.results.exports import provenance, write_table
 from cliplab.errors import ParameterError
 from cliplab.results.store import FORMATS, RunRecorder
-from cliplab.studies import report_sections
+from cliplab.registry import sections_for
 
 MAX_FIGURE_FILES = 12  # image files shown inline per figure that writes a folder of them (e.g. one per image)
 THUMB_WIDTH = 900  # px: inline figures are downscaled to this and palette-encoded
@@ -116,9 +116,10 @@ class Notebook:
         """(title, matplotlib figure) per figure the HTML report draws from this run's rows."""
         rows = self.metric_rows().assign(run_id="notebook")
         out = []
-        for section in report_sections():
-            if section.figures is not None and section.task in set(rows.task):
-                out += [(f.title, f.figure) for f in section.figures(rows[rows.task == section.task])]
+        for task in dict.fromkeys(rows.task):
+            for section in sections_for(task):
+                if section.figures is not None:
+                    out += [(f.title, f.figure) for f in section.figures(rows[rows.task == task])]
         return out
 
     def _repr_html_(self) -> str:

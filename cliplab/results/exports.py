@@ -6,9 +6,10 @@ import json
 import math
 import platform
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version as _package_version
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,23 @@ def _version(package: str) -> str:
         return _package_version(package)
     except PackageNotFoundError:
         return "not installed"
+
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl")  # what a table can be written as
+
+
+@dataclass
+class FileArtifact:
+    """A file a result writes only when asked (like :class:`~cliplab.results.result.Figure`, without a caption):
+    ``save(path)`` writes it, with any sidecar files next to it (and may return every path it wrote); ``write``
+    returns ``[(path, None)]`` per file."""
+    description: str
+    save: Callable[[Path], list[Path] | None]
+
+    def write(self, path: str | Path) -> list[tuple[Path, None]]:
+        path = Path(path)
+        written = self.save(path)
+        return [(Path(p), None) for p in (written or [path])]
 
 
 def provenance() -> dict:

@@ -1,16 +1,55 @@
-"""Studies: one module per study, ``run_<study>(inputs, params)`` returning a result on the contract of
-:mod:`cliplab.results.result`. A study module may also declare ``REPORT_SECTIONS`` (how the HTML report shows its
-task's rows); :func:`report_sections` collects them, so adding a study touches its own module and its command."""
+"""Studies: one module per study, each declaring itself once (``STUDY = register(Study(...))``, see
+:mod:`cliplab.registry`) with ``run_<study>(inputs, params)`` returning a result on the contract of
+:mod:`cliplab.results.result`. :func:`execute` runs any declared study the same way for every door: the values
+checked against the declarations, the inputs loaded (:func:`cliplab.inputs.load_inputs`), the study run, and the
+result stamped with the store's command name and the run's config."""
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import Any
+
+from cliplab.inputs import load_inputs, run_config
+from cliplab.params import check_values
+from cliplab.registry import Study, studies
+
+_DISCOVERED = False
 
 
-def report_sections() -> list:
-    """Every study module's ``REPORT_SECTIONS``, in page order."""
-    out = []
-    for info in pkgutil.iter_modules(__path__):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        out += list(getattr(module, "REPORT_SECTIONS", ()))
-    return sorted(out, key=lambda s: (s.order, s.task))
+def discover() -> list[Study]:
+    """Import every study module of this package (each registers its declaration); every registered study."""
+    global _DISCOVERED
+    if not _DISCOVERED:
+        for info in pkgutil.iter_modules(__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{info.name}")
+        _DISCOVERED = True
+    return studies()
+
+
+def execute(study: Study, values: dict[str, Any]) -> Any:
+    """Run ``study`` with parameter ``values`` (library names; missing ones take their defaults): the result, with
+    ``command`` (the store's command name) and ``config`` (the run's configuration) set, as every door records it."""
+    own = study.own()
+    declared = own + list(study.inputs)
+    unknown = set(values) - {p.name for p in declared}
+    if unknown:
+        raise TypeError(f"{study.name}: unknown parameters {sorted(unknown)}")
+    checked = check_values(declared, values)
+    own_names = {p.name for p in own}
+    inputs = load_inputs({k: v for k, v in checked.items() if k not in own_names} | _shared(study, checked),
+                         fitting=study.fitting, templates=study.templates, model_extra=study.model_extra)
+    params = study.params(**{p.name: checked[p.name] for p in own}) if study.params is not None else None
+    result = study.run(inputs, params)
+    if not study.tool:
+        result.command = study.store_command
+        result.config = run_config(study.parameters("api"), checked, inputs)
+    return result
+
+
+def _shared(study: Study, checked: dict) -> dict:
+    """Own parameters that steer the loading of inputs (e.g. ``ensemble``, ``select``, ``probe``)."""
+    names = {n for n in (getattr(study.templates, "ensemble", None), getattr(study.fitting, "when", None),
+                         getattr(study.fitting, "dataset", None)) if isinstance(n, str)}
+    names |= set(study.model_extra)
+    return {k: checked[k] for k in names if k in checked}

@@ -8,18 +8,44 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cliplab.attacks.typographic import RULES, AttackedSource, TypographicParams, choose_targets, render_text
+from typing import TYPE_CHECKING
+
+from cliplab.attacks.typographic import POSITIONS, RULES, AttackedSource, TypographicParams, choose_targets, \
+    render_text
 from cliplab.data.base import ImageDataset
-from cliplab.embed import EmbeddingResult, embed_images
+from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images
 from cliplab.errors import ParameterError
-from cliplab.models.base import LoadedModel
-from cliplab.prompts import TemplateSet
-from cliplab.embed.texts import class_text_embeddings
+from cliplab.inputs import IMAGES, ONE_MODEL, RUN, TEMPLATE_P, Inputs, Templates
+from cliplab.params import param
+from cliplab.registry import Output, Study, register
+from cliplab.report.notebook import Notebook
 from cliplab.report.plots import image_grid, save_figure
 from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, pct
 from cliplab.tasks.metrics import classification_metrics
 from cliplab.tasks.zeroshot import build_classifier, scores
-from cliplab.report.notebook import Notebook
+
+if TYPE_CHECKING:
+    from cliplab.models.base import LoadedModel
+    from cliplab.prompts import TemplateSet
+
+
+@dataclass(frozen=True)
+class AttackParams:
+    """What the typographic attack writes, where and how."""
+    target: str = param("random", "which wrong class is written: random (seeded), next (label + 1), "
+                                   "most-confused (the clean classifier's most frequent confusion).", choices=RULES)
+    text: str = param("{}", "what is written, {} = the class name (e.g. 'this is a {}').")
+    font_size: float = param(0.22, "text height as a fraction of the image side.", min=0.01, max=1.0)
+    position: str = param("center", "where the text goes (random: seeded per image).", choices=POSITIONS)
+    opacity: float = param(1.0, "opacity of the text, 0 < opacity <= 1.", max=1.0)
+    color: str = param("white", "text colour (outlined in black).")
+    font: Path | None = param(None, ".ttf/.otf font file (default: Pillow's bundled font).")
+    seed: int = param(0, "the seed of random targets and positions.")
+    n_examples: int = param(8, "image pairs in the examples figure.", min=1)
+
+    def typographic(self) -> TypographicParams:
+        return TypographicParams(font_size=self.font_size, position=self.position, opacity=self.opacity,
+                                 color=self.color, font=str(self.font) if self.font else None, seed=self.seed)
 
 
 @dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
@@ -140,22 +166,20 @@ class AttackResult(SingleModel, Notebook):
         return [int(i) for i in np.concatenate([flip, other, same])[:n]]
 
 
-def run_typographic(model: LoadedModel, dataset: ImageDataset, template_set: TemplateSet, params: TypographicParams,
-                    cache_dir=None, *, rule: str = "random", text_format: str = "{}", batch_size: int = 64,
-                    num_workers: int | None = None, quiet: bool = False, n_examples: int = 8) -> AttackResult:
-    """Zero-shot on clean and on attacked copies of ``dataset``'s images: an :class:`AttackResult`."""
+def run_attack(inputs: Inputs, params: AttackParams = AttackParams()) -> AttackResult:
+    """Zero-shot on clean and on attacked copies of the dataset's images: an :class:`AttackResult`."""
+    model, dataset, template_set, options = inputs.model, inputs.dataset, inputs.templates[0], inputs.options
+    rule, text_format, n_examples = params.target, params.text, params.n_examples
     dataset.require_classes("the typographic attack")
-    if rule not in RULES:  # checked before any image is embedded
-        raise ParameterError("rule", rule, f"choose one of {', '.join(RULES)}")
     if "{}" not in text_format:
-        raise ParameterError("text_format", text_format, f"{{p:text_format}} {text_format!r} must contain {{}} where the class "
+        raise ParameterError("text", text_format, f"{{p:text}} {text_format!r} must contain {{}} where the class "
                              "name goes", prefix=False)
+    params = params.typographic()
     params.validate()
     t0 = time.perf_counter()
     names = dataset.classnames
-    clf = build_classifier(class_text_embeddings(model, names, template_set, cache_dir))
-    clean = embed_images(model, dataset, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet,
-                         description="embedding clean images")
+    clf = build_classifier(class_text_embeddings(model, names, template_set, options))
+    clean = embed_images(model, dataset, options, description="embedding clean images")
     clean_scores_all = scores(clean.embeddings, clf)
     all_labels = dataset.labels
     confusion = None
@@ -166,8 +190,7 @@ def run_typographic(model: LoadedModel, dataset: ImageDataset, template_set: Tem
     attacked_ds = ImageDataset(name=f"{dataset.name}+typographic", split=dataset.split,
                                source=AttackedSource(dataset.source, texts, params),
                                fingerprint=f"{dataset.fingerprint}:typo", classnames=names, labels=all_labels)
-    attacked = embed_images(model, attacked_ds, cache_dir, batch_size=batch_size, num_workers=num_workers,
-                            quiet=quiet, description="embedding attacked images")
+    attacked = embed_images(model, attacked_ds, options, description="embedding attacked images")
     common, ci, ai = np.intersect1d(clean.indices, attacked.indices, return_indices=True)
     return AttackResult(model, dataset, template_set, params, rule, common, all_labels[common], targets_all[common],
                         clean_scores_all[ci], scores(attacked.embeddings[ai], clf), clean, attacked,
@@ -205,3 +228,17 @@ REPORT_SECTIONS = [
               rates=r"clean_acc1|attacked_acc1|acc1_drop|predicts_written_label.*|prediction_changed|"
                     r"correct_flipped_to_written|clean_mean.*|attacked_mean.*", order=70),
 ]
+
+
+STUDY = register(Study(
+    "attack", run_attack, "Write a wrong class name on every image; report the accuracy drop and flips to the written "
+    "label.",
+    description="Attacked images are embedded once and cached under their own keys.",
+    params=AttackParams,
+    inputs=(*ONE_MODEL, *IMAGES, TEMPLATE_P, *RUN),
+    templates=Templates(ensemble=True, one=True),
+    outputs=(Output("examples", "examples", "PNG with original vs attacked example pairs.", (".png",)),
+             Output("output", "record", "summary JSON.", (".json",), short="-o")),
+    command=("attack", "typographic"), group="Classification studies", sections=tuple(REPORT_SECTIONS), order=60,
+    returns="Inline: the clean/attacked table and original vs attacked example pairs.",
+    example='cliplab.attack("tiny-shapes", "shapes:color", target="next", limit=200, quiet=True)'))

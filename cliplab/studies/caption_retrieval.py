@@ -8,21 +8,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cliplab.data.base import ImageDataset
+from typing import TYPE_CHECKING
+
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError
-from cliplab.models.base import LoadedModel
-from cliplab.report.plots import image_grid, save_figure
-from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, pct, skipped
-from cliplab.tasks.metrics import l2_normalize
-from cliplab.tasks.caption_retrieval import RetrievalResult, caption_retrieval, chunked_topk
+from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, ONE_MODEL, RUN, SPLIT_P, Inputs
+from cliplab.params import param
+from cliplab.progress import warn
+from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
+from cliplab.report.plots import image_grid, save_figure
+from cliplab.results.exports import TABLE_SUFFIXES
+from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, pct, skipped
+from cliplab.tasks.caption_retrieval import RetrievalResult as RetrievalRanks, caption_retrieval, chunked_topk
+from cliplab.tasks.metrics import l2_normalize
+
+if TYPE_CHECKING:
+    from cliplab.data.base import ImageDataset
+    from cliplab.models.base import LoadedModel
 
 DIRECTIONS = ("text_to_image", "image_to_text")
 
 
+@dataclass(frozen=True)
+class RetrievalParams:
+    """The caption retrieval study's own parameters."""
+    ks: tuple[int, ...] = param((1, 5, 10), "recall@k cut-offs.", min=1)
+
+
 @dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
-class CaptionRetrieval(SingleModel, Notebook):
+class RetrievalResult(SingleModel, Notebook):
     """Text->image and image->text retrieval over a captioned dataset (the study contract:
     :mod:`cliplab.results.result`)."""
     model: LoadedModel
@@ -31,7 +46,7 @@ class CaptionRetrieval(SingleModel, Notebook):
     captions: list[str]
     caption_image: np.ndarray  # position (into images.embeddings) of each caption's image
     text_emb: np.ndarray
-    result: RetrievalResult
+    result: RetrievalRanks
     seconds: float = 0.0
     ks: tuple[int, ...] = (1, 5, 10)
     task = "caption_retrieval"
@@ -133,14 +148,16 @@ class CaptionRetrieval(SingleModel, Notebook):
         return save_figure(fig, [path])[0]
 
 
-def run_caption_retrieval(model: LoadedModel, dataset: ImageDataset, cache_dir=None, *, ks=(1, 5, 10), device=None,
-                          batch_size: int = 64, num_workers: int | None = None, quiet: bool = False) -> CaptionRetrieval:
-    """Recall@k and ranks both ways between ``dataset``'s images and captions: a :class:`CaptionRetrieval`."""
+def run_retrieval(inputs: Inputs, params: RetrievalParams = RetrievalParams()) -> RetrievalResult:
+    """Recall@k and ranks both ways between the dataset's images and captions: a :class:`RetrievalResult`."""
+    model, dataset, options, ks = inputs.model, inputs.dataset, inputs.options, tuple(params.ks)
+    if getattr(dataset, "missing", 0):
+        warn(f"{dataset.missing} images listed in {dataset.name} are not on disk and were left out")
     if not dataset.captions or not any(dataset.captions):
         raise CliplabError(f"dataset {dataset.name!r} has no captions; caption retrieval needs a caption file "
                            "(.csv/.jsonl), a COCO captions .json or a Karpathy split .json")
     t0 = time.perf_counter()
-    images = embed_images(model, dataset, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet)
+    images = embed_images(model, dataset, options)
     captions, owner = [], []
     for pos, i in enumerate(images.indices):
         for c in dataset.captions[int(i)]:
@@ -148,10 +165,10 @@ def run_caption_retrieval(model: LoadedModel, dataset: ImageDataset, cache_dir=N
             owner.append(pos)
     if not captions:
         raise CliplabError(f"dataset {dataset.name!r}: none of the embedded images has a caption")
-    text_emb = embed_texts(model, captions, cache_dir)
+    text_emb = embed_texts(model, captions, options)
     owner_arr = np.asarray(owner, dtype=np.int64)
-    res = caption_retrieval(images.embeddings, text_emb, owner_arr, ks, device=device)
-    return CaptionRetrieval(model, dataset, images, captions, owner_arr, text_emb, res, time.perf_counter() - t0,
+    res = caption_retrieval(images.embeddings, text_emb, owner_arr, ks, device=model.device)
+    return RetrievalResult(model, dataset, images, captions, owner_arr, text_emb, res, time.perf_counter() - t0,
                             tuple(ks))
 
 
@@ -185,3 +202,22 @@ REPORT_SECTIONS = [ReportSection(
     "caption_retrieval", ("recall@1", "recall@5", "recall@10", "median_rank", "mean_rank"),
               rates=r"recall@\d+", clip_benchmark=clip_benchmark_records,
               from_clip_benchmark=("zeroshot_retrieval", from_clip_benchmark), order=40)]
+
+
+STUDY = register(Study(
+    "retrieval", run_retrieval, "Caption retrieval: text→image and image→text recall@k, median and mean rank "
+    "(chunked, bounded memory).",
+    params=RetrievalParams,
+    inputs=(*ONE_MODEL, DATASET_P.with_(help="captioned images: a caption file (.csv/.jsonl), a COCO captions .json, "
+                                        "a Karpathy split .json, or shapes."),
+            SPLIT_P.with_(help="Karpathy files: test (default), val, train, all."),
+            DATA_ROOT_P.with_(flag="--image-root", keyword="image_root", help="image folder of a COCO/Karpathy JSON "
+                              "(default: guessed from the file's location)."), LIMIT_P, *RUN),
+    outputs=(Output("captions", "captions", "per-caption ranks and top-5 images (.csv/.parquet/.jsonl).",
+                    TABLE_SUFFIXES),
+             Output("failures", "failures", "PNG grid of the worst-ranked captions with their true and retrieved "
+                    "images.", (".png",)),
+             Output("output", "record", "results JSON.", (".json",), short="-o")),
+    group="Retrieval studies", sections=tuple(REPORT_SECTIONS), order=110,
+    returns="``.metrics``; ``.artifacts()[\"captions\"]`` holds each caption's rank and top-5 images.",
+    example='cliplab.retrieval("tiny-shapes", "shapes", limit=200, quiet=True)'))

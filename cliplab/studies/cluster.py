@@ -9,17 +9,36 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from cliplab.data.base import ImageDataset
+from typing import TYPE_CHECKING
+
 from cliplab.embed import EmbeddingResult, embed_images
-from cliplab.models.base import LoadedModel
-from cliplab.report.plots import image_grid, save_figure
-from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table
-from cliplab.tasks.clustering import Clustering, kmeans, prepare
+from cliplab.inputs import IMAGES, ONE_MODEL, RUN, Inputs
+from cliplab.params import param
+from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
+from cliplab.report.plots import image_grid, save_figure
+from cliplab.results.exports import TABLE_SUFFIXES
+from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table
+from cliplab.tasks.clustering import KMEANS, Clustering, kmeans, prepare
+
+if TYPE_CHECKING:
+    from cliplab.data.base import ImageDataset
+    from cliplab.models.base import LoadedModel
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    """The clustering study's own parameters."""
+    k: tuple[int, ...] = param((), "number of clusters, or a comma list to sweep (default: the number of classes, "
+                               "else 10).", min=2, flag="--k")
+    pca_dim: int | None = param(None, "PCA before clustering.", min=1)
+    kmeans: str = param("sklearn", "k-means implementation: sklearn | faiss.", choices=KMEANS)
+    seed: int = param(0, "the seed of k-means (and of the PCA).")
+    per_cluster: int = param(8, "images per cluster in the grid.", min=1)
 
 
 @dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
-class ClusterRun(SingleModel, Notebook):
+class ClusterResult(SingleModel, Notebook):
     """k-means for one or more k on one dataset split (the study contract: :mod:`cliplab.results.result`)."""
     model: LoadedModel
     data: ImageDataset
@@ -126,21 +145,31 @@ class ClusterRun(SingleModel, Notebook):
         return save_figure(fig, [path])[0]
 
 
-def run_cluster(model: LoadedModel, dataset: ImageDataset, cache_dir=None, *, ks: Sequence[int] | None = None,
-                pca_dim: int | None = None, implementation: str = "sklearn", seed: int = 0, per_cluster: int = 8,
-                batch_size: int = 64, num_workers: int | None = None, quiet: bool = False) -> ClusterRun:
-    """k-means (``implementation``: sklearn or faiss) of the image embeddings for each k (default: the number of
-    classes, else 10): a :class:`ClusterRun`."""
-    ks = list(ks) if ks else [len(dataset.classnames) if dataset.classnames else 10]
-    images = embed_images(model, dataset, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet)
-    X = prepare(images.embeddings, pca_dim, seed)
+def run_cluster(inputs: Inputs, params: ClusterParams = ClusterParams()) -> ClusterResult:
+    """k-means (sklearn or faiss) of the image embeddings for each k (default: the number of classes, else 10): a
+    :class:`ClusterResult`."""
+    model, dataset = inputs.model, inputs.dataset
+    ks = list(params.k) or [len(dataset.classnames) if dataset.classnames else 10]
+    images = embed_images(model, dataset, inputs.options)
+    X = prepare(images.embeddings, params.pca_dim, params.seed)
     labels = dataset.labels[images.indices] if dataset.labels is not None else None
-    run = ClusterRun(model, dataset, images, X, labels, kmeans=implementation, pca_dim=pca_dim, seed=seed,
-                     per_cluster=per_cluster)
-    run.clusterings = [kmeans(X, k, implementation=implementation, seed=seed, labels=labels) for k in ks]
+    run = ClusterResult(model, dataset, images, X, labels, kmeans=params.kmeans, pca_dim=params.pca_dim,
+                        seed=params.seed, per_cluster=params.per_cluster)
+    run.clusterings = [kmeans(X, k, implementation=params.kmeans, seed=params.seed, labels=labels) for k in ks]
     return run
 
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
 REPORT_SECTIONS = [ReportSection(
     "clustering", ("nmi", "ari", "purity", "silhouette"), rates=r"purity", order=60)]
+
+
+STUDY = register(Study(
+    "cluster", run_cluster, "k-means on image embeddings (optionally after PCA): NMI, ARI and purity against labels, "
+    "sample grids.",
+    params=ClusterParams, inputs=(*ONE_MODEL, *IMAGES, *RUN),
+    outputs=(Output("grid", "grid", "PNG of sample images per cluster (for the first k).", (".png",)),
+             Output("output", "assignments", "assignments as .csv/.parquet/.jsonl.", TABLE_SUFFIXES, short="-o")),
+    group="Retrieval studies", sections=tuple(REPORT_SECTIONS), order=140,
+    returns="``.assignments()``: each image's cluster per k; inline: the sample grid.",
+    example='cliplab.cluster("tiny-shapes", "shapes:color", k=[6, 12], quiet=True)'))

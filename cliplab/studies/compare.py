@@ -8,15 +8,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cliplab.data.base import ImageDataset
-from cliplab.models import LoadedModel, load_model
-from cliplab.models.specs import ModelSpec
-from cliplab.prompts import TemplateSet
-from cliplab.report.plots import grouped_bars, save_figure
-from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportFigure, ReportSection, Table, pct
-from cliplab.studies.probe import run_probe
-from cliplab.studies.zeroshot import run_zeroshot
+from typing import TYPE_CHECKING
+
+from cliplab.inputs import (DATA_ROOT_P, DATASETS_P, LIMIT_P, MODELS_FILE_P, MODELS_P, PRETRAINEDS_P, RUN, SPLIT_P,
+                            TEMPLATE_P, TRAIN_LIMIT_P, TRAIN_SPLIT_P, Fitting, Inputs, Templates)
+from cliplab.params import param
+from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
+from cliplab.report.plots import grouped_bars, save_figure
+from cliplab.results.exports import TABLE_SUFFIXES
+from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportFigure, ReportSection, Table, pct
+from cliplab.studies.probe import ProbeParams, run_probe
+from cliplab.studies.zeroshot import run_zeroshot
+
+if TYPE_CHECKING:
+    from cliplab.data.base import ImageDataset
+    from cliplab.models.base import LoadedModel
+    from cliplab.models.specs import ModelSpec
+
+
+@dataclass(frozen=True)
+class CompareParams:
+    """The comparison's own parameters."""
+    probe: bool = param(False, "add a linear probe column (trained on {p:train_split}).")
 
 
 @dataclass
@@ -44,7 +58,7 @@ class CompareRow:
 
 
 @dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
-class CompareRun(Notebook):
+class CompareResult(Notebook):
     """Several models on several datasets: one row per (model, dataset) with zero-shot (and linear-probe)
     accuracy (the study contract: :mod:`cliplab.results.result`; ``dataset`` is the first dataset compared).
 
@@ -106,31 +120,32 @@ class CompareRun(Notebook):
         return {"comparison": pd.DataFrame([r.as_dict() for r in self.rows]), "plot": Figure(caption, draw, model=ModelInfo("several"))}
 
 
-def run_compare(specs: list[ModelSpec | LoadedModel], datasets: list[tuple[ImageDataset, ImageDataset | None]],
-                template_sets: list[TemplateSet], cache_dir=None, *, device=None, precision=None, backend="auto",
-                batch_size=64, num_workers=None, quiet=False) -> CompareRun:
-    """Zero-shot (and linear probe) of every model on every dataset, each model loaded once (``specs``: models to
-    load, or loaded models): a :class:`CompareRun`."""
-    # datasets: (test split, train split or None), a train split adds the probe; template_sets[i] is for datasets[i]
-    run = CompareRun([test for test, _ in datasets], params={
-        "specs": [_spec_params(s) for s in specs],
-        "templates": [ts.name for ts in template_sets], "probe": any(train is not None for _, train in datasets)})
+def run_compare(inputs: Inputs, params: CompareParams = CompareParams()) -> CompareResult:
+    """Zero-shot (and linear probe) of every model on every dataset, each model loaded once, in turn: a
+    :class:`CompareResult`."""
+    from cliplab.models.base import LoadedModel
+
+    options = inputs.options
+    pairs = list(zip(inputs.datasets, inputs.fitting))
+    sets = [ts[0] for ts in inputs.template_sets]
+    run = CompareResult([test for test, _ in pairs], params={
+        "specs": [_spec_params(s) for s in inputs.models],
+        "templates": [ts.name for ts in sets], "probe": any(train is not None for _, train in pairs)})
     seen: set[Failure] = set()
-    for spec in specs:
-        m = spec if isinstance(spec, LoadedModel) else load_model(
-            spec.model, spec.pretrained, device=device, precision=precision, cache_dir=cache_dir, backend=backend)
+    for spec in inputs.models:
+        m = inputs.open_model(spec)
         run.models.append(ModelInfo.of(m))
-        for (test, train), ts in zip(datasets, template_sets):
-            zs = run_zeroshot(m, test, [ts], cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet)
+        for (test, train), ts in zip(pairs, sets):
+            zs = run_zeroshot(Inputs.of(m, test, template_sets=[ts], options=options))
             met = zs.evaluations[0].result.metrics
-            row = CompareRow(m.name if isinstance(spec, LoadedModel) else spec.name, m.name, m.pretrained, test.name, test.split, int(len(zs.images.indices)),
-                             len(test.classnames), met["acc1"], met.get("acc5", float("nan")),
-                             met["mean_per_class_recall"], met["mean_correct_similarity"],
-                             zs.images.images_per_second, m.num_params, m.embed_dim, model_fingerprint=m.fingerprint)
+            row = CompareRow(m.name if isinstance(spec, LoadedModel) else spec.name, m.name, m.pretrained, test.name,
+                             test.split, int(len(zs.images.indices)), len(test.classnames), met["acc1"],
+                             met.get("acc5", float("nan")), met["mean_per_class_recall"],
+                             met["mean_correct_similarity"], zs.images.images_per_second, m.num_params, m.embed_dim,
+                             model_fingerprint=m.fingerprint)
             studies = [zs]
             if train is not None:
-                probe = run_probe(m, train, test, cache_dir, kshots=(), device=m.device, batch_size=batch_size,
-                                  num_workers=num_workers, quiet=quiet)
+                probe = run_probe(Inputs.of(m, test, train=train, options=options), ProbeParams(kshot=()))
                 row.probe_acc1 = probe.linear.test_metrics["acc1"]
                 row.probe_train_acc1 = probe.linear.train_metrics["acc1"]
                 studies.append(probe)
@@ -190,6 +205,23 @@ REPORT_SECTIONS = [
 
 
 def _spec_params(spec: ModelSpec | LoadedModel) -> dict:
+    from cliplab.models.base import LoadedModel
+
     if isinstance(spec, LoadedModel):
         return {"model": spec.name, "pretrained": spec.pretrained, "label": spec.name}
     return {"model": spec.model, "pretrained": spec.pretrained, "label": spec.name}
+
+
+STUDY = register(Study(
+    "compare", run_compare, "Compare models on datasets: zero-shot (and linear probe) side by side, with bar charts.",
+    description="Columns: top-1/top-5, similarity of the true class, images/s, parameters, embedding dimension.",
+    params=CompareParams,
+    inputs=(MODELS_P, PRETRAINEDS_P, MODELS_FILE_P, DATASETS_P, SPLIT_P, DATA_ROOT_P, LIMIT_P,
+            TEMPLATE_P.with_(help="one template set for every dataset (default: each dataset's usual set)."),
+            TRAIN_SPLIT_P.with_(help="split the probe is trained on (with {p:probe})."), TRAIN_LIMIT_P, *RUN),
+    fitting=Fitting(split="train_split", limit="train_limit", when="probe", purpose="probe training"),
+    templates=Templates(ensemble=True, one=True),
+    outputs=(Output("output", "comparison", "the table as .csv, .parquet or .jsonl.", TABLE_SUFFIXES, short="-o"),
+             Output("plot", "plot", "grouped bar chart path stem: writes STEM.png and STEM.svg.")),
+    group="Classification studies", sections=tuple(REPORT_SECTIONS), order=40,
+    example='cliplab.compare(["tiny-shapes", m2], "shapes:color", limit=200, quiet=True)'))

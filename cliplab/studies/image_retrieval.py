@@ -4,52 +4,75 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from cliplab.data.base import ImageDataset
+from typing import TYPE_CHECKING
+
 from cliplab.data.imageio import open_rgb
 from cliplab.data.oxford import read_oxford_gt
 from cliplab.data.sources import CroppedSource, FileSource
 from cliplab.embed import embed_images
-from cliplab.embed.descriptors import DescriptorSpec, region_count
+from cliplab.embed.descriptors import POOLINGS, DescriptorSpec, region_count
 from cliplab.errors import CliplabError, ParameterError
 from cliplab.index import VectorIndex
-from cliplab.models.base import LoadedModel
+from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, ONE_MODEL, RUN, SPLIT_P, Inputs
+from cliplab.params import DATASET, param
+from cliplab.registry import Output, Study, register
+from cliplab.report.notebook import Notebook
 from cliplab.report.plots import image_grid, save_figure
+from cliplab.results.exports import FileArtifact
 from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, pct
 from cliplab.tasks.image_retrieval import (PROTOCOLS, Whitening, average_query_expansion, gt_map,
                                            labelled_retrieval_metrics, revisited_ground_truth, rmac_aggregate)
 from cliplab.tasks.metrics import l2_normalize
-from cliplab.tasks.caption_retrieval import chunked_topk
-from cliplab.report.notebook import Notebook
+from cliplab.tasks.ranking import chunked_topk
+
+if TYPE_CHECKING:
+    from cliplab.data.base import ImageDataset
+    from cliplab.models.base import LoadedModel
 
 
-@dataclass
-class FileArtifact:
-    """A file a result writes only when asked (like :class:`~cliplab.results.result.Figure`, without a caption):
-    ``save(path)`` writes it, with any sidecar files next to it; ``write`` returns ``[(path, None)]``."""
-    description: str
-    save: Callable[[Path], None]
+@dataclass(frozen=True)
+class SimilarParams:
+    """How ``similar`` describes, whitens, queries and scores the gallery."""
+    descriptor: str = param("global", "global (the CLIP embedding) | mac | rmac | gem, the last three from "
+                            "{p:layer}.", choices=POOLINGS)
+    layer: str | None = param(None, "module path for mac/rmac/gem (default: visual.layer4 for ResNets, "
+                              "visual.transformer patch tokens for ViTs).")
+    levels: int = param(3, "R-MAC scales.", min=1)
+    gem_p: float = param(3.0, "GeM exponent.", min=1.0)
+    pca_dim: int | None = param(None, "PCA to this many dimensions.", min=1)
+    whiten: bool = param(True, "whiten with the PCA (when {p:pca_dim} or {p:pca_fit} is given).")
+    pca_fit: str | None = param(None, "learn the PCA(-whitening) on these images (a folder or dataset; in Python also "
+                                "a loaded dataset), not on the gallery.", kind=DATASET)
+    qe: int = param(0, "average query expansion with the top N neighbours.", min=0)
+    gt: Path | None = param(None, "Oxford/Paris ground truth: a folder (*_query.txt, _good, _ok, _junk) or a "
+                            "revisited gnd_*.pkl (easy/hard/junk: Easy, Medium and Hard protocols). mAP and mP@1/5/10 "
+                            "with junk ignored; positives missing from the gallery count as misses. Without "
+                            "{p:gt}, class labels are used.")
+    no_crop: bool = param(False, "with {p:gt}: use whole query images, not their boxes.")
+    k: int = param(10, "k for mAP@k / P@k and for {p:query} results.", min=1, flag="--topk", short="-k")
+    query: tuple[Path, ...] = param((), "query image(s): show their top-k.")
 
-    def write(self, path: str | Path) -> list[tuple[Path, None]]:
-        path = Path(path)
-        self.save(path)
-        return [(path, None)]
+    def spec(self) -> DescriptorSpec:
+        spec = DescriptorSpec(self.descriptor, self.layer, self.levels, 0.4, self.gem_p)
+        spec.validate()
+        return spec
 
 
 @dataclass
 class QueryHits:
-    """Top-k gallery positions (into ``SimilarRun.indices``) and scores of ad-hoc query images."""
+    """Top-k gallery positions (into ``SimilarResult.indices``) and scores of ad-hoc query images."""
     paths: list[str]
     scores: np.ndarray  # (Q, k)
     positions: np.ndarray  # (Q, k)
 
 
 @dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
-class SimilarRun(SingleModel, Notebook):
+class SimilarResult(SingleModel, Notebook):
     """Image->image retrieval over a gallery (the study contract: :mod:`cliplab.results.result`)."""
     model: LoadedModel
     gallery: ImageDataset
@@ -205,31 +228,42 @@ def _fit_whitening(raw: np.ndarray, spec, n_regions, dim, whiten) -> Whitening:
     return Whitening.fit(l2_normalize(raw), dim, whiten)
 
 
-def run_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec, cache_dir=None, *,
-                pca_fit: ImageDataset | None = None, pca_dim: int | None = None, whiten: bool = True,
-                qe: int = 0, k: int = 10, gt_dir: str | Path | None = None, crop_queries: bool = True,
-                query_images: Sequence[str | Path] = (), variant: str | None = None, batch_size: int = 64,
-                num_workers: int | None = None, quiet: bool = False) -> SimilarRun:
-    """Gallery descriptors, their evaluation and the top-k of any ``query_images``: a :class:`SimilarRun`.
+def run_similar(inputs: Inputs, params: SimilarParams = SimilarParams()) -> SimilarResult:
+    """Gallery descriptors, their evaluation and the top-k of any query images: a :class:`SimilarResult`."""
+    spec = params.spec()
+    for q in params.query:
+        if not Path(q).is_file():
+            raise ParameterError("query", q, "file not found", quote=False)
+    pca_fit = inputs.open_dataset(params.pca_fit, param="pca_fit") if params.pca_fit is not None else None
+    return retrieve_similar(inputs.model, inputs.dataset, spec, inputs.options, pca_fit=pca_fit,
+                            pca_dim=params.pca_dim, whiten=params.whiten, qe=params.qe, k=params.k, gt=params.gt,
+                            crop_queries=not params.no_crop, query=params.query)
 
-    Evaluated against ``gt_dir`` (Oxford/Paris ground truth) if given, else the class labels; ``variant`` names
-    the run in the results instead of the descriptor options."""
+
+def retrieve_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec, options=None, *,
+                     pca_fit: ImageDataset | None = None, pca_dim: int | None = None, whiten: bool = True,
+                     qe: int = 0, k: int = 10, gt: str | Path | None = None, crop_queries: bool = True,
+                     query: Sequence[str | Path] = (), variant: str | None = None) -> SimilarResult:
+    """Gallery descriptors, their evaluation and the top-k of the ``query`` images: a :class:`SimilarResult`.
+
+    Evaluated against ``gt`` (Oxford/Paris ground truth) if given, else the class labels; ``variant`` names the run
+    in the results instead of the descriptor options."""
+    gt_dir, query_images = gt, query
     spec.validate()
-    kw = dict(batch_size=batch_size, num_workers=num_workers, quiet=quiet)
     n_regions = region_count(model, spec)
-    g = embed_images(model, gallery, cache_dir, descriptor=spec, description="gallery descriptors", **kw)
+    g = embed_images(model, gallery, options, descriptor=spec, description="gallery descriptors")
     if not len(g.indices):
         raise CliplabError(f"{gallery.name}: no usable gallery images")
-    run = SimilarRun(model, gallery, spec, np.zeros((0, 0)), g.indices, pca_dim=pca_dim, whiten=whiten,
+    run = SimilarResult(model, gallery, spec, np.zeros((0, 0)), g.indices, pca_dim=pca_dim, whiten=whiten,
                      pca_fit=pca_fit.name if pca_fit is not None else None, qe=qe, k=k,
                      gt=str(gt_dir) if gt_dir is not None else None, label=variant, skipped=list(g.failures))
     if pca_dim is not None or pca_fit is not None:
         if pca_fit is not None:
-            fit_raw = embed_images(model, pca_fit, cache_dir, descriptor=spec, description="PCA-fit descriptors",
-                                   **kw).embeddings
+            fit_raw = embed_images(model, pca_fit, options, descriptor=spec,
+                                   description="PCA-fit descriptors").embeddings
         else:
             fit_raw = g.embeddings
-            run.notes.append("PCA-whitening learned on the gallery itself (pass --pca-fit DIR to learn it on a "
+            run.notes.append("PCA-whitening learned on the gallery itself (pass {p:pca_fit} DIR to learn it on a "
                              "separate set, as the R-MAC protocol does)")
         run.whitening = _fit_whitening(fit_raw, spec, n_regions, pca_dim, whiten)
     run.descriptors = _finish(g.embeddings, spec, n_regions, run.whitening)
@@ -242,8 +276,7 @@ def run_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec,
         pos_of = [stems[q.image] for q in gt_queries]
         src = CroppedSource(gallery.source, [(int(g.indices[p]), q.box if crop_queries else None)
                                              for p, q in zip(pos_of, gt_queries)])
-        qr = embed_images(model, src, cache_dir, descriptor=spec, description="query descriptors",
-                          **{**kw, "num_workers": 0})
+        qr = embed_images(model, src, options, descriptor=spec, description="query descriptors", workers=0)
         if len(qr.indices) != len(gt_queries):
             raise CliplabError(f"{len(gt_queries) - len(qr.indices)} query images could not be read")
         qd = _finish(qr.embeddings, spec, n_regions, run.whitening)
@@ -258,7 +291,7 @@ def run_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec,
         run.scores = labelled_retrieval_metrics(db, labels, k, query_desc=qd)
     if query_images:
         paths = [str(q) for q in query_images]
-        run.queries = QueryHits(paths, *query_hits(run, model, paths, cache_dir, k, qe))
+        run.queries = QueryHits(paths, *query_hits(run, model, paths, options, k, qe))
     return run
 
 
@@ -293,7 +326,7 @@ def gt_metrics(queries, rankings, position_of: dict[str, int]) -> tuple[dict, li
         n_pos = len(pos_names & set(missing))
         notes.append(f"{len(missing)} ground-truth image(s) are not in the gallery ({n_pos} of them positives, "
                      f"e.g. {next(iter(missing))!r}); positives missing from the gallery count as misses, as in the "
-                     "revisited Oxford/Paris protocol: check that --dataset is the whole gallery (no --limit)")
+                     "revisited Oxford/Paris protocol: check that {p:dataset} is the whole gallery (no {p:limit})")
     for k, v in metrics.items():
         if k.startswith("queries_without_positives") and v:
             where = f" under the {k.rsplit('_', 1)[1]} protocol" if k != "queries_without_positives" else ""
@@ -301,13 +334,13 @@ def gt_metrics(queries, rankings, position_of: dict[str, int]) -> tuple[dict, li
     return metrics, notes
 
 
-def query_hits(run: SimilarRun, model, paths: list[str], cache_dir, k: int, qe: int = 0):
+def query_hits(run: SimilarResult, model, paths: list[str], options, k: int, qe: int = 0):
     """Top-k gallery scores and positions for ad-hoc query images."""
     n_regions = region_count(model, run.spec)
-    res = embed_images(model, FileSource(paths), cache_dir, descriptor=run.spec, quiet=True, num_workers=0)
+    res = embed_images(model, FileSource(paths), options, descriptor=run.spec, workers=0)
     if res.failures:
         _, ident, reason = res.failures[0]
-        raise ParameterError("query_images", ident, reason, quote=False)
+        raise ParameterError("query", ident, reason, quote=False)
     q = _finish(res.embeddings, run.spec, n_regions, run.whitening)
     if qe:
         q = average_query_expansion(q, run.descriptors, qe)
@@ -319,3 +352,18 @@ REPORT_SECTIONS = [ReportSection(
     "image_retrieval", ("mAP", "mP@10", "mAP@10", "P@10", "mAP_easy", "mAP_medium", "mAP_hard",
                                   "mP@10_medium"),
               rates=r"mAP|mAP@\d+|P@\d+|(mAP|mP@\d+)(_easy|_medium|_hard)?", order=50)]
+
+
+STUDY = register(Study(
+    "similar", run_similar, "Image→image retrieval: global/MAC/R-MAC/GeM descriptors, PCA-whitening, query "
+    "expansion, mAP.",
+    params=SimilarParams,
+    inputs=(*ONE_MODEL, DATASET_P.with_(help="gallery: a folder (class subfolders = labels), or any dataset (see "
+                                        "`cliplab zeroshot --help`)."), SPLIT_P, DATA_ROOT_P, LIMIT_P, *RUN),
+    outputs=(Output("grid", "grid", "PNG of the {p:query} results.", (".png",), requires="query"),
+             Output("index", "index", "save a FAISS flat index of the final descriptors (+ the PCA as "
+                    "INDEX.pca.npz).", reuse=True),
+             Output("output", "record", "results JSON.", (".json",), short="-o")),
+    group="Retrieval studies", sections=tuple(REPORT_SECTIONS), order=130,
+    returns="``.metrics``; ``.write_index(path)`` saves a FAISS index of the descriptors; inline: the query grid.",
+    example='cliplab.similar("tiny-shapes", "shapes:color", descriptor="rmac", pca_dim=16, limit=300, quiet=True)'))

@@ -3,27 +3,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from cliplab.data.base import ImageDataset
-from cliplab.data.sources import FileSource
 from cliplab.data.folder import IMAGE_EXTENSIONS, list_images
 from cliplab.data.imageio import open_rgb
-from cliplab.embed import EmbeddingResult, embed_images, embed_texts
-from cliplab.errors import CliplabError, ParameterError
-from cliplab.models.base import LoadedModel
-from cliplab.prompts import TemplateSet
-from cliplab.embed.texts import class_text_embeddings
+from cliplab.data.sources import FileSource
+from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images, embed_texts
+from cliplab.errors import ParameterError
+from cliplab.inputs import (CLASSNAMES_P, DATASET_P, DEFAULT_DATASET, ONE_MODEL, RUN, SPLIT_P, TEMPLATE_P, Inputs,
+                            Templates, dataset_templates, open_dataset)
+from cliplab.params import REQUIRED, param
+from cliplab.registry import Output, Study, register
+from cliplab.report.notebook import Notebook
 from cliplab.report.plots import image_with_bars, save_figure
+from cliplab.results.exports import TABLE_SUFFIXES
 from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, skipped
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.zeroshot import build_classifier, scores
-from cliplab.report.notebook import Notebook
+
+if TYPE_CHECKING:
+    from cliplab.models.base import LoadedModel
+    from cliplab.prompts import TemplateSet
 
 
-def image_paths(args: list[str]) -> list[Path]:
+@dataclass(frozen=True)
+class InspectParams:
+    """What ``inspect`` ranks for which images."""
+    images: tuple[Path, ...] = param(REQUIRED, "image files or folders.", argument=True, metavar="IMAGES...")
+    classes: tuple[str, ...] = param((), "class names to rank (comma-separated, or repeated), through "
+                                     "{p:templates}.")
+    prompts: tuple[str, ...] = param((), "prompts ranked as written (no template): a text file with one per line, "
+                                     "or the prompts themselves, e.g. 'a chest X-ray with pneumonia'.")
+    topk: int = param(5, "candidates shown per image.", min=1)
+
+
+def image_paths(args) -> list[Path]:
     """Files as given; folders expanded to the images in them (sorted, recursive)."""
     out: list[Path] = []
     for a in args:
@@ -31,14 +49,15 @@ def image_paths(args: list[str]) -> list[Path]:
         if p.is_dir():
             found = list_images(p)
             if not found:
-                raise CliplabError(f"{a}: folder has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+                raise ParameterError("images", a, f"folder has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})",
+                                     quote=False)
             out.extend(found)
         elif p.is_file():
             out.append(p)
         else:
-            raise CliplabError(f"{a}: no such image file or folder")
+            raise ParameterError("images", a, "no such image file or folder", quote=False)
     if not out:
-        raise CliplabError("no images given")
+        raise ParameterError("images", None, "no images given")
     return out
 
 
@@ -53,16 +72,30 @@ def read_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
-def parse_classes(text: str) -> list[str]:
-    """Comma-separated class names (at least two)."""
-    names = [c.strip() for c in text.split(",") if c.strip()]
-    if len(names) < 2:
-        raise ParameterError("classes", text, "give at least two comma-separated names")
+def parse_classes(given) -> list[str]:
+    """Class names: comma-separated text (one value) or a list of names; at least two."""
+    values = [given] if isinstance(given, str) else list(given)
+    if len(values) == 1:
+        values = values[0].split(",")
+    names = [c.strip() for c in values if c.strip()]
+    if len(names) < 2:  # one candidate would score 100 %
+        raise ParameterError("classes", list(names) if not isinstance(given, str) else given,
+                             "give at least two (comma-separated or a list)")
     return names
 
 
+def prompt_list(given) -> list[str]:
+    """Prompts: a text file (one per line; ``#`` comments) as the only value, or the prompts themselves."""
+    values = [given] if isinstance(given, (str, Path)) else list(given)
+    if len(values) == 1 and (Path(values[0]).suffix.lower() == ".txt" or Path(values[0]).is_file()):
+        return read_prompts(values[0])
+    if len(values) < 2:
+        raise ParameterError("prompts", values, "give at least two prompts (or a file with one per line)")
+    return [str(v) for v in values]
+
+
 @dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
-class Inspection(SingleModel, Notebook):
+class InspectResult(SingleModel, Notebook):
     """Every candidate (class name or prompt) ranked for each image (the study contract:
     :mod:`cliplab.results.result`; ``dataset`` names where the candidates come from)."""
     model: LoadedModel
@@ -148,32 +181,52 @@ class Inspection(SingleModel, Notebook):
                              for r, (lab, c, p) in enumerate(self.ranking(row, len(self.labels)))])
 
 
-def run_inspect(model: LoadedModel, paths: list[Path], cache_dir=None, *, classnames: list[str] | None = None,
-                template_set: TemplateSet | None = None, prompts: list[str] | None = None,
-                source: DatasetInfo | str | None = None, topk: int = 5, quiet: bool = False) -> Inspection:
-    """Each image scored against class names (through ``template_set``) or raw ``prompts``: an :class:`Inspection`."""
-    # source names where the candidates come from (a dataset; default: 'prompts' or 'classes')
+def run_inspect(inputs: Inputs, params: InspectParams) -> InspectResult:
+    """Each image scored against class names (through the template set) or raw prompts: an :class:`InspectResult`.
+    Without class names or prompts, the classes of the dataset (default: shapes) are ranked."""
+    paths = image_paths(params.images)
+    prompts = prompt_list(params.prompts) if params.prompts else None
+    names = parse_classes(params.classes) if params.classes else None
+    ds, template_set = inputs.dataset, (inputs.templates or [None])[0]
+    if not names and not prompts:
+        if ds is None:
+            v = inputs.values
+            ds = open_dataset(DEFAULT_DATASET, inputs.options, split=v.get("split"), classnames=v.get("classnames"))
+            template_set = template_set if v.get("templates") else dataset_templates(ds)[0]
+        ds.require_classes("ranking classes")
+        names = ds.classnames
+    # where the candidates come from, as the user named it: the dataset given (none given: 'classes' / 'prompts')
+    given = inputs.values.get("dataset")
+    source = given.name if isinstance(given, ImageDataset) else (str(given) if given is not None else None)
+    return inspect_images(inputs.model, paths, inputs.options, classnames=names if not prompts else None,
+                          template_set=template_set, prompts=prompts, source=source, topk=params.topk)
+
+
+def inspect_images(model: LoadedModel, paths: list[Path], options, *, classnames: list[str] | None = None,
+                   template_set: TemplateSet | None = None, prompts: list[str] | None = None,
+                   source: DatasetInfo | str | None = None, topk: int = 5) -> InspectResult:
+    """Each image scored against class names (through ``template_set``) or raw ``prompts``."""
     ds = ImageDataset(name="inspect", split="-", source=FileSource(paths), fingerprint="inspect")
-    images = embed_images(model, ds, cache_dir, quiet=quiet, num_workers=0)
+    images = embed_images(model, ds, options)
     if prompts:
         labels = list(prompts)
-        weights = l2_normalize(embed_texts(model, labels, cache_dir))
+        weights = l2_normalize(embed_texts(model, labels, options))
     else:
         if not classnames or template_set is None:
             raise ParameterError("prompts", None, "give class names ({p:dataset}/{p:classes}) or {p:prompts} to rank",
                                  prefix=False)
         labels = list(classnames)
-        weights = build_classifier(class_text_embeddings(model, labels, template_set, cache_dir))
+        weights = build_classifier(class_text_embeddings(model, labels, template_set, options))
     s = scores(images.embeddings, weights)
     logits = model.logit_scale * s
     e = np.exp(logits - logits.max(1, keepdims=True))
     if not isinstance(source, DatasetInfo):
         source = DatasetInfo(source or ("prompts" if prompts else "classes"), "-")
-    return Inspection(model, paths, labels, images, s, e / e.sum(1, keepdims=True), source=source,
-                      classnames=classnames, prompts=prompts, template_set=template_set, topk=topk)
+    return InspectResult(model, paths, labels, images, s, e / e.sum(1, keepdims=True), source=source,
+                         classnames=classnames, prompts=prompts, template_set=template_set, topk=topk)
 
 
-def inspection_figures(ins: Inspection, folder: str | Path, k: int = 5, limit: int | None = None) -> list[Path]:
+def inspection_figures(ins: InspectResult, folder: str | Path, k: int = 5, limit: int | None = None) -> list[Path]:
     """One PNG per image (the first ``limit`` images only, when given): the image and its top-k bars."""
     folder = Path(folder)
     out = []
@@ -198,3 +251,21 @@ def _load(path: Path):
 REPORT_SECTIONS = [
     ReportSection("inspection", ("top1_cosine", "top1_probability"), order=90),
 ]
+
+
+STUDY = register(Study(
+    "inspect", run_inspect, "Rank all classes (or your prompts) for given images, with cosine scores and CLIP "
+    "probabilities.",
+    params=InspectParams,
+    inputs=(*ONE_MODEL, DATASET_P.with_(default=None, optional=True, help=(
+                "take the class names from this dataset (default: shapes, unless {p:classes} or {p:prompts}).")),
+            SPLIT_P, CLASSNAMES_P, TEMPLATE_P.with_(help="template set for class names (default: the dataset's usual "
+                                                    "set, else simple)."), *RUN),
+    templates=Templates(ensemble=True, one=True),
+    outputs=(Output("figures", "figures", "folder for one PNG per image: the image and its top-k bars.",
+                    folder=True),
+             Output("output", "scores", "all scores as .csv/.parquet/.jsonl (one row per image x candidate).",
+                    TABLE_SUFFIXES, short="-o")),
+    positional=("model", "images"), group="Classification studies", sections=tuple(REPORT_SECTIONS), order=50,
+    returns="Inline: the ranking table and one figure per image (image + top-k bars).",
+    example='cliplab.inspect("tiny-shapes", ["red-circle.png"], classes=["red shape", "blue shape"], quiet=True)'))

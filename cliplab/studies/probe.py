@@ -12,24 +12,53 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cliplab.data.base import ImageDataset, check_disjoint
-from cliplab.embed import EmbeddingResult, embed_images
-from cliplab.models.base import LoadedModel
+from typing import TYPE_CHECKING
+
+from cliplab.data.base import check_disjoint
+from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images
+from cliplab.inputs import (CLASSNAMES_P, DATA_ROOT_P, DATASET_P, LIMIT_P, ONE_MODEL, RUN, SPLIT_P,
+                            TEMPLATE_P, TRAIN_LIMIT_P, TRAIN_SPLIT_P, Fitting, Inputs, Templates)
+from cliplab.params import DATASET, Param, param
 from cliplab.progress import progress_bar, warn
-from cliplab.prompts import TemplateSet
-from cliplab.embed.texts import class_text_embeddings
+from cliplab.registry import Output, Study, register
+from cliplab.report.notebook import Notebook
 from cliplab.report.plots import _plt
 from cliplab.results.result import DatasetInfo, Failure, ReportFigure, ReportSection, Rows, SingleModel, Table, pct
-from cliplab.tasks.probe import DEFAULT_WD_GRID, KShotRow, ProbeResult, ProbeWarning, kshot_probes, linear_probe
+from cliplab.tasks.probe import DEFAULT_WD_GRID, KShotRow, ProbeResult as ProbeFit, ProbeWarning, kshot_probes, \
+    linear_probe
 from cliplab.tasks.zeroshot import build_classifier, evaluate
-from cliplab.report.notebook import Notebook
+
+if TYPE_CHECKING:
+    from cliplab.data.base import ImageDataset
+    from cliplab.models.base import LoadedModel
+    from cliplab.prompts import TemplateSet
 
 
 HEADLINE = ("acc1", "acc5", "mean_per_class_recall")
 
 
+@dataclass(frozen=True)
+class ProbeParams:
+    """The probe study's own parameters."""
+    kshot: tuple[int, ...] = param((1, 2, 4, 8, 16), "shots per class for k-shot probes, comma-separated ('' or 0 = "
+                                   "none).", min=0)
+    seeds: int = param(3, "k-shot repetitions with different samples.", min=1)
+    linear: bool = param(True, "the full-data linear probe.")
+    zeroshot_init: bool = param(True, "also fit k-shot probes anchored at the zero-shot classifier (both are "
+                                "reported).")
+    wd: float | None = param(None, "a fixed weight decay for the linear probe (default: swept on the validation "
+                             "part).", min=0.0)
+    val_fraction: float = param(0.2, "share of the training split the weight decay is chosen on.", min=0.01, max=0.9)
+    seed: int = param(0, "the seed of the validation part and of the first k-shot sample.")
+
+
+TRAIN = Param("train", DATASET, None, optional=True, help=(
+    "what the probes are trained on when it is not {p:train_split} of {p:dataset}: another dataset (its "
+    "{p:train_split}; in Python also a loaded dataset)."))
+
+
 @dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
-class ProbeStudy(SingleModel, Notebook):
+class ProbeResult(SingleModel, Notebook):
     """Linear and k-shot probes trained on one split and tested on another, beside zero-shot (the study contract:
     :mod:`cliplab.results.result`; ``dataset`` is the test split)."""
     model: LoadedModel
@@ -39,7 +68,7 @@ class ProbeStudy(SingleModel, Notebook):
     test_images: EmbeddingResult
     zeroshot: dict | None = None  # metrics of the zero-shot classifier on test
     templates: TemplateSet | None = None
-    linear: ProbeResult | None = None
+    linear: ProbeFit | None = None
     kshot: list[KShotRow] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # unconverged fits, a weight decay chosen at a grid edge
@@ -186,7 +215,7 @@ class ProbeStudy(SingleModel, Notebook):
 
 
 @contextmanager
-def _probe_warnings(study: ProbeStudy):
+def _probe_warnings(study: ProbeResult):
     """Probe warnings go to the current progress as one ``warning:`` each (and are kept on the study); others pass
     through."""
     with warnings.catch_warnings(record=True) as caught:
@@ -206,18 +235,20 @@ def _check(train: ImageDataset, test: ImageDataset) -> None:
     check_disjoint(train, test, "probe training")
 
 
-def run_probe(model: LoadedModel, train: ImageDataset, test: ImageDataset, cache_dir=None, *,
-              templates: TemplateSet | None = None, linear: bool = True, kshots=(1, 2, 4, 8, 16), seeds=(0, 1, 2),
-              zeroshot_init: bool = True, wd: float | None = None, val_fraction: float = 0.2, seed: int = 0,
-              device=None, batch_size: int = 64, num_workers: int | None = None, quiet: bool = False) -> ProbeStudy:
-    """Linear and k-shot probes trained on ``train``, tested on ``test`` beside zero-shot: a :class:`ProbeStudy`."""
+def run_probe(inputs: Inputs, params: ProbeParams = ProbeParams()) -> ProbeResult:
+    """Linear and k-shot probes trained on the fitted split, tested on the evaluated one beside zero-shot: a
+    :class:`ProbeResult`."""
+    model, train, test, options = inputs.model, inputs.train, inputs.dataset, inputs.options
+    templates = inputs.templates[0] if inputs.templates else None
+    linear, kshots, zeroshot_init = params.linear, [k for k in params.kshot if k > 0], params.zeroshot_init
+    seeds, wd, val_fraction, seed = tuple(range(params.seed, params.seed + params.seeds)), params.wd, \
+        params.val_fraction, params.seed
+    device = model.device
     _check(train, test)
     t0 = time.perf_counter()
-    tr = embed_images(model, train, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet,
-                      description=f"embedding {train.split}")
-    te = embed_images(model, test, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet,
-                      description=f"embedding {test.split}")
-    study = ProbeStudy(model, train, test, tr, te, templates=templates, params={
+    tr = embed_images(model, train, options, description=f"embedding {train.split}")
+    te = embed_images(model, test, options, description=f"embedding {test.split}")
+    study = ProbeResult(model, train, test, tr, te, templates=templates, params={
         "templates": templates.name if templates is not None else None, "linear": linear, "kshots": list(kshots),
         "seeds": list(seeds), "zeroshot_init": zeroshot_init, "wd": wd, "val_fraction": val_fraction, "seed": seed})
     study.seconds["images"] = time.perf_counter() - t0
@@ -226,12 +257,12 @@ def run_probe(model: LoadedModel, train: ImageDataset, test: ImageDataset, cache
     C = len(train.classnames)
     zs_weights = None
     if templates is not None:
-        zs_weights = build_classifier(class_text_embeddings(model, train.classnames, templates, cache_dir))
+        zs_weights = build_classifier(class_text_embeddings(model, train.classnames, templates, options))
         study.zeroshot = evaluate(Xte, yte, zs_weights).metrics
     if linear:
         t1 = time.perf_counter()
         n_sweep = 0 if wd is not None else len(DEFAULT_WD_GRID)
-        with progress_bar(n_sweep + 1, "linear probe (weight-decay sweep + refit)", quiet, unit="fits") as bar, \
+        with progress_bar(n_sweep + 1, "linear probe (weight-decay sweep + refit)", unit="fits") as bar, \
                 _probe_warnings(study):
             def on_fit(done, total):
                 bar.set_total(total + 1)
@@ -244,7 +275,7 @@ def run_probe(model: LoadedModel, train: ImageDataset, test: ImageDataset, cache
     if kshots:
         t1 = time.perf_counter()
         n_fits = len(kshots) * len(seeds) * (2 if zeroshot_init and zs_weights is not None else 1)
-        with progress_bar(n_fits, "k-shot probes", quiet, unit="fits") as bar, _probe_warnings(study):
+        with progress_bar(n_fits, "k-shot probes", unit="fits") as bar, _probe_warnings(study):
             study.kshot = kshot_probes(Xtr, ytr, Xte, yte, C, ks=tuple(kshots), seeds=tuple(seeds),
                                        zeroshot_weights=zs_weights if zeroshot_init else None,
                                        logit_scale=model.logit_scale, val_fraction=val_fraction, device=device,
@@ -286,3 +317,20 @@ REPORT_SECTIONS = [
     ReportSection("kshot_probe", ("acc1_mean", "acc1_std"), rates=r"acc1_mean|acc1_std", figures=kshot_figures,
               order=35),
 ]
+
+STUDY = register(Study(
+    "probe", run_probe, "Linear and k-shot probes on frozen embeddings, beside zero-shot.",
+    description="Logistic regression in torch with L-BFGS (GPU when available); the weight decay is swept on a "
+                "validation part of the training split only, then the probe is refit on all of it; the evaluated "
+                "split is used once, for the reported numbers.",
+    params=ProbeParams,
+    inputs=(*ONE_MODEL, DATASET_P, SPLIT_P, DATA_ROOT_P, LIMIT_P.with_(help="seeded subset of N evaluated images."),
+            CLASSNAMES_P, TRAIN_SPLIT_P.with_(help="split the probes are trained on (a validation part of it chooses "
+                                              "the weight decay; in Python also a loaded dataset)."),
+            TRAIN_LIMIT_P, TRAIN, TEMPLATE_P.with_(help="template set of the zero-shot row and of the zero-shot "
+                                                   "initialisation (default: the dataset's usual set)."), *RUN),
+    fitting=Fitting(split="train_split", limit="train_limit", dataset="train", purpose="probe training"),
+    templates=Templates(ensemble=True, one=True),
+    outputs=(Output("output", "record", "study JSON.", (".json",), short="-o"),),
+    group="Classification studies", sections=tuple(REPORT_SECTIONS), order=30,
+    example='cliplab.probe("tiny-shapes", "shapes:color", kshot=[1, 4], limit=300, train_limit=600, quiet=True)'))

@@ -13,18 +13,45 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cliplab.data.base import ImageDataset, check_disjoint
-from cliplab.embed import EmbeddingResult, embed_images, embed_texts
+from typing import TYPE_CHECKING, Literal
+
+from cliplab.data.base import check_disjoint
+from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images, embed_texts
 from cliplab.errors import ParameterError
-from cliplab.models.base import LoadedModel
-from cliplab.prompts import TemplateSet
-from cliplab.embed.texts import class_text_embeddings
+from cliplab.inputs import IMAGES, ONE_MODEL, RUN, SPLIT_OR_DATASET, TEMPLATES_P, Fitting, Inputs, Templates
+from cliplab.params import Param, param
+from cliplab.registry import Output, Study, register
+from cliplab.report.notebook import Notebook
 from cliplab.report.plots import _plt
 from cliplab.results.result import DatasetInfo, Failure, ReportFigure, ReportSection, Rows, SingleModel, Table, pct
 from cliplab.tasks.selection import greedy_template_selection
 from cliplab.tasks.stats import PairedComparison, compare_paired
 from cliplab.tasks.zeroshot import build_classifier, build_classifier_ragged, evaluate, evaluate_scores, scores_max
-from cliplab.report.notebook import Notebook
+
+if TYPE_CHECKING:
+    from cliplab.data.base import ImageDataset
+    from cliplab.models.base import LoadedModel
+
+
+@dataclass(frozen=True)
+class PromptsParams:
+    """The prompt study's own parameters."""
+    baseline: str | None = param(None, "template or set name every row is tested against (default: the first "
+                                 "template).")
+    descriptions: Path | None = param(None, "JSON {class: [description, ...]} scored as one more row (instead of "
+                                      "templates).")
+    aggregate: Literal["mean", "max"] = param("mean", "descriptions: mean (one embedding per class) or max (the "
+                                              "best-matching description).")
+    select: bool = param(False, "greedy template selection on a validation part of {p:select_split}, reported on "
+                         "the evaluated split.")
+    val_fraction: float = param(0.2, "share of {p:select_split} the selection validates on.", min=0.01, max=1.0)
+    bootstrap: int = param(2000, "bootstrap resamples for the 95 % CIs.", min=100)
+    seed: int = param(0, "the seed of the validation part and of the bootstrap.")
+
+
+SELECT_SPLIT = Param("select_split", SPLIT_OR_DATASET, "train", flag="--select-split", aliases=("--train-split",),
+                     help="split the validation part is carved from, never the evaluated split (in Python also a "
+                          "loaded dataset).")
 
 
 @dataclass
@@ -42,7 +69,7 @@ CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similar
 
 
 @dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
-class PromptStudy(SingleModel, Notebook):
+class PromptsResult(SingleModel, Notebook):
     """Every template, ensemble and description set scored on one image pass, each tested against a baseline row
     (the study contract: :mod:`cliplab.results.result`)."""
     model: LoadedModel
@@ -169,28 +196,27 @@ def _row(name, kind, n, res, labels, templates=()) -> PromptRow:
     return PromptRow(name, kind, n, res.metrics, correct, templates=tuple(templates))
 
 
-def run_prompt_study(model: LoadedModel, dataset: ImageDataset, template_sets: list[TemplateSet],
-                     cache_dir=None, *, baseline: str | None = None, descriptions: str | None = None,
-                     aggregate: str = "mean", select_from: ImageDataset | None = None, val_fraction: float = 0.2,
-                     max_val: int = 5000, n_boot: int = 2000, seed: int = 0, batch_size: int = 64,
-                     num_workers: int | None = None, quiet: bool = False) -> PromptStudy:
-    """Every template, ensemble (and description set) scored and tested against the baseline: a :class:`PromptStudy`."""
+def run_prompts(inputs: Inputs, params: PromptsParams = PromptsParams()) -> PromptsResult:
+    """Every template, ensemble (and description set) scored and tested against the baseline: a
+    :class:`PromptsResult`."""
+    model, dataset, template_sets, options = inputs.model, inputs.dataset, inputs.templates, inputs.options
+    baseline, descriptions, aggregate = params.baseline, params.descriptions, params.aggregate
+    select_from, val_fraction, n_boot, seed = inputs.train, params.val_fraction, params.bootstrap, params.seed
+    max_val = 5000
     dataset.require_classes("a prompt study")
-    if aggregate not in ("mean", "max"):
-        raise ParameterError("aggregate", aggregate, "choose mean or max")
     t0 = time.perf_counter()
-    images = embed_images(model, dataset, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet)
+    images = embed_images(model, dataset, options)
     labels = dataset.labels[images.indices]
-    study = PromptStudy(model, dataset, images, labels, params={
+    study = PromptsResult(model, dataset, images, labels, params={
         "template_sets": [{"name": ts.name, "templates": list(ts.templates)} for ts in template_sets],
-        "descriptions": descriptions, "aggregate": aggregate, "n_boot": n_boot, "seed": seed,
+        "descriptions": str(descriptions) if descriptions else None, "aggregate": aggregate, "n_boot": n_boot, "seed": seed,
         "select_split": select_from.split if select_from is not None else None, "val_fraction": val_fraction})
     study.seconds["images"] = time.perf_counter() - t0
     names = dataset.classnames
     t1 = time.perf_counter()
     singles: dict[str, np.ndarray] = {}  # template -> (C, d) raw embeddings
     for ts in template_sets:
-        emb = class_text_embeddings(model, names, ts, cache_dir)  # (C, T, d)
+        emb = class_text_embeddings(model, names, ts, options)  # (C, T, d)
         for j, t in enumerate(ts.templates):
             singles.setdefault(t, emb[:, j])
         if len(ts.templates) > 1:
@@ -203,7 +229,7 @@ def run_prompt_study(model: LoadedModel, dataset: ImageDataset, template_sets: l
         descs = load_descriptions(descriptions, names)
         flat = [d for ds in descs for d in ds]
         owner = np.repeat(np.arange(len(names)), [len(ds) for ds in descs])
-        demb = embed_texts(model, flat, cache_dir)
+        demb = embed_texts(model, flat, options)
         s = (scores_max(images.embeddings, demb, owner, len(names)) if aggregate == "max" else
              evaluate(images.embeddings, labels, build_classifier_ragged(demb, owner, len(names))).scores)
         study.rows.append(_row(f"descriptions ({aggregate})", "descriptions", len(flat),
@@ -211,8 +237,7 @@ def run_prompt_study(model: LoadedModel, dataset: ImageDataset, template_sets: l
     study.seconds["texts"] = time.perf_counter() - t1
 
     if select_from is not None:
-        study.selection = _select(study, model, select_from, singles, cache_dir, val_fraction, max_val, seed,
-                                  batch_size, num_workers, quiet)
+        study.selection = _select(study, model, select_from, singles, options, val_fraction, max_val, seed)
 
     # paired statistics against the baseline row
     by_name = {r.name: r for r in study.rows}
@@ -230,8 +255,8 @@ def run_prompt_study(model: LoadedModel, dataset: ImageDataset, template_sets: l
     return study
 
 
-def _select(study: PromptStudy, model, train_ds: ImageDataset, singles: dict[str, np.ndarray], cache_dir, val_fraction,
-            max_val, seed, batch_size, num_workers, quiet) -> dict:
+def _select(study: PromptsResult, model, train_ds: ImageDataset, singles: dict[str, np.ndarray], options,
+            val_fraction, max_val, seed) -> dict:
     """Greedy ensemble selection on a validation part of the *train* split; scored once on the test split."""
     train_ds.require_classes("template selection")
     check_disjoint(train_ds, study.data, "template selection")
@@ -239,8 +264,7 @@ def _select(study: PromptStudy, model, train_ds: ImageDataset, singles: dict[str
     n_val = min(max_val, max(1, int(round(val_fraction * len(train_ds)))))
     val_idx = np.sort(rng.permutation(len(train_ds))[:n_val])
     val = train_ds.subset(val_idx, tag=f"val{seed}")
-    v = embed_images(model, val, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet,
-                     description="embedding validation images")
+    v = embed_images(model, val, options, description="embedding validation images")
     templates = list(singles)
     text = np.stack([singles[t] for t in templates], axis=1)  # (C, T, d), already embedded for the study
     sel = greedy_template_selection(v.embeddings, val.labels[v.indices], text)
@@ -285,3 +309,19 @@ REPORT_SECTIONS = [
     ReportSection("prompt_study", ("acc1", "acc1_diff_vs_baseline", "mcnemar_p"), rates=r"acc1_diff_vs_baseline",
               figures=prompt_figures, order=20),
 ]
+
+STUDY = register(Study(
+    "prompts", run_prompts, "Prompt study: accuracy per template, ensemble and description set, with significance "
+    "tests.",
+    description="Each row is compared with a baseline by McNemar's exact test and a paired bootstrap CI; {p:select} "
+                "picks an ensemble on a validation part of the train split. Images are embedded once.",
+    params=PromptsParams,
+    inputs=(*ONE_MODEL, *IMAGES, TEMPLATES_P.with_(help="repeatable: named sets, files or template strings. Every "
+                                                   "template is scored alone; sets with several templates also as "
+                                                   "an ensemble (default: simple + openai-imagenet-7)."),
+            SELECT_SPLIT, *RUN),
+    fitting=Fitting(split="select_split", limit=None, when="select", purpose="template selection"),
+    templates=Templates(default=("simple", "openai-imagenet-7")),
+    outputs=(Output("output", "record", "study JSON.", (".json",), short="-o"),),
+    group="Classification studies", sections=tuple(REPORT_SECTIONS), order=20,
+    example='cliplab.prompts("tiny-shapes", "shapes:color", templates="openai-imagenet-7", limit=200, quiet=True)'))

@@ -9,18 +9,45 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from cliplab.data.base import ImageDataset
+from typing import TYPE_CHECKING
+
 from cliplab.data.sources import FileSource
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError, ParameterError
-from cliplab.index import VectorIndex
-from cliplab.models.base import LoadedModel
+from cliplab.index import FAISS_KINDS, VectorIndex
+from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, MODELS_P, PRETRAINEDS_P, RUN, SPLIT_P, Inputs
+from cliplab.params import param
+from cliplab.registry import Output, Study, register
+from cliplab.report.notebook import Notebook
 from cliplab.report.plots import _plt, image_grid, save_figure
+from cliplab.results.exports import TABLE_SUFFIXES
 from cliplab.results.result import (DatasetInfo, Failure, Figure, ModelInfo, ReportFigure, ReportSection, Rows, Table,
                                     skipped)
 from cliplab.tasks.metrics import l2_normalize
-from cliplab.tasks.caption_retrieval import chunked_topk
-from cliplab.report.notebook import Notebook
+
+if TYPE_CHECKING:
+    from cliplab.data.base import ImageDataset
+    from cliplab.models.base import LoadedModel
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """What ``search`` looks for, and how."""
+    query: tuple[str, ...] = param((), "text queries (or use {p:queries} / {p:image}).", argument=True,
+                                   metavar="[QUERY]...")
+    queries: Path | None = param(None, "file: one query per line ('# name' starts a query family), or JSON "
+                                 "{family: [queries]}.", hint="{p:queries} is a file; give the queries themselves as "
+                                 "{p:query}=[...]")
+    image: tuple[Path, ...] = param((), "query image(s) (image→image search).")
+    plus: str | None = param(None, "with {p:image}: add this text's embedding (e.g. {p:image} dog.jpg {p:plus} "
+                             "'in the snow').")
+    minus: str | None = param(None, "with {p:image}: subtract this text's embedding.")
+    text_weight: float = param(1.0, "weight of {p:plus}/{p:minus} texts.")
+    k: int = param(8, "images per query.", min=1, flag="--topk", short="-k")
+    index_type: str | None = param(None, "search with a FAISS index instead of exact chunked search: flat (exact) | "
+                                   "ivf | hnsw.", choices=FAISS_KINDS)
+    index: Path | None = param(None, "FAISS index file: reused when it matches the model and images, else built "
+                               "and saved here.", config=False)
 
 
 @dataclass
@@ -103,7 +130,7 @@ class ModelHits:
 
 
 @dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
-class SearchRun(Notebook):
+class SearchResult(Notebook):
     """Top-k images per query and model (the study contract: :mod:`cliplab.results.result`)."""
     data: ImageDataset
     queries: list[Query]
@@ -233,16 +260,17 @@ def _short(ident: str) -> str:
     return Path(ident).name if "/" in ident else ident
 
 
-def query_vectors(model: LoadedModel, queries: list[Query], cache_dir=None, text_weight: float = 1.0) -> np.ndarray:
+def query_vectors(model: LoadedModel, queries: list[Query], options=None, text_weight: float = 1.0) -> np.ndarray:
+    """Unit query vectors: texts, images, and images plus/minus texts."""
     out = np.zeros((len(queries), model.embed_dim), np.float32)
     texts = [q.text for q in queries if q.image is None]
     if texts:
-        t = l2_normalize(embed_texts(model, texts, cache_dir))
+        t = l2_normalize(embed_texts(model, texts, options))
         out[[i for i, q in enumerate(queries) if q.image is None]] = t
     img_q = [i for i, q in enumerate(queries) if q.image is not None]
     if img_q:
         src = FileSource([queries[i].image for i in img_q])
-        res = embed_images(model, src, cache_dir, quiet=True, num_workers=0)
+        res = embed_images(model, src, options, workers=0)
         if res.failures:
             _, ident, reason = res.failures[0]
             raise ParameterError("image", ident, reason, quote=False)
@@ -251,41 +279,56 @@ def query_vectors(model: LoadedModel, queries: list[Query], cache_dir=None, text
             q = queries[i]
             v = vecs[j].copy()
             if q.plus:
-                v = v + text_weight * l2_normalize(embed_texts(model, [q.plus], cache_dir))[0]
+                v = v + text_weight * l2_normalize(embed_texts(model, [q.plus], options))[0]
             if q.minus:
-                v = v - text_weight * l2_normalize(embed_texts(model, [q.minus], cache_dir))[0]
+                v = v - text_weight * l2_normalize(embed_texts(model, [q.minus], options))[0]
             out[i] = l2_normalize(v)
     return out
 
 
-def run_search(models: list[LoadedModel], dataset: ImageDataset, queries: list[Query], cache_dir=None, *, k: int = 8,
-               text_weight: float = 1.0, index_path: str | Path | None = None, index_type: str | None = None,
-               batch_size: int = 64, num_workers: int | None = None, quiet: bool = False) -> SearchRun:
-    """Top-k images per query and model: a :class:`SearchRun`.
-
-    Exact chunked search by default; with ``index_type`` a FAISS index is built (or, with ``index_path``,
-    reloaded when its fingerprints match, else rebuilt and saved)."""
+def run_search(inputs: Inputs, params: SearchParams = SearchParams()) -> SearchResult:
+    """Top-k images per query and model: a :class:`SearchResult`. Exact chunked search by default; with
+    ``index_type`` a FAISS index is built (or, with ``index``, reloaded when it fits the model and images, else
+    rebuilt and saved)."""
+    queries = build_queries(params.query, params.queries, params.image, params.plus, params.minus)
+    dataset, options = inputs.dataset, inputs.options
+    kind = params.index_type or ("flat" if params.index else "exact")
     hits = []
-    for m in models:
-        images = embed_images(m, dataset, cache_dir, batch_size=batch_size, num_workers=num_workers, quiet=quiet)
+    for spec in inputs.models:
+        m = inputs.open_model(spec)
+        images = embed_images(m, dataset, options)
         if not len(images.indices):
             raise CliplabError(f"dataset {dataset.name!r}: no usable images to search")
-        qv = query_vectors(m, queries, cache_dir, text_weight)
-        if index_type or index_path:
-            s, pos = _index_search(m, dataset, images, qv, k, index_type or "flat",
-                                   _per_model_path(index_path, m, len(models)))
-        else:
-            s, pos = chunked_topk(qv, images.embeddings, k)
-        all_scores_stats = []
-        gal = l2_normalize(images.embeddings)
-        for r in range(0, len(qv), 256):
-            block = qv[r:r + 256] @ gal.T
-            for row in block:
-                all_scores_stats.append({"mean": float(row.mean()), "std": float(row.std()),
-                                         "p50": float(np.median(row)), "p99": float(np.quantile(row, 0.99)),
-                                         "max": float(row.max())})
-        hits.append(ModelHits(m, images, s, pos, all_scores_stats))
-    return SearchRun(dataset, queries, hits, k, text_weight, index_type)
+        index = gallery_index(m, dataset, images, kind, _per_model_path(params.index, m, len(inputs.models)))
+        hits.append(search_gallery(m, images, index, queries, params.k, params.text_weight, options))
+    return SearchResult(dataset, queries, hits, params.k, params.text_weight, params.index_type)
+
+
+def gallery_index(model: LoadedModel, dataset: ImageDataset, images: EmbeddingResult, kind: str = "exact",
+                  path: str | Path | None = None) -> VectorIndex:
+    """The index of a gallery's embeddings for one model (read back from ``path`` when it fits, else built and saved
+    there): what a long-lived process keeps to answer many searches."""
+    meta = {"model_fingerprint": model.fingerprint, "dataset_fingerprint": dataset.fingerprint}
+    index, _ = VectorIndex.load_or_build(path, images.embeddings, [str(int(i)) for i in images.indices], kind,
+                                         meta=meta)
+    return index
+
+
+def search_gallery(model: LoadedModel, images: EmbeddingResult, index: VectorIndex, queries: list[Query], k: int,
+                   text_weight: float = 1.0, options=None) -> ModelHits:
+    """The top-k of every query in one model's gallery index, with the distribution of all gallery scores per
+    query."""
+    qv = query_vectors(model, queries, options, text_weight)
+    s, pos = index.search(qv, k)
+    all_scores_stats = []
+    gal = l2_normalize(images.embeddings)
+    for r in range(0, len(qv), 256):
+        block = qv[r:r + 256] @ gal.T
+        for row in block:
+            all_scores_stats.append({"mean": float(row.mean()), "std": float(row.std()),
+                                     "p50": float(np.median(row)), "p99": float(np.quantile(row, 0.99)),
+                                     "max": float(row.max())})
+    return ModelHits(model, images, s, pos, all_scores_stats)
 
 
 def _per_model_path(path, model: LoadedModel, n_models: int):
@@ -293,23 +336,6 @@ def _per_model_path(path, model: LoadedModel, n_models: int):
         return None
     path = Path(path)
     return path if n_models == 1 else path.with_name(f"{path.stem}-{model.fingerprint[:8]}{path.suffix}")
-
-
-def _index_search(model, dataset, images, qv, k, kind, path):
-    meta = {"model_fingerprint": model.fingerprint, "dataset_fingerprint": dataset.fingerprint,
-            "rows": int(len(images.indices))}
-    idx = None
-    if path is not None and Path(path).is_file():
-        idx = VectorIndex.load(path)
-        if not idx.matches(meta) or idx.kind != kind:
-            idx = None  # stale: other model, data or index type
-    if idx is None:
-        ids = [str(int(i)) for i in images.indices]
-        idx = VectorIndex.build(images.embeddings, ids, kind, meta=meta)
-        if path is not None:
-            idx.save(path)
-    s, i = idx.search(qv, k)
-    return s, i
 
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
@@ -335,3 +361,18 @@ def score_distribution_figure(df: pd.DataFrame) -> list[ReportFigure]:
 REPORT_SECTIONS = [ReportSection(
     "search", ("top1_score", "all_scores_mean", "all_scores_p99"), figures=score_distribution_figure,
               order=80)]
+
+
+STUDY = register(Study(
+    "search", run_search, "Search images by text (or image, or image ± text): top-k with cosine scores, grids, several "
+    "models.",
+    params=SearchParams,
+    inputs=(MODELS_P, PRETRAINEDS_P, DATASET_P.with_(help="images to search: a folder, a caption file, a dataset name "
+                                                     "(see `cliplab zeroshot --help`)."),
+            SPLIT_P, DATA_ROOT_P, LIMIT_P, *RUN),
+    outputs=(Output("grids", "grids", "folder for one PNG grid per query (top-k images with scores, one row per "
+                    "model).", folder=True),
+             Output("output", "hits", "hits as .csv/.parquet/.jsonl.", TABLE_SUFFIXES, short="-o")),
+    positional=("model", "dataset", "query"), group="Retrieval studies", sections=tuple(REPORT_SECTIONS), order=120,
+    returns="Inline: one image grid per query (a row per model).",
+    example='cliplab.search("tiny-shapes", "shapes", ["a red circle", "a small blue square"], k=6)'))

@@ -4,33 +4,46 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from cliplab.data.base import ImageDataset
 from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images
-from cliplab.models.base import LoadedModel
+from cliplab.inputs import IMAGES, ONE_MODEL, RUN, TEMPLATES_P, Inputs, Templates
+from cliplab.params import param
 from cliplab.prompts import TemplateSet
+from cliplab.registry import Output, Study, register
+from cliplab.report.notebook import Notebook
 from cliplab.report.plots import _plt
+from cliplab.results.exports import TABLE_SUFFIXES
 from cliplab.results.result import (DatasetInfo, Failure, ReportFigure, ReportSection, Rows, SingleModel, Table, pct,
                                     skipped)
-from cliplab.tasks.zeroshot import ZeroShotResult, build_classifier, evaluate
-from cliplab.report.notebook import Notebook
+from cliplab.tasks.zeroshot import ClassScores, build_classifier, evaluate
+
+if TYPE_CHECKING:
+    from cliplab.data.base import ImageDataset
+    from cliplab.models.base import LoadedModel
 
 CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similarity")
+
+
+@dataclass(frozen=True)
+class ZeroShotParams:
+    """The zero-shot study's own parameters."""
+    ensemble: bool = param(False, "merge all {p:templates} into one ensemble.")
+    topk: int = param(5, "predictions kept per image (the top-k columns of the per-image predictions).", min=1)
 
 
 @dataclass
 class TemplateEvaluation:
     template_set: TemplateSet
-    result: ZeroShotResult
+    result: ClassScores
     text_seconds: float
 
 
 @dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
-class ZeroShotRun(SingleModel, Notebook):
+class ZeroShotResult(SingleModel, Notebook):
     """Zero-shot classification of one dataset split, one evaluation per template set (the study contract:
     :mod:`cliplab.results.result`)."""
     model: LoadedModel
@@ -155,22 +168,19 @@ def confusion_rows(rows: Rows, confusion, classnames, max_full: int = 30, top: i
         rows.add(metric=f"confusion[{classnames[i]} -> {classnames[j]}]", value=int(cm[i, j]), **kw)
 
 
-def run_zeroshot(model: LoadedModel, dataset: ImageDataset, template_sets: list[TemplateSet],
-                 cache_dir: Path | str | None = None, *, batch_size: int = 64, num_workers: int | None = None,
-                 use_cache: bool = True, quiet: bool = False, ks: tuple[int, ...] = (1, 5),
-                 pipeline: str = "pil", topk: int = 5) -> ZeroShotRun:
-    """Zero-shot classification of ``dataset`` with each template set: a :class:`ZeroShotRun`."""
+def run_zeroshot(inputs: Inputs, params: ZeroShotParams = ZeroShotParams()) -> ZeroShotResult:
+    """Zero-shot classification of the dataset with each template set: a :class:`ZeroShotResult`."""
+    model, dataset, options = inputs.model, inputs.dataset, inputs.options
     dataset.require_classes("zero-shot classification")
     t0 = time.perf_counter()
-    images = embed_images(model, dataset, cache_dir, batch_size=batch_size, num_workers=num_workers,
-                          use_cache=use_cache, quiet=quiet, pipeline=pipeline)
+    images = embed_images(model, dataset, options)
     labels = dataset.labels[images.indices]
-    run = ZeroShotRun(model=model, data=dataset, images=images, labels=labels, topk=topk)
-    for ts in template_sets:
+    run = ZeroShotResult(model=model, data=dataset, images=images, labels=labels, topk=params.topk)
+    for ts in inputs.templates:
         t1 = time.perf_counter()
-        classifier = build_classifier(class_text_embeddings(model, dataset.classnames, ts, cache_dir))
+        classifier = build_classifier(class_text_embeddings(model, dataset.classnames, ts, options))
         text_seconds = time.perf_counter() - t1
-        run.evaluations.append(TemplateEvaluation(ts, evaluate(images.embeddings, labels, classifier, ks), text_seconds))
+        run.evaluations.append(TemplateEvaluation(ts, evaluate(images.embeddings, labels, classifier), text_seconds))
     run.seconds = time.perf_counter() - t0
     return run
 
@@ -240,3 +250,19 @@ def clip_benchmark_records(df: pd.DataFrame) -> list[dict]:
 REPORT_SECTIONS = [ReportSection(
     "zeroshot_classification", ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similarity", "images_per_second"),
     rates=r"acc\d|mean_per_class_recall", figures=per_class_figures, clip_benchmark=clip_benchmark_records, order=10)]
+
+STUDY = register(Study(
+    "zeroshot", run_zeroshot, "Zero-shot classification: top-1/top-5, mean per-class recall, confusion, per-image "
+    "predictions.",
+    params=ZeroShotParams,
+    inputs=(*ONE_MODEL, *IMAGES, TEMPLATES_P.with_(help=TEMPLATES_P.help + " Each value is evaluated separately "
+                                                   "({p:ensemble} merges them)."), *RUN),
+    templates=Templates(ensemble="ensemble"),
+    outputs=(Output("output", "record", "results JSON (CLIP_benchmark shape + config).", (".json",), short="-o"),
+             Output("predictions", "predictions", "per-image table: true label, top-k labels and scores (first "
+                    "template set).", TABLE_SUFFIXES)),
+    group="Classification studies", sections=tuple(REPORT_SECTIONS), order=10,
+    returns="``.metrics`` (long-format DataFrame), ``.predictions`` (per image), ``.record()`` (CLIP_benchmark-"
+            "shaped dict); shows its tables and per-class figure inline in Jupyter.",
+    example='m = cliplab.load_model("tiny-shapes")\nr = cliplab.zeroshot(m, "shapes:color", limit=200, quiet=True)\n'
+            'r.metrics.query("metric == \'acc1\'").value.iloc[0] > 0.5'))

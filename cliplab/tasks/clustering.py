@@ -34,7 +34,7 @@ KMEANS = ("sklearn", "faiss")  # the k-means implementations
 def check_implementation(implementation: str) -> None:
     """Raises for a k-means implementation that is not one of ``KMEANS`` (callers check before embedding)."""
     if implementation not in KMEANS:
-        raise ParameterError("implementation", implementation, f"choose {' or '.join(KMEANS)}")
+        raise ParameterError("kmeans", implementation, f"choose {' or '.join(KMEANS)}")
 
 
 def kmeans(X: np.ndarray, k: int, *, implementation: str = "sklearn", seed: int = 0, n_init: int = 4,

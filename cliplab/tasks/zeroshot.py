@@ -39,7 +39,8 @@ def scores(image_emb: np.ndarray, classifier: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class ZeroShotResult:
+class ClassScores:
+    """Scores of every image for every class, and the classification metrics they give."""
     metrics: dict
     scores: np.ndarray  # (N, C) cosine similarities
 
@@ -49,7 +50,7 @@ class ZeroShotResult:
 
 
 def evaluate(image_emb: np.ndarray, labels: np.ndarray, classifier: np.ndarray,
-             ks: tuple[int, ...] = (1, 5)) -> ZeroShotResult:
+             ks: tuple[int, ...] = (1, 5)) -> ClassScores:
     return evaluate_scores(scores(image_emb, classifier), labels, ks)
 
 
@@ -65,7 +66,7 @@ def scores_max(image_emb: np.ndarray, text_emb: np.ndarray, owner: np.ndarray, n
     return out
 
 
-def evaluate_scores(s: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> ZeroShotResult:
+def evaluate_scores(s: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> ClassScores:
     metrics = classification_metrics(s, labels, ks)
     metrics["mean_correct_similarity"] = float(np.mean(s[np.arange(len(labels)), labels])) if len(labels) else float("nan")
-    return ZeroShotResult(metrics=metrics, scores=s)
+    return ClassScores(metrics=metrics, scores=s)

@@ -7,20 +7,17 @@ from pathlib import Path
 from cliplab.errors import CliplabError
 from cliplab.models.local import find_local_model
 from cliplab.paths import resolve_cache_dir
-from cliplab.progress import note
 
 DEFAULT_MODEL = "tiny-shapes"
 
 
-def ensure_tiny_model(cache_dir: str | Path | None = None, quiet: bool = False) -> Path:
+def ensure_tiny_model(cache_dir: str | Path | None = None) -> Path:
     """The folder of the ``tiny-shapes`` model that ``--model tiny-shapes`` uses: the one shipped with the package,
-    or a cache copy trained with ``cliplab train --name tiny-shapes --force`` (a note says so). Nothing is trained."""
+    or a cache copy trained with ``cliplab train --name tiny-shapes --force``. Nothing is trained (loading it says
+    which copy is used: :func:`cliplab.models.open_model`)."""
     cache = resolve_cache_dir(cache_dir)
     found = find_local_model(DEFAULT_MODEL, cache)
     if found is None:
         raise CliplabError(f"the shipped {DEFAULT_MODEL} model is missing from this cliplab installation "
                            f"(cliplab/models/weights/{DEFAULT_MODEL}); reinstall cliplab")
-    if not found.shipped:
-        note(f"--model {DEFAULT_MODEL} is the model trained with --force in {found.folder}, not the one shipped "
-             "with cliplab; remove that folder to use the shipped one again", quiet)
     return found.folder

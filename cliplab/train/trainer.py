@@ -77,9 +77,9 @@ class _Pairs(Dataset):
         return img, caps[self.rng.integers(len(caps))]
 
 
-def _preprocess_all(ds: ImageDataset, preprocess, quiet: bool) -> tuple[torch.Tensor, list[int]]:
+def _preprocess_all(ds: ImageDataset, preprocess) -> tuple[torch.Tensor, list[int]]:
     out, keep = [], []
-    with progress_bar(len(ds), "preparing images", quiet) as bar:
+    with progress_bar(len(ds), "preparing images") as bar:
         for i in range(len(ds)):
             try:
                 out.append(preprocess(ds.source.load(i)))
@@ -92,7 +92,7 @@ def _preprocess_all(ds: ImageDataset, preprocess, quiet: bool) -> tuple[torch.Te
 
 def train_clip(ds: ImageDataset, cache_dir: Path, name: str, *, out_dir: Path | None = None, model_cfg: dict | None = None,
                base_model: str | None = None, pretrained: str | None = None, config: TrainConfig | None = None,
-               quiet: bool = False, on_epoch=None, overwrite: bool = False,
+               on_epoch=None, overwrite: bool = False,
                extra_meta: dict | None = None) -> Path:
     """Train on ``ds`` (which must have captions); save to ``out_dir/name`` (default: the cache's models folder,
     where ``--model name`` finds it). Returns that folder. An existing ``name`` folder is an error unless
@@ -110,7 +110,7 @@ def train_clip(ds: ImageDataset, cache_dir: Path, name: str, *, out_dir: Path | 
     final.parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}.", suffix=".training"))
     try:
-        _train_into(folder, ds, cache_dir, name, model_cfg, base_model, pretrained, cfg, quiet, on_epoch,
+        _train_into(folder, ds, cache_dir, name, model_cfg, base_model, pretrained, cfg, on_epoch,
                     extra_meta or {})
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -134,7 +134,7 @@ def check_name(name: str, out_dir: Path | None = None, overwrite: bool = False) 
     overrides = out_dir is None and name in SHIPPED_NAMES
     if overrides and not overwrite:
         raise ParameterError("name", name, f"{name} is the model shipped with cliplab; choose another {{p:name}}, or "
-                             f"pass {{p:overwrite}} to train a cache copy that {{p:model}} {name} will use instead of "
+                             f"pass {{p:force}} to train a cache copy that {{p:model}} {name} will use instead of "
                              "the shipped one", quote=False)
     return overrides
 
@@ -157,14 +157,14 @@ def _check_target(final: Path, name: str, overwrite: bool) -> None:
         return
     if not final.is_dir() or not (final / f"{name}.pt").is_file():
         raise ParameterError("name", name, f"{final} exists and is not a model trained by cliplab; choose another "
-                             "{p:name} or {p:out_dir}", quote=False)
+                             "{p:name} or {p:output_dir}", quote=False)
     if not overwrite:
         raise ParameterError("name", name, f"a model named {name!r} already exists in {final.parent}; choose another "
-                             "{p:name}, or pass {p:overwrite} to replace it", quote=False)
+                             "{p:name}, or pass {p:force} to replace it", quote=False)
 
 
 def _train_into(folder: Path, ds: ImageDataset, cache_dir: Path, name: str, model_cfg, base_model, pretrained,
-                cfg: TrainConfig, quiet: bool, on_epoch, extra_meta: dict) -> None:
+                cfg: TrainConfig, on_epoch, extra_meta: dict) -> None:
     if base_model is None:
         model_cfg = model_cfg or TINY_CONFIG
         cfg_path = folder / f"{name}.json"
@@ -188,7 +188,7 @@ def _train_into(folder: Path, ds: ImageDataset, cache_dir: Path, name: str, mode
     h, w = (size, size) if isinstance(size, int) else size
     in_memory = len(ds) * 3 * h * w * 4 <= cfg.max_memory_gb * 2**30
     if in_memory:
-        images, ok = _preprocess_all(ds, preprocess, quiet)
+        images, ok = _preprocess_all(ds, preprocess)
         if len(ok) < len(ds):
             ds = ds.subset(ok, tag="decodable")
     else:
@@ -209,7 +209,7 @@ def _train_into(folder: Path, ds: ImageDataset, cache_dir: Path, name: str, mode
     loss_fn = ClipLoss()
     t0 = time.perf_counter()
     step = 0
-    with progress_bar(total, f"training {name}", quiet, unit="steps") as bar:
+    with progress_bar(total, f"training {name}", unit="steps") as bar:
         for epoch in range(cfg.epochs):
             losses = []
             for imgs, toks in loader:

@@ -250,7 +250,8 @@ def test_to_json_is_the_record_with_models_config_and_provenance(zs, tmp_path):
     doc = json.loads(zs.to_json())
     assert {k: doc[k] for k in zs.record()} == json.loads(json.dumps(zs.record(), default=str))
     assert doc["models"][0]["name"] == "tiny-shapes" and doc["models"][0]["backend"] == "torch"
-    assert doc["config"]["dataset"] == "shapes:color (test)" and doc["config"]["limit"] is None
+    assert doc["config"]["dataset"] == "shapes:color" and doc["config"]["split"] == "test"
+    assert doc["config"]["limit"] == LIMIT  # the loaded dataset's subset, as the CLI's --limit records it
     assert {"cliplab_version", "timestamp", "torch", "python"} <= set(doc)
     zs.to_json(tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["metrics"] == doc["metrics"]
@@ -279,14 +280,14 @@ def test_save_writes_a_store_read_results_reads(zs, model, color, cache, tmp_pat
         path = r.save(tmp_path, format=fmt)
         assert path.parent == tmp_path and path.suffix == f".{fmt}"
     rows = cliplab.read_results(tmp_path)
-    assert set(rows.command) == {"zeroshot", "attack"}
+    assert set(rows.command) == {"zeroshot", "attack-typographic"}  # the CLI's command path
     for r in (zs, attack):
         mine = rows[rows.command == r.command]
         np.testing.assert_array_equal(mine.value.to_numpy(float), r.metrics.value.to_numpy(float))  # exactly
         assert list(mine.metric) == list(r.metrics.metric)
         config = json.loads(mine.config.iloc[0])
         assert config["model"] == "tiny-shapes" and "quiet" not in config
-    assert json.loads(rows[rows.command == "attack"].config.iloc[0])["target"] == "next"
+    assert json.loads(rows[rows.command == "attack-typographic"].config.iloc[0])["target"] == "next"
 
 
 # ---- embeddings ----
@@ -343,7 +344,7 @@ def test_prompts_selects_on_a_loaded_split(model, color, cache):
     train = cliplab.load_dataset("shapes:color", split="train", limit=200, cache_dir=cache)
     r = cliplab.prompts(model, color, templates=["simple", "openai-cifar"], select=True, select_split=train,
                         bootstrap=100, cache_dir=cache, quiet=True)
-    assert r.selection is not None and r.config["select_split"] == "shapes:color (train)"
+    assert r.selection is not None and r.config["select_split"] == "train"
 
 
 # ---- the package ----
@@ -373,12 +374,14 @@ def test_functions_named_like_submodules_stay_the_functions():
 
 
 def result_classes():
-    from cliplab.studies import attack, caption_retrieval, cluster, compare, image_retrieval, inspect, probe, \
-        prompts, search, zeroshot
+    """The result class of every registered study (the return annotation of its run function)."""
+    import typing
 
-    return [zeroshot.ZeroShotRun, prompts.PromptStudy, probe.ProbeStudy, compare.CompareRun, inspect.Inspection,
-            attack.AttackResult, caption_retrieval.CaptionRetrieval, search.SearchRun, image_retrieval.SimilarRun,
-            cluster.ClusterRun]
+    from cliplab.registry import studies
+    from cliplab.studies import discover
+
+    discover()
+    return [typing.get_type_hints(s.run)["return"] for s in studies() if not s.tool]
 
 
 @pytest.mark.parametrize("cls", result_classes(), ids=lambda c: c.__name__)
@@ -388,73 +391,78 @@ def test_no_result_class_hides_the_notebook_members(cls):
         assert inspect.getattr_static(cls, name) is inspect.getattr_static(Notebook, name), f"{cls.__name__}.{name}"
     clash = {f.name for f in dataclasses.fields(cls)} & {*members, "command", "config"}
     assert not clash, f"{cls.__name__} fields {clash} hide Notebook members or what the API sets"
+    assert cls.__name__.endswith("Result"), "result classes are named <Study>Result"
 
 
-# ---- the keywords are the CLI's flags ----
+# ---- the keywords and the flags come from one declaration ----
 
-# output files: the result's methods and inline figures instead (similar's --index too; search's reads an index)
-OUTPUT_FLAGS = {"output", "predictions", "plot", "figures", "examples", "captions_out", "failures", "grids", "grid",
-                "results", "results_format"}
-RENAMED = {("compare", "models_file"): "models", ("cluster", "implementation"): "kmeans",
-           ("embed", "compile_model"): "compile"}
-# the CLI's None default stands for what the API writes out
-SAME_DEFAULT = {("compare", "model"), ("compare", "dataset"), ("search", "model"), ("search", "query"),
-                ("search", "image"), ("similar", "query")}
-API_ONLY = {"probe": {"train"}, "embed": {"frame", "normalize"}}
+def declared_studies():
+    from cliplab.registry import studies
+    from cliplab.studies import discover
+
+    discover()
+    return studies()
 
 
-def cli_commands():
-    from cliplab.cli import classify, manage, retrieve
-
-    return {"zeroshot": classify.zeroshot, "prompts": classify.prompts, "probe": classify.probe,
-            "compare": classify.compare, "inspect": classify.inspect_cmd, "attack": classify.attack_typographic,
-            "retrieval": retrieve.retrieval, "search": retrieve.search, "similar": retrieve.similar,
-            "cluster": retrieve.cluster, "embed": manage.embed}
-
-
-@pytest.mark.parametrize("name", sorted(cli_commands()))
-def test_every_flag_is_a_keyword_with_the_cli_default(name):
-    from cliplab.api._inputs import as_ints
-
-    cli = inspect.signature(cli_commands()[name]).parameters
-    api = inspect.signature(getattr(cliplab, name)).parameters
-    for flag, p in cli.items():
-        if flag in OUTPUT_FLAGS or (name, flag) == ("similar", "index"):
+@pytest.mark.parametrize("study", [s for s in declared_studies() if "api" in s.doors], ids=lambda s: s.name)
+def test_every_declared_parameter_is_a_keyword_with_its_default(study):
+    api = inspect.signature(getattr(cliplab, study.name)).parameters
+    want = {p.api_name: p for p in study.parameters("api")}
+    assert set(api) == set(want), f"cliplab.{study.name}: {set(api) ^ set(want)}"
+    for key, p in want.items():
+        if p.required or (api[key].default is inspect.Parameter.empty and key in study.positional):
             continue
-        key = RENAMED.get((name, flag), flag)
-        assert key in api, f"cliplab.{name} lacks {key!r} (cliplab {name} --{flag.replace('_', '-')})"
-        cli_default = getattr(p.default, "default", p.default)
-        api_default = api[key].default
-        if (name, flag) in SAME_DEFAULT or api_default is inspect.Parameter.empty:
-            continue
-        if flag in ("kshot", "ks"):
-            cli_default, api_default = as_ints(cli_default, flag), as_ints(api_default, flag)
-        assert api_default == cli_default, f"cliplab.{name}({key}={api_default!r}) vs --{flag} {cli_default!r}"
-    extra = set(api) - {RENAMED.get((name, f), f) for f in cli} - API_ONLY.get(name, set())
-    assert not extra, f"cliplab.{name} has keywords the CLI does not: {extra}"
+        assert api[key].default == p.default, (study.name, key)
 
 
-def typer_option(fn, name: str):
-    """The typer option declaring a parameter of a CLI command (its default, or the Annotated alias's metadata)."""
-    import typing
+@pytest.mark.parametrize("study", [s for s in declared_studies() if "cli" in s.doors], ids=lambda s: s.name)
+def test_every_declared_parameter_is_a_flag_in_help(study):
+    from typer.testing import CliRunner
 
-    from typer.models import OptionInfo
+    from cliplab.cli import app
 
-    default = inspect.signature(fn).parameters[name].default
-    if isinstance(default, OptionInfo):
-        return default
-    hint = typing.get_type_hints(fn, include_extras=True)[name]
-    return next((m for m in getattr(hint, "__metadata__", ()) if isinstance(m, OptionInfo)), None)
+    res = CliRunner().invoke(app, [*study.path, "--help"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    for p in study.parameters("cli"):
+        shown = (p.metavar or p.name.upper()).rstrip(".") if p.argument else p.cli_flag
+        assert shown in res.output, (study.name, shown)
 
 
-@pytest.mark.parametrize("name", sorted(cli_commands()))
-def test_the_api_checks_the_cli_bounds(name):
-    from cliplab.api._inputs import BOUNDS, FUNCTION_BOUNDS
+def bounded(study):
+    """(parameter, a value just outside its bounds) for every declared bound of the study."""
+    out = []
+    for p in study.parameters("api"):
+        if p.min is not None and p.kind.name in ("int", "float", "ints"):
+            out.append((p, (p.min - 1 if p.kind.name != "float" else p.min - 0.005)))
+        if p.max is not None and p.kind.name in ("int", "float"):
+            out.append((p, p.max + 1 if p.kind.name == "int" else p.max + 0.05))
+    return out
 
-    command = cli_commands()[name]
-    for flag in inspect.signature(command).parameters:
-        option = typer_option(command, flag)
-        if option is None or (option.min is None and option.max is None):
-            continue
-        key = RENAMED.get((name, flag), flag)
-        assert FUNCTION_BOUNDS.get((name, key), BOUNDS.get(key)) == (option.min, option.max), (name, key)
+
+BOUND_CASES = [(s, p, v) for s in declared_studies() if "api" in s.doors and not s.tool for p, v in bounded(s)]
+
+
+@pytest.mark.parametrize("study,param,value", BOUND_CASES, ids=[f"{s.name}-{p.name}" for s, p, _ in BOUND_CASES])
+def test_both_doors_refuse_a_value_outside_its_bounds_with_the_same_message(study, param, value, tmp_path):
+    """Checked before any work (a fresh cache stays empty), the same words through the CLI and Python, each naming
+    the parameter its own way."""
+    from typer.testing import CliRunner
+
+    from cliplab.cli import app
+
+    cache = tmp_path / "cache"
+    args = {"model": "tiny-shapes", "images": ["x.png"]} if "images" in {p.name for p in study.parameters("api")} \
+        else {}
+    kwargs = {param.api_name: [value] if param.kind.name == "ints" else value, **args, "cache_dir": cache,
+              "quiet": True}
+    with pytest.raises(CliplabError) as info:
+        getattr(cliplab, study.name)(**kwargs)
+    api_msg = str(info.value)
+    assert api_msg.startswith(f"{param.api_name} ") and "must be" in api_msg, api_msg
+    flag_value = str(value)
+    cli_args = [*study.path, *args.get("images", []), param.cli_flag, flag_value, "--cache-dir", str(cache)]
+    res = CliRunner().invoke(app, cli_args)
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert lines[0] == "error: " + api_msg.replace(param.api_name, param.cli_flag, 1), (lines[0], api_msg)
+    assert not (cache / "embeddings").exists()

@@ -1,6 +1,7 @@
 """The Python API gives the CLI's numbers: every study run both ways on the same inputs (tiny-shapes, small subsets
-of shapes, one cache) has the same metric rows (keys, values, CIs, n, fingerprints), the same ``--output`` JSON as
-``.to_json()`` (apart from what changes on every run), and ``embed`` the array ``cliplab embed -o`` writes."""
+of shapes, one cache) has the same metric rows (keys, values, CIs, n, fingerprints), the same stored ``command`` and
+``config``, the same ``--output`` JSON as ``.to_json()`` (apart from what changes on every run: timings, versions,
+timestamps), and ``embed`` the array ``cliplab embed -o`` writes."""
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ LIMIT = 60
 KEY = ["task", "model", "dataset", "split", "variant", "metric", "seed"]
 COMPARED = ["value", "ci_low", "ci_high", "n", "pretrained", "model_fingerprint", "dataset_fingerprint"]
 TIMING_METRICS = {"images_per_second"}  # wall-clock: differs between any two runs
-VOLATILE = VOLATILE_KEYS | {"config"}  # timestamps, versions, timings; config: the CLI's flags vs the API's keywords
+VOLATILE = VOLATILE_KEYS  # timestamps, versions, timings
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +152,10 @@ def test_api_gives_the_cli_metric_rows(work, name, tmp_path):
     r.save(tmp_path / "api-store", format="jsonl")
     saved = cliplab.read_results(tmp_path / "api-store")
     assert_same_rows(cli_rows[cli_rows.metric != "figure"], saved)
-    assert set(saved.command) == {r.command} == {args[0]}
+    assert set(saved.command) == {r.command} == set(cli_rows.command)  # attack: "attack-typographic" both ways
+    # the same config, whichever door: every declared parameter by its library name, models and datasets as named
+    assert {json.dumps(json.loads(c), sort_keys=True) for c in cli_rows.config} == \
+        {json.dumps(r.config, sort_keys=True)} == {json.dumps(json.loads(c), sort_keys=True) for c in saved.config}
     # and every study exports and shows itself: JSON, the summary and tables as text, and as HTML
     assert json.loads(r.to_json())["config"] == r.config
     assert repr(r).startswith(r.summary()) and "<table>" in r._repr_html_()

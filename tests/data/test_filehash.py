@@ -85,20 +85,20 @@ def test_corrupt_memo_is_rebuilt_unusable_one_skipped_missing_files_reported(tmp
 
 
 def test_engine_uses_the_memo_only_with_the_cache(tiny_checkpoint, tmp_path, counted):
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
     from cliplab.embed import embed_images
-    from cliplab.models import load_model
+    from cliplab.models import open_model
     from conftest import make_image
 
     cfg, ckpt, _ = tiny_checkpoint
-    m = load_model(str(cfg), str(ckpt), device="cpu", cache_dir=tmp_path / "c")
+    m = open_model(str(cfg), str(ckpt), device="cpu", cache_dir=tmp_path / "c")
     for i in range(3):
         make_image(tmp_path / "imgs" / f"{i}.png", size=(40 + i, 40))
-    a = embed_images(m, load_dataset(str(tmp_path / "imgs")), tmp_path / "c", quiet=True, num_workers=0)
+    a = embed_images(m, open_dataset(str(tmp_path / "imgs")), tmp_path / "c", workers=0)
     assert (tmp_path / "c" / filehash.MEMO_NAME).is_file() and len(counted) == 3
     counted.clear()
-    b = embed_images(m, load_dataset(str(tmp_path / "imgs")), tmp_path / "c", quiet=True, num_workers=0)
+    b = embed_images(m, open_dataset(str(tmp_path / "imgs")), tmp_path / "c", workers=0)
     assert counted == [] and b.computed == 0 and (a.embeddings == b.embeddings).all()
-    embed_images(m, load_dataset(str(tmp_path / "imgs")), tmp_path / "nc", quiet=True, num_workers=0,
+    embed_images(m, open_dataset(str(tmp_path / "imgs")), tmp_path / "nc", workers=0,
                  use_cache=False)
     assert len(counted) == 3 and not (tmp_path / "nc").exists()

@@ -12,16 +12,16 @@ import pytest
 from PIL import Image
 
 from conftest import make_image
-from cliplab.data import load_dataset
+from cliplab.data import open_dataset
 from cliplab.embed import embed_images
 from cliplab.embed.cache import EmbeddingCache
-from cliplab.models import load_model
+from cliplab.models import open_model
 
 
 @pytest.fixture()
 def tiny(tiny_checkpoint, cache_dir):
     cfg, ckpt, _ = tiny_checkpoint
-    return load_model(str(cfg), str(ckpt), cache_dir=cache_dir)
+    return open_model(str(cfg), str(ckpt), cache_dir=cache_dir)
 
 
 def _folder(root: Path, n: int, size=(40, 30)) -> Path:
@@ -31,9 +31,9 @@ def _folder(root: Path, n: int, size=(40, 30)) -> Path:
 
 
 def test_second_run_recomputes_nothing(tiny, tmp_path):
-    ds = load_dataset(str(_folder(tmp_path / "imgs", 20)))
-    first = embed_images(tiny, ds, tmp_path / "c", batch_size=8, quiet=True)
-    second = embed_images(tiny, ds, tmp_path / "c", batch_size=8, quiet=True)
+    ds = open_dataset(str(_folder(tmp_path / "imgs", 20)))
+    first = embed_images(tiny, ds, tmp_path / "c", batch_size=8)
+    second = embed_images(tiny, ds, tmp_path / "c", batch_size=8)
     assert first.computed == 20 and second.computed == 0
     assert np.array_equal(first.embeddings, second.embeddings)
     assert not np.isnan(second.images_per_second)  # throughput is recorded in the cache
@@ -41,11 +41,11 @@ def test_second_run_recomputes_nothing(tiny, tmp_path):
 
 def test_changed_file_is_reembedded(tiny, tmp_path):
     root = _folder(tmp_path / "imgs", 10)
-    ds = load_dataset(str(root))
-    first = embed_images(tiny, ds, tmp_path / "c", quiet=True)
+    ds = open_dataset(str(root))
+    first = embed_images(tiny, ds, tmp_path / "c")
     target = Path(ds.paths[3])
     make_image(target, size=(40, 30), color=(0, 255, 0))  # same name, new content
-    again = embed_images(tiny, load_dataset(str(root)), tmp_path / "c", quiet=True)
+    again = embed_images(tiny, open_dataset(str(root)), tmp_path / "c")
     assert again.computed == 1
     changed = np.where(~np.all(np.isclose(first.embeddings, again.embeddings), axis=1))[0].tolist()
     assert changed == [3]
@@ -54,7 +54,7 @@ def test_changed_file_is_reembedded(tiny, tmp_path):
 def test_identical_content_is_embedded_once(tiny, tmp_path):
     a = make_image(tmp_path / "imgs" / "x.png")
     (tmp_path / "imgs" / "copy.png").write_bytes(a.read_bytes())
-    res = embed_images(tiny, load_dataset(str(tmp_path / "imgs")), tmp_path / "c", quiet=True)
+    res = embed_images(tiny, open_dataset(str(tmp_path / "imgs")), tmp_path / "c")
     assert res.computed == 1 and len(res.indices) == 2
     assert np.array_equal(res.embeddings[0], res.embeddings[1])
 
@@ -86,8 +86,8 @@ def test_broken_files_are_listed_and_run_completes(tiny, tmp_path):
     rgba = Image.new("RGBA", (20, 20), (255, 0, 0, 128))
     rgba.save(d / "alpha.png")
     _huge_png(d / "huge.png")
-    ds = load_dataset(str(d))
-    res = embed_images(tiny, ds, tmp_path / "c", batch_size=4, quiet=True)
+    ds = open_dataset(str(d))
+    res = embed_images(tiny, ds, tmp_path / "c", batch_size=4)
     reasons = {Path(i).name: r for _, i, r in res.failures}
     assert set(reasons) == {"empty.jpg", "notimage.png", "truncated.jpg", "huge.png"}
     assert "empty" in reasons["empty.jpg"]
@@ -98,7 +98,7 @@ def test_broken_files_are_listed_and_run_completes(tiny, tmp_path):
     assert ok == {"good0.jpg", "good1.jpg", "good2.jpg", "cmyk.jpg", "palette.png", "sixteen.png", "alpha.png"}
     assert np.isfinite(res.embeddings).all()
     # failures are cached too: the second run retries nothing and reports the same reasons
-    again = embed_images(tiny, ds, tmp_path / "c", quiet=True)
+    again = embed_images(tiny, ds, tmp_path / "c")
     assert again.computed == 0 and {Path(i).name: r for _, i, r in again.failures} == reasons
 
 
@@ -121,8 +121,8 @@ def test_kill_minus_nine_then_resume_is_bit_identical(tiny_checkpoint, tmp_path)
     args = [sys.executable, "-m", "cliplab.cli", "embed", "--model", str(cfg), "--pretrained", str(ckpt),
             "--dataset", str(root), "--batch-size", "4", "--shard-batches", "1", "--workers", "0", "--quiet"]
     killed_cache = tmp_path / "killed"
-    ds = load_dataset(str(root))
-    model = load_model(str(cfg), str(ckpt), cache_dir=killed_cache)
+    ds = open_dataset(str(root))
+    model = open_model(str(cfg), str(ckpt), cache_dir=killed_cache)
     shard_dir = EmbeddingCache(killed_cache, model.fingerprint, "image").dir
     proc = subprocess.Popen(args + ["--cache-dir", str(killed_cache)])
     deadline = time.time() + 120
@@ -132,10 +132,10 @@ def test_kill_minus_nine_then_resume_is_bit_identical(tiny_checkpoint, tmp_path)
     proc.wait()
     done = len(list(shard_dir.glob("shard-*.npz")))
     assert proc.returncode == -signal.SIGKILL and 3 <= done < 60, f"kill landed after {done} of 60 shards"
-    resumed = embed_images(model, ds, killed_cache, batch_size=4, shard_batches=1, num_workers=0, quiet=True)
+    resumed = embed_images(model, ds, killed_cache, batch_size=4, shard_batches=1, workers=0)
     assert resumed.computed == 240 - 4 * done - 0  # only the unfinished shards were computed
-    clean = embed_images(load_model(str(cfg), str(ckpt), cache_dir=tmp_path / "clean"), ds, tmp_path / "clean",
-                         batch_size=4, shard_batches=1, num_workers=0, quiet=True)
+    clean = embed_images(open_model(str(cfg), str(ckpt), cache_dir=tmp_path / "clean"), ds, tmp_path / "clean",
+                         batch_size=4, shard_batches=1, workers=0)
     assert np.array_equal(resumed.indices, clean.indices)
     assert np.array_equal(resumed.embeddings, clean.embeddings)
 
@@ -145,19 +145,19 @@ def test_tensor_pipeline_matches_pil_reference(tiny_checkpoint, tmp_path):
     embeddings, separate cache entries, bad files still reported."""
     import torch
 
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
     from cliplab.embed import embed_images
     from cliplab.embed.tensor_pipeline import TensorPreprocess, decode_batch, read_bytes
-    from cliplab.models import load_model
+    from cliplab.models import open_model
     from conftest import make_image
 
     cfg, ckpt, _ = tiny_checkpoint
-    m = load_model(str(cfg), str(ckpt), device="cpu", cache_dir=tmp_path / "c")
+    m = open_model(str(cfg), str(ckpt), device="cpu", cache_dir=tmp_path / "c")
     paths = [make_image(tmp_path / "imgs" / f"a{i}.jpg", size=(200 + 37 * i, 150 + 11 * i)) for i in range(5)]
     paths += [make_image(tmp_path / "imgs" / "b.png", size=(90, 300)),
               make_image(tmp_path / "imgs" / "cmyk.jpg", size=(120, 80), mode="CMYK")]
     (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    ds = load_dataset(str(tmp_path / "imgs"))
+    ds = open_dataset(str(tmp_path / "imgs"))
     prep = TensorPreprocess.from_cfg(m.preprocess_cfg)
     from cliplab.data.imageio import open_rgb
 
@@ -168,8 +168,8 @@ def test_tensor_pipeline_matches_pil_reference(tiny_checkpoint, tmp_path):
     # torchvision's uint8 antialiased bicubic follows Pillow's: measured mean 6e-4, max 0.015 (normalised units);
     # another interpolation or a float resize would give ~1e-2
     assert (x - y).abs().mean() < 2e-3 and (x - y).abs().max() < 0.05
-    a = embed_images(m, ds, tmp_path / "c", quiet=True, num_workers=0)
-    b = embed_images(m, ds, tmp_path / "c", quiet=True, pipeline="tensor")
+    a = embed_images(m, ds, tmp_path / "c", workers=0)
+    b = embed_images(m, ds, tmp_path / "c", pipeline="tensor")
     assert b.computed == len(b.indices)  # not served from the PIL path's cache
     assert np.array_equal(a.indices, b.indices) and len(b.indices) == 7  # CMYK handled (PIL fallback)
     cos = (a.embeddings * b.embeddings).sum(1) / np.linalg.norm(a.embeddings, axis=1) / np.linalg.norm(
@@ -199,22 +199,22 @@ def test_tensor_preprocess_batches_by_size_with_per_image_results():
 def test_shards_are_also_flushed_by_time(tiny, tmp_path):
     """A slow model must not hold 16 batches in memory: a shard is written once flush_seconds have passed (a fake
     clock advancing 40 s per reading stands in for slow batches), and the shards give the same embeddings."""
-    ds = load_dataset(str(_folder(tmp_path / "imgs", 24)))
+    ds = open_dataset(str(_folder(tmp_path / "imgs", 24)))
     readings = iter(range(0, 100_000, 40))
     res = embed_images(tiny, ds, tmp_path / "c", batch_size=4, shard_batches=1000, flush_seconds=30.0,
-                       num_workers=0, quiet=True, clock=lambda: next(readings))
+                       workers=0, clock=lambda: next(readings))
     shards = EmbeddingCache(tmp_path / "c", tiny.fingerprint, "image").shards()
     assert res.computed == 24 and len(shards) == 6  # one shard per 4-image batch, not one at the end
     with np.load(shards[0]) as z:
         assert len(z["keys"]) == 4
-    by_count = embed_images(tiny, ds, tmp_path / "c2", batch_size=4, shard_batches=1000, num_workers=0, quiet=True)
+    by_count = embed_images(tiny, ds, tmp_path / "c2", batch_size=4, shard_batches=1000, workers=0)
     assert len(EmbeddingCache(tmp_path / "c2", tiny.fingerprint, "image").shards()) == 1  # fast: one shard at the end
     assert np.array_equal(res.embeddings, by_count.embeddings)
     # 10 s per batch: the write happens when the next batch would end past 30 s since the last one, so no shard
     # holds more than 30 s of work (2 batches here; waiting for 30 s to pass would make 3-batch, 30 s shards)
     ticks = iter(range(0, 100_000, 10))
-    embed_images(tiny, ds, tmp_path / "c3", batch_size=4, shard_batches=1000, flush_seconds=30.0, num_workers=0,
-                 quiet=True, clock=lambda: next(ticks))
+    embed_images(tiny, ds, tmp_path / "c3", batch_size=4, shard_batches=1000, flush_seconds=30.0, workers=0,
+                 clock=lambda: next(ticks))
     shards = EmbeddingCache(tmp_path / "c3", tiny.fingerprint, "image").shards()
     assert sorted(len(np.load(p)["keys"]) for p in shards) == [8, 8, 8]
 

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from cliplab.errors import ModelLoadError
-from cliplab.models import load_model
+from cliplab.models import open_model
 from cliplab.models.openclip import needs_quick_gelu
 
 
@@ -19,7 +19,7 @@ def _cos(a, b):
 
 def test_checkpoint_loads_with_same_embeddings(tiny_checkpoint, cache_dir):
     cfg, ckpt, ref = tiny_checkpoint
-    m = load_model(str(cfg), str(ckpt), cache_dir=cache_dir)
+    m = open_model(str(cfg), str(ckpt), cache_dir=cache_dir)
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(m.encode_images(x), ref.encode_image(x), atol=1e-6)
@@ -30,14 +30,14 @@ def test_checkpoint_loads_with_same_embeddings(tiny_checkpoint, cache_dir):
 
 def test_fingerprint_tracks_weights_and_is_stable(tiny_checkpoint, cache_dir, tmp_path):
     cfg, ckpt, ref = tiny_checkpoint
-    a = load_model(str(cfg), str(ckpt), cache_dir=cache_dir).fingerprint
-    b = load_model(str(cfg), str(ckpt), cache_dir=cache_dir).fingerprint
+    a = open_model(str(cfg), str(ckpt), cache_dir=cache_dir).fingerprint
+    b = open_model(str(cfg), str(ckpt), cache_dir=cache_dir).fingerprint
     assert a == b
     sd = {k: v.clone() for k, v in ref.state_dict().items()}
     sd["logit_scale"] += 1.0
     other = tmp_path / "other.pt"
     torch.save({"state_dict": sd}, other)
-    assert load_model(str(cfg), str(other), cache_dir=cache_dir).fingerprint != a
+    assert open_model(str(cfg), str(other), cache_dir=cache_dir).fingerprint != a
 
 
 def test_local_dir_safetensors_layout(tiny_checkpoint, cache_dir, tmp_path):
@@ -50,7 +50,7 @@ def test_local_dir_safetensors_layout(tiny_checkpoint, cache_dir, tmp_path):
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": json.loads(cfg.read_text()),
                                                                "preprocess_cfg": {"mean": [0.5] * 3, "std": [0.5] * 3}}))
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
-    m = load_model(f"local-dir:{folder}", cache_dir=cache_dir)
+    m = open_model(f"local-dir:{folder}", cache_dir=cache_dir)
     x = torch.randn(2, 3, 64, 64)
     assert torch.allclose(m.encode_images(x), ref.encode_image(x).detach(), atol=1e-6)
     assert m.preprocess_cfg["mean"] == [0.5, 0.5, 0.5]
@@ -60,15 +60,15 @@ def test_embed_matches_open_clip_encode_image(tiny_checkpoint, cache_dir, tmp_pa
     """`cliplab.embed` on files == model.encode_image on the same preprocessed batch (fp32)."""
     from conftest import make_image
 
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
     from cliplab.embed import embed_images
 
     cfg, ckpt, ref = tiny_checkpoint
     for i in range(6):
         make_image(tmp_path / "imgs" / f"{i}.png", size=(80 + 10 * i, 60), color=(40 * i, 100, 200 - 30 * i))
-    ds = load_dataset(str(tmp_path / "imgs"), cache_dir=cache_dir)
-    m = load_model(str(cfg), str(ckpt), cache_dir=cache_dir)
-    res = embed_images(m, ds, cache_dir, batch_size=4, quiet=True)
+    ds = open_dataset(str(tmp_path / "imgs"), cache_dir=cache_dir)
+    m = open_model(str(cfg), str(ckpt), cache_dir=cache_dir)
+    res = embed_images(m, ds, cache_dir, batch_size=4)
     batch = torch.stack([m.preprocess(Image.open(p).convert("RGB")) for p in ds.paths])
     with torch.no_grad():
         direct = ref.encode_image(batch).numpy()
@@ -86,7 +86,7 @@ def test_quick_gelu_rule():
 
 def test_offline_pretrained_tag_is_one_clear_error(cache_dir):
     with pytest.raises(ModelLoadError) as exc:
-        load_model("ViT-B-32", "openai", cache_dir=cache_dir)
+        open_model("ViT-B-32", "openai", cache_dir=cache_dir)
     msg = str(exc.value)
     assert "openai" in msg and "pass it with pretrained PATH" in msg and "\n" not in msg
 
@@ -99,12 +99,12 @@ def test_offline_pretrained_tag_is_one_clear_error(cache_dir):
 ])
 def test_bad_model_arguments(model, pretrained, match, cache_dir):
     with pytest.raises(ModelLoadError, match=match):
-        load_model(model, pretrained, cache_dir=cache_dir)
+        open_model(model, pretrained, cache_dir=cache_dir)
 
 
 def test_hf_without_transformers_or_offline(cache_dir):
     with pytest.raises(ModelLoadError, match="hf"):
-        load_model("hf:openai/clip-vit-base-patch32", cache_dir=cache_dir)
+        open_model("hf:openai/clip-vit-base-patch32", cache_dir=cache_dir)
 
 
 def test_channels_last_and_compile_give_the_same_embeddings(trained_cache):
@@ -113,17 +113,17 @@ def test_channels_last_and_compile_give_the_same_embeddings(trained_cache):
     import numpy as np
 
     from cliplab.embed.engine import auto_batch_size
-    from cliplab.models import load_model
+    from cliplab.models import open_model
 
-    ref = load_model("tiny-shapes", cache_dir=trained_cache, channels_last=False, backend="torch")
+    ref = open_model("tiny-shapes", cache_dir=trained_cache, channels_last=False, backend="torch")
     assert ref.conv_tower and not ref.channels_last
     x = torch.rand(4, 3, 64, 64)
     base = ref.encode_images(x).numpy()
-    cl = load_model("tiny-shapes", cache_dir=trained_cache, backend="torch")  # PyTorch's execution options
+    cl = open_model("tiny-shapes", cache_dir=trained_cache, backend="torch")  # PyTorch's execution options
     assert cl.channels_last and cl.fingerprint == ref.fingerprint  # the default for a conv tower
     np.testing.assert_allclose(cl.encode_images(x).numpy(), base, rtol=1e-4, atol=1e-5)
     assert auto_batch_size(ref) == 64  # no GPU: the CPU default
-    comp = load_model("tiny-shapes", cache_dir=trained_cache, compile=True)
+    comp = open_model("tiny-shapes", cache_dir=trained_cache, compile=True)
     try:
         out = comp.encode_images(x).numpy()
     except Exception as exc:  # inductor needs a working C++ toolchain
@@ -142,10 +142,10 @@ def test_checkpoint_of_another_architecture_says_what_differs(tiny_checkpoint, c
     other["embed_dim"], other["vision_cfg"]["layers"] = 48, 3
     (tmp_path / "other.json").write_text(json.dumps(other))
     with pytest.raises(ModelLoadError) as info:
-        load_model(str(tmp_path / "other.json"), str(ckpt), device="cpu", cache_dir=cache_dir)
+        open_model(str(tmp_path / "other.json"), str(ckpt), device="cpu", cache_dir=cache_dir)
     msg = str(info.value)
     assert "\n" not in msg and not msg.rstrip().endswith(":")
     assert "does not fit" in msg and "text_projection: checkpoint 32x32, model 32x48" in msg
     assert "missing from the checkpoint" in msg and "(model CONFIG.json)" in msg
     with pytest.raises(ModelLoadError, match="does not fit model RN50: .*other shapes"):
-        load_model("RN50", str(ckpt), device="cpu", cache_dir=cache_dir)
+        open_model("RN50", str(ckpt), device="cpu", cache_dir=cache_dir)

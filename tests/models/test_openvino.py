@@ -6,7 +6,7 @@ import torch
 
 pytest.importorskip("openvino")
 
-from cliplab.models import load_model  # noqa: E402
+from cliplab.models import open_model  # noqa: E402
 from cliplab.models import openvino as ov_backend  # noqa: E402
 from cliplab.progress import use  # noqa: E402
 from recording import Recording  # noqa: E402
@@ -18,9 +18,9 @@ def min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def agree(model_args: tuple, cache, texts=("a red circle", "a large blue square in the top left", "x")) -> None:
     torch.manual_seed(0)  # a model without pretrained weights is initialised at random: the same weights twice
-    ref = load_model(*model_args, device="cpu", cache_dir=cache, backend="torch")
+    ref = open_model(*model_args, device="cpu", cache_dir=cache, backend="torch")
     torch.manual_seed(0)
-    ov = load_model(*model_args, device="cpu", cache_dir=cache, backend="openvino")
+    ov = open_model(*model_args, device="cpu", cache_dir=cache, backend="openvino")
     assert ov.weights_fingerprint == ref.weights_fingerprint
     assert ov._ov.image is not None and ov._ov.text is not None
     torch.manual_seed(0)
@@ -46,7 +46,7 @@ def test_random_vit_b_32_agrees_with_torch(tmp_path):
 
 
 def test_converted_towers_are_cached_and_reused(trained_cache, tmp_path):
-    first = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
+    first = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
     assert first._ov.converted == [] and not list((tmp_path / "openvino").glob("*.xml"))  # converted on first use
     pixels = torch.randn(2, 3, *first.image_size)
     first.encode_images(pixels)
@@ -55,7 +55,7 @@ def test_converted_towers_are_cached_and_reused(trained_cache, tmp_path):
     first.encode_texts(many)
     assert first._ov.converted == ["image", "text"]
     assert len(list((tmp_path / "openvino").glob("*.xml"))) == 2
-    second = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
+    second = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
     assert torch.equal(first.encode_images(pixels), second.encode_images(pixels))
     assert torch.equal(first.encode_texts(["a dog"]), second.encode_texts(["a dog"]))
     assert second.text_backend(1) == "openvino"  # cached: even one text runs on OpenVINO
@@ -67,8 +67,8 @@ def test_few_texts_run_on_torch_and_are_cached_under_torchs_key(trained_cache, t
     texts run on PyTorch, and their cache key is PyTorch's, so nothing cached says OpenVINO computed it."""
     from cliplab.embed.texts import embed_texts
 
-    ov = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
-    ref = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="torch")
+    ov = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
+    ref = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="torch")
     texts = ["a red circle", "a blue square"]
     assert ov.text_backend(len(texts)) == "torch" and ov._ov.converted == []
     assert ov.text_fingerprint("torch") == ref.fingerprint != ov.fingerprint
@@ -80,8 +80,8 @@ def test_few_texts_run_on_torch_and_are_cached_under_torchs_key(trained_cache, t
 
 
 def test_fingerprint_names_the_backend_weights_fingerprint_does_not(trained_cache, tmp_path):
-    ref = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="torch")
-    ov = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path)  # auto, the default: OpenVINO on the CPU
+    ref = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="torch")
+    ov = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path)  # auto, the default: OpenVINO on the CPU
     assert ref.backend == "torch" and ov.backend == "openvino"
     assert ov.fingerprint != ref.fingerprint  # embedding caches are keyed by it: never shared across backends
     assert ov.weights_fingerprint == ref.weights_fingerprint == ref.fingerprint
@@ -94,11 +94,11 @@ def test_a_tower_openvino_cannot_convert_stays_on_torch_with_a_warning(trained_c
     monkeypatch.setattr(ov_backend, "_convert", fail)
     progress = Recording()
     with use(progress):
-        m = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
+        m = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
         assert m._ov.image is None and m._ov.text is None
     assert len(progress.warnings) == 2 and all("runs on PyTorch" in w and "aten::something" in w
                                                for w in progress.warnings)
-    ref = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="torch")
+    ref = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="torch")
     pixels = torch.randn(2, 3, *m.image_size)
     assert torch.allclose(m.encode_images(pixels), ref.encode_images(pixels), atol=1e-5)
 
@@ -107,7 +107,7 @@ def test_a_converted_tower_that_disagrees_with_torch_is_not_used_or_kept(trained
     monkeypatch.setitem(ov_backend.MIN_COSINE, "f32", 1.5)  # no conversion can pass: the check must reject it
     progress = Recording()
     with use(progress):
-        m = load_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
+        m = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
         assert m._ov.image is None
     assert len(progress.warnings) == 1 and "disagrees with PyTorch (min cosine " in progress.warnings[0]
     assert not list((tmp_path / "openvino").glob("*-image-*"))  # the next run converts again, not reuses it

@@ -8,24 +8,23 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cliplab.attacks import TypographicParams
-from cliplab.data import load_dataset
-from cliplab.embed.descriptors import DescriptorSpec
-from cliplab.models import load_model
+from cliplab.data import open_dataset
+from cliplab.inputs import Inputs, RunOptions
+from cliplab.models import open_model
 from cliplab.models.specs import ModelSpec
 from cliplab.progress import use
 from cliplab.prompts import resolve_all
+from cliplab.registry import report_sections
 from cliplab.results.result import METRIC_COLUMNS, DatasetInfo, Failure, ModelInfo, StudyResult, Table
-from cliplab.studies import report_sections
-from cliplab.studies.attack import run_typographic
-from cliplab.studies.caption_retrieval import run_caption_retrieval
-from cliplab.studies.cluster import run_cluster
+from cliplab.studies.attack import AttackParams, run_attack
+from cliplab.studies.caption_retrieval import run_retrieval
+from cliplab.studies.cluster import ClusterParams, run_cluster
 from cliplab.studies.compare import run_compare
 from cliplab.studies.image_retrieval import run_similar
-from cliplab.studies.inspect import run_inspect
-from cliplab.studies.probe import run_probe
-from cliplab.studies.prompts import run_prompt_study
-from cliplab.studies.search import Query, run_search
+from cliplab.studies.inspect import InspectParams, run_inspect
+from cliplab.studies.probe import ProbeParams, run_probe
+from cliplab.studies.prompts import PromptsParams, run_prompts
+from cliplab.studies.search import SearchParams, run_search
 from cliplab.studies.zeroshot import run_zeroshot
 from recording import Recording
 
@@ -33,26 +32,32 @@ from recording import Recording
 @pytest.fixture(scope="module")
 def results(trained_cache):
     cache = trained_cache
-    model = load_model("tiny-shapes", cache_dir=cache, device="cpu", precision="fp32")
-    color = load_dataset("shapes:color", split="test", limit=120, cache_dir=cache)
-    train = load_dataset("shapes:color", split="train", limit=300, cache_dir=cache)
-    captions = load_dataset("shapes", split="test", limit=80, cache_dir=cache)
+    model = open_model("tiny-shapes", cache_dir=cache, device="cpu", precision="fp32")
+    color = open_dataset("shapes:color", split="test", limit=120, cache_dir=cache)
+    train = open_dataset("shapes:color", split="train", limit=300, cache_dir=cache)
+    captions = open_dataset("shapes", split="test", limit=80, cache_dir=cache)
     simple = resolve_all(["simple"])[0]
     image = Path(color.source.id(0))
+    options = RunOptions.of(cache)
+
+    def given(ds, sets=(), train=None) -> Inputs:
+        return Inputs.of(model, ds, train=train, template_sets=list(sets), options=options)
+
     progress, printed = Recording(), io.StringIO()
     with use(progress), contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
         out = {
-            "zeroshot": run_zeroshot(model, color, [simple], cache),
-            "prompts": run_prompt_study(model, color, resolve_all(["simple", "openai-cifar"]), cache, n_boot=100),
-            "probe": run_probe(model, train, color, cache, templates=simple, kshots=(1,), seeds=(0,), wd=1e-3),
-            "compare": run_compare([ModelSpec("tiny-shapes")], [(color, None)], [simple], cache, device="cpu",
-                                   precision="fp32"),
-            "inspect": run_inspect(model, [image], cache, classnames=color.classnames, template_set=simple),
-            "attack": run_typographic(model, color, simple, TypographicParams(), cache, n_examples=2),
-            "caption_retrieval": run_caption_retrieval(model, captions, cache),
-            "search": run_search([model], captions, [Query(text="a red circle")], cache, k=3),
-            "image_retrieval": run_similar(model, color, DescriptorSpec("global"), cache),
-            "cluster": run_cluster(model, color, cache, ks=[3]),
+            "zeroshot": run_zeroshot(given(color, [simple])),
+            "prompts": run_prompts(given(color, resolve_all(["simple", "openai-cifar"])), PromptsParams(bootstrap=100)),
+            "probe": run_probe(given(color, [simple], train=train), ProbeParams(kshot=(1,), seeds=1, wd=1e-3)),
+            "compare": run_compare(Inputs(options, models=[ModelSpec("tiny-shapes")], datasets=[color], fitting=[None],
+                                          template_sets=[[simple]])),
+            "inspect": run_inspect(given(color, [simple]), InspectParams(images=(image,))),
+            "attack": run_attack(given(color, [simple]), AttackParams(n_examples=2)),
+            "caption_retrieval": run_retrieval(given(captions)),
+            "search": run_search(Inputs(options, models=[model], datasets=[captions]),
+                                 SearchParams(query=("a red circle",), k=3)),
+            "image_retrieval": run_similar(given(color)),
+            "cluster": run_cluster(given(color), ClusterParams(k=(3,))),
         }
     return out, progress, printed.getvalue()
 

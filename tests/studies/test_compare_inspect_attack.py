@@ -24,7 +24,7 @@ def test_targets_never_the_true_class():
     cm = np.eye(3, dtype=int) * 10
     cm[0, 2] = 5  # class 0 is mostly confused with class 2; classes 1 and 2 never confused -> next
     assert choose_targets(np.array([0, 1, 2]), 3, "most-confused", confusion=cm).tolist() == [2, 2, 0]
-    with pytest.raises(CliplabError, match="^rule 'sideways': choose one of"):
+    with pytest.raises(CliplabError, match="^target 'sideways': choose one of"):
         choose_targets(y, 7, "sideways")
 
 
@@ -98,9 +98,9 @@ def test_compare_two_models(trained_cache, tiny_checkpoint, tmp_path):
 
 
 def test_inspect_ranks_and_draws(trained_cache, tmp_path):
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
 
-    ds = load_dataset("shapes:color", split="test", cache_dir=trained_cache)
+    ds = open_dataset("shapes:color", split="test", cache_dir=trained_cache)
     paths = ds.paths[:4]
     res = runner.invoke(app, ["inspect", *paths, "-d", "shapes:color", "--figures", str(tmp_path / "fig"),
                               "-o", str(tmp_path / "r.csv"), "--cache-dir", str(trained_cache)])

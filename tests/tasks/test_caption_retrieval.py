@@ -94,23 +94,23 @@ def coco_file(root, annotations):
 
 
 def test_coco_and_karpathy_json(tmp_path):
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
 
     root = tmp_path / "coco"
     ann = coco_file(root, [(2, "b"), (1, "a"), (1, "a2"), (3, "c")])
-    ds = load_dataset(str(ann))
+    ds = open_dataset(str(ann))
     assert ds.split == "val2014" and len(ds) == 2 and ds.missing == 1 and ds.captions == [["a", "a2"], ["b"]]
     kp = tmp_path / "dataset_flickr.json"
     kp.write_text(json.dumps({"images": [
         {"filename": "1.jpg", "filepath": "val2014", "split": "test", "sentences": [{"raw": "x"}, {"raw": "y"}]},
         {"filename": "2.jpg", "filepath": "val2014", "split": "restval", "sentences": [{"raw": "z"}]}]}))
-    test = load_dataset(str(kp), data_root=str(root))
+    test = open_dataset(str(kp), data_root=str(root))
     assert len(test) == 1 and test.captions == [["x", "y"]]
-    assert load_dataset(str(kp), split="train", data_root=str(root)).captions == [["z"]]
+    assert open_dataset(str(kp), split="train", data_root=str(root)).captions == [["z"]]
     from cliplab.errors import DatasetError
 
     with pytest.raises(DatasetError, match="pass the image folder with image_root$"):
-        load_dataset(str(kp), data_root=str(tmp_path / "nowhere"))
+        open_dataset(str(kp), data_root=str(tmp_path / "nowhere"))
 
 
 @pytest.mark.slow
@@ -141,9 +141,9 @@ def test_search_cli_two_models_grids_and_index(trained_cache, tiny_checkpoint, t
     assert res.exit_code == 0, res.output
     hits = pd.read_csv(tmp_path / "hits.csv")
     assert len(hits) == 2 * 3 * 5 and len(list((tmp_path / "grids").glob("*.png"))) == 3
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
 
-    ds = load_dataset("shapes:color", split="test", limit=300, cache_dir=trained_cache)
+    ds = open_dataset("shapes:color", split="test", limit=300, cache_dir=trained_cache)
     color = dict(zip([ds.source.id(i) for i in range(len(ds))], np.asarray(ds.classnames)[ds.labels]))
     red = hits[(hits["query"] == "a red shape") & (hits.model == "tiny-shapes")]
     assert sum(color[p] == "red shape" for p in red.image) >= 4  # the trained model finds red shapes
@@ -161,15 +161,16 @@ def test_search_cli_two_models_grids_and_index(trained_cache, tiny_checkpoint, t
 def test_real_coco_annotation_file_loads_and_retrieves(tiny_checkpoint, cache_dir):
     from conftest import SHARED_DATA
 
-    from cliplab.data import load_dataset
-    from cliplab.models import load_model
-    from cliplab.studies.caption_retrieval import run_caption_retrieval
+    from cliplab.data import open_dataset
+    from cliplab.models import open_model
+    from cliplab.inputs import Inputs
+    from cliplab.studies.caption_retrieval import run_retrieval
 
-    ds = load_dataset(str(SHARED_DATA / "coco-mini" / "annotations" / "captions_val2017.json"))
+    ds = open_dataset(str(SHARED_DATA / "coco-mini" / "annotations" / "captions_val2017.json"))
     assert (len(ds), sum(len(c) for c in ds.captions), ds.missing) == (159, 795, 0)
     cfg, ckpt, _ = tiny_checkpoint
-    m = load_model(str(cfg), str(ckpt), device="cpu", cache_dir=cache_dir)
-    run = run_caption_retrieval(m, ds, cache_dir, quiet=True)
+    m = open_model(str(cfg), str(ckpt), device="cpu", cache_dir=cache_dir)
+    run = run_retrieval(Inputs.of(m, ds, options=cache_dir))
     assert run.result.metrics["num_captions"] == 795 and 1 <= run.result.metrics["text_to_image_median_rank"] <= 159
 
 

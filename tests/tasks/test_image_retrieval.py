@@ -106,10 +106,10 @@ def test_purity_and_kmeans_recover_blobs():
 @pytest.mark.parametrize("pooling", ["mac", "rmac", "gem"])
 def test_descriptor_hook_on_vit_matches_manual_tokens(tiny_checkpoint, cache_dir, pooling):
     from cliplab.embed.descriptors import DescriptorSpec, make_encoder, region_count
-    from cliplab.models import load_model
+    from cliplab.models import open_model
 
     cfg, ckpt, ref = tiny_checkpoint
-    m = load_model(str(cfg), str(ckpt), device="cpu", cache_dir=cache_dir)
+    m = open_model(str(cfg), str(ckpt), device="cpu", cache_dir=cache_dir)
     px = torch.rand(2, 3, 64, 64)
     out = make_encoder(m, DescriptorSpec(pooling))(px)
     grabbed = {}
@@ -144,12 +144,12 @@ def _gt_folder(tmp_path, ds):
 def test_similar_and_cluster_cli(trained_cache, tmp_path):
     from conftest import make_image
 
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
 
     for c, colour in enumerate([(220, 30, 30), (30, 60, 220)]):
         for j in range(6):
             make_image(tmp_path / "gal" / f"class{c}" / f"img{c}{j}.png", size=(64, 64), color=colour)
-    ds = load_dataset(str(tmp_path / "gal"), cache_dir=trained_cache)
+    ds = open_dataset(str(tmp_path / "gal"), cache_dir=trained_cache)
     gt = _gt_folder(tmp_path, ds)
     base = ["similar", "-d", str(tmp_path / "gal"), "--cache-dir", str(trained_cache), "-q"]
     res = runner.invoke(app, base + ["--descriptor", "rmac", "--gt", str(gt), "-o", str(tmp_path / "s.json"),
@@ -318,14 +318,15 @@ def _colour_gallery(tmp_path):
 
 def test_run_similar_counts_missing_positives_as_misses(tiny_checkpoint, cache_dir, tmp_path):
     """Regression: a ground-truth positive missing from the gallery was dropped from the AP denominator."""
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
     from cliplab.embed.descriptors import DescriptorSpec
-    from cliplab.models import load_model
-    from cliplab.studies.image_retrieval import run_similar
+    from cliplab.models import open_model
+    from cliplab.inputs import RunOptions
+    from cliplab.studies.image_retrieval import retrieve_similar
 
     cfg, ckpt, _ = tiny_checkpoint
-    m = load_model(str(cfg), str(ckpt), device="cpu", cache_dir=cache_dir)
-    ds = load_dataset(str(_colour_gallery(tmp_path)), cache_dir=cache_dir)
+    m = open_model(str(cfg), str(ckpt), device="cpu", cache_dir=cache_dir)
+    ds = open_dataset(str(_colour_gallery(tmp_path)), cache_dir=cache_dir)
     full, extra = tmp_path / "full", tmp_path / "extra"
     for d, more in ((full, []), (extra, ["not_in_gallery"])):
         d.mkdir()
@@ -333,8 +334,8 @@ def test_run_similar_counts_missing_positives_as_misses(tiny_checkpoint, cache_d
             (d / f"q{c}_query.txt").write_text(f"img{c}0\n")
             (d / f"q{c}_good.txt").write_text("\n".join([f"img{c}{j}" for j in (1, 2)] + more))
             (d / f"q{c}_ok.txt").write_text(f"img{c}3")
-    runs = [run_similar(m, ds, DescriptorSpec("global"), cache_dir, gt_dir=g, crop_queries=False, quiet=True,
-                        num_workers=0) for g in (full, extra)]
+    runs = [retrieve_similar(m, ds, DescriptorSpec("global"), RunOptions.of(cache_dir, workers=0), gt=g,
+                             crop_queries=False) for g in (full, extra)]
     for q in ("q0", "q1"):  # the same trapezoids over 4 instead of 3 positives
         a, b = (r.scores["per_query_ap"][q] for r in runs)
         assert 0 < a and b == pytest.approx(a * 3 / 4)

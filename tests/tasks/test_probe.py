@@ -181,14 +181,14 @@ def test_kshot_rows_and_zero_shot_anchor():
 
 @pytest.mark.slow
 def test_probe_within_half_a_point_of_sklearn_on_tiny_model(trained_cache):
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
     from cliplab.embed import embed_images
-    from cliplab.models import load_model
+    from cliplab.models import open_model
 
-    m = load_model("tiny-shapes", cache_dir=trained_cache)
-    tr = load_dataset("shapes:background", split="train", limit=2000, cache_dir=trained_cache)
-    te = load_dataset("shapes:background", split="test", cache_dir=trained_cache)
-    a, b = embed_images(m, tr, trained_cache, quiet=True), embed_images(m, te, trained_cache, quiet=True)
+    m = open_model("tiny-shapes", cache_dir=trained_cache)
+    tr = open_dataset("shapes:background", split="train", limit=2000, cache_dir=trained_cache)
+    te = open_dataset("shapes:background", split="test", cache_dir=trained_cache)
+    a, b = embed_images(m, tr, trained_cache), embed_images(m, te, trained_cache)
     Xtr, ytr, Xte, yte = a.embeddings, tr.labels[a.indices], b.embeddings, te.labels[b.indices]
     res = linear_probe(Xtr, ytr, Xte, yte, 5)
     # sklearn itself hits max_iter=10000 at the smallest weight decays on these features (not strict)
@@ -250,13 +250,13 @@ def test_sweep_is_reported_in_table_json_and_store(tmp_path):
 
     from cliplab.report.tables import render
     from cliplab.results.store import RunRecorder, read_results
-    from cliplab.studies.probe import ProbeStudy
+    from cliplab.studies.probe import ProbeResult
 
     X, y = blobs(n_per=60)
     lp = linear_probe(X[:200], y[:200], X[200:], y[200:], 4, grid=(1e-1, 1e-3, 1e-5))
     ds = SimpleNamespace(name="toy", split="test", fingerprint="fp", classnames=["a", "b", "c", "d"])
     emb = SimpleNamespace(indices=np.arange(40), failures=[])
-    study = ProbeStudy(model=SimpleNamespace(name="m", pretrained=None, fingerprint="x"), train=ds, test=ds,
+    study = ProbeResult(model=SimpleNamespace(name="m", pretrained=None, fingerprint="x"), train=ds, test=ds,
                        train_images=SimpleNamespace(indices=np.arange(200), failures=[]), test_images=emb,
                        linear=lp, warnings=["w1"])
     console = Console(width=200, record=True)

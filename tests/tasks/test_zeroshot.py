@@ -35,11 +35,11 @@ def test_classifier_matches_open_clip_builder(tiny_checkpoint, cache_dir):
     """Our classifier from (cached) text embeddings equals open_clip.build_zero_shot_classifier."""
     from open_clip import build_zero_shot_classifier
 
-    from cliplab.models import load_model
+    from cliplab.models import open_model
     from cliplab.embed.texts import class_text_embeddings
 
     cfg, ckpt, _ = tiny_checkpoint
-    m = load_model(str(cfg), str(ckpt), cache_dir=cache_dir)
+    m = open_model(str(cfg), str(ckpt), cache_dir=cache_dir)
     classnames = ["circle", "square", "red shape"]
     ts = resolve_templates("openai-cifar")[0]
     ours = build_classifier(class_text_embeddings(m, classnames, ts, cache_dir))

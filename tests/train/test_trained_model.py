@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from cliplab.data import load_dataset
-from cliplab.models import load_model
+from cliplab.inputs import Inputs
+from cliplab.data import open_dataset
+from cliplab.models import open_model
 from cliplab.models.local import SHIPPED_DIR
 from cliplab.prompts import resolve_all
 from cliplab.studies.zeroshot import run_zeroshot
@@ -18,9 +19,9 @@ THRESHOLDS = {k: v - 0.02 for k, v in MEASURED.items()}
 
 @pytest.mark.parametrize("attribute", list(THRESHOLDS))
 def test_zero_shot_far_above_chance(trained_cache, attribute):
-    model = load_model("tiny-shapes", cache_dir=trained_cache)
-    ds = load_dataset(f"shapes:{attribute}", split="test", cache_dir=trained_cache)
-    run = run_zeroshot(model, ds, resolve_all(["simple"]), trained_cache, quiet=True)
+    model = open_model("tiny-shapes", cache_dir=trained_cache)
+    ds = open_dataset(f"shapes:{attribute}", split="test", cache_dir=trained_cache)
+    run = run_zeroshot(Inputs.of(model, ds, template_sets=resolve_all(["simple"]), options=trained_cache))
     acc = run.evaluations[0].result.metrics["acc1"]
     chance = 1 / len(ds.classnames)
     assert THRESHOLDS[attribute] >= min(2 * chance, chance + 0.3)  # every threshold is far above chance
@@ -39,7 +40,7 @@ def test_shipped_model_files_are_real_open_clip_formats(trained_cache):
     assert meta["dataset"].startswith("shapes") and meta["stored_dtype"] == "float16"
     stored = load_file(str(folder / "open_clip_model.safetensors"))
     assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
-    ours = load_model("tiny-shapes", cache_dir=trained_cache)
+    ours = open_model("tiny-shapes", cache_dir=trained_cache)
     assert next(ours.model.parameters()).dtype == torch.float32
     hub, _, _ = open_clip.create_model_and_transforms(f"local-dir:{folder}")
     x = torch.randn(2, 3, 64, 64)
@@ -49,8 +50,8 @@ def test_shipped_model_files_are_real_open_clip_formats(trained_cache):
 
 def test_shipped_model_fingerprint_is_stable(trained_cache, tmp_path):
     """The fingerprint depends on the stored file's content only: the same in any cache."""
-    a = load_model("tiny-shapes", cache_dir=trained_cache)
-    b = load_model("tiny-shapes", cache_dir=tmp_path)
+    a = open_model("tiny-shapes", cache_dir=trained_cache)
+    b = open_model("tiny-shapes", cache_dir=tmp_path)
     assert a.fingerprint == b.fingerprint and a.name == "tiny-shapes"
 
 

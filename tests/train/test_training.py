@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cliplab.inputs import Inputs, RunOptions
 from cliplab.cli import app
 from cliplab.cli.manage import DEMO_MARKER, prepare_demo_dir as prepare_output_dir
 from cliplab.errors import CliplabError
@@ -59,9 +60,9 @@ def test_train_refuses_an_existing_name_without_force(tmp_path, captions):
     assert (folder / "open_clip_model.safetensors").read_bytes() != before
     assert json.loads((folder / "meta.json").read_text())["config"]["seed"] == 1
     assert not [p for p in (cache / "models").iterdir() if p.name.startswith(".")]  # no staging leftovers
-    from cliplab.models import load_model
+    from cliplab.models import open_model
 
-    assert load_model("mine", cache_dir=cache).name == "mine"
+    assert open_model("mine", cache_dir=cache).name == "mine"
 
 
 def test_train_needs_a_name_and_says_what_it_trains():
@@ -89,7 +90,7 @@ def test_train_never_shadows_the_shipped_model_silently(tmp_path, captions):
     assert "instead of the shipped one" in res.output
     found = find_local_model("tiny-shapes", cache)
     assert not found.shipped and found.folder == cache / "models" / "tiny-shapes"
-    assert ensure_tiny_model(cache, quiet=True) == found.folder
+    assert ensure_tiny_model(cache) == found.folder
     assert [m.folder for m in list_local_models(cache) if m.name == "tiny-shapes"] == [found.folder]
 
 
@@ -135,26 +136,27 @@ def test_demo_output_dir_is_created_marked_and_reused(tmp_path):
 def test_recipe_learns_every_attribute_for_every_seed(trained_cache, tmp_path, seed):
     """The shipped recipe (TINY_CONFIG + TrainConfig defaults, only the seed varies, one CPU thread) learns all five
     attributes."""
-    from cliplab.data import load_dataset
+    from cliplab.data import open_dataset
     from cliplab.data.shapes import ATTRIBUTE_VALUES
-    from cliplab.models import load_model
+    from cliplab.models import open_model
     from cliplab.prompts import resolve_all
     from cliplab.studies.zeroshot import run_zeroshot
     from cliplab.train import TrainConfig, train_clip
 
     import torch
 
-    ds = load_dataset("shapes", split="train", cache_dir=trained_cache)
+    ds = open_dataset("shapes", split="train", cache_dir=trained_cache)
     threads = torch.get_num_threads()
     try:  # one thread, as the spread in docs/training.md was measured (thread count changes the float trajectory)
         folder = train_clip(ds, trained_cache, f"seed{seed}", out_dir=tmp_path,
-                            config=TrainConfig(seed=seed, num_threads=1), quiet=True)
+                            config=TrainConfig(seed=seed, num_threads=1))
     finally:
         torch.set_num_threads(threads)
-    model = load_model(f"local-dir:{folder}", cache_dir=trained_cache)
+    model = open_model(f"local-dir:{folder}", cache_dir=trained_cache)
     for attr, floor in SEED_FLOORS.items():
         assert floor >= 1 / len(ATTRIBUTE_VALUES[attr]) + 0.10 - 1e-9  # every floor is at least chance + 10 points
-        test = load_dataset(f"shapes:{attr}", split="test", cache_dir=trained_cache)
-        acc = run_zeroshot(model, test, resolve_all(["simple"]), trained_cache, quiet=True,
-                           use_cache=False).evaluations[0].result.metrics["acc1"]
+        test = open_dataset(f"shapes:{attr}", split="test", cache_dir=trained_cache)
+        acc = run_zeroshot(Inputs.of(model, test, template_sets=resolve_all(["simple"]),
+                                     options=RunOptions.of(trained_cache, use_cache=False))
+                           ).evaluations[0].result.metrics["acc1"]
         assert acc >= floor, f"seed {seed}, {attr}: {acc:.3f} < {floor:.3f}"
