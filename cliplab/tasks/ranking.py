@@ -50,6 +50,7 @@ KS = (1, 5, 10)
 AP_FORMS = ("step", "trapezoid")
 MISSING = ("miss", "ignore")
 SCORE_BUDGET = 2 ** 24  # scores held at once by evaluate_rankings when no chunk is given (64 MB of float32)
+TIE_SCAN = 64  # tied relevant items of one query counted by a scan each; more: one stable sort of the row
 
 
 def task_device(device) -> torch.device:
@@ -210,11 +211,16 @@ def _ids(values) -> np.ndarray:
     return np.asarray(values if isinstance(values, np.ndarray) else list(values)).reshape(-1)
 
 
+def _distinct(param: str, values) -> np.ndarray:
+    arr = _ids(values)
+    if len(np.unique(arr)) != len(arr):
+        raise ParameterError(param, None, "lists an item twice; a ranking orders distinct items")
+    return arr
+
+
 def relevant_ranks(ranking, relevant, junk=()) -> np.ndarray:
     """1-based ranks, ascending, of the relevant ids found in ``ranking`` once the junk ids are taken out of it."""
-    ranking = _ids(ranking)
-    if len(np.unique(ranking)) != len(ranking):
-        raise ParameterError("ranking", None, "lists an item twice; a ranking orders distinct items")
+    ranking = _distinct("ranking", ranking)
     rel = np.unique(_ids(relevant))
     jk = np.setdiff1d(_ids(junk), rel)  # an id both relevant and junk counts as relevant
     kept = ranking[~np.isin(ranking, jk)] if len(jk) else ranking
@@ -239,13 +245,6 @@ def average_precision(ranking, relevant, junk=(), *, form: str = "step", missing
 
 
 # ---- agreement between two rankings ----------------------------------------------------------------------------
-def _distinct(param: str, values) -> np.ndarray:
-    arr = _ids(values)
-    if len(np.unique(arr)) != len(arr):
-        raise ParameterError(param, None, "lists an item twice; a ranking orders distinct items")
-    return arr
-
-
 def overlap_at_k(a, b, k: int) -> float:
     """|A_k ∩ B_k| / k: the fraction of their first k items two rankings share; both need at least k items."""
     a, b = _distinct("a", a), _distinct("b", b)
@@ -290,15 +289,15 @@ def _as_matrix(param: str, x) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ParameterError(param, x.shape, "needs a (rows, dim) matrix of vectors")
-    if not np.isfinite(x).all():
+    if not all(np.isfinite(x[i:i + 8192]).all() for i in range(0, len(x), 8192)):  # no (rows, dim) temporary
         raise ParameterError(param, None, "holds NaN or infinite values")
     return x
 
 
-def _hit_ranks(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """1-based rank of each (row, col) item in its row ordered by score descending, ties by column ascending."""
+def _hit_ranks(scores: np.ndarray, ascending: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """1-based rank of each (row, col) item in its row ordered by score descending, ties by column ascending
+    (``ascending``: each row of ``scores`` sorted; ``rows`` in ascending order)."""
     ranks = np.empty(len(rows), np.int64)
-    ascending = np.sort(scores, axis=1)
     n = scores.shape[1]
     bounds = np.searchsorted(rows, np.arange(len(scores) + 1))
     for i in range(len(scores)):
@@ -306,31 +305,36 @@ def _hit_ranks(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nda
         if lo == hi:
             continue
         target = scores[i, cols[lo:hi]]
-        above = np.searchsorted(ascending[i], target, side="right")
-        if np.any(above - np.searchsorted(ascending[i], target, side="left") > 1):
-            # a relevant item ties with another item: the full order of this row, ties by index
+        not_below = np.searchsorted(ascending[i], target, side="right")  # items scoring <= each target
+        ranks[lo:hi] = n - not_below + 1  # 1 + the items scoring strictly higher
+        tied = np.flatnonzero(not_below - np.searchsorted(ascending[i], target, side="left") > 1)
+        if len(tied) > TIE_SCAN:  # many ties (e.g. quantised scores): the full order of the row, ties by index
             position = np.empty(n, np.int64)
             position[np.argsort(-scores[i], kind="stable")] = np.arange(1, n + 1)
             ranks[lo:hi] = position[cols[lo:hi]]
-        else:
-            ranks[lo:hi] = n - above + 1  # 1 + the number of items scoring strictly higher
+        else:  # float32 ties are common in large galleries: count the tied items before each, by index
+            for t in tied:
+                col = cols[lo + t]
+                ranks[lo + t] += np.count_nonzero(scores[i, :col] == target[t])
     return ranks
 
 
 def evaluate_rankings(queries, gallery, query_labels, gallery_labels, ks=KS, *, form: str = "step",
                       normalize: bool = True, chunk: int | None = None, exclude=None, n_relevant=None,
                       device=None) -> RankingMetrics:
-    """Per-query AP, P@k, R@k, R-precision and nDCG@k of each query's ranking of the whole gallery, where the
-    relevant items are the gallery items with the query's label.
+    """Per-query AP, P@k, R@k, R-precision and nDCG@k of each query's ranking of the gallery (same label = relevant).
 
     Scores are cosine similarities (``normalize=False``: dot products) in float32, computed ``chunk`` queries at a
-    time, so at most ``chunk x N`` scores exist at once (default: ``SCORE_BUDGET // N`` queries); the peak memory
-    is about 10 bytes per score (the scores, one sorted copy, the relevance mask). Ties: items are ordered by score
-    descending, then by gallery index ascending (as :func:`chunked_topk`), so an item's rank is 1 + the items
-    scoring strictly higher + the tied items with a lower index. Between chunk sizes the float32 scores can differ
-    in the last bit (the BLAS kernel depends on the chunk's shape), which may swap items whose scores agree to
-    ~1e-7; with exact scores (e.g. small integer vectors and ``normalize=False``) every chunk size gives the same
-    numbers.
+    time, so at most ``chunk x N`` scores exist at once (default: ``SCORE_BUDGET // N`` queries). Memory beyond the
+    inputs: three chunk x N buffers allocated once (scores, their sorted copy, the relevance mask: 9 bytes a
+    score); the gallery is not copied (cosine = (q / |q|) . g / |g|, the division by |g| applied to the scores).
+
+    Ties: items are ordered by score descending, then by gallery index ascending (as :func:`chunked_topk`), so an
+    item's rank is 1 + the items scoring strictly higher + the tied items with a lower index. Float32 ties are not
+    rare: with 100,000 items most queries have a relevant item tied with another (``benchmarks/ranking_scale.py``).
+    Between chunk sizes the scores can differ in the last bit (the BLAS kernel depends on the chunk's shape), which
+    may swap items whose scores agree to ~1e-7; with exact scores (e.g. small integer vectors and
+    ``normalize=False``) every chunk size gives the same numbers.
 
     ``exclude``: gallery indices taken out of a query's ranking and relevant set, (Q,) or (Q, m), -1 = none (the
     query itself in image->image retrieval, or per-query junk). ``n_relevant``: R per query (Q,), at least the
@@ -361,21 +365,35 @@ def evaluate_rankings(queries, gallery, query_labels, gallery_labels, ks=KS, *, 
     _, codes = np.unique(np.concatenate([q_lab, g_lab]), return_inverse=True)
     q_code, g_code = codes[:nq], codes[nq:]
     dev = task_device(device)
-    if normalize:
-        q_vec, g_vec = l2_normalize(q_vec), l2_normalize(g_vec)
+    # cosine = (q / |q|) . g / |g|: the gallery is scaled column by column in the scores, not copied normalised
+    q_vec = l2_normalize(q_vec) if normalize else q_vec
+    g_scale = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", g_vec, g_vec)), 1e-12) if normalize else None
     g_t = torch.as_tensor(g_vec, device=dev)
+    # three buffers of chunk x N, allocated once: the scores, their sorted copy, the relevance mask
+    rows_max = min(chunk, nq)
+    score_buf, sorted_buf = np.empty((rows_max, n), np.float32), np.empty((rows_max, n), np.float32)
+    relevant_buf = np.empty((rows_max, n), bool)
     parts = []
     for start in range(0, nq, chunk):
         stop = min(start + chunk, nq)
-        scores = (torch.as_tensor(q_vec[start:stop], device=dev) @ g_t.T).cpu().numpy()
-        if not np.isfinite(scores).all():
+        scores, ascending, relevant = score_buf[:stop - start], sorted_buf[:stop - start], relevant_buf[:stop - start]
+        q_t = torch.as_tensor(q_vec[start:stop], device=dev)
+        if dev.type == "cpu":
+            torch.mm(q_t, g_t.T, out=torch.from_numpy(scores))
+        else:
+            scores[...] = (q_t @ g_t.T).cpu().numpy()
+        if g_scale is not None:
+            scores *= g_scale[None, :]
+        if not (np.isfinite(scores.min()) and np.isfinite(scores.max())):
             raise ParameterError("queries", None, "scores overflow float32; pass smaller vectors or normalize=True")
-        relevant = g_code[None, :] == q_code[start:stop, None]
+        np.equal(g_code[None, :], q_code[start:stop, None], out=relevant)
         if exclude is not None:
             rows, slot = np.nonzero(exclude[start:stop] >= 0)
             cols = exclude[start:stop][rows, slot]
             scores[rows, cols] = -np.inf  # below every finite score: never ahead of a relevant item
             relevant[rows, cols] = False
+        np.copyto(ascending, scores)
+        ascending.sort(axis=1)
         rows, cols = np.nonzero(relevant)
         r_chunk = relevant.sum(axis=1)
         if n_relevant is not None:
@@ -385,8 +403,8 @@ def evaluate_rankings(queries, gallery, query_labels, gallery_labels, ks=KS, *, 
                 raise ParameterError("n_relevant", int(given[i]),
                                      f"query {start + i} has {r_chunk[i]} relevant items in the gallery")
             r_chunk = given
-        parts.append(metrics_from_ranks(_hit_ranks(scores, rows, cols), r_chunk, ks, form=form, query=rows))
-        del scores, relevant
+        ranks = _hit_ranks(scores, ascending, rows, cols)
+        parts.append(metrics_from_ranks(ranks, r_chunk, ks, form=form, query=rows))
     return _concatenate(parts, ks)
 
 
