@@ -26,6 +26,18 @@ def machine() -> dict:
     return info
 
 
+def cpu_model() -> str:
+    """The CPU's name as ``lscpu`` reports it ("Model name"), else platform.processor()."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown"
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")]
+    return names[0] if names else (platform.processor() or "unknown")
+
+
 def make_jpegs(folder: Path, n: int, size=(640, 480), seed: int = 0) -> list[str]:
     """n distinct photo-like JPEGs (random two-colour gradient + texture, quality 90) of ``size`` (w, h)."""
     from PIL import Image

@@ -1,4 +1,4 @@
-"""Retrieval over embeddings in bounded memory: chunked top-k, caption-retrieval ranks, recall@k.
+"""Caption retrieval over embeddings in bounded memory: text->image and image->text ranks, recall@k.
 
 No function here materialises more than ``row_chunk x col_chunk`` scores at a time, so 100k queries against
 500k items run in a few hundred MB (on the GPU when ``device`` is cuda).
@@ -15,63 +15,18 @@ import numpy as np
 import torch
 
 from cliplab.tasks.metrics import l2_normalize
-
-ROW_CHUNK = 2048
-COL_CHUNK = 65536
-
-
-def _dev(device) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# chunked_topk lives in tasks.ranking with the other ranking code; it stays importable from here
+from cliplab.tasks.ranking import COL_CHUNK, ROW_CHUNK, chunked_topk, task_device  # noqa: F401
 
 
 def _tensor(x, dev) -> torch.Tensor:
     return torch.as_tensor(l2_normalize(x) if isinstance(x, np.ndarray) else x, device=dev, dtype=torch.float32)
 
 
-def chunked_topk(queries: np.ndarray, keys: np.ndarray, k: int, *, device=None, row_chunk: int = ROW_CHUNK,
-                 col_chunk: int = COL_CHUNK, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k cosine (or dot, ``normalize=False``) of every query over all keys: ``(scores, indices)`` (Q, k),
-    best first; equal to sorting the full score matrix, ties resolved towards the lower key index."""
-    dev = _dev(device)
-    k = min(k, len(keys))
-    q_all = queries if not normalize else l2_normalize(queries)
-    kk = keys if not normalize else l2_normalize(keys)
-    out_s = np.empty((len(queries), k), np.float32)
-    out_i = np.empty((len(queries), k), np.int64)
-    key_chunks = [(s, torch.as_tensor(kk[s:s + col_chunk], device=dev, dtype=torch.float32))
-                  for s in range(0, len(kk), col_chunk)]
-    for r in range(0, len(q_all), row_chunk):
-        q = torch.as_tensor(q_all[r:r + row_chunk], device=dev, dtype=torch.float32)
-        best_s = best_i = None
-        for start, kc in key_chunks:
-            s = q @ kc.T
-            kc_k = min(k, s.shape[1])
-            vs, vi = torch.topk(s, kc_k, dim=1, sorted=True)
-            vi = vi + start
-            if best_s is None:
-                best_s, best_i = vs, vi
-            else:
-                cat_s, cat_i = torch.cat([best_s, vs], 1), torch.cat([best_i, vi], 1)
-                # order by score desc, then index asc (stable tie rule independent of chunking)
-                order = torch.argsort(cat_i, dim=1)
-                cat_s, cat_i = cat_s.gather(1, order), cat_i.gather(1, order)
-                top = torch.argsort(-cat_s, dim=1, stable=True)[:, :k]
-                best_s, best_i = cat_s.gather(1, top), cat_i.gather(1, top)
-        # within one chunk torch.topk may order ties arbitrarily: re-sort by (score desc, index asc)
-        order = torch.argsort(best_i, dim=1)
-        best_s, best_i = best_s.gather(1, order), best_i.gather(1, order)
-        top = torch.argsort(-best_s, dim=1, stable=True)
-        out_s[r:r + len(q)] = best_s.gather(1, top).cpu().numpy()
-        out_i[r:r + len(q)] = best_i.gather(1, top).cpu().numpy()
-    return out_s, out_i
-
-
 def text_to_image_ranks(text_emb: np.ndarray, image_emb: np.ndarray, caption_image: np.ndarray, *, device=None,
                         row_chunk: int = ROW_CHUNK, col_chunk: int = COL_CHUNK) -> np.ndarray:
     """Rank (1 = best) of each caption's own image among all images."""
-    dev = _dev(device)
+    dev = task_device(device)
     T, I = _tensor(text_emb, dev), _tensor(image_emb, dev)
     own = torch.as_tensor(np.asarray(caption_image), device=dev, dtype=torch.long)
     ranks = np.empty(len(T), np.int64)
@@ -92,7 +47,7 @@ def text_to_image_ranks(text_emb: np.ndarray, image_emb: np.ndarray, caption_ima
 def image_to_text_ranks(image_emb: np.ndarray, text_emb: np.ndarray, caption_image: np.ndarray, *, device=None,
                         row_chunk: int = ROW_CHUNK, col_chunk: int = COL_CHUNK) -> np.ndarray:
     """Rank (1 = best) of the best of each image's captions among all captions; 0 for images without captions."""
-    dev = _dev(device)
+    dev = task_device(device)
     I, T = _tensor(image_emb, dev), _tensor(text_emb, dev)
     owner = np.asarray(caption_image)
     # best score of each image's own captions, one chunk of captions at a time

@@ -2,9 +2,10 @@
 
 PCA-whitening uses scikit-learn's ``PCA(whiten=True)`` (learned on a separate set when one is given) followed
 by L2 normalisation. Average precision follows the Oxford5k/Paris6k and revisited Oxford/Paris (revisitop)
-protocol: junk images are removed from the ranking, AP is the area under the precision-recall curve by the
-trapezoidal rule with recall steps of 1 / (number of ground-truth positives), so a positive that is never
-ranked (e.g. missing from the gallery) counts as a miss; mP@k and the exclusion of queries without positives
+protocol, computed by the shared ranking metrics (:mod:`cliplab.tasks.ranking`, ``form="trapezoid"``): junk
+images are removed from the ranking, AP is the area under the precision-recall curve by the trapezoidal rule with
+recall steps of 1 / (number of ground-truth positives), so a positive that is never ranked (e.g. missing from the
+gallery) counts as a miss; mP@k and the exclusion of queries without positives
 follow revisitop's ``compute_map``. Labelled folders use same-class = relevant with the query itself removed.
 """
 from __future__ import annotations
@@ -16,8 +17,9 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from cliplab.io import atomic_path
-from cliplab.tasks.caption_retrieval import chunked_topk
 from cliplab.tasks.metrics import l2_normalize
+from cliplab.tasks.ranking import average_precision as ranking_ap
+from cliplab.tasks.ranking import chunked_topk, metrics_from_ranks, relevant_ranks
 
 
 @dataclass
@@ -72,44 +74,21 @@ KAPPAS = (1, 5, 10)
 PROTOCOLS = ("easy", "medium", "hard")
 
 
-def positive_ranks(ranking: np.ndarray, positives, junk=()) -> np.ndarray:
-    """0-based ranks of the positives found in ``ranking`` once junk is taken out of it (an id listed as both
-    positive and junk counts as positive)."""
-    ranking = np.asarray(ranking).ravel()
-    pos = np.unique(np.asarray(list(positives), dtype=np.int64))
-    jk = np.setdiff1d(np.asarray(list(junk), dtype=np.int64), pos)
-    kept = ranking[~np.isin(ranking, jk)] if len(jk) else ranking
-    return np.flatnonzero(np.isin(kept, pos))
-
-
-def ap_from_ranks(ranks: np.ndarray, n_positives: int) -> float:
-    """Trapezoidal AP from the 0-based ranks of the retrieved positives; ``n_positives`` is the size of the
-    ground-truth list, so positives absent from ``ranks`` are misses."""
-    if n_positives <= 0:
-        return float("nan")
-    ap = 0.0
-    for j, r in enumerate(np.sort(np.asarray(ranks))):
-        prec_before = 1.0 if r == 0 else j / r
-        prec_after = (j + 1) / (r + 1)
-        ap += (prec_before + prec_after) / 2.0
-    return ap / n_positives
-
-
 def precision_at_kappa(ranks: np.ndarray, kappa: int) -> float:
-    """revisitop's P@k: with 1-based ranks p of the retrieved positives, k' = min(max(p), k) and
+    """revisitop's P@k: with the 1-based ranks p of the retrieved positives, k' = min(max(p), k) and
     P = #(p <= k') / k' (k is cut at the last retrieved positive); 0 when no positive is retrieved."""
     if not len(ranks):
         return 0.0
-    p = np.asarray(ranks) + 1
+    p = np.asarray(ranks)
     kq = min(int(p.max()), int(kappa))
     return float((p <= kq).sum() / kq)
 
 
 def average_precision(ranking: np.ndarray, positives, junk=()) -> float:
-    """Oxford-protocol AP of one ranked list of database indices (junk removed, trapezoidal rule); every id in
-    ``positives`` counts, found in ``ranking`` or not."""
-    n = len(set(int(p) for p in positives))
-    return ap_from_ranks(positive_ranks(ranking, positives, junk), n) if n else float("nan")
+    """Oxford-protocol AP of one ranked list of database indices: the shared trapezoid AP
+    (:func:`cliplab.tasks.ranking.average_precision`) with junk removed and every id in ``positives`` counted,
+    found in ``ranking`` or not."""
+    return ranking_ap(ranking, positives, junk, form="trapezoid", missing="miss")
 
 
 def gt_map(rankings, ground_truth, kappas=KAPPAS) -> dict:
@@ -126,8 +105,8 @@ def gt_map(rankings, ground_truth, kappas=KAPPAS) -> dict:
             aps.append(float("nan"))
             prs.append([float("nan")] * len(kappas))
             continue
-        ranks = positive_ranks(ranking, pos, junk)
-        aps.append(ap_from_ranks(ranks, n))
+        ranks = relevant_ranks(ranking, pos, junk)
+        aps.append(float(metrics_from_ranks(ranks, n, (), form="trapezoid").ap[0]))
         prs.append([precision_at_kappa(ranks, k) for k in kappas])
     aps_a, prs_a = np.asarray(aps, float), np.asarray(prs, float).reshape(len(aps), len(kappas))
     valid = ~np.isnan(aps_a)
