@@ -20,6 +20,8 @@ class ImageDataset:
     ``labels[i]`` indexes ``classnames`` (or is -1 / absent for caption-only data); ``captions[i]`` is the list
     of captions of image i (possibly empty). ``attributes`` holds extra per-image label columns (e.g. shapes'
     colour/size) keyed by attribute name, each with its own class names in ``attribute_classnames``.
+    ``templates``: the zero-shot templates the dataset itself provides (``{c}`` or ``{}`` marks the class name),
+    or None.
     """
 
     name: str
@@ -32,6 +34,7 @@ class ImageDataset:
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
     attribute_classnames: dict[str, list[str]] = field(default_factory=dict)
     templates_hint: str | None = None  # name of the template set that fits this dataset, if any
+    templates: tuple[str, ...] | None = None  # prompt templates that come with the dataset (CLIP_benchmark's files)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -58,6 +61,7 @@ class ImageDataset:
             attributes={k: v[idx] for k, v in self.attributes.items()},
             attribute_classnames=self.attribute_classnames,
             templates_hint=self.templates_hint,
+            templates=self.templates,
         )
 
     def require_classes(self, task: str) -> None:
@@ -89,6 +93,7 @@ class ImageDataset:
             attributes=self.attributes,
             attribute_classnames=self.attribute_classnames,
             templates_hint=self.templates_hint,
+            templates=self.templates,
         )
 
 
