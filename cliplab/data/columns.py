@@ -32,7 +32,8 @@ def check_options(options: dict[str, list[str]], allowed: Sequence[str], spec: s
     for key, values in options.items():
         if key not in allowed:
             raise DatasetParameterError("dataset", spec, f"unknown option {key!r} for {what}; the options are "
-                                        f"{', '.join(f'{k}=NAME' for k in allowed)} (e.g. #image=file,label=class)")
+                                        f"{', '.join(f'{k}=NAME' for k in allowed)} (e.g. #image=file,label=class)",
+                                        quote=False)
         if key != "caption" and len(values) > 1:
             raise DatasetParameterError("dataset", spec, f"option {key!r} is given {len(values)} times; give it once",
                                         quote=False)

@@ -10,6 +10,7 @@ same file on disk, so a set embedded as a folder is not embedded again as shards
 """
 from __future__ import annotations
 
+import contextvars
 import json
 import posixpath
 import re
@@ -137,8 +138,10 @@ class TarSource(ImageSource):
             by_shard: dict[int, list[int]] = {}
             for i, (shard, _) in enumerate(self.items):
                 by_shard.setdefault(shard, []).append(i)
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                tables = dict(zip(by_shard, pool.map(lambda s: self._shard_hashes(s, by_shard[s]), by_shard)))
+            with ThreadPoolExecutor(max_workers=8) as pool:  # each task in a copy of this context: the memo
+                tasks = [pool.submit(contextvars.copy_context().run, self._shard_hashes, s, by_shard[s])
+                         for s in by_shard]
+                tables = dict(zip(by_shard, (t.result() for t in tasks)))
             keys: list[str | None] = []
             for i, (shard, member) in enumerate(self.items):
                 value = tables[shard][str(member.offset)]
@@ -177,18 +180,14 @@ def index_shard(store: Store, path: str, spec: str) -> list[Sample]:
         return DatasetParameterError("dataset", spec, f"shard {where}: {why}", quote=False)
 
     try:
-        size = store.size(path)
         with store.open(path) as fh:
-            members = []
             try:
                 tar = tarfile.open(fileobj=fh, mode="r:")
-                for info in iter(tar.next, None):
-                    if info.offset_data + info.size > size:
-                        raise bad(f"member {info.name} runs past the end of the file (truncated tar)")
-                    if info.isreg():
-                        members.append(Member(info.name, info.offset_data, info.size))
+                members = [Member(i.name, i.offset_data, i.size) for i in iter(tar.next, None) if i.isreg()]
                 end = tar.offset
             except tarfile.TarError as exc:
+                if str(exc) == "unexpected end of data":  # a member's data runs past the end of the file
+                    raise bad("truncated tar (a member runs past the end of the file)") from None
                 raise bad(f"not a readable uncompressed tar file ({exc})") from None
             fh.seek(end)
             if fh.read(512).strip(b"\0"):  # tarfile stops quietly at a damaged header: the rest would be lost
