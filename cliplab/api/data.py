@@ -71,8 +71,11 @@ def load_dataset(dataset: str | Path = "shapes", *, split: str | None = None, da
     ----------
     dataset : str or path
         ``shapes[:ATTRIBUTE]``, a torchvision name (``cifar10``, ``eurosat``, ``food101``, ...), a folder of class
-        subfolders (or of split folders, then ``split`` is required), a caption file (.csv/.jsonl), or a COCO /
-        Karpathy captions .json.
+        subfolders (or of split folders, then ``split`` is required), a manifest or caption file
+        (.csv/.tsv/.jsonl/.parquet, columns chosen with ``FILE#image=COL,label=COL,caption=COL``), webdataset tar
+        shards (a .tar, a folder or pattern of them, CLIP_benchmark's ``ROOT``; ``wds:PATH``), a Hugging Face
+        dataset (a ``save_to_disk`` folder, ``hf-datasets:org/name``), or a COCO / Karpathy captions .json.
+        Manifests and shards may be URLs read through fsspec.
     split : str, optional
         The split (named datasets: default ``test``). A split that does not exist is an error listing those that do.
     data_root : str, optional
@@ -80,7 +83,8 @@ def load_dataset(dataset: str | Path = "shapes", *, split: str | None = None, da
     limit : int, optional
         A seeded random subset of ``limit`` images (every class of a class-sorted folder stays covered).
     classnames : str, optional
-        A class names file (.txt, one per line, or .json list/map).
+        A class names file (.txt, one per line, or .json list/map); names the class numbers of manifests, tar
+        shards and Hugging Face integer label columns.
 
     Returns
     -------

@@ -30,7 +30,9 @@ PretrainedOpt = Annotated[Optional[str], typer.Option("--pretrained", "-p", help
         'pretrained tag (openai, laion2b_s34b_b79k, ...) or a checkpoint file (.pt/.bin/.safetensors).'))]
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help=(
         'shapes[:ATTRIBUTE], a torchvision name (cifar10, cifar100, food101, eurosat, stl10, flowers102, oxford_pets,'
-        ' dtd, mnist), a folder of class subfolders or images, or a caption file (.csv/.jsonl).'))]
+        ' dtd, mnist), a folder of class subfolders or images, a manifest or caption file (.csv/.tsv/.jsonl/.parquet,'
+        ' FILE#image=COL,label=COL), webdataset .tar shards (a shard, folder or pattern, CLIP_benchmark ROOT; wds:PATH),'
+        ' a Hugging Face dataset (a save_to_disk folder, hf-datasets:org/name); manifests and shards may be URLs.'))]
 SplitOpt = Annotated[Optional[str], typer.Option("--split", help=(
         'dataset split (named datasets: default test; a folder with split subfolders needs it). A split that does not'
         ' exist is an error listing those that do.'))]

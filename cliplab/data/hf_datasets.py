@@ -153,13 +153,16 @@ def _hub_mode(datasets, offline: bool):
     fails at once instead of after retries)."""
     from cliplab.models.openclip import quiet_hub
 
-    old = datasets.config.HF_HUB_OFFLINE
-    datasets.config.HF_HUB_OFFLINE = old or offline
+    switches = [a for a in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if hasattr(datasets.config, a)]  # by version
+    old = {a: getattr(datasets.config, a) for a in switches}
+    for a in switches:
+        setattr(datasets.config, a, old[a] or offline)
     try:
         with quiet_hub(offline):
             yield
     finally:
-        datasets.config.HF_HUB_OFFLINE = old
+        for a in switches:
+            setattr(datasets.config, a, old[a])
 
 
 def _from_hub(name: str, split: str | None, config: str | None, spec: str, datasets):

@@ -16,6 +16,7 @@ import cliplab
 from cliplab.cli import app
 from cliplab.data import load_dataset
 from cliplab.data.filehash import MEMO_NAME, file_hash_memo
+from cliplab.data.sources import FileSource
 from cliplab.data.webdataset import TarSource, expand_braces
 from cliplab.embed import embed_images
 from cliplab.errors import CliplabError
@@ -93,6 +94,29 @@ def test_every_spelling_of_shards_gives_the_same_keys(sets, form, tmp_path):
     ds = load_dataset(spec, **kw)
     assert ds.source.keys() == keys and ds.classnames == sorted(COLOURS)
     assert ds.source.load(len(keys) - 1).size == (48, 40)
+
+
+def test_a_retrieval_layout_gives_captions_and_runs_caption_retrieval(model, sets, tmp_path):
+    files = [p for p in sorted((sets[0] / "test").glob("*/*"))]
+    samples = [{p.suffix.lstrip("."): p.read_bytes(), "txt": f"a {p.parent.name} thing\nsomething {i}\n".encode()}
+               for i, p in enumerate(files)]
+    write_shards(tmp_path / "ret" / "test", samples, 3)
+    (tmp_path / "ret" / "dataset_type.txt").write_text("retrieval\n")
+    ds = load_dataset(str(tmp_path / "ret"), split="test")
+    assert ds.labels is None and ds.templates is None and ds.captions[0] == ["a blue thing", "something 0"]
+    res = cliplab.retrieval(model, ds, cache_dir=tmp_path / "cache", **KW)
+    assert (res.metrics.metric == "recall@1").sum() == 2  # text->image and image->text, over 24 captions
+
+
+def test_plain_shards_take_class_names_and_one_caption_per_text_member(sets, tmp_path):
+    files = [p for p in sorted((sets[0] / "test").glob("*/*"))][::4]
+    samples = [{"png" if p.suffix == ".png" else "jpeg": p.read_bytes(), "cls": p.parent.name.encode(),
+                "txt": b"one caption\nstill the same one", "json": b"{}"} for p in files]
+    write_shards(tmp_path / "plain", samples, 1, count_file=False)
+    ds = load_dataset(str(tmp_path / "plain" / "0.tar"))
+    assert ds.classnames == sorted({p.parent.name for p in files}) and ds.split == "all"
+    assert ds.captions[0] == ["one caption\nstill the same one"]
+    assert ds.source.keys() == FileSource([str(p) for p in files]).keys()
 
 
 def test_expand_braces():
