@@ -1,4 +1,5 @@
-"""Datasets: one ``load_dataset(spec)`` for built-in, torchvision, folder, manifest, tar-shard and Hugging Face datasets."""
+"""Datasets: one ``load_dataset(spec)`` for built-in, torchvision, folder, manifest, tar-shard and Hugging Face
+datasets."""
 from __future__ import annotations
 
 import posixpath

@@ -239,8 +239,9 @@ def load_hf_dataset(spec: str, where: str, options: dict[str, list[str]], split:
     labels = names = None
     if label is not None:
         feature = table.features[label]
-        if not isinstance(feature, datasets.ClassLabel) and not (
-                isinstance(feature, datasets.Value) and (feature.dtype.startswith("int") or _is_text(feature, datasets))):
+        scalar = isinstance(feature, datasets.Value) and (feature.dtype.startswith("int") or
+                                                          feature.dtype in ("string", "large_string"))
+        if not (isinstance(feature, datasets.ClassLabel) or scalar):
             raise DatasetParameterError("dataset", spec, f"column {label!r} holds {feature!r}, not one class label per "
                                         "row (a ClassLabel, integer or string column)", quote=False)
         values = list(table[label])

@@ -1,15 +1,32 @@
 """One class folder, and the same images written as the other dataset inputs (tar shards in CLIP_benchmark's layout,
-manifests), for the tests that check every input gives the folder's embeddings and numbers."""
+manifests), for the tests that check every input gives the folder's embeddings and numbers; their shared fixtures
+(import them into the test module)."""
 from __future__ import annotations
 
 import io
 import tarfile
 from pathlib import Path
 
+import pytest
+
+import cliplab
 from conftest import make_image
 
 COLOURS = {"blue": (20, 20, 220), "green": (20, 200, 20), "red": (220, 20, 20)}  # sorted: the folder's class order
 TEMPLATES = ["a photo of a {c}.", "a blurry photo of the {c}."]
+KW = dict(backend="torch", quiet=True)  # how the equality tests embed
+
+
+@pytest.fixture(scope="module")
+def model(trained_cache):
+    """The shipped tiny-shapes model on PyTorch."""
+    return cliplab.load_model("tiny-shapes", cache_dir=trained_cache, **KW)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A class folder (split test) made for the test module."""
+    return class_folder(tmp_path_factory.mktemp("sources") / "colours")
 
 
 def class_folder(root: Path, n: int = 4, split: str = "test") -> Path:

@@ -13,21 +13,10 @@ from PIL import Image
 import cliplab
 from cliplab.data import load_dataset
 from cliplab.errors import CliplabError
-from layouts import COLOURS, class_folder, folder_files
+from layouts import COLOURS, KW, folder, folder_files, model  # noqa: F401 - fixtures
 
 datasets = pytest.importorskip("datasets")
-KW = dict(backend="torch", quiet=True)
 NAMES = sorted(COLOURS)
-
-
-@pytest.fixture(scope="module")
-def model(trained_cache):
-    return cliplab.load_model("tiny-shapes", cache_dir=trained_cache, **KW)
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return class_folder(tmp_path_factory.mktemp("hf") / "colours")
 
 
 def table(folder, **columns) -> dict:
@@ -86,6 +75,8 @@ def test_bytes_path_structs_string_labels_and_chosen_columns(folder, tmp_path):
     path = save(data, tmp_path / "structs")
     with pytest.raises(CliplabError, match=r"several image columns \(picture, thumb\); choose one: .*#image=COLUMN"):
         load_dataset(path)
+    with pytest.raises(CliplabError, match=r"column 'caption' holds .*, not one class label per row"):
+        load_dataset(f"{path}#image=picture,label=caption")
     ds = load_dataset(f"{path}#image=picture,label=colour")
     assert ds.classnames == NAMES and ds.captions[0] == ["one", "two"]
     assert ds.source.keys() == load_dataset(str(folder), split="test").source.keys()

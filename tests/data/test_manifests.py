@@ -15,21 +15,10 @@ from cliplab.cli import app
 from cliplab.data import load_dataset
 from cliplab.embed import embed_images
 from cliplab.errors import CliplabError
-from layouts import COLOURS, class_folder, folder_files
+from layouts import COLOURS, KW, folder, folder_files, model  # noqa: F401 - fixtures
 from test_splits import error_line
 
-KW = dict(backend="torch", quiet=True)
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
-
-
-@pytest.fixture(scope="module")
-def model(trained_cache):
-    return cliplab.load_model("tiny-shapes", cache_dir=trained_cache, **KW)
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return class_folder(tmp_path_factory.mktemp("manifests") / "colours")
 
 
 def rows(folder, label="name") -> list[dict]:

@@ -20,23 +20,14 @@ from cliplab.data.sources import FileSource
 from cliplab.data.webdataset import TarSource, expand_braces
 from cliplab.embed import embed_images
 from cliplab.errors import CliplabError
-from layouts import COLOURS, TEMPLATES, class_folder, clip_benchmark_layout, write_shards
+from layouts import COLOURS, KW, TEMPLATES, clip_benchmark_layout, folder, model, write_shards  # noqa: F401
 from test_splits import error_line
 
-KW = dict(backend="torch", quiet=True)
-
 
 @pytest.fixture(scope="module")
-def model(trained_cache):
-    return cliplab.load_model("tiny-shapes", cache_dir=trained_cache, **KW)
-
-
-@pytest.fixture(scope="module")
-def sets(tmp_path_factory):
+def sets(folder):
     """(class folder with a test split, the same images in CLIP_benchmark's layout, in two shards)."""
-    d = tmp_path_factory.mktemp("wds")
-    folder = class_folder(d / "folder")
-    return folder, clip_benchmark_layout(folder, d / "wds_colours")
+    return folder, clip_benchmark_layout(folder, folder.parent / "wds_colours")
 
 
 def test_clip_benchmark_layout_brings_its_classnames_and_templates(sets):
