@@ -86,7 +86,7 @@ class Store:
         return os.path.dirname(path.rstrip("/")) if self.fs is None else posixpath.dirname(path.rstrip("/"))
 
     def name(self, path: str) -> str:
-        return posixpath.basename(path.rstrip("/")) if self.fs else os.path.basename(path.rstrip(os.sep))
+        return os.path.basename(path.rstrip(os.sep)) if self.fs is None else posixpath.basename(path.rstrip("/"))
 
     def size(self, path: str) -> int:
         return os.path.getsize(path) if self.fs is None else int(self.fs.size(path))

@@ -63,9 +63,11 @@ def test_shards_share_the_folders_cache_entries(model, sets, tmp_path):
     assert np.array_equal(first.embeddings, again.embeddings)
 
 
-@pytest.mark.parametrize("form", ["root", "split folder", "wds prefix", "file url", "shard", "braces", "glob",
-                                  "folder of shards"])
+@pytest.mark.parametrize("form", ["root", "split folder", "wds prefix", "file url", "shard url", "shard", "braces",
+                                  "glob", "folder of shards"])
 def test_every_spelling_of_shards_gives_the_same_keys(sets, form, tmp_path):
+    if "url" in form:
+        pytest.importorskip("fsspec")
     folder, root = sets
     want = load_dataset(str(folder), split="test").source.keys()
     names = str(root / "classnames.txt")
@@ -77,6 +79,7 @@ def test_every_spelling_of_shards_gives_the_same_keys(sets, form, tmp_path):
         "split folder": (str(test), {}, want),
         "wds prefix": (f"wds:{root}", {"split": "test"}, want),
         "file url": (f"wds:file://{root}", {"split": "test"}, want),
+        "shard url": (f"file://{test}/1.tar", {"classnames": names}, want[6:]),
         "shard": (str(test / "1.tar"), {"classnames": names}, want[6:]),
         "braces": (str(test / "{0..1}.tar"), {"classnames": names}, want),
         "glob": (str(test / "*.tar"), {"classnames": names}, want),
