@@ -46,15 +46,19 @@ MODELS_FILE_P = Param("models_file", PATH, None, flag="--models", keyword="model
     "{p:model}=[...]"))
 DATASET_P = Param("dataset", DATASET, DEFAULT_DATASET, short="-d", help=(
     "shapes[:ATTRIBUTE], a torchvision name (cifar10, cifar100, food101, eurosat, stl10, flowers102, oxford_pets,"
-    " dtd, mnist), a folder of class subfolders or images, or a caption file (.csv/.jsonl){py:, or a dataset "
-    "from cliplab.load_dataset}."))
+    " dtd, mnist), a folder of class subfolders or images, a manifest or caption file (.csv/.tsv/.jsonl/.parquet,"
+    " FILE#image=COL,label=COL), webdataset .tar shards (a shard, folder or pattern, CLIP_benchmark ROOT; wds:PATH),"
+    " a Hugging Face dataset (a save_to_disk folder, hf-datasets:org/name); manifests and shards may be URLs{py:; or "
+    "a dataset from cliplab.load_dataset}."))
 DATASETS_P = Param("dataset", DATASETS, None, short="-d", help="repeatable: the datasets (default: shapes).")
 SPLIT_P = Param("split", STR, None, help=(
     "dataset split (named datasets: default test; a folder with split subfolders needs it). A split that does not "
     "exist is an error listing those that do."))
 DATA_ROOT_P = Param("data_root", STR, None, help="where torchvision datasets are (downloaded when online).")
 LIMIT_P = Param("limit", INT, None, min=1, help="use a seeded random subset of N images.")
-CLASSNAMES_P = Param("classnames", STR, None, help="class names file (.txt one per line, or .json list/map).")
+CLASSNAMES_P = Param("classnames", STR, None, help=(
+    "class names file (.txt one per line, or .json list/map); names the class numbers of manifests, tar shards and "
+    "Hugging Face integer label columns."))
 TRAIN_SPLIT_P = Param("train_split", SPLIT_OR_DATASET, "train", help=(
     "the split fitted on{py: (or a loaded dataset)}; never the evaluated split."))
 TRAIN_LIMIT_P = Param("train_limit", INT, None, min=1, help="seeded subset of N images of the split fitted on.")

@@ -20,6 +20,8 @@ class ImageDataset:
     ``labels[i]`` indexes ``classnames`` (or is -1 / absent for caption-only data); ``captions[i]`` is the list
     of captions of image i (possibly empty). ``attributes`` holds extra per-image label columns (e.g. shapes'
     colour/size) keyed by attribute name, each with its own class names in ``attribute_classnames``.
+    ``templates``: the zero-shot templates the dataset itself provides (``{c}`` or ``{}`` marks the class name),
+    or None.
     """
 
     name: str
@@ -34,6 +36,7 @@ class ImageDataset:
     templates_hint: str | None = None  # name of the template set that fits this dataset, if any
     spec: str | None = None  # the --dataset value it was loaded from (a run's config names it)
     limit: int | None = None  # the seeded subset size it was limited to, if any
+    templates: tuple[str, ...] | None = None  # prompt templates that come with the dataset (CLIP_benchmark's files)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -62,6 +65,7 @@ class ImageDataset:
             templates_hint=self.templates_hint,
             spec=self.spec,
             limit=self.limit,
+            templates=self.templates,
         )
 
     def require_classes(self, task: str) -> None:
@@ -93,6 +97,7 @@ class ImageDataset:
             attributes=self.attributes,
             attribute_classnames=self.attribute_classnames,
             templates_hint=self.templates_hint,
+            templates=self.templates,
         )
 
 

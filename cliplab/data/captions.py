@@ -1,107 +1,170 @@
-"""Caption files: CSV or JSONL listing image paths with one or more captions (and optional label columns).
+"""Manifests: CSV/TSV, JSONL or parquet files listing image paths, with captions and/or labels.
 
-JSONL: one object per line, ``{"image": "a.jpg", "captions": ["...", "..."]}`` (or ``"caption": "..."``);
-any other string field (e.g. ``"label"``) becomes an attribute. CSV: an image column (``image``, ``filepath``,
-``path`` or ``file``) and caption column(s) (``caption``, ``captions``, ``title``, ``text``, ``caption_*``);
-rows repeating the same image add captions to it. Relative paths are resolved against the file's folder.
+One row per image (CSV rows repeating an image add captions to it). The image column is the first of ``image``,
+``filepath``, ``path``, ``file``, ``image_path``, ``img``, ``filename``, ``file_name``; captions are in ``captions``
+(a list in JSONL/parquet), ``caption``, ``title``, ``text``, ``sentences`` and ``caption_*`` columns; a ``label``
+column makes it a classification set (class names as strings, or class numbers named by a ``classnames`` file).
+``FILE#image=COL,label=COL,caption=COL`` names the columns instead (``caption`` may be repeated). Other string
+columns become attributes. Relative paths are resolved against the manifest's folder, which may be a URL read
+through fsspec (``s3://bucket/set/manifest.parquet``). A manifest needs a caption or a label column unless the
+image path is its only column (then it is a plain list of images).
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+import posixpath
 from pathlib import Path
 
 import numpy as np
 
 from cliplab.data.base import ImageDataset
+from cliplab.data.columns import check_options, choose_column, encode_labels
+from cliplab.data.remote import Store, UrlSource, is_url
 from cliplab.data.sources import FileSource
-from cliplab.errors import DatasetError
+from cliplab.errors import DatasetParameterError
 from cliplab.io import hash_json
 
-IMAGE_KEYS = ("image", "filepath", "path", "file", "image_path", "img")
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
+IMAGE_KEYS = ("image", "filepath", "path", "file", "image_path", "img", "filename", "file_name")
 CAPTION_KEYS = ("captions", "caption", "title", "text", "sentences")
+LABEL_KEYS = ("label",)
+OPTIONS = ("image", "label", "caption")
 
 
-def _pick(keys, candidates, path: Path, what: str) -> str:
-    for c in candidates:
-        if c in keys:
-            return c
-    raise DatasetError(f"{path}: no {what} column; expected one of {', '.join(candidates)} (found {', '.join(keys)})")
+def _suffix(location: str) -> str:
+    return posixpath.splitext(location)[1].lower()
 
 
-def _read_rows(path: Path) -> list[dict]:
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DatasetError(f"{path}:{n}: invalid JSON ({exc.msg})") from None
-        return rows
-    if path.suffix.lower() in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
-    raise DatasetError(f"{path}: caption files must be .csv, .tsv or .jsonl")
+def _read_rows(store: Store, path: str, spec: str) -> list[dict]:
+    suffix = _suffix(path)
+    where = store.location(path)
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            with store.open(path) as fh:
+                return pq.read_table(fh).to_pylist()
+        with store.open(path) as fh:
+            text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+            if suffix in (".csv", ".tsv"):
+                return list(csv.DictReader(text, delimiter="\t" if suffix == ".tsv" else ","))
+            rows = []
+            for n, line in enumerate(text, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise DatasetParameterError("dataset", spec, f"{where}:{n}: invalid JSON ({exc.msg})",
+                                                    quote=False) from None
+            return rows
+    except DatasetParameterError:
+        raise
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:  # pyarrow's errors are OSError/ValueError
+        raise DatasetParameterError("dataset", spec, f"cannot read manifest {where} ({type(exc).__name__}: {exc})",
+                                    quote=False) from None
 
 
-def load_caption_file(path: str | Path, name: str | None = None, split: str = "all") -> ImageDataset:
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"caption file not found: {path}")
-    rows = _read_rows(path)
+def _captions(value) -> list[str]:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [str(x).strip() for x in value if x is not None and str(x).strip()]
+    return [value.strip()] if isinstance(value, str) and value.strip() else []
+
+
+def load_caption_file(path: str | Path, name: str | None = None, split: str = "all", *,
+                      options: dict[str, list[str]] | None = None, classnames: str | None = None,
+                      spec: str | None = None) -> ImageDataset:
+    """A manifest (or caption file) as a dataset; ``options`` names its columns, ``spec`` is the user's value."""
+    where = str(path)
+    spec = spec or where
+    options = options or {}
+    check_options(options, OPTIONS, spec, "a manifest")
+    store, fpath = Store.of(spec, where)
+    location = store.location(fpath)
+    if not store.isfile(fpath):
+        raise DatasetParameterError("dataset", spec, f"manifest not found: {location}", quote=False)
+    if _suffix(fpath) not in MANIFEST_SUFFIXES:
+        raise DatasetParameterError("dataset", spec, f"manifests are {', '.join(MANIFEST_SUFFIXES)} files",
+                                    quote=False)
+    rows = _read_rows(store, fpath, spec)
     if not rows:
-        raise DatasetError(f"{path}: no rows")
+        raise DatasetParameterError("dataset", spec, f"manifest {location} has no rows", quote=False)
     keys = list(dict.fromkeys(k for row in rows for k in row))  # JSONL rows may differ in their fields
-    img_key = _pick(keys, IMAGE_KEYS, path, "image path")
-    cap_keys = [k for k in keys if k in CAPTION_KEYS or k.startswith("caption_")]
-    if not cap_keys:
-        _pick(keys, CAPTION_KEYS, path, "caption")
-    attr_keys = [k for k in keys if k != img_key and k not in cap_keys]
+    img_key = choose_column(keys, options.get("image", [None])[0], IMAGE_KEYS, "image paths", spec)
+    if img_key is None:
+        raise DatasetParameterError("dataset", spec, f"manifest {location} has no image path column; expected one "
+                                    f"of {', '.join(IMAGE_KEYS)} (found {', '.join(keys)}), or name it: "
+                                    f"{where}#image=COLUMN", quote=False)
+    label_key = choose_column(keys, options.get("label", [None])[0], LABEL_KEYS, "labels", spec)
+    if "caption" in options:
+        cap_keys = [choose_column(keys, c, (), "captions", spec) for c in options["caption"]]
+    else:
+        cap_keys = [k for k in keys if k in CAPTION_KEYS or k.startswith("caption_")]
+    if not cap_keys and label_key is None and len(keys) > 1:
+        raise DatasetParameterError("dataset", spec, f"manifest {location} has no caption column and no label "
+                                    f"column; expected captions in one of {', '.join(CAPTION_KEYS)} or caption_*, "
+                                    f"labels in {', '.join(LABEL_KEYS)} (found {', '.join(keys)}), or name them: "
+                                    f"{where}#caption=COLUMN,label=COLUMN", quote=False)
+    attr_keys = [k for k in keys if k != img_key and k != label_key and k not in cap_keys]
 
+    base = store.parent(fpath)
     order: list[str] = []
     caps: dict[str, list[str]] = {}
-    attrs: dict[str, dict[str, str]] = {}
+    first_row: dict[str, dict] = {}
     for n, row in enumerate(rows, 1):
         img = row.get(img_key)
-        if not img:
-            raise DatasetError(f"{path}: row {n} has no {img_key!r}")
-        full = str((path.parent / img).resolve()) if not Path(img).is_absolute() else img
+        if not isinstance(img, str) or not img.strip():
+            raise DatasetParameterError("dataset", spec, f"manifest {location}: row {n} has no {img_key!r}",
+                                        quote=False)
+        full = _resolve_image(store, base, img.strip())
         if full not in caps:
             order.append(full)
             caps[full] = []
-            attrs[full] = {}
+            first_row[full] = row
+        elif label_key is not None and str(row.get(label_key)) != str(first_row[full].get(label_key)):
+            raise DatasetParameterError("dataset", spec, f"manifest {location}: row {n} gives {img} the label "
+                                        f"{row.get(label_key)!r}, an earlier row {first_row[full].get(label_key)!r}",
+                                        quote=False)
         for k in cap_keys:
-            v = row.get(k)
-            if isinstance(v, list):
-                caps[full].extend(str(x) for x in v if str(x).strip())
-            elif isinstance(v, str) and v.strip():
-                caps[full].append(v.strip())
-        for k in attr_keys:
-            v = row.get(k)
-            if isinstance(v, (str, int)) and str(v) != "":
-                attrs[full][k] = str(v)
+            caps[full].extend(_captions(row.get(k)))
 
     attributes, attribute_classnames = {}, {}
     for k in attr_keys:
-        vals = [attrs[p].get(k) for p in order]
-        if any(v is None for v in vals):
+        vals = [first_row[p].get(k) for p in order]
+        if not all(isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) != "" for v in vals):
             continue
-        names = sorted(set(vals))
+        names = sorted({str(v) for v in vals})
         lookup = {v: i for i, v in enumerate(names)}
-        attributes[k] = np.array([lookup[v] for v in vals], dtype=np.int64)
+        attributes[k] = np.array([lookup[str(v)] for v in vals], dtype=np.int64)
         attribute_classnames[k] = names
+    labels = classnames_list = None
+    if label_key is not None:
+        labels, classnames_list = encode_labels([first_row[p].get(label_key) for p in order], spec,
+                                                f"labels (column {label_key!r})", classnames)
+        attributes[label_key], attribute_classnames[label_key] = labels, classnames_list
 
-    ds = ImageDataset(
-        name=name or path.stem,
+    local = all(not is_url(p) for p in order)
+    fingerprint_file = str(Path(fpath).resolve()) if not store.remote else location
+    return ImageDataset(
+        name=name or posixpath.splitext(store.name(fpath))[0],
         split=split,
-        source=FileSource(order),
-        fingerprint="captions:" + hash_json({"file": str(path.resolve()), "rows": len(rows), "images": order})[:24],
-        captions=[caps[p] for p in order],
+        source=FileSource(order) if local else UrlSource(order, spec),
+        fingerprint="captions:" + hash_json({"file": fingerprint_file, "rows": len(rows), "images": order})[:24],
+        classnames=classnames_list,
+        labels=labels,
+        captions=[caps[p] for p in order] if cap_keys else None,
         attributes=attributes,
         attribute_classnames=attribute_classnames,
     )
-    if "label" in attributes:
-        ds = ds.with_label("label")
-        ds.name = name or path.stem
-    return ds
+
+
+def _resolve_image(store: Store, base: str, img: str) -> str:
+    """An image path of a manifest row: URLs and absolute local paths as they are, others under the manifest's
+    folder (a URL when the manifest is remote)."""
+    if is_url(img):
+        return img
+    if store.remote:
+        return store.location(posixpath.normpath(posixpath.join(base, img)))
+    return img if os.path.isabs(img) else str((Path(base) / img).resolve())

@@ -17,7 +17,7 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from cliplab.io import hash_file
 
@@ -42,6 +42,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     con = sqlite3.connect(path, timeout=60)
     con.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
                 "ino INTEGER, hash TEXT)")
+    con.execute("CREATE TABLE IF NOT EXISTS derived (kind TEXT, path TEXT, size INTEGER, mtime_ns INTEGER, "
+                "ino INTEGER, value TEXT, PRIMARY KEY (kind, path))")
     return con
 
 
@@ -139,3 +141,38 @@ def hash_files(paths: list[str], workers: int = 8) -> tuple[list[str | None], di
         finally:
             con.close()
     return hashes, errors
+
+
+def memoized(kind: str, path: str, compute: Callable[[], str]) -> str:
+    """``compute()``: a text derived from the whole file at ``path`` (the hashes of a tar shard's members), kept in
+    the active memo under ``kind`` and reused while the file's size, mtime and inode match (the rule of
+    :func:`hash_files`). Without a memo, or one that cannot be used, it is computed every time."""
+    memo_path = _ACTIVE.get()
+    absolute = os.path.abspath(path)
+    sig = _signature(absolute)
+    if memo_path is None or isinstance(sig, OSError):
+        return compute()
+    try:
+        con = _connect(memo_path)
+    except sqlite3.Error as exc:
+        log.warning("file-hash memo %s unusable (%s); reading %s again", memo_path, exc, path)
+        return compute()
+    try:
+        row = con.execute("SELECT size, mtime_ns, ino, value FROM derived WHERE kind = ? AND path = ?",
+                          (kind, absolute)).fetchone()
+    except sqlite3.Error as exc:
+        con.close()
+        log.warning("file-hash memo %s not used for %s (%s)", memo_path, path, exc)
+        return compute()
+    if row is not None and tuple(row[:3]) == sig:
+        con.close()
+        return row[3]
+    try:
+        value = compute()
+        with con:
+            con.execute("INSERT OR REPLACE INTO derived VALUES (?, ?, ?, ?, ?, ?)", (kind, absolute, *sig, value))
+    except sqlite3.Error as exc:
+        log.warning("file-hash memo %s not updated for %s (%s)", memo_path, path, exc)
+    finally:
+        con.close()
+    return value

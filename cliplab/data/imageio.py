@@ -1,6 +1,7 @@
 """Robust image opening: every mode PIL knows becomes RGB, and unreadable files raise ``BadImage`` with a reason."""
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
@@ -53,20 +54,35 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def open_rgb(path: str) -> Image.Image:
     """Open, fully decode and convert an image file; raise ``BadImage`` with a human reason on any failure."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise _too_large(img.width * img.height, f"{img.width}x{img.height}")
-                img.load()
-                return to_rgb(img)
-    except BadImage:
-        raise
+        return _decode(path)
     except FileNotFoundError:
         raise BadImage("file not found") from None
     except UnidentifiedImageError:
         size = os.path.getsize(path) if os.path.exists(path) else -1
         raise BadImage("empty file (0 bytes)" if size == 0 else "not an image (unrecognised format)") from None
+
+
+def decode_rgb(data: bytes) -> Image.Image:
+    """:func:`open_rgb` for an image file's bytes held in memory (a tar member, a dataset cell)."""
+    try:
+        return _decode(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise BadImage("empty file (0 bytes)" if not data else "not an image (unrecognised format)") from None
+
+
+def _decode(fp) -> Image.Image:
+    """Decode ``fp`` (a path or a binary file object) to RGB; every failure but a missing or unidentified file
+    becomes ``BadImage``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(fp) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise _too_large(img.width * img.height, f"{img.width}x{img.height}")
+                img.load()
+                return to_rgb(img)
+    except (BadImage, FileNotFoundError, UnidentifiedImageError):
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))  # PIL: "Image size (N pixels) exceeds limit of ..."
         raise _too_large(int(found.group(1)) if found else None) from None

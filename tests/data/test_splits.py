@@ -79,7 +79,7 @@ def test_shapes_and_caption_files_reject_unknown_splits(tmp_path):
         open_dataset("shapes", split="tset", cache_dir=tmp_path)
     img = make_image(tmp_path / "c" / "a.png")
     (tmp_path / "c" / "caps.csv").write_text(f"image,caption\n{img.name},a red thing\n")
-    with pytest.raises(SplitError, match="caption file .* has no splits"):
+    with pytest.raises(SplitError, match="manifest .* has no splits"):
         open_dataset(str(tmp_path / "c" / "caps.csv"), split="test", cache_dir=tmp_path)
     assert len(open_dataset(str(tmp_path / "c" / "caps.csv"), cache_dir=tmp_path)) == 1
 
