@@ -11,12 +11,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from open_clip import zero_shot_metadata
-
 from cliplab.errors import CliplabError, ParameterError
 
 
 def _from_open_clip(attr: str) -> list[str]:
+    from open_clip import zero_shot_metadata
+
     return [t("{}") for t in getattr(zero_shot_metadata, attr)]
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-import torchvision.datasets as tvd
 
 from cliplab.data.base import ImageDataset
 from cliplab.data.sources import IndexedSource
@@ -58,6 +56,8 @@ def _targets(ds) -> np.ndarray:
 
 def load_torchvision(name: str, root: str | Path, split: str = "test", download: bool = True,
                      classnames_file: str | None = None) -> ImageDataset:
+    import torchvision.datasets as tvd
+
     key = canonical_name(name)
     if key is None:
         raise DatasetError(f"unknown torchvision dataset {name!r}; known: {', '.join(TORCHVISION_DATASETS)}")
@@ -103,6 +103,8 @@ def load_torchvision(name: str, root: str | Path, split: str = "test", download:
 
 def _uint8_loader(ds, keep):
     """CIFAR/MNIST-style sets hold all pixels in one uint8 array: hand them to the tensor pipeline directly."""
+    import torch
+
     data = getattr(ds, "data", None)
     if data is None:
         return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from cliplab.errors import CliplabError, ParameterError
 from cliplab.io import hash_json
@@ -52,6 +51,8 @@ def default_layer(model) -> str:
 
 
 def _module(model, path: str) -> torch.nn.Module:
+    import torch
+
     try:
         return model.model.get_submodule(path)
     except AttributeError:
@@ -61,6 +62,8 @@ def _module(model, path: str) -> torch.nn.Module:
 
 
 def _as_map(out, model) -> torch.Tensor:
+    import torch
+
     if isinstance(out, (tuple, list)):
         out = out[0]
     if out.dim() == 4:
@@ -81,6 +84,8 @@ def _as_map(out, model) -> torch.Tensor:
 
 def make_encoder(model, spec: DescriptorSpec):
     """pixels -> float32 numpy rows: (B, C) for mac/gem, (B, R * C) region MACs for rmac (R fixed per input size)."""
+    import torch
+
     spec.validate()
     if spec.is_global:
         return lambda pixels: model.encode_images(pixels).numpy()
@@ -89,6 +94,8 @@ def make_encoder(model, spec: DescriptorSpec):
 
     @torch.inference_mode()
     def encode(pixels: torch.Tensor) -> np.ndarray:
+        import torch
+
         captured = {}
         handle = module.register_forward_hook(lambda mod, inp, out: captured.__setitem__("out", out))
         try:
@@ -113,6 +120,8 @@ def make_encoder(model, spec: DescriptorSpec):
 
 def region_count(model, spec: DescriptorSpec) -> int:
     """Regions per image for ``rmac`` at the model's input size (to un-flatten cached rows)."""
+    import torch
+
     if spec.pooling != "rmac":
         return 1
     module = _module(model, spec.layer or default_layer(model))

@@ -7,10 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torchvision.transforms.v2.functional as TF
-from torch.utils.data import DataLoader, Dataset
 
 from cliplab.data.base import ImageDataset
 from cliplab.data.filehash import MEMO_NAME, file_hash_memo
@@ -18,9 +17,10 @@ from cliplab.data.imageio import BadImage
 from cliplab.data.sources import FileSource, ImageSource, SubsetSource
 from cliplab.embed.cache import EmbeddingCache
 from cliplab.embed.descriptors import DescriptorSpec, make_encoder
-from cliplab.embed.tensor_pipeline import PIPELINES, TensorPreprocess, decode_batch, read_bytes
 from cliplab.errors import DatasetError, ParameterError
-from cliplab.models.base import LoadedModel
+
+if TYPE_CHECKING:  # torch and the towers load only when something is computed
+    from cliplab.models.base import LoadedModel
 from cliplab.inputs import RunOptions, as_options
 from cliplab.progress import progress_bar
 
@@ -47,7 +47,12 @@ class EmbeddingResult:
         return float(len(self.indices) / self.seconds) if self.seconds > 0 else float("nan")
 
 
-class _Preprocessed(Dataset):
+PIPELINES = ("pil", "tensor", "auto")
+
+
+class _Preprocessed:
+    """The images to compute, preprocessed one by one (a map-style dataset for torch's DataLoader)."""
+
     def __init__(self, source: ImageSource, positions: list[int], preprocess):
         self.source, self.positions, self.preprocess = source, positions, preprocess
 
@@ -65,6 +70,8 @@ class _Preprocessed(Dataset):
 
 
 def _collate(items):
+    import torch
+
     ok = [(p, t) for p, t, r in items if t is not None]
     bad = [(p, r) for p, t, r in items if t is None]
     pos = [p for p, _ in ok]
@@ -132,6 +139,8 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, options: 
             loader = _tensor_batches(source, todo, model, batch_size)
         else:
             workers = default_workers(len(todo), batch_size, model.backend) if num_workers is None else num_workers
+            from torch.utils.data import DataLoader
+
             loader = DataLoader(
                 _Preprocessed(source, todo, model.preprocess), batch_size=batch_size, shuffle=False,
                 num_workers=workers, collate_fn=_collate, pin_memory=model.device.type == "cuda",
@@ -206,6 +215,8 @@ def auto_batch_size(model: LoadedModel, fraction: float = 0.5, cap: int = 1024, 
     ``fraction`` of what is free (at most ``cap``). On CPU: ``cpu_default``."""
     if model.device.type != "cuda":
         return cpu_default
+    import torch
+
     dev = model.device
     torch.cuda.synchronize(dev)
     free, _ = torch.cuda.mem_get_info(dev)
@@ -222,6 +233,8 @@ def _use_tensor_pipeline(pipeline: str, model: LoadedModel) -> bool:
         raise ParameterError("pipeline", pipeline, f"choose one of {', '.join(PIPELINES)}")
     if pipeline == "pil" or model.source != "open_clip":
         return False
+    from cliplab.embed.tensor_pipeline import TensorPreprocess
+
     ok = TensorPreprocess.from_cfg(model.preprocess_cfg).supported()
     if pipeline == "tensor" and not ok:
         raise ParameterError("pipeline", pipeline, "{p:pipeline} tensor does not support this model's preprocessing "
@@ -250,6 +263,11 @@ def _tensor_batches(source: ImageSource, todo: list[int], model: LoadedModel, ba
     threads (the next batch's while the model runs), decoded (JPEG on the GPU when the model is on CUDA),
     resized/cropped/normalised on the model's device. Images the tensor decoders reject (CMYK JPEGs, odd formats)
     go through the PIL reference path; unreadable ones become failures as in the PIL path."""
+    import torch
+    import torchvision.transforms.v2.functional as TF
+
+    from cliplab.embed.tensor_pipeline import TensorPreprocess, decode_batch, read_bytes
+
     prep = TensorPreprocess.from_cfg(model.preprocess_cfg)
     chunks = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
 

@@ -19,7 +19,6 @@ from torchvision.transforms.v2 import functional as F
 
 _INTERP = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
            "nearest": InterpolationMode.NEAREST}
-PIPELINES = ("pil", "tensor", "auto")
 
 
 @dataclass(frozen=True)

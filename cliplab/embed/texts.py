@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cliplab.embed.cache import EmbeddingCache
 from cliplab.io import hash_bytes
-from cliplab.models.base import LoadedModel
 from cliplab.inputs import RunOptions, as_options
 from cliplab.progress import progress_bar
 from cliplab.prompts import TemplateSet
+
+if TYPE_CHECKING:
+    from cliplab.models.base import LoadedModel
 
 
 def embed_texts(model: LoadedModel, texts: list[str], options: RunOptions | str | Path | None = None, *,

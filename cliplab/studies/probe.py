@@ -24,12 +24,11 @@ from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
 from cliplab.report.plots import _plt
 from cliplab.results.result import DatasetInfo, Failure, ReportFigure, ReportSection, Rows, SingleModel, Table, pct
-from cliplab.tasks.probe import DEFAULT_WD_GRID, KShotRow, ProbeResult as ProbeFit, ProbeWarning, kshot_probes, \
-    linear_probe
 from cliplab.tasks.zeroshot import build_classifier, evaluate
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # tasks.probe fits in torch: imported when a probe is fitted
     from cliplab.data.base import ImageDataset
+    from cliplab.tasks.probe import KShotRow, ProbeResult as ProbeFit
     from cliplab.models.base import LoadedModel
     from cliplab.prompts import TemplateSet
 
@@ -218,6 +217,8 @@ class ProbeResult(SingleModel, Notebook):
 def _probe_warnings(study: ProbeResult):
     """Probe warnings go to the current progress as one ``warning:`` each (and are kept on the study); others pass
     through."""
+    from cliplab.tasks.probe import ProbeWarning
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ProbeWarning)
         yield
@@ -244,6 +245,7 @@ def run_probe(inputs: Inputs, params: ProbeParams = ProbeParams()) -> ProbeResul
     seeds, wd, val_fraction, seed = tuple(range(params.seed, params.seed + params.seeds)), params.wd, \
         params.val_fraction, params.seed
     device = model.device
+    from cliplab.tasks.probe import DEFAULT_WD_GRID, kshot_probes, linear_probe
     _check(train, test)
     t0 = time.perf_counter()
     tr = embed_images(model, train, options, description=f"embedding {train.split}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from cliplab.tasks.metrics import l2_normalize
 # chunked_topk lives in tasks.ranking with the other ranking code; it stays importable from here
@@ -20,12 +19,16 @@ from cliplab.tasks.ranking import COL_CHUNK, ROW_CHUNK, chunked_topk, task_devic
 
 
 def _tensor(x, dev) -> torch.Tensor:
+    import torch
+
     return torch.as_tensor(l2_normalize(x) if isinstance(x, np.ndarray) else x, device=dev, dtype=torch.float32)
 
 
 def text_to_image_ranks(text_emb: np.ndarray, image_emb: np.ndarray, caption_image: np.ndarray, *, device=None,
                         row_chunk: int = ROW_CHUNK, col_chunk: int = COL_CHUNK) -> np.ndarray:
     """Rank (1 = best) of each caption's own image among all images."""
+    import torch
+
     dev = task_device(device)
     T, I = _tensor(text_emb, dev), _tensor(image_emb, dev)
     own = torch.as_tensor(np.asarray(caption_image), device=dev, dtype=torch.long)
@@ -47,6 +50,8 @@ def text_to_image_ranks(text_emb: np.ndarray, image_emb: np.ndarray, caption_ima
 def image_to_text_ranks(image_emb: np.ndarray, text_emb: np.ndarray, caption_image: np.ndarray, *, device=None,
                         row_chunk: int = ROW_CHUNK, col_chunk: int = COL_CHUNK) -> np.ndarray:
     """Rank (1 = best) of the best of each image's captions among all captions; 0 for images without captions."""
+    import torch
+
     dev = task_device(device)
     I, T = _tensor(image_emb, dev), _tensor(text_emb, dev)
     owner = np.asarray(caption_image)

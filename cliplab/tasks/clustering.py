@@ -4,10 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
-from sklearn.metrics.cluster import contingency_matrix
 
 from cliplab.errors import CliplabError, ParameterError
 from cliplab.tasks.metrics import l2_normalize
@@ -15,6 +11,8 @@ from cliplab.tasks.metrics import l2_normalize
 
 def purity(labels: np.ndarray, clusters: np.ndarray) -> float:
     """Fraction of items whose cluster's majority label is their label."""
+    from sklearn.metrics.cluster import contingency_matrix
+
     cm = contingency_matrix(labels, clusters)
     return float(cm.max(axis=0).sum() / cm.sum())
 
@@ -39,6 +37,9 @@ def check_implementation(implementation: str) -> None:
 
 def kmeans(X: np.ndarray, k: int, *, implementation: str = "sklearn", seed: int = 0, n_init: int = 4,
            labels: np.ndarray | None = None) -> Clustering:
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
+
     if k < 2 or k > len(X):
         raise CliplabError(f"k = {k}: need 2 <= k <= number of images ({len(X)})")
     check_implementation(implementation)
@@ -64,6 +65,8 @@ def kmeans(X: np.ndarray, k: int, *, implementation: str = "sklearn", seed: int 
 
 def prepare(X: np.ndarray, pca_dim: int | None = None, seed: int = 0) -> np.ndarray:
     """L2-normalise (cosine geometry), optionally PCA to ``pca_dim`` dimensions."""
+    from sklearn.decomposition import PCA
+
     X = l2_normalize(X)
     if pca_dim:
         X = PCA(n_components=min(pca_dim, X.shape[1], len(X)), random_state=seed).fit_transform(X).astype(np.float32)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.decomposition import PCA
 
 from cliplab.io import atomic_path
 from cliplab.tasks.metrics import l2_normalize
@@ -29,6 +28,8 @@ class Whitening:
 
     @classmethod
     def fit(cls, X: np.ndarray, dim: int | None = None, whiten: bool = True) -> "Whitening":
+        from sklearn.decomposition import PCA
+
         X = np.asarray(X, np.float64)
         k = min(dim or X.shape[1], X.shape[1], X.shape[0] - 1 if whiten else X.shape[0])
         pca = PCA(n_components=k, whiten=whiten, svd_solver="full").fit(X)

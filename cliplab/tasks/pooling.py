@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 
 
 def _count(dim: int, side: int, overlap: float) -> int:
@@ -52,13 +51,19 @@ def rmac_regions(h: int, w: int, levels: int = 3, overlap: float = 0.4) -> list[
 
 def mac(fmap: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C)."""
+    import torch
+
     return fmap.amax(dim=(2, 3))
 
 
 def gem(fmap: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
+    import torch
+
     return fmap.clamp(min=eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
 
 
 def region_max(fmap: torch.Tensor, regions: list[tuple[int, int, int, int]]) -> torch.Tensor:
     """(B, C, H, W) -> (B, R, C): MAC of each region."""
+    import torch
+
     return torch.stack([fmap[:, :, y:y + h, x:x + w].amax(dim=(2, 3)) for y, x, h, w in regions], dim=1)

@@ -39,7 +39,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from cliplab.errors import ParameterError
 from cliplab.tasks.metrics import l2_normalize
@@ -55,6 +54,8 @@ TIE_SCAN = 64  # tied relevant items of one query counted by a scan each; more: 
 
 def task_device(device) -> torch.device:
     """The torch device for task math: ``device`` if given, else CUDA when available, else the CPU."""
+    import torch
+
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -64,6 +65,8 @@ def chunked_topk(queries: np.ndarray, keys: np.ndarray, k: int, *, device=None, 
                  col_chunk: int = COL_CHUNK, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Top-k cosine (or dot, ``normalize=False``) of every query over all keys: ``(scores, indices)`` (Q, k),
     best first; equal to sorting the full score matrix, ties resolved towards the lower key index."""
+    import torch
+
     dev = task_device(device)
     k = min(k, len(keys))
     q_all = queries if not normalize else l2_normalize(queries)
@@ -340,6 +343,8 @@ def evaluate_rankings(queries, gallery, query_labels, gallery_labels, ks=KS, *, 
     query itself in image->image retrieval, or per-query junk). ``n_relevant``: R per query (Q,), at least the
     relevant items in the gallery, to count relevant items missing from the gallery as misses.
     """
+    import torch
+
     _check_choice("form", form, AP_FORMS)
     ks = _check_ks(ks)
     q_vec, g_vec = _as_matrix("queries", queries), _as_matrix("gallery", gallery)
