@@ -19,7 +19,7 @@ from _common import best_seconds, machine, markdown_table, save
 from cliplab.data import open_dataset
 from cliplab.embed import embed_images
 from cliplab.models import open_model
-from cliplab.models import openvino as ov_backend
+from cliplab.models.backends import openvino as ov_backend
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = {"food101": (SHARED / "food101-10", "test"), "cifar10": (SHARED / "cifar10-test", None)}
@@ -44,7 +44,7 @@ def main() -> None:
         n = min(len(ds), 200)
         decode_ms = 1000 * best_seconds(lambda: [model.preprocess(ds.source.load(i)) for i in range(n)], 1) / n
         for threads in (2, 1):
-            model._ov = ov_backend.compile_towers(model, cache, "fp32", threads=threads)
+            model.runtime = ov_backend.compile_towers(model, cache, "fp32", threads=threads)
             tower_ms = 1000 * best_seconds(lambda: model.encode_images(pixels), args.repeats) / len(pixels)
             for workers in (0, 1, 2):
                 s = best_seconds(lambda: embed_images(model, ds, use_cache=False, workers=workers),

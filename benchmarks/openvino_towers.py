@@ -100,8 +100,8 @@ def main() -> None:
         torch.manual_seed(0)
         t0 = time.perf_counter()
         m = open_model(args.model, device="cpu", cache_dir=cache, **kw)
-        if m._ov is not None:  # towers are converted (or read from the cache) on first use: count it in the load
-            m._ov.image, m._ov.text  # noqa: B018
+        if hasattr(m.runtime, "converted"):  # OpenVINO towers are converted (or read from the cache) on first use: count it in the load
+            m.runtime.image, m.runtime.text  # noqa: B018
         variants[name] = (m, time.perf_counter() - t0)
     ref = variants["torch fp32"][0]
     pixels = torch.randn(args.batch, 3, *ref.image_size, generator=torch.Generator().manual_seed(1))

@@ -83,7 +83,7 @@ def main() -> None:
             plain = open_model(name, None, device=args.device, channels_last=False)  # the baseline's module, as
             plain.model.load_state_dict(model.model.state_dict())  # open_clip creates it: NCHW, same weights
             bs = args.batch_size if args.batch_size > 0 else auto_batch_size(model)
-            workers = args.workers if args.workers is not None else default_workers(args.n_jpeg, bs)
+            workers = args.workers if args.workers is not None else default_workers(args.n_jpeg, bs, model.runtime)
             with torch.no_grad():  # warm-up: kernels, allocator, thread pools
                 model.encode_images(torch.zeros(2, 3, *model.image_size))
                 plain.encode_images(torch.zeros(2, 3, *model.image_size))

@@ -29,6 +29,12 @@ DEFAULT_MODEL = "tiny-shapes"
 DEFAULT_DATASET = "shapes"
 SPLIT_OR_DATASET = Kind("split", "str | ImageDataset")
 
+def _backend_names() -> tuple[str, ...]:
+    from cliplab.models.backends import names
+
+    return names()
+
+
 # ---- the shared parameters, each declared once ----
 MODEL_P = Param("model", MODEL, DEFAULT_MODEL, short="-m", help=(
     "open_clip architecture (ViT-B-32), hf-hub:org/name, local-dir:FOLDER, a model-config .json, hf:org/name "
@@ -72,7 +78,7 @@ TEMPLATE_P = Param("templates", STR, None, short="-t", help=(
 DEVICE_P = Param("device", STR, None, help="cpu, cuda, cuda:1 (default: cuda if available).")
 PRECISION_P = Param("precision", STR, None, choices=("fp32", "amp", "amp_bf16", "fp16", "bf16"), help=(
     "default: amp on GPU, fp32 on CPU."))
-BACKEND_P = Param("backend", STR, "auto", choices=("auto", "torch", "openvino"), help=(
+BACKEND_P = Param("backend", STR, "auto", choices=_backend_names(), help=(
     "what runs the towers: auto (OpenVINO on the CPU when installed, else torch), torch, or openvino (CPU; each "
     "tower converted once and cached; fp32, or {p:precision} bf16). Gradient-based work always uses torch."))
 CACHE_DIR_P = Param("cache_dir", PATH, None, config=False, help=(

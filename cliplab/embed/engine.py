@@ -79,14 +79,9 @@ def _collate(items):
     return pos, pixels, bad
 
 
-def default_workers(n_items: int, batch_size: int, backend: str = "torch", cores: int | None = None) -> int:
-    """DataLoader worker processes for decoding. On 2 cores with the OpenVINO tower, none: decoding is a small share
-    of the pass and workers gained nothing consistent there (docs/benchmarks.md, "decoding and the tower"), while
-    each costs a process start; elsewhere up to 4."""
-    cores = cores or os.cpu_count() or 1
-    if n_items < 2 * batch_size or (backend == "openvino" and cores <= 2):
-        return 0
-    return min(4, cores)
+def default_workers(n_items: int, batch_size: int, runtime, cores: int | None = None) -> int:
+    """DataLoader worker processes for decoding, as the model's backend runtime judges (none for a few batches)."""
+    return runtime.decode_workers(n_items, batch_size, cores or os.cpu_count() or 1)
 
 
 def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, options: RunOptions | str | Path | None = None,
@@ -138,7 +133,7 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, options: 
         if use_tensor:
             loader = _tensor_batches(source, todo, model, batch_size)
         else:
-            workers = default_workers(len(todo), batch_size, model.backend) if num_workers is None else num_workers
+            workers = default_workers(len(todo), batch_size, model.runtime) if num_workers is None else num_workers
             from torch.utils.data import DataLoader
 
             loader = DataLoader(

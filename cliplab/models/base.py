@@ -22,10 +22,9 @@ class LoadedModel:
     preprocess_cfg: dict[str, Any] = field(default_factory=dict)
     source: str = "open_clip"  # open_clip | hf
     channels_last: bool = False  # inputs (and the tower) in NHWC memory format
-    _encode_image: Callable | None = field(default=None, repr=False)  # torch.compile'd encoder, if any
-    backend: str = "torch"  # torch | openvino (inference only; self.model stays the PyTorch module)
+    backend: str = "torch"  # the name of the backend that runs the towers (self.model stays the PyTorch module)
     weights_fingerprint: str = ""  # the fingerprint of the PyTorch model, whatever runs it
-    _ov: Any = field(default=None, repr=False)  # cliplab.models.openvino.OpenVINOTowers when backend is openvino
+    runtime: Any = field(default=None, repr=False)  # the backend's runtime (cliplab.models.backends.Runtime)
     spec: dict | None = None  # what was asked for: {"model": ..., "pretrained": ...} as given (a run's config names it)
 
     @property
@@ -34,9 +33,6 @@ class LoadedModel:
         visual = getattr(self.model, "visual", None)
         return visual is not None and (hasattr(visual, "layer4") or "convnext" in type(
             getattr(visual, "trunk", visual)).__name__.lower())
-
-    def compile_image_encoder(self) -> None:
-        self._encode_image = torch.compile(self.model.encode_image, dynamic=True)
 
     @property
     def num_params(self) -> int:
@@ -59,14 +55,9 @@ class LoadedModel:
             return torch.autocast("cuda", dtype=dtype)
         return contextlib.nullcontext()
 
-    @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Unnormalised image embeddings as float32 on the CPU."""
-        if self._ov is not None and self._ov.image is not None:
-            return self._ov.encode_images(pixels.float().contiguous())
-        with self.autocast():
-            out = (self._encode_image or self.model.encode_image)(self.prepare_pixels(pixels))
-        return out.float().cpu()
+        """Unnormalised image embeddings as float32 on the CPU (run by the model's backend)."""
+        return self.runtime.encode_images(self, pixels)
 
     def prepare_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Preprocessed pixels -> the tower's device, dtype and memory format."""
@@ -78,25 +69,17 @@ class LoadedModel:
         return pixels
 
     def text_backend(self, n: int) -> str:
-        """What runs a call with ``n`` texts: ``openvino`` or ``torch``. With the OpenVINO backend, the text tower is
-        converted only when a call is large enough to pay for it (or it is converted already); transformers' text
-        tower always runs on PyTorch."""
-        return "openvino" if self._ov is not None and self._ov.runs_texts(n) else "torch"
+        """The backend that runs a call with ``n`` texts (a backend may leave small calls to PyTorch when converting
+        its text tower would cost more: see the backend's runtime)."""
+        return self.runtime.text_backend(n)
 
     def text_fingerprint(self, backend: str) -> str:
         """The cache key of text embeddings computed by ``backend`` (PyTorch's is that of the fp32 weights)."""
         return self.fingerprint if backend == self.backend else (self.weights_fingerprint or self.fingerprint)
 
-    @torch.inference_mode()
     def encode_texts(self, texts: list[str], backend: str | None = None) -> torch.Tensor:
         """Unnormalised text embeddings as float32 on the CPU, from ``backend`` (default: :meth:`text_backend`)."""
-        tokens = self.tokenizer(texts)
-        if (backend or self.text_backend(len(texts))) == "openvino":
-            return self._ov.encode_texts(tokens)
-        tokens = {k: v.to(self.device) for k, v in tokens.items()} if isinstance(tokens, dict) else tokens.to(self.device)
-        with self.autocast():
-            out = self.model.encode_text(tokens)
-        return out.float().cpu()
+        return self.runtime.encode_texts(self, self.tokenizer(texts), backend or self.text_backend(len(texts)))
 
     def __repr__(self) -> str:
         pre = f", pretrained={self.pretrained!r}" if self.pretrained else ""

@@ -8,8 +8,8 @@ import torch
 from cliplab.errors import ModelParameterError
 from cliplab.io import hash_json
 from cliplab.models.base import LoadedModel
+from cliplab.models import backends
 from cliplab.models.hf import load_hf
-from cliplab.models import openvino
 from cliplab.models.local import SHIPPED_NAMES, find_local_model
 from cliplab.models.openclip import load_open_clip
 from cliplab.paths import resolve_cache_dir
@@ -38,33 +38,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def resolve_backend(backend: str | None, dev: torch.device, compile: bool = False) -> str:
-    """The backend that runs the towers: ``auto`` (the default) is OpenVINO on the CPU when it is installed, else
-    PyTorch; asking for ``compile`` (torch.compile) makes ``auto`` PyTorch."""
-    backend = backend or "auto"
-    if backend not in openvino.BACKENDS:
-        raise ModelParameterError("backend", backend, f"choose one of {', '.join(openvino.BACKENDS)}")
-    if backend == "auto":
-        return "openvino" if dev.type == "cpu" and openvino.available() and not compile else "torch"
-    if backend == "openvino" and dev.type != "cpu":
-        raise ModelParameterError("backend", backend, f"OpenVINO runs the towers on the CPU, not {dev.type}; use "
-                                  "{p:backend} torch there", quote=False)
-    if backend == "openvino" and not openvino.available():
-        raise ModelParameterError("backend", backend, "OpenVINO is not installed: pip install openvino",
-                                  quote=False)
-    return backend
+    """The name of the backend that runs the towers (:func:`cliplab.models.backends.resolve`)."""
+    return backends.resolve(backend, dev, compile).name
 
 
 def resolve_precision(precision: str | None, dev: torch.device, backend: str = "torch") -> str:
-    """The precision to run at on ``dev`` (default: amp on CUDA, fp32 elsewhere); raises for an unusable one.
-    On the CPU, OpenVINO also runs bf16 (opt-in)."""
+    """The precision to run at on ``dev`` (default: amp on CUDA, fp32 elsewhere); raises for one the backend cannot
+    run there."""
     precision = precision or ("amp" if dev.type == "cuda" else "fp32")
     if precision not in PRECISIONS:
         raise ModelParameterError("precision", precision, f"choose one of {', '.join(PRECISIONS)}")
-    if backend == "openvino" and precision not in openvino.INFERENCE_PRECISION:
-        raise ModelParameterError("precision", precision, "the OpenVINO backend runs fp32 (exact) or bf16")
-    if dev.type == "cpu" and precision != "fp32" and backend != "openvino":
-        raise ModelParameterError("precision", precision, f"{{p:precision}} {precision} needs a GPU; use fp32 on CPU",
-                                  prefix=False)
+    backends.get(backend).check_precision(precision, dev)
     return precision
 
 
@@ -101,9 +85,9 @@ def open_model(model: str, pretrained: str | None = None, device: str | torch.de
     """
     cache = resolve_cache_dir(cache_dir)
     dev = resolve_device(device)
-    backend = resolve_backend(backend, dev, compile)
-    precision = resolve_precision(precision, dev, backend)
-    torch_precision = "fp32" if backend == "openvino" else precision
+    runner = backends.resolve(backend, dev, compile)
+    precision = resolve_precision(precision, dev, runner.name)
+    torch_precision = runner.torch_precision(precision)
 
     requested = {"model": model, "pretrained": pretrained}
     if model.startswith("hf:"):
@@ -124,23 +108,13 @@ def open_model(model: str, pretrained: str | None = None, device: str | torch.de
 
     weights = hash_json({"arch": parts["arch"], "weights": parts["weights"],
                          "preprocess": parts["preprocess_cfg"], "precision": torch_precision})[:32]
-    fingerprint = weights if backend == "torch" else hash_json({"weights": weights, "backend": backend,
-                                                                "precision": precision})[:32]
+    fingerprint = runner.fingerprint(weights, precision)
     loaded = LoadedModel(model=parts["model"], preprocess=parts["preprocess"], tokenizer=parts["tokenizer"],
                          fingerprint=fingerprint, name=parts["name"], pretrained=parts["pretrained"], device=dev,
                          precision=precision, embed_dim=parts["embed_dim"], preprocess_cfg=parts["preprocess_cfg"],
-                         source="hf" if model.startswith("hf:") else "open_clip", backend=backend,
+                         source="hf" if model.startswith("hf:") else "open_clip", backend=runner.name,
                          weights_fingerprint=weights, spec=requested)
-    if backend == "openvino":
-        loaded._ov = openvino.compile_towers(loaded, cache, precision)
-        return loaded
-    if channels_last is None:
-        channels_last = loaded.conv_tower
-    if channels_last:
-        loaded.model.visual.to(memory_format=torch.channels_last)
-        loaded.channels_last = True
-    if compile:
-        loaded.compile_image_encoder()
+    loaded.runtime = runner.attach(loaded, cache, precision, channels_last=channels_last, compile=compile)
     return loaded
 
 

@@ -7,7 +7,7 @@ import torch
 pytest.importorskip("openvino")
 
 from cliplab.models import open_model  # noqa: E402
-from cliplab.models import openvino as ov_backend  # noqa: E402
+from cliplab.models.backends import openvino as ov_backend  # noqa: E402
 from cliplab.progress import use  # noqa: E402
 from recording import Recording  # noqa: E402
 
@@ -22,7 +22,7 @@ def agree(model_args: tuple, cache, texts=("a red circle", "a large blue square 
     torch.manual_seed(0)
     ov = open_model(*model_args, device="cpu", cache_dir=cache, backend="openvino")
     assert ov.weights_fingerprint == ref.weights_fingerprint
-    assert ov._ov.image is not None and ov._ov.text is not None
+    assert ov.runtime.image is not None and ov.runtime.text is not None
     torch.manual_seed(0)
     pixels = torch.randn(5, 3, *ref.image_size)
     assert min_cosine(ref.encode_images(pixels), ov.encode_images(pixels)) >= 0.99999
@@ -47,19 +47,19 @@ def test_random_vit_b_32_agrees_with_torch(tmp_path):
 
 def test_converted_towers_are_cached_and_reused(trained_cache, tmp_path):
     first = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
-    assert first._ov.converted == [] and not list((tmp_path / "openvino").glob("*.xml"))  # converted on first use
+    assert first.runtime.converted == [] and not list((tmp_path / "openvino").glob("*.xml"))  # converted on first use
     pixels = torch.randn(2, 3, *first.image_size)
     first.encode_images(pixels)
-    assert first._ov.converted == ["image"]  # a study that needs one tower converts one
+    assert first.runtime.converted == ["image"]  # a study that needs one tower converts one
     many = [f"a photo of shape number {i}" for i in range(ov_backend.TEXT_CONVERT_MIN)]
     first.encode_texts(many)
-    assert first._ov.converted == ["image", "text"]
+    assert first.runtime.converted == ["image", "text"]
     assert len(list((tmp_path / "openvino").glob("*.xml"))) == 2
     second = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
     assert torch.equal(first.encode_images(pixels), second.encode_images(pixels))
     assert torch.equal(first.encode_texts(["a dog"]), second.encode_texts(["a dog"]))
     assert second.text_backend(1) == "openvino"  # cached: even one text runs on OpenVINO
-    assert second._ov.converted == []  # both read from the cache, not converted again
+    assert second.runtime.converted == []  # both read from the cache, not converted again
 
 
 def test_few_texts_run_on_torch_and_are_cached_under_torchs_key(trained_cache, tmp_path):
@@ -70,12 +70,12 @@ def test_few_texts_run_on_torch_and_are_cached_under_torchs_key(trained_cache, t
     ov = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
     ref = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="torch")
     texts = ["a red circle", "a blue square"]
-    assert ov.text_backend(len(texts)) == "torch" and ov._ov.converted == []
+    assert ov.text_backend(len(texts)) == "torch" and ov.runtime.converted == []
     assert ov.text_fingerprint("torch") == ref.fingerprint != ov.fingerprint
     got = embed_texts(ov, texts, tmp_path)
-    assert ov._ov.converted == []  # nothing converted for two texts
+    assert ov.runtime.converted == []  # nothing converted for two texts
     assert np.array_equal(got, embed_texts(ref, texts, tmp_path))  # the torch run reads them from the same cache
-    assert ov.text_backend(ov_backend.TEXT_CONVERT_MIN) == "openvino" and ov._ov.converted == ["text"]
+    assert ov.text_backend(ov_backend.TEXT_CONVERT_MIN) == "openvino" and ov.runtime.converted == ["text"]
     assert ov.text_fingerprint("openvino") == ov.fingerprint
 
 
@@ -95,7 +95,7 @@ def test_a_tower_openvino_cannot_convert_stays_on_torch_with_a_warning(trained_c
     progress = Recording()
     with use(progress):
         m = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
-        assert m._ov.image is None and m._ov.text is None
+        assert m.runtime.image is None and m.runtime.text is None
     assert len(progress.warnings) == 2 and all("runs on PyTorch" in w and "aten::something" in w
                                                for w in progress.warnings)
     ref = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="torch")
@@ -108,7 +108,7 @@ def test_a_converted_tower_that_disagrees_with_torch_is_not_used_or_kept(trained
     progress = Recording()
     with use(progress):
         m = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="openvino")
-        assert m._ov.image is None
+        assert m.runtime.image is None
     assert len(progress.warnings) == 1 and "disagrees with PyTorch (min cosine " in progress.warnings[0]
     assert not list((tmp_path / "openvino").glob("*-image-*"))  # the next run converts again, not reuses it
 

@@ -16,12 +16,15 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
+from typing import Any
 
+import numpy as np
+
+from cliplab.io import hash_json
+from cliplab.models.backends import Backend, Runtime, register
+from cliplab.models.backends.pytorch import TorchRuntime
 from cliplab.progress import warn
 
-BACKENDS = ("auto", "torch", "openvino")
 # OpenVINO's CPU inference precision for each cliplab precision: fp32 is exact (the default); bf16 is opt-in.
 INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
@@ -37,16 +40,20 @@ def version() -> str:
     return ov.__version__.split("-")[0]
 
 
-class _Tower(torch.nn.Module):
+def _tower(model, method: str):
     """One tower of a CLIP model as a module of its own (what ``torch.export`` takes): ``encode_image`` or
     ``encode_text``."""
+    import torch
 
-    def __init__(self, model, method: str):
-        super().__init__()
-        self.model, self.method = model, method
+    class Tower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model, self.method = model, method
 
-    def forward(self, inputs):
-        return getattr(self.model, self.method)(inputs)
+        def forward(self, inputs):
+            return getattr(self.model, self.method)(inputs)
+
+    return Tower()
 
 
 def cache_path(cache_dir: Path, fingerprint: str, tower: str, shape: tuple[int, ...]) -> Path:
@@ -56,20 +63,24 @@ def cache_path(cache_dir: Path, fingerprint: str, tower: str, shape: tuple[int, 
     return Path(cache_dir) / "openvino" / f"{fingerprint}-{tower}-dynbatch-{dims}-ov{version()}.xml"
 
 
-def _traced(module: torch.nn.Module, example: torch.Tensor):
+def _traced(module, example):
     """TorchScript trace of ``module``: OpenVINO converts it several times faster than a ``torch.export`` program,
     whose ``run_decompositions`` dominates (docs/benchmarks.md)."""
+    import torch
+
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about Python values: the converted tower is checked below
         return torch.jit.trace(module.eval(), example, check_trace=False)
 
 
-def _exported(module: torch.nn.Module, example: torch.Tensor):
+def _exported(module, example):
+    import torch
+
     batch = torch.export.Dim("batch", min=1, max=4096)
     return torch.export.export(module.eval(), (example,), dynamic_shapes=({0: batch},))
 
 
-def _convert(module: torch.nn.Module, example: torch.Tensor, path: Path):
+def _convert(module, example, path: Path):
     """Convert ``module`` with OpenVINO for a dynamic batch and the fixed per-item shape of ``example``, and save it
     to ``path`` (atomically). The TorchScript route first (fast); ``torch.export`` when tracing fails."""
     import openvino as ov  # optional dependency
@@ -116,7 +127,9 @@ TEXT_CONVERT_MIN = 256
 MIN_COSINE = {"f32": 0.99999, "bf16": 0.999}
 
 
-def _check(compiled, module, probe: torch.Tensor, precision: str) -> None:
+def _check(compiled, module, probe, precision: str) -> None:
+    import torch
+
     with torch.inference_mode():
         ref = module(probe).float()
     out = torch.from_numpy(np.asarray(compiled(probe.numpy())[0], dtype=np.float32))
@@ -127,26 +140,31 @@ def _check(compiled, module, probe: torch.Tensor, precision: str) -> None:
                            f"{len(probe)} inputs)")
 
 
-class OpenVINOTowers:
+class OpenVINOTowers(Runtime):
     """The towers of one loaded model on OpenVINO, each converted (or read from the cache) and compiled on first use,
     so a study that needs one tower pays for one. ``image`` / ``text`` are the compiled models, or None for a tower
     that stays on PyTorch (it could not be converted: the warning says why). ``converted`` lists the towers this
     process converted (not read from the cache)."""
 
+    name = "openvino"
+
     def __init__(self, loaded, cache_dir: Path, precision: str = "fp32", threads: int = 0):
-        self.name, self.weights = loaded.name, loaded.weights_fingerprint
+        import torch
+
+        self.model_name, self.weights = loaded.name, loaded.weights_fingerprint
         self.cache_dir, self.precision = Path(cache_dir), INFERENCE_PRECISION[precision]
         self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": self.precision}
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = threads
         h, w = loaded.image_size
-        self._jobs = {"image": (_Tower(loaded.model, "encode_image"), torch.zeros(2, 3, h, w),
+        self._jobs = {"image": (_tower(loaded.model, "encode_image"), torch.zeros(2, 3, h, w),
                                 torch.randn(3, 3, h, w, generator=torch.Generator().manual_seed(0)))}
         if loaded.source == "open_clip":  # transformers' text tower takes a dict of tensors: it stays on PyTorch
-            self._jobs["text"] = (_Tower(loaded.model, "encode_text"), loaded.tokenizer(["a photo of a cat", "a dog"]),
+            self._jobs["text"] = (_tower(loaded.model, "encode_text"), loaded.tokenizer(["a photo of a cat", "a dog"]),
                                   loaded.tokenizer(["a red circle", "x", "a large blue square in the top left"]))
         self._compiled: dict[str, object] = {}
         self.converted: list[str] = []
+        self._torch = TorchRuntime()  # a tower OpenVINO could not convert, and few texts, run on PyTorch
         _write_meta(self.cache_dir, self.weights, loaded, precision)
 
     @property
@@ -186,7 +204,7 @@ class OpenVINOTowers:
             if fresh:
                 _check(compiled, module, probe, self.precision)
         except Exception as exc:  # noqa: BLE001 - any conversion failure: this tower stays on PyTorch
-            warn(f"OpenVINO could not convert the {tower} tower of {self.name} ({type(exc).__name__}: "
+            warn(f"OpenVINO could not convert the {tower} tower of {self.model_name} ({type(exc).__name__}: "
                  f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); it runs on PyTorch")
             if fresh:  # a converted model that failed the check is not kept for the next run
                 path.unlink(missing_ok=True)
@@ -196,13 +214,31 @@ class OpenVINOTowers:
             self.converted.append(tower)
         return compiled
 
-    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        out = self.image(pixels.detach().cpu().float().numpy())[0]
+    def encode_images(self, loaded, pixels):
+        import torch
+
+        if self.image is None:
+            return self._torch.encode_images(loaded, pixels)
+        out = self.image(pixels.detach().cpu().float().contiguous().numpy())[0]
         return torch.from_numpy(np.asarray(out, dtype=np.float32).copy())
 
-    def encode_texts(self, tokens: torch.Tensor) -> torch.Tensor:
+    def text_backend(self, n: int) -> str:
+        """OpenVINO when the text tower is converted already or the call pays for converting it (see
+        :meth:`runs_texts`), else PyTorch (its texts are cached under PyTorch's key)."""
+        return self.name if self.runs_texts(n) else self._torch.name
+
+    def encode_texts(self, loaded, tokens, backend: str):
+        import torch
+
+        if backend != self.name:
+            return self._torch.encode_texts(loaded, tokens, backend)
         out = self.text(tokens.detach().cpu().numpy())[0]
         return torch.from_numpy(np.asarray(out, dtype=np.float32).copy())
+
+    def decode_workers(self, n_items: int, batch_size: int, cores: int) -> int:
+        """None on 2 cores or fewer: decoding is a small share of the pass and workers gained nothing consistent there
+        (docs/benchmarks.md, "decoding and the tower"), while each costs a process start."""
+        return 0 if cores <= 2 else super().decode_workers(n_items, batch_size, cores)
 
 
 _CORE = None
@@ -230,3 +266,38 @@ def _write_meta(cache_dir: Path, weights: str, loaded, precision: str) -> None:
         meta.parent.mkdir(parents=True, exist_ok=True)
         meta.write_text(json.dumps({"model": loaded.name, "pretrained": loaded.pretrained, "openvino": version(),
                                     "image_size": list(loaded.image_size)}) + "\n")
+
+
+class OpenVINOBackend(Backend):
+    """OpenVINO on the CPU: fp32 (the PyTorch numbers to float rounding, checked after each conversion) or bf16
+    (opt-in)."""
+    name = "openvino"
+    devices = ("cpu",)
+    precisions = tuple(INFERENCE_PRECISION)
+
+    def available(self) -> bool:
+        return available()
+
+    def install_hint(self) -> str:
+        return "pip install openvino"
+
+    def auto_rank(self, device, compile: bool) -> int | None:
+        return 1 if device.type == "cpu" and not compile else None
+
+    def check_precision(self, precision: str, device) -> None:
+        if precision not in self.precisions:
+            from cliplab.errors import ModelParameterError
+
+            raise ModelParameterError("precision", precision, "the OpenVINO backend runs fp32 (exact) or bf16")
+
+    def torch_precision(self, precision: str) -> str:
+        return "fp32"  # what is converted: the fp32 PyTorch towers (bf16 is OpenVINO's inference precision)
+
+    def fingerprint(self, weights: str, precision: str) -> str:
+        return hash_json({"weights": weights, "backend": self.name, "precision": precision})[:32]
+
+    def attach(self, loaded, cache_dir, precision: str, **_: Any) -> OpenVINOTowers:
+        return compile_towers(loaded, cache_dir, precision)
+
+
+OPENVINO = register(OpenVINOBackend())
