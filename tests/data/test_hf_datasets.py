@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import cliplab
-from cliplab.data import load_dataset
+from cliplab.data import open_dataset
 from cliplab.errors import CliplabError
 from layouts import COLOURS, KW, folder, folder_files, model  # noqa: F401 - fixtures
 
@@ -41,14 +41,14 @@ def saved(folder, tmp_path_factory):
 
 
 def test_a_saved_dataset_gives_the_folders_labels_keys_and_embeddings(model, folder, saved, tmp_path):
-    ds, ref = load_dataset(saved), load_dataset(str(folder), split="test")
+    ds, ref = open_dataset(saved), open_dataset(str(folder), split="test")
     assert (ds.name, ds.split, ds.classnames) == ("colours-hf", "all", NAMES)
     assert ds.labels.tolist() == ref.labels.tolist() and ds.captions[0] == ["a blue thing"]
     assert ds.source.keys() == ref.source.keys()
     a = cliplab.embed(model, str(folder), split="test", cache_dir=tmp_path / "folder", **KW)
     b = cliplab.embed(model, saved, cache_dir=tmp_path / "hf", **KW)
     assert a.shape[0] == 12 and np.array_equal(a, b)
-    assert load_dataset(f"hf-datasets:{saved}").fingerprint == ds.fingerprint  # the prefix is optional for a folder
+    assert open_dataset(f"hf-datasets:{saved}").fingerprint == ds.fingerprint  # the prefix is optional for a folder
 
 
 def test_splits_of_a_saved_dataset_dict(folder, tmp_path):
@@ -56,10 +56,10 @@ def test_splits_of_a_saved_dataset_dict(folder, tmp_path):
         {"image": datasets.Image(), "label": datasets.ClassLabel(names=NAMES)}))
     path = tmp_path / "dict"
     datasets.DatasetDict({"train": one.select(range(6)), "test": one.select(range(6, 12))}).save_to_disk(str(path))
-    test = load_dataset(str(path), split="test")
+    test = open_dataset(str(path), split="test")
     assert (test.split, len(test)) == ("test", 6)
-    assert test.source.keys() == load_dataset(str(folder), split="test").source.keys()[6:]
-    assert not set(test.source.id(i) for i in range(6)) & set(load_dataset(str(path), split="train").source.id(i)
+    assert test.source.keys() == open_dataset(str(folder), split="test").source.keys()[6:]
+    assert not set(test.source.id(i) for i in range(6)) & set(open_dataset(str(path), split="train").source.id(i)
                                                              for i in range(6))  # ids differ across splits
     with pytest.raises(CliplabError, match=r"no split 'val'; its splits: train, test"):
         cliplab.load_dataset(str(path), split="val")
@@ -74,22 +74,22 @@ def test_bytes_path_structs_string_labels_and_chosen_columns(folder, tmp_path):
             "colour": [NAMES[c] for _, c in files], "caption": [["one", "two"]] * len(files)}
     path = save(data, tmp_path / "structs")
     with pytest.raises(CliplabError, match=r"several image columns \(picture, thumb\); choose one: .*#image=COLUMN"):
-        load_dataset(path)
+        open_dataset(path)
     with pytest.raises(CliplabError, match=r"column 'caption' holds .*, not one class label per row"):
-        load_dataset(f"{path}#image=picture,label=caption")
-    ds = load_dataset(f"{path}#image=picture,label=colour")
+        open_dataset(f"{path}#image=picture,label=caption")
+    ds = open_dataset(f"{path}#image=picture,label=colour")
     assert ds.classnames == NAMES and ds.captions[0] == ["one", "two"]
-    assert ds.source.keys() == load_dataset(str(folder), split="test").source.keys()
+    assert ds.source.keys() == open_dataset(str(folder), split="test").source.keys()
 
 
 def test_class_numbers_need_names(folder, tmp_path):
     path = save(table(folder), tmp_path / "ints", {"image": datasets.Image(), "label": datasets.Value("int64")})
     with pytest.raises(CliplabError, match=r"has class numbers in its labels \(column 'label'\); name the classes "
                                            "with classnames"):
-        load_dataset(path)
+        open_dataset(path)
     names = tmp_path / "names.txt"
     names.write_text("navy\nforest\nbrick\n")
-    assert load_dataset(path, classnames=str(names)).classnames == ["navy", "forest", "brick"]
+    assert open_dataset(path, classnames=str(names)).classnames == ["navy", "forest", "brick"]
 
 
 CASES = {  # name: (spec after the saved folder, keywords, what the message says)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import cliplab
 from cliplab.cli import app
-from cliplab.data import load_dataset
+from cliplab.data import open_dataset
 from cliplab.embed import embed_images
 from cliplab.errors import CliplabError
 from layouts import COLOURS, KW, folder, folder_files, model  # noqa: F401 - fixtures
@@ -43,7 +43,7 @@ def write(path, table: list[dict]):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_manifest_gives_the_folders_labels_keys_and_embeddings(model, folder, fmt, tmp_path):
     manifest = write(folder / f"manifest-{fmt}.{fmt}", rows(folder))
-    ds, ref = load_dataset(str(manifest)), load_dataset(str(folder), split="test")
+    ds, ref = open_dataset(str(manifest)), open_dataset(str(folder), split="test")
     assert (ds.name, ds.split, ds.classnames) == (f"manifest-{fmt}", "all", ref.classnames)
     assert ds.labels.tolist() == ref.labels.tolist() and ds.captions[0] == ["a blue thing"]
     assert ds.source.keys() == ref.source.keys()
@@ -55,9 +55,9 @@ def test_a_manifest_gives_the_folders_labels_keys_and_embeddings(model, folder, 
 def test_a_remote_manifest_is_read_through_fsspec(model, folder, tmp_path):
     pytest.importorskip("fsspec")
     manifest = write(folder / "remote.parquet", rows(folder))
-    ds = load_dataset(f"file://{manifest}")
+    ds = open_dataset(f"file://{manifest}")
     assert type(ds.source).__name__ == "UrlSource" and ds.source.id(0).startswith("file://")
-    ref = load_dataset(str(folder), split="test")
+    ref = open_dataset(str(folder), split="test")
     assert ds.source.keys() == ref.source.keys() and ds.labels.tolist() == ref.labels.tolist()
     a = cliplab.embed(model, str(folder), split="test", cache_dir=tmp_path / "folder", **KW)
     assert np.array_equal(a, cliplab.embed(model, f"file://{manifest}", cache_dir=tmp_path / "remote", **KW))
@@ -67,29 +67,29 @@ def test_class_numbers_are_named_by_a_classnames_file(folder, tmp_path):
     manifest = write(folder / "numbers.csv", rows(folder, label="number"))
     names = tmp_path / "names.txt"
     names.write_text("navy\nforest\nbrick\n")
-    ds = load_dataset(str(manifest), classnames=str(names))
+    ds = open_dataset(str(manifest), classnames=str(names))
     assert ds.classnames == ["navy", "forest", "brick"]
-    assert ds.labels.tolist() == load_dataset(str(folder), split="test").labels.tolist()
+    assert ds.labels.tolist() == open_dataset(str(folder), split="test").labels.tolist()
     renamed = tmp_path / "names.json"  # class names (strings) mapped by a JSON object
     renamed.write_text(json.dumps({"blue": "navy", "green": "forest", "red": "brick"}))
-    assert load_dataset(str(write(folder / "names.jsonl", rows(folder))), classnames=str(renamed)).classnames == \
+    assert open_dataset(str(write(folder / "names.jsonl", rows(folder))), classnames=str(renamed)).classnames == \
         ["navy", "forest", "brick"]
 
 
 def test_columns_are_chosen_with_the_spec(folder):
     table = [{"file": r["filepath"], "colour": r["label"], "alt": r["caption"], "note": "x"} for r in rows(folder)]
     manifest = write(folder / "chosen.parquet", table)
-    ds = load_dataset(f"{manifest}#image=file,label=colour,caption=alt")
+    ds = open_dataset(f"{manifest}#image=file,label=colour,caption=alt")
     assert ds.classnames == sorted(COLOURS) and ds.captions[-1] == ["a red thing"] and len(ds) == 12
     only_paths = write(folder / "paths.csv", [{"image": r["filepath"]} for r in rows(folder)])
-    plain = load_dataset(str(only_paths))  # a plain list of images
+    plain = open_dataset(str(only_paths))  # a plain list of images
     assert plain.labels is None and plain.captions is None and len(plain) == 12
 
 
 def test_a_missing_file_is_a_skipped_image_with_its_reason(model, folder, tmp_path):
     table = rows(folder)[:3] + [{"filepath": "test/red/gone.png", "caption": "lost", "label": "red"}]
-    ds = load_dataset(str(write(folder / "missing.csv", table)))
-    res = embed_images(model, ds, tmp_path, quiet=True)
+    ds = open_dataset(str(write(folder / "missing.csv", table)))
+    res = embed_images(model, ds, tmp_path)
     assert res.indices.tolist() == [0, 1, 2] and len(res.failures) == 1
     index, where, reason = res.failures[0]
     assert index == 3 and where.endswith("gone.png") and "No such file" in reason
@@ -143,7 +143,7 @@ def test_bad_manifests_are_one_clear_error(case, folder):
 
 def test_column_choices_are_only_for_tables(folder):
     with pytest.raises(CliplabError, match="column choices .* are for manifests"):
-        load_dataset(f"{folder}#label=x", split="test")
+        open_dataset(f"{folder}#label=x", split="test")
 
 
 @pytest.mark.parametrize("case", ["no path column", "unknown label column"])

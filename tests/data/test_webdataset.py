@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import cliplab
 from cliplab.cli import app
-from cliplab.data import load_dataset
+from cliplab.data import open_dataset
 from cliplab.data.filehash import MEMO_NAME, file_hash_memo
 from cliplab.data.sources import FileSource
 from cliplab.data.webdataset import TarSource, expand_braces
@@ -32,8 +32,8 @@ def sets(folder):
 
 def test_clip_benchmark_layout_brings_its_classnames_and_templates(sets):
     folder, root = sets
-    ds = load_dataset(str(root), split="test")
-    ref = load_dataset(str(folder), split="test")
+    ds = open_dataset(str(root), split="test")
+    ref = open_dataset(str(folder), split="test")
     assert (ds.name, ds.split, len(ds)) == ("wds_colours", "test", len(ref))
     assert ds.classnames == ref.classnames == sorted(COLOURS)
     assert ds.labels.tolist() == ref.labels.tolist()
@@ -47,7 +47,7 @@ def test_shards_give_the_folders_embeddings_and_zeroshot_numbers(model, sets, tm
     a = cliplab.embed(model, str(folder), split="test", cache_dir=tmp_path / "folder-cache", **KW)
     b = cliplab.embed(model, str(root), split="test", cache_dir=tmp_path / "wds-cache", **KW)  # computed anew
     assert a.shape == (12, model.embed_dim) and np.array_equal(a, b)
-    ds = load_dataset(str(root), split="test")
+    ds = open_dataset(str(root), split="test")
     runs = [cliplab.zeroshot(model, str(spec), split="test", templates=list(ds.templates), ensemble=True,
                              cache_dir=tmp_path / cache, **KW).metrics for spec, cache in
             ((folder, "folder-cache"), (root, "wds-cache"))]
@@ -57,8 +57,8 @@ def test_shards_give_the_folders_embeddings_and_zeroshot_numbers(model, sets, tm
 
 def test_shards_share_the_folders_cache_entries(model, sets, tmp_path):
     folder, root = sets
-    first = embed_images(model, load_dataset(str(folder), split="test"), tmp_path, quiet=True)
-    again = embed_images(model, load_dataset(str(root), split="test"), tmp_path, quiet=True)
+    first = embed_images(model, open_dataset(str(folder), split="test"), tmp_path)
+    again = embed_images(model, open_dataset(str(root), split="test"), tmp_path)
     assert first.computed == 12 and again.computed == 0
     assert np.array_equal(first.embeddings, again.embeddings)
 
@@ -69,7 +69,7 @@ def test_every_spelling_of_shards_gives_the_same_keys(sets, form, tmp_path):
     if "url" in form:
         pytest.importorskip("fsspec")
     folder, root = sets
-    want = load_dataset(str(folder), split="test").source.keys()
+    want = open_dataset(str(folder), split="test").source.keys()
     names = str(root / "classnames.txt")
     test = root / "test"
     plain = tmp_path / "plain"  # the shards alone, without CLIP_benchmark's files
@@ -85,7 +85,7 @@ def test_every_spelling_of_shards_gives_the_same_keys(sets, form, tmp_path):
         "glob": (str(test / "*.tar"), {"classnames": names}, want),
         "folder of shards": (str(plain), {"classnames": names}, want),
     }[form]
-    ds = load_dataset(spec, **kw)
+    ds = open_dataset(spec, **kw)
     assert ds.source.keys() == keys and ds.classnames == sorted(COLOURS)
     assert ds.source.load(len(keys) - 1).size == (48, 40)
 
@@ -96,7 +96,7 @@ def test_a_retrieval_layout_gives_captions_and_runs_caption_retrieval(model, set
                for i, p in enumerate(files)]
     write_shards(tmp_path / "ret" / "test", samples, 3)
     (tmp_path / "ret" / "dataset_type.txt").write_text("retrieval\n")
-    ds = load_dataset(str(tmp_path / "ret"), split="test")
+    ds = open_dataset(str(tmp_path / "ret"), split="test")
     assert ds.labels is None and ds.templates is None and ds.captions[0] == ["a blue thing", "something 0"]
     res = cliplab.retrieval(model, ds, cache_dir=tmp_path / "cache", **KW)
     assert (res.metrics.metric == "recall@1").sum() == 2  # text->image and image->text, over 24 captions
@@ -107,7 +107,7 @@ def test_plain_shards_take_class_names_and_one_caption_per_text_member(sets, tmp
     samples = [{"png" if p.suffix == ".png" else "jpeg": p.read_bytes(), "cls": p.parent.name.encode(),
                 "txt": b"one caption\nstill the same one", "json": b"{}"} for p in files]
     write_shards(tmp_path / "plain", samples, 1, count_file=False)
-    ds = load_dataset(str(tmp_path / "plain" / "0.tar"))
+    ds = open_dataset(str(tmp_path / "plain" / "0.tar"))
     assert ds.classnames == sorted({p.parent.name for p in files}) and ds.split == "all"
     assert ds.captions[0] == ["one caption\nstill the same one"]
     assert ds.source.keys() == FileSource([str(p) for p in files]).keys()
@@ -127,22 +127,22 @@ def test_unchanged_shards_are_not_read_again(sets, tmp_path, monkeypatch):
     monkeypatch.setattr(TarSource, "_read", lambda self, i: reads.append(i) or read(self, i))
     memo = tmp_path / "cache" / MEMO_NAME
     with file_hash_memo(memo):
-        keys = load_dataset(str(root), split="test").source.keys()
+        keys = open_dataset(str(root), split="test").source.keys()
     assert len(reads) == 12
     with file_hash_memo(memo):
-        assert load_dataset(str(root), split="test").source.keys() == keys and len(reads) == 12
+        assert open_dataset(str(root), split="test").source.keys() == keys and len(reads) == 12
     shard = root / "test" / "1.tar"
     st = shard.stat()
     os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: its images are read again
     with file_hash_memo(memo):
-        assert load_dataset(str(root), split="test").source.keys() == keys and len(reads) == 18
+        assert open_dataset(str(root), split="test").source.keys() == keys and len(reads) == 18
 
 
 def test_an_unreadable_image_in_a_shard_is_skipped_with_its_reason(model, sets, tmp_path):
     folder = sets[0]
     files = sorted((folder / "test" / "red").iterdir())
     write_shards(tmp_path / "s", [{"png": files[1].read_bytes()}, {"png": b"not a png"}], 1, count_file=False)
-    res = embed_images(model, load_dataset(str(tmp_path / "s" / "0.tar")), tmp_path / "cache", quiet=True)
+    res = embed_images(model, open_dataset(str(tmp_path / "s" / "0.tar")), tmp_path / "cache")
     assert res.indices.tolist() == [0]
     assert len(res.failures) == 1 and res.failures[0][1].endswith("0.tar/s00001.png")
     assert "not an image" in res.failures[0][2]
