@@ -274,16 +274,21 @@ class _SpanNewton:
         return max(float(np.abs(gW).max()), float(np.abs(G[:, -1]).max()))
 
     def line_search(self, theta, D, f, slope, gmax, offset, wd, mask):
-        """Backtracking from the full Newton step to the Armijo condition; None when no step makes progress."""
-        floor = 4 * np.finfo(float).eps * max(1.0, abs(f))
+        """Backtracking from the full Newton step to the Armijo condition: (theta, f, Z, lse, judged by the
+        gradient), or None when no step makes progress. Where the predicted decrease is below the objective's
+        rounding, the full step is taken if it at least halves max |gradient|."""
+        if -slope <= 8 * np.finfo(float).eps * max(1.0, abs(f)):
+            trial = theta + D
+            f_new, Z, lse = self.objective(trial, offset, wd, mask)
+            if self.grad_max(self.gradient(trial, Z, lse, wd, mask)[0]) <= 0.5 * gmax:
+                return trial, f_new, Z, lse, True
+            return None
         t = 1.0
         while t >= 1e-10:
             trial = theta + t * D
             f_new, Z, lse = self.objective(trial, offset, wd, mask)
             if f_new <= f + 1e-4 * t * slope:
-                return trial, f_new, Z, lse
-            if f_new <= f + floor and self.grad_max(self.gradient(trial, Z, lse, wd, mask)[0]) < gmax:
-                return trial, f_new, Z, lse  # a change below rounding, judged by the gradient instead
+                return trial, f_new, Z, lse, False
             t *= 0.5
         return None
 
@@ -317,16 +322,15 @@ class _SpanNewton:
         theta = self.start(wd, A, anchor, init, offset, mask)
         f, Z, lse = self.objective(theta, offset, wd, mask)
         G, P = self.gradient(theta, Z, lse, wd, mask)
-        gmax, iters = self.grad_max(G), 0
+        gmax, iters, flat = self.grad_max(G), 0, 0
         while gmax > tol and iters < max_iter:
             D = self.solve(-G, P, s, min(0.1, math.sqrt(float(np.sqrt((G * G).sum())))))
             slope = float((G * D).sum())
-            if not slope < 0:
+            step = self.line_search(theta, D, f, slope, gmax, offset, wd, mask) if slope < 0 else None
+            flat = flat + 1 if step is not None and step[4] else 0
+            if step is None or flat > 3:  # no further progress at float64 precision
                 break
-            step = self.line_search(theta, D, f, slope, gmax, offset, wd, mask)
-            if step is None:  # no further progress at float64 precision
-                break
-            theta, f, Z, lse = step
+            theta, f, Z, lse, _ = step
             G, P = self.gradient(theta, Z, lse, wd, mask)
             gmax, iters = self.grad_max(G), iters + 1
         dW = theta[:, :-1] if self.Q is None else theta[:, :-1] @ self.Q.T
