@@ -283,6 +283,9 @@ def run(args, torch) -> None:
             print(markdown_table(details[-1]["points"], ["wd", "cliplab_train_acc", "cliplab_val_acc",
                                                          "sklearn_val_acc", "cliplab_iter", "sklearn_iter",
                                                          "cliplab_converged", "added"]), flush=True)
+    if not rows and not krows:
+        print("nothing measured (no data)")
+        return
     if rows:
         cols = ["model", "dataset", "n_train", "n_test", "dim", "grid_points", "cliplab_wd", "sklearn_wd",
                 "cliplab_acc", "sklearn_acc", "diff_pt", "cliplab_s", "sklearn_s", "speedup", "cliplab_converged",
