@@ -200,8 +200,7 @@ def _centre(V: np.ndarray) -> np.ndarray:
 
 
 class _SpanNewton:
-    """Few-shot problems in float64 on the CPU: truncated Newton in the span of the training features, the weight
-    decays followed as a path (see the module docstring)."""
+    """k-shot fits in float64 on the CPU: truncated Newton in the span of the shots (see the module docstring)."""
 
     LAG = 10  # rebuild the preconditioner once a conjugate-gradient solve needs more iterations than this
 
@@ -297,9 +296,8 @@ class _SpanNewton:
         return max(float(np.abs(gW).max()), float(np.abs(G[:, -1]).max()))
 
     def line_search(self, theta, D, f, slope, gmax, offset, wd, mask):
-        """Backtracking from the full Newton step to the Armijo condition: (theta, f, Z, lse, judged by the
-        gradient), or None when no step makes progress. Where the predicted decrease is below the objective's
-        rounding, the full step is taken if it at least halves max |gradient|."""
+        """(theta, f, Z, lse, below_rounding) of an accepted step along ``D``, or None when none makes progress."""
+        # the predicted decrease below the objective's rounding: the full step is judged by max |gradient| instead
         if -slope <= 8 * np.finfo(float).eps * max(1.0, abs(f)):
             trial = theta + D
             f_new, Z, lse = self.objective(trial, offset, wd, mask)
@@ -307,7 +305,7 @@ class _SpanNewton:
                 return trial, f_new, Z, lse, True
             return None
         t = 1.0
-        while t >= 1e-10:
+        while t >= 1e-10:  # backtracking from the full Newton step to the Armijo condition
             trial = theta + t * D
             f_new, Z, lse = self.objective(trial, offset, wd, mask)
             if f_new <= f + 1e-4 * t * slope:

@@ -244,9 +244,7 @@ def regime_data(n, d, classes, noise, seed=1):
 
 @pytest.mark.parametrize("label,n,d,classes,noise,wd", REGIMES, ids=[r[0] for r in REGIMES])
 def test_newton_reaches_the_sklearn_optimum(label, n, d, classes, noise, wd):
-    """Same optimum as scikit-learn (newton-cholesky at tol 1e-10, taken as exact): objective, coefficients,
-    centred intercepts; at the default tol 1e-6 the gradient test holds (checked independently in float64) and
-    predictions agree with scikit-learn's lbfgs at the same tolerance."""
+    """Same optimum as scikit-learn's (newton-cholesky at tol 1e-10): objective, coefficients, centred intercepts."""
     X, y, Xo, _ = regime_data(n, d, classes, noise)
     C = int(y.max()) + 1
     N, No = l2_normalize(X).astype(float), l2_normalize(Xo).astype(float)
@@ -271,8 +269,7 @@ def test_newton_reaches_the_sklearn_optimum(label, n, d, classes, noise, wd):
 
 @pytest.mark.parametrize("label,n,d,classes,noise,wd", REGIMES, ids=[r[0] for r in REGIMES])
 def test_newton_anchored_reaches_the_scipy_optimum(label, n, d, classes, noise, wd):
-    """The anchored objective (W pulled towards the zero-shot classifier, bias towards zero) against scipy's
-    L-BFGS-B on the same objective in the full feature space."""
+    """Anchored objective (W towards the anchor, b towards 0): scipy's L-BFGS-B optimum in the full space."""
     X, y, _, _ = regime_data(n, d, classes, noise, seed=2)
     C = int(y.max()) + 1
     anchor = 20.0 * l2_normalize(np.random.default_rng(3).normal(size=(C, d))).astype(np.float64)
@@ -290,9 +287,8 @@ def test_newton_anchored_reaches_the_scipy_optimum(label, n, d, classes, noise, 
 @given(n_per=st.integers(1, 20), d=st.integers(2, 80), classes=st.integers(2, 8), log_wd=st.integers(-8, 1),
        noise=st.sampled_from([0.0, 0.5]), anchored=st.booleans(), seed=st.integers(0, 2**16))
 def test_newton_meets_the_gradient_test_and_beats_references(n_per, d, classes, log_wd, noise, anchored, seed):
-    """Any small problem: the Newton fit claims convergence only when the gradient test holds (recomputed here);
-    run to tol 1e-10, no reference finds a lower objective (scikit-learn's lbfgs for the plain probe, scipy's
-    L-BFGS-B for the anchored one)."""
+    """Any small problem: converged means the gradient test holds, and no reference finds a lower objective."""
+    # the gradient is recomputed here; references: scikit-learn's lbfgs (plain), scipy's L-BFGS-B (anchored)
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(classes, d))
     y = np.repeat(np.arange(classes), n_per)
@@ -318,8 +314,7 @@ def test_newton_meets_the_gradient_test_and_beats_references(n_per, d, classes, 
 
 
 def test_newton_path_gives_the_fits_of_cold_starts():
-    """The sweep follows the weight decays as a path (each fit starts from the previous one's tangent): every
-    point must be the optimum a fit from scratch reaches."""
+    """Each fit of a sweep starts on the path's tangent from the previous one and still lands on the optimum."""
     X, y = teacher(n=60, d=48, classes=5, noise=0.0, cond=10, seed=4)
     Xv, yv = teacher(n=200, d=48, classes=5, noise=0.0, cond=10, seed=5)
     grid = probe._check_grid(probe.KSHOT_WD_GRID)
@@ -343,10 +338,10 @@ def kshot_data():
 
 
 def test_kshot_rows_equal_the_sklearn_protocol():
-    """k-shot rows (chosen weight decay and test accuracy per seed) equal those of scikit-learn's exact optimum
-    (newton-cholesky, tol 1e-10) under the same protocol: shots, validation part, grid, ties to the larger wd.
-    The Newton solver goes on past tol 1e-6 to the optimum (POLISH_TOL), where tol 1e-6 alone would leave
-    held-out predictions loosely determined at wd 1e-7, for any solver."""
+    """k-shot rows (wd and test accuracy per seed) equal scikit-learn's exact optimum's under the same protocol."""
+    # protocol: shots, validation part, grid, ties to the larger wd; reference: newton-cholesky at tol 1e-10. The
+    # Newton solver goes on past tol 1e-6 to POLISH_TOL: tol 1e-6 alone leaves held-out predictions loosely
+    # determined at wd 1e-7, for any solver
     X, y, Xte, yte, _ = kshot_data()
     rows = kshot_probes(X, y, Xte, yte, 4, ks=(1, 2, 4, 8), seeds=(0, 1), device="cpu")
     tr, va = stratified_split(y, 0.2, seed=12345)
@@ -362,9 +357,9 @@ def test_kshot_rows_equal_the_sklearn_protocol():
 
 
 def test_kshot_newton_and_lbfgs_solvers_agree(monkeypatch):
-    """The same k-shot rows from the Newton solver and from L-BFGS (forced by a zero cost budget), plain and
-    anchored, on a grid where tol 1e-6 determines the optimum's predictions (L-BFGS stopped at tol 1e-6 with
-    wd 1e-7 can sit a validation image or two away from the optimum, see the test above)."""
+    """The same k-shot rows, plain and anchored, from the Newton solver and from L-BFGS (zero cost budget)."""
+    # on a grid where tol 1e-6 determines the optimum's predictions: L-BFGS stopped at tol 1e-6 with wd 1e-7
+    # can sit a validation image or two away from the optimum (see the test above)
     X, y, Xte, yte, means = kshot_data()
     kw = dict(ks=(1, 4), seeds=(0, 1), zeroshot_weights=means, logit_scale=30.0, grid=(1e-3, 1e-2, 1e-1, 1.0),
               device="cpu")
@@ -389,8 +384,7 @@ def test_large_kshot_problems_keep_lbfgs():
 
 
 def test_newton_non_convergence_is_never_silent():
-    """A stop before the gradient test is reported (max_iter, or no progress at float64 precision), with the
-    max |gradient| of the original W and b (not of the reduced coordinates), and k-shot probes warn."""
+    """A stop before the gradient test (max_iter, float64's floor) is reported with max |gradient| of W and b."""
     X, y = teacher(n=60, d=48, classes=5, noise=0.0, cond=10, seed=6)
     for n in (60, 20):  # n > d, and n < d (the fit runs in the span of the 20 images)
         m = probe._SpanNewton(X[:n], y[:n], 5).fit(1e-7, max_iter=1)
