@@ -39,6 +39,8 @@ Problems too large for it (``NEWTON_MAX_COST``: many classes and shots) keep L-B
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import time
 import warnings
@@ -47,6 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy.linalg import lapack
+from threadpoolctl import ThreadpoolController
 
 from cliplab.errors import CliplabError
 from cliplab.tasks.metrics import classification_metrics, l2_normalize
@@ -194,6 +197,12 @@ def _lbfgs(Z, yt, V, P, P_inv, A, S, wd: float, max_iter: int, tol: float, retry
     return iters, gmax
 
 
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The BLAS/LAPACK pools numpy and scipy use (found once)."""
+    return ThreadpoolController()
+
+
 def _centre(V: np.ndarray) -> np.ndarray:
     """``V`` minus its mean over classes (rows): the part that changes the objective."""
     return V - V.mean(0)
@@ -334,6 +343,13 @@ class _SpanNewton:
     def fit(self, wd: float, *, anchor=None, init=None, max_iter: int = DEFAULT_MAX_ITER,
             tol: float = DEFAULT_TOL) -> LinearModel:
         """Minimise the probe objective at ``wd`` (the same as :meth:`_Problem.fit`); iterations are Newton steps."""
+        # one BLAS thread: the matrices are small (more threads only add synchronisation, ruinous on a busy
+        # machine), and the result is then the same bit for bit whatever the thread settings
+        with _blas().limit(limits=1, user_api="blas"):
+            return self.newton(wd, anchor, init, max_iter, tol)
+
+    def newton(self, wd: float, anchor, init, max_iter: int, tol: float) -> LinearModel:
+        """The body of :meth:`fit`."""
         C, d = self.num_classes, self.X.shape[1]
         A = np.zeros((C, d)) if anchor is None else np.asarray(anchor, np.float64)
         offset = self.X @ A.T
@@ -639,11 +655,14 @@ def kshot_probes(X_train, y_train, X_test, y_test, num_classes: int, ks=(1, 2, 4
                 shots = tr[sample_kshot(y_train[tr], k, seed=s)]
                 # the sweep fits on the shots themselves: its chosen fit is the k-shot probe (no refit needed)
                 prob = _kshot_problem(X_train[shots], y_train[shots], num_classes, device)
-                sw = _sweep(prob, X_train[shots], y_train[shots], X_train[va], y_train[va], grid, anchor=anc,
-                            max_iter=max_iter, tol=tol, extend=0, on_fit=None)
+                # the Newton solver's sweep and scoring on one BLAS thread (small matrices, see _SpanNewton.fit)
+                with (_blas().limit(limits=1, user_api="blas") if isinstance(prob, _SpanNewton) else
+                      contextlib.nullcontext()):
+                    sw = _sweep(prob, X_train[shots], y_train[shots], X_train[va], y_train[va], grid, anchor=anc,
+                                max_iter=max_iter, tol=tol, extend=0, on_fit=None)
+                    row.accs.append(_accuracy(sw.model, X_test, y_test))
                 n_fits += len(sw.points)
                 bad += [f"k={k} seed={s} {name} wd={p.wd:.0e} ({p.iterations} it.)" for p in sw.unconverged]
-                row.accs.append(_accuracy(sw.model, X_test, y_test))
                 row.wds.append(sw.best)
                 row.seeds.append(s)
                 if on_fit is not None:

@@ -374,6 +374,26 @@ def test_kshot_newton_and_lbfgs_solvers_agree(monkeypatch):
     assert [(r.k, r.variant, r.wds, r.accs) for r in newton] == [(r.k, r.variant, r.wds, r.accs) for r in lbfgs]
 
 
+def test_kshot_newton_results_do_not_depend_on_thread_count(monkeypatch):
+    """Newton fits run BLAS on one thread whatever the settings, so k-shot rows are the same bit for bit."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    X, y, Xte, yte, means = kshot_data()
+    seen, newton = [], probe._SpanNewton.newton
+
+    def spy(self, *a):
+        seen.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+        return newton(self, *a)
+
+    monkeypatch.setattr(probe._SpanNewton, "newton", spy)
+    rows = {}
+    for n in (1, 2):
+        with threadpool_limits(n):
+            rows[n] = kshot_probes(X, y, Xte, yte, 4, ks=(2,), seeds=(0,), zeroshot_weights=means, device="cpu")
+    assert seen and set(seen) == {1}
+    assert [(r.accs, r.wds) for r in rows[1]] == [(r.accs, r.wds) for r in rows[2]]
+
+
 def test_large_kshot_problems_keep_lbfgs():
     rng = np.random.default_rng(0)
     big, small = rng.normal(size=(1600, 512)), rng.normal(size=(160, 64))
