@@ -222,8 +222,9 @@ class _SpanNewton:
         self.X, self.num_classes = X, num_classes
         n, d = X.shape
         # W - anchor lies in the row space of X at the optimum (outside it the penalty grows, the loss does not)
-        self.Q = np.linalg.qr(X.T)[0] if n < d else None
-        F = X if self.Q is None else X @ self.Q
+        with _blas().limit(limits=1, user_api="blas"):  # one thread, as in fit
+            self.Q = np.linalg.qr(X.T)[0] if n < d else None
+            F = X if self.Q is None else X @ self.Q
         self.F = np.hstack([F, np.ones((n, 1))])  # reduced features, then the bias column
         self.onehot = np.eye(num_classes)[self.y]
         self.precond = None
