@@ -419,7 +419,8 @@ def test_newton_non_convergence_is_never_silent():
     assert not m.converged and m.iterations < 500 and m.grad_max < 1e-12
     assert "made no further progress" in probe._unconverged_text(m, 0.0, 500)
     Xte, yte = teacher(n=100, d=48, classes=5, noise=0.0, cond=10, seed=7)
-    with pytest.warns(ProbeWarning, match=r"k-shot probes: \d+ of 18 fits stopped unconverged \(tol 1e-06, max_iter 1\)"):
+    unconverged = r"k-shot probes: \d+ of 18 fits stopped unconverged \(tol 1e-06, max_iter 1\)"
+    with pytest.warns(ProbeWarning, match=unconverged):
         kshot_probes(np.concatenate([X, Xte]), np.concatenate([y, yte]), Xte, yte, 5, ks=(2, 4), seeds=(0,),
                      max_iter=1, device="cpu")
 
