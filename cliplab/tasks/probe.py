@@ -16,9 +16,31 @@ Convergence: a fit runs until max |gradient of the objective| <= ``tol`` (scikit
 float32 and then, if float32 stalls first, in float64; otherwise it reports ``converged=False`` and warns with
 its iteration count (:class:`ProbeWarning`). The weight-decay sweep goes from large to small, each fit
 warm-started from the previous one, and extends the grid when the choice sits at one of its ends.
+
+k-shot probes (n = k x classes images, often fewer than the feature dimension d) use a second solver for the
+same objective and the same gradient test, ``_SpanNewton`` (float64, CPU), because near-separable shots with
+tiny weight decays take L-BFGS hundreds to thousands of iterations to the tolerance:
+
+- Span of the data: at the optimum ``W - W_anchor`` lies in the row space of the shots (a component outside it
+  changes no logit and only adds penalty), so with ``Q`` an orthonormal basis of that space (QR, when n < d) the
+  fit runs on ``W = W_anchor + V Q^T``: ``classes x (min(n, d) + 1)`` unknowns instead of ``classes x (d + 1)``,
+  an exact reduction. ``W_anchor`` enters as a fixed logit offset ``X W_anchor^T``.
+- Truncated Newton: each step solves ``H D = -gradient`` by conjugate gradients with Hessian-vector products
+  (exact softmax Hessian), preconditioned by the inverses of the Hessian's per-class diagonal blocks
+  ``F^T diag(p_c (1 - p_c)) F / n + wd``, on class-centred matrices (the softmax is unchanged by adding one
+  vector to every class, so the optimum is centred and that direction is left out), then an Armijo line search.
+  Newton's steps do not slow down where the curvature is tiny (probabilities near 0 or 1 on separable shots),
+  which is what makes L-BFGS crawl there.
+- Path over the grid: the sweep goes from large to small weight decays and starts each fit on the tangent of the
+  path of optima, ``theta + log(wd'/wd) * d theta / d log wd`` with ``d theta / d log wd = -H^-1 (wd * theta)``
+  (penalised coordinates), taken when it lowers the objective; most grid points then need 1-4 Newton steps.
+
+Problems too large for it (``NEWTON_MAX_COST``: many classes and shots) keep L-BFGS.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import time
 import warnings
@@ -26,6 +48,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.linalg import lapack
+from threadpoolctl import ThreadpoolController
 
 from cliplab.errors import CliplabError
 from cliplab.tasks.metrics import classification_metrics, l2_normalize
@@ -36,6 +60,12 @@ KSHOT_WD_GRID = tuple(float(x) for x in np.logspace(-7, 1, 9))
 DEFAULT_MAX_ITER = 10000
 DEFAULT_TOL = 1e-6  # on max |gradient| of the (mean) objective: scikit-learn's lbfgs ``tol`` has the same meaning
 DEFAULT_EXTEND = 4  # grid points added beyond an edge where the choice sits, at the grid's own spacing
+# k-shot sweeps use the Newton solver while one preconditioner build costs at most this many multiply-adds
+# (C r^2 (n + r), r = min(n, d) + 1; EuroSAT k = 16 with 512-d features: 8e7); larger problems use L-BFGS.
+NEWTON_MAX_COST = 2e9
+# the Newton solver goes on past ``tol`` to this max |gradient| (float64 allows it, a step or two more): at tol 1e-6
+# directions whose curvature is ~wd (1e-7) are still undetermined by O(10), enough to move held-out predictions
+POLISH_TOL = 1e-12
 
 
 class ProbeWarning(UserWarning):
@@ -167,6 +197,188 @@ def _lbfgs(Z, yt, V, P, P_inv, A, S, wd: float, max_iter: int, tol: float, retry
     return iters, gmax
 
 
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The BLAS/LAPACK pools numpy and scipy use (found once)."""
+    return ThreadpoolController()
+
+
+def _centre(V: np.ndarray) -> np.ndarray:
+    """``V`` minus its mean over classes (rows): the part that changes the objective."""
+    return V - V.mean(0)
+
+
+class _SpanNewton:
+    """k-shot fits in float64 on the CPU: truncated Newton in the span of the shots (see the module docstring)."""
+
+    LAG = 10  # rebuild the preconditioner once a conjugate-gradient solve needs more iterations than this
+
+    def __init__(self, X, y, num_classes: int, normalize: bool = True):
+        X = (l2_normalize(X) if normalize else np.asarray(X, np.float32)).astype(np.float64)
+        self.y = np.asarray(y, dtype=np.int64)
+        if len(self.y) and (int(self.y.min()) < 0 or int(self.y.max()) >= num_classes):
+            raise CliplabError(f"labels must lie in [0, num_classes={num_classes}); got "
+                               f"{int(self.y.min())}..{int(self.y.max())}")
+        self.X, self.num_classes = X, num_classes
+        n, d = X.shape
+        # W - anchor lies in the row space of X at the optimum (outside it the penalty grows, the loss does not)
+        with _blas().limit(limits=1, user_api="blas"):  # one thread, as in fit
+            self.Q = np.linalg.qr(X.T)[0] if n < d else None
+            F = X if self.Q is None else X @ self.Q
+        self.F = np.hstack([F, np.ones((n, 1))])  # reduced features, then the bias column
+        self.onehot = np.eye(num_classes)[self.y]
+        self.precond = None
+        self.last_cg = 0
+        self.last = None  # (model, anchor, theta, probabilities) of the previous fit: where the path goes on
+
+    @staticmethod
+    def cost(n: int, d: int, num_classes: int) -> float:
+        """Multiply-adds of one preconditioner build: C r^2 (n + r), r = min(n, d) + 1."""
+        r = min(n, d) + 1
+        return float(num_classes) * r * r * (n + r)
+
+    def objective(self, theta, offset, wd, mask):
+        """Objective, logits and log-partition at ``theta`` = [W - anchor in the reduced basis, b]."""
+        Z = offset + self.F @ theta.T
+        top = Z.max(1)
+        lse = np.log(np.exp(Z - top[:, None]).sum(1)) + top
+        loss = float(np.mean(lse - Z[np.arange(len(self.y)), self.y]))
+        return loss + 0.5 * wd * float((theta * theta * mask).sum()), Z, lse
+
+    def gradient(self, theta, Z, lse, wd, mask):
+        """Gradient in the reduced coordinates and the class probabilities."""
+        P = np.exp(Z - lse[:, None])
+        return (P - self.onehot).T @ self.F / len(self.y) + wd * mask * theta, P
+
+    def hessian_times(self, V, P, s):
+        """Hessian of the objective at probabilities ``P`` (penalty ``s`` per column) times ``V``."""
+        PZ = P * (self.F @ V.T)
+        return (PZ - P * PZ.sum(1, keepdims=True)).T @ self.F / len(self.y) + s * V
+
+    def build_preconditioner(self, P, s):
+        """Inverses of the Hessian's per-class diagonal blocks F^T diag(p_c (1 - p_c)) F / n + diag(s)."""
+        n, r = self.F.shape
+        C = self.num_classes
+        w = P * (1.0 - P)
+        B = ((self.F[:, None, :] * w[:, :, None]).reshape(n, C * r).T @ self.F).reshape(C, r, r) / n
+        B[:, np.arange(r), np.arange(r)] += s + 1e-12 * (1.0 + B.diagonal(0, 1, 2).max(1, keepdims=True))
+        inv = np.empty_like(B)
+        for c in range(C):
+            L, info = lapack.dpotrf(B[c], lower=1)
+            if info == 0:
+                L, info = lapack.dpotri(L, lower=1)
+            inv[c] = np.tril(L) + np.tril(L, -1).T if info == 0 else np.diag(1.0 / B[c].diagonal())
+        self.precond = inv
+
+    def solve(self, rhs, P, s, rtol: float) -> np.ndarray:
+        """Preconditioned conjugate gradients for H D = rhs on class-centred matrices, to ``rtol`` relative."""
+        if self.precond is None or self.last_cg > self.LAG:
+            self.build_preconditioner(P, s)
+
+        def apply(R):
+            return _centre((self.precond @ R[:, :, None])[:, :, 0])
+
+        r = _centre(rhs)
+        D = np.zeros_like(r)
+        goal = rtol * float(np.sqrt((r * r).sum()))
+        z = apply(r)
+        p, rz = z, float((r * z).sum())
+        limit = min(250, (self.num_classes - 1) * self.F.shape[1] + 1)
+        for it in range(1, limit + 1):
+            Hp = _centre(self.hessian_times(p, P, s))
+            pHp = float((p * Hp).sum())
+            if not pHp > 0:
+                break
+            a = rz / pHp
+            D += a * p
+            r = r - a * Hp
+            if float(np.sqrt((r * r).sum())) <= goal:
+                break
+            z = apply(r)
+            rz, rz_old = float((r * z).sum()), rz
+            p = z + (rz / rz_old) * p
+        self.last_cg = it
+        return D
+
+    def grad_max(self, G) -> float:
+        """max |gradient| with respect to the original W and b."""
+        gW = G[:, :-1] if self.Q is None else G[:, :-1] @ self.Q.T
+        return max(float(np.abs(gW).max()), float(np.abs(G[:, -1]).max()))
+
+    def line_search(self, theta, D, f, slope, gmax, offset, wd, mask):
+        """(theta, f, Z, lse, below_rounding) of an accepted step along ``D``, or None when none makes progress."""
+        # the predicted decrease below the objective's rounding: the full step is judged by max |gradient| instead
+        if -slope <= 8 * np.finfo(float).eps * max(1.0, abs(f)):
+            trial = theta + D
+            f_new, Z, lse = self.objective(trial, offset, wd, mask)
+            if self.grad_max(self.gradient(trial, Z, lse, wd, mask)[0]) <= 0.5 * gmax:
+                return trial, f_new, Z, lse, True
+            return None
+        t = 1.0
+        while t >= 1e-10:  # backtracking from the full Newton step to the Armijo condition
+            trial = theta + t * D
+            f_new, Z, lse = self.objective(trial, offset, wd, mask)
+            if f_new <= f + 1e-4 * t * slope:
+                return trial, f_new, Z, lse, False
+            t *= 0.5
+        return None
+
+    def start(self, wd, A, anchor, init, offset, mask):
+        """Starting point: the tangent of the path from the previous fit when ``init`` is that fit, else ``init``."""
+        if self.last is not None and init is not None and init[0] is self.last[0].W and self.last[1] is anchor:
+            prev, _, theta, P = self.last
+            s = prev.wd * mask
+            # d theta / d log(wd) = -H^-1 (wd mask theta): differentiate gradient = 0 along the weight decay
+            step = self.solve(-s * theta, P, s, 1e-2)
+            guess = theta + math.log(wd / prev.wd) * step if prev.wd > 0 and wd > 0 else theta
+            if self.objective(guess, offset, wd, mask)[0] < self.objective(theta, offset, wd, mask)[0]:
+                return guess
+            return theta
+        theta = np.zeros((self.num_classes, self.F.shape[1]))
+        if init is not None:
+            dW = np.asarray(init[0], np.float64) - A
+            theta[:, :-1] = dW if self.Q is None else dW @ self.Q
+            theta[:, -1] = np.asarray(init[1], np.float64)
+        return _centre(theta)
+
+    def fit(self, wd: float, *, anchor=None, init=None, max_iter: int = DEFAULT_MAX_ITER,
+            tol: float = DEFAULT_TOL) -> LinearModel:
+        """Minimise the probe objective at ``wd`` (the same as :meth:`_Problem.fit`); iterations are Newton steps."""
+        # one BLAS thread: the matrices are small (more threads only add synchronisation, ruinous on a busy
+        # machine), and the result is then the same bit for bit whatever the thread settings
+        with _blas().limit(limits=1, user_api="blas"):
+            return self.newton(wd, anchor, init, max_iter, tol)
+
+    def newton(self, wd: float, anchor, init, max_iter: int, tol: float) -> LinearModel:
+        """The body of :meth:`fit`."""
+        C, d = self.num_classes, self.X.shape[1]
+        A = np.zeros((C, d)) if anchor is None else np.asarray(anchor, np.float64)
+        offset = self.X @ A.T
+        mask = np.ones(self.F.shape[1])
+        mask[-1] = 0.0 if anchor is None else 1.0  # the bias is not penalised (anchored probes pull it to zero)
+        s = wd * mask
+        theta = self.start(wd, A, anchor, init, offset, mask)
+        f, Z, lse = self.objective(theta, offset, wd, mask)
+        G, P = self.gradient(theta, Z, lse, wd, mask)
+        gmax, iters, flat = self.grad_max(G), 0, 0
+        # past tol, Newton's last steps are nearly free: going on to POLISH_TOL makes the fit the optimum itself,
+        # so that predictions do not depend on where within tol a solver, path or thread count stopped
+        while gmax > min(tol, POLISH_TOL) and iters < max_iter:
+            D = self.solve(-G, P, s, min(0.1, math.sqrt(float(np.sqrt((G * G).sum())))))
+            slope = float((G * D).sum())
+            step = self.line_search(theta, D, f, slope, gmax, offset, wd, mask) if slope < 0 else None
+            flat = flat + 1 if step is not None and step[4] else 0
+            if step is None or flat > 3:  # no further progress at float64 precision
+                break
+            theta, f, Z, lse, _ = step
+            G, P = self.gradient(theta, Z, lse, wd, mask)
+            gmax, iters = self.grad_max(G), iters + 1
+        dW = theta[:, :-1] if self.Q is None else theta[:, :-1] @ self.Q.T
+        model = LinearModel(A + dW, theta[:, -1].copy(), float(wd), iters, bool(gmax <= tol), gmax)
+        self.last = (model, anchor, theta, P)
+        return model
+
+
 def _unconverged_text(m: LinearModel, tol: float, max_iter: int) -> str:
     why = f"hit max_iter={max_iter}" if m.iterations >= max_iter else "made no further progress"
     return (f"wd={m.wd:.1e}: stopped after {m.iterations} iterations ({why}), max |gradient| {m.grad_max:.1e} > "
@@ -275,10 +487,26 @@ def sweep_weight_decay(X_tr, y_tr, X_val, y_val, num_classes: int, grid=DEFAULT_
     the grid's spacing; if it still does, ``edge`` says so (and, with ``warn``, a :class:`ProbeWarning`, as for
     fits that stopped unconverged). ``on_fit(done, total)`` is called after each fit (total grows on extension).
     """
+    grid = _check_grid(grid)
+    sweep = _sweep(_Problem(X_tr, y_tr, num_classes, device), X_tr, y_tr, X_val, y_val, grid, anchor=anchor,
+                   max_iter=max_iter, tol=tol, extend=extend, on_fit=on_fit)
+    if warn:
+        for msg in sweep.messages(label):
+            warnings.warn(msg, ProbeWarning, stacklevel=2)
+    return sweep
+
+
+def _check_grid(grid) -> list[float]:
+    """The grid as distinct weight decays, largest first; an error unless all are positive and finite."""
     grid = sorted({float(w) for w in grid}, reverse=True)
     if not grid or grid[-1] <= 0 or not all(math.isfinite(w) for w in grid):
         raise CliplabError(f"grid: weight decays must be positive finite numbers, got {grid}")
-    prob = _Problem(X_tr, y_tr, num_classes, device)
+    return grid
+
+
+def _sweep(prob, X_tr, y_tr, X_val, y_val, grid: list[float], *, anchor, max_iter: int, tol: float, extend: int,
+           on_fit) -> WeightDecaySweep:
+    """The sweep of :func:`sweep_weight_decay` on a problem (``_Problem`` or ``_SpanNewton``), without warnings."""
     points: dict[float, SweepPoint] = {}
     models: dict[float, LinearModel] = {}
     total = [len(grid)]
@@ -311,12 +539,8 @@ def sweep_weight_decay(X_tr, y_tr, X_val, y_val, num_classes: int, grid=DEFAULT_
             if _choose(points) == end:
                 edge = side
     best = _choose(points)
-    sweep = WeightDecaySweep(best, [points[w] for w in sorted(points)], len(y_tr), len(y_val), tol, max_iter, edge,
-                             models[best])
-    if warn:
-        for msg in sweep.messages(label):
-            warnings.warn(msg, ProbeWarning, stacklevel=2)
-    return sweep
+    return WeightDecaySweep(best, [points[w] for w in sorted(points)], len(y_tr), len(y_val), tol, max_iter, edge,
+                            models[best])
 
 
 @dataclass
@@ -367,6 +591,14 @@ def linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
                        sweep=sweep, tol=tol, max_iter=max_iter)
 
 
+def _kshot_problem(X, y, num_classes: int, device):
+    """The solver for one k-shot sweep: Newton in the span of the shots when small enough, else L-BFGS."""
+    n, d = np.shape(X)
+    if _SpanNewton.cost(n, d, num_classes) <= NEWTON_MAX_COST:
+        return _SpanNewton(X, y, num_classes)
+    return _Problem(X, y, num_classes, device)
+
+
 def sample_kshot(labels: np.ndarray, k: int, seed: int, exclude: np.ndarray | None = None) -> np.ndarray:
     """k random indices per class (all of a class's images if it has fewer), seeded."""
     rng = np.random.default_rng(seed)
@@ -404,8 +636,10 @@ def kshot_probes(X_train, y_train, X_test, y_test, num_classes: int, ks=(1, 2, 4
     """For each k and seed: sample k shots per class from the train part (a stratified validation part of the
     train split is held out and used only to choose the weight decay), fit, score on test. With
     ``zeroshot_weights`` (C, d unit rows) also the anchored variant and the zero-shot baseline (k = 0).
-    Fits that stop unconverged are counted in one :class:`ProbeWarning` at the end."""
-    grid = grid or KSHOT_WD_GRID
+    Fits that stop unconverged are counted in one :class:`ProbeWarning` at the end. The fits run on the CPU
+    with the Newton solver (``_SpanNewton``) when the shots make a small enough problem (``NEWTON_MAX_COST``),
+    else with L-BFGS on ``device``; both minimise the same objective to the same gradient test."""
+    grid = _check_grid(grid or KSHOT_WD_GRID)
     tr, va = stratified_split(y_train, val_fraction, seed=12345)
     rows = []
     anchor = None
@@ -421,12 +655,15 @@ def kshot_probes(X_train, y_train, X_test, y_test, num_classes: int, ks=(1, 2, 4
             for s in seeds:
                 shots = tr[sample_kshot(y_train[tr], k, seed=s)]
                 # the sweep fits on the shots themselves: its chosen fit is the k-shot probe (no refit needed)
-                sw = sweep_weight_decay(X_train[shots], y_train[shots], X_train[va], y_train[va], num_classes,
-                                        grid, anchor=anc, device=device, max_iter=max_iter, tol=tol, extend=0,
-                                        warn=False)
+                prob = _kshot_problem(X_train[shots], y_train[shots], num_classes, device)
+                # the Newton solver's sweep and scoring on one BLAS thread (small matrices, see _SpanNewton.fit)
+                with (_blas().limit(limits=1, user_api="blas") if isinstance(prob, _SpanNewton) else
+                      contextlib.nullcontext()):
+                    sw = _sweep(prob, X_train[shots], y_train[shots], X_train[va], y_train[va], grid, anchor=anc,
+                                max_iter=max_iter, tol=tol, extend=0, on_fit=None)
+                    row.accs.append(_accuracy(sw.model, X_test, y_test))
                 n_fits += len(sw.points)
                 bad += [f"k={k} seed={s} {name} wd={p.wd:.0e} ({p.iterations} it.)" for p in sw.unconverged]
-                row.accs.append(_accuracy(sw.model, X_test, y_test))
                 row.wds.append(sw.best)
                 row.seeds.append(s)
                 if on_fit is not None:
