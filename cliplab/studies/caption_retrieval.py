@@ -20,7 +20,7 @@ from cliplab.report.notebook import Notebook
 from cliplab.report.plots import image_grid, save_figure
 from cliplab.results.exports import TABLE_SUFFIXES
 from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, pct, skipped
-from cliplab.tasks.caption_retrieval import RetrievalResult as RetrievalRanks, caption_retrieval, chunked_topk
+from cliplab.tasks.caption_retrieval import RetrievalRanks, caption_retrieval, chunked_topk
 from cliplab.tasks.metrics import l2_normalize
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from cliplab.tasks.zeroshot import build_classifier, evaluate
 
 if TYPE_CHECKING:  # tasks.probe fits in torch: imported when a probe is fitted
     from cliplab.data.base import ImageDataset
-    from cliplab.tasks.probe import KShotRow, ProbeResult as ProbeFit
+    from cliplab.tasks.probe import KShotRow, ProbeFit
     from cliplab.models.base import LoadedModel
     from cliplab.prompts import TemplateSet
 

@@ -86,14 +86,14 @@ def rank_metrics(ranks: np.ndarray, ks=(1, 5, 10), prefix: str = "") -> dict:
 
 
 @dataclass
-class RetrievalResult:
+class RetrievalRanks:
     metrics: dict
     t2i_ranks: np.ndarray  # per caption
     i2t_ranks: np.ndarray  # per image
 
 
 def caption_retrieval(image_emb: np.ndarray, text_emb: np.ndarray, caption_image: np.ndarray, ks=(1, 5, 10), *,
-                      device=None, row_chunk: int = ROW_CHUNK, col_chunk: int = COL_CHUNK) -> RetrievalResult:
+                      device=None, row_chunk: int = ROW_CHUNK, col_chunk: int = COL_CHUNK) -> RetrievalRanks:
     t2i = text_to_image_ranks(text_emb, image_emb, caption_image, device=device, row_chunk=row_chunk,
                               col_chunk=col_chunk)
     i2t = image_to_text_ranks(image_emb, text_emb, caption_image, device=device, row_chunk=row_chunk,
@@ -101,4 +101,4 @@ def caption_retrieval(image_emb: np.ndarray, text_emb: np.ndarray, caption_image
     metrics = {**rank_metrics(t2i, ks, "text_to_image_"), **rank_metrics(i2t, ks, "image_to_text_")}
     metrics["num_images"] = int(len(image_emb))
     metrics["num_captions"] = int(len(text_emb))
-    return RetrievalResult(metrics, t2i, i2t)
+    return RetrievalRanks(metrics, t2i, i2t)

@@ -544,7 +544,7 @@ def _sweep(prob, X_tr, y_tr, X_val, y_val, grid: list[float], *, anchor, max_ite
 
 
 @dataclass
-class ProbeResult:
+class ProbeFit:
     wd: float
     val_curve: list[tuple[float, float]]
     train_metrics: dict
@@ -566,7 +566,7 @@ class ProbeResult:
 def linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
                  num_classes: int, *, wd: float | None = None, grid=DEFAULT_WD_GRID, val_fraction: float = 0.2,
                  seed: int = 0, anchor=None, device=None, ks=(1, 5), max_iter: int = DEFAULT_MAX_ITER,
-                 tol: float = DEFAULT_TOL, extend: int = DEFAULT_EXTEND, on_fit=None) -> ProbeResult:
+                 tol: float = DEFAULT_TOL, extend: int = DEFAULT_EXTEND, on_fit=None) -> ProbeFit:
     """Sweep weight decay on a stratified validation part of train (unless ``wd`` is given), refit on all of
     train (warm-started from the chosen sweep fit), report train and test metrics. Test data is used once, at
     the end. Unconverged fits and a choice at a grid edge warn (:class:`ProbeWarning`) and are recorded."""
@@ -584,7 +584,7 @@ def linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
     if not model.converged:
         warnings.warn(f"linear probe refit on all of train unconverged: {_unconverged_text(model, tol, max_iter)}; "
                       "raise max_iter or tol", ProbeWarning, stacklevel=2)
-    return ProbeResult(wd=wd, val_curve=sweep.curve if sweep else [],
+    return ProbeFit(wd=wd, val_curve=sweep.curve if sweep else [],
                        train_metrics=classification_metrics(model.scores(X_train), y_train, ks),
                        test_metrics=classification_metrics(model.scores(X_test), y_test, ks), model=model,
                        seconds=time.perf_counter() - t0, n_train=len(y_train), n_val=sweep.n_val if sweep else 0,
