@@ -362,7 +362,8 @@ STUDY = register(Study(
                                         "`cliplab zeroshot --help`)."), SPLIT_P, DATA_ROOT_P, LIMIT_P, *RUN),
     outputs=(Output("grid", "grid", "PNG of the {p:query} results.", (".png",), requires="query"),
              Output("index", "index", "save a FAISS flat index of the final descriptors (+ the PCA as "
-                    "INDEX.pca.npz).", reuse=True),
+                    "INDEX.pca.npz).", beside=lambda p: [p, p.with_name(p.name + ".json"),
+                                                         p.with_name(p.name + ".pca.npz")]),
              Output("output", "record", "results JSON.", (".json",), short="-o")),
     group="Retrieval studies", sections=tuple(REPORT_SECTIONS), order=130,
     returns="``.metrics``; ``.write_index(path)`` saves a FAISS index of the descriptors; inline: the query grid.",
