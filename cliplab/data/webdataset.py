@@ -102,13 +102,13 @@ class TarSource(ImageSource):
 
     def __init__(self, store: Store, shards: list[str], items: list[tuple[int, Member]]):
         self.store, self.shards, self.items = store, shards, items
+        self.reader = RangeReader(store)
+        self.key_errors: dict[int, str] = {}
+        self._keys: list[str | None] | None = None
 
     def files(self) -> list[str]:
         """The shard files, when they are local."""
         return [s for s in self.shards if os.path.isfile(s)]
-        self.reader = RangeReader(store)
-        self.key_errors: dict[int, str] = {}
-        self._keys: list[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.items)

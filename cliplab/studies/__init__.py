@@ -74,9 +74,8 @@ def read_files(params, checked: dict, inputs) -> ReadFiles:
             if os.path.isfile(local):
                 out.add_file(local, f"{p.name} {v}")
             elif os.path.isdir(local):
-                if p.kind.name in ("dataset", "datasets"):
-                    out.folders.add(local)
-                else:
+                out.folders.add(local)  # nothing the next run reads as an image is written into it
+                if p.kind.name not in ("dataset", "datasets"):  # a dataset's files come with the loaded dataset
                     out.add_path(local, f"{p.name} {v}")
     for ds in [*inputs.datasets, *(f for f in inputs.fitting if f is not None)]:
         dataset_inputs(out, ds)
