@@ -34,6 +34,7 @@ class ImageDataset:
     captions: list[list[str]] | None = None
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
     attribute_classnames: dict[str, list[str]] = field(default_factory=dict)
+    attribute_values: dict[str, list[str]] = field(default_factory=dict)  # each attribute's values as plain words
     templates_hint: str | None = None  # name of the template set that fits this dataset, if any
     spec: str | None = None  # the --dataset value it was loaded from (a run's config names it)
     limit: int | None = None  # the seeded subset size it was limited to, if any
@@ -63,6 +64,7 @@ class ImageDataset:
             captions=None if self.captions is None else [self.captions[i] for i in idx],
             attributes={k: v[idx] for k, v in self.attributes.items()},
             attribute_classnames=self.attribute_classnames,
+            attribute_values=self.attribute_values,
             templates_hint=self.templates_hint,
             spec=self.spec,
             limit=self.limit,
@@ -102,6 +104,7 @@ class ImageDataset:
             captions=self.captions,
             attributes=self.attributes,
             attribute_classnames=self.attribute_classnames,
+            attribute_values=self.attribute_values,
             templates_hint=self.templates_hint,
             templates=self.templates,
         )
