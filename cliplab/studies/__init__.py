@@ -11,6 +11,7 @@ from typing import Any
 
 from cliplab.inputs import load_inputs, run_config
 from cliplab.params import check_values
+from cliplab.quarantine import one_report
 from cliplab.registry import Study, studies
 
 _DISCOVERED = False
@@ -36,6 +37,12 @@ def execute(study: Study, values: dict[str, Any]) -> Any:
     if unknown:
         raise TypeError(f"{study.name}: unknown parameters {sorted(unknown)}")
     checked = check_values(declared, values)
+    with one_report():  # damaged cache entries met anywhere in the run: one warning
+        return _run(study, checked)
+
+
+def _run(study: Study, checked: dict[str, Any]) -> Any:
+    own = study.own()
     own_names = {p.name for p in own}
     inputs = load_inputs({k: v for k, v in checked.items() if k not in own_names} | _shared(study, checked),
                          fitting=study.fitting, templates=study.templates, model_extra=study.model_extra)
