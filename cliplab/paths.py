@@ -8,6 +8,8 @@ from pathlib import Path
 
 import platformdirs
 
+from cliplab.errors import ParameterError
+
 
 def default_cache_dir() -> Path:
     env = os.environ.get("CLIPLAB_CACHE_DIR")
@@ -34,17 +36,22 @@ def unwritable(folder: str | os.PathLike) -> str | None:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".cliplab-write-check-")
-        os.close(fd)
-        os.unlink(probe)
+        _write_probe(folder)
     except OSError as exc:
         existing = folder
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         if existing.exists() and not existing.is_dir():
             return f"{existing} is a file, not a folder"
-        return f"{exc.strerror or type(exc).__name__}" + (f": {exc.filename}" if exc.filename else "")
+        return exc.strerror or type(exc).__name__
     return None
+
+
+def _write_probe(folder: Path) -> None:
+    """Create and remove a file in ``folder`` (raises the OSError that writing there meets)."""
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".cliplab-write-check-")
+    os.close(fd)
+    os.unlink(probe)
 
 
 def free_bytes(folder: str | os.PathLike) -> int:
@@ -72,8 +79,6 @@ CACHE_REMEDY = "pass {p:no_cache} to run without the embedding cache, or choose 
 def require_writable(cache_dir: str | os.PathLike, folder: str | os.PathLike | None = None) -> None:
     """Raise a :class:`ParameterError` naming ``cache_dir`` when nothing can be written in it (or in ``folder``,
     a folder inside it): called before any work, so none is thrown away at the first write."""
-    from cliplab.errors import ParameterError
-
     for place in dict.fromkeys(Path(p) for p in (cache_dir, folder) if p is not None):
         why = unwritable(place)
         if why is not None:
@@ -85,8 +90,6 @@ def require_writable(cache_dir: str | os.PathLike, folder: str | os.PathLike | N
 def require_space(cache_dir: str | os.PathLike, folder: str | os.PathLike, need: int, what: str) -> None:
     """Raise a :class:`ParameterError` naming ``cache_dir`` when the disk holding ``folder`` has less than
     ``need`` bytes free (``what``: what they are for, e.g. '20,000 image embeddings')."""
-    from cliplab.errors import ParameterError
-
     free = free_bytes(folder)
     if free < need:
         raise ParameterError("cache_dir", str(cache_dir), f"the disk holding the cache has {human_bytes(free)} "

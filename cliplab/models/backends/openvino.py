@@ -324,7 +324,9 @@ def compile_towers(loaded, cache_dir: Path, precision: str = "fp32", threads: in
 
 
 def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:200] if str(exc) else ""
+    """The line of an exception's message that says what went wrong (OpenVINO's start with where it was raised)."""
+    lines = [line for line in str(exc).splitlines() if line.strip() and not line.startswith("Exception from src/")]
+    return lines[0][:200] if lines else ""
 
 
 def _write_meta(cache_dir: Path, weights: str, loaded, precision: str) -> None:
