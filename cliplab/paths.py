@@ -31,20 +31,24 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
 
 
 def unwritable(folder: str | os.PathLike) -> str | None:
-    """Why nothing can be written in ``folder`` (created when missing), or None when a file can be: checked by
-    writing one (so it holds for root, read-only mounts and quotas alike, where permission bits say nothing)."""
-    folder = Path(folder)
+    """Why nothing can be written in ``folder``, or None when a file can be: checked by writing one there (or in its
+    nearest existing parent, which is where it would be created; nothing is left behind), so it holds for root,
+    read-only mounts and quotas alike, where permission bits say nothing."""
+    existing = nearest_existing(Path(folder))
+    if not existing.is_dir():
+        return f"{existing} is {'a file' if existing.is_file() else 'something else'}, not a folder"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_probe(folder)
+        _write_probe(existing)
     except OSError as exc:
-        existing = folder
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if existing.exists() and not existing.is_dir():
-            return f"{existing} is a file, not a folder"
         return exc.strerror or type(exc).__name__
     return None
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` itself when it exists, else its nearest parent that does."""
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _write_probe(folder: Path) -> None:
@@ -57,10 +61,7 @@ def _write_probe(folder: Path) -> None:
 def free_bytes(folder: str | os.PathLike) -> int:
     """Bytes an unprivileged user may still write on the filesystem that holds ``folder`` (or its nearest existing
     parent)."""
-    existing = Path(folder)
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    return shutil.disk_usage(existing).free
+    return shutil.disk_usage(nearest_existing(Path(folder))).free
 
 
 def human_bytes(n: float) -> str:

@@ -2,7 +2,7 @@
 
 Layout: ``<cache>/embeddings/<model fingerprint>/<kind>/shard-*.npz``; each shard holds ``keys`` (content keys),
 ``emb`` (float32 rows), ``fail_keys``/``fail_reasons`` (items that cannot be embedded, so they are not retried),
-``seconds`` (compute time, for throughput figures) and ``checksum``: a BLAKE2b digest of every other array (name,
+``seconds`` (compute time, for throughput figures) and ``checksum``: a SHA-256 digest of every other array (name,
 dtype, shape and bytes) and of the shard's place (``<fingerprint>/<kind>``), written in the same file. Shards are
 written atomically (temp file + fsync + rename), so a run killed at any moment leaves only whole shards behind and the
 next run resumes after the last one.
@@ -51,7 +51,7 @@ class Damaged(Exception):
 
 def checksum(scope: str, arrays: dict[str, np.ndarray]) -> str:
     """The digest of a shard's arrays (every one but ``checksum``: name, dtype, shape, bytes) and of its place."""
-    h = hashlib.blake2b(f"cliplab-shard-v2\0{scope}".encode(), digest_size=16)
+    h = hashlib.sha256(f"cliplab-shard-v2\0{scope}".encode())  # SHA-256: in hardware on current x86 and ARM CPUs
     for name in sorted(arrays):
         if name == "checksum":
             continue
@@ -137,7 +137,8 @@ class EmbeddingCache:
                 frows = [i for i, k in enumerate(fkeys.tolist()) if k in wanted]
                 if not rows and not frows:
                     return None
-                arrays = {name: z[name] for name in z.files}
+                arrays = {name: z[name] for name in z.files if name not in ("keys", "fail_keys")}
+                arrays.update(keys=skeys, fail_keys=fkeys)
             except Damaged:
                 raise
             except Exception as exc:  # noqa: BLE001 - a damaged member (bad CRC-32, short data, odd header)

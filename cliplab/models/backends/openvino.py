@@ -15,6 +15,7 @@ A tower OpenVINO cannot convert stays on PyTorch, with a warning that says so.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from cliplab.io import hash_file, hash_json, write_text_atomic
+from cliplab.io import hash_json, write_text_atomic
 from cliplab.models.backends import Backend, Runtime, register
 from cliplab.models.backends.pytorch import TorchRuntime
 from cliplab.progress import warn
@@ -126,7 +127,12 @@ def _files(path: Path) -> list[Path]:
 
 
 def _sums(xml: Path) -> dict[str, str]:
-    return {"xml": hash_file(xml), "bin": hash_file(xml.with_suffix(".bin"))}
+    """SHA-256 of the .xml and .bin of a converted model."""
+    out = {}
+    for part in ("xml", "bin"):
+        with open(xml.with_suffix(f".{part}"), "rb") as fh:
+            out[part] = hashlib.file_digest(fh, "sha256").hexdigest()
+    return out
 
 
 class DamagedModel(Exception):
@@ -169,6 +175,11 @@ TEXT_CONVERT_MIN = 256
 # A freshly converted tower must give the PyTorch tower's embeddings on a batch of another size than it was traced
 # with (this catches a batch size baked into the graph): cosine at least this, per inference precision.
 MIN_COSINE = {"f32": 0.99999, "bf16": 0.999}
+
+# A tower read from the cache is checked the same way on the first LOAD_PROBE of those inputs (its batch handling was
+# checked at conversion; this catches damaged weights, a runtime that compiles it differently on this CPU, or a
+# PyTorch model that changed since): one PyTorch forward of a small batch per load (docs/reliability.md).
+LOAD_PROBE = 2
 
 
 def _check(compiled, module, probe, precision: str) -> None:
@@ -268,7 +279,7 @@ class OpenVINOTowers(Runtime):
         try:
             sealed = _verify_files(path)
             compiled = _core().compile_model(_core().read_model(str(path)), "CPU", self.config)
-            _check(compiled, module, probe, self.precision)
+            _check(compiled, module, probe[:LOAD_PROBE], self.precision)
         except Exception as exc:  # noqa: BLE001 - whatever a damaged model makes OpenVINO raise
             why = str(exc) if isinstance(exc, DamagedModel) else f"{type(exc).__name__}: {_first_line(exc)}"
             record([move_aside(self.cache_dir, _files(path), f"converted OpenVINO {tower} tower", why)])
