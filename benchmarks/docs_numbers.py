@@ -127,6 +127,24 @@ def compute(cache: Path, work: Path) -> dict[str, str]:
         f"On the tiny model and {m['num_images']:,} `shapes` test images, text→image R@1 is "
         f"{pct(m['text_to_image_recall@1'])} % (chance {100 / m['num_images']:.1f} %; captions name only some "
         f"attributes, so many images fit each caption), image→text R@5 {pct(m['image_to_text_recall@5'])} %.")
+
+    # query studies (text -> image retrieval with numbers)
+    out = work / "queries.json"
+    cli("queries", "-d", "shapes:shape", "-t", "a photo of a {}.", "-t", "a photo of a small {}.", "--chain",
+        "shapes", "-o", str(out), *c)
+    q = json.loads(out.read_text())
+    tpl = {t["entry"]: t for t in q["templates"]}
+    base, small = tpl["a photo of a {}."], tpl["a photo of a small {}."]
+    steps = q["chain"]
+    lifts = "; ".join(f"'{s['template']}' {pct(s['base_rate'])} % relevant, P@10 {pct(s['P@10'])} % "
+                      f"(lift {signed(100 * s['P@10_lift'])} points, CI [{signed(100 * s['P@10_lift_ci'][0])}, "
+                      f"{signed(100 * s['P@10_lift_ci'][1])}])" for s in steps)
+    regions["queries"] = (
+        f"On the tiny model and the {q['num_images']:,} `shapes` test images: 'a photo of a {{}}.' as a query for each "
+        f"shape has mAP {pct(base['mAP'])} % (CI [{pct(base['mAP_ci'][0])}, {pct(base['mAP_ci'][1])}]); 'a photo "
+        f"of a small {{}}.' is {signed(100 * small['diff'])} points (CI [{signed(100 * small['diff_ci'][0])}, "
+        f"{signed(100 * small['diff_ci'][1])}], p = {small['p']:.2g}). Along the colour → size → shape chain: "
+        f"{lifts}.")
     return regions
 
 

@@ -10,6 +10,7 @@ door the same way. This module sits below the studies and the report and imports
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cliplab.inputs import QUIET_P, Fitting, Templates
@@ -20,9 +21,10 @@ from cliplab.params import PATH, STR, Param, declared
 class Output:
     """A file (or folder) a study can write on the command line: ``artifact`` is ``"record"`` (the JSON document of
     :meth:`record`) or a name of the result's ``artifacts()``; ``suffixes`` the file types it can write; ``folder``:
-    a folder of files; ``reuse``: an existing file is read back when it fits (an index), not replaced; ``requires``:
-    a parameter without which there is nothing to write. In Python the result's methods and inline figures stand for
-    these files."""
+    a folder of files; ``requires``:
+    a parameter without which there is nothing to write; ``beside(path)``: every file written for ``path`` (a sidecar
+    such as ``x.ids.csv``; the output guard checks them all before any work). In Python the result's methods and
+    inline figures stand for these files."""
     name: str
     artifact: str
     help: str
@@ -30,8 +32,13 @@ class Output:
     folder: bool = False
     flag: str | None = None
     short: str | None = None
-    reuse: bool = False
     requires: str | None = None
+    beside: Callable[[Path], list[Path]] | None = None
+
+    def paths(self, path: Path) -> list[Path]:
+        """Every file this output writes when named ``path``: the file itself (unless ``beside`` says otherwise)
+        and the files beside it (a sidecar, another format)."""
+        return list(self.beside(Path(path))) if self.beside is not None else [Path(path)]
 
     @property
     def param(self) -> Param:

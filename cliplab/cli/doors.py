@@ -81,15 +81,19 @@ def command_for(study: Study):
             results, fmt = given.pop("results", None), given.pop("results_format", "parquet")
             for name, path in files.items():  # outputs fail before any work
                 o = outputs[name]
-                check_output(path, o.param.cli_flag, o.suffixes, folder=o.folder, warn_existing=not o.reuse)
+                check_output(path, o.param.cli_flag, o.suffixes, folder=o.folder, warn_existing=False)
                 if path is not None and o.requires and not given.get(o.requires):
                     raise ParameterError(name, path, f"{{p:{name}}} shows the results of {{p:{o.requires}}}: give "
                                          f"{{p:{o.requires}}} too", prefix=False)
             if not study.tool:
                 check_results(results, fmt)
+            from cliplab.results import guard
             from cliplab.studies import execute
 
-            result = execute(study, given)
+            planned = [guard.Planned(path, name, Path(named), folder=outputs[name].folder)
+                       for name, named in files.items() if named is not None
+                       for path in outputs[name].paths(Path(named).expanduser())]
+            result = execute(study, given, before=lambda reads: guard.check(planned, reads, spell))
             finish(result, files={outputs[n].artifact: p for n, p in files.items()}, results=results,
                    results_format=fmt, quiet=quiet, show=True, spell=spell)
 

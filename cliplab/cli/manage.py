@@ -39,13 +39,37 @@ def report(
     from cliplab.results.store import read_results
     from cliplab.studies import discover
 
-    check_output(output, "--output", (".html", ".htm"))
-    discover()  # every study's report sections
-    df = read_results(*results_dirs)
-    if clip_benchmark:
-        df = pd.concat([df, import_clip_benchmark(clip_benchmark)], ignore_index=True)
-    path = build_report(df, output, title=title, sources=results_dirs, exports=not no_exports)
+    check_output(output, "--output", (".html", ".htm"), warn_existing=False)
+    with use(ConsoleProgress(quiet=quiet)):
+        report_guard(output, results_dirs, clip_benchmark or [], exports=not no_exports)
+        discover()  # every study's report sections
+        df = read_results(*results_dirs)
+        if clip_benchmark:
+            df = pd.concat([df, import_clip_benchmark(clip_benchmark)], ignore_index=True)
+        path = build_report(df, output, title=title, sources=results_dirs, exports=not no_exports)
     stdout(quiet).print(f"wrote {path} ({len(df)} rows, {df.run_id.nunique()} runs)")
+
+
+def report_guard(output: Path, stores: list[Path], clip_benchmark: list[Path], exports: bool) -> None:
+    """The report's files (the page and, with exports, REPORT.csv, REPORT.parquet and REPORT-clip_benchmark/)
+    checked against what it reads (the stores' row files and figures, the CLIP_benchmark files) before any work."""
+    import os
+
+    from cliplab.results import guard
+
+    output = Path(output).expanduser()
+    planned = [guard.Planned(output, "output", output)]
+    if exports:
+        planned += [guard.Planned(output.with_suffix(s), "output", output) for s in (".csv", ".parquet")]
+        planned.append(guard.Planned(output.with_name(output.stem + "-clip_benchmark"), "output", output, folder=True))
+    reads = guard.Inputs.empty()
+    for store in stores:
+        reads.add_path(store, f"the results store {store}")
+        if Path(store).is_dir():
+            reads.store_dirs.add(os.path.normcase(os.path.realpath(store)))
+    for f in clip_benchmark:
+        reads.add_path(f, f"the CLIP_benchmark file {f}")
+    guard.check(planned, reads, lambda p: "--output")
 
 
 @handle_errors

@@ -25,10 +25,10 @@ def cli_errors(spell: Callable[[str], str] = FLAG_SPELLING) -> Iterator[None]:
     try:
         yield
     except ParameterError as exc:
-        typer.echo(f"error: {exc.render(spell)}", err=True)
+        typer.echo(f"error: {one_line(exc.render(spell))}", err=True)
         raise typer.Exit(2)
     except CliplabError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {one_line(str(exc))}", err=True)
         raise typer.Exit(2)
     except OSError as exc:  # a file we were asked to read or write (outputs are checked up front; this is the rest)
         if exc.filename is None:
@@ -38,6 +38,11 @@ def cli_errors(spell: Callable[[str], str] = FLAG_SPELLING) -> Iterator[None]:
     except KeyboardInterrupt:
         typer.echo("interrupted; finished shards are cached and the next run resumes from them", err=True)
         raise typer.Exit(130)
+
+
+def one_line(message: str) -> str:
+    """A message on one line (a parser's multi-line message quoted inside one of ours)."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 def handle_errors(fn):

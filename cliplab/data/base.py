@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +34,7 @@ class ImageDataset:
     captions: list[list[str]] | None = None
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
     attribute_classnames: dict[str, list[str]] = field(default_factory=dict)
+    attribute_values: dict[str, list[str]] = field(default_factory=dict)  # each attribute's values as plain words
     templates_hint: str | None = None  # name of the template set that fits this dataset, if any
     spec: str | None = None  # the --dataset value it was loaded from (a run's config names it)
     limit: int | None = None  # the seeded subset size it was limited to, if any
@@ -62,6 +64,7 @@ class ImageDataset:
             captions=None if self.captions is None else [self.captions[i] for i in idx],
             attributes={k: v[idx] for k, v in self.attributes.items()},
             attribute_classnames=self.attribute_classnames,
+            attribute_values=self.attribute_values,
             templates_hint=self.templates_hint,
             spec=self.spec,
             limit=self.limit,
@@ -79,6 +82,11 @@ class ImageDataset:
         if len(self.classnames) < 2:
             raise DatasetError(f"{where} has only one class ({self.classnames[0]!r}); {task} needs at least two "
                                "classes (is the folder one level too deep?)")
+        dupes = sorted(c for c, n in Counter(self.classnames).items() if n > 1)
+        if dupes:
+            raise DatasetError(f"{where} has duplicate class names ({', '.join(map(repr, dupes[:5]))}): a prompt "
+                               "cannot tell those classes apart, so one of them could never be predicted; give "
+                               "distinct names (class folders, the label column, or the class names file)")
 
     def with_label(self, attribute: str) -> "ImageDataset":
         """Use one of ``attributes`` as the label column."""
@@ -96,6 +104,7 @@ class ImageDataset:
             captions=self.captions,
             attributes=self.attributes,
             attribute_classnames=self.attribute_classnames,
+            attribute_values=self.attribute_values,
             templates_hint=self.templates_hint,
             templates=self.templates,
         )
@@ -111,8 +120,9 @@ def image_ids(ds: ImageDataset) -> set[str]:
     return {os.path.realpath(i) if os.path.isabs(i) else i for i in ids}
 
 
-def check_disjoint(fit: ImageDataset, evaluated: ImageDataset, purpose: str) -> None:
-    """Raise unless ``fit`` (what is fitted or selected on) shares no image and the same classes with ``evaluated``."""
+def check_disjoint(fit: ImageDataset, evaluated: ImageDataset, purpose: str, cache_dir=None) -> None:
+    """Raise unless ``fit`` (what is fitted or selected on) shares no image -- by path or by content -- and has the
+    same classes as ``evaluated``. ``cache_dir``: where the file-hash memo is (files hashed before are not read)."""
     if fit.classnames is not None and evaluated.classnames is not None \
             and list(fit.classnames) != list(evaluated.classnames):
         missing = [c for c in evaluated.classnames if c not in fit.classnames]
@@ -127,3 +137,20 @@ def check_disjoint(fit: ImageDataset, evaluated: ImageDataset, purpose: str) -> 
         raise DatasetError(f"the {purpose} split {fit.split!r} shares {len(shared)} image(s) with the evaluated split "
                            f"{evaluated.split!r} (e.g. {sorted(shared)[0]}); {purpose} must never see evaluated "
                            "images: use a separate split")
+    from cliplab.data.filehash import MEMO_NAME, file_hash_memo
+
+    with file_hash_memo(Path(cache_dir) / MEMO_NAME if cache_dir is not None else None):
+        same = shared_content(fit, evaluated)
+    if same:
+        a, b = same[0]
+        raise DatasetError(f"the {purpose} split {fit.split!r} holds {len(same)} image(s) with the same content as "
+                           f"images of the evaluated split {evaluated.split!r} (e.g. {a} and {b}: byte-identical "
+                           f"files under other names); {purpose} must never see evaluated images: remove the copies")
+
+
+def shared_content(a: ImageDataset, b: ImageDataset) -> list[tuple[str, str]]:
+    """Pairs of ids (one of ``a``, one of ``b``) of images with the same content: the sources' content keys (file
+    hashes, remembered in the file-hash memo the embedding also reads)."""
+    ka, kb = a.source.keys(), b.source.keys()
+    where = {k: i for i, k in enumerate(kb) if k is not None}
+    return [(a.source.id(i), b.source.id(where[k])) for i, k in enumerate(ka) if k is not None and k in where]

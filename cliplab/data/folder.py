@@ -12,6 +12,7 @@ from cliplab.data.classnames import clean_classnames, map_classnames
 from cliplab.data.splits import SplitError, is_split_name
 from cliplab.errors import DatasetError, DatasetParameterError
 from cliplab.io import hash_json
+from cliplab.progress import warn
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif"}
 
@@ -27,6 +28,12 @@ def list_images(folder: Path, recursive: bool = True) -> list[Path]:
     return [Path(p) for p in sorted(found) if os.path.isfile(p)]
 
 
+def _class_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds images itself and no sub-folders of images (a class, not a split of classes)."""
+    subdirs = [d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    return bool(list_images(folder, recursive=False)) and not any(list_images(d) for d in subdirs)
+
+
 def load_folder(root: str | Path, split: str | None = None, classnames_file: str | None = None) -> ImageDataset:
     """An image folder as a dataset. ``root/<split>/<class>/`` needs ``split``; split folders are never classes.
 
@@ -39,6 +46,11 @@ def load_folder(root: str | Path, split: str | None = None, classnames_file: str
     name = root.resolve().name
     if split:
         if (root / split).is_dir():
+            if not is_split_name(split) and _class_folder(root / split):
+                where = (f"its splits: {', '.join(split_dirs)}" if split_dirs else
+                         "it has no splits (it is used whole): leave {p:split} out")
+                raise DatasetParameterError("split", split, f"{split!r} is a class folder of {root} (it holds images, "
+                                            f"not class folders), not a split; {where}")
             base = root / split
         elif is_split_name(root.name) and root.name == split:  # --dataset eurosat/test --split test
             base, name = root, root.resolve().parent.name
@@ -53,9 +65,17 @@ def load_folder(root: str | Path, split: str | None = None, classnames_file: str
         base = root
         if is_split_name(root.name):  # the user pointed at a split folder itself
             split, name = root.name, root.resolve().parent.name
-    class_dirs = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
-    class_dirs = [d for d in class_dirs if list_images(d)]
+    all_dirs = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_dirs = [d for d in all_dirs if list_images(d)]
     if class_dirs:
+        empty = [d.name for d in all_dirs if d not in class_dirs]
+        loose = list_images(base, recursive=False)
+        if empty:
+            warn(f"{base}: {len(empty)} class folder(s) without images left out ({', '.join(empty[:5])}"
+                 f"{', ...' if len(empty) > 5 else ''}); they are not classes of this dataset")
+        if loose:
+            warn(f"{base}: {len(loose)} image(s) beside the class folders left out (e.g. {loose[0].name}): they "
+                 "belong to no class; move them into a class folder")
         paths, labels = [], []
         for label, d in enumerate(class_dirs):
             files = list_images(d)

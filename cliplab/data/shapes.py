@@ -216,4 +216,5 @@ def load_shapes(cache_dir: Path, split: str = "test", seed: int = 0, attribute: 
         remap = np.array([values.index(v) for v in ds.attribute_classnames[attr]], dtype=np.int64)
         ds.attributes[attr] = remap[ds.attributes[attr]]
     ds.attribute_classnames = {k: list(v) for k, v in ATTRIBUTE_CLASSNAMES.items()}
+    ds.attribute_values = {k: list(v) for k, v in ATTRIBUTE_VALUES.items()}
     return ds.with_label(attribute)

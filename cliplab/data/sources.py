@@ -30,6 +30,11 @@ class ImageSource:
     def load(self, i: int) -> Image.Image:
         raise NotImplementedError
 
+    def files(self) -> list[str]:
+        """The local files this source reads (for the output guard: no run may write over one of its inputs)."""
+        base = getattr(self, "base", None)
+        return base.files() if isinstance(base, ImageSource) else []
+
     key_errors: dict[int, str]
 
 
@@ -54,6 +59,9 @@ class FileSource(ImageSource):
 
     def load(self, i: int) -> Image.Image:
         return open_rgb(self.paths[i])
+
+    def files(self) -> list[str]:
+        return self.paths
 
 
 class IndexedSource(ImageSource):

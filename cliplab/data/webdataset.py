@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import os
 import posixpath
 import re
 import tarfile
@@ -104,6 +105,10 @@ class TarSource(ImageSource):
         self.reader = RangeReader(store)
         self.key_errors: dict[int, str] = {}
         self._keys: list[str | None] | None = None
+
+    def files(self) -> list[str]:
+        """The shard files, when they are local."""
+        return [s for s in self.shards if os.path.isfile(s)]
 
     def __len__(self) -> int:
         return len(self.items)

@@ -64,6 +64,7 @@ class Notebook:
                **provenance()}
         text = json.dumps(doc, indent=2, default=_json_value) + "\n"  # the text written is the text returned
         if path is not None:
+            self._guard(path, "path")
             write_text_atomic(Path(path), text)
         return text
 
@@ -73,6 +74,7 @@ class Notebook:
         path = Path(path)
         if path.suffix.lower() != ".parquet":
             path = path.with_name(path.name + ".parquet")
+        self._guard(path, "path")
         write_table(path, self.metric_rows())
         return path
 
@@ -87,6 +89,14 @@ class Notebook:
         rec = RunRecorder(getattr(self, "command", self.task), config or self._config())
         rec.add_result(self)
         return rec.write(results_dir, format)
+
+    def _guard(self, path, param: str) -> None:
+        """An export never writes over a file the run read (a dataset's caption file, a template file, ...)."""
+        from cliplab.results import guard
+
+        reads = getattr(self, "input_files", None)
+        if reads is not None:
+            guard.check([guard.Planned(Path(path), param, Path(path))], reads, replace_warning=False)
 
     def _config(self) -> dict:
         """The call that made this result (set by the Python API), else the study's parameters."""

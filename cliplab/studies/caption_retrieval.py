@@ -34,6 +34,9 @@ DIRECTIONS = ("text_to_image", "image_to_text")
 class RetrievalParams:
     """The caption retrieval study's own parameters."""
     ks: tuple[int, ...] = param((1, 5, 10), "recall@k cut-offs.", min=1)
+    near_duplicate: float = param(0.95, "image-image cosine from which an image ranked above a caption's own image "
+                                  "counts as a near-duplicate of it (the failure analysis: 'many similar pictures').",
+                                  min=0.0, max=1.0)
 
 
 @dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
@@ -49,6 +52,7 @@ class RetrievalResult(SingleModel, Notebook):
     result: RetrievalRanks
     seconds: float = 0.0
     ks: tuple[int, ...] = (1, 5, 10)
+    near_duplicate: float = 0.95
     task = "caption_retrieval"
 
     @property
@@ -57,7 +61,28 @@ class RetrievalResult(SingleModel, Notebook):
 
     @property
     def params(self) -> dict:
-        return {"ks": list(self.ks)}
+        return {"ks": list(self.ks), "near_duplicate": self.near_duplicate}
+
+    def failure_analysis(self, depth: int = 50) -> pd.DataFrame:
+        """Per caption whose own image is not ranked first: how many images score above it, the gap between its
+        score and the best one, and how close the images above it are to it (image-image cosine of the nearest, and
+        how many are near-duplicates at ``near_duplicate``), looking at the first ``depth`` images above it."""
+        ranks = np.asarray(self.result.t2i_ranks)
+        fail = np.flatnonzero(ranks > 1)
+        out = pd.DataFrame({"caption": fail, "images_above": ranks[fail] - 1})
+        if not len(fail):
+            return out.assign(score_gap=[], nearest_above=[], near_duplicates_above=[])
+        s, idx = chunked_topk(self.text_emb[fail], self.images.embeddings, min(depth + 1, len(self.images.indices)))
+        U = l2_normalize(self.images.embeddings)
+        own = self.caption_image[fail]
+        own_score = (l2_normalize(self.text_emb[fail]) * U[own]).sum(1)
+        sims = np.einsum("fd,fkd->fk", U[own], U[idx])
+        above = (np.arange(idx.shape[1])[None, :] < (ranks[fail] - 1)[:, None]) & (idx != own[:, None])
+        sims = np.where(above, sims, -np.inf)
+        out["score_gap"] = own_score - s[:, 0]
+        out["nearest_above"] = sims.max(1)
+        out["near_duplicates_above"] = (sims >= self.near_duplicate).sum(1)
+        return out
 
     @property
     def failures(self) -> list[Failure]:
@@ -73,6 +98,12 @@ class RetrievalResult(SingleModel, Notebook):
                     rows.add(task=self.task, model=self.model, dataset=self.data, variant=direction,
                              metric=key[len(direction) + 1:], value=v,
                              n=m["num_captions"] if direction == "text_to_image" else m["num_images"])
+        fa = self.failure_analysis()
+        kw = dict(task=self.task, model=self.model, dataset=self.data, variant="text_to_image failures", n=len(fa))
+        if len(fa):
+            rows.add(metric="median_images_above", value=float(fa.images_above.median()), **kw)
+            rows.add(metric="median_score_gap", value=float(fa.score_gap.median()), **kw)
+            rows.add(metric="near_duplicate_share", value=float((fa.near_duplicates_above > 0).mean()), **kw)
         return rows.frame()
 
     def summary(self) -> str:
@@ -91,7 +122,22 @@ class RetrievalResult(SingleModel, Notebook):
         for d, label in (("text_to_image_", "text → image"), ("image_to_text_", "image → text")):
             table.rows.append([label, *[pct(m[f"{d}recall@{k}"]) for k in ks], f"{m[d + 'median_rank']:g}",
                                f"{m[d + 'mean_rank']:.1f}"])
-        return [table]
+        fa = self.failure_analysis()
+        if not len(fa):
+            return [table]
+        ft = Table(f"captions that miss their image ({len(fa)} of {m['num_captions']})",
+                   ["images above the own image (median)", "score gap to the top (median)",
+                    f"with a near-duplicate above (cos ≥ {self.near_duplicate:g})", "nearest image above (median cos)"],
+                   right=frozenset(["images above the own image (median)", "score gap to the top (median)",
+                                    f"with a near-duplicate above (cos ≥ {self.near_duplicate:g})",
+                                    "nearest image above (median cos)"]))
+        ft.rows.append([f"{fa.images_above.median():g}", f"{fa.score_gap.median():+.3f}",
+                        f"{pct(float((fa.near_duplicates_above > 0).mean()))} %",
+                        f"{np.median(fa.nearest_above[np.isfinite(fa.nearest_above)]):.3f}"
+                        if np.isfinite(fa.nearest_above).any() else "—"])
+        ft.caption = ("a near-duplicate above the own image: the caption fits several near-identical pictures "
+                      "('many similar pictures'), not a wrong one")
+        return [table, ft]
 
     def record(self) -> dict:
         """CLIP_benchmark's zero-shot retrieval record: ``dataset``, ``model``, ``pretrained``, ``task``,
@@ -111,6 +157,11 @@ class RetrievalResult(SingleModel, Notebook):
         ids = [src.id(int(i)) for i in self.images.indices]
         df = pd.DataFrame({"caption": self.captions, "image": [ids[j] for j in self.caption_image],
                            "rank": self.result.t2i_ranks})
+        fa = self.failure_analysis().set_index("caption")
+        df["images_above"] = np.asarray(self.result.t2i_ranks) - 1
+        df["score_gap"] = fa.score_gap.reindex(range(len(df))).to_numpy()
+        df["nearest_above"] = fa.nearest_above.reindex(range(len(df))).to_numpy()
+        df["near_duplicates_above"] = fa.near_duplicates_above.reindex(range(len(df))).fillna(0).astype(int).to_numpy()
         for j in range(idx.shape[1]):
             df[f"top{j + 1}_image"] = [ids[i] for i in idx[:, j]]
             df[f"top{j + 1}_score"] = s[:, j]
@@ -132,6 +183,8 @@ class RetrievalResult(SingleModel, Notebook):
         src = self.data.source
         own = self.caption_image[worst]
         true_scores = (l2_normalize(self.text_emb[worst]) * l2_normalize(self.images.embeddings[own])).sum(1)
+        fa = self.failure_analysis().set_index("caption")
+        U = l2_normalize(self.images.embeddings)
         imgs, caps, ok, titles = [], [], [], []
         for row, c in enumerate(worst):
             true_pos = int(self.caption_image[c])
@@ -140,9 +193,10 @@ class RetrievalResult(SingleModel, Notebook):
             ok.append(True)
             for j in range(idx.shape[1]):
                 imgs.append(src.load(int(self.images.indices[idx[row, j]])))
-                caps.append(f"retrieved #{j + 1}\nscore {s[row, j]:.3f}")
+                caps.append(f"retrieved #{j + 1}\nscore {s[row, j]:.3f} · like own {float(U[idx[row, j]] @ U[true_pos]):.2f}")
                 ok.append(int(idx[row, j]) == true_pos)
-            titles.append(self.captions[c])
+            dup = int(fa.near_duplicates_above.get(c, 0)) if c in fa.index else 0
+            titles.append(self.captions[c] + (f"\n({dup} near-duplicate(s) above)" if dup else ""))
         fig = image_grid(imgs, caps, cols=k + 1, row_titles=titles, highlight=ok,
                          title=f"caption -> image failures · {self.model.name} · {self.data.name}")
         return save_figure(fig, [path])[0]
@@ -169,7 +223,7 @@ def run_retrieval(inputs: Inputs, params: RetrievalParams = RetrievalParams()) -
     owner_arr = np.asarray(owner, dtype=np.int64)
     res = caption_retrieval(images.embeddings, text_emb, owner_arr, ks, device=model.device)
     return RetrievalResult(model, dataset, images, captions, owner_arr, text_emb, res, time.perf_counter() - t0,
-                            tuple(ks))
+                           tuple(ks), params.near_duplicate)
 
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----

@@ -222,6 +222,7 @@ STUDY = register(Study(
     fitting=Fitting(split="train_split", limit="train_limit", when="probe", purpose="probe training"),
     templates=Templates(ensemble=True, one=True),
     outputs=(Output("output", "comparison", "the table as .csv, .parquet or .jsonl.", TABLE_SUFFIXES, short="-o"),
-             Output("plot", "plot", "grouped bar chart path stem: writes STEM.png and STEM.svg.")),
+             Output("plot", "plot", "grouped bar chart path stem: writes STEM.png and STEM.svg.",
+                    beside=lambda p: [p.with_suffix(".png"), p.with_suffix(".svg")])),
     group="Classification studies", sections=tuple(REPORT_SECTIONS), order=40,
     example='cliplab.compare(["tiny-shapes", m2], "shapes:color", limit=200, quiet=True)'))

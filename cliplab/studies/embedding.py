@@ -93,7 +93,8 @@ EMBED = register(Study(
                 "400 MP are skipped with the reason.",
     params=EmbedParams, inputs=(*ONE_MODEL, *IMAGES, *RUN), model_extra=("compile", "channels_last"),
     outputs=(Output("output", "embeddings", ".npy (+ .ids.csv sidecar) or .parquet.", (".npy", ".parquet"),
-                    short="-o"),),
+                    short="-o", beside=lambda p: [p, p.with_name(p.stem + ".ids.csv")] if p.suffix.lower() == ".npy"
+                    else [p]),),
     tool=True, api_result=embeddings_out, group="Models, datasets and embeddings", order=3,
     returns="One row per readable image, in dataset order; unreadable images are left out with a warning.",
     example='X = cliplab.embed("tiny-shapes", "shapes:color", limit=100, quiet=True)\nX.shape'))

@@ -55,7 +55,7 @@ class SimilarParams:
                             "{p:gt}, class labels are used.")
     no_crop: bool = param(False, "with {p:gt}: use whole query images, not their boxes.")
     k: int = param(10, "k for mAP@k / P@k and for {p:query} results.", min=1, flag="--topk", short="-k")
-    query: tuple[Path, ...] = param((), "query image(s): show their top-k.")
+    query: tuple[str, ...] = param((), "query image(s): files or http(s) URLs; show their top-k.")
 
     def spec(self) -> DescriptorSpec:
         spec = DescriptorSpec(self.descriptor, self.layer, self.levels, 0.4, self.gem_p)
@@ -230,14 +230,21 @@ def _fit_whitening(raw: np.ndarray, spec, n_regions, dim, whiten) -> Whitening:
 
 def run_similar(inputs: Inputs, params: SimilarParams = SimilarParams()) -> SimilarResult:
     """Gallery descriptors, their evaluation and the top-k of any query images: a :class:`SimilarResult`."""
+    from cliplab.data.urls import is_url, local_copy
+
     spec = params.spec()
+    query = []
     for q in params.query:
+        if is_url(q):
+            query.append(str(local_copy(q, inputs.options.cache_dir, "query")))
+            continue
         if not Path(q).is_file():
             raise ParameterError("query", q, "file not found", quote=False)
+        query.append(q)
     pca_fit = inputs.open_dataset(params.pca_fit, param="pca_fit") if params.pca_fit is not None else None
     return retrieve_similar(inputs.model, inputs.dataset, spec, inputs.options, pca_fit=pca_fit,
                             pca_dim=params.pca_dim, whiten=params.whiten, qe=params.qe, k=params.k, gt=params.gt,
-                            crop_queries=not params.no_crop, query=params.query)
+                            crop_queries=not params.no_crop, query=query)
 
 
 def retrieve_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec, options=None, *,
@@ -362,7 +369,8 @@ STUDY = register(Study(
                                         "`cliplab zeroshot --help`)."), SPLIT_P, DATA_ROOT_P, LIMIT_P, *RUN),
     outputs=(Output("grid", "grid", "PNG of the {p:query} results.", (".png",), requires="query"),
              Output("index", "index", "save a FAISS flat index of the final descriptors (+ the PCA as "
-                    "INDEX.pca.npz).", reuse=True),
+                    "INDEX.pca.npz).", beside=lambda p: [p, p.with_name(p.name + ".json"),
+                                                         p.with_name(p.name + ".pca.npz")]),
              Output("output", "record", "results JSON.", (".json",), short="-o")),
     group="Retrieval studies", sections=tuple(REPORT_SECTIONS), order=130,
     returns="``.metrics``; ``.write_index(path)`` saves a FAISS index of the descriptors; inline: the query grid.",

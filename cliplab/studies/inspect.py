@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class InspectParams:
     """What ``inspect`` ranks for which images."""
-    images: tuple[Path, ...] = param(REQUIRED, "image files or folders.", argument=True, metavar="IMAGES...")
+    images: tuple[str, ...] = param(REQUIRED, "image files, folders, or http(s) URLs (downloaded once into the "
+                                    "cache).", argument=True, metavar="IMAGES...")
     classes: tuple[str, ...] = param((), "class names to rank (comma-separated, or repeated), through "
                                      "{p:templates}.")
     prompts: tuple[str, ...] = param((), "prompts ranked as written (no template): a text file with one per line, "
@@ -41,10 +42,15 @@ class InspectParams:
     topk: int = param(5, "candidates shown per image.", min=1)
 
 
-def image_paths(args) -> list[Path]:
-    """Files as given; folders expanded to the images in them (sorted, recursive)."""
+def image_paths(args, cache_dir=None) -> list[Path]:
+    """Files as given; folders expanded to the images in them (sorted, recursive); URLs downloaded into the cache."""
+    from cliplab.data.urls import is_url, local_copy
+
     out: list[Path] = []
     for a in args:
+        if is_url(a):
+            out.append(local_copy(a, cache_dir, "images"))
+            continue
         p = Path(a).expanduser()
         if p.is_dir():
             found = list_images(p)
@@ -184,7 +190,7 @@ class InspectResult(SingleModel, Notebook):
 def run_inspect(inputs: Inputs, params: InspectParams) -> InspectResult:
     """Each image scored against class names (through the template set) or raw prompts: an :class:`InspectResult`.
     Without class names or prompts, the classes of the dataset (default: shapes) are ranked."""
-    paths = image_paths(params.images)
+    paths = image_paths(params.images, inputs.options.cache_dir)
     prompts = prompt_list(params.prompts) if params.prompts else None
     names = parse_classes(params.classes) if params.classes else None
     ds, template_set = inputs.dataset, (inputs.templates or [None])[0]

@@ -18,6 +18,7 @@ from cliplab.data.base import check_disjoint
 from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images
 from cliplab.inputs import (CLASSNAMES_P, DATA_ROOT_P, DATASET_P, LIMIT_P, ONE_MODEL, RUN, SPLIT_P,
                             TEMPLATE_P, TRAIN_LIMIT_P, TRAIN_SPLIT_P, Fitting, Inputs, Templates)
+from cliplab.errors import ParameterError
 from cliplab.params import DATASET, Param, param
 from cliplab.progress import progress_bar, warn
 from cliplab.registry import Output, Study, register
@@ -49,6 +50,8 @@ class ProbeParams:
                              "part).", min=0.0)
     val_fraction: float = param(0.2, "share of the training split the weight decay is chosen on.", min=0.01, max=0.9)
     seed: int = param(0, "the seed of the validation part and of the first k-shot sample.")
+    allow_fewer: bool = param(False, "let a class with fewer training images than k train a k-shot probe on the images "
+                              "it has (the row says so); without it, such a k is an error.")
 
 
 TRAIN = Param("train", DATASET, None, optional=True, help=(
@@ -71,6 +74,7 @@ class ProbeResult(SingleModel, Notebook):
     kshot: list[KShotRow] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # unconverged fits, a weight decay chosen at a grid edge
+    fewer: dict = field(default_factory=dict)  # k -> (classes with fewer than k shots, their fewest), allow_fewer
     params: dict = field(default_factory=dict)  # what the study was asked for (k, seeds, weight decay, ...)
     task = "linear_probe"
 
@@ -106,7 +110,9 @@ class ProbeResult(SingleModel, Notebook):
                     rows.add(metric="sweep_iterations", value=p.iterations, **kw)
                     rows.add(metric="sweep_converged", value=float(p.converged), **kw)
         for r in self.kshot:
-            kw = {**base, "task": "kshot_probe", "variant": f"{r.variant} k={r.k}"}
+            fewer = self.fewer.get(r.k) if r.k else None
+            mark = f" (fewer for {fewer[0]} classes, min {fewer[1]})" if fewer else ""
+            kw = {**base, "task": "kshot_probe", "variant": f"{r.variant} k={r.k}{mark}"}
             for s, acc in zip(r.seeds or [None] * len(r.accs), r.accs):
                 rows.add(metric="acc1", value=acc, seed=s, **kw)
             if len(r.accs) > 1:
@@ -230,10 +236,34 @@ def _probe_warnings(study: ProbeResult):
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
-def _check(train: ImageDataset, test: ImageDataset) -> None:
+def _short_classes(labels: np.ndarray, classnames: list[str], ks, val_fraction: float, split: str,
+                   allow: bool) -> dict[int, tuple[int, int]]:
+    """k -> (number of classes with fewer than k images to draw shots from, their fewest) -- an error unless
+    ``allow``: a "k-shot" row computed from fewer images would say what it is not."""
+    from cliplab.tasks.probe import stratified_split
+
+    part, _ = stratified_split(labels, val_fraction, seed=12345)  # the part kshot_probes draws the shots from
+    counts = np.bincount(labels[part], minlength=len(classnames))
+    out = {}
+    for k in ks:
+        short = np.flatnonzero(counts < k)
+        if not len(short):
+            continue
+        if not allow:
+            c = int(short[np.argmin(counts[short])])
+            raise ParameterError("kshot", k, f"class {classnames[c]!r} has only {int(counts[c])} image(s) to draw "
+                                 f"{k} shots from (the {split!r} split, less the {val_fraction:.0%} held out to choose "
+                                 f"the weight decay), and {len(short)} class(es) have fewer than {k}: lower "
+                                 "{p:kshot}, or pass {p:allow_fewer} to train those classes on the images they have "
+                                 "(the rows say so)")
+        out[k] = (len(short), int(counts[short].min()))
+    return out
+
+
+def _check(train: ImageDataset, test: ImageDataset, options) -> None:
     for ds in (train, test):
         ds.require_classes("a probe")
-    check_disjoint(train, test, "probe training")
+    check_disjoint(train, test, "probe training", options.cache_dir if options.use_cache else None)
 
 
 def run_probe(inputs: Inputs, params: ProbeParams = ProbeParams()) -> ProbeResult:
@@ -246,7 +276,9 @@ def run_probe(inputs: Inputs, params: ProbeParams = ProbeParams()) -> ProbeResul
         params.val_fraction, params.seed
     device = model.device
     from cliplab.tasks.probe import DEFAULT_WD_GRID, kshot_probes, linear_probe
-    _check(train, test)
+    _check(train, test, options)
+    if kshots:  # before any image is embedded: the dataset's labels (the exact check follows the embedding)
+        _short_classes(train.labels, train.classnames, kshots, val_fraction, train.split, params.allow_fewer)
     t0 = time.perf_counter()
     tr = embed_images(model, train, options, description=f"embedding {train.split}")
     te = embed_images(model, test, options, description=f"embedding {test.split}")
@@ -275,6 +307,7 @@ def run_probe(inputs: Inputs, params: ProbeParams = ProbeParams()) -> ProbeResul
             bar.advance()
         study.seconds["linear"] = time.perf_counter() - t1
     if kshots:
+        study.fewer = _short_classes(ytr, train.classnames, kshots, val_fraction, train.split, params.allow_fewer)
         t1 = time.perf_counter()
         n_fits = len(kshots) * len(seeds) * (2 if zeroshot_init and zs_weights is not None else 1)
         with progress_bar(n_fits, "k-shot probes", unit="fits") as bar, _probe_warnings(study):

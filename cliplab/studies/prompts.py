@@ -259,7 +259,7 @@ def _select(study: PromptsResult, model, train_ds: ImageDataset, singles: dict[s
             val_fraction, max_val, seed) -> dict:
     """Greedy ensemble selection on a validation part of the *train* split; scored once on the test split."""
     train_ds.require_classes("template selection")
-    check_disjoint(train_ds, study.data, "template selection")
+    check_disjoint(train_ds, study.data, "template selection", options.cache_dir if options.use_cache else None)
     rng = np.random.default_rng(seed)
     n_val = min(max_val, max(1, int(round(val_fraction * len(train_ds)))))
     val_idx = np.sort(rng.permutation(len(train_ds))[:n_val])

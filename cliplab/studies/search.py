@@ -38,7 +38,7 @@ class SearchParams:
     queries: Path | None = param(None, "file: one query per line ('# name' starts a query family), or JSON "
                                  "{family: [queries]}.", hint="{p:queries} is a file; give the queries themselves as "
                                  "{p:query}=[...]")
-    image: tuple[Path, ...] = param((), "query image(s) (image→image search).")
+    image: tuple[str, ...] = param((), "query image(s): files or http(s) URLs (image→image search).")
     plus: str | None = param(None, "with {p:image}: add this text's embedding (e.g. {p:image} dog.jpg {p:plus} "
                              "'in the snow').")
     minus: str | None = param(None, "with {p:image}: subtract this text's embedding.")
@@ -57,12 +57,13 @@ class Query:
     plus: str | None = None  # text added to an image query ("image + text" arithmetic)
     minus: str | None = None  # text subtracted
     family: str = ""
+    source: str | None = None  # the URL an image query was downloaded from
 
     @property
     def label(self) -> str:
         if self.image is None:
             return self.text or ""
-        out = f"[{Path(self.image).name}]"
+        out = f"[{self.source or Path(self.image).name}]"
         if self.plus:
             out += f" + '{self.plus}'"
         if self.minus:
@@ -72,11 +73,17 @@ class Query:
 
 def build_queries(texts: Sequence[str] | None = None, queries_file: str | Path | None = None,
                   images: Sequence[str | Path] | None = None, plus: str | None = None,
-                  minus: str | None = None) -> list[Query]:
-    """The queries of a search: ``texts``, then those of ``queries_file``, then ``images`` (each ± ``plus`` /
-    ``minus`` texts)."""
+                  minus: str | None = None, cache_dir=None) -> list[Query]:
+    """The queries of a search: ``texts``, then those of ``queries_file``, then ``images`` (files or URLs, each ±
+    ``plus`` / ``minus`` texts)."""
+    from cliplab.data.urls import is_url, local_copy
+
     qs = [Query(text=t) for t in (texts or [])] + (read_queries(queries_file) if queries_file else [])
     for p in images or []:
+        if is_url(str(p)):
+            qs.append(Query(image=str(local_copy(str(p), cache_dir, "image")), plus=plus, minus=minus,
+                            source=str(p)))
+            continue
         if not Path(p).is_file():
             raise ParameterError("image", p, "file not found", quote=False)
         qs.append(Query(image=str(p), plus=plus, minus=minus))
@@ -290,7 +297,8 @@ def run_search(inputs: Inputs, params: SearchParams = SearchParams()) -> SearchR
     """Top-k images per query and model: a :class:`SearchResult`. Exact chunked search by default; with
     ``index_type`` a FAISS index is built (or, with ``index``, reloaded when it fits the model and images, else
     rebuilt and saved)."""
-    queries = build_queries(params.query, params.queries, params.image, params.plus, params.minus)
+    queries = build_queries(params.query, params.queries, params.image, params.plus, params.minus,
+                            cache_dir=inputs.options.cache_dir)
     dataset, options = inputs.dataset, inputs.options
     kind = params.index_type or ("flat" if params.index else "exact")
     hits = []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from cliplab.data.base import ImageDataset
     from cliplab.models.base import LoadedModel
 
-CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similarity")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class ZeroShotParams:
     """The zero-shot study's own parameters."""
     ensemble: bool = param(False, "merge all {p:templates} into one ensemble.")
     topk: int = param(5, "predictions kept per image (the top-k columns of the per-image predictions).", min=1)
+    acc_at: tuple[int, ...] = param((1, 5), "the top-k accuracies reported, comma-separated (e.g. 1,3,5): in the "
+                                    "table, the store, the JSON and the report (k above the number of classes counts "
+                                    "every image).", min=1, flag="--acc-at")
 
 
 @dataclass
@@ -53,7 +56,13 @@ class ZeroShotResult(SingleModel, Notebook):
     evaluations: list[TemplateEvaluation] = field(default_factory=list)
     seconds: float = 0.0
     topk: int = 5  # columns of the per-image predictions
+    acc_at: tuple[int, ...] = (1, 5)  # the top-k accuracies reported
     task = "zeroshot_classification"
+
+    @property
+    def headline(self) -> tuple[str, ...]:
+        """The metrics of the table, the store and the record: the top-k accuracies asked for, then the rest."""
+        return (*[f"acc{k}" for k in self.acc_at], "mean_per_class_recall", "mean_correct_similarity")
 
     @property
     def dataset(self) -> DatasetInfo:
@@ -62,7 +71,7 @@ class ZeroShotResult(SingleModel, Notebook):
     @property
     def params(self) -> dict:
         return {"template_sets": [{"name": ev.template_set.name, "templates": list(ev.template_set.templates)}
-                                  for ev in self.evaluations], "topk": self.topk}
+                                  for ev in self.evaluations], "topk": self.topk, "acc_at": list(self.acc_at)}
 
     @property
     def failures(self) -> list[Failure]:
@@ -73,7 +82,7 @@ class ZeroShotResult(SingleModel, Notebook):
         for ev in self.evaluations:
             kw = dict(task=self.task, model=self.model, dataset=self.data, variant=ev.template_set.name,
                       n=self.dataset.n)
-            rows.add_metrics(ev.result.metrics, CLASSIFICATION, **kw)
+            rows.add_metrics(ev.result.metrics, self.headline, **kw)
             rows.add(metric="images_per_second", value=self.images.images_per_second, **kw)
             for cname, r in zip(self.data.classnames, ev.result.metrics["per_class_recall"]):
                 rows.add(metric=f"recall[{cname}]", value=r, **kw)
@@ -87,15 +96,15 @@ class ZeroShotResult(SingleModel, Notebook):
 
     def tables(self) -> list[Table]:
         n_cls = len(self.data.classnames)
+        accs = [f"top-{min(k, n_cls)} %" for k in self.acc_at]
         table = Table(f"zero-shot · {self.model.name} · {self.data.name} ({self.data.split}, "
                       f"{len(self.images.indices)} images, {n_cls} classes)",
-                      ["templates", "#", "top-1 %", f"top-{min(5, n_cls)} %", "mean class recall %", "sim(true)"],
-                      right=frozenset(["#", "top-1 %", f"top-{min(5, n_cls)} %", "mean class recall %",
-                                       "sim(true)"]))
+                      ["templates", "#", *accs, "mean class recall %", "sim(true)"],
+                      right=frozenset(["#", *accs, "mean class recall %", "sim(true)"]))
         for ev in self.evaluations:
             m = ev.result.metrics
             name = ev.template_set.name if len(ev.template_set.name) <= 40 else ev.template_set.name[:37] + "..."
-            table.rows.append([name, str(len(ev.template_set.templates)), pct(m["acc1"]), pct(m.get("acc5")),
+            table.rows.append([name, str(len(ev.template_set.templates)), *[pct(m.get(f"acc{k}")) for k in self.acc_at],
                                pct(m["mean_per_class_recall"]), f"{m['mean_correct_similarity']:.3f}"])
         ips = self.images.images_per_second
         table.caption = (f"chance = {100 / n_cls:.1f} % · images/s = {ips:,.0f}" if not math.isnan(ips) else
@@ -107,7 +116,7 @@ class ZeroShotResult(SingleModel, Notebook):
         """One CLIP_benchmark-style record (``dataset``, ``model``, ``pretrained``, ``task``, ``metrics``); metrics
         are those of the first template set, every set's metrics are under ``template_sets``."""
         def metrics_of(ev) -> dict:
-            m = {k: ev.result.metrics[k] for k in CLASSIFICATION if k in ev.result.metrics}
+            m = {k: ev.result.metrics[k] for k in self.headline if k in ev.result.metrics}
             m["images_per_second"] = self.images.images_per_second
             return m
 
@@ -175,12 +184,14 @@ def run_zeroshot(inputs: Inputs, params: ZeroShotParams = ZeroShotParams()) -> Z
     t0 = time.perf_counter()
     images = embed_images(model, dataset, options)
     labels = dataset.labels[images.indices]
-    run = ZeroShotResult(model=model, data=dataset, images=images, labels=labels, topk=params.topk)
+    run = ZeroShotResult(model=model, data=dataset, images=images, labels=labels, topk=params.topk,
+                         acc_at=tuple(params.acc_at))
     for ts in inputs.templates:
         t1 = time.perf_counter()
         classifier = build_classifier(class_text_embeddings(model, dataset.classnames, ts, options))
         text_seconds = time.perf_counter() - t1
-        run.evaluations.append(TemplateEvaluation(ts, evaluate(images.embeddings, labels, classifier), text_seconds))
+        run.evaluations.append(TemplateEvaluation(ts, evaluate(images.embeddings, labels, classifier,
+                                                               tuple(params.acc_at)), text_seconds))
     run.seconds = time.perf_counter() - t0
     return run
 
@@ -240,7 +251,7 @@ def clip_benchmark_records(df: pd.DataFrame) -> list[dict]:
     out = []
     for (run_id, model, pre, ds, variant), g in df.groupby(["run_id", "model", "pretrained", "dataset", "variant"],
                                                            dropna=False, sort=False):
-        m = {k: v for k, v in zip(g.metric, g.value) if k in ("acc1", "acc5", "mean_per_class_recall")}
+        m = {k: v for k, v in zip(g.metric, g.value) if re.fullmatch(r"acc\d+|mean_per_class_recall", k)}
         if m:
             out.append({"dataset": ds, "model": model, "pretrained": pre, "task": "zeroshot_classification",
                         "metrics": m, "language": "en", "templates": variant, "run_id": run_id})
@@ -248,7 +259,8 @@ def clip_benchmark_records(df: pd.DataFrame) -> list[dict]:
 
 
 REPORT_SECTIONS = [ReportSection(
-    "zeroshot_classification", ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similarity", "images_per_second"),
+    "zeroshot_classification", ("acc1", "acc2", "acc3", "acc5", "acc10", "mean_per_class_recall",
+                                "mean_correct_similarity", "images_per_second"),
     rates=r"acc\d|mean_per_class_recall", figures=per_class_figures, clip_benchmark=clip_benchmark_records, order=10)]
 
 STUDY = register(Study(

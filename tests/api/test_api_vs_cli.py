@@ -82,6 +82,11 @@ def cases(w) -> dict[str, tuple[list[str], callable, bool]]:
         "similar_rmac": (["similar", "-d", "shapes:shape", *lim, "--descriptor", "rmac", "--levels", "2"],
                          lambda: cliplab.similar("tiny-shapes", "shapes:shape", limit=LIMIT, descriptor="rmac",
                                                  levels=2, **common), True),
+        "queries": (["queries", "-d", "shapes:shape", *lim, "-t", "a photo of a {}.", "-t", "a {} shape",
+                     "--chain", "shapes", "--bootstrap", "100", "--ks", "3,5"],
+                    lambda: cliplab.queries("tiny-shapes", "shapes:shape", limit=LIMIT,
+                                            templates=["a photo of a {}.", "a {} shape"], chain="shapes",
+                                            bootstrap=100, ks=[3, 5], **common), True),
         "cluster": (["cluster", "-d", "shapes:color", *lim, "--k", "3,6", "--pca-dim", "8", "--seed", "1"],
                     lambda: cliplab.cluster("tiny-shapes", "shapes:color", limit=LIMIT, k=[3, 6], pca_dim=8,
                                             seed=1, **common), False),
@@ -89,7 +94,7 @@ def cases(w) -> dict[str, tuple[list[str], callable, bool]]:
 
 
 NAMES = ["zeroshot", "zeroshot_ensemble", "prompts", "probe", "compare", "inspect", "inspect_default_classes",
-         "inspect_prompts", "attack", "retrieval", "search", "similar", "similar_rmac", "cluster"]
+         "inspect_prompts", "attack", "retrieval", "search", "similar", "similar_rmac", "queries", "cluster"]
 
 
 def run_cli(args: list[str], cache) -> None:

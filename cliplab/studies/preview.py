@@ -1,0 +1,137 @@
+"""A look at the data first: how many images each class has, and a grid of a few of them per class (seeded random
+picks), before any model is run -- as every hand-made CLIP study opens with one. No model is loaded."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from cliplab.inputs import CACHE_DIR_P, IMAGES, Inputs
+from cliplab.params import param
+from cliplab.registry import Output, Study, register
+from cliplab.report.notebook import Notebook
+from cliplab.report.plots import image_grid, save_figure
+from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportSection, Rows, Table
+
+if TYPE_CHECKING:
+    from cliplab.data.base import ImageDataset
+
+
+@dataclass(frozen=True)
+class PreviewParams:
+    """How many images the preview shows, and which."""
+    per_class: int = param(8, "images shown per class.", min=1)
+    max_classes: int = param(40, "classes shown in the grid (the largest first when there are more).", min=1)
+    seed: int = param(0, "the seed of the random picks.")
+
+
+@dataclass(repr=False)
+class PreviewResult(Notebook):
+    """A dataset's classes with their sizes, and sample images of each (no model)."""
+    data: ImageDataset
+    counts: pd.DataFrame  # class, images
+    picks: dict  # class index (or -1: unlabelled) -> dataset positions
+    per_class: int
+    task = "preview"
+
+    @property
+    def models(self) -> list[ModelInfo]:
+        return [ModelInfo("none")]
+
+    @property
+    def dataset(self) -> DatasetInfo:
+        return DatasetInfo.of(self.data, len(self.data))
+
+    @property
+    def params(self) -> dict:
+        return {"per_class": self.per_class}
+
+    @property
+    def failures(self) -> list[Failure]:
+        return []
+
+    def metric_rows(self) -> pd.DataFrame:
+        rows = Rows()
+        for name, n in zip(self.counts["class"], self.counts["images"]):
+            rows.add(task=self.task, model=ModelInfo("none"), dataset=self.data, variant=str(name), metric="images",
+                     value=int(n), n=len(self.data))
+        return rows.frame()
+
+    def summary(self) -> str:
+        if self.data.classnames:
+            sizes = self.counts["images"]
+            return (f"{self.data.name} ({self.data.split}): {len(self.data)} images in {len(self.counts)} classes "
+                    f"({int(sizes.min())}-{int(sizes.max())} per class)")
+        return f"{self.data.name} ({self.data.split}): {len(self.data)} images, no class labels"
+
+    def tables(self) -> list[Table]:
+        t = Table(f"preview · {self.data.name} ({self.data.split})", ["class", "images", "share %"],
+                  right=frozenset(["images", "share %"]))
+        total = max(1, int(self.counts["images"].sum()))
+        t.rows = [[str(c), str(int(n)), f"{100 * n / total:.1f}"] for c, n in zip(self.counts["class"],
+                                                                                self.counts["images"])]
+        return [t]
+
+    def record(self) -> dict:
+        return {"task": self.task, "dataset": self.data.name, "split": self.data.split,
+                "dataset_fingerprint": self.data.fingerprint, "num_images": len(self.data),
+                "classes": self.counts.to_dict(orient="records"),
+                "samples": {str(self._name(c)): [self.data.source.id(int(i)) for i in pos]
+                            for c, pos in self.picks.items()}}
+
+    def artifacts(self) -> dict:
+        return {"counts": self.counts, "grid": self.grid_figure()}
+
+    def _name(self, c: int) -> str:
+        return self.data.classnames[c] if c >= 0 and self.data.classnames else "images"
+
+    def grid_figure(self) -> Figure:
+        """Sample images, one row per class (a PNG)."""
+        caption = f"sample images per class · {self.data.name}"
+
+        def draw(path: Path) -> list[tuple[Path, str]]:
+            imgs, caps, rows = [], [], []
+            for c, pos in self.picks.items():
+                for j in range(self.per_class):
+                    if j < len(pos):
+                        imgs.append(self.data.source.load(int(pos[j])))
+                        caps.append(Path(self.data.source.id(int(pos[j]))).name[:24])
+                    else:
+                        imgs.append(None)
+                        caps.append("")
+                rows.append(f"{self._name(c)} ({len(pos)} shown)")
+            fig = image_grid(imgs, caps, cols=self.per_class, row_titles=rows, title=caption)
+            return [(save_figure(fig, [path])[0], caption)]
+
+        return Figure(caption, draw)
+
+
+def run_preview(inputs: Inputs, params: PreviewParams = PreviewParams()) -> PreviewResult:
+    """Class sizes and a few seeded random images per class: a :class:`PreviewResult` (no model is loaded)."""
+    ds = inputs.dataset
+    rng = np.random.default_rng(params.seed)
+    if ds.labels is not None and ds.classnames:
+        sizes = np.bincount(ds.labels, minlength=len(ds.classnames))
+        counts = pd.DataFrame({"class": ds.classnames, "images": sizes})
+        shown = np.argsort(-sizes, kind="stable")[:params.max_classes]
+        picks = {int(c): np.sort(rng.permutation(np.flatnonzero(ds.labels == c))[:params.per_class])
+                 for c in sorted(shown)}
+    else:
+        counts = pd.DataFrame({"class": ["(no labels)"], "images": [len(ds)]})
+        picks = {-1: np.sort(rng.permutation(len(ds))[:params.per_class])}
+    return PreviewResult(ds, counts, picks, params.per_class)
+
+
+REPORT_SECTIONS = [ReportSection("preview", ("images",), order=1)]
+
+STUDY = register(Study(
+    "preview", run_preview, "A look at the data first: images per class and a grid of samples per class (no model).",
+    params=PreviewParams, inputs=(*IMAGES, CACHE_DIR_P),
+    outputs=(Output("grid", "grid", "PNG of sample images, one row per class.", (".png",)),
+             Output("output", "record", "JSON: classes, sizes and the sampled image ids.", (".json",), short="-o")),
+    positional=("dataset",), group="Models, datasets and embeddings", sections=tuple(REPORT_SECTIONS), order=5,
+    returns="Inline: the class table and the sample grid.",
+    example='cliplab.preview("shapes:color", per_class=6)'))
