@@ -357,7 +357,7 @@ def load_inputs(values: dict[str, Any], *, fitting: Fitting | None = None, templ
                                          and not _all_loaded(model))
     if loads_model or "models_file" in values:
         check_options(options.device, options.precision, options.backend)
-    if options.use_cache and ("model" in values or "dataset" in values):  # before anything is loaded or computed
+    if options.use_cache and "no_cache" in values:  # a study that embeds: before anything is loaded or computed
         require_writable(options.cache_dir, options.cache_dir / "embeddings")
 
     if "dataset" in values:
