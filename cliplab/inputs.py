@@ -5,8 +5,8 @@ fitted on, run options), declared once here, and :func:`load_inputs`, which turn
 
 The CLI, the Python API and any later door (a web server) call the same :func:`load_inputs` with library parameter
 names and get the same objects, the same errors (:class:`~cliplab.errors.ParameterError`, spelled by each door) and
-the same run ``config``. Checks run cheapest first: values, templates, device and precision, then the dataset and
-the fitted split, then the model (the slow part).
+the same run ``config``. Checks run cheapest first: values, templates, device and precision, that the cache can be
+written (when it is on), then the dataset and the fitted split, then the model (the slow part).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from cliplab.errors import DatasetParameterError, ModelParameterError, ParameterError
+from cliplab.paths import require_writable
 from cliplab.params import (BOOL, DATASET, DATASETS, FLOAT, INT, MODEL, MODELS, PATH, REQUIRED, STR, STRS, Kind,
                             Param, plain)
 
@@ -356,6 +357,8 @@ def load_inputs(values: dict[str, Any], *, fitting: Fitting | None = None, templ
                                          and not _all_loaded(model))
     if loads_model or "models_file" in values:
         check_options(options.device, options.precision, options.backend)
+    if options.use_cache and "no_cache" in values:  # a study that embeds: before anything is loaded or computed
+        require_writable(options.cache_dir, options.cache_dir / "embeddings")
 
     if "dataset" in values:
         data = values["dataset"]

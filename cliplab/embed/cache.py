@@ -1,19 +1,38 @@
 """On-disk embedding cache.
 
 Layout: ``<cache>/embeddings/<model fingerprint>/<kind>/shard-*.npz``; each shard holds ``keys`` (content keys),
-``emb`` (float32 rows), ``fail_keys``/``fail_reasons`` (items that cannot be embedded, so they are not retried)
-and ``seconds`` (compute time, for throughput figures). Shards are written atomically (temp file + rename), so a
-run killed at any moment leaves only whole shards behind and the next run resumes after the last one.
+``emb`` (float32 rows), ``fail_keys``/``fail_reasons`` (items that cannot be embedded, so they are not retried),
+``seconds`` (compute time, for throughput figures) and ``checksum``: a SHA-256 digest of every other array (name,
+dtype, shape and bytes) and of the shard's place (``<fingerprint>/<kind>``), written in the same file. Shards are
+written atomically (temp file + fsync + rename), so a run killed at any moment leaves only whole shards behind and the
+next run resumes after the last one.
+
+A shard is verified when it serves a lookup: one that cannot be read (truncated, empty, not an archive, a folder),
+whose arrays do not fit together or whose checksum does not match is moved into ``<cache>/quarantine/`` (never
+deleted, :mod:`cliplab.quarantine`), reported in one warning, and its items are computed again as if they had never
+been cached. Shards written before checksums existed (no ``checksum`` array) are read when every array reads whole
+(the zip format's CRC-32 of each array is checked on reading) and they fit together; they cannot be checked against
+what was written, so they are "unverified" (``CacheHits.unverified``). A shard that serves none of the keys looked up
+is not read beyond its keys.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cliplab.errors import ParameterError
 from cliplab.io import atomic_path
+from cliplab.paths import CACHE_REMEDY, human_bytes, require_space, require_writable
+from cliplab.quarantine import Moved, move_aside, record
+
+ARRAYS = ("keys", "emb", "fail_keys", "fail_reasons", "seconds")  # what every shard holds (and ``checksum``)
+FULL_DISK = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+MARGIN = 1 << 20  # bytes kept free beyond the estimate (zip headers, the file-hash memo, rounding)
 
 
 @dataclass
@@ -22,49 +41,182 @@ class CacheHits:
     failures: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0  # compute time recorded for the shards that served these keys
     counted: int = 0  # rows those seconds covered
+    unverified: int = 0  # shards read that carry no checksum (written by an older cliplab)
+    moved: list[Moved] = field(default_factory=list)  # damaged shards moved aside by this lookup
+
+
+class Damaged(Exception):
+    """A shard that cannot be used: the message says why."""
+
+
+def checksum(scope: str, arrays: dict[str, np.ndarray]) -> str:
+    """The digest of a shard's arrays (every one but ``checksum``: name, dtype, shape, bytes) and of its place."""
+    h = hashlib.sha256(f"cliplab-shard-v2\0{scope}".encode())  # SHA-256: in hardware on current x86 and ARM CPUs
+    for name in sorted(arrays):
+        if name == "checksum":
+            continue
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"\0{name}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.reshape(-1).view(np.uint8) if a.size else b"")
+    return h.hexdigest()
+
+
+def _savez(fh, arrays: dict[str, np.ndarray]) -> None:
+    """Write the shard's arrays (its own function, so tests can make the disk fill up here)."""
+    np.savez(fh, **arrays)
+
+
+def estimate_bytes(rows: int, dim: int, key_chars: int = 34) -> int:
+    """Disk space ``rows`` new embeddings of ``dim`` floats take in the cache, with a margin: the float32 rows, the
+    keys (numpy stores 4 bytes a character), the file-hash memo's row, plus 10 % and ``MARGIN``."""
+    per_row = 4 * dim + 4 * key_chars + 256
+    return int(rows * per_row * 1.1) + MARGIN
 
 
 class EmbeddingCache:
     def __init__(self, cache_dir: Path, fingerprint: str, kind: str):
-        self.dir = Path(cache_dir) / "embeddings" / fingerprint / kind
+        self.root = Path(cache_dir)
+        self.kind, self.scope = kind, f"{fingerprint}/{kind}"
+        self.dir = self.root / "embeddings" / fingerprint / kind
+        self.written = 0  # shards committed by this cache object (this run)
+        self.rows_written = 0
 
     def shards(self) -> list[Path]:
         return sorted(self.dir.glob("shard-*.npz")) if self.dir.is_dir() else []
 
     def lookup(self, keys: list[str]) -> CacheHits:
+        """What the cache holds for ``keys``. Damaged shards met on the way are moved aside and reported (their
+        items are simply not in the hits)."""
         wanted = set(keys)
         hits = CacheHits()
         for shard in self.shards():
             try:
-                with np.load(shard, allow_pickle=False) as z:
-                    skeys = z["keys"]
-                    rows = [i for i, k in enumerate(skeys.tolist()) if k in wanted]
-                    fkeys = z["fail_keys"].tolist()
-                    if rows:
-                        emb = z["emb"]
-                        for i in rows:
-                            hits.vectors[skeys[i]] = emb[i]
-                        hits.seconds += float(z["seconds"]) * len(rows) / max(len(skeys), 1)
-                        hits.counted += len(rows)
-                    if fkeys:
-                        for k, r in zip(fkeys, z["fail_reasons"].tolist()):
-                            if k in wanted:
-                                hits.failures[k] = r
-            except (OSError, ValueError, KeyError):
-                continue  # an unreadable shard is ignored; its items are recomputed
+                found = self._read(shard, wanted)
+            except FileNotFoundError:
+                continue  # moved aside by another process since it was listed
+            except Damaged as exc:
+                moved = move_aside(self.root, [shard], f"{self.kind} embedding shard", str(exc))
+                if moved is not None:
+                    hits.moved.append(moved)
+                continue
+            if found is None:
+                continue
+            rows, frows, arrays, verified = found
+            skeys, emb = arrays["keys"], arrays["emb"]
+            for i in rows:
+                hits.vectors[skeys[i]] = emb[i]
+            if rows:
+                hits.seconds += float(arrays["seconds"]) * len(rows) / max(len(skeys), 1)
+                hits.counted += len(rows)
+            for i in frows:
+                hits.failures[arrays["fail_keys"][i]] = arrays["fail_reasons"][i]
+            hits.unverified += not verified
+        record(hits.moved)
         return hits
 
+    def _read(self, shard: Path, wanted: set[str]):
+        """(rows, failure rows, arrays, whether a checksum verified them) of a shard that holds any ``wanted`` key,
+        None for one that holds none; raises :class:`Damaged` for a shard that cannot be used."""
+        try:
+            z = np.load(shard, allow_pickle=False)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes the reader raise
+            raise Damaged(f"unreadable ({_why(exc)})") from None
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise Damaged("not an npz archive")
+        with z:
+            missing = [n for n in ARRAYS if n not in z.files]
+            if missing:
+                raise Damaged(f"no {', '.join(missing)} array")
+            try:
+                skeys, fkeys = z["keys"], z["fail_keys"]
+                _text_vector(skeys, "keys")
+                _text_vector(fkeys, "fail_keys")
+                rows = [i for i, k in enumerate(skeys.tolist()) if k in wanted]
+                frows = [i for i, k in enumerate(fkeys.tolist()) if k in wanted]
+                if not rows and not frows:
+                    return None
+                arrays = {name: z[name] for name in z.files if name not in ("keys", "fail_keys")}
+                arrays.update(keys=skeys, fail_keys=fkeys)
+            except Damaged:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a damaged member (bad CRC-32, short data, odd header)
+                raise Damaged(f"unreadable ({_why(exc)})") from None
+        return rows, frows, arrays, self._verify(arrays)
+
+    def _verify(self, arrays: dict[str, np.ndarray]) -> bool:
+        """Check a shard's arrays: True when its checksum matches, False for a shard without one whose arrays fit
+        together (older cliplab); raises :class:`Damaged` otherwise."""
+        stored = arrays.get("checksum")
+        if stored is not None:
+            if stored.shape != () or stored.dtype.kind != "U":
+                raise Damaged("checksum is not a digest")
+            if str(stored) != checksum(self.scope, arrays):
+                raise Damaged("checksum mismatch: the shard is not what was written")
+        keys, emb = arrays["keys"], arrays["emb"]
+        if emb.ndim != 2 or emb.dtype != np.float32 or emb.shape[0] != len(keys):
+            raise Damaged(f"embeddings {emb.dtype}{list(emb.shape)} do not fit {len(keys)} keys")
+        _text_vector(arrays["fail_reasons"], "fail_reasons")
+        if len(arrays["fail_reasons"]) != len(arrays["fail_keys"]):
+            raise Damaged("fail_keys and fail_reasons differ in length")
+        seconds = arrays["seconds"]
+        if seconds.shape != () or seconds.dtype.kind != "f":
+            raise Damaged("seconds is not a number")
+        return stored is not None
+
+    def prepare(self, rows: int, dim: int, key_chars: int = 34) -> None:
+        """Before computing ``rows`` embeddings to cache: the shard folder must be writable and its disk must have
+        room for them (:func:`estimate_bytes`), else a :class:`ParameterError` naming ``cache_dir``."""
+        require_writable(self.root, self.dir)
+        require_space(self.root, self.dir, estimate_bytes(rows, dim, key_chars),
+                      f"{rows:,} {self.kind} embeddings of dimension {dim}")
+
     def write(self, keys: list[str], emb: np.ndarray, failures: dict[str, str], seconds: float) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Commit one shard (atomically, with its checksum); a full disk or a cache that cannot be written is a
+        :class:`ParameterError` naming ``cache_dir`` that says what was kept."""
+        arrays = {
+            "keys": np.asarray(keys, dtype=np.str_),
+            "emb": np.asarray(emb, dtype=np.float32),
+            "fail_keys": np.asarray(list(failures), dtype=np.str_),
+            "fail_reasons": np.asarray(list(failures.values()), dtype=np.str_),
+            "seconds": np.float64(seconds),
+        }
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        arrays["checksum"] = np.asarray(checksum(self.scope, arrays))
         path = self.dir / f"shard-{uuid.uuid4().hex}.npz"
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(
-                    fh,
-                    keys=np.asarray(keys, dtype=np.str_),
-                    emb=np.asarray(emb, dtype=np.float32),
-                    fail_keys=np.asarray(list(failures), dtype=np.str_),
-                    fail_reasons=np.asarray(list(failures.values()), dtype=np.str_),
-                    seconds=np.float64(seconds),
-                )
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as fh:
+                    _savez(fh, arrays)
+        except OSError as exc:
+            raise self._write_error(exc) from None
+        self.written += 1
+        self.rows_written += len(keys)
         return path
+
+    def _write_error(self, exc: OSError) -> ParameterError:
+        kept = (f"the {self.written} shard{'s' if self.written != 1 else ''} ({self.rows_written:,} embeddings) this "
+                "run wrote before are kept, and a rerun resumes after them" if self.written else
+                "nothing this run computed was cached yet")
+        if exc.errno in FULL_DISK:
+            from cliplab.paths import free_bytes
+
+            free = free_bytes(self.dir)
+            msg = (f"the disk holding the cache is full ({exc.strerror or exc}; {human_bytes(free)} free): {kept}; "
+                   "free some space and run again, or " + CACHE_REMEDY)
+        else:
+            msg = f"cannot write in the cache ({exc.strerror or exc}: {exc.filename or self.dir}): {kept}; " + \
+                CACHE_REMEDY
+        return ParameterError("cache_dir", str(self.root), msg, quote=False)
+
+
+def _text_vector(a: np.ndarray, name: str) -> None:
+    if a.ndim != 1 or a.dtype.kind != "U":
+        raise Damaged(f"{name} is not a list of strings")
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:120] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

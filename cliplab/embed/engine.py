@@ -129,6 +129,8 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, options: 
 
     seconds = hits.seconds if hits else 0.0
     computed = 0
+    if todo and cache:  # before any image is embedded: a cache that cannot take the work fails now, not at the end
+        cache.prepare(len(todo), model.embed_dim)
     if todo:
         if use_tensor:
             loader = _tensor_batches(source, todo, model, batch_size)

@@ -27,8 +27,10 @@ def embed_texts(model: LoadedModel, texts: list[str], options: RunOptions | str 
     backend = model.text_backend(len(texts))  # the key names what computes them: never mixed across runtimes
     cache = EmbeddingCache(options.cache_dir, model.text_fingerprint(backend), "text") if options.use_cache \
         else None
-    vectors = dict(cache.lookup(list(set(keys))).vectors) if cache else {}
+    vectors = dict(cache.lookup(list(dict.fromkeys(keys))).vectors) if cache else {}
     todo = list(dict.fromkeys(k for k in keys if k not in vectors))
+    if todo and cache:  # before any text is embedded: the cache must be able to take them
+        cache.prepare(len(todo), model.embed_dim)
     if todo:
         text_of = dict(zip(keys, texts))
         new_rows = []

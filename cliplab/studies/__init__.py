@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from cliplab.inputs import load_inputs, run_config
 from cliplab.params import check_values
+from cliplab.quarantine import one_report
 from cliplab.results.guard import Inputs as ReadFiles, dataset_inputs
 from cliplab.registry import Study, studies
 
@@ -39,6 +40,11 @@ def execute(study: Study, values: dict[str, Any], before: Callable | None = None
     if unknown:
         raise TypeError(f"{study.name}: unknown parameters {sorted(unknown)}")
     checked = check_values(declared, values)
+    with one_report():  # damaged cache entries met anywhere in the run: one warning
+        return _run(study, checked, own, declared, before)
+
+
+def _run(study: Study, checked: dict[str, Any], own: list, declared: list, before: Callable | None) -> Any:
     own_names = {p.name for p in own}
     inputs = load_inputs({k: v for k, v in checked.items() if k not in own_names} | _shared(study, checked),
                          fitting=study.fitting, templates=study.templates, model_extra=study.model_extra)

@@ -2,12 +2,20 @@
 converted with OpenVINO, checked against PyTorch and compiled for the CPU on first use; the converted models are
 cached on disk, so only the first run converts.
 
+Each converted model is written with a checksum of its .xml and .bin (``<name>.sum``, committed before the .xml, which
+marks a complete model). A cached model is used only when its files match that checksum and it gives PyTorch's
+embeddings on a few inputs (checked at every load, as right after a conversion); one that does not is moved into
+``<cache>/quarantine/`` (never deleted, reported in one warning) and converted again. A model converted by an older
+cliplab has no checksum: it is checked against PyTorch, and its checksum is written once it agrees.
+
 Only inference goes through OpenVINO (``LoadedModel.encode_images`` / ``encode_texts``). Anything that needs the
 PyTorch modules (gradients, training, forward hooks for MAC/R-MAC/GeM descriptors) keeps using ``loaded.model``.
 A tower OpenVINO cannot convert stays on PyTorch, with a warning that says so.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -20,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from cliplab.io import hash_json
+from cliplab.io import hash_json, write_text_atomic
 from cliplab.models.backends import Backend, Runtime, register
 from cliplab.models.backends.pytorch import TorchRuntime
 from cliplab.progress import warn
+from cliplab.quarantine import move_aside, record
 
 # OpenVINO's CPU inference precision for each cliplab precision: fp32 is exact (the default); bf16 is opt-in.
 INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16"}
@@ -91,9 +100,11 @@ def _convert(module, example, path: Path):
         converted = ov.convert_model(_exported(module, example))
     converted.reshape([-1, *example.shape[1:]])
     tmp = Path(tempfile.mkdtemp(dir=_mkdir(path.parent), prefix=f".{path.stem}.", suffix=".tmp"))
-    try:  # the weights first, then the .xml: a cached model is complete when its .xml exists
+    try:  # the weights and the checksum first, then the .xml: a cached model is complete when its .xml exists
         ov.save_model(converted, str(tmp / "tower.xml"), compress_to_fp16=False)
-        os.replace(tmp / "tower.bin", path.with_suffix(".bin"))
+        (tmp / "tower.sum").write_text(json.dumps(_sums(tmp / "tower.xml")) + "\n")
+        for suffix in (".bin", ".sum"):
+            os.replace((tmp / "tower").with_suffix(suffix), path.with_suffix(suffix))
         os.replace(tmp / "tower.xml", path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -110,11 +121,50 @@ def _cached(path: Path) -> bool:
     return path.is_file() and path.with_suffix(".bin").is_file()
 
 
-def _load_or_convert(core, module, example, path: Path) -> tuple[object, bool]:
-    """(OpenVINO model, whether it was converted now)."""
-    if _cached(path):
-        return core.read_model(str(path)), False
-    return _convert(module, example, path), True
+def _files(path: Path) -> list[Path]:
+    """The files of the converted model at ``path``: its .xml, .bin and checksum."""
+    return [path, path.with_suffix(".bin"), path.with_suffix(".sum")]
+
+
+def _sums(xml: Path) -> dict[str, str]:
+    """SHA-256 of the .xml and .bin of a converted model."""
+    out = {}
+    for part in ("xml", "bin"):
+        with open(xml.with_suffix(f".{part}"), "rb") as fh:
+            out[part] = hashlib.file_digest(fh, "sha256").hexdigest()
+    return out
+
+
+class DamagedModel(Exception):
+    """A cached converted model that cannot be used: the message says why."""
+
+
+def _verify_files(path: Path) -> bool:
+    """Whether the cached model at ``path`` matches its checksum: True; False when it has none (converted by an older
+    cliplab); raises :class:`DamagedModel` when its files are missing, unreadable or do not match."""
+    if not path.is_file():
+        raise DamagedModel("its .xml is not a file")
+    if not path.with_suffix(".bin").is_file():
+        raise DamagedModel("its weights (.bin) are missing")
+    sums = path.with_suffix(".sum")
+    if not os.path.lexists(sums):
+        return False
+    try:
+        stored = json.loads(sums.read_text())
+        got = _sums(path)
+    except (OSError, ValueError) as exc:
+        raise DamagedModel(f"its checksum cannot be read ({type(exc).__name__}: {exc})") from None
+    bad = [f".{part}" for part in ("xml", "bin") if not isinstance(stored, dict) or stored.get(part) != got[part]]
+    if bad:
+        raise DamagedModel(f"checksum mismatch ({' and '.join(bad)}): the files are not what was converted")
+    return True
+
+
+def _seal(path: Path) -> None:
+    """Write the checksum of a cached model that has none (converted by an older cliplab) once it agreed with
+    PyTorch, so later damage is caught (best effort: a cache that cannot take it is checked against PyTorch again)."""
+    with contextlib.suppress(OSError):
+        write_text_atomic(path.with_suffix(".sum"), json.dumps(_sums(path)) + "\n")
 
 
 # Texts in one call from which the text tower is converted (when it is not converted yet): converting it costs more
@@ -125,6 +175,11 @@ TEXT_CONVERT_MIN = 256
 # A freshly converted tower must give the PyTorch tower's embeddings on a batch of another size than it was traced
 # with (this catches a batch size baked into the graph): cosine at least this, per inference precision.
 MIN_COSINE = {"f32": 0.99999, "bf16": 0.999}
+
+# A tower read from the cache is checked the same way on the first LOAD_PROBE of those inputs (its batch handling was
+# checked at conversion; this catches damaged weights, a runtime that compiles it differently on this CPU, or a
+# PyTorch model that changed since): one PyTorch forward of a small batch per load (docs/reliability.md).
+LOAD_PROBE = 2
 
 
 def _check(compiled, module, probe, precision: str) -> None:
@@ -197,21 +252,40 @@ class OpenVINOTowers(Runtime):
     def _compile(self, tower: str):
         path = self._path(tower)
         module, example, probe = self._jobs.pop(tower)
+        if os.path.lexists(path):
+            compiled = self._from_cache(tower, path, module, probe)
+            if compiled is not None:
+                return compiled
         fresh = False
         try:
-            model, fresh = _load_or_convert(_core(), module, example, path)
+            model = _convert(module, example, path)
+            fresh = True
             compiled = _core().compile_model(model, "CPU", self.config)
-            if fresh:
-                _check(compiled, module, probe, self.precision)
+            _check(compiled, module, probe, self.precision)
         except Exception as exc:  # noqa: BLE001 - any conversion failure: this tower stays on PyTorch
             warn(f"OpenVINO could not convert the {tower} tower of {self.model_name} ({type(exc).__name__}: "
-                 f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); it runs on PyTorch")
+                 f"{_first_line(exc)}); it runs on PyTorch")
             if fresh:  # a converted model that failed the check is not kept for the next run
-                path.unlink(missing_ok=True)
-                path.with_suffix(".bin").unlink(missing_ok=True)
+                for file in _files(path):
+                    with contextlib.suppress(OSError):
+                        file.unlink(missing_ok=True)
             return None
-        if fresh:
-            self.converted.append(tower)
+        self.converted.append(tower)
+        return compiled
+
+    def _from_cache(self, tower: str, path: Path, module, probe):
+        """The cached converted ``tower``, compiled once its files match their checksum and it agrees with PyTorch on
+        a few inputs; None after moving one that does not into the quarantine (it is then converted again)."""
+        try:
+            sealed = _verify_files(path)
+            compiled = _core().compile_model(_core().read_model(str(path)), "CPU", self.config)
+            _check(compiled, module, probe[:LOAD_PROBE], self.precision)
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged model makes OpenVINO raise
+            why = str(exc) if isinstance(exc, DamagedModel) else f"{type(exc).__name__}: {_first_line(exc)}"
+            record([move_aside(self.cache_dir, _files(path), f"converted OpenVINO {tower} tower", why)])
+            return None
+        if not sealed:
+            _seal(path)
         return compiled
 
     def encode_images(self, loaded, pixels):
@@ -260,12 +334,19 @@ def compile_towers(loaded, cache_dir: Path, precision: str = "fp32", threads: in
     return OpenVINOTowers(loaded, cache_dir, precision, threads)
 
 
+def _first_line(exc: BaseException) -> str:
+    """The line of an exception's message that says what went wrong (OpenVINO's start with where it was raised)."""
+    lines = [line for line in str(exc).splitlines() if line.strip() and not line.startswith("Exception from src/")]
+    return lines[0][:200] if lines else ""
+
+
 def _write_meta(cache_dir: Path, weights: str, loaded, precision: str) -> None:
+    """Which model the converted towers of ``weights`` come from, for people looking in the cache (best effort)."""
     meta = Path(cache_dir) / "openvino" / f"{weights}.json"
     if not meta.is_file():
-        meta.parent.mkdir(parents=True, exist_ok=True)
-        meta.write_text(json.dumps({"model": loaded.name, "pretrained": loaded.pretrained, "openvino": version(),
-                                    "image_size": list(loaded.image_size)}) + "\n")
+        with contextlib.suppress(OSError):
+            write_text_atomic(meta, json.dumps({"model": loaded.name, "pretrained": loaded.pretrained,
+                                                "openvino": version(), "image_size": list(loaded.image_size)}) + "\n")
 
 
 class OpenVINOBackend(Backend):
