@@ -9,8 +9,9 @@ import importlib
 import pkgutil
 from typing import Any
 
-from cliplab.inputs import load_inputs, run_config
+from cliplab.inputs import DEFAULT_MODEL, load_inputs, run_config
 from cliplab.params import check_values
+from cliplab.progress import note
 from cliplab.registry import Study, studies
 
 _DISCOVERED = False
@@ -36,6 +37,10 @@ def execute(study: Study, values: dict[str, Any]) -> Any:
     if unknown:
         raise TypeError(f"{study.name}: unknown parameters {sorted(unknown)}")
     checked = check_values(declared, values)
+    if "model" in {p.name for p in study.inputs} and values.get("model") in (None, ()) \
+            and not values.get("models_file"):
+        note(f"no {{p:model}} given: using {DEFAULT_MODEL}, the small model shipped with cliplab (trained on the "
+             "shapes data)")
     own_names = {p.name for p in own}
     inputs = load_inputs({k: v for k, v in checked.items() if k not in own_names} | _shared(study, checked),
                          fitting=study.fitting, templates=study.templates, model_extra=study.model_extra)

@@ -164,7 +164,10 @@ def test_quiet_prints_nothing(model, color, cache, capfd):
     assert capfd.readouterr() == ("", "")
 
 
-def test_bars_and_notes_go_to_stderr(model, color, cache, capfd):
+def test_bars_and_notes_go_to_stderr(model, color, cache, capfd, monkeypatch):
+    from cliplab import progress
+
+    monkeypatch.setattr(progress, "interactive", lambda: True)  # a terminal, or a notebook a person runs
     capfd.readouterr()
     cliplab.zeroshot(model, color, cache_dir=cache, no_cache=True)
     out, err = capfd.readouterr()
