@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -140,6 +141,11 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
             "pretrained", pretrained, f"{{p:pretrained}} {pretrained!r} is neither a file nor a known tag for {model}"
             + (f" (known tags: {', '.join(tags)})" if tags else ""), prefix=False)
     quick_gelu = needs_quick_gelu(name, tag_cfg, model_cfg) if force_quick_gelu is None else force_quick_gelu
+    hf_tokenizer = hf_tokenizer_name(name, model_cfg)
+    if hf_tokenizer and importlib.util.find_spec("transformers") is None:  # before the slow build
+        raise ModelParameterError("model", model, f"{{p:model}} {model} takes its tokenizer ({hf_tokenizer}) from "
+                                  "Hugging Face transformers, which is not installed: pip install 'cliplab[hf]'",
+                                  prefix=False)
 
     oc_precision = {"amp": "fp32", "amp_bf16": "fp32"}.get(precision, precision)
     needs_network = bool(tag_cfg) or model.startswith("hf-hub:")
@@ -177,7 +183,7 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
         raise ModelParameterError("pretrained", pretrained, f"cannot load {model} with {{p:pretrained}} {pretrained}: "
                                   f"{full if len(full) <= 300 else full[:297] + '...'}", prefix=False) from None
     net.eval()
-    tokenizer = open_clip.get_tokenizer(name)
+    tokenizer = load_tokenizer(model, name, hf_tokenizer)
     pp_cfg = dict(net.visual.preprocess_cfg)
     if model_cfg is None:  # hf-hub / local-dir: take the config open_clip resolved
         model_cfg = {"source": model}
@@ -199,6 +205,35 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
     return dict(model=net, preprocess=preprocess, tokenizer=tokenizer, name=model, pretrained=pretrained,
                 preprocess_cfg=_jsonable(pp_cfg), arch=arch, weights=weights, embed_dim=embed_dim,
                 random_seed=RANDOM_SEED if random_init else None)
+
+
+def hf_tokenizer_name(name: str, model_cfg: dict | None) -> str | None:
+    """The Hugging Face tokenizer an open_clip architecture takes its tokenizer from (SigLIP, SigLIP 2, ...), if any."""
+    text_cfg = (model_cfg or {}).get("text_cfg", {})
+    if text_cfg.get("hf_tokenizer_name"):
+        return str(text_cfg["hf_tokenizer_name"])
+    if model_cfg is not None and "siglip" in name.lower():
+        return f"open_clip's SigLIP tokenizer for {name}"
+    return None
+
+
+def load_tokenizer(model: str, name: str, hf_tokenizer: str | None):
+    """open_clip's tokenizer of ``name``; a Hugging Face tokenizer that cannot be had is a :class:`ParameterError`
+    naming ``model``."""
+    if not hf_tokenizer:
+        return open_clip.get_tokenizer(name)
+    try:
+        with quiet_hub(not network_available()):
+            return open_clip.get_tokenizer(name)
+    except ImportError as exc:
+        raise ModelParameterError("model", model, f"{{p:model}} {model} takes its tokenizer ({hf_tokenizer}) from "
+                                  f"Hugging Face transformers ({exc}): pip install 'cliplab[hf]'",
+                                  prefix=False) from None
+    except Exception as exc:  # noqa: BLE001 - hub and file errors of transformers, reported the same way
+        why = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise ModelParameterError("model", model, f"cannot get the tokenizer of {{p:model}} {model} ({hf_tokenizer}: "
+                                  f"{why}); run once with internet so that the Hugging Face cache holds it",
+                                  prefix=False) from None
 
 
 def random_weights(seed: int) -> str:
