@@ -117,6 +117,15 @@ def use(progress: Progress) -> Iterator[Progress]:
         _current.reset(token)
 
 
+BAR_MIN_WORK = 2e7  # a step doing less (e.g. query x item scores) ends well within a second: no bar for it
+
+
+def bar_total(total: int, work: float) -> int:
+    """``total`` when a step of ``work`` units (scores, pairs, flops / 100, ...) may take a second or more, else 0:
+    the total to give :func:`progress_bar` (which shows nothing for 0)."""
+    return total if work >= BAR_MIN_WORK else 0
+
+
 @contextlib.contextmanager
 def progress_bar(total: int, description: str, unit: str = "img") -> Iterator[Bar]:
     """A bar on the current progress (nothing when there is nothing to count)."""

@@ -17,6 +17,7 @@ from cliplab.errors import ParameterError
 from cliplab.inputs import (CLASSNAMES_P, DATASET_P, DEFAULT_DATASET, ONE_MODEL, RUN, SPLIT_P, TEMPLATE_P, Inputs,
                             Templates, dataset_templates, open_dataset)
 from cliplab.params import REQUIRED, param
+from cliplab.progress import progress_bar
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
 from cliplab.report.plots import image_with_bars, save_figure
@@ -247,15 +248,18 @@ def inspection_figures(ins: InspectResult, folder: str | Path, k: int = 5, limit
     folder = Path(folder)
     out = []
     seen: dict[str, int] = {}
-    for row, idx in enumerate(ins.images.indices[:limit]):
-        path = ins.paths[int(idx)]
-        rank = ins.ranking(row, k)
-        fig = image_with_bars(_load(path), [r[0] for r in rank], [r[1] for r in rank],
-                              title=f"{path.name} · {ins.model.name}")
-        stem = path.stem
-        seen[stem] = seen.get(stem, 0) + 1
-        name = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
-        out += save_figure(fig, [folder / f"{name}-top{k}.png"])
+    rows = ins.images.indices[:limit]
+    with progress_bar(len(rows), "drawing figures", unit="figures") as bar:
+        for row, idx in enumerate(rows):
+            path = ins.paths[int(idx)]
+            rank = ins.ranking(row, k)
+            fig = image_with_bars(_load(path), [r[0] for r in rank], [r[1] for r in rank],
+                                  title=f"{path.name} · {ins.model.name}")
+            stem = path.stem
+            seen[stem] = seen.get(stem, 0) + 1
+            name = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
+            out += save_figure(fig, [folder / f"{name}-top{k}.png"])
+            bar.advance()
     return out
 
 
