@@ -37,13 +37,13 @@ def execute(study: Study, values: dict[str, Any]) -> Any:
     if unknown:
         raise TypeError(f"{study.name}: unknown parameters {sorted(unknown)}")
     checked = check_values(declared, values)
-    if "model" in {p.name for p in study.inputs} and values.get("model") in (None, ()) \
-            and not values.get("models_file"):
-        note(f"no {{p:model}} given: using {DEFAULT_MODEL}, the small model shipped with cliplab (trained on the "
-             "shapes data)")
     own_names = {p.name for p in own}
     inputs = load_inputs({k: v for k, v in checked.items() if k not in own_names} | _shared(study, checked),
                          fitting=study.fitting, templates=study.templates, model_extra=study.model_extra)
+    if "model" in {p.name for p in study.inputs} and values.get("model") in (None, ()) \
+            and not values.get("models_file"):  # said once the inputs loaded: an error stays one line
+        note(f"no {{p:model}} given: using {DEFAULT_MODEL}, the small model shipped with cliplab (trained on the "
+             "shapes data)")
     params = study.params(**{p.name: checked[p.name] for p in own}) if study.params is not None else None
     result = study.run(inputs, params)
     if not study.tool:
