@@ -16,6 +16,7 @@ import numpy as np
 
 from cliplab.errors import CliplabError, ParameterError
 from cliplab.io import atomic_path, write_json_atomic
+from cliplab.progress import bar_total, progress_bar
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.ranking import chunked_topk
 
@@ -50,23 +51,9 @@ class VectorIndex:
         meta = {"rows": int(len(x)), "dim": int(x.shape[1]) if x.ndim == 2 else 0, **(meta or {})}
         if kind == "exact":
             return cls(x, kind, list(ids), meta)
-        faiss = _faiss()
-        d = x.shape[1]
-        if kind == "flat":
-            index = faiss.IndexFlatIP(d)
-        elif kind == "ivf":
-            nlist = nlist or max(1, min(4096, int(4 * np.sqrt(len(x)))))
-            if len(x) < nlist:
-                raise ParameterError("index_type", kind, f"IVF index with {nlist} lists needs at least {nlist} vectors "
-                                     f"(have {len(x)}); use {{p:index_type}} flat", prefix=False)
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.train(x)
-            index.nprobe = min(nprobe, nlist)
-        else:
-            index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efSearch = max(64, 2 * hnsw_m)
-        index.add(x)
-        return cls(index, kind, list(ids), meta)
+        with progress_bar(bar_total(len(x), len(x) * x.shape[1] * (100 if kind == "hnsw" else 4)),
+                          f"building the {kind} index", unit="vectors") as bar:
+            return cls(_faiss_index(x, kind, nlist, nprobe, hnsw_m, bar), kind, list(ids), meta)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -121,6 +108,29 @@ class VectorIndex:
 
     def matches(self, meta: dict) -> bool:
         return all(self.meta.get(k) == v for k, v in meta.items())
+
+
+def _faiss_index(x: np.ndarray, kind: str, nlist: int | None, nprobe: int, hnsw_m: int, bar, chunk: int = 8192):
+    """A FAISS index of the unit rows ``x`` (trained where the kind needs it), added ``chunk`` rows at a time."""
+    faiss = _faiss()
+    d = x.shape[1]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "ivf":
+        nlist = nlist or max(1, min(4096, int(4 * np.sqrt(len(x)))))
+        if len(x) < nlist:
+            raise ParameterError("index_type", kind, f"IVF index with {nlist} lists needs at least {nlist} vectors "
+                                 f"(have {len(x)}); use {{p:index_type}} flat", prefix=False)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(x)
+        index.nprobe = min(nprobe, nlist)
+    else:
+        index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = max(64, 2 * hnsw_m)
+    for s in range(0, len(x), chunk):
+        index.add(x[s:s + chunk])
+        bar.advance(len(x[s:s + chunk]))
+    return index
 
 
 def sidecar(path: Path) -> Path:

@@ -11,14 +11,17 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import contextvars
+import os
 import sys
 import warnings
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as _RichProgress, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
+
+from cliplab.params import Spelling, render
 
 # People-facing output goes to stderr so stdout stays clean for tables and machine output.
 console = Console(stderr=True, soft_wrap=True)  # notes and warnings stay one line each (grep-able)
@@ -35,7 +38,10 @@ class Bar:
 
 
 class Progress:
-    """Where long work reports. The base class reports nothing (see :class:`Silent`)."""
+    """Where long work reports. The base class reports nothing (see :class:`Silent`). ``spell``: how parameters
+    written ``{p:name}`` in notes and warnings are spelled (a door's :class:`~cliplab.params.Spelling`)."""
+
+    spell: Callable[[str], str] = Spelling((), "api")
 
     @contextlib.contextmanager
     def bar(self, total: int, description: str, unit: str = "img") -> Iterator[Bar]:
@@ -66,8 +72,9 @@ class _RichBar(Bar):
 class ConsoleProgress(Progress):
     """rich bars, ``note:`` and ``warning:`` lines on stderr (the CLI's default); ``quiet``: warnings only."""
 
-    def __init__(self, out: Console = console, quiet: bool = False):
+    def __init__(self, out: Console = console, quiet: bool = False, spell: Callable[[str], str] | None = None):
         self.out, self.quiet = out, quiet
+        self.spell = spell or Spelling((), "cli")
 
     @contextlib.contextmanager
     def bar(self, total: int, description: str, unit: str = "img") -> Iterator[Bar]:
@@ -110,6 +117,15 @@ def use(progress: Progress) -> Iterator[Progress]:
         _current.reset(token)
 
 
+BAR_MIN_WORK = 2e7  # a step doing less (e.g. query x item scores) ends well within a second: no bar for it
+
+
+def bar_total(total: int, work: float) -> int:
+    """``total`` when a step of ``work`` units (scores, pairs, flops / 100, ...) may take a second or more, else 0:
+    the total to give :func:`progress_bar` (which shows nothing for 0)."""
+    return total if work >= BAR_MIN_WORK else 0
+
+
 @contextlib.contextmanager
 def progress_bar(total: int, description: str, unit: str = "img") -> Iterator[Bar]:
     """A bar on the current progress (nothing when there is nothing to count)."""
@@ -121,13 +137,65 @@ def progress_bar(total: int, description: str, unit: str = "img") -> Iterator[Ba
 
 
 def note(message: str) -> None:
-    """Something a person should know about the run (the current progress may leave it out: quiet)."""
-    current().note(message)
+    """Something a person should know about the run (the current progress may leave it out: quiet); parameters
+    written ``{p:name}`` are spelled as the caller's door spells them."""
+    progress = current()
+    progress.note(render(message, progress.spell))
 
 
 def warn(message: str) -> None:
-    """Something that may change what the numbers mean (never silenced)."""
-    current().warn(message)
+    """Something that may change what the numbers mean (never silenced); ``{p:name}`` as in :func:`note`."""
+    progress = current()
+    progress.warn(render(message, progress.spell))
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def interactive() -> bool:
+    """Whether a person watches the bars as they move: a Jupyter kernel running cells for a person (nbclient,
+    ``jupyter nbconvert --execute`` and papermill run them without stdin, and keep every redraw of a bar as text), or
+    a terminal."""
+    kernel = _kernel()
+    if kernel is not None:
+        return bool(getattr(kernel, "_allow_stdin", True))
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _kernel():
+    """The running IPython kernel, if this process is one."""
+    if "ipykernel" not in sys.modules or "IPython" not in sys.modules:
+        return None
+    shell = sys.modules["IPython"].get_ipython()
+    return getattr(shell, "kernel", None)
+
+
+def quiet_tqdm_import() -> None:
+    """Import ``tqdm.auto`` once without its "IProgress not found" warning (a kernel without ipywidgets; libraries
+    under open_clip import it, and cliplab's bars do not need widgets)."""
+    if "tqdm.autonotebook" in sys.modules:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import tqdm.auto  # noqa: F401 - the import is the point: later imports of it are silent
+
+
+def _tqdm_class():
+    """Widgets in a kernel that has ipywidgets, else text."""
+    if _kernel() is not None and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that attributes a warning to the first frame outside cliplab (the caller's line)."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class _TqdmBar(Bar):
@@ -143,32 +211,61 @@ class _TqdmBar(Bar):
 
 
 class NotebookProgress(Progress):
-    """The Python API's default: ``tqdm.auto`` bars (widgets in Jupyter, text in a terminal), notes on stderr,
-    warnings through :mod:`warnings` (category :class:`CliplabWarning`, so they can be filtered or made errors).
-    ``quiet=True`` (the API's ``quiet``): no bars and no notes, but still the warnings."""
+    """The Python API's default: one ``tqdm`` bar per call (a widget in Jupyter with ipywidgets, else text) that each
+    step of the call reuses and that is gone when the call returns; no bars where nobody watches them (an executed
+    notebook, a script whose stderr is not a terminal: :func:`interactive`); notes on stderr; warnings through
+    :mod:`warnings` (category :class:`CliplabWarning`, so they can be filtered or made errors), attributed to the
+    caller's line. ``quiet=True`` (the API's ``quiet``): no bars and no notes, but still the warnings. Use it as a
+    context manager (``with NotebookProgress() as p``) or :meth:`close` it, to remove the bar."""
 
-    def __init__(self, quiet: bool = False):
+    def __init__(self, quiet: bool = False, spell: Callable[[str], str] | None = None, bars: bool | None = None):
         self.quiet = quiet
+        self.spell = spell or Spelling((), "api")
+        self.bars = not quiet and (interactive() if bars is None else bars)
+        self._tqdm = None  # the call's bar, made by its first step
+        self._busy = False  # a step holds it (a step inside a step gets a bar of its own)
+        quiet_tqdm_import()
+
+    def __enter__(self) -> "NotebookProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the call's bar."""
+        if self._tqdm is not None:
+            self._tqdm.close()
+            self._tqdm = None
 
     @contextlib.contextmanager
     def bar(self, total: int, description: str, unit: str = "img") -> Iterator[Bar]:
-        if self.quiet:
+        if not self.bars:
             yield Bar()
             return
-        if importlib.util.find_spec("ipywidgets") is not None:  # widgets in Jupyter; else tqdm.auto would warn
-            from tqdm.auto import tqdm  # only here: the CLI and `import cliplab` never need it
+        tqdm = _tqdm_class()
+        if self._busy:
+            with tqdm(total=total, desc=description, unit=f" {unit}", leave=False, file=sys.stderr) as inner:
+                yield _TqdmBar(inner)
+            return
+        if self._tqdm is None:
+            self._tqdm = tqdm(total=total, desc=description, unit=f" {unit}", leave=False, file=sys.stderr)
         else:
-            from tqdm import tqdm
-
-        with tqdm(total=total, desc=description, unit=f" {unit}", leave=False, file=sys.stderr) as bar:
-            yield _TqdmBar(bar)
+            self._tqdm.unit = f" {unit}"
+            self._tqdm.set_description_str(description, refresh=False)
+            self._tqdm.reset(total=total)
+        self._busy = True
+        try:
+            yield _TqdmBar(self._tqdm)
+        finally:
+            self._busy = False
 
     def note(self, message: str) -> None:
         if not self.quiet:
             print(f"note: {message}", file=sys.stderr)
 
     def warn(self, message: str) -> None:
-        warnings.warn(message, CliplabWarning, stacklevel=3)
+        warnings.warn(message, CliplabWarning, stacklevel=_user_stacklevel())
 
 
 class CliplabWarning(UserWarning):

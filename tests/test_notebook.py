@@ -169,3 +169,82 @@ def test_api_reference_matches_the_code():
     done = subprocess.run([sys.executable, str(ROOT / "docs" / "make_api.py"), "--check"], capture_output=True,
                           text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
+
+
+# ---- what an executed notebook keeps: no progress text, no tqdm warning, short tracebacks ----
+
+QUIET_CELLS = {
+    "load": "import cliplab\nm = cliplab.load_model('tiny-shapes', backend='torch')",
+    "study": "r = cliplab.zeroshot(m, 'shapes:color', limit=40, no_cache=True, backend='torch')",
+    "parameter": "cliplab.zeroshot(m, 'shapes:color', split='tset')",
+    "deep": ("import pathlib\nfor c in ('a', 'b'):\n    pathlib.Path('unreadable', c).mkdir(parents=True, exist_ok=True)\n"
+             "    pathlib.Path('unreadable', c, 'x.png').write_bytes(b'not a png')\n"
+             "cliplab.zeroshot(m, 'unreadable', no_cache=True)"),
+    "typo": "cliplab.zeroshot(templte='a photo of a {}.')",
+}
+
+
+@pytest.fixture(scope="module")
+def quiet_run(tmp_path_factory):
+    """A small notebook of API calls, executed as nbconvert and papermill execute one (nbclient, no stdin)."""
+    work = tmp_path_factory.mktemp("quiet")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src, metadata={"tags": [tag]}) for tag, src in QUIET_CELLS.items()]
+    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT, allow_errors=True,
+                                     resources={"metadata": {"path": str(work)}})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLIPLAB_CACHE_DIR", str(tmp_path_factory.mktemp("quiet-cache")))
+        client.execute()
+    return nb
+
+
+def stderr_text(cell) -> str:
+    return "".join(o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stderr")
+
+
+@slow
+def test_an_executed_notebook_keeps_no_progress_text_and_no_tqdm_warning(quiet_run):
+    for tag in ("load", "study"):
+        cell = tagged(quiet_run, tag)
+        assert not [o for o in cell.outputs if o.output_type == "error"], cell.outputs
+        text = stderr_text(cell)
+        assert "TqdmWarning" not in text and "IProgress" not in text, text
+        assert "%|" not in text and "\r" not in text and "embedding" not in text, text
+
+
+@slow
+def test_errors_in_a_notebook_show_at_most_two_frames(quiet_run):
+    expected = {"parameter": ("DatasetParameterError", "split 'tset'"),
+                "deep": ("DatasetError", "none of the 2 images could be read"),
+                "typo": ("TypeError", "did you mean 'templates'?")}
+    for tag, (name, text) in expected.items():
+        errors = [o for o in tagged(quiet_run, tag).outputs if o.output_type == "error"]
+        assert len(errors) == 1 and errors[0].ename == name and text in errors[0].evalue, errors
+        shown = ANSI.sub("", "\n".join(errors[0].traceback))
+        frames = re.findall(r"^(?:Cell In\[\d+\]|File [^\n]+:\d+)", shown, re.M)
+        assert frames[0].startswith("Cell In[") and len(frames) <= 3, shown  # the cell, then at most 2 below it
+
+
+@slow
+def test_a_notebook_run_by_a_person_shows_one_bar_line_and_no_tqdm_warning(tmp_path):
+    """A kernel whose cells allow stdin (Jupyter, VS Code): the bars show, redrawn in place on one line."""
+    from jupyter_client.manager import start_new_kernel
+
+    code = ("import cliplab\nm = cliplab.load_model('tiny-shapes', backend='torch')\n"
+            "r = cliplab.zeroshot(m, 'shapes:color', limit=40, no_cache=True, backend='torch')")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLIPLAB_CACHE_DIR", str(tmp_path / "cache"))
+        km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+        kc.allow_stdin = True
+        streams = []
+        reply = kc.execute_interactive(code, timeout=CELL_TIMEOUT, allow_stdin=True, stdin_hook=lambda msg: None,
+                                       output_hook=lambda msg: streams.append(msg["content"])
+                                       if msg["msg_type"] == "stream" else None)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    err = "".join(s["text"] for s in streams if s["name"] == "stderr")
+    assert "TqdmWarning" not in err and "embedding images" in err and "%|" in err, err
+    assert "\n" not in err.strip(), err  # every redraw is a carriage return: one line, not one per update

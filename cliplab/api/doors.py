@@ -8,6 +8,7 @@ function's frame; a misspelled keyword gets a "did you mean".
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import inspect
@@ -85,8 +86,9 @@ def function_for(study: Study) -> Callable:
             raise TypeError(_did_you_mean(study.name, exc, kwargs, names)) from None
         quiet = bool(bound.arguments.get("quiet", False))
         values = {names[k]: v for k, v in bound.arguments.items() if k != "quiet"}
-        # a progress the caller installed (e.g. a web app's, with cliplab.progress.use) is kept; else tqdm bars
-        with use(current() if installed() else NotebookProgress(quiet=quiet)):
+        # a progress the caller installed (e.g. a web app's, with cliplab.progress.use) is kept; else one tqdm bar
+        own = None if installed() else NotebookProgress(quiet=quiet, spell=spell)
+        with use(own or current()), own or contextlib.nullcontext():
             try:
                 from cliplab.studies import execute
 

@@ -76,7 +76,9 @@ def command_for(study: Study):
 
     def command(**given):
         quiet = bool(given.pop("quiet", False))
-        with cli_errors(spell), use(ConsoleProgress(quiet=quiet)):
+        if _defaulted("model"):  # the study says which model it used when none was named
+            given.pop("model", None)
+        with cli_errors(spell), use(ConsoleProgress(quiet=quiet, spell=spell)):
             files = {name: given.pop(name, None) for name in outputs}
             results, fmt = given.pop("results", None), given.pop("results_format", "parquet")
             for name, path in files.items():  # outputs fail before any work
@@ -103,6 +105,18 @@ def command_for(study: Study):
     command.__name__ = study.name.replace("-", "_")
     command.__doc__ = render(study.summary + ("\n\n" + study.description if study.description else ""), spell)
     return command
+
+
+def _defaulted(name: str) -> bool:
+    """Whether the running command's option ``name`` took its default (it was not on the command line)."""
+    try:  # typer >= 0.22 ships its own copy of click
+        from typer._click import core, globals as context
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        from click import core, globals as context
+
+    ctx = context.get_current_context(silent=True)
+    return ctx is not None and name in ctx.params and \
+        ctx.get_parameter_source(name) == core.ParameterSource.DEFAULT
 
 
 def register(app: typer.Typer, studies: list[Study]) -> None:

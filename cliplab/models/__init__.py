@@ -10,6 +10,9 @@ _EXPORTS = {"open_model": "loader", "check_options": "loader", "resolve_backend"
 
 def __getattr__(name: str):
     if name in _EXPORTS:
+        from cliplab.progress import quiet_tqdm_import
+
+        quiet_tqdm_import()  # open_clip's imports bring tqdm.auto: no "IProgress not found" in a notebook
         value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
         globals()[name] = value
         return value

@@ -45,6 +45,18 @@ class LoadedModel:
         return float(ls.detach().exp().item()) if isinstance(ls, torch.Tensor) else 100.0
 
     @property
+    def logit_bias(self) -> float | None:
+        """The learned bias of a sigmoid head (SigLIP models); None for a CLIP model (a softmax head)."""
+        b = getattr(self.model, "logit_bias", None)
+        return float(b.detach().float().reshape(-1)[0].item()) if isinstance(b, torch.Tensor) else None
+
+    @property
+    def head(self) -> str:
+        """How the model turns cosines into probabilities: ``softmax`` over the classes (CLIP) or ``sigmoid`` of
+        each class on its own, with :attr:`logit_bias` (SigLIP)."""
+        return "softmax" if self.logit_bias is None else "sigmoid"
+
+    @property
     def image_size(self) -> tuple[int, int]:
         size = self.preprocess_cfg.get("size", 224)
         return (size, size) if isinstance(size, int) else tuple(size)

@@ -22,6 +22,14 @@ class _HFTowers(torch.nn.Module):
         super().__init__()
         self.hf = model
 
+    @property
+    def logit_scale(self):
+        return getattr(self.hf, "logit_scale", None)
+
+    @property
+    def logit_bias(self):
+        return getattr(self.hf, "logit_bias", None)
+
     @staticmethod
     def _tensor(out):
         # transformers >= 5 may return a model output object instead of a tensor

@@ -13,7 +13,7 @@ from cliplab.models.hf import load_hf
 from cliplab.models.local import SHIPPED_NAMES, find_local_model
 from cliplab.models.openclip import load_open_clip
 from cliplab.paths import resolve_cache_dir
-from cliplab.progress import note
+from cliplab.progress import note, warn
 
 PRECISIONS = ("fp32", "amp", "amp_bf16", "fp16", "bf16")
 
@@ -105,6 +105,10 @@ def open_model(model: str, pretrained: str | None = None, device: str | torch.de
         parts = load_open_clip(model, pretrained, dev, torch_precision, cache, force_quick_gelu=force_quick_gelu)
         if local is not None:
             parts["name"] = local.name
+        if parts["random_seed"] is not None:
+            warn(f"{{p:model}} {model} has no weights given, so it is randomly initialised (seed "
+                 f"{parts['random_seed']}) and its numbers are those of an untrained model; give {{p:pretrained}} (a tag "
+                 "such as openai, or a checkpoint file; `cliplab models` lists the tags) for a trained one")
 
     weights = hash_json({"arch": parts["arch"], "weights": parts["weights"],
                          "preprocess": parts["preprocess_cfg"], "precision": torch_precision})[:32]

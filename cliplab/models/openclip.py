@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -18,6 +19,8 @@ from open_clip.pretrained import get_pretrained_cfg
 
 from cliplab.errors import ModelLoadError, ModelParameterError
 from cliplab.io import hash_file, hash_json, write_json_atomic
+
+RANDOM_SEED = 0  # the seed of a model built without weights: the same random model in every run and process
 
 OFFLINE_HINT = ("download the checkpoint on a machine with internet and pass it with {p:pretrained} PATH "
                 "(and {p:model} CONFIG.json for a custom architecture)")  # in a ParameterError message
@@ -138,12 +141,20 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
             "pretrained", pretrained, f"{{p:pretrained}} {pretrained!r} is neither a file nor a known tag for {model}"
             + (f" (known tags: {', '.join(tags)})" if tags else ""), prefix=False)
     quick_gelu = needs_quick_gelu(name, tag_cfg, model_cfg) if force_quick_gelu is None else force_quick_gelu
+    hf_tokenizer = hf_tokenizer_name(name, model_cfg)
+    if hf_tokenizer and importlib.util.find_spec("transformers") is None:  # before the slow build
+        raise ModelParameterError("model", model, f"{{p:model}} {model} takes its tokenizer ({hf_tokenizer}) from "
+                                  "Hugging Face transformers, which is not installed: pip install 'cliplab[hf]'",
+                                  prefix=False)
 
     oc_precision = {"amp": "fp32", "amp_bf16": "fp32"}.get(precision, precision)
     needs_network = bool(tag_cfg) or model.startswith("hf-hub:")
     offline = needs_network and not network_available()
+    local_dir = Path(model[len("local-dir:"):]) if model.startswith("local-dir:") else None
+    random_init = not pretrained and not model.startswith("hf-hub:") and (
+        local_dir is None or _find_checkpoint_in_dir(local_dir) is None)
     try:
-        with quiet_hub(offline):
+        with quiet_hub(offline), seeded(RANDOM_SEED if random_init else None):
             net, _, preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=pretrained, device=device, precision=oc_precision, force_quick_gelu=quick_gelu,
                 image_mean=preprocess_override.get("mean"), image_std=preprocess_override.get("std"),
@@ -172,7 +183,7 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
         raise ModelParameterError("pretrained", pretrained, f"cannot load {model} with {{p:pretrained}} {pretrained}: "
                                   f"{full if len(full) <= 300 else full[:297] + '...'}", prefix=False) from None
     net.eval()
-    tokenizer = open_clip.get_tokenizer(name)
+    tokenizer = load_tokenizer(model, name, hf_tokenizer)
     pp_cfg = dict(net.visual.preprocess_cfg)
     if model_cfg is None:  # hf-hub / local-dir: take the config open_clip resolved
         model_cfg = {"source": model}
@@ -180,18 +191,66 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
         weights = weights_identity(pretrained)
     elif pretrained:
         weights = "tag:" + hash_json({k: v for k, v in tag_cfg.items()})[:16] + f":{pretrained}"
-    elif model.startswith("local-dir:"):
-        ckpt = _find_checkpoint_in_dir(Path(model[len("local-dir:"):]))
-        weights = weights_identity(ckpt) if ckpt else state_dict_identity(net)
-    elif model.startswith("hf-hub:"):
-        weights = "hub:" + model
+    elif random_init:
+        weights = state_dict_identity(net)  # the tensors themselves: equal across runs, as they are seeded
+    elif local_dir is not None:
+        weights = weights_identity(_find_checkpoint_in_dir(local_dir))
     else:
-        weights = state_dict_identity(net)  # random init: identity is the actual tensors
+        weights = "hub:" + model
     arch = deepcopy(model_cfg)
     arch["quick_gelu_forced"] = quick_gelu
     embed_dim = int(getattr(net, "embed_dim", None) or model_cfg.get("embed_dim") or _probe_dim(net, pp_cfg))
+    if random_init:
+        pretrained = random_weights(RANDOM_SEED)
     return dict(model=net, preprocess=preprocess, tokenizer=tokenizer, name=model, pretrained=pretrained,
-                preprocess_cfg=_jsonable(pp_cfg), arch=arch, weights=weights, embed_dim=embed_dim)
+                preprocess_cfg=_jsonable(pp_cfg), arch=arch, weights=weights, embed_dim=embed_dim,
+                random_seed=RANDOM_SEED if random_init else None)
+
+
+def hf_tokenizer_name(name: str, model_cfg: dict | None) -> str | None:
+    """The Hugging Face tokenizer an open_clip architecture takes its tokenizer from (SigLIP, SigLIP 2, ...), if any."""
+    text_cfg = (model_cfg or {}).get("text_cfg", {})
+    if text_cfg.get("hf_tokenizer_name"):
+        return str(text_cfg["hf_tokenizer_name"])
+    if model_cfg is not None and "siglip" in name.lower():
+        return f"open_clip's SigLIP tokenizer for {name}"
+    return None
+
+
+def load_tokenizer(model: str, name: str, hf_tokenizer: str | None):
+    """open_clip's tokenizer of ``name``; a Hugging Face tokenizer that cannot be had is a :class:`ParameterError`
+    naming ``model``."""
+    if not hf_tokenizer:
+        return open_clip.get_tokenizer(name)
+    try:
+        with quiet_hub(not network_available()):
+            return open_clip.get_tokenizer(name)
+    except ImportError as exc:
+        raise ModelParameterError("model", model, f"{{p:model}} {model} takes its tokenizer ({hf_tokenizer}) from "
+                                  f"Hugging Face transformers ({exc}): pip install 'cliplab[hf]'",
+                                  prefix=False) from None
+    except Exception as exc:  # noqa: BLE001 - hub and file errors of transformers, reported the same way
+        why = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise ModelParameterError("model", model, f"cannot get the tokenizer of {{p:model}} {model} ({hf_tokenizer}: "
+                                  f"{why}); run once with internet so that the Hugging Face cache holds it",
+                                  prefix=False) from None
+
+
+def random_weights(seed: int) -> str:
+    """How results name the weights of a model built without any: ``random (seed 0)``."""
+    return f"random (seed {seed})"
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None):
+    """Build under torch's CPU generator seeded with ``seed`` (nothing when None), leaving the caller's generator
+    state as it was (open_clip builds on the CPU, then moves the model to its device)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def checkpoint_mismatch(name: str, checkpoint: str, quick_gelu: bool = False, examples: int = 2) -> str | None:

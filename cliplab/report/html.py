@@ -16,6 +16,7 @@ from PIL import Image
 
 from cliplab.errors import CliplabError, ParameterError
 from cliplab.io import write_json_atomic, write_text_atomic
+from cliplab.progress import progress_bar
 from cliplab.report.plots import compact_png, figure_data_uri
 from cliplab.results.exports import provenance, write_table
 from cliplab.results.store import COLUMNS
@@ -253,8 +254,13 @@ def build_report(df: pd.DataFrame, out: str | Path, *, title: str = "cliplab rep
             write_json_atomic(cb_dir / f"{safe}.json", rec)
         links = {"CSV (all rows)": out.with_suffix(".csv").name, "Parquet (all rows)": out.with_suffix(".parquet").name,
                  "CLIP_benchmark JSON files": cb_dir.name + "/"}
-    figures = [Figure(f.title, figure_data_uri(f.figure, MAX_IMAGE_WIDTH, dpi=110), f.caption) for s in sections() if s.figures
-               for f in s.figures(df)]
+    drawn = [s.figures for s in sections() if s.figures]
+    figures = []
+    with progress_bar(len(drawn), "drawing figures", unit="sections") as bar:
+        for draw in drawn:
+            figures += [Figure(f.title, figure_data_uri(f.figure, MAX_IMAGE_WIDTH, dpi=110), f.caption)
+                        for f in draw(df)]
+            bar.advance()
     env = jinja2.Environment(loader=jinja2.PackageLoader("cliplab.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
     page = env.get_template("report.html.j2").render(

@@ -18,6 +18,7 @@ import pandas as pd
 from rich.console import Console
 
 from cliplab.io import _json_default, write_text_atomic
+from cliplab.progress import NotebookProgress, installed, use
 from cliplab.report.plots import figure_data_uri, png_data_uri
 from cliplab.report.tables import render
 from cliplab.results.exports import provenance, write_table
@@ -133,6 +134,12 @@ class Notebook:
         return out
 
     def _repr_html_(self) -> str:
+        if installed():  # a progress the caller chose gets the drawing's bars
+            return self._html()
+        with NotebookProgress() as progress, use(progress):  # Jupyter shows it: a bar there, or none
+            return self._html()
+
+    def _html(self) -> str:
         parts = [f"<div class='cliplab-result'><p><b>{html.escape(self.summary())}</b></p>"]
         for item in self.tables():
             parts.append(f"<pre>{html.escape(item)}</pre>" if isinstance(item, str) else _table_html(item))

@@ -16,6 +16,8 @@ import pandas as pd
 
 from cliplab.errors import ParameterError
 from cliplab.io import _json_default, atomic_path, write_json_atomic
+from cliplab.progress import progress_bar
+from cliplab.results.result import Figure
 from cliplab.version import __version__
 
 
@@ -130,6 +132,11 @@ def write_artifact(path: str | Path, result, name: str, artifacts: dict, config:
     if isinstance(obj, pd.DataFrame):
         write_table(path, obj)
         return [(path, None)]
+    if isinstance(obj, Figure) and not obj.many:  # a figure of many files counts them itself
+        with progress_bar(1, f"drawing {obj.caption}", unit="figures") as bar:
+            written = obj.write(path)
+            bar.advance()
+        return [(Path(p), caption) for p, caption in written]
     if callable(getattr(obj, "write", None)):  # a Figure, or any artifact that writes itself (e.g. an index)
         return [(Path(p), caption) for p, caption in obj.write(path)]
     raise TypeError(f"artifact {name!r}: cannot write a {type(obj).__name__}")

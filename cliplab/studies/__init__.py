@@ -9,8 +9,9 @@ import importlib
 import pkgutil
 from typing import Any, Callable
 
-from cliplab.inputs import load_inputs, run_config
+from cliplab.inputs import DEFAULT_MODEL, load_inputs, run_config
 from cliplab.params import check_values
+from cliplab.progress import note
 from cliplab.quarantine import one_report
 from cliplab.results.guard import Inputs as ReadFiles, dataset_inputs
 from cliplab.registry import Study, studies
@@ -48,6 +49,10 @@ def _run(study: Study, checked: dict[str, Any], own: list, declared: list, befor
     own_names = {p.name for p in own}
     inputs = load_inputs({k: v for k, v in checked.items() if k not in own_names} | _shared(study, checked),
                          fitting=study.fitting, templates=study.templates, model_extra=study.model_extra)
+    if "model" in {p.name for p in study.inputs} and checked.get("model") in (None, ()) \
+            and not checked.get("models_file"):  # said once the inputs loaded: an error stays one line
+        note(f"no {{p:model}} given: using {DEFAULT_MODEL}, the small model shipped with cliplab (trained on the "
+             "shapes data)")
     params = study.params(**{p.name: checked[p.name] for p in own}) if study.params is not None else None
     reads = read_files(declared, checked, inputs)
     if before is not None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from cliplab.embed import EmbeddingResult, embed_images
 from cliplab.inputs import IMAGES, ONE_MODEL, RUN, Inputs
 from cliplab.params import param
+from cliplab.progress import bar_total, progress_bar
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
 from cliplab.report.plots import image_grid, save_figure
@@ -155,7 +156,11 @@ def run_cluster(inputs: Inputs, params: ClusterParams = ClusterParams()) -> Clus
     labels = dataset.labels[images.indices] if dataset.labels is not None else None
     run = ClusterResult(model, dataset, images, X, labels, kmeans=params.kmeans, pca_dim=params.pca_dim,
                         seed=params.seed, per_cluster=params.per_cluster)
-    run.clusterings = [kmeans(X, k, implementation=params.kmeans, seed=params.seed, labels=labels) for k in ks]
+    work = len(X) * X.shape[1] * sum(ks) * 4  # n_init=4 restarts of k-means
+    with progress_bar(bar_total(len(ks), work), "k-means", unit="k") as bar:
+        for k in ks:
+            run.clusterings.append(kmeans(X, k, implementation=params.kmeans, seed=params.seed, labels=labels))
+            bar.advance()
     return run
 
 

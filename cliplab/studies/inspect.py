@@ -17,13 +17,14 @@ from cliplab.errors import ParameterError
 from cliplab.inputs import (CLASSNAMES_P, DATASET_P, DEFAULT_DATASET, ONE_MODEL, RUN, SPLIT_P, TEMPLATE_P, Inputs,
                             Templates, dataset_templates, open_dataset)
 from cliplab.params import REQUIRED, param
+from cliplab.progress import progress_bar
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
 from cliplab.report.plots import image_with_bars, save_figure
 from cliplab.results.exports import TABLE_SUFFIXES
 from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, skipped
 from cliplab.tasks.metrics import l2_normalize
-from cliplab.tasks.zeroshot import build_classifier, scores
+from cliplab.tasks.zeroshot import build_classifier, head_probabilities, scores
 
 if TYPE_CHECKING:
     from cliplab.models.base import LoadedModel
@@ -109,13 +110,27 @@ class InspectResult(SingleModel, Notebook):
     labels: list[str]  # class names or prompts, in score-column order
     images: EmbeddingResult
     scores: np.ndarray  # (n_ok, L) cosine similarities
-    probs: np.ndarray  # softmax(logit_scale * cosine), as CLIP reports probabilities
+    probs: np.ndarray  # what the model's head outputs (tasks.zeroshot.head_probabilities)
     source: DatasetInfo = DatasetInfo("classes", "-")
     classnames: list[str] | None = None  # as given (None when ranking prompts)
     prompts: list[str] | None = None
     template_set: TemplateSet | None = None
     topk: int = 5  # columns of the table, bars per figure
+    head: str = "softmax"  # the model's head: softmax over the candidates (CLIP) or sigmoid per candidate (SigLIP)
     task = "inspection"
+
+    @property
+    def probability(self) -> str:
+        """The name of the head's number in rows and tables: ``probability`` (softmax), ``sigmoid_probability``."""
+        return "probability" if self.head == "softmax" else f"{self.head}_probability"
+
+    def head_text(self) -> str:
+        """The head's formula, as the table's caption says it."""
+        if self.head == "softmax":
+            return (f"softmax over the {len(self.labels)} candidates of {self.model.logit_scale:.4g} × cos (the "
+                    "model's CLIP head; each row sums to 1)")
+        return (f"sigmoid({self.model.logit_scale:.4g} × cos {self.model.logit_bias:+.4g}) for each candidate on its "
+                "own (the model's SigLIP head; they need not sum to 1)")
 
     @property
     def dataset(self) -> DatasetInfo:
@@ -124,7 +139,8 @@ class InspectResult(SingleModel, Notebook):
     @property
     def params(self) -> dict:
         return {"candidates": "prompts" if self.prompts else "classes", "labels": list(self.labels),
-                "templates": self.template_set.name if self.template_set is not None else None, "topk": self.topk}
+                "templates": self.template_set.name if self.template_set is not None else None, "topk": self.topk,
+                "head": self.head}
 
     @property
     def failures(self) -> list[Failure]:
@@ -142,7 +158,7 @@ class InspectResult(SingleModel, Notebook):
             kw = dict(task=self.task, model=self.model, dataset=self.source,
                       variant=f"{self.paths[int(idx)].name}: {label}")
             rows.add(metric="top1_cosine", value=cos, **kw)
-            rows.add(metric="top1_probability", value=prob, **kw)
+            rows.add(metric=f"top1_{self.probability}", value=prob, **kw)
         return rows.frame()
 
     def summary(self) -> str:
@@ -153,9 +169,10 @@ class InspectResult(SingleModel, Notebook):
 
     def tables(self) -> list[Table]:
         k = min(self.topk, len(self.labels))
-        cols = [f"#{j + 1} (cos · prob)" for j in range(k)]
-        table = Table(f"per-image ranking · {self.model.name} · {len(self.labels)} candidates", ["image", *cols],
-                      wrap={c: 34 for c in cols})
+        short = "prob" if self.head == "softmax" else self.head
+        cols = [f"#{j + 1} (cos · {short})" for j in range(k)]
+        table = Table(f"per-image ranking · {self.model.name} · {len(self.labels)} candidates · {self.head} head",
+                      ["image", *cols], wrap={c: 34 for c in cols}, caption=f"{short}: {self.head_text()}")
         for row, idx in enumerate(self.images.indices):
             name = self.paths[int(idx)].name
             table.rows.append([name if len(name) <= 40 else name[:39] + "…",
@@ -163,11 +180,12 @@ class InspectResult(SingleModel, Notebook):
         return [table]
 
     def record(self) -> dict:
-        """The candidates and each image's top-k ranking (cosine and probability)."""
+        """The candidates and each image's top-k ranking (cosine and what the model's head outputs)."""
         return {"task": self.task, "model": self.model.name, "pretrained": self.model.pretrained,
                 "model_fingerprint": self.model.fingerprint, "dataset": self.source.name, **self.params,
+                "logit_scale": self.model.logit_scale, "logit_bias": self.model.logit_bias,
                 "images": [{"image": str(self.paths[int(idx)]),
-                            "ranking": [{"candidate": lab, "cosine": c, "probability": p}
+                            "ranking": [{"candidate": lab, "cosine": c, self.probability: p}
                                         for lab, c, p in self.ranking(row, self.topk)]}
                            for row, idx in enumerate(self.images.indices)],
                 "skipped_images": skipped(self.failures)}
@@ -182,7 +200,7 @@ class InspectResult(SingleModel, Notebook):
 
     def scores_frame(self) -> pd.DataFrame:
         return pd.DataFrame([{"image": str(self.paths[int(i)]), "candidate": lab, "rank": r + 1, "cosine": c,
-                              "probability": p}
+                              self.probability: p}
                              for row, i in enumerate(self.images.indices)
                              for r, (lab, c, p) in enumerate(self.ranking(row, len(self.labels)))])
 
@@ -224,12 +242,11 @@ def inspect_images(model: LoadedModel, paths: list[Path], options, *, classnames
         labels = list(classnames)
         weights = build_classifier(class_text_embeddings(model, labels, template_set, options))
     s = scores(images.embeddings, weights)
-    logits = model.logit_scale * s
-    e = np.exp(logits - logits.max(1, keepdims=True))
+    probs = head_probabilities(s, model.logit_scale, model.logit_bias)
     if not isinstance(source, DatasetInfo):
         source = DatasetInfo(source or ("prompts" if prompts else "classes"), "-")
-    return InspectResult(model, paths, labels, images, s, e / e.sum(1, keepdims=True), source=source,
-                         classnames=classnames, prompts=prompts, template_set=template_set, topk=topk)
+    return InspectResult(model, paths, labels, images, s, probs, source=source, classnames=classnames,
+                         prompts=prompts, template_set=template_set, topk=topk, head=model.head)
 
 
 def inspection_figures(ins: InspectResult, folder: str | Path, k: int = 5, limit: int | None = None) -> list[Path]:
@@ -237,15 +254,18 @@ def inspection_figures(ins: InspectResult, folder: str | Path, k: int = 5, limit
     folder = Path(folder)
     out = []
     seen: dict[str, int] = {}
-    for row, idx in enumerate(ins.images.indices[:limit]):
-        path = ins.paths[int(idx)]
-        rank = ins.ranking(row, k)
-        fig = image_with_bars(_load(path), [r[0] for r in rank], [r[1] for r in rank],
-                              title=f"{path.name} · {ins.model.name}")
-        stem = path.stem
-        seen[stem] = seen.get(stem, 0) + 1
-        name = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
-        out += save_figure(fig, [folder / f"{name}-top{k}.png"])
+    rows = ins.images.indices[:limit]
+    with progress_bar(len(rows), "drawing figures", unit="figures") as bar:
+        for row, idx in enumerate(rows):
+            path = ins.paths[int(idx)]
+            rank = ins.ranking(row, k)
+            fig = image_with_bars(_load(path), [r[0] for r in rank], [r[1] for r in rank],
+                                  title=f"{path.name} · {ins.model.name}")
+            stem = path.stem
+            seen[stem] = seen.get(stem, 0) + 1
+            name = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
+            out += save_figure(fig, [folder / f"{name}-top{k}.png"])
+            bar.advance()
     return out
 
 
@@ -255,13 +275,13 @@ def _load(path: Path):
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
 REPORT_SECTIONS = [
-    ReportSection("inspection", ("top1_cosine", "top1_probability"), order=90),
+    ReportSection("inspection", ("top1_cosine", "top1_probability", "top1_sigmoid_probability"), order=90),
 ]
 
 
 STUDY = register(Study(
-    "inspect", run_inspect, "Rank all classes (or your prompts) for given images, with cosine scores and CLIP "
-    "probabilities.",
+    "inspect", run_inspect, "Rank all classes (or your prompts) for given images, with cosine scores and the "
+    "model's probabilities (CLIP: softmax over the candidates; SigLIP: a sigmoid per candidate).",
     params=InspectParams,
     inputs=(*ONE_MODEL, DATASET_P.with_(default=None, optional=True, help=(
                 "take the class names from this dataset (default: shapes, unless {p:classes} or {p:prompts}).")),

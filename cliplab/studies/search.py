@@ -17,6 +17,7 @@ from cliplab.errors import CliplabError, ParameterError
 from cliplab.index import FAISS_KINDS, VectorIndex
 from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, MODELS_P, PRETRAINEDS_P, RUN, SPLIT_P, Inputs
 from cliplab.params import param
+from cliplab.progress import progress_bar
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
 from cliplab.report.plots import _plt, image_grid, save_figure
@@ -244,22 +245,26 @@ class SearchResult(Notebook):
     def _draw_grids(self, folder: Path, limit: int | None = None) -> list[Path]:
         src = self.data.source
         out = []
-        for q, query in enumerate(self.queries[:limit]):
-            imgs, caps, rows = [], [], []
-            for h in self.hits:
-                rows.append(h.model.name if h.model.pretrained is None else f"{h.model.name}\n{h.model.pretrained}")
-                for j in range(self.k):
-                    if j < h.positions.shape[1] and h.positions[q, j] >= 0:
-                        p = int(h.positions[q, j])
-                        imgs.append(src.load(int(h.images.indices[p])))
-                        caps.append(f"#{j + 1}  {h.scores[q, j]:.3f}")
-                    else:
-                        imgs.append(None)
-                        caps.append("")
-            fig = image_grid(imgs, caps, cols=self.k, row_titles=rows if len(self.hits) > 1 else None,
-                             title=f"{query.label}" + (f"  ({query.family})" if query.family else ""))
-            slug = "".join(ch if ch.isalnum() else "-" for ch in query.label.lower()).strip("-")[:60] or "query"
-            out += save_figure(fig, [folder / f"{q + 1:03d}-{slug}.png"])
+        queries = self.queries[:limit]
+        with progress_bar(len(queries), "drawing figures", unit="figures") as bar:
+            for q, query in enumerate(queries):
+                imgs, caps, rows = [], [], []
+                for h in self.hits:
+                    rows.append(h.model.name if h.model.pretrained is None else
+                                f"{h.model.name}\n{h.model.pretrained}")
+                    for j in range(self.k):
+                        if j < h.positions.shape[1] and h.positions[q, j] >= 0:
+                            p = int(h.positions[q, j])
+                            imgs.append(src.load(int(h.images.indices[p])))
+                            caps.append(f"#{j + 1}  {h.scores[q, j]:.3f}")
+                        else:
+                            imgs.append(None)
+                            caps.append("")
+                fig = image_grid(imgs, caps, cols=self.k, row_titles=rows if len(self.hits) > 1 else None,
+                                 title=f"{query.label}" + (f"  ({query.family})" if query.family else ""))
+                slug = "".join(ch if ch.isalnum() else "-" for ch in query.label.lower()).strip("-")[:60] or "query"
+                out += save_figure(fig, [folder / f"{q + 1:03d}-{slug}.png"])
+                bar.advance()
         return out
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cliplab.progress import bar_total, progress_bar
 from cliplab.tasks.metrics import l2_normalize
 # chunked_topk lives in tasks.ranking with the other ranking code; it stays importable from here
 from cliplab.tasks.ranking import COL_CHUNK, ROW_CHUNK, chunked_topk, task_device  # noqa: F401
@@ -33,17 +34,19 @@ def text_to_image_ranks(text_emb: np.ndarray, image_emb: np.ndarray, caption_ima
     T, I = _tensor(text_emb, dev), _tensor(image_emb, dev)
     own = torch.as_tensor(np.asarray(caption_image), device=dev, dtype=torch.long)
     ranks = np.empty(len(T), np.int64)
-    for r in range(0, len(T), row_chunk):
-        q = T[r:r + row_chunk]
-        target = (q * I[own[r:r + row_chunk]]).sum(1, keepdim=True)
-        own_q = own[r:r + row_chunk, None]
-        better = torch.zeros(len(q), dtype=torch.long, device=dev)
-        for c in range(0, len(I), col_chunk):
-            cols = torch.arange(c, min(c + col_chunk, len(I)), device=dev)
-            # the own image is excluded by index, not by comparing its score with itself (rounding differs
-            # between a row-wise dot product and a matrix product)
-            better += (((q @ I[c:c + col_chunk].T) > target) & (cols[None, :] != own_q)).sum(1)
-        ranks[r:r + len(q)] = (better + 1).cpu().numpy()
+    with progress_bar(bar_total(len(T), len(T) * len(I)), "ranking images for captions", unit="captions") as bar:
+        for r in range(0, len(T), row_chunk):
+            q = T[r:r + row_chunk]
+            target = (q * I[own[r:r + row_chunk]]).sum(1, keepdim=True)
+            own_q = own[r:r + row_chunk, None]
+            better = torch.zeros(len(q), dtype=torch.long, device=dev)
+            for c in range(0, len(I), col_chunk):
+                cols = torch.arange(c, min(c + col_chunk, len(I)), device=dev)
+                # the own image is excluded by index, not by comparing its score with itself (rounding differs
+                # between a row-wise dot product and a matrix product)
+                better += (((q @ I[c:c + col_chunk].T) > target) & (cols[None, :] != own_q)).sum(1)
+            ranks[r:r + len(q)] = (better + 1).cpu().numpy()
+            bar.advance(len(q))
     return ranks
 
 
@@ -62,16 +65,18 @@ def image_to_text_ranks(image_emb: np.ndarray, text_emb: np.ndarray, caption_ima
         s = (T[c:c + col_chunk] * I[own_t[c:c + col_chunk]]).sum(1)
         best_own.scatter_reduce_(0, own_t[c:c + col_chunk], s, reduce="amax")
     ranks = np.zeros(len(I), np.int64)
-    for r in range(0, len(I), row_chunk):
-        q = I[r:r + row_chunk]
-        target = best_own[r:r + row_chunk, None]
-        rows = torch.arange(r, r + len(q), device=dev)[:, None]
-        better = torch.zeros(len(q), dtype=torch.long, device=dev)
-        for c in range(0, len(T), col_chunk):
-            mine = own_t[None, c:c + col_chunk] == rows  # an image's own captions never count against it
-            better += (((q @ T[c:c + col_chunk].T) > target) & ~mine).sum(1)
-        has = torch.isfinite(target[:, 0])
-        ranks[r:r + len(q)] = torch.where(has, better + 1, torch.zeros_like(better)).cpu().numpy()
+    with progress_bar(bar_total(len(I), len(T) * len(I)), "ranking captions for images", unit="img") as bar:
+        for r in range(0, len(I), row_chunk):
+            q = I[r:r + row_chunk]
+            target = best_own[r:r + row_chunk, None]
+            rows = torch.arange(r, r + len(q), device=dev)[:, None]
+            better = torch.zeros(len(q), dtype=torch.long, device=dev)
+            for c in range(0, len(T), col_chunk):
+                mine = own_t[None, c:c + col_chunk] == rows  # an image's own captions never count against it
+                better += (((q @ T[c:c + col_chunk].T) > target) & ~mine).sum(1)
+            has = torch.isfinite(target[:, 0])
+            ranks[r:r + len(q)] = torch.where(has, better + 1, torch.zeros_like(better)).cpu().numpy()
+            bar.advance(len(q))
     return ranks
 
 

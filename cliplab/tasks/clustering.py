@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cliplab.errors import CliplabError, ParameterError
+from cliplab.progress import bar_total, progress_bar
 from cliplab.tasks.metrics import l2_normalize
 
 
@@ -69,5 +70,8 @@ def prepare(X: np.ndarray, pca_dim: int | None = None, seed: int = 0) -> np.ndar
 
     X = l2_normalize(X)
     if pca_dim:
-        X = PCA(n_components=min(pca_dim, X.shape[1], len(X)), random_state=seed).fit_transform(X).astype(np.float32)
+        with progress_bar(bar_total(1, X.shape[0] * X.shape[1] ** 2 / 100), "PCA", unit="fits") as bar:
+            X = PCA(n_components=min(pca_dim, X.shape[1], len(X)), random_state=seed).fit_transform(X)
+            bar.advance()
+        X = X.astype(np.float32)
     return X

@@ -17,6 +17,7 @@ import numpy as np
 
 from cliplab.io import atomic_path
 from cliplab.tasks.metrics import l2_normalize
+from cliplab.progress import bar_total, progress_bar
 from cliplab.tasks.ranking import average_precision as ranking_ap
 from cliplab.tasks.ranking import chunked_topk, metrics_from_ranks, relevant_ranks
 
@@ -32,7 +33,10 @@ class Whitening:
 
         X = np.asarray(X, np.float64)
         k = min(dim or X.shape[1], X.shape[1], X.shape[0] - 1 if whiten else X.shape[0])
-        pca = PCA(n_components=k, whiten=whiten, svd_solver="full").fit(X)
+        with progress_bar(bar_total(1, X.shape[0] * X.shape[1] ** 2 / 100), "PCA-whitening" if whiten else "PCA",
+                          unit="fits") as bar:
+            pca = PCA(n_components=k, whiten=whiten, svd_solver="full").fit(X)
+            bar.advance()
         proj = pca.components_.T.copy()
         if whiten:
             proj /= np.sqrt(pca.explained_variance_)[None, :]
@@ -151,13 +155,15 @@ def labelled_retrieval_metrics(desc: np.ndarray, labels: np.ndarray, k: int = 10
     q = desc if query_desc is None else query_desc
     _, idx = chunked_topk(q, desc, n)  # full ranking (n is a labelled folder, not a web-scale index)
     aps, apks, pks = [], [], []
-    for i in range(n):
-        order = idx[i][idx[i] != i]
-        rel = labels[order] == labels[i]
-        n_rel = int(rel.sum())
-        aps.append(average_precision(np.arange(len(order)), np.flatnonzero(rel)) if n_rel else np.nan)
-        pk, apk = precision_and_ap_at_k(order, rel, k, n_rel)
-        pks.append(pk)
-        apks.append(apk)
+    with progress_bar(bar_total(n, n * n), "scoring rankings", unit="queries") as bar:
+        for i in range(n):
+            order = idx[i][idx[i] != i]
+            rel = labels[order] == labels[i]
+            n_rel = int(rel.sum())
+            aps.append(average_precision(np.arange(len(order)), np.flatnonzero(rel)) if n_rel else np.nan)
+            pk, apk = precision_and_ap_at_k(order, rel, k, n_rel)
+            pks.append(pk)
+            apks.append(apk)
+            bar.advance()
     return {"mAP": float(np.nanmean(aps)), f"mAP@{k}": float(np.nanmean(apks)), f"P@{k}": float(np.mean(pks)),
             "queries": n}

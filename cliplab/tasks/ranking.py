@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cliplab.errors import ParameterError
+from cliplab.progress import bar_total, progress_bar
 from cliplab.tasks.metrics import l2_normalize
 
 ROW_CHUNK = 2048
@@ -75,29 +76,31 @@ def chunked_topk(queries: np.ndarray, keys: np.ndarray, k: int, *, device=None, 
     out_i = np.empty((len(queries), k), np.int64)
     key_chunks = [(s, torch.as_tensor(kk[s:s + col_chunk], device=dev, dtype=torch.float32))
                   for s in range(0, len(kk), col_chunk)]
-    for r in range(0, len(q_all), row_chunk):
-        q = torch.as_tensor(q_all[r:r + row_chunk], device=dev, dtype=torch.float32)
-        best_s = best_i = None
-        for start, kc in key_chunks:
-            s = q @ kc.T
-            kc_k = min(k, s.shape[1])
-            vs, vi = torch.topk(s, kc_k, dim=1, sorted=True)
-            vi = vi + start
-            if best_s is None:
-                best_s, best_i = vs, vi
-            else:
-                cat_s, cat_i = torch.cat([best_s, vs], 1), torch.cat([best_i, vi], 1)
-                # order by score desc, then index asc (stable tie rule independent of chunking)
-                order = torch.argsort(cat_i, dim=1)
-                cat_s, cat_i = cat_s.gather(1, order), cat_i.gather(1, order)
-                top = torch.argsort(-cat_s, dim=1, stable=True)[:, :k]
-                best_s, best_i = cat_s.gather(1, top), cat_i.gather(1, top)
-        # within one chunk torch.topk may order ties arbitrarily: re-sort by (score desc, index asc)
-        order = torch.argsort(best_i, dim=1)
-        best_s, best_i = best_s.gather(1, order), best_i.gather(1, order)
-        top = torch.argsort(-best_s, dim=1, stable=True)
-        out_s[r:r + len(q)] = best_s.gather(1, top).cpu().numpy()
-        out_i[r:r + len(q)] = best_i.gather(1, top).cpu().numpy()
+    with progress_bar(bar_total(len(q_all), len(q_all) * len(kk)), "ranking", unit="queries") as bar:
+        for r in range(0, len(q_all), row_chunk):
+            q = torch.as_tensor(q_all[r:r + row_chunk], device=dev, dtype=torch.float32)
+            best_s = best_i = None
+            for start, kc in key_chunks:
+                s = q @ kc.T
+                kc_k = min(k, s.shape[1])
+                vs, vi = torch.topk(s, kc_k, dim=1, sorted=True)
+                vi = vi + start
+                if best_s is None:
+                    best_s, best_i = vs, vi
+                else:
+                    cat_s, cat_i = torch.cat([best_s, vs], 1), torch.cat([best_i, vi], 1)
+                    # order by score desc, then index asc (stable tie rule independent of chunking)
+                    order = torch.argsort(cat_i, dim=1)
+                    cat_s, cat_i = cat_s.gather(1, order), cat_i.gather(1, order)
+                    top = torch.argsort(-cat_s, dim=1, stable=True)[:, :k]
+                    best_s, best_i = cat_s.gather(1, top), cat_i.gather(1, top)
+            # within one chunk torch.topk may order ties arbitrarily: re-sort by (score desc, index asc)
+            order = torch.argsort(best_i, dim=1)
+            best_s, best_i = best_s.gather(1, order), best_i.gather(1, order)
+            top = torch.argsort(-best_s, dim=1, stable=True)
+            out_s[r:r + len(q)] = best_s.gather(1, top).cpu().numpy()
+            out_i[r:r + len(q)] = best_i.gather(1, top).cpu().numpy()
+            bar.advance(len(q))
     return out_s, out_i
 
 
@@ -379,37 +382,39 @@ def evaluate_rankings(queries, gallery, query_labels, gallery_labels, ks=KS, *, 
     score_buf, sorted_buf = np.empty((rows_max, n), np.float32), np.empty((rows_max, n), np.float32)
     relevant_buf = np.empty((rows_max, n), bool)
     parts = []
-    for start in range(0, nq, chunk):
-        stop = min(start + chunk, nq)
-        scores, ascending, relevant = score_buf[:stop - start], sorted_buf[:stop - start], relevant_buf[:stop - start]
-        q_t = torch.as_tensor(q_vec[start:stop], device=dev)
-        if dev.type == "cpu":
-            torch.mm(q_t, g_t.T, out=torch.from_numpy(scores))
-        else:
-            scores[...] = (q_t @ g_t.T).cpu().numpy()
-        if g_scale is not None:
-            scores *= g_scale[None, :]
-        if not (np.isfinite(scores.min()) and np.isfinite(scores.max())):
-            raise ParameterError("queries", None, "scores overflow float32; pass smaller vectors or normalize=True")
-        np.equal(g_code[None, :], q_code[start:stop, None], out=relevant)
-        if exclude is not None:
-            rows, slot = np.nonzero(exclude[start:stop] >= 0)
-            cols = exclude[start:stop][rows, slot]
-            scores[rows, cols] = -np.inf  # below every finite score: never ahead of a relevant item
-            relevant[rows, cols] = False
-        np.copyto(ascending, scores)
-        ascending.sort(axis=1)
-        rows, cols = np.nonzero(relevant)
-        r_chunk = relevant.sum(axis=1)
-        if n_relevant is not None:
-            given = n_relevant[start:stop]
-            if np.any(given < r_chunk):
-                i = int(np.argmax(given < r_chunk))
-                raise ParameterError("n_relevant", int(given[i]),
-                                     f"query {start + i} has {r_chunk[i]} relevant items in the gallery")
-            r_chunk = given
-        ranks = _hit_ranks(scores, ascending, rows, cols)
-        parts.append(metrics_from_ranks(ranks, r_chunk, ks, form=form, query=rows))
+    with progress_bar(bar_total(nq, nq * n), "ranking the gallery", unit="queries") as bar:
+        for start in range(0, nq, chunk):
+            stop = min(start + chunk, nq)
+            scores, ascending, relevant = score_buf[:stop - start], sorted_buf[:stop - start], relevant_buf[:stop - start]
+            q_t = torch.as_tensor(q_vec[start:stop], device=dev)
+            if dev.type == "cpu":
+                torch.mm(q_t, g_t.T, out=torch.from_numpy(scores))
+            else:
+                scores[...] = (q_t @ g_t.T).cpu().numpy()
+            if g_scale is not None:
+                scores *= g_scale[None, :]
+            if not (np.isfinite(scores.min()) and np.isfinite(scores.max())):
+                raise ParameterError("queries", None, "scores overflow float32; pass smaller vectors or normalize=True")
+            np.equal(g_code[None, :], q_code[start:stop, None], out=relevant)
+            if exclude is not None:
+                rows, slot = np.nonzero(exclude[start:stop] >= 0)
+                cols = exclude[start:stop][rows, slot]
+                scores[rows, cols] = -np.inf  # below every finite score: never ahead of a relevant item
+                relevant[rows, cols] = False
+            np.copyto(ascending, scores)
+            ascending.sort(axis=1)
+            rows, cols = np.nonzero(relevant)
+            r_chunk = relevant.sum(axis=1)
+            if n_relevant is not None:
+                given = n_relevant[start:stop]
+                if np.any(given < r_chunk):
+                    i = int(np.argmax(given < r_chunk))
+                    raise ParameterError("n_relevant", int(given[i]),
+                                         f"query {start + i} has {r_chunk[i]} relevant items in the gallery")
+                r_chunk = given
+            ranks = _hit_ranks(scores, ascending, rows, cols)
+            parts.append(metrics_from_ranks(ranks, r_chunk, ks, form=form, query=rows))
+            bar.advance(stop - start)
     return _concatenate(parts, ks)
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cliplab.progress import bar_total, progress_bar
+
 
 @dataclass(frozen=True)
 class PairedComparison:
@@ -49,9 +51,11 @@ def bootstrap_diff_ci(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int 
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
-    for s in range(0, n_boot, 256):  # chunks keep memory bounded for large n
-        k = min(256, n_boot - s)
-        means[s:s + k] = d[rng.integers(0, n, size=(k, n))].mean(axis=1)
+    with progress_bar(bar_total(n_boot, n_boot * n), "bootstrap", unit="resamples") as bar:
+        for s in range(0, n_boot, 256):  # chunks keep memory bounded for large n
+            k = min(256, n_boot - s)
+            means[s:s + k] = d[rng.integers(0, n, size=(k, n))].mean(axis=1)
+            bar.advance(k)
     alpha = (1 - level) / 2
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 

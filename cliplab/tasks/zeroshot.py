@@ -38,6 +38,20 @@ def scores(image_emb: np.ndarray, classifier: np.ndarray) -> np.ndarray:
     return l2_normalize(image_emb) @ classifier.T
 
 
+HEADS = ("softmax", "sigmoid")
+
+
+def head_probabilities(cosines: np.ndarray, logit_scale: float, logit_bias: float | None = None) -> np.ndarray:
+    """What a model's own head makes of (images x candidates) cosines: CLIP's softmax over the candidates of
+    ``logit_scale * cos`` (rows sum to 1), or, for a model with a ``logit_bias`` (SigLIP), the sigmoid of
+    ``logit_scale * cos + logit_bias`` for each candidate on its own."""
+    logits = logit_scale * np.asarray(cosines, dtype=np.float64)
+    if logit_bias is not None:
+        return 0.5 * (1.0 + np.tanh(0.5 * (logits + logit_bias)))  # the sigmoid, without overflow
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
 @dataclass
 class ClassScores:
     """Scores of every image for every class, and the classification metrics they give."""

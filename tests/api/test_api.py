@@ -9,7 +9,9 @@ import inspect
 import json
 import subprocess
 import sys
+import traceback
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -147,6 +149,55 @@ def test_errors_are_exceptions_that_name_the_keyword(model, color, files, what):
         assert text not in message, message
 
 
+def frames_below(excinfo) -> int:
+    """Frames of the traceback under the test's own line (the user's call)."""
+    return len(traceback.extract_tb(excinfo.tb)) - 1
+
+
+def test_errors_arrive_from_the_functions_frame(model, files, cache):
+    """A notebook shows the user's call and the API function's line, not cliplab's internals."""
+    with pytest.raises(CliplabError, match="split 'tset'") as bad_split:  # checked while loading the inputs
+        cliplab.zeroshot(model, "shapes:color", split="tset", cache_dir=cache, quiet=True)
+    unreadable = files["dir"] / "unreadable"
+    for c in range(2):
+        (unreadable / f"class{c}").mkdir(parents=True, exist_ok=True)
+        (unreadable / f"class{c}" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(cliplab.DatasetError, match="none of the 2 images could be read") as deep:  # in the engine
+        cliplab.zeroshot(model, str(unreadable), cache_dir=cache, no_cache=True, quiet=True)
+    with pytest.raises(TypeError, match="did you mean 'templates'") as typo:
+        cliplab.zeroshot(templte="a photo of a {}.")
+    assert [frames_below(e) for e in (bad_split, deep, typo)] == [1, 1, 1]
+    assert all(traceback.extract_tb(e.tb)[-1].name == "call" for e in (bad_split, deep, typo))
+
+
+def test_one_bar_serves_every_step_of_a_call_and_is_gone_after(model, color, cache, monkeypatch):
+    import tqdm.std
+
+    from cliplab import progress
+
+    made = []
+
+    class Counted(tqdm.std.tqdm):
+        def __init__(self, *args, **kwargs):
+            made.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(progress, "interactive", lambda: True)
+    monkeypatch.setattr(progress, "_tqdm_class", lambda: Counted)
+    cliplab.zeroshot(model, color, cache_dir=cache, no_cache=True)  # embeds images, then texts: two steps
+    assert len(made) == 1 and made[0].disable  # one bar, closed when the call returned
+    made.clear()
+    monkeypatch.setattr(progress, "interactive", lambda: False)  # an executed notebook, a log file
+    cliplab.zeroshot(model, color, cache_dir=cache, no_cache=True)
+    assert made == []
+
+
+def test_warnings_point_at_the_callers_line(model, files, cache):
+    with pytest.warns(CliplabWarning) as caught:
+        cliplab.embed(model, files["broken"], cache_dir=cache, quiet=True)
+    assert {Path(w.filename).resolve() for w in caught} == {Path(__file__).resolve()}
+
+
 def test_save_names_its_own_keywords(zs, tmp_path):
     with pytest.raises(CliplabError, match="^format 'xml': choose parquet or jsonl"):
         zs.save(tmp_path, format="xml")
@@ -164,7 +215,10 @@ def test_quiet_prints_nothing(model, color, cache, capfd):
     assert capfd.readouterr() == ("", "")
 
 
-def test_bars_and_notes_go_to_stderr(model, color, cache, capfd):
+def test_bars_and_notes_go_to_stderr(model, color, cache, capfd, monkeypatch):
+    from cliplab import progress
+
+    monkeypatch.setattr(progress, "interactive", lambda: True)  # a terminal, or a notebook a person runs
     capfd.readouterr()
     cliplab.zeroshot(model, color, cache_dir=cache, no_cache=True)
     out, err = capfd.readouterr()
