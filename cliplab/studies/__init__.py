@@ -42,15 +42,16 @@ def execute(study: Study, values: dict[str, Any], before: Callable | None = None
         raise TypeError(f"{study.name}: unknown parameters {sorted(unknown)}")
     checked = check_values(declared, values)
     with one_report():  # damaged cache entries met anywhere in the run: one warning
-        return _run(study, checked, own, declared, before)
+        return _run(study, checked, own, declared, before, values)
 
 
-def _run(study: Study, checked: dict[str, Any], own: list, declared: list, before: Callable | None) -> Any:
+def _run(study: Study, checked: dict[str, Any], own: list, declared: list, before: Callable | None,
+         values: dict[str, Any]) -> Any:
     own_names = {p.name for p in own}
     inputs = load_inputs({k: v for k, v in checked.items() if k not in own_names} | _shared(study, checked),
                          fitting=study.fitting, templates=study.templates, model_extra=study.model_extra)
-    if "model" in {p.name for p in study.inputs} and checked.get("model") in (None, ()) \
-            and not checked.get("models_file"):  # said once the inputs loaded: an error stays one line
+    if "model" in {p.name for p in study.inputs} and values.get("model") in (None, ()) \
+            and not values.get("models_file"):  # said once the inputs loaded: an error stays one line
         note(f"no {{p:model}} given: using {DEFAULT_MODEL}, the small model shipped with cliplab (trained on the "
              "shapes data)")
     params = study.params(**{p.name: checked[p.name] for p in own}) if study.params is not None else None
