@@ -118,7 +118,9 @@ class Shape:
         try:
             return self._adapter(False).validate_python(value)
         except ValidationError as exc:
-            raise file.fail(describe_errors(exc.errors(include_url=False)), place) from None
+            errors = exc.errors(include_url=False)
+            text = describe_errors(errors) + ("" if errors[0]["type"] == "kind" else f"; expected {self.description}")
+            raise file.fail(text, place) from None
 
     def validate_many(self, values: list, file: "UserFile", places: list[str]) -> list:
         """Every value (a row, a line) as the shape; an error names the first wrong one's place (``places[i]``)."""
@@ -251,8 +253,8 @@ class UserFile:
     """A file the user named through parameter ``param``: read it, check it, and name it in every error.
 
     ``value`` is the user's value when it is not the file itself (a folder, a spec with ``#options``); ``error`` is
-    the error class (``DatasetParameterError`` for dataset files; without ``param``, a :class:`FileError`); ``location`` and ``opener`` read a file of
-    another file system (fsspec: ``opener(path)`` gives a binary file, ``location`` is the URL shown)."""
+    the error class (``DatasetParameterError`` for dataset files; without ``param``, a :class:`FileError`);
+    ``location`` and ``opener`` read a file of another file system (fsspec: ``opener(path)`` gives a binary file, ``location`` is the URL shown)."""
 
     path: str | os.PathLike
     param: str | None

@@ -40,15 +40,16 @@ def _file(path: str | Path) -> UserFile:
 
 
 def _read(path: str | Path) -> list[str] | dict[str, str]:
-    """A class-name file as a list (.txt: one name per line; a JSON list) or a dict (a JSON object)."""
+    """A class-name file as a list (.txt: one name per line, ``#`` comment lines; a JSON list) or a dict (a JSON
+    object)."""
     file = _file(path)
     if file.suffix == ".json":
         return file.json(CLASSNAMES_JSON)
-    return [line.text for line in file.lines("class names", comments=False)]
+    return [line.text for line in file.lines("class names")]
 
 
 def read_classnames(path: str | Path, expected: int | None = None) -> list[str]:
-    """One name per line (.txt), a JSON list, or a JSON object {folder_name: prompt_name}."""
+    """One name per line (.txt, ``#`` comment lines), a JSON list, or a JSON object {folder_name: prompt_name}."""
     data = _read(path)
     names = list(data.values()) if isinstance(data, dict) else data
     if expected is not None and len(names) != expected:

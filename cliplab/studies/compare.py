@@ -118,7 +118,8 @@ class CompareResult(Notebook):
             return [(p, caption if p.suffix == ".png" else None) for p in compare_figures(self.rows, stem)]
 
         caption = "model comparison (zero-shot vs probe)"
-        return {"comparison": pd.DataFrame([printable_value(r.as_dict()) for r in self.rows]), "plot": Figure(caption, draw, model=ModelInfo("several"))}
+        return {"comparison": pd.DataFrame([printable_value(r.as_dict()) for r in self.rows]),
+                "plot": Figure(caption, draw, model=ModelInfo("several"))}
 
 
 def run_compare(inputs: Inputs, params: CompareParams = CompareParams()) -> CompareResult:

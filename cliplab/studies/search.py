@@ -216,7 +216,8 @@ class SearchResult(Notebook):
 
     def hits_frame(self) -> pd.DataFrame:
         """One row per model, query and rank: the query, its family, the model, the image and its score."""
-        rows = [{"query": printable(qy.label), "family": qy.family, "model": h.model.name, "pretrained": h.model.pretrained,
+        rows = [{"query": printable(qy.label), "family": qy.family, "model": h.model.name,
+                 "pretrained": h.model.pretrained,
                  "rank": j + 1, "image": ident, "score": float(h.scores[q, j])}
                 for h in self.hits for q, qy in enumerate(self.queries) for j, ident in enumerate(self.ids(h, q))]
         return pd.DataFrame(rows)
