@@ -23,7 +23,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Union
 
-from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
+from pydantic import AfterValidator, Discriminator, StringConstraints, Tag, TypeAdapter, ValidationError
 
 from cliplab.errors import CliplabError, ParameterError
 
@@ -67,13 +67,35 @@ def printable_value(value: Any) -> Any:
         return printable(value)
     if isinstance(value, dict):
         return {printable_value(k): printable_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(printable_value(v) for v in value) if isinstance(value, list) else tuple(
-            printable_value(v) for v in value)
+    if isinstance(value, list):
+        return [printable_value(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(printable_value(v) for v in value)
     return value
 
 
 # ---- shapes --------------------------------------------------------------------------------------------------
+
+def _characters(text: str) -> str:
+    """Text that is characters: a lone surrogate escape (JSON's ``"\\ud800"``) is not one, and no tokenizer, UTF-8
+    file or table can take it."""
+    bad = _SURROGATE.search(text)
+    if bad:
+        raise ValueError(f"holds {printable(bad.group())}, a lone surrogate escape, which is not a character")
+    return text
+
+
+def _path(text: str) -> str:
+    if "\0" in text:
+        raise ValueError("holds a NUL byte, which no file name can")
+    return text
+
+
+Str = Annotated[str, AfterValidator(_characters)]  # text for people and the text tower
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_characters)]
+# a path may hold surrogate escapes: JSON written by Python names a file whose name is not UTF-8 so
+PathText = Annotated[str, AfterValidator(_path)]
+FileName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_path)]
 
 
 def json_kind(value: Any) -> str:
@@ -275,6 +297,7 @@ class UserFile:
     def fail(self, message: str, place: str | None = None) -> ParameterError:
         """The error to raise: the parameter, the user's value, the file (when the value is not the file), the
         place in it (``line 3``) and ``message``."""
+        message = re.sub(r"\s*\n\s*", " ", message)  # one line, whatever a parser's own message holds
         parts = [] if self.value is None else [self.where]
         if place:
             parts.append(place)

@@ -15,7 +15,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from cliplab.errors import ParameterError
-from cliplab.files import Shape, UserFile, one_of
+from cliplab.files import Shape, Str, UserFile, one_of, printable
 
 
 def _from_open_clip(attr: str) -> list[str]:
@@ -60,12 +60,12 @@ def fill(template: str, classname: str) -> str:
 
 def _placeholder(template: str) -> str:
     if "{}" not in template and "{c}" not in template:
-        raise ValueError(f"template {json.dumps(template, ensure_ascii=False)} has no '{{}}' placeholder for the "
-                         "class name")
+        raise ValueError(f"template {json.dumps(printable(template), ensure_ascii=False)} has no '{{}}' placeholder "
+                         "for the class name")
     return template
 
 
-Template = Annotated[str, AfterValidator(_placeholder)]
+Template = Annotated[Str, AfterValidator(_placeholder)]
 Templates = Annotated[list[Template], Field(min_length=1)]
 TEMPLATES_JSON = Shape(one_of("a list of templates or {set name: [templates]}", list=Templates,
                               object=Annotated[dict[str, Templates], Field(min_length=1)]),

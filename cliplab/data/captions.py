@@ -14,17 +14,17 @@ from __future__ import annotations
 import os
 import posixpath
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Union
 
 import numpy as np
-from pydantic import ConfigDict, Field, StrictInt, StringConstraints, create_model
+from pydantic import ConfigDict, Field, StrictInt, create_model
 
 from cliplab.data.base import ImageDataset
 from cliplab.data.columns import check_options, choose_column, encode_labels
 from cliplab.data.remote import Store, UrlSource, is_url
 from cliplab.data.sources import FileSource
 from cliplab.errors import DatasetParameterError
-from cliplab.files import Shape, UserFile, one_of, printable
+from cliplab.files import FileName, Name, Shape, Str, UserFile, one_of, printable
 from cliplab.io import hash_json
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
@@ -44,15 +44,14 @@ def _manifest(store: Store, path: str, spec: str) -> UserFile:
                     location=location, opener=store.open if store.remote else None)
 
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-CAPTIONS = one_of("a caption or a list of captions", text=str, list=list[Union[str, None]], null=None)
-LABEL = one_of("a class name or a class number", text=Text, number=StrictInt)
+CAPTIONS = one_of("a caption or a list of captions", text=Str, list=list[Union[Str, None]], null=None)
+LABEL = one_of("a class name or a class number", text=Name, number=StrictInt)
 
 
 def row_shape(image: str, label: str | None, captions: list[str]) -> Shape:
     """The shape of a manifest row with these columns: the image path text, the label a class name or number,
     each caption column a caption, a list of them or null; other columns anything."""
-    fields = {"image_": (Text, Field(alias=image))}
+    fields = {"image_": (FileName, Field(alias=image))}
     if label is not None:
         fields["label_"] = (LABEL, Field(alias=label))
     for i, c in enumerate(captions):

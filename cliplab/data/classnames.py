@@ -5,10 +5,10 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
 from cliplab.errors import DatasetParameterError
-from cliplab.files import Shape, UserFile, one_of, printable
+from cliplab.files import Name, Shape, UserFile, one_of, printable
 
 
 def clean_classname(name: str) -> str:
@@ -28,7 +28,6 @@ def clean_classnames(names: list[str]) -> list[str]:
     return cleaned
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 CLASSNAMES_JSON = Shape(one_of("a list of class names or {folder name: class name}",
                                list=Annotated[list[Name], Field(min_length=1)],
                                object=Annotated[dict[str, Name], Field(min_length=1)]),

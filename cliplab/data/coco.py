@@ -16,17 +16,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, StrictInt, StrictStr, StringConstraints, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, StrictInt, StrictStr, Tag
 
 from cliplab.data.base import ImageDataset
 from cliplab.data.sources import FileSource
 from cliplab.data.splits import SplitError
 from cliplab.errors import DatasetParameterError
-from cliplab.files import Shape, UserFile
+from cliplab.files import FileName, PathText, Shape, Str, UserFile
 from cliplab.io import hash_file
 
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 ImageId = Union[StrictInt, StrictStr]
 
 
@@ -36,12 +35,12 @@ class _Open(BaseModel):
 
 class CocoImage(_Open):
     id: ImageId
-    file_name: Text
+    file_name: FileName
 
 
 class CocoCaption(_Open):
     image_id: ImageId
-    caption: str
+    caption: Str
 
 
 class CocoFile(_Open):
@@ -50,12 +49,12 @@ class CocoFile(_Open):
 
 
 class Sentence(_Open):
-    raw: str = ""
+    raw: Str = ""
 
 
 class KarpathyImage(_Open):
-    filename: Text
-    filepath: str = ""
+    filename: FileName
+    filepath: PathText = ""
     split: str | None = None
     sentences: list[Sentence]
 

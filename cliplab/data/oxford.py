@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, Field, StrictInt, StringConstraints
+from pydantic import BaseModel, BeforeValidator, Field, StrictInt
 
 from cliplab.errors import DatasetParameterError
-from cliplab.files import Shape, UserFile, printable
+from cliplab.files import FileName, Shape, UserFile, printable
 
 
 @dataclass
@@ -42,7 +42,7 @@ Coordinate = Annotated[float, Field(allow_inf_nan=False)]
 
 class QueryLine(BaseModel):
     """The line of a classic ``<query>_query.txt``: the query image and, optionally, its box."""
-    image: Annotated[str, StringConstraints(min_length=1)]
+    image: FileName
     box: tuple[Coordinate, Coordinate, Coordinate, Coordinate] | None = None
 
 
@@ -143,8 +143,8 @@ class GndEntry(BaseModel):
 
 
 class GndFile(BaseModel):
-    imlist: Annotated[list[Annotated[str, Plain]], Plain]
-    qimlist: Annotated[list[Annotated[str, Plain]], Plain]
+    imlist: Annotated[list[Annotated[FileName, Plain]], Plain]
+    qimlist: Annotated[list[Annotated[FileName, Plain]], Plain]
     gnd: Annotated[list[GndEntry], Plain]
 
 

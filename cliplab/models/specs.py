@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictInt, StringConstraints, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictInt, Tag
 
 from cliplab.errors import ParameterError
-from cliplab.files import Shape, UserFile, one_of
+from cliplab.files import Name, Shape, Str, UserFile, one_of
 
 
 @dataclass(frozen=True)
@@ -27,18 +27,15 @@ def _none(v):
     return None if v in (None, "", "none", "-") else v
 
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-
-
 class ModelEntry(BaseModel):
     """One model of a models file."""
     model_config = ConfigDict(extra="forbid")  # a misspelt key ('pretrianed') is an error, not ignored
-    model: Text
-    pretrained: str | None = None
-    label: str | None = None
+    model: Name
+    pretrained: Str | None = None
+    label: Str | None = None
 
 
-Entries = Annotated[list[one_of("a model name or {model, pretrained, label}", text=Text, object=ModelEntry)],
+Entries = Annotated[list[one_of("a model name or {model, pretrained, label}", text=Name, object=ModelEntry)],
                     Field(min_length=1)]
 
 

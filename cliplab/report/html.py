@@ -9,15 +9,15 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import jinja2
 import pandas as pd
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict
 
 from cliplab.errors import CliplabError
-from cliplab.files import Shape, UserFile
+from cliplab.files import Name, Shape, Str, UserFile
 from cliplab.io import write_text_atomic
 from cliplab.report.plots import compact_png, figure_data_uri
 from cliplab.results.exports import provenance, write_json, write_table
@@ -213,12 +213,12 @@ def clip_benchmark_records(df: pd.DataFrame) -> list[dict]:
 class ClipBenchmarkResult(BaseModel):
     """A CLIP_benchmark result JSON: the fields cliplab reads (others are allowed)."""
     model_config = ConfigDict(extra="allow")
-    dataset: Annotated[str, StringConstraints(min_length=1)]
-    model: Annotated[str, StringConstraints(min_length=1)]
-    pretrained: str | None = None
-    task: Annotated[str, StringConstraints(min_length=1)]
-    split: str = "test"
-    metrics: dict[str, Any]
+    dataset: Name
+    model: Name
+    pretrained: Str | None = None
+    task: Name
+    split: Str = "test"
+    metrics: dict[Str, Any]
 
 
 CLIP_BENCHMARK = Shape(ClipBenchmarkResult, "a CLIP_benchmark result (dataset, model, task, metrics)")

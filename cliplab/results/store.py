@@ -22,7 +22,7 @@ from pydantic import ConfigDict
 from typing_extensions import Required, TypedDict
 
 from cliplab.errors import CliplabError, ParameterError
-from cliplab.files import Shape, UserFile, printable
+from cliplab.files import Shape, Str, UserFile, printable
 from cliplab.io import atomic_path
 from cliplab.results.exports import printable_frame, write_table
 from cliplab.results.result import ModelInfo, Rows
@@ -114,26 +114,26 @@ class StoreRow(TypedDict, total=False):
     """A row of the results store as a file holds it (parquet and JSONL alike): the columns cliplab writes, those it
     needs marked Required; other columns are kept."""
     __pydantic_config__ = ConfigDict(extra="allow", coerce_numbers_to_str=True)  # noqa: RUF012 - pydantic's hook
-    run_id: Required[str]
-    timestamp: Optional[str]
-    cliplab_version: Optional[str]
-    command: Required[str]
-    task: Required[str]
-    model: Required[str]
-    pretrained: Optional[str]
-    model_fingerprint: Optional[str]
-    dataset: Required[str]
-    split: Optional[str]
-    dataset_fingerprint: Optional[str]
-    variant: Optional[str]
-    metric: Required[str]
+    run_id: Required[Str]
+    timestamp: Optional[Str]
+    cliplab_version: Optional[Str]
+    command: Required[Str]
+    task: Required[Str]
+    model: Required[Str]
+    pretrained: Optional[Str]
+    model_fingerprint: Optional[Str]
+    dataset: Required[Str]
+    split: Optional[Str]
+    dataset_fingerprint: Optional[Str]
+    variant: Optional[Str]
+    metric: Required[Str]
     value: Optional[float]
     ci_low: Optional[float]
     ci_high: Optional[float]
     seed: Optional[int]
     n: Optional[int]
-    config: Optional[str]
-    artifact: Optional[str]
+    config: Optional[Str]
+    artifact: Optional[Str]
 
 
 STORE_ROW = Shape(StoreRow, "a row of the results store")

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from cliplab.data.base import check_disjoint
 from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images, embed_texts
 from cliplab.errors import ParameterError
-from cliplab.files import Shape, UserFile, one_of
+from cliplab.files import Name, Shape, Str, UserFile, one_of
 from cliplab.inputs import IMAGES, ONE_MODEL, RUN, SPLIT_OR_DATASET, TEMPLATES_P, Fitting, Inputs, Templates
 from cliplab.params import Param, param
 from cliplab.registry import Output, Study, register
@@ -171,9 +171,8 @@ class PromptsResult(SingleModel, Notebook):
         return {}
 
 
-DescriptionText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-DESCRIPTIONS_JSON = Shape(Annotated[dict[str, one_of("a text or a list of texts", text=DescriptionText,
-                                                     list=Annotated[list[DescriptionText], Field(min_length=1)])],
+DESCRIPTIONS_JSON = Shape(Annotated[dict[Str, one_of("a text or a list of texts", text=Name,
+                                                     list=Annotated[list[Name], Field(min_length=1)])],
                                     Field(min_length=1)], "an object {class name: [texts]}")
 
 

@@ -3,18 +3,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from pydantic import StringConstraints
 
 from typing import TYPE_CHECKING
 
 from cliplab.data.sources import FileSource
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError, ParameterError
-from cliplab.files import Shape, UserFile, one_of, printable
+from cliplab.files import Name, Shape, Str, UserFile, one_of, printable
 from cliplab.index import FAISS_KINDS, VectorIndex
 from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, MODELS_P, PRETRAINEDS_P, RUN, SPLIT_P, Inputs
 from cliplab.params import param
@@ -90,9 +89,8 @@ def build_queries(texts: Sequence[str] | None = None, queries_file: str | Path |
     return qs
 
 
-QueryText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-QUERIES_JSON = Shape(one_of("a list of queries or {family: [queries]}", list=list[QueryText],
-                            object=dict[str, list[QueryText]]), "a list of queries or {family: [queries]}")
+QUERIES_JSON = Shape(one_of("a list of queries or {family: [queries]}", list=list[Name],
+                            object=dict[Str, list[Name]]), "a list of queries or {family: [queries]}")
 
 
 def read_queries(path: str | Path) -> list[Query]:
