@@ -85,7 +85,7 @@ def _characters(text: str) -> str:
     return text
 
 
-def _path(text: str) -> str:
+def _file_name(text: str) -> str:
     if "\0" in text:
         raise ValueError("holds a NUL byte, which no file name can")
     return text
@@ -93,9 +93,9 @@ def _path(text: str) -> str:
 
 Str = Annotated[str, AfterValidator(_characters)]  # text for people and the text tower
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_characters)]
-# a path may hold surrogate escapes: JSON written by Python names a file whose name is not UTF-8 so
-PathText = Annotated[str, AfterValidator(_path)]
-FileName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_path)]
+# paths may hold surrogate escapes (JSON written by Python names a file whose name is not UTF-8 that way), not NULs
+PathText = Annotated[str, AfterValidator(_file_name)]
+FileName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_file_name)]
 
 
 def json_kind(value: Any) -> str:
@@ -170,7 +170,7 @@ _PLAIN = {
 }
 
 
-def _path(loc: tuple) -> str:
+def _field(loc: tuple) -> str:
     text = ""
     for part in loc:
         if isinstance(part, str) and part.startswith("<") and part.endswith(">"):
@@ -206,7 +206,7 @@ def got(value: Any) -> str:
 def describe_errors(errors: list[dict]) -> str:
     """The first of pydantic's errors as words: where (the field), what is wrong, and what was there."""
     err = errors[0]
-    where = _path(err["loc"])
+    where = _field(err["loc"])
     kind = err["type"]
     if kind in _PLAIN:
         what = _PLAIN[kind]
@@ -276,7 +276,8 @@ class UserFile:
 
     ``value`` is the user's value when it is not the file itself (a folder, a spec with ``#options``); ``error`` is
     the error class (``DatasetParameterError`` for dataset files; without ``param``, a :class:`FileError`);
-    ``location`` and ``opener`` read a file of another file system (fsspec: ``opener(path)`` gives a binary file, ``location`` is the URL shown)."""
+    ``location`` and ``opener`` read a file of another file system (fsspec: ``opener(path)`` gives a binary file,
+    ``location`` is the URL shown)."""
 
     path: str | os.PathLike
     param: str | None
@@ -325,7 +326,7 @@ class UserFile:
             raise self.fail(f"cannot be read ({printable(exc.strerror or str(exc))})") from None
 
     def decode(self, data: bytes) -> str:
-        """``data`` as text: UTF-8, a byte-order mark dropped; anything else is an error naming line and byte."""
+        """``data`` as text: UTF-8, byte-order marks at its start dropped; anything else is an error naming line and byte."""
         if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not data.startswith(codecs.BOM_UTF8):
             raise self.fail(f"is UTF-16 text (its first bytes say so); cliplab reads UTF-8: {UTF8_ADVICE}")
         start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
@@ -343,7 +344,8 @@ class UserFile:
             line = text.count("\n", 0, nul) + 1
             raise self.fail("holds a NUL byte: not a UTF-8 text file (UTF-16 without a byte-order mark, or a binary "
                             f"file?); {UTF8_ADVICE}", f"line {line}")
-        return text
+        # a file saved twice with a mark keeps a second one at its start: invisible, never meant as text
+        return text.lstrip("\ufeff")
 
     def text(self) -> str:
         """The file as text (see :meth:`decode`)."""
