@@ -46,7 +46,7 @@ class ModelParameterError(ModelLoadError, ParameterError):
 
 
 class DatasetParameterError(DatasetError, ParameterError):
-    """A dataset that cannot be loaded because of a parameter (``dataset``, ``split``, ``classnames``, ``gt_dir``...)."""
+    """A dataset that cannot be loaded because of a parameter (``dataset``, ``split``, ``classnames``, ``gt``...)."""
 
 
 _PARAM = re.compile(r"\{p:(\w+)\}")

@@ -11,6 +11,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from cliplab.files import ESCAPE
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -41,8 +43,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """UTF-8 text, written atomically; a file name that is not UTF-8 in it is spelled with ``\\xNN`` for its bytes."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors=ESCAPE)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

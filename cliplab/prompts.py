@@ -10,8 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from cliplab.errors import CliplabError, ParameterError
+from pydantic import AfterValidator, Field
+
+from cliplab.errors import ParameterError
+from cliplab.files import Shape, Str, UserFile, one_of, printable
 
 
 def _from_open_clip(attr: str) -> list[str]:
@@ -54,10 +58,36 @@ def fill(template: str, classname: str) -> str:
     return template.replace("{c}", classname).replace("{}", classname)
 
 
-def _check(template: str, origin: str) -> str:
+def _placeholder(template: str) -> str:
     if "{}" not in template and "{c}" not in template:
-        raise CliplabError(f"template {template!r} from {origin} has no '{{}}' placeholder for the class name")
+        raise ValueError(f"template {json.dumps(printable(template), ensure_ascii=False)} has no '{{}}' placeholder "
+                         "for the class name")
     return template
+
+
+Template = Annotated[Str, AfterValidator(_placeholder)]
+Templates = Annotated[list[Template], Field(min_length=1)]
+TEMPLATES_JSON = Shape(one_of("a list of templates or {set name: [templates]}", list=Templates,
+                              object=Annotated[dict[str, Templates], Field(min_length=1)]),
+                       "a list of templates or {set name: [templates]}")
+
+
+def read_template_file(path: str | Path, spec: str | None = None) -> list[TemplateSet]:
+    """A ``.txt`` file (one template per line, ``#`` comment lines) or a ``.json`` file (a list of templates, or
+    ``{set name: [templates]}``) as template sets; anything else is one error naming the file, line and field."""
+    path = Path(path)
+    file = UserFile(path, "templates", value=None if spec is None or spec == str(path) else spec)
+    if path.suffix.lower() == ".json":
+        data = file.json(TEMPLATES_JSON)
+        return [TemplateSet(str(name), tuple(ts)) for name, ts in
+                (data.items() if isinstance(data, dict) else [(path.stem, data)])]
+    out = []
+    for line in file.lines("templates"):
+        try:
+            out.append(_placeholder(line.text))
+        except ValueError as exc:
+            raise file.fail(str(exc), f"line {line.number}") from None
+    return [TemplateSet(path.stem, tuple(out))]
 
 
 def resolve_templates(spec: str) -> list[TemplateSet]:
@@ -66,26 +96,7 @@ def resolve_templates(spec: str) -> list[TemplateSet]:
         return [TemplateSet(spec, tuple(NAMED_SETS[spec]()))]
     path = Path(spec).expanduser()
     if path.suffix.lower() in (".txt", ".json") and not ("{}" in spec or "{c}" in spec):
-        if not path.is_file():
-            raise ParameterError("templates", spec, "file not found", quote=False)
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() == ".json":
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ParameterError("templates", spec, f"invalid JSON ({exc.msg} at line {exc.lineno}); expected a "
-                                     "list of templates or {set name: [templates]}", quote=False) from None
-            sets = data.items() if isinstance(data, dict) else [(path.stem, data)]
-            out = []
-            for name, templates in sets:
-                if not isinstance(templates, list) or not templates or \
-                        not all(isinstance(t, str) for t in templates):
-                    raise ParameterError("templates", spec, f"set {name!r} must be a non-empty list of template "
-                                         "strings", quote=False)
-                out.append(TemplateSet(str(name), tuple(_check(t, str(path)) for t in templates)))
-            return out
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-        return [TemplateSet(path.stem, tuple(_check(t, str(path)) for t in lines))]
+        return read_template_file(path, spec)
     if "{}" in spec or "{c}" in spec:
         return [TemplateSet(spec, (spec,))]
     raise ParameterError(

@@ -97,6 +97,13 @@ def _escape_help(typer_app: typer.Typer, done: set[int] | None = None) -> None:
 
 
 def main() -> None:
+    """The ``cliplab`` command. Text it prints that holds a file name that is not UTF-8 spells those bytes
+    ``\\xNN`` (as the files it writes do) instead of failing to encode them."""
+    from cliplab.files import ESCAPE
+
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors=ESCAPE)
     app()
 
 

@@ -13,6 +13,7 @@ import typer
 
 from cliplab.cli.options import FLAG_SPELLING, check_output, check_results, cli_errors, stdout
 from cliplab.errors import ParameterError
+from cliplab.files import printable
 from cliplab.params import Param, Spelling, render
 from cliplab.progress import ConsoleProgress, console, note, use
 from cliplab.registry import Study
@@ -153,7 +154,7 @@ def finish(result, *, files: dict[str, Optional[Path]] | None = None, results: O
     out = stdout(not show)
     if hasattr(result, "tables"):
         for item in result.tables() if show else ():
-            out.print(item if isinstance(item, str) else render_table(item))
+            out.print(printable(item) if isinstance(item, str) else render_table(item))
     report_failures(result.failures)
     for message in getattr(result, "notes", ()):  # what a person should know about how the numbers were made
         note(render(message, spell or FLAG_SPELLING))
@@ -185,6 +186,6 @@ def report_failures(failures) -> None:
     failures = [(None, f.id, f.reason) if hasattr(f, "reason") else f for f in failures]
     console.print(f"[yellow]skipped {len(failures)} image(s) that could not be used:[/yellow]")
     for _, ident, reason in failures[:20]:
-        console.print(f"  {escape(str(ident))}: {escape(str(reason))}")
+        console.print(f"  {escape(printable(str(ident)))}: {escape(printable(str(reason)))}")
     if len(failures) > 20:
         console.print(f"  ... and {len(failures) - 20} more (all listed in --output JSON)")

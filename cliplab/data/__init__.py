@@ -103,7 +103,7 @@ def _resolve(spec, split, data_root, classnames, cache: Path, download: bool) ->
         return load_folder(path, split=split, classnames_file=classnames)
     if path.is_file():
         if suffix == ".json":
-            return load_caption_json(path, split=split, image_root=data_root)
+            return load_caption_json(path, split=split, image_root=data_root, spec=spec)
         raise DatasetParameterError("dataset", spec, f"unsupported file type {suffix!r}; expected {_DATASET_KINDS}",
                                     quote=False)
     raise DatasetParameterError("dataset", spec, f"{{p:dataset}} {spec!r} is not a known dataset or an existing path; "

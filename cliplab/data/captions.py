@@ -11,20 +11,20 @@ image path is its only column (then it is a plain list of images).
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import posixpath
 from pathlib import Path
+from typing import Union
 
 import numpy as np
+from pydantic import ConfigDict, Field, StrictInt, create_model
 
 from cliplab.data.base import ImageDataset
 from cliplab.data.columns import check_options, choose_column, encode_labels
 from cliplab.data.remote import Store, UrlSource, is_url
 from cliplab.data.sources import FileSource
 from cliplab.errors import DatasetParameterError
+from cliplab.files import FileName, Name, Shape, Str, UserFile, one_of, printable
 from cliplab.io import hash_json
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
@@ -38,38 +38,31 @@ def _suffix(location: str) -> str:
     return posixpath.splitext(location)[1].lower()
 
 
-def _read_rows(store: Store, path: str, spec: str) -> list[dict]:
-    suffix = _suffix(path)
-    where = store.location(path)
-    try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            with store.open(path) as fh:
-                return pq.read_table(fh).to_pylist()
-        with store.open(path) as fh:
-            text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
-            if suffix in (".csv", ".tsv"):
-                return list(csv.DictReader(text, delimiter="\t" if suffix == ".tsv" else ","))
-            rows = []
-            for n, line in enumerate(text, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise DatasetParameterError("dataset", spec, f"{where}:{n}: invalid JSON ({exc.msg})",
-                                                    quote=False) from None
-            return rows
-    except DatasetParameterError:
-        raise
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:  # pyarrow's errors are OSError/ValueError
-        raise DatasetParameterError("dataset", spec, f"cannot read manifest {where} ({type(exc).__name__}: {exc})",
-                                    quote=False) from None
+def _manifest(store: Store, path: str, spec: str) -> UserFile:
+    location = store.location(path)
+    return UserFile(path, "dataset", value=None if spec == location else spec, error=DatasetParameterError,
+                    location=location, opener=store.open if store.remote else None)
 
 
-def _captions(value) -> list[str]:
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [str(x).strip() for x in value if x is not None and str(x).strip()]
+CAPTIONS = one_of("a caption or a list of captions", text=Str, list=list[Union[Str, None]], null=None)
+LABEL = one_of("a class name or a class number", text=Name, number=StrictInt)
+
+
+def row_shape(image: str, label: str | None, captions: list[str]) -> Shape:
+    """The shape of a manifest row with these columns: the image path text, the label a class name or number,
+    each caption column a caption, a list of them or null; other columns anything."""
+    fields = {"image_": (FileName, Field(alias=image))}
+    if label is not None:
+        fields["label_"] = (LABEL, Field(alias=label))
+    for i, c in enumerate(captions):
+        fields[f"caption_{i}"] = (CAPTIONS, Field(None, alias=c))
+    model = create_model("ManifestRow", __config__=ConfigDict(extra="ignore", populate_by_name=False), **fields)
+    return Shape(model, "a manifest row")
+
+
+def _captions(value: str | list[str | None] | None) -> list[str]:
+    if isinstance(value, list):
+        return [x.strip() for x in value if x is not None and x.strip()]
     return [value.strip()] if isinstance(value, str) and value.strip() else []
 
 
@@ -88,10 +81,12 @@ def load_caption_file(path: str | Path, name: str | None = None, split: str = "a
     if _suffix(fpath) not in MANIFEST_SUFFIXES:
         raise DatasetParameterError("dataset", spec, f"manifests are {', '.join(MANIFEST_SUFFIXES)} files",
                                     quote=False)
-    rows = _read_rows(store, fpath, spec)
+    file = _manifest(store, fpath, spec)
+    records = file.table()
+    rows = records.rows
     if not rows:
-        raise DatasetParameterError("dataset", spec, f"manifest {location} has no rows", quote=False)
-    keys = list(dict.fromkeys(k for row in rows for k in row))  # JSONL rows may differ in their fields
+        raise file.fail("has no rows")
+    keys = records.columns  # JSONL rows may differ in their fields
     img_key = choose_column(keys, options.get("image", [None])[0], IMAGE_KEYS, "image paths", spec)
     if img_key is None:
         raise DatasetParameterError("dataset", spec, f"manifest {location} has no image path column; expected one "
@@ -113,22 +108,22 @@ def load_caption_file(path: str | Path, name: str | None = None, split: str = "a
     order: list[str] = []
     caps: dict[str, list[str]] = {}
     first_row: dict[str, dict] = {}
-    for n, row in enumerate(rows, 1):
-        img = row.get(img_key)
-        if not isinstance(img, str) or not img.strip():
-            raise DatasetParameterError("dataset", spec, f"manifest {location}: row {n} has no {img_key!r}",
-                                        quote=False)
-        full = _resolve_image(store, base, img.strip())
+    checked = records.validate(row_shape(img_key, label_key, cap_keys))
+    label_of: dict[str, str | int] = {}
+    for place, row, ok in zip(records.places, rows, checked):
+        img = ok.image_
+        full = _resolve_image(store, base, img)
         if full not in caps:
             order.append(full)
             caps[full] = []
             first_row[full] = row
-        elif label_key is not None and str(row.get(label_key)) != str(first_row[full].get(label_key)):
-            raise DatasetParameterError("dataset", spec, f"manifest {location}: row {n} gives {img} the label "
-                                        f"{row.get(label_key)!r}, an earlier row {first_row[full].get(label_key)!r}",
-                                        quote=False)
-        for k in cap_keys:
-            caps[full].extend(_captions(row.get(k)))
+            if label_key is not None:
+                label_of[full] = ok.label_
+        elif label_key is not None and str(ok.label_) != str(label_of[full]):
+            raise file.fail(f"gives {printable(img)} the label {ok.label_!r}, an earlier row {label_of[full]!r}",
+                            place)
+        for i in range(len(cap_keys)):
+            caps[full].extend(_captions(getattr(ok, f"caption_{i}")))
 
     attributes, attribute_classnames = {}, {}
     for k in attr_keys:
@@ -141,7 +136,7 @@ def load_caption_file(path: str | Path, name: str | None = None, split: str = "a
         attribute_classnames[k] = names
     labels = classnames_list = None
     if label_key is not None:
-        labels, classnames_list = encode_labels([first_row[p].get(label_key) for p in order], spec,
+        labels, classnames_list = encode_labels([label_of[p] for p in order], spec,
                                                 f"labels (column {label_key!r})", classnames)
         attributes[label_key], attribute_classnames[label_key] = labels, classnames_list
 

@@ -1,11 +1,14 @@
 """Class names fit for prompts: 'aquarium_fish' -> 'aquarium fish', 'n01440764' kept, files override."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
 
 from cliplab.errors import DatasetParameterError
+from cliplab.files import Name, Shape, UserFile, one_of, printable
 
 
 def clean_classname(name: str) -> str:
@@ -25,32 +28,42 @@ def clean_classnames(names: list[str]) -> list[str]:
     return cleaned
 
 
+CLASSNAMES_JSON = Shape(one_of("a list of class names or {folder name: class name}",
+                               list=Annotated[list[Name], Field(min_length=1)],
+                               object=Annotated[dict[str, Name], Field(min_length=1)]),
+                        "a list of class names or {folder name: class name}")
+
+
+def _file(path: str | Path) -> UserFile:
+    return UserFile(Path(path), "classnames", error=DatasetParameterError)
+
+
+def _read(path: str | Path) -> list[str] | dict[str, str]:
+    """A class-name file as a list (.txt: one name per line, ``#`` comment lines; a JSON list) or a dict (a JSON
+    object)."""
+    file = _file(path)
+    if file.suffix == ".json":
+        return file.json(CLASSNAMES_JSON)
+    return [line.text for line in file.lines("class names")]
+
+
 def read_classnames(path: str | Path, expected: int | None = None) -> list[str]:
-    """One name per line (.txt), a JSON list, or a JSON object {folder_name: prompt_name}."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetParameterError("classnames", path, f"{{p:classnames}} file not found: {path}", prefix=False)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        data = json.loads(text)
-        names = list(data.values()) if isinstance(data, dict) else list(data)
-    else:
-        names = [line.strip() for line in text.splitlines() if line.strip()]
+    """One name per line (.txt, ``#`` comment lines), a JSON list, or a JSON object {folder_name: prompt_name}."""
+    data = _read(path)
+    names = list(data.values()) if isinstance(data, dict) else data
     if expected is not None and len(names) != expected:
-        raise DatasetParameterError("classnames", path, f"{{p:classnames}} {path} has {len(names)} names but the "
-                                    f"dataset has {expected} classes", prefix=False)
-    return [str(n) for n in names]
+        raise _file(path).fail(f"has {len(names)} names but the dataset has {expected} classes")
+    return names
 
 
 def map_classnames(path: str | Path, folder_names: list[str]) -> list[str]:
     """Apply a classnames file to folder names: JSON objects map by key, lists map by position."""
-    path = Path(path)
-    if path.suffix.lower() == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict):
-            missing = [f for f in folder_names if f not in data]
-            if missing:
-                raise DatasetParameterError("classnames", path, f"{{p:classnames}} {path} lacks names for: "
-                                            f"{', '.join(missing[:5])}", prefix=False)
-            return [str(data[f]) for f in folder_names]
-    return read_classnames(path, expected=len(folder_names))
+    data = _read(path)
+    if isinstance(data, dict):
+        missing = [f for f in folder_names if f not in data]
+        if missing:
+            raise _file(path).fail(f"lacks names for: {', '.join(printable(m) for m in missing[:5])}")
+        return [data[f] for f in folder_names]
+    if len(data) != len(folder_names):
+        raise _file(path).fail(f"has {len(data)} names but the dataset has {len(folder_names)} classes")
+    return data

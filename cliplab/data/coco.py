@@ -12,25 +12,72 @@ a subset of COCO on disk is a normal situation, a wrong ``--image-root`` (nothin
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
+from typing import Annotated, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, StrictInt, StrictStr, Tag
 
 from cliplab.data.base import ImageDataset
 from cliplab.data.sources import FileSource
 from cliplab.data.splits import SplitError
-from cliplab.errors import DatasetError, DatasetParameterError
+from cliplab.errors import DatasetParameterError
+from cliplab.files import FileName, PathText, Shape, Str, UserFile
 from cliplab.io import hash_file
 
 
-def is_caption_json(data) -> str | None:
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+ImageId = Union[StrictInt, StrictStr]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the other fields of the formats (licenses, urls, sizes...)
+
+
+class CocoImage(_Open):
+    id: ImageId
+    file_name: FileName
+
+
+class CocoCaption(_Open):
+    image_id: ImageId
+    caption: Str
+
+
+class CocoFile(_Open):
+    images: list[CocoImage]
+    annotations: list[CocoCaption]
+
+
+class Sentence(_Open):
+    raw: Str = ""
+
+
+class KarpathyImage(_Open):
+    filename: FileName
+    filepath: PathText = ""
+    split: str | None = None
+    sentences: list[Sentence]
+
+
+class KarpathyFile(_Open):
+    images: list[KarpathyImage]
+
+
+def caption_json_kind(data) -> str | None:
+    """``coco`` (images + annotations), ``karpathy`` (images with sentences) or None."""
+    if not isinstance(data, dict) or "images" not in data:
         return None
-    if isinstance(data.get("annotations"), list):
-        return "coco"
-    if data["images"] and isinstance(data["images"][0], dict) and "sentences" in data["images"][0]:
-        return "karpathy"
-    return None
+    if "annotations" in data:
+        return "<coco>"
+    images = data["images"]
+    return "<karpathy>" if isinstance(images, list) and images and isinstance(images[0], dict) \
+        and "sentences" in images[0] else None
+
+
+CAPTION_JSON = Shape(Annotated[Union[Annotated[CocoFile, Tag("<coco>")], Annotated[KarpathyFile, Tag("<karpathy>")]],
+                               Discriminator(caption_json_kind, custom_error_type="kind", custom_error_message=(
+                                   "should be a COCO captions file (images + annotations) or a Karpathy split file "
+                                   "(images with sentences)"))], "a COCO captions or Karpathy split file")
 
 
 def _guess_root(path: Path) -> list[Path]:
@@ -42,16 +89,14 @@ def _guess_root(path: Path) -> list[Path]:
     return cands
 
 
-def load_caption_json(path: str | Path, split: str | None = None, image_root: str | Path | None = None) -> ImageDataset:
+def load_caption_json(path: str | Path, split: str | None = None, image_root: str | Path | None = None,
+                      spec: str | None = None) -> ImageDataset:
+    """A COCO captions or Karpathy split file as a caption dataset (``spec``: the user's value, for errors)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
-    kind = is_caption_json(data)
-    if kind is None:
-        raise DatasetError(f"{path}: not a COCO captions file (images + annotations) or a Karpathy split file "
-                           "(images with sentences)")
+    file = UserFile(path, "dataset", value=spec if spec not in (None, str(path)) else None,
+                    error=DatasetParameterError)
+    data = file.json(CAPTION_JSON)
+    kind = "coco" if isinstance(data, CocoFile) else "karpathy"
     if kind == "coco":
         items = _coco_items(data)
         found = re.search(r"(train|val|test)\d{4}", path.stem)
@@ -61,12 +106,12 @@ def load_caption_json(path: str | Path, split: str | None = None, image_root: st
         split_name = file_split
     else:
         want = split or "test"
-        items = [(img.get("filepath", ""), img["filename"], [s.get("raw", "").strip() for s in img.get("sentences", [])])
-                 for img in data["images"]
-                 if want == "all" or img.get("split") == want or (want == "train" and img.get("split") == "restval")]
+        items = [(img.filepath, img.filename, [s.raw.strip() for s in img.sentences])
+                 for img in data.images
+                 if want == "all" or img.split == want or (want == "train" and img.split == "restval")]
         if not items:
-            splits = sorted({img.get("split", "?") for img in data["images"]})
-            raise DatasetError(f"{path}: no images in split {want!r}; splits in the file: {', '.join(splits)}")
+            splits = sorted({img.split or "?" for img in data.images})
+            raise file.fail(f"no images in split {want!r}; splits in the file: {', '.join(splits)}")
         split_name = want
     roots = [Path(image_root)] if image_root else _guess_root(path)
     root = next((r for r in roots if r.is_dir() and any((r / sub / fn).is_file() for sub, fn, _ in items[:50])), None)
@@ -90,8 +135,8 @@ def load_caption_json(path: str | Path, split: str | None = None, image_root: st
     return ds
 
 
-def _coco_items(data: dict) -> list[tuple[str, str, list[str]]]:
-    caps: dict[int, list[str]] = {}
-    for a in data["annotations"]:
-        caps.setdefault(a["image_id"], []).append(str(a.get("caption", "")).strip())
-    return [("", img["file_name"], caps.get(img["id"], [])) for img in data["images"]]
+def _coco_items(data: CocoFile) -> list[tuple[str, str, list[str]]]:
+    caps: dict[int | str, list[str]] = {}
+    for a in data.annotations:
+        caps.setdefault(a.image_id, []).append(a.caption.strip())
+    return [("", img.file_name, caps.get(img.id, [])) for img in data.images]

@@ -47,12 +47,26 @@ def _connect(path: Path) -> sqlite3.Connection:
     return con
 
 
+def _key(path: str) -> str | bytes:
+    """A path as the memo stores it: its text, or for a file name that is not UTF-8 (surrogate escapes, which
+    SQLite cannot store as text) its bytes, a BLOB that no text path equals."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+
+
+def _path(key: str | bytes) -> str:
+    return os.fsdecode(key) if isinstance(key, bytes) else key
+
+
 def _known(con: sqlite3.Connection, paths: list[str]) -> dict[str, tuple[tuple[int, int, int], str]]:
     con.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (path TEXT PRIMARY KEY)")
     con.execute("DELETE FROM wanted")
-    con.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", ((p,) for p in paths))
+    con.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", ((_key(p),) for p in paths))
     rows = con.execute("SELECT f.path, f.size, f.mtime_ns, f.ino, f.hash FROM files f JOIN wanted w ON f.path = w.path")
-    return {p: ((size, mtime, ino), h) for p, size, mtime, ino, h in rows}
+    return {_path(p): ((size, mtime, ino), h) for p, size, mtime, ino, h in rows}
 
 
 def _open_memo(path: Path, absolute: list[str]):
@@ -130,7 +144,7 @@ def hash_files(paths: list[str], workers: int = 8) -> tuple[list[str | None], di
             else:
                 hashes[i] = h
                 if sigs[i] is not None:
-                    fresh.append((absolute[i], *sigs[i], h))
+                    fresh.append((_key(absolute[i]), *sigs[i], h))
     if con is not None:
         try:
             if fresh:
@@ -159,7 +173,7 @@ def memoized(kind: str, path: str, compute: Callable[[], str]) -> str:
         return compute()
     try:
         row = con.execute("SELECT size, mtime_ns, ino, value FROM derived WHERE kind = ? AND path = ?",
-                          (kind, absolute)).fetchone()
+                          (kind, _key(absolute))).fetchone()
     except sqlite3.Error as exc:
         con.close()
         log.warning("file-hash memo %s not used for %s (%s)", memo_path, path, exc)
@@ -170,7 +184,8 @@ def memoized(kind: str, path: str, compute: Callable[[], str]) -> str:
     try:
         value = compute()
         with con:
-            con.execute("INSERT OR REPLACE INTO derived VALUES (?, ?, ?, ?, ?, ?)", (kind, absolute, *sig, value))
+            con.execute("INSERT OR REPLACE INTO derived VALUES (?, ?, ?, ?, ?, ?)", (kind, _key(absolute), *sig,
+                                                                                   value))
     except sqlite3.Error as exc:
         log.warning("file-hash memo %s not updated for %s (%s)", memo_path, path, exc)
     finally:

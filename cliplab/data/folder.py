@@ -11,6 +11,7 @@ from cliplab.data.sources import FileSource
 from cliplab.data.classnames import clean_classnames, map_classnames
 from cliplab.data.splits import SplitError, is_split_name
 from cliplab.errors import DatasetError, DatasetParameterError
+from cliplab.files import printable
 from cliplab.io import hash_json
 from cliplab.progress import warn
 
@@ -32,6 +33,17 @@ def _class_folder(folder: Path) -> bool:
     """Whether ``folder`` holds images itself and no sub-folders of images (a class, not a split of classes)."""
     subdirs = [d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")]
     return bool(list_images(folder, recursive=False)) and not any(list_images(d) for d in subdirs)
+
+
+def _class_name(folder: str, base: Path) -> str:
+    """A class folder's name as prompts spell it: a name that is not UTF-8 (its bytes kept by surrogateescape)
+    cannot be tokenized, so its bytes are spelled ``\\xNN``, with a warning saying how to name the class."""
+    shown = printable(folder)
+    if shown != folder:
+        warn(f"class folder {shown} in {printable(str(base))} has a name that is not UTF-8: its class is named "
+             f"{shown!r} in prompts; rename the folder, or name the classes with --classnames FILE (one per line, "
+             "in folder order)")
+    return shown
 
 
 def load_folder(root: str | Path, split: str | None = None, classnames_file: str | None = None) -> ImageDataset:
@@ -82,7 +94,10 @@ def load_folder(root: str | Path, split: str | None = None, classnames_file: str
             paths.extend(str(p) for p in files)
             labels.extend([label] * len(files))
         folder_names = [d.name for d in class_dirs]
-        classnames = map_classnames(classnames_file, folder_names) if classnames_file else clean_classnames(folder_names)
+        if classnames_file:
+            classnames = map_classnames(classnames_file, folder_names)
+        else:
+            classnames = clean_classnames([_class_name(n, base) for n in folder_names])
         labels_arr = np.asarray(labels, dtype=np.int64)
     else:
         files = list_images(base)

@@ -9,11 +9,16 @@
 """
 from __future__ import annotations
 
+import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from cliplab.errors import DatasetError, DatasetParameterError
+from pydantic import BaseModel, BeforeValidator, Field, StrictInt
+
+from cliplab.errors import DatasetParameterError
+from cliplab.files import FileName, Shape, UserFile, printable
 
 
 @dataclass
@@ -32,8 +37,38 @@ class OxfordQuery:
         return self.easy is not None
 
 
-def _names(path: Path) -> list[str]:
-    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+Coordinate = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class QueryLine(BaseModel):
+    """The line of a classic ``<query>_query.txt``: the query image and, optionally, its box."""
+    image: FileName
+    box: tuple[Coordinate, Coordinate, Coordinate, Coordinate] | None = None
+
+
+QUERY_LINE = Shape(QueryLine, "IMAGE x1 y1 x2 y2")
+
+
+def _gt_file(path: Path, folder: Path) -> UserFile:
+    return UserFile(path, "gt", value=folder, error=DatasetParameterError)
+
+
+def _names(path: Path, folder: Path) -> list[str]:
+    """The image names of a ``_good``/``_ok``/``_junk`` file, one per line (none when there is no such file)."""
+    if not path.is_file():
+        return []
+    file = _gt_file(path, folder)
+    text = file.text()
+    return [line.text for line in file.lines("image names", comments=False, text=text)] if text.strip() else []
+
+
+def _query_line(path: Path, folder: Path) -> QueryLine:
+    file = _gt_file(path, folder)
+    first = file.lines("query image (IMAGE x1 y1 x2 y2)", comments=False)[0]
+    parts = first.text.split()
+    if len(parts) not in (1, 5):
+        raise file.fail(f"expected IMAGE or IMAGE x1 y1 x2 y2, found {len(parts)} values", f"line {first.number}")
+    return QUERY_LINE.validate({"image": parts[0], "box": parts[1:] or None}, file, f"line {first.number}")
 
 
 def read_oxford_gt(path: str | Path, gallery_stems: set[str] | None = None) -> list[OxfordQuery]:
@@ -41,36 +76,33 @@ def read_oxford_gt(path: str | Path, gallery_stems: set[str] | None = None) -> l
     path = Path(path)
     if path.is_file():
         if path.suffix.lower() != ".pkl":
-            raise DatasetParameterError("gt_dir", path, "expected a folder of *_query.txt files or a "
+            raise DatasetParameterError("gt", path, "expected a folder of *_query.txt files or a "
                                         "revisited-Oxford gnd_*.pkl file", quote=False)
         queries = read_revisited_gnd(path)
         if gallery_stems is not None:
             for q in queries:
                 if q.image not in gallery_stems:
-                    raise DatasetParameterError("gt_dir", path, f"query image {q.image!r} is not in the gallery "
+                    raise DatasetParameterError("gt", path, f"query image {q.image!r} is not in the gallery "
                                                 "folder", quote=False)
         return queries
     folder = path
     if not folder.is_dir():
-        raise DatasetParameterError("gt_dir", folder, "folder not found", quote=False)
+        raise DatasetParameterError("gt", folder, "folder not found", quote=False)
     files = sorted(folder.glob("*_query.txt"))
     if not files:
-        raise DatasetParameterError("gt_dir", folder, "no *_query.txt files (Oxford/Paris ground-truth format)",
+        raise DatasetParameterError("gt", folder, "no *_query.txt files (Oxford/Paris ground-truth format)",
                                     quote=False)
     out = []
     for f in files:
         name = f.name[: -len("_query.txt")]
-        parts = f.read_text().split()
-        if not parts:
-            raise DatasetError(f"{f}: empty query file")
-        image = parts[0]
+        line = _query_line(f, folder)
+        image = line.image
         if gallery_stems is not None and image not in gallery_stems and image.startswith("oxc1_"):
             image = image[len("oxc1_"):]  # Oxford names queries 'oxc1_<image>'
-        box = tuple(float(v) for v in parts[1:5]) if len(parts) >= 5 else None
-        out.append(OxfordQuery(name, image, box, _names(folder / f"{name}_good.txt"),
-                               _names(folder / f"{name}_ok.txt"), _names(folder / f"{name}_junk.txt")))
+        out.append(OxfordQuery(name, image, line.box, _names(folder / f"{name}_good.txt", folder),
+                               _names(folder / f"{name}_ok.txt", folder), _names(folder / f"{name}_junk.txt", folder)))
         if gallery_stems is not None and image not in gallery_stems:
-            raise DatasetError(f"{f}: query image {image!r} is not in the gallery folder")
+            raise _gt_file(f, folder).fail(f"query image {printable(image)!r} is not in the gallery folder")
     return out
 
 
@@ -92,54 +124,60 @@ def _stem(name: str) -> str:
     return Path(name).stem if Path(name).suffix.lower() in (".jpg", ".jpeg", ".png") else name
 
 
-def _as_list(v, what: str, path: Path) -> list:
-    try:
-        return list(v.tolist() if hasattr(v, "tolist") else v)
-    except TypeError:
-        raise DatasetParameterError("gt_dir", path, f"{what} is not a list", quote=False) from None
+def _plain(value):
+    """numpy arrays and scalars of the pickle as lists and numbers."""
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+Plain = BeforeValidator(_plain)
+Index = Annotated[StrictInt, Plain]
+Indices = Annotated[list[Index], Plain]
+
+
+class GndEntry(BaseModel):
+    easy: Indices
+    hard: Indices
+    junk: Indices = []
+    bbx: Annotated[tuple[Annotated[Coordinate, Plain], Annotated[Coordinate, Plain], Annotated[Coordinate, Plain],
+                         Annotated[Coordinate, Plain]] | None, Plain] = None
+
+
+class GndFile(BaseModel):
+    imlist: Annotated[list[Annotated[FileName, Plain]], Plain]
+    qimlist: Annotated[list[Annotated[FileName, Plain]], Plain]
+    gnd: Annotated[list[GndEntry], Plain]
+
+
+GND = Shape(GndFile, "a revisited-Oxford gnd file (imlist, qimlist, gnd)")
 
 
 def read_revisited_gnd(path: str | Path) -> list[OxfordQuery]:
     """Queries of a revisited Oxford/Paris ground-truth pickle (``easy``/``hard``/``junk`` per query)."""
     path = Path(path)
+    file = UserFile(path, "gt", error=DatasetParameterError)
+    data = file.read_bytes()
     try:
-        with open(path, "rb") as fh:
-            data = _DataUnpickler(fh).load()
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError, IndexError) as exc:
-        raise DatasetParameterError("gt_dir", path, f"cannot read the ground-truth pickle ({exc})",
-                                    quote=False) from None
-    if not isinstance(data, dict) or not {"imlist", "qimlist", "gnd"} <= set(data):
-        raise DatasetParameterError("gt_dir", path, "not a revisited-Oxford gnd file (needs imlist, qimlist, gnd)",
-                                    quote=False)
-    imlist = [_stem(str(x)) for x in _as_list(data["imlist"], "imlist", path)]
-    qimlist = [str(x) for x in _as_list(data["qimlist"], "qimlist", path)]
-    gnd = _as_list(data["gnd"], "gnd", path)
-    if len(gnd) != len(qimlist):
-        raise DatasetParameterError("gt_dir", path, f"{len(gnd)} gnd entries for {len(qimlist)} query images",
-                                    quote=False)
+        raw = _DataUnpickler(io.BytesIO(data)).load()
+    except Exception as exc:  # noqa: BLE001 - a damaged pickle fails in any of the unpickler's ways
+        raise file.fail(f"cannot read the ground-truth pickle ({type(exc).__name__}: {printable(str(exc))})"
+                        ) from None
+    gnd = GND.validate(raw, file)
+    imlist = [_stem(x) for x in gnd.imlist]
+    if len(gnd.gnd) != len(gnd.qimlist):
+        raise file.fail(f"{len(gnd.gnd)} gnd entries for {len(gnd.qimlist)} query images")
 
-    def names(q: int, entry: dict, key: str) -> list[str]:
-        idx = _as_list(entry.get(key, []), f"gnd[{q}]['{key}']", path)
-        bad = [i for i in idx if not isinstance(i, int) or not 0 <= i < len(imlist)]
+    def names(q: int, key: str) -> list[str]:
+        idx = getattr(gnd.gnd[q], key)
+        bad = [i for i in idx if not 0 <= i < len(imlist)]
         if bad:
-            raise DatasetParameterError("gt_dir", path, f"gnd[{q}]['{key}'] has indices outside imlist ({bad[:3]})",
-                                        quote=False)
+            raise file.fail(f"gnd[{q}]['{key}'] has indices outside imlist ({bad[:3]})")
         return [imlist[i] for i in idx]
 
     out, seen = [], {}
-    for q, (qname, entry) in enumerate(zip(qimlist, gnd)):
-        if not isinstance(entry, dict) or not {"easy", "hard"} <= set(entry):
-            raise DatasetParameterError("gt_dir", path, f"gnd[{q}] has no 'easy'/'hard' lists", quote=False)
-        bbx = entry.get("bbx")
-        box = None
-        if bbx is not None:
-            vals = [float(v) for v in _as_list(bbx, f"gnd[{q}]['bbx']", path)]
-            if len(vals) != 4:
-                raise DatasetParameterError("gt_dir", path, f"gnd[{q}]['bbx'] should be x1, y1, x2, y2", quote=False)
-            box = tuple(vals)
+    for q, (qname, entry) in enumerate(zip(gnd.qimlist, gnd.gnd)):
         stem = _stem(qname)
         seen[stem] = seen.get(stem, 0) + 1
         label = stem if seen[stem] == 1 else f"{stem}#{seen[stem]}"
-        easy, hard, junk = names(q, entry, "easy"), names(q, entry, "hard"), names(q, entry, "junk")
-        out.append(OxfordQuery(label, stem, box, easy, hard, junk, easy=easy, hard=hard))
+        easy, hard, junk = names(q, "easy"), names(q, "hard"), names(q, "junk")
+        out.append(OxfordQuery(label, stem, entry.bbx, easy, hard, junk, easy=easy, hard=hard))
     return out

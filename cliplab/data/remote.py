@@ -95,10 +95,6 @@ class Store:
         """A seekable binary file object."""
         return open(path, "rb") if self.fs is None else self.fs.open(path, "rb")
 
-    def read_text(self, path: str) -> str:
-        with self.open(path) as fh:
-            return fh.read().decode("utf-8")
-
 
 class RangeReader:
     """Byte ranges of files read by position, with a few open handles kept (local: ``os.pread``, which shares no

@@ -31,6 +31,7 @@ from cliplab.data.remote import RangeReader, Store
 from cliplab.data.sources import ImageSource
 from cliplab.data.splits import SplitError, is_split_name
 from cliplab.errors import DatasetParameterError
+from cliplab.files import UserFile
 from cliplab.io import hash_bytes, hash_json
 
 IMAGE_SUFFIXES = tuple(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
@@ -203,7 +204,7 @@ def index_shard(store: Store, path: str, spec: str) -> list[Sample]:
                     if suffix in texts:
                         fh.seek(texts[suffix].offset)
                         try:
-                            setattr(sample, suffix, fh.read(texts[suffix].size).decode("utf-8"))
+                            setattr(sample, suffix, fh.read(texts[suffix].size).decode("utf-8-sig"))
                         except UnicodeDecodeError:
                             raise bad(f"{texts[suffix].name} is not UTF-8 text") from None
     except FileNotFoundError:
@@ -240,7 +241,7 @@ def _shards_of(store: Store, folder: str, spec: str) -> list[str]:
     files in natural order."""
     count_file = store.join(folder, NSHARDS)
     if store.isfile(count_file):
-        text = store.read_text(count_file).strip()
+        text = layout_file(store, count_file, spec).text().strip()
         if not text.isdigit() or int(text) == 0:
             raise DatasetParameterError("dataset", spec, f"{store.location(count_file)} should hold the number of "
                                         f"shards, not {text[:40]!r}", quote=False)
@@ -310,11 +311,25 @@ def _find(store: Store, path: str, spec: str, split: str | None) -> _Found:
     raise DatasetParameterError("dataset", spec, f"no such shard, shard pattern or folder: {where}", quote=False)
 
 
-def _layout_text(store: Store, root: str, name: str) -> list[str] | None:
+def layout_file(store: Store, path: str, spec: str) -> UserFile:
+    """A text file of a shard folder (``nshards.txt``, CLIP_benchmark's ``classnames.txt``...), read through the
+    one reader."""
+    location = store.location(path)
+    return UserFile(path, "dataset", value=None if spec == location else spec, error=DatasetParameterError,
+                    location=location, opener=store.open if store.remote else None)
+
+
+LAYOUT_WHAT = {"dataset_type.txt": "dataset type", "classnames.txt": "class names",
+               "zeroshot_classification_templates.txt": "templates"}
+
+
+def _layout_text(store: Store, root: str, name: str, spec: str) -> list[str] | None:
+    """The non-blank lines of CLIP_benchmark's text file ``name`` under ``root`` (None when it has none; an empty
+    one is an error)."""
     path = store.join(root, name)
     if not store.isfile(path):
         return None
-    return [line.strip() for line in store.read_text(path).splitlines() if line.strip()]
+    return [line.text for line in layout_file(store, path, spec).lines(LAYOUT_WHAT[name], comments=False)]
 
 
 def load_webdataset(spec: str, where: str, split: str | None = None,
@@ -326,12 +341,12 @@ def load_webdataset(spec: str, where: str, split: str | None = None,
     kind, classnames, templates = None, None, None
     if found.layout_root is not None:
         root = found.layout_root
-        kind = (_layout_text(store, root, "dataset_type.txt") or ["classification"])[0].lower()
+        kind = (_layout_text(store, root, "dataset_type.txt", spec) or ["classification"])[0].lower()
         if kind not in DATASET_TYPES:
             raise DatasetParameterError("dataset", spec, f"{store.location(root)}/dataset_type.txt says {kind!r}; "
                                         f"cliplab reads {' and '.join(DATASET_TYPES)} sets", quote=False)
-        classnames = _layout_text(store, root, "classnames.txt")
-        templates = _layout_text(store, root, "zeroshot_classification_templates.txt")
+        classnames = _layout_text(store, root, "classnames.txt", spec)
+        templates = _layout_text(store, root, "zeroshot_classification_templates.txt", spec)
         bad = next((t for t in templates or [] if "{c}" not in t and "{}" not in t), None)
         if bad is not None:
             raise DatasetParameterError("dataset", spec, f"template {bad!r} in {store.location(root)}/"

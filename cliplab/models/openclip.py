@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import json
 import logging
 import os
 import socket
@@ -19,6 +18,7 @@ from open_clip.pretrained import get_pretrained_cfg
 
 from cliplab.errors import ModelLoadError, ModelParameterError
 from cliplab.io import hash_file, hash_json, write_json_atomic
+from cliplab.models.specs import read_model_config
 
 RANDOM_SEED = 0  # the seed of a model built without weights: the same random model in every run and process
 
@@ -32,16 +32,7 @@ def register_config_file(path: Path, cache_dir: Path) -> tuple[str, dict, dict]:
     Accepts open_clip's two config shapes: a bare model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) or an
     ``open_clip_config.json`` (``{"model_cfg": ..., "preprocess_cfg": ...}``).
     """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelParameterError("model", path, f"cannot read model config JSON ({exc})", quote=False) from None
-    model_cfg = data.get("model_cfg", data)
-    preprocess_cfg = dict(data.get("preprocess_cfg", model_cfg.get("preprocess_cfg", {})))
-    model_cfg = {k: v for k, v in model_cfg.items() if k != "preprocess_cfg"}
-    if not {"embed_dim", "vision_cfg", "text_cfg"} <= set(model_cfg):
-        raise ModelParameterError("model", path, "not an open_clip model config (needs embed_dim, vision_cfg, "
-                                  "text_cfg)", quote=False)
+    model_cfg, preprocess_cfg = read_model_config(path, "model", ModelParameterError)
     name = f"{path.stem}-{hash_json(model_cfg)[:8]}"
     reg_dir = cache_dir / "model_configs"
     reg_dir.mkdir(parents=True, exist_ok=True)

@@ -2,14 +2,14 @@
 flags or a YAML/TOML/JSON file."""
 from __future__ import annotations
 
-import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Union
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictInt, Tag
 
-from cliplab.errors import CliplabError, ParameterError
+from cliplab.errors import ParameterError
+from cliplab.files import Name, Shape, Str, UserFile, one_of
 
 
 @dataclass(frozen=True)
@@ -27,38 +27,77 @@ def _none(v):
     return None if v in (None, "", "none", "-") else v
 
 
+class ModelEntry(BaseModel):
+    """One model of a models file."""
+    model_config = ConfigDict(extra="forbid")  # a misspelt key ('pretrianed') is an error, not ignored
+    model: Name
+    pretrained: Str | None = None
+    label: Str | None = None
+
+
+Entries = Annotated[list[one_of("a model name or {model, pretrained, label}", text=Name, object=ModelEntry)],
+                    Field(min_length=1)]
+
+
+class ModelsTable(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    models: Entries
+
+
+MODELS_FILE = Shape(one_of("a list of {model, pretrained, label} entries, or {models: [...]}", list=Entries,
+                           object=ModelsTable), "a list of {model, pretrained, label} entries")
+
+
 def read_model_file(path: str | Path) -> list[ModelSpec]:
     """A YAML, TOML or JSON file: a list of {model, pretrained, label} (TOML: ``[[models]]`` tables)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ParameterError("models_file", path, "file not found", quote=False)
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        elif path.suffix == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ParameterError("models_file", path, "use a .yaml, .toml or .json file", quote=False)
-    except CliplabError:
-        raise
-    except Exception as exc:  # parser errors of three libraries, reported the same way
-        raise ParameterError("models_file", path, f"cannot parse ({type(exc).__name__}: {exc})", quote=False) from None
-    if isinstance(data, dict):
-        data = data.get("models")
-    if not isinstance(data, list) or not data:
-        raise ParameterError("models_file", path, "expected a non-empty list of {model, pretrained, label} entries",
-                             quote=False)
-    out = []
-    for i, item in enumerate(data):
-        if isinstance(item, str):
-            item = {"model": item}
-        if not isinstance(item, dict) or "model" not in item:
-            raise ParameterError("models_file", path, f"entry {i + 1} needs a 'model' key", quote=False)
-        out.append(ModelSpec(str(item["model"]), _none(item.get("pretrained")), str(item.get("label") or "")))
-    return out
+    data = UserFile(Path(path), "models_file").data(MODELS_FILE)
+    entries = data.models if isinstance(data, ModelsTable) else data
+    return [ModelSpec(e) if isinstance(e, str) else ModelSpec(e.model, _none(e.pretrained), e.label or "")
+            for e in entries]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")  # open_clip reads many more keys; these are the ones cliplab needs
+
+
+class PreprocessCfg(_Open):
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+class ModelCfg(_Open):
+    embed_dim: Annotated[StrictInt, Field(gt=0)]
+    vision_cfg: dict[str, Any]
+    text_cfg: dict[str, Any]
+    preprocess_cfg: PreprocessCfg | None = None
+
+
+class OpenClipConfig(_Open):
+    model_cfg: ModelCfg
+    preprocess_cfg: PreprocessCfg | None = None
+
+
+MODEL_CONFIG = Shape(Annotated[Union[Annotated[OpenClipConfig, Tag("<wrapped>")], Annotated[ModelCfg, Tag("<bare>")]],
+                               Discriminator(lambda v: None if not isinstance(v, dict) else
+                                             "<wrapped>" if "model_cfg" in v else "<bare>",
+                                             custom_error_type="kind", custom_error_message=(
+                                                 "should be an open_clip model config (embed_dim, vision_cfg, "
+                                                 "text_cfg) or an open_clip_config.json (model_cfg, "
+                                                 "preprocess_cfg)"))], "an open_clip model config")
+
+
+def read_model_config(path: str | Path, param: str = "model", error: type = ParameterError) -> tuple[dict, dict]:
+    """(model config, preprocess config) of an open_clip model-config JSON: a bare model config (``embed_dim``,
+    ``vision_cfg``, ``text_cfg``) or an ``open_clip_config.json`` (``{"model_cfg": ..., "preprocess_cfg": ...}``);
+    the dicts are the file's own (checked, not rewritten: the registered name hashes them)."""
+    file = UserFile(Path(path), param, error=error)
+    if file.suffix != ".json":
+        raise file.fail("a model config is a .json file")
+    data = file.parse_json(file.text())
+    MODEL_CONFIG.validate(data, file)
+    model_cfg = data.get("model_cfg", data)
+    preprocess_cfg = dict(data.get("preprocess_cfg") or model_cfg.get("preprocess_cfg") or {})
+    return {k: v for k, v in model_cfg.items() if k != "preprocess_cfg"}, preprocess_cfg
 
 
 def model_specs(models: list[str] | None, pretrained: list[str] | None,

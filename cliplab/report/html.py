@@ -9,16 +9,19 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import pandas as pd
 from PIL import Image
+from pydantic import BaseModel, ConfigDict
 
-from cliplab.errors import CliplabError, ParameterError
-from cliplab.io import write_json_atomic, write_text_atomic
+from cliplab.errors import CliplabError
+from cliplab.files import Name, Shape, Str, UserFile
+from cliplab.io import write_text_atomic
 from cliplab.progress import progress_bar
 from cliplab.report.plots import compact_png, figure_data_uri
-from cliplab.results.exports import provenance, write_table
+from cliplab.results.exports import provenance, write_json, write_table
 from cliplab.results.store import COLUMNS
 from cliplab.registry import report_sections
 
@@ -208,21 +211,29 @@ def clip_benchmark_records(df: pd.DataFrame) -> list[dict]:
     return [rec for s in sections() if s.clip_benchmark for rec in s.clip_benchmark(df[df.task == s.task])]
 
 
+class ClipBenchmarkResult(BaseModel):
+    """A CLIP_benchmark result JSON: the fields cliplab reads (others are allowed)."""
+    model_config = ConfigDict(extra="allow")
+    dataset: Name
+    model: Name
+    pretrained: Str | None = None
+    task: Name
+    split: Str = "test"
+    metrics: dict[Str, Any]
+
+
+CLIP_BENCHMARK = Shape(ClipBenchmarkResult, "a CLIP_benchmark result (dataset, model, task, metrics)")
+
+
 def import_clip_benchmark(paths: list[str | Path]) -> pd.DataFrame:
     """CLIP_benchmark result JSONs -> store rows (command ``clip_benchmark``) so they sit beside cliplab's."""
     rows = []
     for p in paths:
         p = Path(p)
-        try:
-            rec = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ParameterError("clip_benchmark", p, f"cannot read ({exc})", quote=False) from None
-        if not isinstance(rec, dict) or not {"dataset", "model", "task", "metrics"} <= set(rec):
-            raise ParameterError("clip_benchmark", p, "not a CLIP_benchmark result (needs dataset, model, task, "
-                                 "metrics)", quote=False)
+        rec = UserFile(p, "clip_benchmark").json(CLIP_BENCHMARK).model_dump()
         base = {"run_id": f"cb-{p.stem}", "timestamp": "", "cliplab_version": "", "command": "clip_benchmark",
-                "model": rec["model"], "pretrained": rec.get("pretrained") or "", "model_fingerprint": "",
-                "dataset": rec["dataset"], "split": rec.get("split", "test"), "dataset_fingerprint": "",
+                "model": rec["model"], "pretrained": rec["pretrained"] or "", "model_fingerprint": "",
+                "dataset": rec["dataset"], "split": rec["split"], "dataset_fingerprint": "",
                 "ci_low": None, "ci_high": None, "seed": None, "n": None, "config": json.dumps({"file": str(p)}),
                 "artifact": None}
         convert = {s.from_clip_benchmark[0]: s.from_clip_benchmark[1] for s in sections() if s.from_clip_benchmark}
@@ -251,7 +262,7 @@ def build_report(df: pd.DataFrame, out: str | Path, *, title: str = "cliplab rep
         cb_dir.mkdir(exist_ok=True)
         for i, rec in enumerate(clip_benchmark_records(df)):
             safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{rec['task']}-{rec['model']}-{rec['dataset']}-{i}")
-            write_json_atomic(cb_dir / f"{safe}.json", rec)
+            write_json(cb_dir / f"{safe}.json", rec)
         links = {"CSV (all rows)": out.with_suffix(".csv").name, "Parquet (all rows)": out.with_suffix(".parquet").name,
                  "CLIP_benchmark JSON files": cb_dir.name + "/"}
     drawn = [s.figures for s in sections() if s.figures]

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
+from cliplab.files import printable, printable_value
 from cliplab.io import _json_default, write_text_atomic
 from cliplab.progress import NotebookProgress, installed, use
 from cliplab.report.plots import figure_data_uri, png_data_uri
@@ -63,7 +64,8 @@ class Notebook:
         and provenance); written atomically to ``path`` when given. Returns the JSON text."""
         doc = {**self.record(), "models": [asdict(m) for m in self.models], "config": config or self._config(),
                **provenance()}
-        text = json.dumps(doc, indent=2, default=_json_value) + "\n"  # the text written is the text returned
+        # the text written is the text returned; a file name that is not UTF-8 as \xNN
+        text = json.dumps(printable_value(doc), indent=2, default=_json_value) + "\n"
         if path is not None:
             self._guard(path, "path")
             write_text_atomic(Path(path), text)
@@ -113,7 +115,7 @@ class Notebook:
             console.print(item if isinstance(item, str) else render(item))
         if self.failures:
             console.print(self._failures_text(), soft_wrap=True)
-        return console.export_text().rstrip()
+        return printable(console.export_text().rstrip())  # a file name that is not UTF-8 as \xNN
 
     def _failures_text(self) -> str:
         first = self.failures[0]
@@ -149,7 +151,7 @@ class Notebook:
         parts += self._artifact_figures_html()
         if self.failures:
             parts.append(f"<p style='color:#a40'>{html.escape(self._failures_text())}</p>")
-        return "".join(parts) + "</div>"
+        return printable("".join(parts) + "</div>")  # a file name that is not UTF-8 as \xNN
 
     def _artifact_figures_html(self) -> list[str]:
         """The study's own figures and image grids (drawn into a temporary folder, embedded as thumbnails)."""

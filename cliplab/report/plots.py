@@ -12,6 +12,7 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
+from cliplab.files import printable
 from cliplab.io import atomic_path
 
 
@@ -88,8 +89,9 @@ def thumbnail(image, max_side: int = THUMB_PX):
 
 
 def wrap_text(text: str, width: int, max_lines: int) -> str:
-    """Wrap each line of ``text`` at ``width`` characters; past ``max_lines`` lines the last one ends in '…'."""
-    lines = [w for part in str(text).split("\n") for w in (textwrap.wrap(part, width) or [""])]
+    """Wrap each line of ``text`` at ``width`` characters; past ``max_lines`` lines the last one ends in '…'. File
+    names that are not UTF-8 are spelled ``\\xNN`` (:func:`~cliplab.files.printable`): fonts cannot draw them."""
+    lines = [w for part in printable(str(text)).split("\n") for w in (textwrap.wrap(part, width) or [""])]
     if len(lines) > max_lines:
         lines = lines[:max_lines]
         lines[-1] = lines[-1][: width - 1].rstrip() + "…"
@@ -108,7 +110,7 @@ def grouped_bars(groups: list[str], series: dict[str, list[float]], *, ylabel: s
     for j, (name, vals) in enumerate(series.items()):
         v = np.asarray(vals, dtype=float) * scale
         err = None if not errors or name not in errors else np.asarray(errors[name], dtype=float) * scale
-        bars = ax.bar(x + (j - (n - 1) / 2) * width, np.nan_to_num(v), width, label=name, yerr=err, capsize=3)
+        bars = ax.bar(x + (j - (n - 1) / 2) * width, np.nan_to_num(v), width, label=printable(name), yerr=err, capsize=3)
         for b, val in zip(bars, v):
             if not np.isnan(val):
                 ax.annotate(f"{val:.1f}" if percent else f"{val:.3g}", (b.get_x() + b.get_width() / 2, b.get_height()),
@@ -116,9 +118,10 @@ def grouped_bars(groups: list[str], series: dict[str, list[float]], *, ylabel: s
     if chance is not None:
         for xi, c in zip(x, chance):
             ax.hlines(c * scale, xi - 0.45, xi + 0.45, colors="grey", linestyles="dotted", linewidth=1)
+    groups = [printable(g) for g in groups]
     ax.set_xticks(x, groups, rotation=15 if max((len(g) for g in groups), default=0) > 12 else 0)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(printable(title))
     if percent:
         ax.set_ylim(0, 105)
     ax.legend(fontsize=8, loc="best")
@@ -134,7 +137,9 @@ def image_with_bars(image, labels: list[str], values: list[float], *, title: str
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(8.5, max(2.6, 0.38 * k + 1)), gridspec_kw={"width_ratios": [1, 1.6]})
     a0.imshow(image)
     a0.axis("off")
-    a0.set_title(title, fontsize=8)
+    a0.set_title(printable(title), fontsize=8)
+    labels = [printable(lab) for lab in labels]
+    highlight = printable(highlight) if highlight is not None else None
     y = np.arange(k)[::-1]
     colors = ["tab:green" if highlight is not None and lab == highlight else "tab:blue" for lab in labels]
     a1.barh(y, values, color=colors)

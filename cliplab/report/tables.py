@@ -6,6 +6,8 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from cliplab.files import printable
+
 
 def stdout_console(quiet: bool = False) -> Console:
     """Console for tables on stdout; wide enough for the tables when stdout is a file or pipe."""
@@ -13,14 +15,15 @@ def stdout_console(quiet: bool = False) -> Console:
 
 
 def render(table) -> Table:
-    """A study's :class:`cliplab.results.result.Table` as a rich table."""
-    out = Table(title=table.title)
+    """A study's :class:`cliplab.results.result.Table` as a rich table (file names that are not UTF-8 spelled
+    ``\\xNN``, :func:`~cliplab.files.printable`, so any terminal or file can take them)."""
+    out = Table(title=printable(table.title))
     for col in table.columns:
         width = table.wrap.get(col)
         out.add_column(col, justify="right" if col in table.right else "left", no_wrap=width is None,
                        max_width=width)
     for row in table.rows:
-        out.add_row(*row)
+        out.add_row(*(printable(c) for c in row))
     if table.caption:
-        out.caption = table.caption
+        out.caption = printable(table.caption)
     return out

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from cliplab.errors import ParameterError
+from cliplab.files import printable, printable_value
 from cliplab.io import _json_default, atomic_path, write_json_atomic
 from cliplab.progress import progress_bar
 from cliplab.results.result import Figure
@@ -55,7 +56,26 @@ def provenance() -> dict:
 
 
 def write_json(path: str | Path, record: dict) -> None:
-    write_json_atomic(path, record)
+    """A JSON document, written atomically; file names that are not UTF-8 spelled with ``\\xNN`` (:func:`printable`)."""
+    write_json_atomic(path, printable_value(record))
+
+
+def printable_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its text cells and column names :func:`printable` (a file name that is not UTF-8 written with
+    ``\\xNN`` for its bytes, so CSV, JSONL and parquet writers can encode it); ``df`` itself when nothing changes."""
+    def needs(v) -> bool:
+        return isinstance(v, str) and printable(v) != v or isinstance(v, (list, tuple, dict)) and \
+            printable_value(v) != v
+
+    columns = [c for c in df.columns if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype)]
+    bad = [c for c in columns if any(needs(v) for v in df[c])]
+    names = {c: printable(c) for c in df.columns if isinstance(c, str) and printable(c) != c}
+    if not bad and not names:
+        return df
+    out = df.copy()
+    for c in bad:
+        out[c] = [printable_value(v) if isinstance(v, (str, list, tuple, dict)) else v for v in df[c]]
+    return out.rename(columns=names)
 
 
 def _jsonl(df: pd.DataFrame) -> str:
@@ -76,6 +96,7 @@ def write_table(path: str | Path, df: pd.DataFrame) -> None:
     """CSV, JSONL or parquet by extension, written atomically."""
     path = Path(path)
     suffix = path.suffix.lower()
+    df = printable_frame(df)
     with atomic_path(path) as tmp:
         if suffix == ".csv":
             df.to_csv(tmp, index=False)
@@ -90,7 +111,7 @@ def write_table(path: str | Path, df: pd.DataFrame) -> None:
 def embedding_frame(result, dataset) -> pd.DataFrame:
     """One row per embedded image of an embedding result: ``row`` (its row in the array), ``id`` and, for labelled
     datasets, ``label`` and ``classname``."""
-    ids = [dataset.source.id(int(i)) for i in result.indices]
+    ids = [printable(dataset.source.id(int(i))) for i in result.indices]
     meta = pd.DataFrame({"row": np.arange(len(ids)), "id": ids})
     if dataset.labels is not None:
         meta["label"] = dataset.labels[result.indices]

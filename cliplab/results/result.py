@@ -24,6 +24,8 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import pandas as pd
 
+from cliplab.files import printable
+
 METRIC_COLUMNS = ["task", "model", "pretrained", "model_fingerprint", "dataset", "split", "dataset_fingerprint",
                   "variant", "metric", "value", "ci_low", "ci_high", "seed", "n"]
 
@@ -140,9 +142,10 @@ class Rows:
     def add(self, *, task: str, model, dataset, metric: str, value, variant: str = "", ci=(None, None),
             seed: int | None = None, n: int | None = None) -> None:
         m, d = ModelInfo.of(model), DatasetInfo.of(dataset)
-        self.rows.append({"task": task, "model": m.name, "pretrained": m.pretrained or "",
-                          "model_fingerprint": m.fingerprint, "dataset": d.name, "split": d.split,
-                          "dataset_fingerprint": d.fingerprint, "variant": variant, "metric": metric,
+        # names that hold file names not in UTF-8 are spelled \xNN: a frame's text is UTF-8 (pandas 3: Arrow)
+        self.rows.append({"task": task, "model": printable(m.name), "pretrained": printable(m.pretrained or ""),
+                          "model_fingerprint": m.fingerprint, "dataset": printable(d.name), "split": d.split,
+                          "dataset_fingerprint": d.fingerprint, "variant": printable(variant), "metric": metric,
                           "value": number(value), "ci_low": number(ci[0]), "ci_high": number(ci[1]), "seed": seed,
                           "n": n})
 

@@ -13,14 +13,18 @@ import json
 import shutil
 import uuid
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import ConfigDict
+from typing_extensions import Required, TypedDict
 
 from cliplab.errors import CliplabError, ParameterError
+from cliplab.files import Shape, Str, UserFile, printable
 from cliplab.io import atomic_path
-from cliplab.results.exports import write_table
+from cliplab.results.exports import printable_frame, write_table
 from cliplab.results.result import ModelInfo, Rows
 from cliplab.version import __version__
 
@@ -85,7 +89,7 @@ class RunRecorder:
         stamp = self.timestamp.replace(":", "").replace("-", "").split("+")[0]
         command = "".join(ch if ch.isalnum() else "-" for ch in self.base["command"])
         path = folder / f"{stamp}-{command}-{self.run_id}.{fmt}"
-        frame = self.frame()
+        frame = printable_frame(self.frame())
         frame["artifact"] = [self._copy_artifact(a, folder) for a in frame["artifact"]]
         if fmt == "parquet":  # one fixed schema for every file, so the folder reads as one dataset
             table = pa.Table.from_pandas(frame, schema=_arrow_schema(), preserve_index=False)
@@ -106,28 +110,61 @@ class RunRecorder:
         return str(dest.relative_to(folder))
 
 
+class StoreRow(TypedDict, total=False):
+    """A row of the results store as a file holds it (parquet and JSONL alike): the columns cliplab writes, those it
+    needs marked Required; other columns are kept."""
+    __pydantic_config__ = ConfigDict(extra="allow", coerce_numbers_to_str=True)  # noqa: RUF012 - pydantic's hook
+    run_id: Required[Str]
+    timestamp: Optional[Str]
+    cliplab_version: Optional[Str]
+    command: Required[Str]
+    task: Required[Str]
+    model: Required[Str]
+    pretrained: Optional[Str]
+    model_fingerprint: Optional[Str]
+    dataset: Required[Str]
+    split: Optional[Str]
+    dataset_fingerprint: Optional[Str]
+    variant: Optional[Str]
+    metric: Required[Str]
+    value: Optional[float]
+    ci_low: Optional[float]
+    ci_high: Optional[float]
+    seed: Optional[int]
+    n: Optional[int]
+    config: Optional[Str]
+    artifact: Optional[Str]
+
+
+STORE_ROW = Shape(StoreRow, "a row of the results store")
+
+
+def _store_file(path: Path, folder: Path) -> UserFile:
+    return UserFile(path, None, value=f"results folder {folder}")
+
+
 def read_results(*folders: str | Path) -> pd.DataFrame:
-    """All rows of one or more results folders (parquet and JSONL files), oldest run first; ``artifact`` paths
-    are made absolute."""
-    frames = []
+    """All rows of one or more results folders (parquet and JSONL files, in any mix), oldest run first, as one
+    frame with the store's column types; ``artifact`` paths are made absolute. A file that cannot be read (truncated,
+    not the store's rows) is one error naming it."""
+    rows: list[dict] = []
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
-            raise CliplabError(f"results folder {folder} not found")
+            raise CliplabError(f"results folder {printable(str(folder))} not found")
         for p in sorted(folder.iterdir()):
-            if p.suffix == ".parquet":
-                f = pd.read_parquet(p)
-            elif p.suffix == ".jsonl":
-                f = pd.read_json(p, lines=True, dtype={"pretrained": str, "variant": str, "artifact": str},
-                                 precise_float=True)
-            else:
+            if p.suffix not in (".parquet", ".jsonl") or not p.is_file():
                 continue
-            if "artifact" not in f:
-                f["artifact"] = None
-            f["artifact"] = [str(folder / a) if isinstance(a, str) and a not in ("", "None") else None
-                             for a in f["artifact"]]
-            frames.append(f)
-    if not frames:
-        return pd.DataFrame(columns=COLUMNS)
-    df = pd.concat(frames, ignore_index=True)
+            file = _store_file(p, folder)
+            found = file.parquet() if p.suffix == ".parquet" else file.jsonl()
+            for row in found.validate(STORE_ROW):
+                a = row.get("artifact")
+                row["artifact"] = str(folder / a) if isinstance(a, str) and a not in ("", "None") else None
+                rows.append(row)
+    extra = list(dict.fromkeys(k for r in rows for k in r if k not in COLUMNS))
+    df = pd.DataFrame(rows, columns=COLUMNS + extra)
+    for c in _FLOATS:
+        df[c] = df[c].astype("float64")
+    for c in _INTS:
+        df[c] = df[c].astype("Int64")
     return df.sort_values(["timestamp", "run_id"], kind="stable").reset_index(drop=True)

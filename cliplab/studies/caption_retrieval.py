@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError
+from cliplab.files import printable
 from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, ONE_MODEL, RUN, SPLIT_P, Inputs
 from cliplab.params import param
 from cliplab.progress import warn
@@ -154,7 +155,7 @@ class RetrievalResult(SingleModel, Notebook):
         """One row per caption: its image, rank of that image, and the top-k retrieved images with scores."""
         s, idx = chunked_topk(self.text_emb, self.images.embeddings, k)
         src = self.data.source
-        ids = [src.id(int(i)) for i in self.images.indices]
+        ids = [printable(src.id(int(i))) for i in self.images.indices]
         df = pd.DataFrame({"caption": self.captions, "image": [ids[j] for j in self.caption_image],
                            "rank": self.result.t2i_ranks})
         fa = self.failure_analysis().set_index("caption")

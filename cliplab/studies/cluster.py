@@ -12,6 +12,7 @@ import pandas as pd
 from typing import TYPE_CHECKING
 
 from cliplab.embed import EmbeddingResult, embed_images
+from cliplab.files import printable
 from cliplab.inputs import IMAGES, ONE_MODEL, RUN, Inputs
 from cliplab.params import param
 from cliplab.progress import bar_total, progress_bar
@@ -107,7 +108,7 @@ class ClusterResult(SingleModel, Notebook):
 
     def assignments(self) -> pd.DataFrame:
         """One row per image: its id, its label (if any) and its cluster for every k (``cluster_k<k>``)."""
-        df = pd.DataFrame({"id": [self.data.source.id(int(i)) for i in self.images.indices]})
+        df = pd.DataFrame({"id": [printable(self.data.source.id(int(i))) for i in self.images.indices]})
         if self.labels is not None:
             df["label"] = np.asarray(self.data.classnames, dtype=object)[self.labels]
         for c in self.clusterings:

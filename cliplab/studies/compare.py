@@ -10,6 +10,7 @@ import pandas as pd
 
 from typing import TYPE_CHECKING
 
+from cliplab.files import printable_value
 from cliplab.inputs import (DATA_ROOT_P, DATASETS_P, LIMIT_P, MODELS_FILE_P, MODELS_P, PRETRAINEDS_P, RUN, SPLIT_P,
                             TEMPLATE_P, TRAIN_LIMIT_P, TRAIN_SPLIT_P, Fitting, Inputs, Templates)
 from cliplab.params import param
@@ -117,7 +118,8 @@ class CompareResult(Notebook):
             return [(p, caption if p.suffix == ".png" else None) for p in compare_figures(self.rows, stem)]
 
         caption = "model comparison (zero-shot vs probe)"
-        return {"comparison": pd.DataFrame([r.as_dict() for r in self.rows]), "plot": Figure(caption, draw, model=ModelInfo("several"))}
+        return {"comparison": pd.DataFrame([printable_value(r.as_dict()) for r in self.rows]),
+                "plot": Figure(caption, draw, model=ModelInfo("several"))}
 
 
 def run_compare(inputs: Inputs, params: CompareParams = CompareParams()) -> CompareResult:

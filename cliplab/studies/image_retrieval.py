@@ -17,6 +17,7 @@ from cliplab.data.sources import CroppedSource, FileSource
 from cliplab.embed import embed_images
 from cliplab.embed.descriptors import POOLINGS, DescriptorSpec, region_count
 from cliplab.errors import CliplabError, ParameterError
+from cliplab.files import printable
 from cliplab.index import VectorIndex
 from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, ONE_MODEL, RUN, SPLIT_P, Inputs
 from cliplab.params import DATASET, param
@@ -139,7 +140,7 @@ class SimilarResult(SingleModel, Notebook):
             src = self.gallery.source
             for qp, pos, sc in zip(self.queries.paths, self.queries.positions, self.queries.scores):
                 hits = ", ".join(f"{Path(src.id(int(self.indices[p]))).name} ({s:.3f})" for p, s in zip(pos, sc))
-                out.append(f"{Path(qp).name}: {hits}")
+                out.append(printable(f"{Path(qp).name}: {hits}"))
         return out
 
     def metrics_table(self) -> Table:
@@ -257,6 +258,8 @@ def retrieve_similar(model: LoadedModel, gallery: ImageDataset, spec: Descriptor
     in the results instead of the descriptor options."""
     gt_dir, query_images = gt, query
     spec.validate()
+    if gt_dir is not None:
+        read_oxford_gt(gt_dir)  # a bad ground truth fails before the gallery is embedded
     n_regions = region_count(model, spec)
     g = embed_images(model, gallery, options, descriptor=spec, description="gallery descriptors")
     if not len(g.indices):

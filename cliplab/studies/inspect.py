@@ -14,6 +14,7 @@ from cliplab.data.imageio import open_rgb
 from cliplab.data.sources import FileSource
 from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images, embed_texts
 from cliplab.errors import ParameterError
+from cliplab.files import UserFile, printable
 from cliplab.inputs import (CLASSNAMES_P, DATASET_P, DEFAULT_DATASET, ONE_MODEL, RUN, SPLIT_P, TEMPLATE_P, Inputs,
                             Templates, dataset_templates, open_dataset)
 from cliplab.params import REQUIRED, param
@@ -69,13 +70,11 @@ def image_paths(args, cache_dir=None) -> list[Path]:
 
 
 def read_prompts(path: str | Path) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise ParameterError("prompts", path, "file not found", quote=False)
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-    prompts = [ln for ln in lines if ln and not ln.startswith("#")]
+    """Prompts of a text file: one per line, ``#`` comment lines; at least two."""
+    file = UserFile(Path(path), "prompts")
+    prompts = [line.text for line in file.lines("prompts")]
     if len(prompts) < 2:
-        raise ParameterError("prompts", path, "need at least two prompts, one per line", quote=False)
+        raise file.fail("need at least two prompts, one per line")
     return prompts
 
 
@@ -199,8 +198,8 @@ class InspectResult(SingleModel, Notebook):
         return {"scores": self.scores_frame(), "figures": Figure("per-image ranking", draw, many=True)}
 
     def scores_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([{"image": str(self.paths[int(i)]), "candidate": lab, "rank": r + 1, "cosine": c,
-                              self.probability: p}
+        return pd.DataFrame([{"image": printable(str(self.paths[int(i)])), "candidate": lab, "rank": r + 1,
+                              "cosine": c, self.probability: p}
                              for row, i in enumerate(self.images.indices)
                              for r, (lab, c, p) in enumerate(self.ranking(row, len(self.labels)))])
 

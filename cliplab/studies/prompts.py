@@ -5,19 +5,20 @@ own, so a named set contributes both its ensemble row and one row per template.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from cliplab.data.base import check_disjoint
 from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images, embed_texts
 from cliplab.errors import ParameterError
+from cliplab.files import Name, Shape, Str, UserFile, one_of
 from cliplab.inputs import IMAGES, ONE_MODEL, RUN, SPLIT_OR_DATASET, TEMPLATES_P, Fitting, Inputs, Templates
 from cliplab.params import Param, param
 from cliplab.registry import Output, Study, register
@@ -170,23 +171,21 @@ class PromptsResult(SingleModel, Notebook):
         return {}
 
 
+DESCRIPTIONS_JSON = Shape(Annotated[dict[Str, one_of("a text or a list of texts", text=Name,
+                                                     list=Annotated[list[Name], Field(min_length=1)])],
+                                    Field(min_length=1)], "an object {class name: [texts]}")
+
+
 def load_descriptions(path: str | Path, classnames: list[str]) -> list[list[str]]:
     """``{class name: [texts]}``; every class of the dataset needs at least one text."""
-    path = Path(path)
-    if not path.is_file():
-        raise ParameterError("descriptions", path, "file not found", quote=False)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ParameterError("descriptions", path, f"invalid JSON ({exc.msg})", quote=False) from None
-    if not isinstance(data, dict):
-        raise ParameterError("descriptions", path, "expected an object {class name: [texts]}", quote=False)
+    file = UserFile(Path(path), "descriptions")
+    data = file.json(DESCRIPTIONS_JSON)
     norm = {k.strip().lower().replace("_", " "): v for k, v in data.items()}
     out = []
     for c in classnames:
         texts = data.get(c, norm.get(c.lower()))
         if not texts:
-            raise ParameterError("descriptions", path, f"no descriptions for class {c!r}", quote=False)
+            raise file.fail(f"no descriptions for class {c!r}")
         out.append([texts] if isinstance(texts, str) else list(texts))
     return out
 
@@ -204,6 +203,7 @@ def run_prompts(inputs: Inputs, params: PromptsParams = PromptsParams()) -> Prom
     select_from, val_fraction, n_boot, seed = inputs.train, params.val_fraction, params.bootstrap, params.seed
     max_val = 5000
     dataset.require_classes("a prompt study")
+    descs = load_descriptions(descriptions, dataset.classnames) if descriptions else None  # before any work
     t0 = time.perf_counter()
     images = embed_images(model, dataset, options)
     labels = dataset.labels[images.indices]
@@ -225,8 +225,7 @@ def run_prompts(inputs: Inputs, params: PromptsParams = PromptsParams()) -> Prom
     for t, emb in singles.items():
         res = evaluate(images.embeddings, labels, build_classifier(emb[:, None, :]))
         study.rows.append(_row(t, "template", 1, res, labels, (t,)))
-    if descriptions:
-        descs = load_descriptions(descriptions, names)
+    if descs is not None:
         flat = [d for ds in descs for d in ds]
         owner = np.repeat(np.arange(len(names)), [len(ds) for ds in descs])
         demb = embed_texts(model, flat, options)

@@ -1,7 +1,6 @@
 """Text->image (and image->image, image+text) search over a dataset's images, for one or more models."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING
 from cliplab.data.sources import FileSource
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError, ParameterError
+from cliplab.files import Name, Shape, Str, UserFile, one_of, printable
 from cliplab.index import FAISS_KINDS, VectorIndex
 from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, MODELS_P, PRETRAINEDS_P, RUN, SPLIT_P, Inputs
 from cliplab.params import param
@@ -97,34 +97,29 @@ def build_queries(texts: Sequence[str] | None = None, queries_file: str | Path |
     return qs
 
 
+QUERIES_JSON = Shape(one_of("a list of queries or {family: [queries]}", list=list[Name],
+                            object=dict[Str, list[Name]]), "a list of queries or {family: [queries]}")
+
+
 def read_queries(path: str | Path) -> list[Query]:
-    """A .txt file (one query per line; ``# family`` lines start a family), or JSON ``{family: [queries]}``."""
+    """A .txt file (one query per line; ``# family`` lines start a family), or JSON ``{family: [queries]}`` (or a
+    list); a file with no queries is an error."""
     path = Path(path)
-    if not path.is_file():
-        raise ParameterError("queries", path, "file not found", quote=False)
-    text = path.read_text(encoding="utf-8")
+    file = UserFile(path, "queries")
     out: list[Query] = []
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ParameterError("queries", path, f"invalid JSON ({exc.msg})", quote=False) from None
-        if isinstance(data, list):
-            data = {"": data}
-        if not isinstance(data, dict):
-            raise ParameterError("queries", path, "expected {family: [queries]} or a list", quote=False)
-        for fam, qs in data.items():
-            out += [Query(text=str(q), family=fam) for q in qs]
+    if file.suffix == ".json":
+        data = file.json(QUERIES_JSON)
+        for fam, qs in (data.items() if isinstance(data, dict) else [("", data)]):
+            out += [Query(text=q, family=fam) for q in qs]
     else:
         fam = ""
-        for line in text.splitlines():
-            line = line.strip()
-            if line.startswith("#"):
-                fam = line.lstrip("#").strip()
-            elif line:
-                out.append(Query(text=line, family=fam))
+        for line in file.lines("queries", comments=False):
+            if line.text.startswith("#"):
+                fam = line.text.lstrip("#").strip()
+            else:
+                out.append(Query(text=line.text, family=fam))
     if not out:
-        raise ParameterError("queries", path, "no queries", quote=False)
+        raise file.fail("has no queries" + (" (only # family lines)" if file.suffix != ".json" else ""))
     return out
 
 
@@ -171,8 +166,9 @@ class SearchResult(Notebook):
         return list(seen.values())
 
     def ids(self, h: ModelHits, q: int) -> list[str]:
+        """The ids of query ``q``'s hits, as tables show them (:func:`~cliplab.files.printable`)."""
         src = self.data.source
-        return [src.id(int(h.images.indices[p])) for p in h.positions[q]]
+        return [printable(src.id(int(h.images.indices[p]))) for p in h.positions[q]]
 
     def metric_rows(self) -> pd.DataFrame:
         """Per model and query (variant = the query): the top-1 score, the mean top-k score and the distribution
@@ -226,7 +222,8 @@ class SearchResult(Notebook):
 
     def hits_frame(self) -> pd.DataFrame:
         """One row per model, query and rank: the query, its family, the model, the image and its score."""
-        rows = [{"query": qy.label, "family": qy.family, "model": h.model.name, "pretrained": h.model.pretrained,
+        rows = [{"query": printable(qy.label), "family": qy.family, "model": h.model.name,
+                 "pretrained": h.model.pretrained,
                  "rank": j + 1, "image": ident, "score": float(h.scores[q, j])}
                 for h in self.hits for q, qy in enumerate(self.queries) for j, ident in enumerate(self.ids(h, q))]
         return pd.DataFrame(rows)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images
+from cliplab.files import printable
 from cliplab.inputs import IMAGES, ONE_MODEL, RUN, TEMPLATES_P, Inputs, Templates
 from cliplab.params import param
 from cliplab.prompts import TemplateSet
@@ -151,7 +152,7 @@ class ZeroShotResult(SingleModel, Notebook):
         names = np.asarray(self.data.classnames, dtype=object)
         idx, sc = ev.result.top_predictions(self.topk)
         df = pd.DataFrame({
-            "id": [self.data.source.id(int(i)) for i in self.images.indices],
+            "id": [printable(self.data.source.id(int(i))) for i in self.images.indices],
             "true_label": names[self.labels],
             "correct": idx[:, 0] == self.labels,
             "true_score": ev.result.scores[np.arange(len(self.labels)), self.labels],

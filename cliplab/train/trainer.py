@@ -12,7 +12,6 @@ Training runs the towers itself (it needs gradients); evaluation always goes thr
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -34,6 +33,7 @@ from cliplab.errors import CliplabError, ParameterError
 from cliplab.io import atomic_path, write_json_atomic
 from cliplab.models.local import SHIPPED_NAMES, models_dir
 from cliplab.models.openclip import quiet_hub, register_config_file
+from cliplab.models.specs import read_model_config
 from cliplab.progress import progress_bar
 
 # A tiny CLIP for the built-in ``shapes`` data: open_clip's ModifiedResNet image tower (one block per stage,
@@ -143,10 +143,8 @@ def model_source(model: str | None) -> tuple[dict | None, str | None]:
     """What to train: (an open_clip model config from a .json file, or None; an architecture name, or None). Both
     None means the tiny-shapes recipe."""
     if model and model.endswith(".json"):
-        if not Path(model).is_file():
-            raise ParameterError("model", model, "config file not found", quote=False)
-        cfg = json.loads(Path(model).read_text())
-        return cfg.get("model_cfg", cfg), None
+        model_cfg, preprocess_cfg = read_model_config(model)
+        return ({**model_cfg, "preprocess_cfg": preprocess_cfg} if preprocess_cfg else model_cfg), None
     return None, model or None
 
 

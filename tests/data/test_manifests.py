@@ -121,11 +121,12 @@ CASES = {  # name: (make(folder) -> spec, keywords, what the message says)
     "no caption or label": (_bad("m6.csv", [{"filepath": "a.png", "note": "x"}]), {},
                             ["has no caption column and no label column", "#caption=COLUMN,label=COLUMN"]),
     "two labels for one image": (_bad("m7.csv", ROWS + [dict(ROWS[0], label="blue")]), {},
-                                 ["row 2 gives test/red/red-1.png the label 'blue', an earlier row 'red'"]),
+                                 ["row 2 (line 3): gives test/red/red-1.png the label 'blue', an earlier "
+                                  "row 'red'"]),
     "row without path": (_bad("m8.jsonl", ROWS + [{"caption": "b", "label": "red"}]), {},
-                         ["row 2 has no 'filepath'"]),
-    "invalid JSON": (_bad("m9.jsonl", '{"image": "a.png", "caption": "x"}\n{oops\n'), {}, ["m9.jsonl:2: invalid JSON"]),
-    "not parquet": (_bad("m10.parquet", "not a parquet file"), {}, ["cannot read manifest"]),
+                         ["line 2: field filepath: is missing"]),
+    "invalid JSON": (_bad("m9.jsonl", '{"image": "a.png", "caption": "x"}\n{oops\n'), {}, ["m9.jsonl: line 2, column 2: invalid JSON"]),
+    "not parquet": (_bad("m10.parquet", "not a parquet file"), {}, ["m10.parquet: not a readable parquet file"]),
     "a split": (_bad("m11.csv", ROWS), {"split": "test"}, ["has no split", "leave the split out"]),
 }
 
