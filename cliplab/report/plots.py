@@ -25,6 +25,10 @@ def _plt():
     return plt
 
 
+TEXT_PT = 8  # the smallest text in report figures: >= 9 px on the page in a figure at most 10.5 inches
+# wide (the page's width at the report's 110 dpi)
+_CHAR_IN = 0.068  # width of an average character at TEXT_PT, inches
+_ROW_IN = 0.28  # height of a table row (a class) at TEXT_PT, inches
 GRID_DPI = 90  # image grids: 2-inch cells = 180 px thumbnails
 THUMB_PX = 180
 
@@ -98,13 +102,16 @@ def wrap_text(text: str, width: int, max_lines: int) -> str:
 
 def grouped_bars(groups: list[str], series: dict[str, list[float]], *, ylabel: str, title: str,
                  errors: dict[str, list[float]] | None = None, percent: bool = True, chance: list[float] | None = None):
-    """Bars per group (e.g. dataset) for each series (e.g. model); NaN values are left out."""
+    """Bars per group (e.g. dataset) for each series (e.g. model), each bar labelled with its value; NaN values
+    are left out. At most the page's width (10.5 inches), no text under ``TEXT_PT`` points."""
     plt = _plt()
     n = max(1, len(series))
     width = 0.8 / n
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(groups) * n + 2), 4.2))
+    fig_w = min(10.5, max(5.0, 0.9 * len(groups) * n + 2))
+    fig, ax = plt.subplots(figsize=(fig_w, 4.2))
     x = np.arange(len(groups))
     scale = 100.0 if percent else 1.0
+    upright = (fig_w - 1.5) / max(1, len(groups)) * width < 0.4  # bars too narrow for a level label
     for j, (name, vals) in enumerate(series.items()):
         v = np.asarray(vals, dtype=float) * scale
         err = None if not errors or name not in errors else np.asarray(errors[name], dtype=float) * scale
@@ -112,17 +119,21 @@ def grouped_bars(groups: list[str], series: dict[str, list[float]], *, ylabel: s
         for b, val in zip(bars, v):
             if not np.isnan(val):
                 ax.annotate(f"{val:.1f}" if percent else f"{val:.3g}", (b.get_x() + b.get_width() / 2, b.get_height()),
-                            ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+                            ha="center", va="bottom", fontsize=TEXT_PT, xytext=(0, 2), textcoords="offset points",
+                            rotation=90 if upright else 0)
     if chance is not None:
         for xi, c in zip(x, chance):
             ax.hlines(c * scale, xi - 0.45, xi + 0.45, colors="grey", linestyles="dotted", linewidth=1)
-    ax.set_xticks(x, groups, rotation=15 if max((len(g) for g in groups), default=0) > 12 else 0)
+    ax.set_xticks(x, [wrap_text(g, 24, 2) for g in groups], fontsize=TEXT_PT + 1,
+                  rotation=15 if len(groups) * 12 > (fig_w - 1.5) * 10 else 0)
+    ax.tick_params(axis="y", labelsize=TEXT_PT + 1)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     if percent:
-        ax.set_ylim(0, 105)
-    ax.legend(fontsize=8, loc="best")
+        ax.set_ylim(0, 112 if upright else 105)
+    ax.legend(fontsize=TEXT_PT, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
     return fig
 
 
@@ -182,3 +193,94 @@ def image_grid(images: list, captions: list[str], *, title: str = "", cols: int 
     fig.tight_layout()
     fig.cliplab_grid = True
     return fig
+
+
+def class_recall_figure(values, rows: list[str], columns: list[str], confusions: list[tuple[str, list[str], dict]],
+                        *, title: str, width: float = 10.5):
+    """Per-class numbers as a heatmap, a row per class and a labelled column per evaluation, every cell written
+    out; beside it one confusion panel per ``(title, classes, {(true, predicted): count})``: the row-normalised
+    matrix when every cell is known, else the largest counts off the diagonal. At most ``width`` inches wide
+    (panels that do not fit go below the heatmap); no text under ``TEXT_PT`` points."""
+    plt = _plt()
+    values = np.asarray(values, dtype=float)
+    heads = [wrap_text(c, 18, 3) for c in columns]
+    full = [classes for _, classes, cells in confusions if _full(classes, cells)]
+    if full:  # the matrices number their classes: the heatmap's rows say which number is which class
+        rows = [f"{full[0].index(r) + 1}. {r}" if r in full[0] else r for r in rows]
+    name_w = _CHAR_IN * max([len(r) for r in rows] + [4]) + 0.3
+    heat = (name_w + 0.9 * len(columns), _ROW_IN * len(rows) + 0.2 * max(h.count("\n") + 1 for h in heads) + 0.7)
+    panels = [_confusion_size(classes, cells) for _, classes, cells in confusions]
+    one_row = heat[0] + sum(w for w, _ in panels) <= width
+    if one_row or not panels:
+        fig = plt.figure(figsize=(min(width, heat[0] + sum(w for w, _ in panels)),
+                                  max([heat[1]] + [h for _, h in panels]) + 0.4), layout="constrained")
+        grid = fig.add_gridspec(1, 1 + len(panels), width_ratios=[heat[0]] + [w for w, _ in panels])
+        axes = [fig.add_subplot(grid[0, j]) for j in range(1 + len(panels))]
+    else:
+        per_row = max(1, int(width // max(w for w, _ in panels)))
+        n_rows = -(-len(panels) // per_row)
+        heights = [heat[1]] + [max(h for _, h in panels[r * per_row:(r + 1) * per_row]) for r in range(n_rows)]
+        fig = plt.figure(figsize=(width, sum(heights) + 0.4), layout="constrained")
+        grid = fig.add_gridspec(1 + n_rows, per_row, height_ratios=heights)
+        axes = [fig.add_subplot(grid[0, :])] + [fig.add_subplot(grid[1 + i // per_row, i % per_row])
+                                               for i in range(len(panels))]
+    _heatmap(axes[0], values, rows, heads)
+    for ax, (name, classes, cells) in zip(axes[1:], confusions):
+        _confusion(ax, name, classes, cells)
+    fig.suptitle(title, fontsize=TEXT_PT + 2)
+    return fig
+
+
+def _heatmap(ax, values, rows: list[str], heads: list[str]) -> None:
+    ax.set_label("per-class recall")
+    ax.imshow(values, cmap="Blues", vmin=0, vmax=100, aspect=_ROW_IN / 0.9, interpolation="nearest")
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, "—" if np.isnan(v) else f"{v:.1f}", ha="center", va="center", fontsize=TEXT_PT,
+                color="white" if v > 60 else "black")
+    ax.set_xticks(np.arange(len(heads)), heads, fontsize=TEXT_PT)
+    ax.xaxis.tick_top()
+    ax.set_yticks(np.arange(len(rows)), rows, fontsize=TEXT_PT)
+    ax.tick_params(length=0)
+    ax.set_title("recall (%)", fontsize=TEXT_PT + 1)
+
+
+def _full(classes: list[str], cells: dict) -> bool:
+    return len(classes) <= 30 and all((t, p) in cells for t in classes for p in classes)
+
+
+def _confusion_size(classes: list[str], cells: dict) -> tuple[float, float]:
+    if _full(classes, cells):
+        side = _ROW_IN * max(len(classes), 4)
+        return side + 0.8, side + 1.3
+    longest = max([len(f"{t} → {p}") for t, p in cells] + [10])
+    return _CHAR_IN * min(longest, 60) + 2.0, _ROW_IN * 10 + 1.0
+
+
+def _confusion(ax, name: str, classes: list[str], cells: dict) -> None:
+    """A confusion panel: the matrix in % of each true class (classes by number, as the heatmap numbers them), or
+    the 10 largest counts off the diagonal."""
+    ax.set_label("confusion")
+    if _full(classes, cells):
+        cm = np.array([[cells[(t, p)] for p in classes] for t in classes], dtype=float)
+        pct = 100 * cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        ax.imshow(pct, cmap="Blues", vmin=0, vmax=100, aspect="equal", interpolation="nearest")
+        if len(classes) <= 12:
+            for (i, j), v in np.ndenumerate(pct):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=TEXT_PT,
+                        color="white" if v > 60 else "black")
+        ticks = np.arange(len(classes))
+        ax.set_xticks(ticks, [str(i + 1) for i in ticks], fontsize=TEXT_PT)
+        ax.set_yticks(ticks, [str(i + 1) for i in ticks], fontsize=TEXT_PT)
+        ax.set_xlabel("predicted", fontsize=TEXT_PT)
+        ax.set_ylabel("true", fontsize=TEXT_PT)
+        ax.set_title(f"confusion, % of each true class\n{name}", fontsize=TEXT_PT + 1)
+        return
+    off = sorted(((v, t, p) for (t, p), v in cells.items() if t != p and v > 0), key=lambda x: -x[0])[:10][::-1]
+    y = np.arange(len(off))
+    ax.barh(y, [v for v, _, _ in off], color="tab:orange")
+    ax.set_yticks(y, [wrap_text(f"{t} → {p}", 60, 1) for _, t, p in off], fontsize=TEXT_PT)
+    ax.tick_params(axis="x", labelsize=TEXT_PT)
+    ax.set_xlabel("images", fontsize=TEXT_PT)
+    ax.set_title(f"most frequent confusions (true → predicted)\n{name}", fontsize=TEXT_PT + 1)
+    if not off:
+        ax.text(0.5, 0.5, "no confusions", transform=ax.transAxes, ha="center", fontsize=TEXT_PT)
