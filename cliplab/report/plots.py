@@ -25,18 +25,24 @@ def _plt():
     return plt
 
 
-TEXT_PT = 8  # the smallest text in report figures: >= 9 px on the page in a figure at most 10.5 inches
-# wide (the page's width at the report's 110 dpi)
+TEXT_PT = 8  # the smallest text in report figures: >= 9 px on the page in a figure at most FULL_WIDTH wide
 _CHAR_IN = 0.068  # width of an average character at TEXT_PT, inches
 _ROW_IN = 0.28  # height of a table row (a class) at TEXT_PT, inches
+PAGE_PX = 1200  # the report's page width: wider images are shown smaller
+REPORT_DPI = 110  # the report draws its figures at this resolution
+FULL_WIDTH = 10.5  # inches: a figure this wide fills the page at REPORT_DPI (with room for bbox_inches='tight')
+MIN_TEXT_PX = 9  # the smallest text on the page, in pixels
 GRID_DPI = 90  # image grids: 2-inch cells = 180 px thumbnails
 THUMB_PX = 180
 
 
-def save_figure(fig, paths: Sequence[str | Path]) -> list[Path]:
+def save_figure(fig, paths: Sequence[str | Path], description: str | None = None) -> list[Path]:
     """Write ``fig`` to each path (format from the suffix). Image grids (``image_grid``) are written at
-    ``GRID_DPI`` as 256-colour palette PNGs: thumbnails, a few hundred KB instead of megabytes."""
+    ``GRID_DPI`` as 256-colour palette PNGs: thumbnails, a few hundred KB instead of megabytes. ``description``
+    (e.g. how the images shown were chosen) travels in the file (PNG and SVG metadata); the report shows it under
+    the figure (``figure_description``)."""
     grid = getattr(fig, "cliplab_grid", False)
+    meta = {"Description": description} if description else None
     out = []
     for p in paths:
         p = Path(p)
@@ -45,26 +51,41 @@ def save_figure(fig, paths: Sequence[str | Path]) -> list[Path]:
         with atomic_path(p) as tmp:
             if grid and fmt == "png":
                 buf = io.BytesIO()
-                fig.savefig(buf, format="png", dpi=GRID_DPI, bbox_inches="tight")
+                fig.savefig(buf, format="png", dpi=GRID_DPI, bbox_inches="tight", metadata=meta)
                 Path(tmp).write_bytes(compact_png(buf.getvalue()))
             else:
-                fig.savefig(tmp, format=fmt, dpi=GRID_DPI if grid else 130, bbox_inches="tight")
+                fig.savefig(tmp, format=fmt, dpi=GRID_DPI if grid else 130, bbox_inches="tight",
+                            metadata=meta if fmt in ("png", "svg") else None)
         out.append(p)
     _plt().close(fig)
     return out
 
 
+def figure_description(path: str | Path) -> str:
+    """The description a figure file carries (``save_figure``); '' when it has none."""
+    try:
+        with Image.open(path) as im:
+            return str(getattr(im, "text", {}).get("Description", ""))
+    except (OSError, ValueError):
+        return ""
+
+
 def compact_png(data: bytes, max_width: int | None = None) -> bytes:
-    """A PNG re-encoded as a 256-colour palette PNG (no dithering), optionally downscaled to ``max_width``;
-    returns the original bytes when that is not smaller."""
+    """A PNG re-encoded as a 256-colour palette PNG (no dithering), optionally downscaled to ``max_width``, its
+    description kept; returns the original bytes when that is not smaller."""
+    from PIL.PngImagePlugin import PngInfo
+
     with Image.open(io.BytesIO(data)) as im:
         resized = bool(max_width and im.width > max_width)
+        info = PngInfo()
+        if getattr(im, "text", {}).get("Description"):
+            info.add_itxt("Description", im.text["Description"])
         im = im.convert("RGB")
         if resized:
             im = im.resize((max_width, max(1, round(im.height * max_width / im.width))), Image.LANCZOS)
         small = im.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
         buf = io.BytesIO()
-        small.save(buf, format="PNG", optimize=True)
+        small.save(buf, format="PNG", optimize=True, pnginfo=info)
     return buf.getvalue() if resized or len(buf.getvalue()) < len(data) else data
 
 
@@ -103,11 +124,11 @@ def wrap_text(text: str, width: int, max_lines: int) -> str:
 def grouped_bars(groups: list[str], series: dict[str, list[float]], *, ylabel: str, title: str,
                  errors: dict[str, list[float]] | None = None, percent: bool = True, chance: list[float] | None = None):
     """Bars per group (e.g. dataset) for each series (e.g. model), each bar labelled with its value; NaN values
-    are left out. At most the page's width (10.5 inches), no text under ``TEXT_PT`` points."""
+    are left out. At most ``FULL_WIDTH`` wide, no text under ``TEXT_PT`` points."""
     plt = _plt()
     n = max(1, len(series))
     width = 0.8 / n
-    fig_w = min(10.5, max(5.0, 0.9 * len(groups) * n + 2))
+    fig_w = min(FULL_WIDTH, max(5.0, 0.9 * len(groups) * n + 2))
     fig, ax = plt.subplots(figsize=(fig_w, 4.2))
     x = np.arange(len(groups))
     scale = 100.0 if percent else 1.0
@@ -162,16 +183,22 @@ def image_with_bars(image, labels: list[str], values: list[float], *, title: str
 def image_grid(images: list, captions: list[str], *, title: str = "", cols: int = 5, row_titles: list[str] | None = None,
                highlight: list[bool] | None = None):
     """A grid of thumbnails with a caption under each (scores, labels) and optional row titles, both wrapped,
-    not cut; ``highlight`` frames images green/red. ``save_figure`` writes it as a compact PNG."""
+    not cut; ``highlight`` frames images green/red. ``save_figure`` writes it as a compact PNG. A wide grid is
+    shown smaller on the page (``PAGE_PX``): its text grows so that it still reads at ``MIN_TEXT_PX`` or more."""
     plt = _plt()
     n = len(images)
     cols = max(1, min(cols, n)) if row_titles is None else cols
     rows = max(1, int(np.ceil(n / cols)))
-    caps = [wrap_text(c, 30, 5) if c else "" for c in captions]
-    titles = [wrap_text(t, 28, 8) for t in (row_titles or [])[:rows]]
-    extra = max([c.count("\n") - 1 for c in caps] + [0]) * 0.13  # room for captions longer than two lines
-    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols + (1.6 if titles else 0),
-                                                  (2.25 + extra) * rows + (0.4 if title else 0)), squeeze=False)
+    width = 2.0 * cols + (1.6 if row_titles else 0)
+    shrink = min(1.0, PAGE_PX / (width * GRID_DPI))  # how much smaller the page shows it
+    cap_pt = max(7.0, MIN_TEXT_PX * 72 / GRID_DPI / shrink)
+    title_pt = max(8.0, cap_pt)
+    caps = [wrap_text(c, int(30 * 7 / cap_pt), 6) if c else "" for c in captions]
+    titles = [wrap_text(t, int(28 * 8 / title_pt), 8) for t in (row_titles or [])[:rows]]
+    line_in = cap_pt / 72 * 1.25
+    extra = max([c.count("\n") + 1 for c in caps] + [0]) * line_in - 0.25  # captions below the 2-inch image
+    fig, axes = plt.subplots(rows, cols, figsize=(width, (2.0 + max(0.25, extra)) * rows + (0.5 if title else 0)),
+                             squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -180,23 +207,23 @@ def image_grid(images: list, captions: list[str], *, title: str = "", cols: int 
         if i >= n or images[i] is None:
             continue
         ax.imshow(thumbnail(images[i]))
-        ax.set_xlabel(caps[i], fontsize=7)
+        ax.set_xlabel(caps[i], fontsize=cap_pt)
         if highlight is not None:
             for s in ax.spines.values():
                 s.set_visible(True)
                 s.set_color("tab:green" if highlight[i] else "tab:red")
                 s.set_linewidth(2.5)
     for r, t in enumerate(titles):
-        axes[r, 0].set_ylabel(t, fontsize=8, rotation=0, ha="right", va="center", labelpad=10)
+        axes[r, 0].set_ylabel(t, fontsize=title_pt, rotation=0, ha="right", va="center", labelpad=10)
     if title:
-        fig.suptitle(wrap_text(title, 30 * cols, 2), fontsize=10)
+        fig.suptitle(wrap_text(title, int(30 * cols * 7 / cap_pt), 4), fontsize=max(10.0, title_pt))
     fig.tight_layout()
     fig.cliplab_grid = True
     return fig
 
 
 def class_recall_figure(values, rows: list[str], columns: list[str], confusions: list[tuple[str, list[str], dict]],
-                        *, title: str, width: float = 10.5):
+                        *, title: str, width: float = FULL_WIDTH):
     """Per-class numbers as a heatmap, a row per class and a labelled column per evaluation, every cell written
     out; beside it one confusion panel per ``(title, classes, {(true, predicted): count})``: the row-normalised
     matrix when every cell is known, else the largest counts off the diagonal. At most ``width`` inches wide

@@ -251,7 +251,8 @@ class SearchResult(Notebook):
                         imgs.append(None)
                         caps.append("")
             fig = image_grid(imgs, caps, cols=self.k, row_titles=rows if len(self.hits) > 1 else None,
-                             title=f"{query.label}" + (f"  ({query.family})" if query.family else ""))
+                             title=f"{query.label}" + (f"  ({query.family})" if query.family else "")
+                             + ("" if len(self.hits) > 1 else f" · {self.hits[0].model.name}"))
             slug = "".join(ch if ch.isalnum() else "-" for ch in query.label.lower()).strip("-")[:60] or "query"
             out += save_figure(fig, [folder / f"{q + 1:03d}-{slug}.png"])
         return out

@@ -15,7 +15,7 @@ from cliplab.params import param
 from cliplab.prompts import TemplateSet
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
-from cliplab.report.plots import class_recall_figure
+from cliplab.report.plots import FULL_WIDTH, class_recall_figure
 from cliplab.report.rows import DATA, MODEL, blank, distinct, groups, latest, model_key, model_labels, text, with_columns
 from cliplab.results.exports import TABLE_SUFFIXES
 from cliplab.results.result import (DatasetInfo, Failure, ReportFigure, ReportSection, Rows, SingleModel, Table, pct,
@@ -190,7 +190,6 @@ def run_zeroshot(inputs: Inputs, params: ZeroShotParams = ZeroShotParams()) -> Z
 EVALUATION = (*MODEL, *DATA, "n", "variant")  # one evaluation: a model on a dataset split with one template set
 MAX_CLASSES = 40  # classes drawn per figure; beyond that the 20 with the lowest and the 20 with the highest recall
 MAX_COLUMNS = 10  # evaluations side by side in one figure
-FULL_WIDTH = 10.5  # inches: at the report's 110 dpi this is the page's width, so 8 pt text stays >= 9 px
 
 
 @dataclass
@@ -217,7 +216,12 @@ def _evaluations(df: pd.DataFrame) -> list[_Evaluation]:
         out.append(_Evaluation(key, dict(zip(rec.metric.str.slice(7, -1), rec.value.astype(float))),
                                {(t, p): float(v) for t, p, v in zip(pairs[0], pairs[1], conf.value)},
                                float(acc.iloc[0]) if len(acc) and not blank(acc.iloc[0]) else float("nan")))
-    return out
+    # datasets and models in the order the store first has them, whichever run of theirs is the latest
+    records = zs.to_dict(orient="records")
+    data = list(dict.fromkeys((text(r["dataset"]), text(r["split"])) for r in records))
+    models = list(dict.fromkeys(model_key(r) for r in records))
+    return sorted(out, key=lambda ev: (data.index((text(ev.key["dataset"]), text(ev.key["split"]))),
+                                       models.index(model_key(ev.key))))
 
 
 def per_class_figures(df: pd.DataFrame) -> list[ReportFigure]:
