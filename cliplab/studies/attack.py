@@ -40,8 +40,8 @@ class AttackParams:
     opacity: float = param(1.0, "opacity of the text, 0 < opacity <= 1.", max=1.0)
     color: str = param("white", "text colour (outlined in black).")
     font: Path | None = param(None, ".ttf/.otf font file (default: Pillow's bundled font).")
-    seed: int = param(0, "the seed of random targets and positions.")
-    n_examples: int = param(8, "image pairs in the examples figure.", min=1)
+    seed: int = param(0, "the seed of random targets, positions and example images.")
+    n_examples: int = param(8, "image pairs in the examples figure, drawn at random (seeded by {p:seed}).", min=1)
 
     def typographic(self) -> TypographicParams:
         return TypographicParams(font_size=self.font_size, position=self.position, opacity=self.opacity,

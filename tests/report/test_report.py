@@ -189,7 +189,7 @@ def test_demo_figures_are_few_and_read_at_the_page_width(demo_report):
     _, df = demo_report
     figs = report_figures(df)
     try:
-        per_class = [f for f in figs if f.title.startswith("Per-class recall")]
+        per_class = [f for f in figs if f.title.startswith("Per-class")]
         assert len(per_class) == len(DEMO_ATTRIBUTES) == 5
         for f in per_class:
             (heat,) = [ax for ax in f.figure.axes if ax.get_label() == "per-class recall"]
