@@ -148,9 +148,10 @@ class Notebook:
                 written = [(Path(p), c) for p, c in drawn if Path(p).suffix.lower() == ".png"]
                 for p, caption in written[:MAX_FIGURE_FILES]:
                     note = figure_description(p)  # e.g. how the images shown were chosen
-                    out.append(f"<figure><img src='{png_data_uri(p.read_bytes(), THUMB_WIDTH)}' style='max-width:100%'/>"
-                               f"<figcaption>{html.escape(caption or obj.caption)}"
-                               f"{' — ' + html.escape(note) if note else ''}</figcaption></figure>")
+                    uri = png_data_uri(p.read_bytes(), THUMB_WIDTH)
+                    text = html.escape(caption or obj.caption) + (f" — {html.escape(note)}" if note else "")
+                    out.append(f"<figure><img src='{uri}' style='max-width:100%'/><figcaption>{text}</figcaption>"
+                               "</figure>")
                 if len(written) > MAX_FIGURE_FILES:
                     out.append(f"<p>… the first {MAX_FIGURE_FILES} {html.escape(name)} shown; all of them: "
                                f"<code>.artifacts()[{name!r}].write(folder)</code></p>")

@@ -142,7 +142,8 @@ class ClusterResult(SingleModel, Notebook):
                 major = f" · {names[vals[counts.argmax()]]} {100 * counts.max() / len(members):.0f} %"
             rows.append(f"cluster {c} ({len(members)}){major}")
         note = f"each row: the {per} images closest to the cluster's centre, closest first"
-        fig = image_grid(imgs, caps, cols=per, row_titles=rows, title=f"k-means clusters (k = {clustering.k}) · {note}")
+        fig = image_grid(imgs, caps, cols=per, row_titles=rows,
+                         title=f"k-means clusters (k = {clustering.k}) · {note}")
         return save_figure(fig, [path], description=note)[0]
 
 

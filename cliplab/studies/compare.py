@@ -16,7 +16,8 @@ from cliplab.params import param
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
 from cliplab.report.plots import grouped_bars, save_figure
-from cliplab.report.rows import DATA, MODEL, distinct, groups, latest, model_key, model_labels, natural_key, text, with_columns
+from cliplab.report.rows import (DATA, MODEL, distinct, groups, latest, model_key, model_labels, natural_key, text,
+                                 with_columns)
 from cliplab.results.exports import TABLE_SUFFIXES
 from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportFigure, ReportSection, Table, pct
 from cliplab.studies.probe import ProbeParams, run_probe
@@ -187,7 +188,8 @@ def comparison_figure(df: pd.DataFrame) -> list[ReportFigure]:
     if not zs or (len(models) < 2 and not lp):
         return []
     names = model_labels(models)
-    data = list(dict.fromkeys(tuple(text(r[c]) for c in DATA) for r in zs + lp))
+    data = sorted(dict.fromkeys(tuple(text(r[c]) for c in DATA) for r in zs + lp),
+                  key=lambda d: tuple(natural_key(v) for v in d))  # the summary tables' order
     groups_ = distinct([{"dataset": d[0], "split": d[1], "data": f"data {d[2][:8]}"} for d in data],
                        ["dataset", "split", "data"], always="dataset")
     series: dict[str, list[float]] = {}

@@ -16,7 +16,8 @@ from cliplab.prompts import TemplateSet
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
 from cliplab.report.plots import FULL_WIDTH, class_recall_figure
-from cliplab.report.rows import DATA, MODEL, blank, distinct, groups, latest, model_key, model_labels, text, with_columns
+from cliplab.report.rows import (DATA, MODEL, blank, distinct, groups, latest, model_key, model_labels, natural_key,
+                                 text, with_columns)
 from cliplab.results.exports import TABLE_SUFFIXES
 from cliplab.results.result import (DatasetInfo, Failure, ReportFigure, ReportSection, Rows, SingleModel, Table, pct,
                                     skipped)
@@ -216,11 +217,10 @@ def _evaluations(df: pd.DataFrame) -> list[_Evaluation]:
         out.append(_Evaluation(key, dict(zip(rec.metric.str.slice(7, -1), rec.value.astype(float))),
                                {(t, p): float(v) for t, p, v in zip(pairs[0], pairs[1], conf.value)},
                                float(acc.iloc[0]) if len(acc) and not blank(acc.iloc[0]) else float("nan")))
-    # datasets and models in the order the store first has them, whichever run of theirs is the latest
-    records = zs.to_dict(orient="records")
-    data = list(dict.fromkeys((text(r["dataset"]), text(r["split"])) for r in records))
-    models = list(dict.fromkeys(model_key(r) for r in records))
-    return sorted(out, key=lambda ev: (data.index((text(ev.key["dataset"]), text(ev.key["split"]))),
+    # datasets in the summary table's order; models in the order the store first has them, whichever run of
+    # theirs is the latest
+    models = list(dict.fromkeys(model_key(r) for r in zs.to_dict(orient="records")))
+    return sorted(out, key=lambda ev: (natural_key(text(ev.key["dataset"])), natural_key(text(ev.key["split"])),
                                        models.index(model_key(ev.key))))
 
 
@@ -251,7 +251,8 @@ def _per_class_figure(evs: list[_Evaluation], part: tuple[int, int]) -> ReportFi
     if len(classes) > MAX_CLASSES:
         order = np.argsort(np.nanmean(recall, axis=1), kind="stable")
         shown = np.concatenate([order[:MAX_CLASSES // 2], order[-(MAX_CLASSES // 2):]])
-        which = f"the {MAX_CLASSES // 2} classes with the lowest and the {MAX_CLASSES // 2} with the highest mean recall"
+        half = MAX_CLASSES // 2
+        which = f"the {half} classes with the lowest and the {half} with the highest mean recall"
     best = {m: max((ev for ev in evs if model_key(ev.key) == m), key=lambda ev: -1.0 if math.isnan(ev.acc1)
                    else ev.acc1) for m in models}
     first = evs[0].key

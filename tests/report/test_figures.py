@@ -180,7 +180,8 @@ def test_comparison_bars_keep_models_that_share_a_name_and_splits_apart():
         groups = [t.get_text().replace("\n", " ") for t in ax.get_xticklabels()]
         heights = {c.get_label(): [round(b.get_height(), 6) for b in c] for c in ax.containers}
         assert groups == ["cifar10 · test", "cifar10 · train"]
-        assert heights == {"ViT-B-32 (openai) · zero-shot": [80.0, 95.0], "ViT-B-32 (laion2b) · zero-shot": [90.0, 0.0]}
+        assert heights == {"ViT-B-32 (openai) · zero-shot": [80.0, 95.0],
+                           "ViT-B-32 (laion2b) · zero-shot": [90.0, 0.0]}
     finally:
         close([f])
 
@@ -265,8 +266,8 @@ def test_image_grid_text_grows_with_the_grid(cols):
     from cliplab.report.plots import GRID_DPI, image_grid
 
     img = np.zeros((40, 40, 3), np.uint8)
-    fig = image_grid([img] * 2 * cols, ["true: shape in the bottom right\npred: shape in the top left (0.31)"] * 2 * cols,
-                     cols=cols, row_titles=["original", "attacked"], title="typographic attack")
+    caption = "true: shape in the bottom right\npred: shape in the top left (0.31)"
+    fig = image_grid([img] * 2 * cols, [caption] * 2 * cols, cols=cols, row_titles=["original", "attacked"], title="typographic attack")
     try:
         assert smallest_text_px(fig, GRID_DPI) >= MIN_TEXT_PX
     finally:

@@ -208,7 +208,8 @@ def test_demo_attack_examples_say_how_they_were_chosen(demo_report):
     (fig,) = [f for f in image_figures(df) if f.title.startswith("typographic attack")]
     rate = df[(df.task == "typographic_attack") & (df.metric == "predicts_written_label")].value.iloc[0]
     assert re.match(r"8 of 1000 images drawn at random \(seed 0\), not by outcome: the written label is predicted on "
-                    rf"\d of these 8, on {100 * rate:.1f} % of all 1000 images · tiny-shapes", fig.caption), fig.caption
+                    rf"\d of these 8, on {100 * rate:.1f} % of all 1000 images · tiny-shapes", fig.caption), \
+        fig.caption
     assert fig.caption.split(" · ")[0] in path.read_text()
 
 
