@@ -271,14 +271,22 @@ def _heatmap(ax, values, rows: list[str], heads: list[str]) -> None:
     ax.set_title("recall (%)", fontsize=TEXT_PT + 1)
 
 
+ANNOTATED = 12  # confusion matrices of up to this many classes have their numbers written in the cells
+
+
+def _cell_in(classes: list[str]) -> float:
+    """A confusion cell's side: room for its number, else small enough for two matrices side by side."""
+    return _ROW_IN if len(classes) <= ANNOTATED else min(_ROW_IN, 3.6 / len(classes))
+
+
 def _full(classes: list[str], cells: dict) -> bool:
     return len(classes) <= 30 and all((t, p) in cells for t in classes for p in classes)
 
 
 def _confusion_size(classes: list[str], cells: dict) -> tuple[float, float]:
     if _full(classes, cells):
-        side = _ROW_IN * max(len(classes), 4)
-        return side + 0.8, side + 1.3
+        side = _cell_in(classes) * max(len(classes), 4)
+        return side + (0.8 if len(classes) <= ANNOTATED else 1.4), side + 1.3
     longest = max([len(f"{t} → {p}") for t, p in cells] + [10])
     return _CHAR_IN * min(longest, 60) + 2.0, _ROW_IN * 10 + 1.0
 
@@ -290,11 +298,13 @@ def _confusion(ax, name: str, classes: list[str], cells: dict) -> None:
     if _full(classes, cells):
         cm = np.array([[cells[(t, p)] for p in classes] for t in classes], dtype=float)
         pct = 100 * cm / np.maximum(cm.sum(1, keepdims=True), 1)
-        ax.imshow(pct, cmap="Blues", vmin=0, vmax=100, aspect="equal", interpolation="nearest")
-        if len(classes) <= 12:
+        image = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100, aspect="equal", interpolation="nearest")
+        if len(classes) <= ANNOTATED:
             for (i, j), v in np.ndenumerate(pct):
                 ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=TEXT_PT,
                         color="white" if v > 60 else "black")
+        else:
+            ax.figure.colorbar(image, ax=ax, fraction=0.05, pad=0.02).ax.tick_params(labelsize=TEXT_PT)
         ticks = np.arange(len(classes))
         ax.set_xticks(ticks, [str(i + 1) for i in ticks], fontsize=TEXT_PT)
         ax.set_yticks(ticks, [str(i + 1) for i in ticks], fontsize=TEXT_PT)

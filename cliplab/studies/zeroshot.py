@@ -229,18 +229,19 @@ def per_class_figures(df: pd.DataFrame) -> list[ReportFigure]:
     set, each labelled) and, per model, the confusions of its best template set. A figure holds at most
     ``MAX_COLUMNS`` evaluations; more make more figures."""
     by_data: dict[tuple, list[_Evaluation]] = {}
-    for ev in _evaluations(df):
+    evaluations = _evaluations(df)
+    names = model_labels(model_key(ev.key) for ev in evaluations)
+    for ev in evaluations:
         by_data.setdefault((text(ev.key["dataset"]), text(ev.key["split"])), []).append(ev)
     out = []
     for evs in by_data.values():
+        parts = math.ceil(len(evs) / MAX_COLUMNS)
         for start in range(0, len(evs), MAX_COLUMNS):
-            out.append(_per_class_figure(evs[start:start + MAX_COLUMNS], part=(start // MAX_COLUMNS + 1, math.ceil(
-                len(evs) / MAX_COLUMNS))))
+            out.append(_per_class_figure(evs[start:start + MAX_COLUMNS], names, (start // MAX_COLUMNS + 1, parts)))
     return out
 
 
-def _per_class_figure(evs: list[_Evaluation], part: tuple[int, int]) -> ReportFigure:
-    names = model_labels(model_key(ev.key) for ev in evs)
+def _per_class_figure(evs: list[_Evaluation], names: dict, part: tuple[int, int]) -> ReportFigure:
     models = list(dict.fromkeys(model_key(ev.key) for ev in evs))
     columns = distinct([{"model": names[model_key(ev.key)], "variant": ev.key["variant"],
                          "n": f"n={text(ev.key['n'])}", "data": f"data {text(ev.key['dataset_fingerprint'])[:8]}"}
@@ -249,23 +250,26 @@ def _per_class_figure(evs: list[_Evaluation], part: tuple[int, int]) -> ReportFi
     recall = np.array([[ev.recall.get(c, np.nan) for ev in evs] for c in classes], dtype=float) * 100
     shown, which = np.arange(len(classes)), "every class"
     if len(classes) > MAX_CLASSES:
-        order = np.argsort(np.nanmean(recall, axis=1), kind="stable")
-        shown = np.concatenate([order[:MAX_CLASSES // 2], order[-(MAX_CLASSES // 2):]])
         half = MAX_CLASSES // 2
+        order = np.argsort(np.nanmean(recall, axis=1), kind="stable")
+        shown = np.concatenate([order[:half], order[-half:]])
         which = f"the {half} classes with the lowest and the {half} with the highest mean recall"
     best = {m: max((ev for ev in evs if model_key(ev.key) == m), key=lambda ev: -1.0 if math.isnan(ev.acc1)
                    else ev.acc1) for m in models}
     first = evs[0].key
     data = f"{text(first['dataset'])} ({text(first['split'])})" if text(first["split"]) else text(first["dataset"])
     who = names[models[0]] if len(models) == 1 else ", ".join(names[m] for m in models)
+    sets = {m: sum(model_key(ev.key) == m for ev in evs) for m in models}  # of several: the best one's confusions
+    several = max(sets.values()) > 1
     fig = class_recall_figure(
         recall[shown], [classes[i] for i in shown], columns,
-        [(f"{names[m]} · {best[m].key['variant']}" + (" (best top-1)" if sum(model_key(ev.key) == m for ev in evs) > 1
-                                                      else ""), classes, best[m].confusion) for m in models],
+        [(f"{names[m]} · {best[m].key['variant']}" + (" (best top-1)" if sets[m] > 1 else ""), classes,
+          best[m].confusion) for m in models],
         title=f"zero-shot per-class recall · {data}" + (f" · {who}" if len(models) == 1 else "")
         + (f" · part {part[0]} of {part[1]}" if part[1] > 1 else ""), width=FULL_WIDTH)
+    whose = ("each model's" if len(models) > 1 else "the") + (" template set with the best top-1" if several else "")
     caption = (f"recall (%) of {which} for each {'model and ' if len(models) > 1 else ''}template set (the latest run "
-               f"of each); confusions of each model's template set with the best top-1, rows normalised to 100 %")
+               f"of each); confusions of {whose}, rows normalised to 100 %")
     return ReportFigure(f"Per-class recall: {who} on {data}" + (f" (part {part[0]} of {part[1]})" if part[1] > 1
                                                                 else ""), fig, caption)
 
