@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 import pandas as pd
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
@@ -20,7 +21,8 @@ from cliplab.errors import CliplabError
 from cliplab.files import Name, Shape, Str, UserFile
 from cliplab.io import write_text_atomic
 from cliplab.progress import progress_bar
-from cliplab.report.plots import compact_png, figure_data_uri
+from cliplab.report.plots import PAGE_PX, REPORT_DPI, compact_png, figure_data_uri, figure_description
+from cliplab.report.rows import natural_key
 from cliplab.results.exports import provenance, write_json, write_table
 from cliplab.results.store import COLUMNS
 from cliplab.registry import report_sections
@@ -46,7 +48,7 @@ def format_value(metric: str, value) -> str:
     return f"{float(value):.4g}"
 
 
-MAX_IMAGE_WIDTH = 1200  # the page is 1200 px wide: embedded images are downscaled to this and palette-encoded
+MAX_IMAGE_WIDTH = PAGE_PX  # the page is 1200 px wide: embedded images are downscaled to this and palette-encoded
 
 
 def _file_uri(path: str) -> str | None:
@@ -95,6 +97,7 @@ class Table:
     sort_keys: list[list[str]] = field(default_factory=list)  # numeric sort values per cell ("" for text)
     details: list[str] = field(default_factory=list)  # per row: command/config/fingerprint
     n_text: int = 3  # leading text (left-aligned) columns
+    caption: list[str] = field(default_factory=list)  # above the table: what every row shares, parameter legend
 
 
 # ---- rows -> tables -------------------------------------------------------------------------------------------
@@ -104,6 +107,8 @@ _NOT_PARAMETERS = {"model", "pretrained", "dataset", "split", "limit", "batch_si
                    "index", "captions", "failures", "examples", "figures", "plot"}
 SUMMARY_KEY = ["task", "dataset", "split", "n", "model", "pretrained", "model_fingerprint", "dataset_fingerprint",
                "variant", "parameters"]
+IDENTITY = ["dataset", "split", "n", "model"]  # a column only when rows differ in it; else said once, in the caption
+MAX_PARAMETER_TEXT = 40  # longer parameter cells become a reference to the caption, where the text is given once
 
 
 def run_parameters(config) -> str:
@@ -118,11 +123,7 @@ def run_parameters(config) -> str:
                       default=str)
 
 
-def _param_text(params: str, shown: set[str]) -> str:
-    try:
-        cfg = json.loads(params)
-    except json.JSONDecodeError:
-        return params
+def _param_text(cfg: dict, shown) -> str:
     return " ".join(f"{k}={json.dumps(cfg[k], default=str)}" for k in sorted(shown) if k in cfg)
 
 
@@ -130,10 +131,25 @@ def _blank(v) -> bool:
     return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
 
 
+def _config(params: str) -> dict:
+    try:
+        cfg = json.loads(params)
+    except json.JSONDecodeError:
+        return {"config": params}
+    return cfg if isinstance(cfg, dict) else {"config": params}
+
+
+def _sort_key(key: tuple) -> tuple:
+    """Table rows in natural order: numbers inside text as numbers ('probe k=2' before 'probe k=16'), n as a
+    number."""
+    return tuple(natural_key(None if _blank(v) else float(v) if c == "n" else v) for c, v in zip(SUMMARY_KEY, key))
+
+
 def summary_tables(df: pd.DataFrame) -> list[Table]:
     """One table per task: a row per (dataset, split, n, model, variant, parameters) with the headline metrics of
     the latest run for that key. Runs on different splits, sample counts, model or data versions or parameters
-    never share or replace each other's row."""
+    never share or replace each other's row. What every row shares (dataset, split, n, model, parameters) is said
+    once, in the caption above the table; only what differs between rows is a column."""
     out = []
     df = df.assign(parameters=[run_parameters(c) for c in df["config"]]) if "config" in df else df.assign(
         parameters="{}")
@@ -146,33 +162,46 @@ def summary_tables(df: pd.DataFrame) -> list[Table]:
         if sub.empty:
             continue
         groups = []
-        for key, grp in sub.groupby(SUMMARY_KEY, dropna=False, sort=True):
+        for key, grp in sub.groupby(SUMMARY_KEY, dropna=False, sort=False):
             grp = grp.sort_values("timestamp", kind="stable")
             groups.append((key, grp[grp.run_id == grp.run_id.iloc[-1]]))
+        groups.sort(key=lambda g: _sort_key(g[0]))
         present = [m for m in metrics if any(m in set(g.metric) for _, g in groups)]
-        # parameters column: only the config entries whose values differ between rows of this table
-        cfgs = [json.loads(k[9]) if k[9].startswith("{") else {"config": k[9]} for k, _ in groups]
-        varying = {k for c in cfgs for k in c if len({json.dumps(d.get(k), sort_keys=True, default=str)
-                                                       for d in cfgs}) > 1}
-        visible = [(k[1], k[2], k[3], k[4], k[5], k[8], _param_text(k[9], varying)) for k, _ in groups]
+        cfgs = [_config(k[9]) for k, _ in groups]
+        values = {k: {json.dumps(c.get(k), sort_keys=True, default=str) for c in cfgs}
+                  for k in dict.fromkeys(k for c in cfgs for k in c)}
+        varying = {k for k, v in values.items() if len(v) > 1 or any(k not in c for c in cfgs)}
+        shared = sorted(set(values) - varying)
+        ids = [{"dataset": str(k[1]), "split": "" if _blank(k[2]) else str(k[2]),
+                "n": "—" if _blank(k[3]) else str(int(k[3])),
+                "model": str(k[4]) + (f" ({Path(str(k[5])).name})" if isinstance(k[5], str) and k[5] else "")}
+               for k, _ in groups]
+        columns_ids = [c for c in IDENTITY if len({i[c] for i in ids}) > 1]
+        visible = [(tuple(i.values()), k[8], _param_text(c, varying)) for i, (k, _), c in zip(ids, groups, cfgs)]
         clashes = {v for v in visible if visible.count(v) > 1}  # same visible cells: tell them apart
-        show_params = bool(varying or clashes)
-        columns = ["dataset", "split", "n", "model", "variant"] + (["parameters"] if show_params else []) + present
-        table = Table(title=task.replace("_", " "), columns=columns, rows=[], n_text=len(columns) - len(present))
-        for (key, grp), vis in zip(groups, visible):
-            _, dataset, split, n, model, pretrained, mfp, dfp, variant, _ = key
+        ptexts = [(v[2] + (f" model {str(k[6])[:8]} data {str(k[7])[:8]}" if v in clashes else "")).strip()
+                  for v, (k, _) in zip(visible, groups)]
+        show_params = any(ptexts)
+        caption = []
+        if any(c not in columns_ids for c in IDENTITY):
+            caption.append("every row: " + " · ".join(f"{c} {ids[0][c]}" for c in IDENTITY if c not in columns_ids
+                                                       and ids[0][c]))
+        if shared:
+            caption.append("parameters of every row: " + _param_text(cfgs[0], shared))
+        refs = {}
+        if show_params and max(len(t) for t in ptexts) > MAX_PARAMETER_TEXT:
+            refs = {t: f"[{i + 1}]" for i, t in enumerate(dict.fromkeys(t for t in ptexts if t))}
+            caption.append("parameters: " + " · ".join(f"{r} {t}" for t, r in refs.items()))
+        columns = columns_ids + ["variant"] + (["parameters"] if show_params else []) + present
+        table = Table(title=task.replace("_", " "), columns=columns, rows=[], n_text=len(columns) - len(present),
+                      caption=caption)
+        for (key, grp), ident, ptext in zip(groups, ids, ptexts):
             vals = dict(zip(grp.metric, grp.value))
             ci = {m: (lo, hi) for m, lo, hi in zip(grp.metric, grp.ci_low, grp.ci_high)}
-            name = str(model) + (f" ({Path(str(pretrained)).name})" if isinstance(pretrained, str) and pretrained
-                                 else "")
-            n_text = "—" if _blank(n) else str(int(n))
-            cells = [str(dataset), "" if _blank(split) else str(split), n_text, name, str(variant)]
-            sorts = ["", "", "" if _blank(n) else repr(float(n)), "", ""]
+            cells = [ident[c] for c in columns_ids] + [str(key[8])]
+            sorts = ["" if c != "n" or _blank(key[3]) else repr(float(key[3])) for c in columns_ids] + [""]
             if show_params:
-                ptext = vis[6]
-                if vis in clashes:
-                    ptext = (ptext + f" model {str(mfp)[:8]} data {str(dfp)[:8]}").strip()
-                cells.append(ptext)
+                cells.append(refs.get(ptext, ptext))
                 sorts.append("")
             for m in present:
                 v = vals.get(m)
@@ -194,14 +223,30 @@ def summary_tables(df: pd.DataFrame) -> list[Table]:
 
 
 # ---- rows -> figures ------------------------------------------------------------------------------------------
+def report_figures(df: pd.DataFrame) -> list:
+    """The figures every task's report section draws from the rows (``ReportFigure``: title, matplotlib figure,
+    caption), in the page's order."""
+    drawn = [s.figures for s in sections() if s.figures]
+    figures = []
+    with progress_bar(len(drawn), "drawing figures", unit="sections") as bar:
+        for draw in drawn:
+            figures += draw(df)
+            bar.advance()
+    return figures
+
+
 def image_figures(df: pd.DataFrame) -> list[Figure]:
+    """The figure files of the store, each captioned with the description it carries (e.g. how its images were
+    chosen), its model, dataset and run."""
     out = []
     art = df[df.artifact.notna()].drop_duplicates("artifact")
     for _, r in art.iterrows():
         uri = _file_uri(r.artifact)
         if uri is None:
             continue
-        out.append(Figure(f"{r.variant}", uri, f"{r.model} · {r.dataset} · cliplab {r.command} · run {r.run_id}"))
+        note = figure_description(r.artifact)
+        out.append(Figure(f"{r.variant}", uri, (f"{note} · " if note else "") +
+                          f"{r.model} · {r.dataset} · cliplab {r.command} · run {r.run_id}"))
     return out
 
 
@@ -245,6 +290,12 @@ def import_clip_benchmark(paths: list[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def breakable(name: str) -> Markup:
+    """A column name that may wrap after its underscores (``mean_correct_similarity``), so headers do not widen the
+    table past the page."""
+    return Markup("_<wbr>".join(str(escape(part)) for part in str(name).split("_")))
+
+
 # ---- the page -------------------------------------------------------------------------------------------------
 def build_report(df: pd.DataFrame, out: str | Path, *, title: str = "cliplab report", sources=(),
                  exports: bool = True) -> Path:
@@ -265,15 +316,11 @@ def build_report(df: pd.DataFrame, out: str | Path, *, title: str = "cliplab rep
             write_json(cb_dir / f"{safe}.json", rec)
         links = {"CSV (all rows)": out.with_suffix(".csv").name, "Parquet (all rows)": out.with_suffix(".parquet").name,
                  "CLIP_benchmark JSON files": cb_dir.name + "/"}
-    drawn = [s.figures for s in sections() if s.figures]
-    figures = []
-    with progress_bar(len(drawn), "drawing figures", unit="sections") as bar:
-        for draw in drawn:
-            figures += [Figure(f.title, figure_data_uri(f.figure, MAX_IMAGE_WIDTH, dpi=110), f.caption)
-                        for f in draw(df)]
-            bar.advance()
+    figures = [Figure(f.title, figure_data_uri(f.figure, MAX_IMAGE_WIDTH, dpi=REPORT_DPI), f.caption)
+               for f in report_figures(df)]
     env = jinja2.Environment(loader=jinja2.PackageLoader("cliplab.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
+    env.filters["breakable"] = breakable
     page = env.get_template("report.html.j2").render(
         title=title, sources=[str(s) for s in sources], tables=summary_tables(df), figures=figures,
         images=image_figures(df), links=links, n_rows=len(df), n_runs=df.run_id.nunique(),

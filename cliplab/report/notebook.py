@@ -20,7 +20,7 @@ from rich.console import Console
 from cliplab.files import printable, printable_value
 from cliplab.io import _json_default, write_text_atomic
 from cliplab.progress import NotebookProgress, installed, use
-from cliplab.report.plots import figure_data_uri, png_data_uri
+from cliplab.report.plots import figure_data_uri, figure_description, png_data_uri
 from cliplab.report.tables import render
 from cliplab.results.exports import provenance, write_table
 from cliplab.errors import ParameterError
@@ -166,8 +166,11 @@ class Notebook:
                 drawn = obj.write(target, limit=MAX_FIGURE_FILES + 1) if many else obj.write(target)
                 written = [(Path(p), c) for p, c in drawn if Path(p).suffix.lower() == ".png"]
                 for p, caption in written[:MAX_FIGURE_FILES]:
-                    out.append(f"<figure><img src='{png_data_uri(p.read_bytes(), THUMB_WIDTH)}' style='max-width:100%'/>"
-                               f"<figcaption>{html.escape(caption or obj.caption)}</figcaption></figure>")
+                    note = figure_description(p)  # e.g. how the images shown were chosen
+                    uri = png_data_uri(p.read_bytes(), THUMB_WIDTH)
+                    text = html.escape(caption or obj.caption) + (f" — {html.escape(note)}" if note else "")
+                    out.append(f"<figure><img src='{uri}' style='max-width:100%'/><figcaption>{text}</figcaption>"
+                               "</figure>")
                 if len(written) > MAX_FIGURE_FILES:
                     out.append(f"<p>… the first {MAX_FIGURE_FILES} {html.escape(name)} shown; all of them: "
                                f"<code>.artifacts()[{name!r}].write(folder)</code></p>")

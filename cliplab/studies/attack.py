@@ -40,8 +40,8 @@ class AttackParams:
     opacity: float = param(1.0, "opacity of the text, 0 < opacity <= 1.", max=1.0)
     color: str = param("white", "text colour (outlined in black).")
     font: Path | None = param(None, ".ttf/.otf font file (default: Pillow's bundled font).")
-    seed: int = param(0, "the seed of random targets and positions.")
-    n_examples: int = param(8, "image pairs in the examples figure.", min=1)
+    seed: int = param(0, "the seed of random targets, positions and example images.")
+    n_examples: int = param(8, "image pairs in the examples figure, drawn at random (seeded by {p:seed}).", min=1)
 
     def typographic(self) -> TypographicParams:
         return TypographicParams(font_size=self.font_size, position=self.position, opacity=self.opacity,
@@ -157,13 +157,18 @@ class AttackResult(SingleModel, Notebook):
         return {"examples": Figure(caption, draw)}
 
     def examples(self, n: int = 8) -> list[int]:
-        """Positions (into ``indices``) worth showing: flips to the written label first, then other changes,
-        then unchanged images."""
-        c, a = self.clean_pred, self.attacked_pred
-        flip = np.flatnonzero((c == self.labels) & (a == self.targets))
-        other = np.flatnonzero((a != c) & ~((c == self.labels) & (a == self.targets)))
-        same = np.flatnonzero(a == c)
-        return [int(i) for i in np.concatenate([flip, other, same])[:n]]
+        """Positions (into ``indices``) of the pairs the examples figure shows: ``n`` images drawn uniformly at
+        random (numpy ``default_rng([seed, 1])``, the attack's seed), in dataset order. Not chosen by outcome, so
+        the pairs show the attack working about as often as it does (:meth:`examples_note` says how often)."""
+        rng = np.random.default_rng([self.typographic.seed, 1])
+        return sorted(int(i) for i in rng.choice(len(self.labels), min(n, len(self.labels)), replace=False))
+
+    def examples_note(self, picks: list[int]) -> str:
+        """How the example pairs were chosen, and how their outcome compares with the rate over every image."""
+        written = self.attacked_pred == self.targets
+        return (f"{len(picks)} of {len(self.labels)} images drawn at random (seed {self.typographic.seed}), not by "
+                f"outcome: the written label is predicted on {int(written[picks].sum())} of these {len(picks)}, on "
+                f"{100 * written.mean():.1f} % of all {len(self.labels)} images")
 
 
 def run_attack(inputs: Inputs, params: AttackParams = AttackParams()) -> AttackResult:
@@ -199,7 +204,8 @@ def run_attack(inputs: Inputs, params: AttackParams = AttackParams()) -> AttackR
 
 
 def attack_examples_figure(res: AttackResult, path: str | Path, n: int = 8) -> Path:
-    """Original (top) and attacked (bottom) images with their predictions."""
+    """Original (top) and attacked (bottom) images with their predictions: ``n`` pairs drawn at random
+    (:meth:`AttackResult.examples`), the title and the file's description say so."""
     names = res.data.classnames
     picks = res.examples(n)
     src = res.data.source
@@ -215,10 +221,11 @@ def attack_examples_figure(res: AttackResult, path: str | Path, n: int = 8) -> P
         ok_top.append(c == res.labels[p])
         ok_bottom.append(a == res.labels[p])
     cols = max(1, len(picks))
+    note = res.examples_note(picks)
     fig = image_grid(top + bottom, cap_top + cap_bottom, cols=cols, row_titles=["original", "attacked"],
                      highlight=ok_top + ok_bottom,
-                     title=f"typographic attack · {res.model.name} · {res.data.name} (green = correct)")
-    return save_figure(fig, [path])[0]
+                     title=f"typographic attack · {res.model.name} · {res.data.name} (green = correct)\n{note}")
+    return save_figure(fig, [path], description=note)[0]
 
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----

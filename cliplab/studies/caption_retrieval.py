@@ -198,9 +198,11 @@ class RetrievalResult(SingleModel, Notebook):
                 ok.append(int(idx[row, j]) == true_pos)
             dup = int(fa.near_duplicates_above.get(c, 0)) if c in fa.index else 0
             titles.append(self.captions[c] + (f"\n({dup} near-duplicate(s) above)" if dup else ""))
+        note = (f"the {len(worst)} captions whose own image ranks lowest, of {len(self.captions)}; each row: the "
+                f"true image, then the top {k} retrieved")
         fig = image_grid(imgs, caps, cols=k + 1, row_titles=titles, highlight=ok,
-                         title=f"caption -> image failures · {self.model.name} · {self.data.name}")
-        return save_figure(fig, [path])[0]
+                         title=f"caption -> image failures · {self.model.name} · {self.data.name}\n{note}")
+        return save_figure(fig, [path], description=note)[0]
 
 
 def run_retrieval(inputs: Inputs, params: RetrievalParams = RetrievalParams()) -> RetrievalResult:

@@ -143,8 +143,10 @@ class ClusterResult(SingleModel, Notebook):
                 vals, counts = np.unique(labels[members], return_counts=True)
                 major = f" · {names[vals[counts.argmax()]]} {100 * counts.max() / len(members):.0f} %"
             rows.append(f"cluster {c} ({len(members)}){major}")
-        fig = image_grid(imgs, caps, cols=per, row_titles=rows, title=f"k-means clusters (k = {clustering.k})")
-        return save_figure(fig, [path])[0]
+        note = f"each row: the {per} images closest to the cluster's centre, closest first"
+        fig = image_grid(imgs, caps, cols=per, row_titles=rows,
+                         title=f"k-means clusters (k = {clustering.k}) · {note}")
+        return save_figure(fig, [path], description=note)[0]
 
 
 def run_cluster(inputs: Inputs, params: ClusterParams = ClusterParams()) -> ClusterResult:

@@ -17,6 +17,8 @@ from cliplab.params import param
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
 from cliplab.report.plots import grouped_bars, save_figure
+from cliplab.report.rows import (DATA, MODEL, distinct, groups, latest, model_key, model_labels, natural_key, text,
+                                 with_columns)
 from cliplab.results.exports import TABLE_SUFFIXES
 from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportFigure, ReportSection, Table, pct
 from cliplab.studies.probe import ProbeParams, run_probe
@@ -179,26 +181,34 @@ def compare_figures(rows: list[CompareRow], stem: str | Path) -> list[Path]:
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
 def comparison_figure(df: pd.DataFrame) -> list[ReportFigure]:
-    zs = df[(df.task == "zeroshot_classification") & (df.metric == "acc1")]
-    lp = df[(df.task == "linear_probe") & (df.metric == "acc1")]
-    if zs.empty or (zs.model.nunique() < 2 and lp.empty):
+    """Grouped bars per dataset split: each model's zero-shot top-1 (the first template set of its latest run) and
+    linear-probe top-1, a model per colour, labelled; models that share a name are told apart by their weights."""
+    df = with_columns(df, ["task", "metric"])
+    zs = _first_rows(df[(df.task == "zeroshot_classification") & (df.metric == "acc1")])
+    lp = _first_rows(df[(df.task == "linear_probe") & (df.metric == "acc1")])
+    models = list(dict.fromkeys(model_key(r) for r in zs + lp))
+    if not zs or (len(models) < 2 and not lp):
         return []
-    datasets = sorted(zs.dataset.unique())
-
-    def zs_value(m, d):  # the first template set of the latest run for this model and dataset
-        sub = zs[(zs.model == m) & (zs.dataset == d)].sort_values("timestamp", kind="stable")
-        return sub[sub.run_id == sub.run_id.iloc[-1]].value.iloc[0] if len(sub) else np.nan
-
+    names = model_labels(models)
+    data = sorted(dict.fromkeys(tuple(text(r[c]) for c in DATA) for r in zs + lp),
+                  key=lambda d: tuple(natural_key(v) for v in d))  # the summary tables' order
+    groups_ = distinct([{"dataset": d[0], "split": d[1], "data": f"data {d[2][:8]}"} for d in data],
+                       ["dataset", "split", "data"], always="dataset")
     series: dict[str, list[float]] = {}
-    for m in sorted(zs.model.unique()):
-        series[f"{m} · zero-shot"] = [zs_value(m, d) for d in datasets]
-        if not lp.empty and m in set(lp.model):
-            series[f"{m} · linear probe"] = [lp[(lp.model == m) & (lp.dataset == d)].sort_values("timestamp")
-                                             .value.iloc[-1] if len(lp[(lp.model == m) & (lp.dataset == d)])
-                                             else np.nan for d in datasets]
-    fig = grouped_bars(datasets, series, ylabel="top-1 accuracy (%)", title="model comparison")
-    return [ReportFigure("Model comparison", fig, "latest run per model and dataset; zero-shot with its "
-                         "first template set")]
+    for kind, rows in (("zero-shot", zs), ("linear probe", lp)):
+        value = {(model_key(r), tuple(text(r[c]) for c in DATA)): r["value"] for r in rows}
+        for m in models:
+            if any(model_key(r) == m for r in rows):
+                series[f"{names[m]} · {kind}"] = [value.get((m, d), np.nan) for d in data]
+    fig = grouped_bars(groups_, series, ylabel="top-1 accuracy (%)", title="model comparison")
+    sets = sorted({text(r["variant"]) for r in zs}, key=natural_key)
+    return [ReportFigure("Model comparison", fig, "latest run per model and dataset split; zero-shot with the first "
+                         "template set of that run (" + ", ".join(sets) + ")")]
+
+
+def _first_rows(rows: pd.DataFrame) -> list[dict]:
+    """Of each model on each dataset split, the first row of its latest run."""
+    return [grp.iloc[0].to_dict() for _, grp in groups(latest(rows, (*MODEL, *DATA)), (*MODEL, *DATA))]
 
 
 REPORT_SECTIONS = [

@@ -23,7 +23,8 @@ from cliplab.params import DATASET, Param, param
 from cliplab.progress import progress_bar, warn
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
-from cliplab.report.plots import _plt
+from cliplab.report.plots import TEXT_PT, _plt
+from cliplab.report.rows import DATA, MODEL, groups, latest, model_key, model_labels, text, with_columns
 from cliplab.results.result import DatasetInfo, Failure, ReportFigure, ReportSection, Rows, SingleModel, Table, pct
 from cliplab.tasks.zeroshot import build_classifier, evaluate
 
@@ -322,27 +323,37 @@ def run_probe(inputs: Inputs, params: ProbeParams = ProbeParams()) -> ProbeResul
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
 def kshot_figures(df: pd.DataFrame) -> list[ReportFigure]:
+    """Per model and dataset split (the latest run of each): test top-1 against shots per class, a line per probe
+    (mean ± std over seeds), zero-shot as a dashed line."""
     plt = _plt()
     out = []
+    df = with_columns(df, ["task", "metric"])
     ks = df[(df.task == "kshot_probe") & (df.metric == "acc1")]
-    for run_id, run in ks.groupby("run_id", sort=False):
+    names = model_labels(model_key(r) for r in ks.to_dict(orient="records"))
+    for key, run in groups(latest(ks, (*MODEL, *DATA)), (*MODEL, *DATA)):
         parsed = run.variant.str.extract(r"^(?P<name>.*) k=(?P<k>\d+)$")
-        run = run.assign(name=parsed["name"], k=parsed["k"].astype(int))
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-        for name, grp in run.groupby("name"):
+        run = run.assign(name=parsed["name"], k=pd.to_numeric(parsed["k"])).dropna(subset=["k"])
+        if run.empty:
+            continue
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for name, grp in run.groupby("name", sort=False):
             if name == "zero-shot":
                 ax.axhline(grp.value.mean() * 100, color="grey", linestyle="--", label="zero-shot")
                 continue
             stats = grp.groupby("k").value.agg(["mean", "std"]).fillna(0)
             ax.errorbar(stats.index, stats["mean"] * 100, yerr=stats["std"] * 100, marker="o", capsize=3, label=name)
+        shots = sorted(k for k in run.k.unique() if k > 0)
         ax.set_xscale("log", base=2)
+        ax.set_xticks(shots, [str(int(k)) for k in shots])
+        ax.minorticks_off()
         ax.set_xlabel("shots per class")
         ax.set_ylabel("test top-1 (%), mean ± std over seeds")
-        first = run.iloc[0]
-        ax.set_title(f"k-shot probes · {first.model} · {first.dataset}", fontsize=9)
-        ax.legend(fontsize=8)
+        model, data = names[model_key(key)], text(key["dataset"])
+        ax.set_title(f"k-shot probes · {model} · {data}", fontsize=10)
+        ax.legend(fontsize=TEXT_PT + 1)
         ax.grid(alpha=0.3)
-        out.append(ReportFigure(f"k-shot probes: {first.model} on {first.dataset}", fig))
+        fig.tight_layout()
+        out.append(ReportFigure(f"k-shot probes: {model} on {data}", fig))
     return out
 
 

@@ -23,7 +23,8 @@ from cliplab.inputs import IMAGES, ONE_MODEL, RUN, SPLIT_OR_DATASET, TEMPLATES_P
 from cliplab.params import Param, param
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
-from cliplab.report.plots import _plt
+from cliplab.report.plots import TEXT_PT, _plt
+from cliplab.report.rows import DATA, MODEL, groups, latest, model_key, model_labels, text, with_columns
 from cliplab.results.result import DatasetInfo, Failure, ReportFigure, ReportSection, Rows, SingleModel, Table, pct
 from cliplab.tasks.selection import greedy_template_selection
 from cliplab.tasks.stats import PairedComparison, compare_paired
@@ -278,29 +279,34 @@ def _select(study: PromptsResult, model, train_ds: ImageDataset, singles: dict[s
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
 def prompt_figures(df: pd.DataFrame) -> list[ReportFigure]:
+    """Per model and dataset split (the latest run of each): every template's top-1 difference to the baseline
+    with its bootstrap CI, significant ones in colour."""
     plt = _plt()
     out = []
+    df = with_columns(df, ["task", "metric"])
     ps = df[df.task == "prompt_study"]
-    for run_id, run in ps.groupby("run_id", sort=False):
-        diff = run[run.metric == "acc1_diff_vs_baseline"].sort_values("value")
+    names = model_labels(model_key(r) for r in ps.to_dict(orient="records"))
+    for key, run in groups(latest(ps, (*MODEL, *DATA)), (*MODEL, *DATA)):
+        diff = run[run.metric == "acc1_diff_vs_baseline"].sort_values("value", kind="stable")
         if diff.empty:
             continue
         p = dict(zip(run[run.metric == "mcnemar_p"].variant, run[run.metric == "mcnemar_p"].value))
-        fig, ax = plt.subplots(figsize=(8, 0.32 * len(diff) + 1.2))
+        fig, ax = plt.subplots(figsize=(8, 0.3 * len(diff) + 1.2))
         y = np.arange(len(diff))
         err = np.vstack([(diff.value - diff.ci_low).to_numpy(), (diff.ci_high - diff.value).to_numpy()]) * 100
         sig = [(lo > 0 or hi < 0) and p.get(v, 1) < 0.05 for v, lo, hi in zip(diff.variant, diff.ci_low, diff.ci_high)]
         ax.barh(y, diff.value * 100, xerr=err, color=["tab:blue" if s else "lightgray" for s in sig], capsize=2)
-        ax.set_yticks(y, [v if len(v) < 50 else v[:47] + "..." for v in diff.variant], fontsize=7)
+        ax.set_yticks(y, [v if len(v) < 50 else v[:47] + "..." for v in diff.variant], fontsize=TEXT_PT)
         for yi, v, s in zip(y, diff.value * 100, sig):
             ax.annotate("*" if s else "n.s.", (v, yi), xytext=(4 if v >= 0 else -4, 0), textcoords="offset points",
-                        ha="left" if v >= 0 else "right", va="center", fontsize=7)
+                        ha="left" if v >= 0 else "right", va="center", fontsize=TEXT_PT)
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_xlabel("top-1 difference to the baseline (points), 95 % bootstrap CI")
-        first = run.iloc[0]
-        ax.set_title(f"prompt study · {first.model} · {first.dataset}", fontsize=9)
-        out.append(ReportFigure(f"Prompt study: {first.model} on {first.dataset}", fig,
-                          "* = significant (McNemar exact p < 0.05 and CI excludes 0); grey = not significant"))
+        model, data = names[model_key(key)], text(key["dataset"])
+        ax.set_title(f"prompt study · {model} · {data}", fontsize=10)
+        fig.tight_layout()
+        out.append(ReportFigure(f"Prompt study: {model} on {data}", fig,
+                                "* = significant (McNemar exact p < 0.05 and CI excludes 0); grey = not significant"))
     return out
 
 

@@ -20,7 +20,8 @@ from cliplab.params import param
 from cliplab.progress import progress_bar
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
-from cliplab.report.plots import _plt, image_grid, save_figure
+from cliplab.report.plots import TEXT_PT, _plt, image_grid, save_figure, wrap_text
+from cliplab.report.rows import DATA, MODEL, groups, latest, model_key, model_labels, text, with_columns
 from cliplab.results.exports import TABLE_SUFFIXES
 from cliplab.results.result import (DatasetInfo, Failure, Figure, ModelInfo, ReportFigure, ReportSection, Rows, Table,
                                     skipped)
@@ -258,7 +259,8 @@ class SearchResult(Notebook):
                             imgs.append(None)
                             caps.append("")
                 fig = image_grid(imgs, caps, cols=self.k, row_titles=rows if len(self.hits) > 1 else None,
-                                 title=f"{query.label}" + (f"  ({query.family})" if query.family else ""))
+                                 title=f"{query.label}" + (f"  ({query.family})" if query.family else "")
+                                 + ("" if len(self.hits) > 1 else f" · {self.hits[0].model.name}"))
                 slug = "".join(ch if ch.isalnum() else "-" for ch in query.label.lower()).strip("-")[:60] or "query"
                 out += save_figure(fig, [folder / f"{q + 1:03d}-{slug}.png"])
                 bar.advance()
@@ -350,22 +352,41 @@ def _per_model_path(path, model: LoadedModel, n_models: int):
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
 def score_distribution_figure(df: pd.DataFrame) -> list[ReportFigure]:
+    """Per gallery (dataset split): for each query and model (the latest run of each), the mean ± std, 99th
+    percentile and top-1 of the cosine scores of every gallery image; a query's models sit together, labelled."""
+    df = with_columns(df, ["task", "metric"])
     s = df[(df.task == "search") & df.metric.isin(["all_scores_mean", "all_scores_std", "top1_score",
                                                    "all_scores_p99"])]
     if s.empty:
         return []
     plt = _plt()
-    piv = s.pivot_table(index=["model", "variant"], columns="metric", values="value", aggfunc="last")
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(piv) + 1.2))
-    y = np.arange(len(piv))
-    ax.errorbar(piv["all_scores_mean"], y, xerr=piv["all_scores_std"], fmt="o", label="all images: mean ± std")
-    ax.scatter(piv["all_scores_p99"], y, marker="|", s=120, label="99th percentile")
-    ax.scatter(piv["top1_score"], y, marker="*", s=60, label="top-1")
-    ax.set_yticks(y, [f"{v} · {m}" for m, v in piv.index], fontsize=7)
-    ax.set_xlabel("cosine similarity")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return [ReportFigure("Score distributions per query", fig)]
+    names = model_labels(model_key(r) for r in s.to_dict(orient="records"))
+    out = []
+    for data, rows in groups(latest(s, (*MODEL, *DATA, "variant")), DATA):
+        points = []  # (query, model, {metric: value}), a query's models together
+        for key, grp in groups(rows, ("variant", *MODEL)):
+            points.append((text(key["variant"]), names[model_key(key)], dict(zip(grp.metric, grp.value))))
+        order = list(dict.fromkeys(q for q, _, _ in points))
+        points.sort(key=lambda p: order.index(p[0]))
+        several = len({m for _, m, _ in points}) > 1
+        get = lambda metric: np.array([v.get(metric, np.nan) for _, _, v in points], dtype=float)  # noqa: E731
+        fig, ax = plt.subplots(figsize=(8, 0.32 * len(points) + 1.3))
+        y = np.arange(len(points))[::-1]
+        ax.errorbar(get("all_scores_mean"), y, xerr=get("all_scores_std"), fmt="o", label="all images: mean ± std")
+        ax.scatter(get("all_scores_p99"), y, marker="|", s=120, label="99th percentile")
+        ax.scatter(get("top1_score"), y, marker="*", s=60, label="top-1")
+        ax.set_yticks(y, [wrap_text(f"{q} · {m}" if several else q, 60, 1) for q, m, _ in points], fontsize=TEXT_PT)
+        ax.set_xlabel("cosine similarity")
+        ax.legend(fontsize=TEXT_PT, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.grid(alpha=0.3)
+        models = list(dict.fromkeys(m for _, m, _ in points))
+        gallery = text(data["dataset"]) + (f" ({text(data['split'])})" if text(data["split"]) else "")
+        ax.set_title(f"search scores · {gallery}" + ("" if several else f" · {models[0]}"), fontsize=10)
+        fig.tight_layout()
+        out.append(ReportFigure(f"Score distributions per query: {', '.join(models)} on {gallery}", fig,
+                                "each query's cosine similarity to every gallery image (latest run per model and "
+                                "query)"))
+    return out
 
 
 REPORT_SECTIONS = [ReportSection(

@@ -17,7 +17,9 @@ from cliplab.params import param
 from cliplab.prompts import TemplateSet
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
-from cliplab.report.plots import _plt
+from cliplab.report.plots import FULL_WIDTH, class_recall_figure
+from cliplab.report.rows import (DATA, MODEL, blank, distinct, groups, latest, model_key, model_labels, natural_key,
+                                 text, with_columns)
 from cliplab.results.exports import TABLE_SUFFIXES
 from cliplab.results.result import (DatasetInfo, Failure, ReportFigure, ReportSection, Rows, SingleModel, Table, pct,
                                     skipped)
@@ -198,53 +200,90 @@ def run_zeroshot(inputs: Inputs, params: ZeroShotParams = ZeroShotParams()) -> Z
 
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
-def per_class_figures(df: pd.DataFrame, max_runs: int = 6) -> list[ReportFigure]:
-    plt = _plt()
+EVALUATION = (*MODEL, *DATA, "n", "variant")  # one evaluation: a model on a dataset split with one template set
+MAX_CLASSES = 40  # classes drawn per figure; beyond that the 20 with the lowest and the 20 with the highest recall
+MAX_COLUMNS = 10  # evaluations side by side in one figure
+
+
+@dataclass
+class _Evaluation:
+    """The stored per-class rows of one evaluation (the latest run of its key)."""
+    key: dict
+    recall: dict[str, float]  # class -> recall (fraction)
+    confusion: dict[tuple[str, str], float]  # (true, predicted) -> count
+    acc1: float
+
+
+def _evaluations(df: pd.DataFrame) -> list[_Evaluation]:
+    zs = with_columns(df, ["task", "metric", "value"])
+    zs = zs[(zs.task == "zeroshot_classification") & (zs.metric.str.startswith(("recall[", "confusion["))
+                                                      | (zs.metric == "acc1"))]
     out = []
-    zs = df[(df.task == "zeroshot_classification") & df.metric.str.startswith("recall[")]
-    conf = df[(df.task == "zeroshot_classification") & df.metric.str.startswith("confusion[")]
-    for (run_id, variant), grp in list(zs.groupby(["run_id", "variant"], sort=False))[:max_runs]:
-        names = grp.metric.str.slice(7, -1).tolist()
-        vals = grp.value.to_numpy(dtype=float) * 100
-        order = np.argsort(vals)
-        if len(order) > 40:
-            order = np.concatenate([order[:20], order[-20:]])
-        fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, max(3, 0.25 * len(order) + 1)),
-                                     gridspec_kw={"width_ratios": [1, 1.1]})
-        a0.barh(np.arange(len(order)), vals[order], color="tab:blue")
-        a0.set_yticks(np.arange(len(order)), [names[i] for i in order], fontsize=7)
-        a0.set_xlabel("recall (%)")
-        a0.set_xlim(0, 100)
-        a0.set_title("per-class accuracy" + (" (20 worst, 20 best)" if len(names) > 40 else ""), fontsize=9)
-        c = conf[(conf.run_id == run_id) & (conf.variant == variant)]
-        if len(c):
-            pairs = c.metric.str.extract(r"^confusion\[(?P<t>.*) -> (?P<p>.*)\]$")
-            if len(c) == len(names) ** 2:
-                idx = {n: i for i, n in enumerate(names)}
-                cm = np.zeros((len(names), len(names)))
-                for t, p, v in zip(pairs.t, pairs.p, c.value):
-                    cm[idx[t], idx[p]] = v
-                rows = cm.sum(1, keepdims=True)
-                im = a1.imshow(cm / np.maximum(rows, 1), cmap="Blues", vmin=0, vmax=1)
-                tick = np.arange(len(names))
-                a1.set_xticks(tick, names, rotation=90, fontsize=6)
-                a1.set_yticks(tick, names, fontsize=6)
-                a1.set_xlabel("predicted")
-                a1.set_ylabel("true")
-                fig.colorbar(im, ax=a1, fraction=0.046)
-                a1.set_title("confusion (row-normalised)", fontsize=9)
-            else:
-                top = c.assign(t=pairs.t, p=pairs.p).sort_values("value").tail(20)
-                a1.barh(np.arange(len(top)), top.value, color="tab:orange")
-                a1.set_yticks(np.arange(len(top)), [f"{t} → {p}" for t, p in zip(top.t, top.p)], fontsize=7)
-                a1.set_title("top confusions (count)", fontsize=9)
-        else:
-            a1.axis("off")
-        first = grp.iloc[0]
-        fig.suptitle(f"{first.model} · {first.dataset} · {variant}", fontsize=10)
-        fig.tight_layout()
-        out.append(ReportFigure(f"Per-class accuracy: {first.model} on {first.dataset} ({variant})", fig))
+    for key, rows in groups(latest(zs, EVALUATION), EVALUATION):
+        rec = rows[rows.metric.str.startswith("recall[")]
+        if rec.empty:
+            continue
+        conf = rows[rows.metric.str.startswith("confusion[")]
+        pairs = conf.metric.str.extract(r"^confusion\[(.*) -> (.*)\]$")
+        acc = rows[rows.metric == "acc1"].value
+        out.append(_Evaluation(key, dict(zip(rec.metric.str.slice(7, -1), rec.value.astype(float))),
+                               {(t, p): float(v) for t, p, v in zip(pairs[0], pairs[1], conf.value)},
+                               float(acc.iloc[0]) if len(acc) and not blank(acc.iloc[0]) else float("nan")))
+    # datasets in the summary table's order; models in the order the store first has them, whichever run of
+    # theirs is the latest
+    models = list(dict.fromkeys(model_key(r) for r in zs.to_dict(orient="records")))
+    return sorted(out, key=lambda ev: (natural_key(text(ev.key["dataset"])), natural_key(text(ev.key["split"])),
+                                       models.index(model_key(ev.key))))
+
+
+def per_class_figures(df: pd.DataFrame) -> list[ReportFigure]:
+    """Per dataset split: the per-class recall of every evaluation side by side (a column per model and template
+    set, each labelled) and, per model, the confusions of its best template set. A figure holds at most
+    ``MAX_COLUMNS`` evaluations; more make more figures."""
+    by_data: dict[tuple, list[_Evaluation]] = {}
+    evaluations = _evaluations(df)
+    names = model_labels(model_key(ev.key) for ev in evaluations)
+    for ev in evaluations:
+        by_data.setdefault((text(ev.key["dataset"]), text(ev.key["split"])), []).append(ev)
+    out = []
+    for evs in by_data.values():
+        parts = math.ceil(len(evs) / MAX_COLUMNS)
+        for start in range(0, len(evs), MAX_COLUMNS):
+            out.append(_per_class_figure(evs[start:start + MAX_COLUMNS], names, (start // MAX_COLUMNS + 1, parts)))
     return out
+
+
+def _per_class_figure(evs: list[_Evaluation], names: dict, part: tuple[int, int]) -> ReportFigure:
+    models = list(dict.fromkeys(model_key(ev.key) for ev in evs))
+    columns = distinct([{"model": names[model_key(ev.key)], "variant": ev.key["variant"],
+                         "n": f"n={text(ev.key['n'])}", "data": f"data {text(ev.key['dataset_fingerprint'])[:8]}"}
+                        for ev in evs], ["model", "variant", "n", "data"], always="variant")
+    classes = list(dict.fromkeys(c for ev in evs for c in ev.recall))
+    recall = np.array([[ev.recall.get(c, np.nan) for ev in evs] for c in classes], dtype=float) * 100
+    shown, which = np.arange(len(classes)), "every class"
+    if len(classes) > MAX_CLASSES:
+        half = MAX_CLASSES // 2
+        order = np.argsort(np.nanmean(recall, axis=1), kind="stable")
+        shown = np.concatenate([order[:half], order[-half:]])
+        which = f"the {half} classes with the lowest and the {half} with the highest mean recall"
+    best = {m: max((ev for ev in evs if model_key(ev.key) == m), key=lambda ev: -1.0 if math.isnan(ev.acc1)
+                   else ev.acc1) for m in models}
+    first = evs[0].key
+    data = f"{text(first['dataset'])} ({text(first['split'])})" if text(first["split"]) else text(first["dataset"])
+    who = names[models[0]] if len(models) == 1 else ", ".join(names[m] for m in models)
+    sets = {m: sum(model_key(ev.key) == m for ev in evs) for m in models}  # of several: the best one's confusions
+    several = max(sets.values()) > 1
+    fig = class_recall_figure(
+        recall[shown], [classes[i] for i in shown], columns,
+        [(f"{names[m]} · {best[m].key['variant']}" + (" (best top-1)" if sets[m] > 1 else ""), classes,
+          best[m].confusion) for m in models],
+        title=f"zero-shot per-class recall · {data}" + (f" · {who}" if len(models) == 1 else "")
+        + (f" · part {part[0]} of {part[1]}" if part[1] > 1 else ""), width=FULL_WIDTH)
+    whose = ("each model's" if len(models) > 1 else "the") + (" template set with the best top-1" if several else "")
+    caption = (f"recall (%) of {which} for each {'model and ' if len(models) > 1 else ''}template set (the latest run "
+               f"of each); confusions of {whose}, rows normalised to 100 %")
+    return ReportFigure(f"Per-class recall: {who} on {data}" + (f" (part {part[0]} of {part[1]})" if part[1] > 1
+                                                                else ""), fig, caption)
 
 
 def clip_benchmark_records(df: pd.DataFrame) -> list[dict]:

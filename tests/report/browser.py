@@ -44,3 +44,28 @@ def screenshot(html: Path, png: Path, width: int = 1280, height: int = 1800) -> 
     finally:
         d.quit()
     return png
+
+
+def full_page_screenshot(html: Path, png: Path, width: int = 1280, section: tuple[str, str] | None = None) -> Path:
+    """The whole page (or, with ``section=(id, next id)``, the part between two headings) as one PNG: how the
+    README's and docs/'s report screenshots are taken."""
+    import base64
+
+    d = driver(width, 900)
+    try:
+        d.get(html.resolve().as_uri())
+        w, h = d.execute_script("return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+        d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                          {"width": width, "height": h, "deviceScaleFactor": 1, "mobile": False})
+        top, bottom = 0, h
+        if section:
+            top, bottom = d.execute_script(
+                "return Array.from(arguments).map(i => document.getElementById(i).getBoundingClientRect().top"
+                " + window.scrollY)",
+                *section)
+        shot = d.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": {
+            "x": 0, "y": top, "width": max(w, width), "height": bottom - top, "scale": 1}})
+        png.write_bytes(base64.b64decode(shot["data"]))
+    finally:
+        d.quit()
+    return png

@@ -1,6 +1,7 @@
 """The HTML report: built from a real results store, rendered in headless Chromium."""
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -8,6 +9,14 @@ import pytest
 
 from cliplab.report.html import clip_benchmark_records, format_value, import_clip_benchmark
 from cliplab.results.store import read_results
+
+
+@pytest.fixture(autouse=True, scope="module")
+def studies():
+    """The report shows the registered studies (the CLI discovers them before it builds a report)."""
+    from cliplab.studies import discover
+
+    discover()
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +96,121 @@ def test_report_renders_in_headless_chromium(demo_report):
     r1 = df[(df.task == "caption_retrieval") & (df.metric == "recall@1")].value
     assert format_value("acc1", lp) in text and all(format_value("recall@1", v) in text for v in r1)
     assert "provenance" in text and not any(math.isnan(v) for v in zs.value)
+
+
+@pytest.mark.slow
+def test_tables_fit_the_page_and_sort_numbers_as_numbers_in_headless_chromium(demo_report):
+    """Regression: the zero-shot table repeated the template list in every row (~110 px a row) and ran past the
+    page, hiding images_per_second and provenance; the k-shot table sorted k as text (1, 16, 2, 4, 8)."""
+    from browser import available, driver
+
+    why = available()
+    if why:
+        pytest.skip(why)
+    path, _ = demo_report
+    d = driver(1280, 900)
+    try:
+        d.get(path.resolve().as_uri())
+        widths = d.execute_script("""
+            const body = document.body, style = getComputedStyle(body);
+            const inner = body.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+            return {page: document.documentElement.scrollWidth, window: window.innerWidth, inner: inner,
+                    tables: Array.from(document.querySelectorAll('table.sortable')).map(t => [t.dataset.table,
+                      t.scrollWidth, t.getBoundingClientRect().width,
+                      Math.max(...Array.from(t.tBodies[0].rows).map(r => r.getBoundingClientRect().height))])};""")
+        order = d.execute_script("""
+            const t = document.querySelector('table[data-table="kshot probe"]');
+            const col = Array.from(t.tHead.rows[0].cells).findIndex(c => c.textContent === 'variant');
+            const read = () => Array.from(t.tBodies[0].rows).map(r => r.cells[col].textContent);
+            const before = read();
+            t.tHead.rows[0].cells[col].click(); const up = read();
+            t.tHead.rows[0].cells[col].click(); return [before, up, read()];""")
+        errors = [e for e in d.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    finally:
+        d.quit()
+    assert not errors, errors
+    assert widths["page"] <= widths["window"], widths
+    for name, scroll, width, tallest in widths["tables"]:
+        assert scroll <= widths["inner"] + 1 and width <= widths["inner"] + 1, (name, scroll, width, widths["inner"])
+        assert tallest <= 40, (name, tallest)  # one line a row
+    probe = [f"probe k={k}" for k in (1, 2, 4, 8, 16)]
+    before, up, down = order
+    for rows in (before, up):  # the page's order and a click on the header: numbers as numbers
+        assert [r for r in rows if r.startswith("probe k=")] == probe, rows
+    assert [r for r in down if r.startswith("probe k=")] == probe[::-1]
+
+
+def test_demo_tables_say_shared_parameters_once_and_sort_k_as_numbers(demo_report):
+    from cliplab.report.html import summary_tables
+    from cliplab.studies.demo import DEMO_TEMPLATE_SETS
+
+    _, df = demo_report
+    tables = {t.title: t for t in summary_tables(df)}
+    zs = tables["zeroshot classification"]
+    templates = "templates=" + json.dumps(DEMO_TEMPLATE_SETS)
+    assert "model" not in zs.columns and "split" not in zs.columns and "dataset" in zs.columns
+    assert any(line.startswith("every row:") and "tiny-shapes" in line and "split test" in line for line in zs.caption)
+    assert sum(line.count(templates) for line in zs.caption) == 1  # the template list, said once above the table
+    params = [r[zs.columns.index("parameters")] for r in zs.rows]
+    assert max(len(p) for p in params) <= 4 and len(set(params)) == 2  # [1]: the zero-shot runs, [2]: the probe's
+    assert not any(templates in cell for row in zs.rows for cell in row)
+    kshot = tables["kshot probe"]
+    variants = [r[kshot.columns.index("variant")] for r in kshot.rows]
+    assert [v for v in variants if v.startswith("probe k=")] == [f"probe k={k}" for k in (1, 2, 4, 8, 16)]
+
+
+def test_summary_caption_holds_shared_parameters_and_long_ones_by_reference(tmp_path):
+    from cliplab.report.html import summary_tables
+
+    base = {"model": "m", "dataset": "cifar10", "split": "test", "topk": 5}
+    sets = ["simple", "openai-imagenet-80-templates", "a long list of template sets that does not fit"]
+    _store_run(tmp_path / "r", "test", 100, 0.5, {**base, "pipeline": "pil"}, ts="2026-01-01T00:00:01+00:00")
+    _store_run(tmp_path / "r", "test", 100, 0.6, {**base, "pipeline": "tensor"}, ts="2026-01-01T00:00:02+00:00")
+    (table,) = summary_tables(read_results(tmp_path / "r"))
+    assert "parameters of every row: topk=5" in table.caption  # shared: said once, not a column
+    assert sorted(r[table.columns.index("parameters")] for r in table.rows) == ['pipeline="pil"', 'pipeline="tensor"']
+    _store_run(tmp_path / "s", "test", 100, 0.5, {**base, "templates": sets}, ts="2026-01-01T00:00:01+00:00")
+    _store_run(tmp_path / "s", "test", 100, 0.6, {**base, "templates": sets[:1]}, ts="2026-01-01T00:00:02+00:00")
+    (table,) = summary_tables(read_results(tmp_path / "s"))
+    cells = [r[table.columns.index("parameters")] for r in table.rows]
+    legend = [line for line in table.caption if line.startswith("parameters: ")]
+    assert sorted(cells) == ["[1]", "[2]"] and len(legend) == 1  # too long for a cell: given once, above
+    assert legend[0].count(json.dumps(sets)) == 1 and 'templates=["simple"]' in legend[0]
+
+
+def test_demo_figures_are_few_and_read_at_the_page_width(demo_report):
+    """Regression: 25 near-identical per-class figures (one per template set and dataset) with ~6 px confusion
+    labels; now one per dataset, the template sets side by side, and no text under 9 px on the page."""
+    from cliplab.report.html import report_figures
+    from cliplab.report.plots import MIN_TEXT_PX, REPORT_DPI, _plt
+    from cliplab.studies.demo import DEMO_ATTRIBUTES, DEMO_TEMPLATE_SETS
+    from test_figures import smallest_text_px
+
+    _, df = demo_report
+    figs = report_figures(df)
+    try:
+        per_class = [f for f in figs if f.title.startswith("Per-class")]
+        assert len(per_class) == len(DEMO_ATTRIBUTES) == 5
+        for f in per_class:
+            (heat,) = [ax for ax in f.figure.axes if ax.get_label() == "per-class recall"]
+            assert [t.get_text() for t in heat.get_xticklabels()] == DEMO_TEMPLATE_SETS
+        for f in figs:
+            assert smallest_text_px(f.figure, REPORT_DPI) >= MIN_TEXT_PX, f.title
+    finally:
+        for f in figs:
+            _plt().close(f.figure)
+
+
+def test_demo_attack_examples_say_how_they_were_chosen(demo_report):
+    from cliplab.report.html import image_figures
+
+    path, df = demo_report
+    (fig,) = [f for f in image_figures(df) if f.title.startswith("typographic attack")]
+    rate = df[(df.task == "typographic_attack") & (df.metric == "predicts_written_label")].value.iloc[0]
+    assert re.match(r"8 of 1000 images drawn at random \(seed 0\), not by outcome: the written label is predicted on "
+                    rf"\d of these 8, on {100 * rate:.1f} % of all 1000 images · tiny-shapes", fig.caption), \
+        fig.caption
+    assert fig.caption.split(" · ")[0] in path.read_text()
 
 
 def test_report_cli_errors_and_output(demo_report, tmp_path):
@@ -184,8 +308,9 @@ def test_summary_keeps_runs_on_different_splits_and_sample_counts(tmp_path):
     _store_run(tmp_path / "r", "test", 500, 0.88, ts="2026-01-01T00:00:03+00:00")
     df = read_results(tmp_path / "r")
     (table,) = summary_tables(df)
-    assert table.columns[:5] == ["dataset", "split", "n", "model", "variant"]
-    rows = {(r[1], r[2]): r[table.columns.index("acc1")] for r in table.rows}
+    assert table.columns[:3] == ["split", "n", "variant"]  # what differs is a column, what every row shares is not
+    assert table.caption[0] == "every row: dataset cifar10 · model ViT-B-32 (openai)"
+    rows = {(r[0], r[1]): r[table.columns.index("acc1")] for r in table.rows}
     assert rows == {("test", "10000"): "91.00", ("train", "10000"): "97.00", ("test", "500"): "88.00"}
     # a newer run with the same key replaces only its own row
     _store_run(tmp_path / "r", "test", 500, 0.89, ts="2026-01-01T00:00:04+00:00")
