@@ -58,10 +58,10 @@ def resized_size(width: int, height: int, preprocess_cfg: dict) -> tuple[int, in
     mode = preprocess_cfg.get("resize_mode", "shortest")
     if mode == "squash":
         return out_w, out_h
-    short, long_ = min(out_w, out_h), max(out_w, out_h)
-    scale = (long_ if mode == "longest" else short) / (max(width, height) if mode == "longest" else
-                                                       max(1, min(width, height)))
-    return max(1, int(width * scale)), max(1, int(height * scale))
+    side = max(out_w, out_h) if mode == "longest" else min(out_w, out_h)
+    if (width <= height) == (mode != "longest"):  # this side of the image becomes `side`, as torchvision computes
+        return side, max(1, int(side * height / width))
+    return max(1, int(side * width / height)), side
 
 
 def check_resize(width: int, height: int, preprocess_cfg: dict) -> None:

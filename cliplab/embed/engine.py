@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -81,6 +83,47 @@ def _collate(items):
     return pos, pixels, bad
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_MASK = getattr(signal, "pthread_sigmask", None)  # POSIX
+_QUIET_ERRORS = (BrokenPipeError, ConnectionResetError, EOFError)
+
+
+def _quiet_worker(worker_id: int) -> None:
+    """A DataLoader worker leaves SIGINT and SIGTERM to the main process, which stops it: a Ctrl-C reaches every
+    process of the terminal's group, and each worker printed its own KeyboardInterrupt traceback. Its threads say
+    nothing when the main process has stopped reading (multiprocessing's resource sharer, which hands tensors' file
+    descriptors to it, printed a BrokenPipeError traceback through sys.excepthook)."""
+    import sys
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    if _MASK:
+        _MASK(signal.SIG_UNBLOCK, STOP_SIGNALS)  # held back while it was started (_batches)
+    thread_hook, process_hook = threading.excepthook, sys.excepthook
+
+    def quiet_thread(args):
+        if not issubclass(args.exc_type, _QUIET_ERRORS):
+            thread_hook(args)
+
+    def quiet(exc_type, exc, tb):
+        if not issubclass(exc_type, _QUIET_ERRORS):
+            process_hook(exc_type, exc, tb)
+
+    threading.excepthook, sys.excepthook = quiet_thread, quiet
+
+
+def _batches(loader):
+    """``iter(loader)``, with SIGINT and SIGTERM held back while its worker processes start: a forked worker inherits
+    the mask, so no signal reaches it before it ignores them (a signal held back reaches this process right after)."""
+    if not loader.num_workers or not _MASK:
+        return iter(loader)
+    previous = _MASK(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        _MASK(signal.SIG_SETMASK, previous)
+
+
 def default_workers(n_items: int, batch_size: int, runtime, cores: int | None = None) -> int:
     """DataLoader worker processes for decoding, as the model's backend runtime judges (none for a few batches)."""
     return runtime.decode_workers(n_items, batch_size, cores or os.cpu_count() or 1)
@@ -142,6 +185,7 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, options: 
                 _Preprocessed(source, todo, model.preprocess, model.preprocess_cfg), batch_size=batch_size, shuffle=False,
                 num_workers=workers, collate_fn=_collate, pin_memory=model.device.type == "cuda",
                 prefetch_factor=4 if workers > 0 else None, persistent_workers=False,
+                worker_init_fn=_quiet_worker if workers > 0 else None,
             )
         shard_keys: list[str] = []
         shard_rows: list[np.ndarray] = []
@@ -160,7 +204,7 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, options: 
         with progress_bar(len(todo), description) as bar:
             tick = time.perf_counter()
             last_flush = batch_start = clock()
-            for pos, pixels, bad in loader:
+            for pos, pixels, bad in (loader if use_tensor else _batches(loader)):
                 for p, reason in bad:
                     key_failures[keys[p]] = reason
                     shard_fail[keys[p]] = reason
