@@ -6,6 +6,14 @@ class CliplabError(Exception):
     """An error caused by the user's input or environment, with a message that says what to do."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal (SIGTERM; SIGINT is Python's own KeyboardInterrupt): ``signum`` names it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class ModelLoadError(CliplabError):
     pass
 

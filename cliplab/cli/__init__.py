@@ -17,6 +17,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_errors
 
 from cliplab.cli import doors, manage
+from cliplab.cli.options import stopped
 
 
 class _OneLineErrors(TyperGroup):
@@ -36,9 +37,14 @@ class _OneLineErrors(TyperGroup):
             cmd = exc.ctx.command_path if getattr(exc, "ctx", None) else "cliplab"
             typer.echo(f"error: {exc.format_message()} (see `{cmd} --help`)", err=True)
             rv = exc.exit_code
-        except typer.Abort:
-            typer.echo("aborted", err=True)
-            rv = 1
+        except typer.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):  # a signal outside a command's own handler
+                rv = stopped(exc.__cause__)
+            else:
+                typer.echo("aborted", err=True)
+                rv = 1
+        except KeyboardInterrupt as exc:
+            rv = stopped(exc)
         if standalone_mode:
             sys.exit(rv if isinstance(rv, int) else 0)
         return rv
@@ -98,12 +104,21 @@ def _escape_help(typer_app: typer.Typer, done: set[int] | None = None) -> None:
 
 def main() -> None:
     """The ``cliplab`` command. Text it prints that holds a file name that is not UTF-8 spells those bytes
-    ``\\xNN`` (as the files it writes do) instead of failing to encode them."""
+    ``\xNN`` (as the files it writes do) instead of failing to encode them. SIGTERM stops it as Ctrl-C does (one
+    line, exit code 143, committed cache shards kept), not by ending the process where it stands."""
+    import signal
+
+    from cliplab.errors import Interrupted
     from cliplab.files import ESCAPE
 
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors=ESCAPE)
+
+    def terminate(signum, frame):
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, terminate)
     app()
 
 

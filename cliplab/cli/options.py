@@ -35,9 +35,18 @@ def cli_errors(spell: Callable[[str], str] = FLAG_SPELLING) -> Iterator[None]:
             raise
         typer.echo(f"error: {exc.filename}: {exc.strerror or exc}", err=True)
         raise typer.Exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; finished shards are cached and the next run resumes from them", err=True)
-        raise typer.Exit(130)
+    except KeyboardInterrupt as exc:
+        raise typer.Exit(stopped(exc))
+
+
+def stopped(exc: KeyboardInterrupt) -> int:
+    """Say, on one line, that a signal stopped the run; the exit code a shell gives it (128 + the signal)."""
+    import signal
+
+    signum = getattr(exc, "signum", signal.SIGINT)
+    what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+    typer.echo(f"{what}; finished shards are cached and the next run resumes from them", err=True)
+    return 128 + int(signum)
 
 
 def one_line(message: str) -> str:

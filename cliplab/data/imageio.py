@@ -16,10 +16,60 @@ MAX_MEGAPIXELS = MAX_PIXELS // 1_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# What one image may cost in memory (docs/reliability.md, "Signals, memory and machines"). Decoding a file and
+# converting it to RGB holds, at the peak, PEAK_BYTES bytes per pixel (by the file's mode: PIL's decoded image plus
+# the conversions of to_rgb; measured as peak RSS on 16 MP images, rounded up, and checked by tests/data/
+# test_imageio.py); an image whose peak would pass DECODE_BUDGET is refused before anything is decoded. The model's
+# resize makes the short side the model's input size, so an extreme aspect ratio makes a huge image from a small one
+# (a 100000x1 PNG of 375 bytes becomes 22,400,000 x 224 at 224 px); an image whose resized size would pass
+# RESIZE_BUDGET pixels is refused too (check_resize; 16.8 MP is an aspect ratio of 334:1 at 224 px, 65:1 at 504 px).
+DECODE_BUDGET = 2 * 1024**3
+RESIZE_BUDGET = 1 << 24
+PEAK_BYTES = {"RGB": 5, "L": 6, "P": 6, "1": 6, "CMYK": 9, "YCbCr": 9, "LAB": 9, "HSV": 9, "RGBA": 21, "LA": 21,
+              "PA": 22, "RGBa": 21, "La": 21, "I;16": 27, "I;16B": 27, "I;16L": 27, "I;16N": 27, "I": 29, "F": 29}
+PEAK_TRANSPARENT = 22  # a palette image with a transparent colour is converted through RGBA
+PEAK_OTHER = 29  # any other mode: as much as the widest
+
+
 def _too_large(pixels: int | None, size: str = "") -> BadImage:
     what = f"{size} = {pixels:,} pixels" if size else (f"{pixels:,} pixels" if pixels else "over the limit")
     return BadImage(f"image too large ({what}; the limit is {MAX_MEGAPIXELS} MP)")
-ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def check_decode(width: int, height: int, mode: str, transparency: bool = False) -> None:
+    """Raise ``BadImage`` when an image of this size and mode is over the pixel limit or would need more than
+    ``DECODE_BUDGET`` bytes to decode and convert to RGB (known from the file's header, before decoding)."""
+    pixels = width * height
+    if pixels > MAX_PIXELS:
+        raise _too_large(pixels, f"{width}x{height}")
+    per_pixel = PEAK_TRANSPARENT if mode == "P" and transparency else PEAK_BYTES.get(mode, PEAK_OTHER)
+    need = pixels * per_pixel
+    if need > DECODE_BUDGET:
+        raise BadImage(f"image too large to decode ({width}x{height} {mode}: about {need / 2**30:.1f} GB to decode "
+                       f"and convert to RGB; the budget is {DECODE_BUDGET / 2**30:g} GB)")
+
+
+def resized_size(width: int, height: int, preprocess_cfg: dict) -> tuple[int, int]:
+    """The size an image of ``width`` x ``height`` has after the model's resize (before its centre crop)."""
+    size = preprocess_cfg.get("size", 224)
+    out_h, out_w = (size, size) if isinstance(size, int) else tuple(size)
+    mode = preprocess_cfg.get("resize_mode", "shortest")
+    if mode == "squash":
+        return out_w, out_h
+    side = max(out_w, out_h) if mode == "longest" else min(out_w, out_h)
+    if (width <= height) == (mode != "longest"):  # this side of the image becomes `side`, as torchvision computes
+        return side, max(1, int(side * height / width))
+    return max(1, int(side * width / height)), side
+
+
+def check_resize(width: int, height: int, preprocess_cfg: dict) -> None:
+    """Raise ``BadImage`` when the model's resize would make more than ``RESIZE_BUDGET`` pixels of this image."""
+    w, h = resized_size(width, height, preprocess_cfg)
+    if w * h > RESIZE_BUDGET:
+        raise BadImage(f"extreme aspect ratio ({width}x{height} would be resized to {w}x{h} = {w * h:,} pixels for "
+                       f"the model; the limit is {RESIZE_BUDGET:,})")
 
 
 class BadImage(Exception):
@@ -77,8 +127,7 @@ def _decode(fp) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(fp) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise _too_large(img.width * img.height, f"{img.width}x{img.height}")
+                check_decode(img.width, img.height, img.mode, "transparency" in img.info)
                 img.load()
                 return to_rgb(img)
     except (BadImage, FileNotFoundError, UnidentifiedImageError):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,7 +15,7 @@ import numpy as np
 
 from cliplab.data.base import ImageDataset
 from cliplab.data.filehash import MEMO_NAME, file_hash_memo
-from cliplab.data.imageio import BadImage
+from cliplab.data.imageio import BadImage, check_resize
 from cliplab.data.sources import FileSource, ImageSource, SubsetSource
 from cliplab.embed.cache import EmbeddingCache
 from cliplab.embed.descriptors import DescriptorSpec, make_encoder
@@ -53,8 +55,8 @@ PIPELINES = ("pil", "tensor", "auto")
 class _Preprocessed:
     """The images to compute, preprocessed one by one (a map-style dataset for torch's DataLoader)."""
 
-    def __init__(self, source: ImageSource, positions: list[int], preprocess):
-        self.source, self.positions, self.preprocess = source, positions, preprocess
+    def __init__(self, source: ImageSource, positions: list[int], preprocess, preprocess_cfg: dict):
+        self.source, self.positions, self.preprocess, self.cfg = source, positions, preprocess, preprocess_cfg
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -62,7 +64,9 @@ class _Preprocessed:
     def __getitem__(self, j: int):
         pos = self.positions[j]
         try:
-            return pos, self.preprocess(self.source.load(pos)), None
+            img = self.source.load(pos)
+            check_resize(img.width, img.height, self.cfg)  # before the resize allocates
+            return pos, self.preprocess(img), None
         except BadImage as exc:
             return pos, None, str(exc)
         except Exception as exc:  # a transform failing on an odd image must not end the run
@@ -77,6 +81,47 @@ def _collate(items):
     pos = [p for p, _ in ok]
     pixels = torch.stack([t for _, t in ok]) if ok else None
     return pos, pixels, bad
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_MASK = getattr(signal, "pthread_sigmask", None)  # POSIX
+_QUIET_ERRORS = (BrokenPipeError, ConnectionResetError, EOFError)
+
+
+def _quiet_worker(worker_id: int) -> None:
+    """A DataLoader worker leaves SIGINT and SIGTERM to the main process, which stops it: a Ctrl-C reaches every
+    process of the terminal's group, and each worker printed its own KeyboardInterrupt traceback. Its threads say
+    nothing when the main process has stopped reading (multiprocessing's resource sharer, which hands tensors' file
+    descriptors to it, printed a BrokenPipeError traceback through sys.excepthook)."""
+    import sys
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    if _MASK:
+        _MASK(signal.SIG_UNBLOCK, STOP_SIGNALS)  # held back while it was started (_batches)
+    thread_hook, process_hook = threading.excepthook, sys.excepthook
+
+    def quiet_thread(args):
+        if not issubclass(args.exc_type, _QUIET_ERRORS):
+            thread_hook(args)
+
+    def quiet(exc_type, exc, tb):
+        if not issubclass(exc_type, _QUIET_ERRORS):
+            process_hook(exc_type, exc, tb)
+
+    threading.excepthook, sys.excepthook = quiet_thread, quiet
+
+
+def _batches(loader):
+    """``iter(loader)``, with SIGINT and SIGTERM held back while its worker processes start: a forked worker inherits
+    the mask, so no signal reaches it before it ignores them (a signal held back reaches this process right after)."""
+    if not loader.num_workers or not _MASK:
+        return iter(loader)
+    previous = _MASK(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        _MASK(signal.SIG_SETMASK, previous)
 
 
 def default_workers(n_items: int, batch_size: int, runtime, cores: int | None = None) -> int:
@@ -139,9 +184,10 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, options: 
             from torch.utils.data import DataLoader
 
             loader = DataLoader(
-                _Preprocessed(source, todo, model.preprocess), batch_size=batch_size, shuffle=False,
+                _Preprocessed(source, todo, model.preprocess, model.preprocess_cfg), batch_size=batch_size, shuffle=False,
                 num_workers=workers, collate_fn=_collate, pin_memory=model.device.type == "cuda",
                 prefetch_factor=4 if workers > 0 else None, persistent_workers=False,
+                worker_init_fn=_quiet_worker if workers > 0 else None,
             )
         shard_keys: list[str] = []
         shard_rows: list[np.ndarray] = []
@@ -160,7 +206,7 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, options: 
         with progress_bar(len(todo), description) as bar:
             tick = time.perf_counter()
             last_flush = batch_start = clock()
-            for pos, pixels, bad in loader:
+            for pos, pixels, bad in (loader if use_tensor else _batches(loader)):
                 for p, reason in bad:
                     key_failures[keys[p]] = reason
                     shard_fail[keys[p]] = reason
@@ -257,15 +303,17 @@ def _uint8(source: ImageSource, i: int):
 
 def _tensor_batches(source: ImageSource, todo: list[int], model: LoadedModel, batch_size: int):
     """(positions, pixels, failures) batches like the DataLoader's, from the tensor pipeline: file bytes read in
-    threads (the next batch's while the model runs), decoded (JPEG on the GPU when the model is on CUDA),
-    resized/cropped/normalised on the model's device. Images the tensor decoders reject (CMYK JPEGs, odd formats)
-    go through the PIL reference path; unreadable ones become failures as in the PIL path."""
+    threads (the next batch's while the model runs), their headers checked as the PIL path checks them, decoded
+    (JPEG on the GPU when the model is on CUDA), resized/cropped/normalised on the model's device. What the tensor
+    decoders do not read exactly as the PIL path does (see tensor_pipeline's docstring) goes through the PIL path;
+    unreadable files become failures with the PIL path's reasons."""
     import torch
     import torchvision.transforms.v2.functional as TF
 
-    from cliplab.embed.tensor_pipeline import TensorPreprocess, decode_batch, read_bytes
+    from cliplab.embed.tensor_pipeline import PIL_PATH, TensorPreprocess, decode_batch, header, read_bytes
 
     prep = TensorPreprocess.from_cfg(model.preprocess_cfg)
+    cfg = model.preprocess_cfg
     chunks = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
 
     def read(chunk):
@@ -274,25 +322,47 @@ def _tensor_batches(source: ImageSource, todo: list[int], model: LoadedModel, ba
         it = iter(datas)
         return [next(it) if p is not None else None for p in paths]
 
+    def checked(d):
+        """header(d) with the resize checked too: (how, None), or (None, the reason it is skipped)."""
+        try:
+            width, height, how = header(d)
+            if how != PIL_PATH:
+                check_resize(width, height, cfg)
+            return how, None
+        except BadImage as exc:
+            return None, str(exc)
+
+    def reference(p):
+        """Item p through the PIL path (the reference): a uint8 tensor, or BadImage with the reason."""
+        img = source.load(p)
+        check_resize(img.width, img.height, cfg)
+        return TF.pil_to_tensor(img)
+
     with ThreadPoolExecutor(max_workers=1) as prefetch:
         nxt = prefetch.submit(read, chunks[0]) if chunks else None
         for ci, chunk in enumerate(chunks):
             datas = nxt.result()
             nxt = prefetch.submit(read, chunks[ci + 1]) if ci + 1 < len(chunks) else None
-            decodable = [d for d in datas if isinstance(d, torch.Tensor)]
-            decoded = iter(decode_batch(decodable, model.device))
+            verdicts = [checked(d) if isinstance(d, torch.Tensor) else (PIL_PATH, None) for d in datas]
+            files = [i for i, (d, (how, _)) in enumerate(zip(datas, verdicts)) if isinstance(d, torch.Tensor) and how]
+            decoded = dict(zip(files, decode_batch([datas[i] for i in files], model.device,
+                                                   [verdicts[i][0] for i in files])))
             images, pos, bad = [], [], []
-            for p, d in zip(chunk, datas):
-                im = next(decoded) if isinstance(d, torch.Tensor) else _uint8(source, p)
-                if isinstance(im, torch.Tensor) and im.numel() > 0:
-                    images.append(im)
-                    pos.append(p)
+            for i, p in enumerate(chunk):
+                how, reason = verdicts[i]
+                if reason is not None:
+                    bad.append((p, reason))
                     continue
-                try:  # reference path for what the tensor decoders could not read
-                    images.append(TF.pil_to_tensor(source.load(p)))
+                im = decoded.get(i) if i in decoded else (_uint8(source, p) if datas[i] is None else None)
+                try:
+                    if isinstance(im, torch.Tensor) and im.numel() > 0:
+                        check_resize(im.shape[-1], im.shape[-2], cfg)
+                    else:
+                        im = reference(p)
+                    images.append(im)
                     pos.append(p)
                 except BadImage as exc:
                     bad.append((p, str(exc)))
                 except Exception as exc:  # noqa: BLE001 - one odd file must not end the run
-                    bad.append((p, f"cannot decode image ({type(exc).__name__}: {exc})"))
+                    bad.append((p, f"cannot preprocess image ({type(exc).__name__}: {exc})"))  # as the PIL path says
             yield pos, (prep.batch(images, model.device) if images else None), bad

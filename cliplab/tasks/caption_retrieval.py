@@ -4,8 +4,13 @@ No function here materialises more than ``row_chunk x col_chunk`` scores at a ti
 500k items run in a few hundred MB (on the GPU when ``device`` is cuda).
 
 Rank conventions (1 = best): the rank of the true item is 1 + the number of items scoring strictly higher, so
-ties count in the model's favour (top-k implementations break ties arbitrarily; on real-valued embeddings ties
-do not occur). The query's own item(s) are excluded by index. Text->image: each caption's own image. Image->text: the best-ranked of the image's captions.
+ties count in the model's favour (top-k implementations break ties arbitrarily). Exact ties are common in real data:
+captions with the same text (``a large shape.``, ``A man riding a wave on top of a surfboard.``) and duplicate images
+have bit-identical embeddings (the caches key them by content), so an item identical to the query's own item scores
+exactly as much. Such items never count as better: they are excluded by identity, not by comparing two roundings of
+the same number (a row-wise dot product and a matrix product differ in the last bits, and by CPU and BLAS, which
+decided these ties one way or the other). The query's own item(s) are excluded by index. Text->image: each caption's
+own image. Image->text: the best-ranked of the image's captions.
 """
 from __future__ import annotations
 
@@ -25,6 +30,46 @@ def _tensor(x, dev) -> torch.Tensor:
     return torch.as_tensor(l2_normalize(x) if isinstance(x, np.ndarray) else x, device=dev, dtype=torch.float32)
 
 
+def _row_ids(x) -> np.ndarray:
+    """One id per row; bit-identical rows (duplicate captions, duplicate images) share it."""
+    a = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    a = np.ascontiguousarray(a.reshape(len(a), -1))
+    rows = a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).ravel()
+    return np.unique(rows, return_inverse=True)[1].ravel()
+
+
+def _tied_pairs(own_q: np.ndarray, own_k: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(query, item) pairs to leave out: item j is bit-identical to an item the query owns (so it scores exactly as
+    much) and is not one of the query's own. Query ``own_q[i]`` owns item ``own_k[i]``; ``ids``: :func:`_row_ids`."""
+    own_q, own_k = np.asarray(own_q, np.int64), np.asarray(own_k, np.int64)
+    dup = np.bincount(ids, minlength=1)[ids[own_k]] > 1 if len(own_k) else np.zeros(0, bool)
+    if not dup.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    owned = set(zip(own_q[dup].tolist(), own_k[dup].tolist()))
+    members: dict[int, np.ndarray] = {}
+    qs, js = [], []
+    for q, g in sorted({(q, int(ids[k])) for q, k in zip(own_q[dup].tolist(), own_k[dup].tolist())}):
+        if g not in members:
+            members[g] = np.flatnonzero(ids == g)
+        m = [j for j in members[g].tolist() if (q, j) not in owned]
+        qs += [q] * len(m)
+        js += m
+    return np.asarray(qs, np.int64), np.asarray(js, np.int64)
+
+
+def _leave_out(scores, pairs, r: int, c: int) -> None:
+    """Set the scores of the tied pairs that fall in the block at (row r, column c) to -inf."""
+    import torch
+
+    qs, js = pairs
+    if len(qs) == 0:
+        return
+    inside = (qs >= r) & (qs < r + scores.shape[0]) & (js >= c) & (js < c + scores.shape[1])
+    if inside.any():
+        dev = scores.device
+        scores[torch.as_tensor(qs[inside] - r, device=dev), torch.as_tensor(js[inside] - c, device=dev)] = -torch.inf
+
+
 def text_to_image_ranks(text_emb: np.ndarray, image_emb: np.ndarray, caption_image: np.ndarray, *, device=None,
                         row_chunk: int = ROW_CHUNK, col_chunk: int = COL_CHUNK) -> np.ndarray:
     """Rank (1 = best) of each caption's own image among all images."""
@@ -33,6 +78,9 @@ def text_to_image_ranks(text_emb: np.ndarray, image_emb: np.ndarray, caption_ima
     dev = task_device(device)
     T, I = _tensor(text_emb, dev), _tensor(image_emb, dev)
     own = torch.as_tensor(np.asarray(caption_image), device=dev, dtype=torch.long)
+    owner = np.asarray(caption_image)
+    # images identical to a caption's own image (duplicates) tie with it: left out like the own image
+    tied = _tied_pairs(np.arange(len(owner)), owner, _row_ids(image_emb))
     ranks = np.empty(len(T), np.int64)
     with progress_bar(bar_total(len(T), len(T) * len(I)), "ranking images for captions", unit="captions") as bar:
         for r in range(0, len(T), row_chunk):
@@ -44,7 +92,9 @@ def text_to_image_ranks(text_emb: np.ndarray, image_emb: np.ndarray, caption_ima
                 cols = torch.arange(c, min(c + col_chunk, len(I)), device=dev)
                 # the own image is excluded by index, not by comparing its score with itself (rounding differs
                 # between a row-wise dot product and a matrix product)
-                better += (((q @ I[c:c + col_chunk].T) > target) & (cols[None, :] != own_q)).sum(1)
+                scores = q @ I[c:c + col_chunk].T
+                _leave_out(scores, tied, r, c)
+                better += ((scores > target) & (cols[None, :] != own_q)).sum(1)
             ranks[r:r + len(q)] = (better + 1).cpu().numpy()
             bar.advance(len(q))
     return ranks
@@ -64,6 +114,8 @@ def image_to_text_ranks(image_emb: np.ndarray, text_emb: np.ndarray, caption_ima
     for c in range(0, len(T), col_chunk):
         s = (T[c:c + col_chunk] * I[own_t[c:c + col_chunk]]).sum(1)
         best_own.scatter_reduce_(0, own_t[c:c + col_chunk], s, reduce="amax")
+    # captions with the same text as one of an image's own captions tie with it: left out
+    tied = _tied_pairs(owner, np.arange(len(owner)), _row_ids(text_emb))
     ranks = np.zeros(len(I), np.int64)
     with progress_bar(bar_total(len(I), len(T) * len(I)), "ranking captions for images", unit="img") as bar:
         for r in range(0, len(I), row_chunk):
@@ -73,7 +125,9 @@ def image_to_text_ranks(image_emb: np.ndarray, text_emb: np.ndarray, caption_ima
             better = torch.zeros(len(q), dtype=torch.long, device=dev)
             for c in range(0, len(T), col_chunk):
                 mine = own_t[None, c:c + col_chunk] == rows  # an image's own captions never count against it
-                better += (((q @ T[c:c + col_chunk].T) > target) & ~mine).sum(1)
+                scores = q @ T[c:c + col_chunk].T
+                _leave_out(scores, tied, r, c)
+                better += ((scores > target) & ~mine).sum(1)
             has = torch.isfinite(target[:, 0])
             ranks[r:r + len(q)] = torch.where(has, better + 1, torch.zeros_like(better)).cpu().numpy()
             bar.advance(len(q))
