@@ -104,7 +104,7 @@ def _escape_help(typer_app: typer.Typer, done: set[int] | None = None) -> None:
 
 def main() -> None:
     """The ``cliplab`` command. Text it prints that holds a file name that is not UTF-8 spells those bytes
-    ``\xNN`` (as the files it writes do) instead of failing to encode them. SIGTERM stops it as Ctrl-C does (one
+    ``\\xNN`` (as the files it writes do) instead of failing to encode them. SIGTERM stops it as Ctrl-C does (one
     line, exit code 143, committed cache shards kept), not by ending the process where it stands."""
     import signal
 
