@@ -47,7 +47,8 @@ class RunRecorder:
 
     def __init__(self, command: str, config: dict | None = None):
         self.run_id = uuid.uuid4().hex[:12]
-        self.timestamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        # to the microsecond: runs made in the same second keep their order (the latest run is the one made last)
+        self.timestamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
         self.base = {"run_id": self.run_id, "timestamp": self.timestamp, "cliplab_version": __version__,
                      "command": command, "config": json.dumps(config or {}, sort_keys=True, default=str)}
         self.rows: list[dict] = []

@@ -112,3 +112,20 @@ def test_probe_warning_goes_to_the_progress_warning_channel():
     with use(progress), _probe_warnings(study):
         warnings.warn("wd=1e-09: stopped at max_iter", ProbeWarning)
     assert study.warnings == progress.warnings == ["wd=1e-09: stopped at max_iter"]
+
+
+def test_runs_made_in_the_same_second_read_back_in_the_order_they_were_made(tmp_path):
+    """Regression: timestamps had a resolution of one second and ties were broken by the random run id, so of two
+    runs made in the same second the report's 'latest run' was either one (a figure test failed 2 runs in 4)."""
+    from cliplab.results.store import RunRecorder, read_results
+
+    made = []
+    for i in range(12):  # twelve runs within a few milliseconds: the old order was right with probability 1/12!
+        rec = RunRecorder("zeroshot")
+        rec.add_rows(pd.DataFrame([{"task": "t", "model": "m", "dataset": "d", "variant": "v", "metric": "acc1",
+                                    "value": float(i)}]))
+        rec.write(tmp_path, fmt="jsonl" if i % 2 else "parquet")
+        made.append(rec.run_id)
+    df = read_results(tmp_path)
+    assert list(dict.fromkeys(df.run_id)) == made
+    assert df.value.tolist() == [float(i) for i in range(12)]
