@@ -306,3 +306,16 @@ def test_one_item_is_exactly_what_a_fraction_of_n_moves_by(n, hits, items):
                  "metric": metric, "seed": None, "n": n, "value": hits / n}]
         now = [{**rows[0], "value": (hits + items) / n}]
         assert (harness.diff({"store": rows}, {"store": now}, command="x") == []) is (abs(items) <= 1)
+
+
+def test_new_store_rows_pass_only_under_a_documented_variant():
+    row = {"command": "retrieval", "task": "t", "model": "m", "dataset": "d", "split": "test", "variant": "v",
+           "metric": "recall@1", "seed": None, "value": 0.5, "n": 10}
+    golden = {"store": [row]}
+    grown = {"store": [row, {**row, "variant": "text_to_image failures", "metric": "median_score_gap"}]}
+    other = {"store": [row, {**row, "variant": "something else", "metric": "median_score_gap"}]}
+    documented = harness.ADDITIONS["retrieval"]
+    assert harness.diff(golden, grown) and not harness.diff(golden, grown, additions=documented)
+    assert harness.diff(golden, other, additions=documented)
+    assert set(harness.DOCUMENTED_ADDITIONS["retrieval"]) <= documented  # each with its reason
+    assert all(why for paths in harness.DOCUMENTED_ADDITIONS.values() for why in paths.values())
