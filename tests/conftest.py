@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ def trained_cache(tmp_path_factory) -> Path:
 def make_image(path: Path, size=(48, 40), color=(200, 30, 30), mode="RGB", fmt=None) -> Path:
     from PIL import Image
 
-    rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(path.name.encode("utf-8", "surrogateescape")))  # same in every process
     arr = (rng.random((size[1], size[0], 3)) * 60 + np.asarray(color) * 0.7).clip(0, 255).astype(np.uint8)
     img = Image.fromarray(arr, "RGB")
     if mode != "RGB":

@@ -103,7 +103,9 @@ def test_the_toy_study_reaches_the_store_and_the_report_with_the_same_config_fro
     assert json.loads(cli_rows.config.iloc[0]) == r.config and r.config["scale"] == 3.0
     assert json.loads((tmp_path / "toy.json").read_text())["config"] == r.config
     page = build_report(cli_rows, tmp_path / "report.html", exports=False).read_text()
-    assert "toy norms" in page and "mean_norm" in page
+    from cliplab.report.html import format_value
+
+    assert "<h3>toy norms</h3>" in page and f">{format_value('mean_norm', r.value)}<" in page
 
 
 def architecture_numbers(numbers: dict[str, int]) -> str:

@@ -50,15 +50,15 @@ def _run(study: Study, checked: dict[str, Any], own: list, declared: list, befor
     own_names = {p.name for p in own}
     inputs = load_inputs({k: v for k, v in checked.items() if k not in own_names} | _shared(study, checked),
                          fitting=study.fitting, templates=study.templates, model_extra=study.model_extra)
-    if "model" in {p.name for p in study.inputs} and values.get("model") in (None, ()) \
-            and not values.get("models_file"):  # said once the inputs loaded: an error stays one line
-        note(f"no {{p:model}} given: using {DEFAULT_MODEL}, the small model shipped with cliplab (trained on the "
-             "shapes data)")
     params = study.params(**{p.name: checked[p.name] for p in own}) if study.params is not None else None
     reads = read_files(declared, checked, inputs)
     if before is not None:
         before(reads)
     result = study.run(inputs, params)
+    if "model" in {p.name for p in study.inputs} and values.get("model") in (None, ()) \
+            and not values.get("models_file"):  # said once the study ran: any error stays one line
+        note(f"no {{p:model}} given: used {DEFAULT_MODEL}, the small model shipped with cliplab (trained on the "
+             "shapes data)")
     if not study.tool or hasattr(result, "__dict__"):
         try:
             result.input_files = reads  # what the run read: its exports must not write over one of them

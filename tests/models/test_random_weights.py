@@ -116,5 +116,5 @@ def test_the_cli_names_the_default_model_only_when_none_was_given(trained_cache)
     default = runner.invoke(app, base)
     named = runner.invoke(app, [*base, "--model", "tiny-shapes"])
     assert default.exit_code == 0 and named.exit_code == 0, default.output + named.output
-    assert "note: no --model given: using tiny-shapes" in default.output
+    assert "note: no --model given: used tiny-shapes" in default.output
     assert "no --model given" not in named.output

@@ -69,7 +69,7 @@ def test_model_specs_pairs_and_files(tmp_path):
     with pytest.raises(CliplabError, match="same name"):
         model_specs(["A", "A"], None, None)
     (tmp_path / "bad.yaml").write_text("model: [")
-    with pytest.raises(CliplabError, match="cannot parse"):
+    with pytest.raises(CliplabError, match=r"bad.yaml: line 1, column \d+: invalid YAML"):
         model_specs(None, None, tmp_path / "bad.yaml")
 
 
