@@ -1,6 +1,9 @@
-"""Class names fit for prompts: 'aquarium_fish' -> 'aquarium fish', 'n01440764' kept, files override."""
+"""Class names fit for prompts: 'aquarium_fish' -> 'aquarium fish', WordNet ids ('n01440764') -> 'tench' from a
+shipped map, files override."""
 from __future__ import annotations
 
+import functools
+import gzip
 import re
 from pathlib import Path
 from typing import Annotated
@@ -9,6 +12,7 @@ from pydantic import Field
 
 from cliplab.errors import DatasetParameterError
 from cliplab.files import Name, Shape, UserFile, one_of, printable
+from cliplab.progress import note, warn
 
 
 def clean_classname(name: str) -> str:
@@ -26,6 +30,55 @@ def clean_classnames(names: list[str]) -> list[str]:
     if any(c != n.replace("_", " ") and c == c.lower() for c, n in zip(cleaned, names)):
         cleaned = [c.lower() for c in cleaned]
     return cleaned
+
+
+WORDNET_ID = re.compile(r"^n\d{8}$")
+WORDNET_NAMES = Path(__file__).resolve().parent / "wordnet_names.tsv.gz"  # tools/make_wordnet_names.py writes it
+
+
+@functools.lru_cache(maxsize=1)
+def _wordnet() -> dict[str, list[str]]:
+    """WordNet id -> [name, lemma, ...]: ImageNet-1k ids named as CLIP names them, other ImageNet-21k ids by
+    WordNet's first lemma."""
+    with gzip.open(WORDNET_NAMES, "rt", encoding="utf-8") as f:
+        return {parts[0]: parts[1:] for parts in (line.rstrip("\n").split("\t") for line in f) if len(parts) > 1}
+
+
+def wordnet_classnames(folder_names: list[str], where: str = "") -> list[str] | None:
+    """Names for class folders that are all WordNet ids (ImageNet's ``n01440764/`` layout), else None. Two ids that
+    would get the same name are told apart by another WordNet lemma, or by their id; ids the map does not hold keep
+    their id. Each of these is said (a note, or a warning for ids without a name)."""
+    if not folder_names or not all(WORDNET_ID.match(n) for n in folder_names):
+        return None
+    table = _wordnet()
+    names = [table.get(n, [n])[0] for n in folder_names]
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name, []).append(i)
+    used, renamed = set(names), []
+    for name, members in groups.items():
+        for i in members:  # members with another lemma take it, until one class is left with the shared name
+            if len(members) < 2 or sum(names[j] == name for j in members) < 2:
+                break
+            others = [w for w in table.get(folder_names[i], [])[1:] if w not in used]
+            if others:
+                names[i] = others[0]
+                used.add(names[i])
+                renamed.append(i)
+        left = [i for i in members if names[i] == name]
+        for i in left if len(left) > 1 else []:
+            names[i] = f"{name} ({folder_names[i]})"
+            renamed.append(i)
+    renamed = [f"{folder_names[i]} {names[i]!r}" for i in sorted(renamed)]
+    unknown = [n for n in folder_names if n not in table]
+    note(f"{where}class folders are WordNet ids ({folder_names[0]}, ...): named from cliplab's WordNet map "
+         f"({folder_names[0]} -> {names[0]!r}; ImageNet-1k ids as CLIP names them); pass {{p:classnames}} FILE to name "
+         "them yourself" + (f"; told apart where two ids share a name: {', '.join(renamed[:4])}"
+                            f"{', ...' if len(renamed) > 4 else ''}" if renamed else ""))
+    if unknown:
+        warn(f"{where}{len(unknown)} WordNet id(s) not in cliplab's map keep their id as the class name (e.g. "
+             f"{unknown[0]}); name them with {{p:classnames}} FILE")
+    return names
 
 
 CLASSNAMES_JSON = Shape(one_of("a list of class names or {folder name: class name}",

@@ -8,7 +8,7 @@ import numpy as np
 
 from cliplab.data.base import ImageDataset
 from cliplab.data.sources import FileSource
-from cliplab.data.classnames import clean_classnames, map_classnames
+from cliplab.data.classnames import clean_classnames, map_classnames, wordnet_classnames
 from cliplab.data.splits import SplitError, is_split_name
 from cliplab.errors import DatasetError, DatasetParameterError
 from cliplab.files import printable
@@ -97,7 +97,8 @@ def load_folder(root: str | Path, split: str | None = None, classnames_file: str
         if classnames_file:
             classnames = map_classnames(classnames_file, folder_names)
         else:
-            classnames = clean_classnames([_class_name(n, base) for n in folder_names])
+            classnames = wordnet_classnames(folder_names, f"{base}: ") or clean_classnames(
+                [_class_name(n, base) for n in folder_names])
         labels_arr = np.asarray(labels, dtype=np.int64)
     else:
         files = list_images(base)

@@ -11,6 +11,7 @@ from cliplab.models.base import LoadedModel
 from cliplab.models import backends
 from cliplab.models.hf import load_hf
 from cliplab.models.local import SHIPPED_NAMES, find_local_model
+from cliplab.models.names import openai_alias, random_weights_hint
 from cliplab.models.openclip import load_open_clip
 from cliplab.paths import resolve_cache_dir
 from cliplab.progress import note, warn
@@ -90,6 +91,7 @@ def open_model(model: str, pretrained: str | None = None, device: str | torch.de
     torch_precision = runner.torch_precision(precision)
 
     requested = {"model": model, "pretrained": pretrained}
+    model, pretrained, alias_note = openai_alias(model, pretrained)  # said once loaded: an error stays one line
     if model.startswith("hf:"):
         parts = load_hf(model, dev, torch_precision)
     else:
@@ -108,8 +110,11 @@ def open_model(model: str, pretrained: str | None = None, device: str | torch.de
         if parts["random_seed"] is not None:
             warn(f"{{p:model}} {model} has no weights given, so it is randomly initialised (seed "
                  f"{parts['random_seed']}) and its numbers are those of an untrained model; give {{p:pretrained}} (a tag "
-                 "such as openai, or a checkpoint file; `cliplab models` lists the tags) for a trained one")
+                 "such as openai, or a checkpoint file; `cliplab models` lists the tags) for a trained one"
+                 + random_weights_hint(model))
 
+    if alias_note:
+        note(alias_note)
     weights = hash_json({"arch": parts["arch"], "weights": parts["weights"],
                          "preprocess": parts["preprocess_cfg"], "precision": torch_precision})[:32]
     fingerprint = runner.fingerprint(weights, precision)

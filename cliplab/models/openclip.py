@@ -18,6 +18,7 @@ from open_clip.pretrained import get_pretrained_cfg
 
 from cliplab.errors import ModelLoadError, ModelParameterError
 from cliplab.io import hash_file, hash_json, write_json_atomic
+from cliplab.models.names import suggest
 from cliplab.models.specs import read_model_config
 
 RANDOM_SEED = 0  # the seed of a model built without weights: the same random model in every run and process
@@ -120,8 +121,10 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
     else:
         model_cfg = open_clip.get_model_config(model)
         if model_cfg is None:
-            raise ModelParameterError("model", model, f"unknown model {model!r}; run `cliplab models` for architecture "
-                                      "names, or pass {p:model} CONFIG.json", prefix=False)
+            close = suggest(model, open_clip.list_models())
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+            raise ModelParameterError("model", model, f"unknown model {model!r}; {hint}run `cliplab models` for "
+                                      "architecture names, or pass {p:model} CONFIG.json", prefix=False)
 
     tag_cfg = get_pretrained_cfg(name, pretrained) if pretrained and model_cfg is not None else {}
     if pretrained and not tag_cfg and not os.path.isfile(pretrained):

@@ -326,3 +326,68 @@ def _confusion(ax, name: str, classes: list[str], cells: dict) -> None:
     ax.set_title(f"most frequent confusions (true → predicted)\n{name}", fontsize=TEXT_PT + 1)
     if not off:
         ax.text(0.5, 0.5, "no confusions", transform=ax.transAxes, ha="center", fontsize=TEXT_PT)
+
+
+SIMILARITY_ANNOTATED = 16  # similarity matrices of up to this many images (and 24 candidates) have numbers in cells
+
+
+def similarity_order(scores) -> list[int]:
+    """Image order of a similarity matrix: grouped by the candidate each image scores highest (in the candidates'
+    order), best-scoring first within a group, so a model that tells the candidates apart draws a diagonal."""
+    scores = np.asarray(scores, dtype=float)
+    if scores.size == 0:
+        return []
+    best = scores.argmax(1)
+    return sorted(range(len(scores)), key=lambda i: (int(best[i]), -float(scores[i, best[i]]), i))
+
+
+def similarity_matrix(scores, images: list, image_names: list[str], candidates: list[str], *, title: str,
+                      width: float = FULL_WIDTH):
+    """A text x image cosine-similarity matrix (as CLIP's own notebook draws it): a row per candidate (class name
+    or prompt), a column per image with its thumbnail above, images ordered by :func:`similarity_order`; every
+    cell's cosine written out while the matrix is small (``SIMILARITY_ANNOTATED``), a colour bar otherwise. At
+    most ``width`` inches wide; no text under ``TEXT_PT`` points."""
+    plt = _plt()
+    scores = np.asarray(scores, dtype=float)
+    order = similarity_order(scores)
+    values = scores[order].T  # candidates x images
+    n_img, n_txt = values.shape[1], values.shape[0]
+    names = [wrap_text(printable(c), 40, 2) for c in candidates]
+    name_w = _CHAR_IN * max([len(line) for n in names for line in n.split("\n")] + [4]) + 0.3
+    annotate = n_img <= SIMILARITY_ANNOTATED and n_txt <= 24
+    cell = max(0.12, min(0.62, (width - name_w - 0.8) / max(n_img, 1)))
+    thumbs = annotate and all(im is not None for im in images)
+    fig_w = min(width, name_w + cell * n_img + (0.3 if annotate else 1.0))
+    fig_h = _ROW_IN * n_txt * (cell / _ROW_IN if cell < _ROW_IN else 1.0) + (cell + 0.5 if thumbs else 0.3) + 1.0
+    fig = plt.figure(figsize=(fig_w, fig_h), layout="constrained")
+    if thumbs:
+        grid = fig.add_gridspec(2, n_img, height_ratios=[cell, _ROW_IN * n_txt])
+        for j, i in enumerate(order):
+            ax = fig.add_subplot(grid[0, j])
+            ax.imshow(thumbnail(images[i], 120))
+            ax.axis("off")
+        ax = fig.add_subplot(grid[1, :])
+    else:
+        ax = fig.add_subplot(1, 1, 1)
+    ax.set_label("similarity")
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    image = ax.imshow(values, cmap="viridis", vmin=lo, vmax=hi if hi > lo else lo + 1e-6, aspect="auto",
+                      interpolation="nearest")
+    if annotate:
+        mid = (lo + hi) / 2
+        for (i, j), v in np.ndenumerate(values):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=TEXT_PT,
+                    color="black" if v > mid else "white")
+    else:
+        fig.colorbar(image, ax=ax, fraction=0.04, pad=0.01).ax.tick_params(labelsize=TEXT_PT)
+    ax.set_yticks(np.arange(n_txt), names, fontsize=TEXT_PT)
+    shown = [printable(image_names[i]) for i in order]
+    if n_img <= 40:
+        ax.set_xticks(np.arange(n_img), [s if len(s) <= 18 else s[:17] + "…" for s in shown], fontsize=TEXT_PT,
+                      rotation=60, ha="right")
+    else:
+        ax.set_xticks([])
+        ax.set_xlabel(f"{n_img} images, grouped by their best-scoring candidate", fontsize=TEXT_PT)
+    ax.tick_params(length=0)
+    fig.suptitle(title, fontsize=TEXT_PT + 2)
+    return fig

@@ -195,7 +195,28 @@ class InspectResult(SingleModel, Notebook):
             return [(p, f"ranking for {self.paths[int(idx)].name}")
                     for p, idx in zip(inspection_figures(self, folder, self.topk, limit), self.images.indices)]
 
-        return {"scores": self.scores_frame(), "figures": Figure("per-image ranking", draw, many=True)}
+        return {"scores": self.scores_frame(), "figures": Figure("per-image ranking", draw, many=True),
+                "heatmap": self.heatmap_figure()}
+
+    def heatmap_figure(self) -> Figure:
+        """The candidates x images cosine-similarity matrix (a PNG or SVG): images grouped by their best-scoring
+        candidate, cosines written in the cells while the matrix is small."""
+        caption = (f"cosine similarity · {self.model.name} · {len(self.labels)} candidates × "
+                   f"{len(self.images.indices)} images")
+
+        def draw(path: Path) -> list[tuple[Path, str]]:
+            from cliplab.report.plots import SIMILARITY_ANNOTATED, save_figure, similarity_matrix
+
+            rows = list(self.images.indices)
+            thumbs = [_load(self.paths[int(i)]) for i in rows] if len(rows) <= SIMILARITY_ANNOTATED else \
+                [None] * len(rows)
+            fig = similarity_matrix(self.scores, thumbs, [self.paths[int(i)].name for i in rows], self.labels,
+                                    title=caption)
+            how = ("images grouped by the candidate each scores highest (candidates' order), best score first; "
+                   "every image of the run")
+            return [(p, caption) for p in save_figure(fig, [path], description=how)]
+
+        return Figure(caption, draw)
 
     def scores_frame(self) -> pd.DataFrame:
         return pd.DataFrame([{"image": printable(str(self.paths[int(i)])), "candidate": lab, "rank": r + 1,
@@ -290,7 +311,9 @@ STUDY = register(Study(
     outputs=(Output("figures", "figures", "folder for one PNG per image: the image and its top-k bars.",
                     folder=True),
              Output("output", "scores", "all scores as .csv/.parquet/.jsonl (one row per image x candidate).",
-                    TABLE_SUFFIXES, short="-o")),
+                    TABLE_SUFFIXES, short="-o"),
+             Output("heatmap", "heatmap", "PNG or SVG of the candidates x images cosine-similarity matrix (images "
+                    "grouped by their best candidate; values in the cells up to 16 images).", (".png", ".svg"))),
     positional=("model", "images"), group="Classification studies", sections=tuple(REPORT_SECTIONS), order=50,
-    returns="Inline: the ranking table and one figure per image (image + top-k bars).",
+    returns="Inline: the ranking table, one figure per image (image + top-k bars) and the similarity matrix.",
     example='cliplab.inspect("tiny-shapes", ["red-circle.png"], classes=["red shape", "blue shape"], quiet=True)'))
