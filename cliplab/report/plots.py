@@ -342,52 +342,62 @@ def similarity_order(scores) -> list[int]:
 
 
 def similarity_matrix(scores, images: list, image_names: list[str], candidates: list[str], *, title: str,
-                      width: float = FULL_WIDTH):
+                      width: float = FULL_WIDTH, panels: list[str] | None = None):
     """A text x image cosine-similarity matrix (as CLIP's own notebook draws it): a row per candidate (class name
     or prompt), a column per image with its thumbnail above, images ordered by :func:`similarity_order`; every
     cell's cosine written out while the matrix is small (``SIMILARITY_ANNOTATED``), a colour bar otherwise. At
-    most ``width`` inches wide; no text under ``TEXT_PT`` points."""
+    most ``width`` inches wide; no text under ``TEXT_PT`` points.
+
+    Several models side by side: ``scores`` a list of matrices (images x candidates, the same images and
+    candidates) and ``panels`` their titles; the images keep the first model's order in every panel and each panel
+    has its own colour scale (cosines of different models are not on one scale)."""
     plt = _plt()
-    scores = np.asarray(scores, dtype=float)
-    order = similarity_order(scores)
-    values = scores[order].T  # candidates x images
-    n_img, n_txt = values.shape[1], values.shape[0]
+    mats = [np.asarray(m, dtype=float) for m in (scores if panels else [scores])]
+    panels = panels or [None]
+    order = similarity_order(mats[0])
+    n_img, n_txt = mats[0].shape[0], mats[0].shape[1]
     names = [wrap_text(printable(c), 40, 2) for c in candidates]
     name_w = _CHAR_IN * max([len(line) for n in names for line in n.split("\n")] + [4]) + 0.3
     annotate = n_img <= SIMILARITY_ANNOTATED and n_txt <= 24
-    cell = max(0.12, min(0.62, (width - name_w - 0.8) / max(n_img, 1)))
+    per = (width - name_w - 0.3 * len(mats)) / len(mats)  # inches for one panel's cells
+    cell = max(0.1, min(0.62, (per - (0.0 if annotate else 0.7)) / max(n_img, 1)))
     thumbs = annotate and all(im is not None for im in images)
-    fig_w = min(width, name_w + cell * n_img + (0.3 if annotate else 1.0))
-    fig_h = _ROW_IN * n_txt * (cell / _ROW_IN if cell < _ROW_IN else 1.0) + (cell + 0.5 if thumbs else 0.3) + 1.0
+    fig_w = min(width, name_w + len(mats) * (cell * n_img + (0.3 if annotate else 1.0)))
+    fig_h = _ROW_IN * n_txt + (cell + 0.5 if thumbs else 0.3) + 1.2 + (0.3 if panels[0] else 0)
     fig = plt.figure(figsize=(fig_w, fig_h), layout="constrained")
-    if thumbs:
-        grid = fig.add_gridspec(2, n_img, height_ratios=[cell, _ROW_IN * n_txt])
-        for j, i in enumerate(order):
-            ax = fig.add_subplot(grid[0, j])
-            ax.imshow(thumbnail(images[i], 120))
-            ax.axis("off")
-        ax = fig.add_subplot(grid[1, :])
-    else:
-        ax = fig.add_subplot(1, 1, 1)
-    ax.set_label("similarity")
-    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
-    image = ax.imshow(values, cmap="viridis", vmin=lo, vmax=hi if hi > lo else lo + 1e-6, aspect="auto",
-                      interpolation="nearest")
-    if annotate:
-        mid = (lo + hi) / 2
-        for (i, j), v in np.ndenumerate(values):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=TEXT_PT,
-                    color="black" if v > mid else "white")
-    else:
-        fig.colorbar(image, ax=ax, fraction=0.04, pad=0.01).ax.tick_params(labelsize=TEXT_PT)
-    ax.set_yticks(np.arange(n_txt), names, fontsize=TEXT_PT)
+    outer = fig.add_gridspec(1, len(mats))
     shown = [printable(image_names[i]) for i in order]
-    if n_img <= 40:
-        ax.set_xticks(np.arange(n_img), [s if len(s) <= 18 else s[:17] + "…" for s in shown], fontsize=TEXT_PT,
-                      rotation=60, ha="right")
-    else:
-        ax.set_xticks([])
-        ax.set_xlabel(f"{n_img} images, grouped by their best-scoring candidate", fontsize=TEXT_PT)
-    ax.tick_params(length=0)
+    for k, (values, head) in enumerate(zip(mats, panels)):
+        values = values[order].T  # candidates x images
+        if thumbs:
+            grid = outer[0, k].subgridspec(2, n_img, height_ratios=[cell, _ROW_IN * n_txt])
+            for j, i in enumerate(order):
+                tax = fig.add_subplot(grid[0, j])
+                tax.imshow(thumbnail(images[i], 120))
+                tax.axis("off")
+            ax = fig.add_subplot(grid[1, :])
+        else:
+            ax = fig.add_subplot(outer[0, k])
+        ax.set_label("similarity")
+        lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+        image = ax.imshow(values, cmap="viridis", vmin=lo, vmax=hi if hi > lo else lo + 1e-6, aspect="auto",
+                          interpolation="nearest")
+        if annotate:
+            mid = (lo + hi) / 2
+            for (i, j), v in np.ndenumerate(values):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=TEXT_PT,
+                        color="black" if v > mid else "white")
+        else:
+            fig.colorbar(image, ax=ax, fraction=0.04, pad=0.01).ax.tick_params(labelsize=TEXT_PT)
+        ax.set_yticks(np.arange(n_txt), names if k == 0 else [""] * n_txt, fontsize=TEXT_PT)
+        if n_img <= 40:
+            ax.set_xticks(np.arange(n_img), [t if len(t) <= 18 else t[:17] + "…" for t in shown], fontsize=TEXT_PT,
+                          rotation=60, ha="right")
+        else:
+            ax.set_xticks([])
+            ax.set_xlabel(f"{n_img} images, grouped by their best-scoring candidate", fontsize=TEXT_PT)
+        ax.tick_params(length=0)
+        if head:
+            ax.set_title(printable(head), fontsize=TEXT_PT + 1)
     fig.suptitle(title, fontsize=TEXT_PT + 2)
     return fig
