@@ -20,7 +20,7 @@ from golden.harness import VOLATILE_KEYS, _images
 runner = CliRunner()
 
 LIMIT = 60
-KEY = ["task", "model", "dataset", "split", "variant", "metric", "seed"]
+KEY = ["task", "model", "dataset", "split", "variant", "metric_name", "seed"]  # metric_name: the store's name, one per number
 COMPARED = ["value", "ci_low", "ci_high", "n", "pretrained", "model_fingerprint", "dataset_fingerprint"]
 TIMING_METRICS = {"images_per_second"}  # wall-clock: differs between any two runs
 VOLATILE = VOLATILE_KEYS  # timestamps, versions, timings
