@@ -409,4 +409,7 @@ def test_clip_benchmark_results(folder, value, raw):
     df = read(lambda: import_clip_benchmark([path]), path.name)
     if df is None:
         return
-    assert list(df.columns) == COLUMNS and set(df.command) <= {"clip_benchmark"}
+    from cliplab.results.result import TIDY_FRONT
+
+    assert set(df.columns) == {*COLUMNS, "class", "true", "predicted", "metric_name"}
+    assert list(df.columns[:len(TIDY_FRONT)]) == TIDY_FRONT and set(df.command) <= {"clip_benchmark"}
