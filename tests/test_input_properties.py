@@ -387,8 +387,12 @@ def test_results_stores(folder, data, suffix):
     df = read(lambda: read_results(store), f"run{suffix}")
     if df is None:
         return
-    assert list(df.columns[:len(COLUMNS)]) == COLUMNS and df["value"].dtype == np.float64
-    assert str(df["n"].dtype) == "Int64" and all(isinstance(v, str) for v in df["metric"])
+    from cliplab.results.result import TIDY_FRONT
+
+    # the tidy frame (issue 24): every store column, what a number is first, the stored name in metric_name
+    assert set(COLUMNS) <= set(df.columns) and list(df.columns[:len(TIDY_FRONT)]) == TIDY_FRONT
+    assert df["value"].dtype == np.float64
+    assert str(df["n"].dtype) == "Int64" and all(isinstance(v, str) for v in df["metric_name"])
 
 
 @SETTINGS
@@ -405,4 +409,7 @@ def test_clip_benchmark_results(folder, value, raw):
     df = read(lambda: import_clip_benchmark([path]), path.name)
     if df is None:
         return
-    assert list(df.columns) == COLUMNS and set(df.command) <= {"clip_benchmark"}
+    from cliplab.results.result import TIDY_FRONT
+
+    assert set(df.columns) == {*COLUMNS, "class", "true", "predicted", "metric_name"}
+    assert list(df.columns[:len(TIDY_FRONT)]) == TIDY_FRONT and set(df.command) <= {"clip_benchmark"}

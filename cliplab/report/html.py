@@ -24,6 +24,7 @@ from cliplab.progress import progress_bar
 from cliplab.report.plots import PAGE_PX, REPORT_DPI, compact_png, figure_data_uri, figure_description
 from cliplab.report.rows import natural_key
 from cliplab.results.exports import provenance, write_json, write_table
+from cliplab.results.result import tidy_metrics
 from cliplab.results.store import COLUMNS
 from cliplab.registry import report_sections
 
@@ -271,7 +272,8 @@ CLIP_BENCHMARK = Shape(ClipBenchmarkResult, "a CLIP_benchmark result (dataset, m
 
 
 def import_clip_benchmark(paths: list[str | Path]) -> pd.DataFrame:
-    """CLIP_benchmark result JSONs -> store rows (command ``clip_benchmark``) so they sit beside cliplab's."""
+    """CLIP_benchmark result JSONs -> store rows (command ``clip_benchmark``) so they sit beside cliplab's (the tidy
+    columns :func:`cliplab.read_results` gives)."""
     rows = []
     for p in paths:
         p = Path(p)
@@ -287,7 +289,7 @@ def import_clip_benchmark(paths: list[str | Path]) -> pd.DataFrame:
                 rows += [{**base, **row} for row in convert[rec["task"]](k, v)]
             elif isinstance(v, (int, float)):
                 rows.append({**base, "task": rec["task"], "variant": "CLIP_benchmark", "metric": k, "value": float(v)})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return tidy_metrics(pd.DataFrame(rows, columns=COLUMNS))  # the columns read_results gives, to sit beside them
 
 
 def breakable(name: str) -> Markup:

@@ -23,6 +23,7 @@ from cliplab.progress import NotebookProgress, installed, use
 from cliplab.report.plots import figure_data_uri, figure_description, png_data_uri
 from cliplab.report.tables import render
 from cliplab.results.exports import provenance, write_table
+from cliplab.results.result import tidy_metrics
 from cliplab.errors import ParameterError
 from cliplab.results.store import FORMATS, RunRecorder
 from cliplab.registry import sections_for
@@ -56,8 +57,12 @@ class Notebook:
     # ---- data ----
     @property
     def metrics(self) -> pd.DataFrame:
-        """The long-format metric rows (the rows the results store holds for this run, without run columns)."""
-        return self.metric_rows()
+        """The metric rows in long, tidy format: one row per number (the rows the results store holds for this run,
+        without run columns), ``metric``, ``variant``, ``class`` / ``true`` / ``predicted`` (a number of one class, a
+        confusion cell), ``value`` (rates as fractions: 0.85, not 85 %) first, then whose numbers they are (task,
+        model, dataset); ``metric_name`` is the store's name (``recall[cat]``). :func:`cliplab.read_results` gives the
+        same columns."""
+        return tidy_metrics(self.metric_rows())
 
     def to_json(self, path: str | Path | None = None, config: dict | None = None) -> str:
         """The study's JSON document (what the CLI's ``--output FILE.json`` holds: the record, the models, ``config``
@@ -78,7 +83,7 @@ class Notebook:
         if path.suffix.lower() != ".parquet":
             path = path.with_name(path.name + ".parquet")
         self._guard(path, "path")
-        write_table(path, self.metric_rows())
+        write_table(path, self.metrics)
         return path
 
     def save(self, results_dir: str | Path, format: str = "parquet", config: dict | None = None) -> Path:
@@ -127,7 +132,7 @@ class Notebook:
 
     def figures(self) -> list[tuple[str, object]]:
         """(title, matplotlib figure) per figure the HTML report draws from this run's rows."""
-        rows = self.metric_rows().assign(run_id="notebook")
+        rows = self.metrics.assign(run_id="notebook")
         out = []
         for task in dict.fromkeys(rows.task):
             for section in sections_for(task):

@@ -18,6 +18,8 @@ Nothing here names a particular study; studies build these objects from their ow
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
@@ -28,6 +30,101 @@ from cliplab.files import printable
 
 METRIC_COLUMNS = ["task", "model", "pretrained", "model_fingerprint", "dataset", "split", "dataset_fingerprint",
                   "variant", "metric", "value", "ci_low", "ci_high", "seed", "n"]
+
+# The tidy frame (``.metrics``, ``cliplab.read_results``): what a number is first, then whose it is. A number that
+# belongs to a class keeps its base name in ``metric`` (``recall``, ``confusion``) and names the class in ``class``
+# (``true`` and ``predicted`` for a confusion cell); ``metric_name`` is the name the store keeps (``recall[cat]``,
+# ``confusion[cat -> dog]``), one per row.
+PER_CLASS = ("recall",)  # stored as metric[class]
+PER_PAIR = ("confusion",)  # stored as metric[true -> predicted]
+ARROW = " -> "
+TIDY_FRONT = ["metric", "variant", "class", "true", "predicted", "value", "ci_low", "ci_high", "n", "seed"]
+PROVENANCE = ["task", "model", "pretrained", "model_fingerprint", "dataset", "split", "dataset_fingerprint"]
+METRIC_NAME = "metric_name"
+TIDY_COLUMNS = [*TIDY_FRONT, *PROVENANCE, METRIC_NAME]
+_PACKED = re.compile(r"^(" + "|".join(map(re.escape, (*PER_CLASS, *PER_PAIR))) + r")\[(.*)\]$", re.DOTALL)
+_DATA_KEY = ("dataset", "split", "dataset_fingerprint")  # the rows whose classes tell a confusion pair apart
+
+
+class AmbiguousPairWarning(UserWarning):
+    """A stored confusion cell whose class names contain ' -> ' could not be split into true and predicted class."""
+
+
+def packed_name(metric: str, cls: str | None = None, true: str | None = None, predicted: str | None = None) -> str:
+    """The name the store keeps for a number: ``recall[cat]``, ``confusion[cat -> dog]``, else ``metric``."""
+    if cls is not None:
+        return f"{metric}[{cls}]"
+    if true is not None or predicted is not None:
+        return f"{metric}[{true}{ARROW}{predicted}]"
+    return metric
+
+
+def tidy_metrics(rows: pd.DataFrame) -> pd.DataFrame:
+    """Long-format rows as the store keeps them (``METRIC_COLUMNS``, or the store's ``COLUMNS``) -> the tidy frame:
+    the packed names ``recall[CLASS]`` and ``confusion[TRUE -> PREDICTED]`` split into ``metric`` (``recall``,
+    ``confusion``) and ``class`` / ``true`` / ``predicted``; the stored name kept in ``metric_name``; columns in the
+    order ``TIDY_FRONT``, ``PROVENANCE``, then the others (a store's run columns), then ``metric_name``. The one
+    function that reads packed names: ``.metrics`` of every result and :func:`cliplab.read_results` both use it.
+
+    A class name may contain brackets, unicode or ' -> ': the class of ``recall[...]`` is everything between the first
+    '[' and the last ']'; a confusion name with more than one ' -> ' is split where both sides are classes that the
+    rows of the same dataset split have a ``recall`` for. A pair that is still ambiguous (or not a pair) keeps empty
+    ``true`` / ``predicted`` with a warning (its ``metric_name`` still says what it is)."""
+    df = rows.reset_index(drop=True).copy()
+    names = df["metric"].astype(object)
+    base, cls, true, predicted = names.tolist(), [None] * len(df), [None] * len(df), [None] * len(df)
+    pairs = []
+    for i, name in enumerate(names):
+        m = _PACKED.match(name) if isinstance(name, str) else None
+        if m is None:
+            continue
+        base[i] = m.group(1)
+        if m.group(1) in PER_CLASS:
+            cls[i] = m.group(2)
+        else:
+            pairs.append((i, m.group(2)))
+    if pairs:
+        keys = [tuple(_key_text(df[c].iloc[i]) if c in df else "" for c in _DATA_KEY) for i in range(len(df))]
+        known: dict[tuple, set[str]] = {}
+        for i, c in enumerate(cls):
+            if c is not None:
+                known.setdefault(keys[i], set()).add(c)
+        bad = []
+        for i, inside in pairs:
+            found = _split_pair(inside, known.get(keys[i], set()))
+            if found is None:
+                bad.append(inside)
+            else:
+                true[i], predicted[i] = found
+        if bad:
+            warnings.warn(f"{len(bad)} confusion row(s) could not be split into a true and a predicted class (class "
+                          f"names containing {ARROW.strip()!r}), e.g. {bad[0]!r}: their 'true' and 'predicted' are "
+                          "empty; 'metric_name' holds the stored name", AmbiguousPairWarning, stacklevel=2)
+    for c in ("value", "ci_low", "ci_high"):  # numbers as float64 (a missing one NaN), as the store reads them
+        if c in df:
+            df[c] = df[c].astype("float64")
+    text = df["metric"].dtype  # the frame's text type (pandas 3: str; else object), for the new columns too
+    df[METRIC_NAME] = df["metric"]
+    df["metric"] = pd.Series(base, index=df.index, dtype=text)
+    for c, values in (("class", cls), ("true", true), ("predicted", predicted)):
+        df[c] = pd.Series(values, index=df.index, dtype=text)
+    front = [c for c in (*TIDY_FRONT, *PROVENANCE) if c in df]
+    rest = [c for c in df.columns if c not in front and c != METRIC_NAME]
+    return df[[*front, *rest, METRIC_NAME]]
+
+
+def _key_text(v) -> str:
+    return "" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def _split_pair(inside: str, classes: set[str]) -> tuple[str, str] | None:
+    """``'a -> b'`` -> ``('a', 'b')``; with several ' -> ', the one split whose both sides are in ``classes``."""
+    cuts = [m.start() for m in re.finditer(re.escape(ARROW), inside)]
+    splits = [(inside[:c], inside[c + len(ARROW):]) for c in cuts]
+    if len(splits) == 1:
+        return splits[0]
+    fits = [s for s in splits if s[0] in classes and s[1] in classes]
+    return fits[0] if len(fits) == 1 else None
 
 
 @dataclass(frozen=True)

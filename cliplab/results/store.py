@@ -4,7 +4,10 @@ Each command run writes one new file ``<UTC time>-<command>-<run id>.parquet`` (
 never rewrite each other's rows, concurrent runs cannot corrupt the store, and an interrupted run leaves no
 partial file. ``read_results(DIR)`` (or ``pd.read_parquet(DIR)`` for an all-parquet store) gives one frame.
 
-One row per (model, dataset, task, variant, metric): a long format that tables and plots pivot as they need.
+One row per (model, dataset, task, variant, metric): a long format that tables and plots pivot as they need. The
+files keep a number of one class under a packed name (``recall[cat]``, ``confusion[cat -> dog]``: the ``COLUMNS``
+every store has had); ``read_results`` splits it (``results.result.tidy_metrics``) into ``metric`` and ``class`` /
+``true`` / ``predicted``, as a result's ``.metrics`` does.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from cliplab.errors import CliplabError, ParameterError
 from cliplab.files import Shape, Str, UserFile, printable
 from cliplab.io import atomic_path
 from cliplab.results.exports import printable_frame, write_table
-from cliplab.results.result import ModelInfo, Rows
+from cliplab.results.result import ModelInfo, Rows, tidy_metrics
 from cliplab.version import __version__
 
 COLUMNS = ["run_id", "timestamp", "cliplab_version", "command", "task", "model", "pretrained", "model_fingerprint",
@@ -146,8 +149,10 @@ def _store_file(path: Path, folder: Path) -> UserFile:
 
 def read_results(*folders: str | Path) -> pd.DataFrame:
     """All rows of one or more results folders (parquet and JSONL files, in any mix), oldest run first, as one
-    frame with the store's column types; ``artifact`` paths are made absolute. A file that cannot be read (truncated,
-    not the store's rows) is one error naming it."""
+    tidy frame: the columns of a result's ``.metrics`` (``metric``, ``variant``, ``class``, ``true``, ``predicted``,
+    ``value``, ... ``metric_name``) with the run's columns (``run_id``, ``timestamp``, ``command``, ``config``,
+    ``artifact``, ...) before ``metric_name``; ``artifact`` paths are made absolute. A file that cannot be read
+    (truncated, not the store's rows) is one error naming it."""
     rows: list[dict] = []
     for folder in folders:
         folder = Path(folder)
@@ -168,4 +173,4 @@ def read_results(*folders: str | Path) -> pd.DataFrame:
         df[c] = df[c].astype("float64")
     for c in _INTS:
         df[c] = df[c].astype("Int64")
-    return df.sort_values(["timestamp", "run_id"], kind="stable").reset_index(drop=True)
+    return tidy_metrics(df.sort_values(["timestamp", "run_id"], kind="stable").reset_index(drop=True))

@@ -92,8 +92,8 @@ class ProbeResult(SingleModel, Notebook):
         k-shot accuracy per seed (with mean and std over seeds)."""
         rows = Rows()
         base = dict(task=self.task, model=self.model, dataset=self.test, n=self.dataset.n)
-        if self.zeroshot is not None:
-            rows.add_metrics(self.zeroshot, HEADLINE, variant=f"zero-shot ({self.templates.name})",
+        if self.zeroshot is not None:  # named as a zero-shot run names it: its task, the template set's name
+            rows.add_metrics(self.zeroshot, HEADLINE, variant=self.templates.name,
                              **{**base, "task": "zeroshot_classification"})
         if self.linear is not None:
             lp = self.linear
@@ -111,6 +111,8 @@ class ProbeResult(SingleModel, Notebook):
                     rows.add(metric="sweep_iterations", value=p.iterations, **kw)
                     rows.add(metric="sweep_converged", value=float(p.converged), **kw)
         for r in self.kshot:
+            if r.k == 0:  # the zero-shot baseline: its accuracy is the zeroshot_classification acc1 above
+                continue
             fewer = self.fewer.get(r.k) if r.k else None
             mark = f" (fewer for {fewer[0]} classes, min {fewer[1]})" if fewer else ""
             kw = {**base, "task": "kshot_probe", "variant": f"{r.variant} k={r.k}{mark}"}
@@ -329,13 +331,22 @@ def kshot_figures(df: pd.DataFrame) -> list[ReportFigure]:
     out = []
     df = with_columns(df, ["task", "metric"])
     ks = df[(df.task == "kshot_probe") & (df.metric == "acc1")]
+    # the zero-shot baseline: the probe run's own zeroshot_classification top-1 (stores written before issue 24 also
+    # held it as the k-shot variant 'zero-shot k=0')
+    zs = with_columns(df, ["run_id", "variant"])
+    zs = zs[(zs.task == "zeroshot_classification") & (zs.metric == "acc1")]
     names = model_labels(model_key(r) for r in ks.to_dict(orient="records"))
     for key, run in groups(latest(ks, (*MODEL, *DATA)), (*MODEL, *DATA)):
         parsed = run.variant.str.extract(r"^(?P<name>.*) k=(?P<k>\d+)$")
         run = run.assign(name=parsed["name"], k=pd.to_numeric(parsed["k"])).dropna(subset=["k"])
         if run.empty:
             continue
+        own = zs[zs.run_id.map(text).isin(set(run.run_id.map(text)) if "run_id" in run else {""})]
+        for c in (*MODEL, *DATA):
+            own = own[own[c].map(text) == text(key[c])]
         fig, ax = plt.subplots(figsize=(6.5, 4))
+        if not own.empty and not (run.name == "zero-shot").any():
+            ax.axhline(own.value.iloc[0] * 100, color="grey", linestyle="--", label="zero-shot")
         for name, grp in run.groupby("name", sort=False):
             if name == "zero-shot":
                 ax.axhline(grp.value.mean() * 100, color="grey", linestyle="--", label="zero-shot")

@@ -21,8 +21,8 @@ from cliplab.report.plots import FULL_WIDTH, class_recall_figure
 from cliplab.report.rows import (DATA, MODEL, blank, distinct, groups, latest, model_key, model_labels, natural_key,
                                  text, with_columns)
 from cliplab.results.exports import TABLE_SUFFIXES
-from cliplab.results.result import (DatasetInfo, Failure, ReportFigure, ReportSection, Rows, SingleModel, Table, pct,
-                                    skipped)
+from cliplab.results.result import (METRIC_NAME, DatasetInfo, Failure, ReportFigure, ReportSection, Rows, SingleModel,
+                                    Table, packed_name, pct, skipped, tidy_metrics)
 from cliplab.tasks.zeroshot import ClassScores, build_classifier, evaluate
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class ZeroShotResult(SingleModel, Notebook):
             rows.add_metrics(ev.result.metrics, self.headline, **kw)
             rows.add(metric="images_per_second", value=self.images.images_per_second, **kw)
             for cname, r in zip(self.data.classnames, ev.result.metrics["per_class_recall"]):
-                rows.add(metric=f"recall[{cname}]", value=r, **kw)
+                rows.add(metric=packed_name("recall", cname), value=r, **kw)
             confusion_rows(rows, ev.result.metrics["confusion"], self.data.classnames, **kw)
         return rows.frame()
 
@@ -177,7 +177,8 @@ def confusion_rows(rows: Rows, confusion, classnames, max_full: int = 30, top: i
         flat = np.argsort(-off, axis=None, kind="stable")[:top]
         cells = [tuple(np.unravel_index(f, cm.shape)) for f in flat if off.flat[f] > 0]
     for i, j in cells:
-        rows.add(metric=f"confusion[{classnames[i]} -> {classnames[j]}]", value=int(cm[i, j]), **kw)
+        rows.add(metric=packed_name("confusion", true=classnames[i], predicted=classnames[j]), value=int(cm[i, j]),
+                 **kw)
 
 
 def run_zeroshot(inputs: Inputs, params: ZeroShotParams = ZeroShotParams()) -> ZeroShotResult:
@@ -215,19 +216,24 @@ class _Evaluation:
 
 
 def _evaluations(df: pd.DataFrame) -> list[_Evaluation]:
+    if METRIC_NAME not in df:  # rows as a study makes them (packed names): tidy them, as .metrics does
+        df = tidy_metrics(df)
     zs = with_columns(df, ["task", "metric", "value"])
-    zs = zs[(zs.task == "zeroshot_classification") & (zs.metric.str.startswith(("recall[", "confusion["))
-                                                      | (zs.metric == "acc1"))]
+    zs = zs[(zs.task == "zeroshot_classification") & zs.metric.isin(("recall", "confusion", "acc1"))]
+    # of each evaluation, the latest run that has per-class rows (a probe's zero-shot rows have none: they would
+    # hide the per-class rows of a zero-shot run of the same model, data and template set)
+    per_class = set(zs.loc[zs.metric == "recall", "run_id"].map(text)) if "run_id" in zs else set()
+    if "run_id" in zs:
+        zs = zs[zs.run_id.map(text).isin(per_class)]
     out = []
     for key, rows in groups(latest(zs, EVALUATION), EVALUATION):
-        rec = rows[rows.metric.str.startswith("recall[")]
+        rec = rows[rows.metric == "recall"]
         if rec.empty:
             continue
-        conf = rows[rows.metric.str.startswith("confusion[")]
-        pairs = conf.metric.str.extract(r"^confusion\[(.*) -> (.*)\]$")
+        conf = rows[(rows.metric == "confusion") & rows["true"].notna() & rows["predicted"].notna()]
         acc = rows[rows.metric == "acc1"].value
-        out.append(_Evaluation(key, dict(zip(rec.metric.str.slice(7, -1), rec.value.astype(float))),
-                               {(t, p): float(v) for t, p, v in zip(pairs[0], pairs[1], conf.value)},
+        out.append(_Evaluation(key, dict(zip(rec["class"], rec.value.astype(float))),
+                               {(t, p): float(v) for t, p, v in zip(conf["true"], conf["predicted"], conf.value)},
                                float(acc.iloc[0]) if len(acc) and not blank(acc.iloc[0]) else float("nan")))
     # datasets in the summary table's order; models in the order the store first has them, whichever run of
     # theirs is the latest

@@ -20,7 +20,7 @@ from golden.harness import VOLATILE_KEYS, _images
 runner = CliRunner()
 
 LIMIT = 60
-KEY = ["task", "model", "dataset", "split", "variant", "metric", "seed"]
+KEY = ["task", "model", "dataset", "split", "variant", "metric_name", "seed"]  # metric_name: the store's name, one per number
 COMPARED = ["value", "ci_low", "ci_high", "n", "pretrained", "model_fingerprint", "dataset_fingerprint"]
 TIMING_METRICS = {"images_per_second"}  # wall-clock: differs between any two runs
 VOLATILE = VOLATILE_KEYS  # timestamps, versions, timings
@@ -183,6 +183,7 @@ def test_the_comparison_sees_a_changed_number_and_a_missing_row():
                          "metric": ["a", "b"], "value": [0.5, float("nan")], "ci_low": None, "ci_high": None,
                          "seed": pd.array([None, None], dtype="Int64"), "n": pd.array([10, 10], dtype="Int64"),
                          "pretrained": "", "model_fingerprint": "f", "dataset_fingerprint": "g"})
+    rows["metric_name"] = rows["metric"]
     assert_same_rows(rows, rows.copy())
     for broken in (rows.assign(value=[0.5 + 1e-12, float("nan")]), rows.assign(value=[0.5, 0.0]), rows.iloc[:1],
                    rows.assign(n=pd.array([10, 11], dtype="Int64"))):

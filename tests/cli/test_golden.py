@@ -1,6 +1,6 @@
 """Every command's outputs on the shapes data equal the golden files written before the architecture refactor
 (tests/golden/: what they hold and leave out, and how each number is compared, is in harness.py; key renames and
-known changes are in harness.RENAMES, CONFIG_CHANGES and KNOWN_CHANGES)."""
+known changes are in harness.RENAMES, CONFIG_CHANGES, STORE_CHANGES and KNOWN_CHANGES)."""
 import copy
 import json
 import os
@@ -319,3 +319,17 @@ def test_new_store_rows_pass_only_under_a_documented_variant():
     assert harness.diff(golden, other, additions=documented)
     assert set(harness.DOCUMENTED_ADDITIONS["retrieval"]) <= documented  # each with its reason
     assert all(why for paths in harness.DOCUMENTED_ADDITIONS.values() for why in paths.values())
+
+
+def test_store_changes_rename_and_drop_only_the_rows_they_name():
+    """harness.STORE_CHANGES (issue 24): the probe's zero-shot rows are renamed, its 'zero-shot k=0' row dropped, every
+    other golden row kept; a change that no golden row matches is an error."""
+    golden = harness.load("probe")
+    changed = harness.with_known_changes("probe", golden)["store"]
+    old = {(r["task"], r["variant"]) for r in golden["store"]}
+    new = {(r["task"], r["variant"]) for r in changed}
+    assert ("kshot_probe", "zero-shot k=0") in old and ("kshot_probe", "zero-shot k=0") not in new
+    assert ("zeroshot_classification", "zero-shot (simple)") in old and ("zeroshot_classification", "simple") in new
+    assert len(changed) == len(golden["store"]) - 1
+    with pytest.raises(AssertionError, match="no golden store row"):
+        harness.with_known_changes("probe", {**golden, "store": changed})

@@ -81,7 +81,7 @@ def test_per_class_figures_show_each_models_own_recall(two_models):
                 variant = col[len(owners[0]) + 3:]
                 rows = df[(df.model == shown[owners[0]]) & (df.dataset == dataset) & (df.variant == variant)
                           & (df.run_id == df[(df.model == shown[owners[0]]) & (df.dataset == dataset)].run_id.iloc[-1])]
-                stored = dict(zip(rows.metric, rows.value))
+                stored = dict(zip(rows.metric_name, rows.value))  # the stored names: read_results keeps them
                 assert np.allclose(cells[:, j], [100 * stored[f"recall[{c}]"] for c in classes]), (col, dataset)
             confusions = axes_labelled(f.figure, "confusion")
             assert len(confusions) == 2  # one per model, each titled with it
@@ -89,9 +89,9 @@ def test_per_class_figures_show_each_models_own_recall(two_models):
                 owner = [label for label in shown if f"\n{label} · " in ax.get_title()]
                 assert len(owner) == 1, ax.get_title()
                 rows = df[(df.model == shown[owner[0]]) & (df.dataset == dataset) & (df.variant == "simple")
-                          & df.metric.str.startswith("confusion[")]
+                          & (df.metric == "confusion")]
                 rows = rows[rows.run_id == rows.run_id.iloc[-1]]
-                cm = np.array([[rows[rows.metric == f"confusion[{t} -> {p}]"].value.iloc[0] for p in classes]
+                cm = np.array([[rows[(rows["true"] == t) & (rows.predicted == p)].value.iloc[0] for p in classes]
                                for t in classes])
                 assert np.allclose(ax.images[0].get_array(), 100 * cm / cm.sum(1, keepdims=True))
             for text in all_text(f.figure):
