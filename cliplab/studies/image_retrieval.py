@@ -19,7 +19,7 @@ from cliplab.embed.descriptors import POOLINGS, DescriptorSpec, region_count
 from cliplab.errors import CliplabError, ParameterError
 from cliplab.files import printable
 from cliplab.index import VectorIndex
-from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, ONE_MODEL, RUN, SPLIT_P, Inputs
+from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, METRIC_P, ONE_MODEL, RUN, SPLIT_P, Inputs
 from cliplab.params import DATASET, param
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
@@ -29,7 +29,7 @@ from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, 
 from cliplab.tasks.image_retrieval import (PROTOCOLS, Whitening, average_query_expansion, gt_map,
                                            labelled_retrieval_metrics, revisited_ground_truth, rmac_aggregate)
 from cliplab.tasks.metrics import l2_normalize
-from cliplab.tasks.ranking import chunked_topk
+from cliplab.tasks.ranking import chunked_topk, metric_note
 
 if TYPE_CHECKING:
     from cliplab.data.base import ImageDataset
@@ -92,6 +92,7 @@ class SimilarResult(SingleModel, Notebook):
     label: str | None = None  # the variant's name, if not the one built from the options
     skipped: list = field(default_factory=list)  # (index, id, reason) of gallery images that could not be used
     queries: QueryHits | None = None
+    metric: str = "cosine"  # how descriptors are compared; dot / euclidean: ``descriptors`` are not normalised
     task = "image_retrieval"
 
     @property
@@ -102,7 +103,8 @@ class SimilarResult(SingleModel, Notebook):
         return (self.spec.pooling + (f" layer={self.spec.layer}" if self.spec.layer else "")
                 + (f" pca={self.pca_dim}" if self.pca_dim else "")
                 + (" whiten" if self.whitening is not None and self.whiten else "")
-                + (f" qe={self.qe}" if self.qe else ""))
+                + (f" qe={self.qe}" if self.qe else "")
+                + ("" if self.metric == "cosine" else f" metric={self.metric}"))
 
     @property
     def dataset(self) -> DatasetInfo:
@@ -112,7 +114,7 @@ class SimilarResult(SingleModel, Notebook):
     def params(self) -> dict:
         return {"descriptor": asdict(self.spec), "pca_dim": self.pca_dim, "whiten": self.whiten,
                 "pca_fit": self.pca_fit, "qe": self.qe, "k": self.k, "gt": self.gt,
-                "queries": list(self.queries.paths) if self.queries else []}
+                "queries": list(self.queries.paths) if self.queries else [], "metric": self.metric}
 
     @property
     def failures(self) -> list[Failure]:
@@ -166,7 +168,8 @@ class SimilarResult(SingleModel, Notebook):
     def record(self) -> dict:
         return {"task": self.task, "model": self.model.name, "pretrained": self.model.pretrained,
                 "dataset": self.gallery.name, "metrics": self.scores, "descriptor": asdict(self.spec),
-                "variant": self.variant, "model_fingerprint": self.model.fingerprint}
+                "variant": self.variant, "model_fingerprint": self.model.fingerprint,
+                **({} if self.metric == "cosine" else {"metric": self.metric})}
 
     def artifacts(self) -> dict:
         out: dict = {"index": self.index_file()}
@@ -175,12 +178,14 @@ class SimilarResult(SingleModel, Notebook):
         return out
 
     def index_file(self) -> FileArtifact:
-        """A FAISS flat index of the final descriptors (ids = gallery image ids), and, when a PCA was learned,
-        the PCA next to it as ``<index>.pca.npz``."""
+        """A FAISS flat index of the final descriptors for the run's metric (inner product for cosine and dot, L2
+        for euclidean; ids = gallery image ids), and, when a PCA was learned, the PCA next to it as
+        ``<index>.pca.npz``."""
         def save(path: Path) -> None:
             ids = [self.gallery.source.id(int(i)) for i in self.indices]
             VectorIndex.build(self.descriptors, ids, "flat", meta={"model_fingerprint": self.model.fingerprint,
-                                                                   "descriptor": asdict(self.spec)}).save(path)
+                                                                   "descriptor": asdict(self.spec)},
+                              metric=self.metric).save(path)
             if self.whitening is not None:
                 self.whitening.save(path.with_name(path.name + ".pca.npz"))
 
@@ -215,11 +220,16 @@ class SimilarResult(SingleModel, Notebook):
         return save_figure(fig, [path])[0]
 
 
-def _finish(raw: np.ndarray, spec: DescriptorSpec, n_regions: int, whitening: Whitening | None) -> np.ndarray:
+def _finish(raw: np.ndarray, spec: DescriptorSpec, n_regions: int, whitening: Whitening | None,
+            metric: str = "cosine") -> np.ndarray:
+    """The final descriptors: unit rows for cosine; for dot and euclidean the same without the last L2
+    normalisation (global, mac, gem without PCA: the raw embeddings; with a PCA: the projected vectors)."""
+    unit = metric == "cosine"
     if spec.pooling == "rmac":
-        return rmac_aggregate(raw.reshape(len(raw), n_regions, -1), whitening)
-    x = l2_normalize(raw)
-    return whitening.transform(x) if whitening is not None else x
+        return rmac_aggregate(raw.reshape(len(raw), n_regions, -1), whitening, normalize=unit)
+    if whitening is not None:
+        return whitening.transform(l2_normalize(raw), normalize=unit)
+    return l2_normalize(raw) if unit else np.asarray(raw, np.float32)
 
 
 def _fit_whitening(raw: np.ndarray, spec, n_regions, dim, whiten) -> Whitening:
@@ -245,17 +255,20 @@ def run_similar(inputs: Inputs, params: SimilarParams = SimilarParams()) -> Simi
     pca_fit = inputs.open_dataset(params.pca_fit, param="pca_fit") if params.pca_fit is not None else None
     return retrieve_similar(inputs.model, inputs.dataset, spec, inputs.options, pca_fit=pca_fit,
                             pca_dim=params.pca_dim, whiten=params.whiten, qe=params.qe, k=params.k, gt=params.gt,
-                            crop_queries=not params.no_crop, query=query)
+                            crop_queries=not params.no_crop, query=query,
+                            metric=inputs.values.get("metric", "cosine"))
 
 
 def retrieve_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec, options=None, *,
                      pca_fit: ImageDataset | None = None, pca_dim: int | None = None, whiten: bool = True,
                      qe: int = 0, k: int = 10, gt: str | Path | None = None, crop_queries: bool = True,
-                     query: Sequence[str | Path] = (), variant: str | None = None) -> SimilarResult:
+                     query: Sequence[str | Path] = (), variant: str | None = None,
+                     metric: str = "cosine") -> SimilarResult:
     """Gallery descriptors, their evaluation and the top-k of the ``query`` images: a :class:`SimilarResult`.
 
     Evaluated against ``gt`` (Oxford/Paris ground truth) if given, else the class labels; ``variant`` names the run
-    in the results instead of the descriptor options."""
+    in the results instead of the descriptor options; ``metric``: cosine, dot or euclidean (the last two on the
+    descriptors without their last L2 normalisation)."""
     gt_dir, query_images = gt, query
     spec.validate()
     if gt_dir is not None:
@@ -266,7 +279,11 @@ def retrieve_similar(model: LoadedModel, gallery: ImageDataset, spec: Descriptor
         raise CliplabError(f"{gallery.name}: no usable gallery images")
     run = SimilarResult(model, gallery, spec, np.zeros((0, 0)), g.indices, pca_dim=pca_dim, whiten=whiten,
                      pca_fit=pca_fit.name if pca_fit is not None else None, qe=qe, k=k,
-                     gt=str(gt_dir) if gt_dir is not None else None, label=variant, skipped=list(g.failures))
+                     gt=str(gt_dir) if gt_dir is not None else None, label=variant, skipped=list(g.failures),
+                     metric=metric)
+    note = metric_note(metric)
+    if note:
+        run.notes.append(note)
     if pca_dim is not None or pca_fit is not None:
         if pca_fit is not None:
             fit_raw = embed_images(model, pca_fit, options, descriptor=spec,
@@ -276,7 +293,7 @@ def retrieve_similar(model: LoadedModel, gallery: ImageDataset, spec: Descriptor
             run.notes.append("PCA-whitening learned on the gallery itself (pass {p:pca_fit} DIR to learn it on a "
                              "separate set, as the R-MAC protocol does)")
         run.whitening = _fit_whitening(fit_raw, spec, n_regions, pca_dim, whiten)
-    run.descriptors = _finish(g.embeddings, spec, n_regions, run.whitening)
+    run.descriptors = _finish(g.embeddings, spec, n_regions, run.whitening, metric)
     db = run.descriptors
 
     if gt_dir is not None:
@@ -289,16 +306,17 @@ def retrieve_similar(model: LoadedModel, gallery: ImageDataset, spec: Descriptor
         qr = embed_images(model, src, options, descriptor=spec, description="query descriptors", workers=0)
         if len(qr.indices) != len(gt_queries):
             raise CliplabError(f"{len(gt_queries) - len(qr.indices)} query images could not be read")
-        qd = _finish(qr.embeddings, spec, n_regions, run.whitening)
+        qd = _finish(qr.embeddings, spec, n_regions, run.whitening, metric)
         if qe:
-            qd = average_query_expansion(qd, db, qe)
-        _, rank = chunked_topk(qd, db, len(db))
+            qd = average_query_expansion(qd, db, qe, metric)
+        _, rank = chunked_topk(qd, db, len(db)) if metric == "cosine" else chunked_topk(qd, db, len(db),
+                                                                                         metric=metric)
         run.scores, notes = gt_metrics(gt_queries, rank, stems)
         run.notes.extend(notes)
     elif gallery.labels is not None:
         labels = gallery.labels[g.indices]
-        qd = average_query_expansion(db, db, qe) if qe else None
-        run.scores = labelled_retrieval_metrics(db, labels, k, query_desc=qd)
+        qd = average_query_expansion(db, db, qe, metric) if qe else None
+        run.scores = labelled_retrieval_metrics(db, labels, k, query_desc=qd, metric=metric)
     if query_images:
         paths = [str(q) for q in query_images]
         run.queries = QueryHits(paths, *query_hits(run, model, paths, options, k, qe))
@@ -351,10 +369,12 @@ def query_hits(run: SimilarResult, model, paths: list[str], options, k: int, qe:
     if res.failures:
         _, ident, reason = res.failures[0]
         raise ParameterError("query", ident, reason, quote=False)
-    q = _finish(res.embeddings, run.spec, n_regions, run.whitening)
+    q = _finish(res.embeddings, run.spec, n_regions, run.whitening, run.metric)
     if qe:
-        q = average_query_expansion(q, run.descriptors, qe)
-    return chunked_topk(q, run.descriptors, k)
+        q = average_query_expansion(q, run.descriptors, qe, run.metric)
+    if run.metric == "cosine":
+        return chunked_topk(q, run.descriptors, k)
+    return chunked_topk(q, run.descriptors, k, metric=run.metric)
 
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
@@ -369,7 +389,7 @@ STUDY = register(Study(
     "expansion, mAP.",
     params=SimilarParams,
     inputs=(*ONE_MODEL, DATASET_P.with_(help="gallery: a folder (class subfolders = labels), or any dataset (see "
-                                        "`cliplab zeroshot --help`)."), SPLIT_P, DATA_ROOT_P, LIMIT_P, *RUN),
+                                        "`cliplab zeroshot --help`)."), SPLIT_P, DATA_ROOT_P, LIMIT_P, METRIC_P, *RUN),
     outputs=(Output("grid", "grid", "PNG of the {p:query} results.", (".png",), requires="query"),
              Output("index", "index", "save a FAISS flat index of the final descriptors (+ the PCA as "
                     "INDEX.pca.npz).", beside=lambda p: [p, p.with_name(p.name + ".json"),
