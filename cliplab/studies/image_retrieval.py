@@ -50,10 +50,13 @@ class SimilarParams:
     pca_fit: str | None = param(None, "learn the PCA(-whitening) on these images (a folder or dataset; in Python also "
                                 "a loaded dataset), not on the gallery.", kind=DATASET)
     qe: int = param(0, "average query expansion with the top N neighbours.", min=0)
-    gt: Path | None = param(None, "Oxford/Paris ground truth: a folder (*_query.txt, _good, _ok, _junk) or a "
-                            "revisited gnd_*.pkl (easy/hard/junk: Easy, Medium and Hard protocols). mAP and mP@1/5/10 "
-                            "with junk ignored; positives missing from the gallery count as misses. Without "
-                            "{p:gt}, class labels are used.")
+    gt: Path | None = param(None, "ground truth: an Oxford/Paris folder (*_query.txt, _good, _ok, _junk), a "
+                            "revisited gnd_*.pkl (easy/hard/junk: Easy, Medium and Hard protocols), or a .csv/.tsv "
+                            "table with the columns query, relevant[, junk] (gallery image names or stems; one row "
+                            "per pair or ';'-separated lists, a query's rows merged; the query itself is left out of "
+                            "its ranking unless listed as relevant). mAP and mP@1/5/10 with junk ignored; positives "
+                            "missing from the gallery count as misses (a table must name gallery images only). "
+                            "Without {p:gt}, class labels are used.")
     no_crop: bool = param(False, "with {p:gt}: use whole query images, not their boxes.")
     k: int = param(10, "k for mAP@k / P@k and for {p:query} results.", min=1, flag="--topk", short="-k")
     query: tuple[str, ...] = param((), "query image(s): files or http(s) URLs; show their top-k.")
