@@ -189,3 +189,24 @@ def labelled_metrics_of_ranking(idx: np.ndarray, labels: np.ndarray, k: int = 10
     if per_query:
         out["per_query_ap"] = [float(a) for a in aps]
     return out
+
+
+# ---- clustering to help retrieval ----
+def nearest_centre(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """The cluster of each row of ``X``: its nearest centre by squared Euclidean distance (ties: the lower
+    cluster index), as k-means assigns."""
+    X, C = np.asarray(X, np.float64), np.asarray(centers, np.float64)
+    d = (X * X).sum(1)[:, None] - 2 * X @ C.T + (C * C).sum(1)[None, :]
+    return np.argmin(d, axis=1)
+
+
+def cluster_rerank(rankings: np.ndarray, gallery_clusters: np.ndarray, query_clusters: np.ndarray) -> np.ndarray:
+    """Each query's ranking with the gallery items of the query's cluster first: a stable partition, so the items of
+    that cluster keep their order, then every other item in its order (nothing is dropped)."""
+    rankings = np.asarray(rankings)
+    gallery_clusters = np.asarray(gallery_clusters)
+    out = np.empty_like(rankings)
+    for i, r in enumerate(rankings):
+        inside = gallery_clusters[r] == query_clusters[i]
+        out[i] = np.concatenate([r[inside], r[~inside]])
+    return out
