@@ -90,6 +90,10 @@ NO_CACHE_P = Param("no_cache", BOOL, False, config=False, help="recompute embedd
 PIPELINE_P = Param("pipeline", STR, "pil", choices=("pil", "tensor", "auto"), help=(
     "image preprocessing: pil (open_clip's transform, the reference), tensor (torchvision decoding + batched tensor "
     "resize/normalise; JPEGs decoded on the GPU), auto (tensor on CUDA, else pil)."))
+METRIC_P = Param("metric", STR, "cosine", choices=("cosine", "dot", "euclidean"), help=(
+    "how embeddings are compared: cosine (the default, and what CLIP models are trained for), dot (dot product of the "
+    "raw, not normalised, embeddings) or euclidean (L2 distance of the raw embeddings, nearest first; scores shown "
+    "are distances). Results are keyed by it (variant ... metric=dot), FAISS indexes built for it."))
 QUIET_P = Param("quiet", BOOL, False, short="-q", config=False, help=(
     "no progress bars or notes (result tables, warnings and errors still print)."))
 
@@ -472,5 +476,5 @@ def run_config(params: Sequence[Param], values: dict[str, Any], inputs: Inputs) 
     return out
 
 
-__all__ = ["Inputs", "RunOptions", "Fitting", "Templates", "load_inputs", "open_model", "open_dataset",
+__all__ = ["METRIC_P", "Inputs", "RunOptions", "Fitting", "Templates", "load_inputs", "open_model", "open_dataset",
            "as_options", "run_config", "describe", "dataset_templates", "REQUIRED", "FLOAT"]

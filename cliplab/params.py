@@ -88,7 +88,7 @@ class Param:
     doors: frozenset[str] = frozenset({"cli", "api"})
     config: bool = True
     metavar: str | None = None
-    hint: str = ""
+    hint: str = ""  # said after a type error (or, for a parameter with choices, a value that is not one of them)
 
     @property
     def cli_flag(self) -> str:
@@ -219,7 +219,7 @@ def check_value(p: Param, value: Any) -> Any:
     for v in items:
         _check_bounds(p, v)
     if p.choices and p.kind.name in ("str",) and value not in p.choices:
-        raise ParameterError(p.name, value, choose(p.choices, value))
+        raise ParameterError(p.name, value, choose(p.choices, value) + (f": {p.hint}" if p.hint else ""))
     if p.choices and p.kind.name == "strs":
         for v in value:
             if v not in p.choices:

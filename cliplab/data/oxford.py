@@ -6,6 +6,9 @@
   image names), ``qimlist`` (query image names) and ``gnd``, one dict per query with ``bbx`` (x1, y1, x2, y2) and
   ``easy``, ``hard``, ``junk`` (indices into ``imlist``). It is read with an unpickler that only builds plain
   containers, strings, numbers and numpy arrays, so a pickle from elsewhere cannot run code.
+
+and a table beside them (:func:`read_table_gt`): a CSV or TSV with a header row and the columns ``query``,
+``relevant`` and (optional) ``junk``, for any set converted by hand (e.g. a paintings set).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, Field, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 from cliplab.errors import DatasetParameterError
 from cliplab.files import FileName, Shape, UserFile, printable
@@ -71,13 +74,20 @@ def _query_line(path: Path, folder: Path) -> QueryLine:
     return QUERY_LINE.validate({"image": parts[0], "box": parts[1:] or None}, file, f"line {first.number}")
 
 
+TABLE_GT_SUFFIXES = (".csv", ".tsv")
+
+
 def read_oxford_gt(path: str | Path, gallery_stems: set[str] | None = None) -> list[OxfordQuery]:
-    """Queries of a classic ground-truth folder or a revisited ``gnd_*.pkl`` file."""
+    """Queries of a classic ground-truth folder, a revisited ``gnd_*.pkl`` file or a CSV/TSV table
+    (:func:`read_table_gt`)."""
     path = Path(path)
+    if path.is_file() and path.suffix.lower() in TABLE_GT_SUFFIXES:
+        return read_table_gt(path, gallery_stems)
     if path.is_file():
         if path.suffix.lower() != ".pkl":
-            raise DatasetParameterError("gt", path, "expected a folder of *_query.txt files or a "
-                                        "revisited-Oxford gnd_*.pkl file", quote=False)
+            raise DatasetParameterError("gt", path, "expected a folder of *_query.txt files, a revisited-Oxford "
+                                        "gnd_*.pkl file or a .csv/.tsv table (query, relevant[, junk])",
+                                        quote=False)
         queries = read_revisited_gnd(path)
         if gallery_stems is not None:
             for q in queries:
@@ -103,6 +113,63 @@ def read_oxford_gt(path: str | Path, gallery_stems: set[str] | None = None) -> l
                                _names(folder / f"{name}_ok.txt", folder), _names(folder / f"{name}_junk.txt", folder)))
         if gallery_stems is not None and image not in gallery_stems:
             raise _gt_file(f, folder).fail(f"query image {printable(image)!r} is not in the gallery folder")
+    return out
+
+
+class TableRow(BaseModel):
+    """A row of a ground-truth table: the query image, and image names separated by ';' (a cell may hold one)."""
+    model_config = ConfigDict(extra="forbid")
+    query: FileName
+    relevant: str = ""
+    junk: str = ""
+
+
+TABLE_ROW = Shape(TableRow, "columns query, relevant[, junk] (image names; several separated by ';')")
+
+
+def _cell_names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(";") if n.strip()]
+
+
+def read_table_gt(path: str | Path, gallery_stems: set[str] | None = None) -> list[OxfordQuery]:
+    """Queries of a ground-truth table: a CSV (TSV) file with a header row naming the columns ``query``,
+    ``relevant`` and, optionally, ``junk``.
+
+    Each cell names gallery images, by file name or stem (``img_12.jpg`` and ``img_12`` are the same image; a folder
+    part is dropped, as in the Oxford/Paris files), several in one cell separated by ``;``. A query may take one row
+    per relevant image (``q1,a`` and ``q1,b``) or one row with a list (``q1,a;b``), or both: its rows are merged, in
+    the order of its first row. The query image is left out of its own ranking (it is junk to itself) unless it is
+    listed among its relevant images. With ``gallery_stems`` every name must be a gallery image: an unknown one is
+    one error naming the file, the row and line, and the field."""
+    path = Path(path)
+    file = UserFile(path, "gt", error=DatasetParameterError)
+    records = file.csv("\t" if file.suffix == ".tsv" else ",")
+    if "query" not in records.columns or "relevant" not in records.columns:
+        raise file.fail(f"needs the columns query and relevant (and optionally junk); it has "
+                        f"{', '.join(records.columns) or 'none'}", "line 1")
+    rows = records.validate(TABLE_ROW)
+    merged: dict[str, tuple[list[str], list[str]]] = {}
+    for row, place in zip(rows, records.places):
+        query = _stem(Path(row.query).name)
+        relevant = [_stem(Path(n).name) for n in _cell_names(row.relevant)]
+        junk = [_stem(Path(n).name) for n in _cell_names(row.junk)]
+        if not relevant and not junk:
+            raise file.fail("field relevant: should name at least one image (or give junk)", place)
+        if gallery_stems is not None:
+            for name, col in ((query, "query"), *((n, "relevant") for n in relevant), *((n, "junk") for n in junk)):
+                if name not in gallery_stems:
+                    raise file.fail(f"field {col}: image {printable(name)!r} is not in the gallery (names are "
+                                    "matched by file stem)", place)
+        pos, jk = merged.setdefault(query, ([], []))
+        pos += [n for n in relevant if n not in pos]
+        jk += [n for n in junk if n not in jk]
+    if not merged:
+        raise file.fail("has no rows: one row per query (or per query and relevant image) is needed")
+    out = []
+    for query, (relevant, junk) in merged.items():
+        if query not in relevant and query not in junk:
+            junk = junk + [query]  # the query image is not its own answer
+        out.append(OxfordQuery(query, query, None, relevant, [], junk))
     return out
 
 

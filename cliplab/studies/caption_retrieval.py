@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError
 from cliplab.files import printable
-from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, ONE_MODEL, RUN, SPLIT_P, Inputs
+from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, METRIC_P, ONE_MODEL, RUN, SPLIT_P, Inputs
 from cliplab.params import param
 from cliplab.progress import warn
 from cliplab.registry import Output, Study, register
@@ -23,6 +23,7 @@ from cliplab.results.exports import TABLE_SUFFIXES
 from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, pct, skipped
 from cliplab.tasks.caption_retrieval import RetrievalRanks, caption_retrieval, chunked_topk
 from cliplab.tasks.metrics import l2_normalize
+from cliplab.tasks.ranking import metric_note, readable_scores
 
 if TYPE_CHECKING:
     from cliplab.data.base import ImageDataset
@@ -54,7 +55,30 @@ class RetrievalResult(SingleModel, Notebook):
     seconds: float = 0.0
     ks: tuple[int, ...] = (1, 5, 10)
     near_duplicate: float = 0.95
+    metric: str = "cosine"
     task = "caption_retrieval"
+
+    @property
+    def notes(self) -> list[str]:
+        note = metric_note(self.metric)
+        return [note] if note else []
+
+    def _suffix(self) -> str:
+        return "" if self.metric == "cosine" else f" metric={self.metric}"
+
+    def _topk(self, texts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k images of caption embeddings ``texts`` by the run's metric (euclidean: distances, ascending)."""
+        if self.metric == "cosine":
+            return chunked_topk(texts, self.images.embeddings, k)
+        return chunked_topk(texts, self.images.embeddings, k, metric=self.metric)
+
+    def _own_scores(self, captions: np.ndarray) -> np.ndarray:
+        """Each caption's score with its own image (cosine, dot or L2 distance)."""
+        if self.metric == "cosine":
+            return (l2_normalize(self.text_emb[captions]) * l2_normalize(self.images.embeddings[
+                self.caption_image[captions]])).sum(1)
+        return readable_scores(self.text_emb[captions], self.images.embeddings,
+                               self.caption_image[captions][:, None], self.metric)[:, 0]
 
     @property
     def dataset(self) -> DatasetInfo:
@@ -62,25 +86,27 @@ class RetrievalResult(SingleModel, Notebook):
 
     @property
     def params(self) -> dict:
-        return {"ks": list(self.ks), "near_duplicate": self.near_duplicate}
+        return {"ks": list(self.ks), "near_duplicate": self.near_duplicate, "metric": self.metric}
 
     def failure_analysis(self, depth: int = 50) -> pd.DataFrame:
         """Per caption whose own image is not ranked first: how many images score above it, the gap between its
-        score and the best one, and how close the images above it are to it (image-image cosine of the nearest, and
-        how many are near-duplicates at ``near_duplicate``), looking at the first ``depth`` images above it."""
+        score and the best one (by the run's metric, negative: the own image scores worse; with euclidean the best
+        distance minus the own one), and how close the images above it are to it (image-image cosine of the nearest,
+        and how many are near-duplicates at ``near_duplicate``, whatever the metric), looking at the first ``depth``
+        images above it."""
         ranks = np.asarray(self.result.t2i_ranks)
         fail = np.flatnonzero(ranks > 1)
         out = pd.DataFrame({"caption": fail, "images_above": ranks[fail] - 1})
         if not len(fail):
             return out.assign(score_gap=[], nearest_above=[], near_duplicates_above=[])
-        s, idx = chunked_topk(self.text_emb[fail], self.images.embeddings, min(depth + 1, len(self.images.indices)))
+        s, idx = self._topk(self.text_emb[fail], min(depth + 1, len(self.images.indices)))
         U = l2_normalize(self.images.embeddings)
         own = self.caption_image[fail]
-        own_score = (l2_normalize(self.text_emb[fail]) * U[own]).sum(1)
+        own_score = self._own_scores(fail)
         sims = np.einsum("fd,fkd->fk", U[own], U[idx])
         above = (np.arange(idx.shape[1])[None, :] < (ranks[fail] - 1)[:, None]) & (idx != own[:, None])
         sims = np.where(above, sims, -np.inf)
-        out["score_gap"] = own_score - s[:, 0]
+        out["score_gap"] = own_score - s[:, 0] if self.metric != "euclidean" else s[:, 0] - own_score
         out["nearest_above"] = sims.max(1)
         out["near_duplicates_above"] = (sims >= self.near_duplicate).sum(1)
         return out
@@ -96,11 +122,12 @@ class RetrievalResult(SingleModel, Notebook):
         for key, v in m.items():
             for direction in DIRECTIONS:
                 if key.startswith(direction + "_"):
-                    rows.add(task=self.task, model=self.model, dataset=self.data, variant=direction,
+                    rows.add(task=self.task, model=self.model, dataset=self.data, variant=direction + self._suffix(),
                              metric=key[len(direction) + 1:], value=v,
                              n=m["num_captions"] if direction == "text_to_image" else m["num_images"])
         fa = self.failure_analysis()
-        kw = dict(task=self.task, model=self.model, dataset=self.data, variant="text_to_image failures", n=len(fa))
+        kw = dict(task=self.task, model=self.model, dataset=self.data,
+                  variant="text_to_image failures" + self._suffix(), n=len(fa))
         if len(fa):
             rows.add(metric="median_images_above", value=float(fa.images_above.median()), **kw)
             rows.add(metric="median_score_gap", value=float(fa.score_gap.median()), **kw)
@@ -111,14 +138,15 @@ class RetrievalResult(SingleModel, Notebook):
         m = self.result.metrics
         return (f"caption retrieval {self.model.name} on {self.data.name} ({m['num_images']} images, "
                 f"{m['num_captions']} captions): text → image R@1 {pct(m.get('text_to_image_recall@1'))} %, "
-                f"image → text R@1 {pct(m.get('image_to_text_recall@1'))} %")
+                f"image → text R@1 {pct(m.get('image_to_text_recall@1'))} %"
+                + ("" if self.metric == "cosine" else f" (by {self.metric})"))
 
     def tables(self) -> list[Table]:
         m = self.result.metrics
         ks = sorted(int(k.split("@")[1]) for k in m if k.startswith("text_to_image_recall@"))
         cols = [f"R@{k} %" for k in ks] + ["median rank", "mean rank"]
         table = Table(f"caption retrieval · {self.model.name} · {self.data.name} ({m['num_images']} images, "
-                      f"{m['num_captions']} captions)", ["direction", *cols], right=frozenset(cols),
+                      f"{m['num_captions']} captions)" + ("" if self.metric == "cosine" else f" · {self.metric}"), ["direction", *cols], right=frozenset(cols),
                       caption=f"chance R@1: text → image {100 / max(1, m['num_images']):.2f} %")
         for d, label in (("text_to_image_", "text → image"), ("image_to_text_", "image → text")):
             table.rows.append([label, *[pct(m[f"{d}recall@{k}"]) for k in ks], f"{m[d + 'median_rank']:g}",
@@ -145,6 +173,7 @@ class RetrievalResult(SingleModel, Notebook):
         ``metrics`` (both directions), the split, fingerprints and the skipped images."""
         return {"dataset": self.data.name, "model": self.model.name, "pretrained": self.model.pretrained,
                 "task": "zeroshot_retrieval", "metrics": self.result.metrics, "split": self.data.split,
+                **({} if self.metric == "cosine" else {"metric": self.metric}),
                 "model_fingerprint": self.model.fingerprint, "dataset_fingerprint": self.data.fingerprint,
                 "skipped_images": skipped(self.failures)}
 
@@ -153,7 +182,7 @@ class RetrievalResult(SingleModel, Notebook):
 
     def caption_frame(self, k: int = 5) -> pd.DataFrame:
         """One row per caption: its image, rank of that image, and the top-k retrieved images with scores."""
-        s, idx = chunked_topk(self.text_emb, self.images.embeddings, k)
+        s, idx = self._topk(self.text_emb, k)
         src = self.data.source
         ids = [printable(src.id(int(i))) for i in self.images.indices]
         df = pd.DataFrame({"caption": self.captions, "image": [ids[j] for j in self.caption_image],
@@ -180,10 +209,9 @@ class RetrievalResult(SingleModel, Notebook):
 
     def _draw_failures(self, path: Path, n: int, k: int) -> Path:
         worst = np.argsort(-self.result.t2i_ranks, kind="stable")[:n]
-        s, idx = chunked_topk(self.text_emb[worst], self.images.embeddings, k)
+        s, idx = self._topk(self.text_emb[worst], k)
         src = self.data.source
-        own = self.caption_image[worst]
-        true_scores = (l2_normalize(self.text_emb[worst]) * l2_normalize(self.images.embeddings[own])).sum(1)
+        true_scores = self._own_scores(worst)
         fa = self.failure_analysis().set_index("caption")
         U = l2_normalize(self.images.embeddings)
         imgs, caps, ok, titles = [], [], [], []
@@ -224,9 +252,10 @@ def run_retrieval(inputs: Inputs, params: RetrievalParams = RetrievalParams()) -
         raise CliplabError(f"dataset {dataset.name!r}: none of the embedded images has a caption")
     text_emb = embed_texts(model, captions, options)
     owner_arr = np.asarray(owner, dtype=np.int64)
-    res = caption_retrieval(images.embeddings, text_emb, owner_arr, ks, device=model.device)
+    metric = inputs.values.get("metric", "cosine")
+    res = caption_retrieval(images.embeddings, text_emb, owner_arr, ks, device=model.device, metric=metric)
     return RetrievalResult(model, dataset, images, captions, owner_arr, text_emb, res, time.perf_counter() - t0,
-                           tuple(ks), params.near_duplicate)
+                           tuple(ks), params.near_duplicate, metric)
 
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
@@ -238,7 +267,7 @@ def clip_benchmark_records(df: pd.DataFrame) -> list[dict]:
         m = {}
         for v, k, val in zip(g.variant, g.metric, g.value):
             if k.startswith("recall@"):
-                prefix = "image_retrieval" if v == "text_to_image" else "text_retrieval"
+                prefix = "image_retrieval" if v.startswith("text_to_image") else "text_retrieval"
                 m[f"{prefix}_{k}"] = val
         out.append({"dataset": ds, "model": model, "pretrained": pre, "task": "zeroshot_retrieval", "metrics": m,
                     "language": "en", "run_id": run_id})
@@ -269,7 +298,7 @@ STUDY = register(Study(
                                         "a Karpathy split .json, or shapes."),
             SPLIT_P.with_(help="Karpathy files: test (default), val, train, all."),
             DATA_ROOT_P.with_(flag="--image-root", keyword="image_root", help="image folder of a COCO/Karpathy JSON "
-                              "(default: guessed from the file's location)."), LIMIT_P, *RUN),
+                              "(default: guessed from the file's location)."), LIMIT_P, METRIC_P, *RUN),
     outputs=(Output("captions", "captions", "per-caption ranks and top-5 images (.csv/.parquet/.jsonl).",
                     TABLE_SUFFIXES),
              Output("failures", "failures", "PNG grid of the worst-ranked captions with their true and retrieved "

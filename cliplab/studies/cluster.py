@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from cliplab.embed import EmbeddingResult, embed_images
 from cliplab.files import printable
-from cliplab.inputs import IMAGES, ONE_MODEL, RUN, Inputs
+from cliplab.inputs import IMAGES, METRIC_P, ONE_MODEL, RUN, Inputs
 from cliplab.params import param
 from cliplab.progress import bar_total, progress_bar
 from cliplab.registry import Output, Study, register
@@ -21,7 +21,8 @@ from cliplab.report.notebook import Notebook
 from cliplab.report.plots import image_grid, save_figure
 from cliplab.results.exports import TABLE_SUFFIXES
 from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table
-from cliplab.tasks.clustering import KMEANS, Clustering, kmeans, prepare
+from cliplab.tasks.clustering import CLUSTER_METRICS, KMEANS, WHY_NO_DOT, Clustering, kmeans, prepare
+from cliplab.tasks.ranking import metric_note
 
 if TYPE_CHECKING:
     from cliplab.data.base import ImageDataset
@@ -52,11 +53,18 @@ class ClusterResult(SingleModel, Notebook):
     pca_dim: int | None = None
     seed: int = 0
     per_cluster: int = 8  # images per cluster in the grid
+    metric: str = "cosine"  # cosine: k-means on L2-normalised embeddings; euclidean: on the raw embeddings
     task = "clustering"
 
     @property
     def variant(self) -> str:
-        return f"kmeans-{self.kmeans}" + (f" pca={self.pca_dim}" if self.pca_dim else "")
+        return (f"kmeans-{self.kmeans}" + (f" pca={self.pca_dim}" if self.pca_dim else "")
+                + ("" if self.metric == "cosine" else f" metric={self.metric}"))
+
+    @property
+    def notes(self) -> list[str]:
+        note = metric_note(self.metric)
+        return [note] if note else []
 
     @property
     def dataset(self) -> DatasetInfo:
@@ -65,7 +73,7 @@ class ClusterResult(SingleModel, Notebook):
     @property
     def params(self) -> dict:
         return {"ks": [c.k for c in self.clusterings], "pca_dim": self.pca_dim, "kmeans": self.kmeans,
-                "seed": self.seed}
+                "seed": self.seed, "metric": self.metric}
 
     @property
     def failures(self) -> list[Failure]:
@@ -155,10 +163,11 @@ def run_cluster(inputs: Inputs, params: ClusterParams = ClusterParams()) -> Clus
     model, dataset = inputs.model, inputs.dataset
     ks = list(params.k) or [len(dataset.classnames) if dataset.classnames else 10]
     images = embed_images(model, dataset, inputs.options)
-    X = prepare(images.embeddings, params.pca_dim, params.seed)
+    metric = inputs.values.get("metric", "cosine")
+    X = prepare(images.embeddings, params.pca_dim, params.seed, metric=metric)
     labels = dataset.labels[images.indices] if dataset.labels is not None else None
     run = ClusterResult(model, dataset, images, X, labels, kmeans=params.kmeans, pca_dim=params.pca_dim,
-                        seed=params.seed, per_cluster=params.per_cluster)
+                        seed=params.seed, per_cluster=params.per_cluster, metric=metric)
     work = len(X) * X.shape[1] * sum(ks) * 4  # n_init=4 restarts of k-means
     with progress_bar(bar_total(len(ks), work), "k-means", unit="k") as bar:
         for k in ks:
@@ -175,7 +184,12 @@ REPORT_SECTIONS = [ReportSection(
 STUDY = register(Study(
     "cluster", run_cluster, "k-means on image embeddings (optionally after PCA): NMI, ARI and purity against labels, "
     "sample grids.",
-    params=ClusterParams, inputs=(*ONE_MODEL, *IMAGES, *RUN),
+    params=ClusterParams, inputs=(*ONE_MODEL, *IMAGES, METRIC_P.with_(
+        choices=CLUSTER_METRICS, hint=f"dot is not offered: {WHY_NO_DOT}", help=(
+            "the geometry k-means clusters in: cosine (the default, L2-normalised embeddings; what CLIP models are "
+            "trained for) or euclidean (the raw embeddings). No dot: k-means needs a distance, and no centre "
+            "maximises a summed dot product (it grows with the centre's length). Results are keyed by it.")),
+        *RUN),
     outputs=(Output("grid", "grid", "PNG of sample images per cluster (for the first k).", (".png",)),
              Output("output", "assignments", "assignments as .csv/.parquet/.jsonl.", TABLE_SUFFIXES, short="-o")),
     group="Retrieval studies", sections=tuple(REPORT_SECTIONS), order=140,

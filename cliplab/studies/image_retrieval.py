@@ -19,17 +19,20 @@ from cliplab.embed.descriptors import POOLINGS, DescriptorSpec, region_count
 from cliplab.errors import CliplabError, ParameterError
 from cliplab.files import printable
 from cliplab.index import VectorIndex
-from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, ONE_MODEL, RUN, SPLIT_P, Inputs
+from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, METRIC_P, ONE_MODEL, RUN, SPLIT_P, Inputs
 from cliplab.params import DATASET, param
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
 from cliplab.report.plots import image_grid, save_figure
 from cliplab.results.exports import FileArtifact
 from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, pct
-from cliplab.tasks.image_retrieval import (PROTOCOLS, Whitening, average_query_expansion, gt_map,
-                                           labelled_retrieval_metrics, revisited_ground_truth, rmac_aggregate)
+from cliplab.tasks.clustering import kmeans
+from cliplab.tasks.image_retrieval import (PROTOCOLS, Whitening, average_query_expansion, cluster_rerank, gt_map,
+                                           labelled_metrics_of_ranking, labelled_retrieval_metrics, nearest_centre,
+                                           revisited_ground_truth, rmac_aggregate)
+from cliplab.tasks.stats import bootstrap_diff_ci
 from cliplab.tasks.metrics import l2_normalize
-from cliplab.tasks.ranking import chunked_topk
+from cliplab.tasks.ranking import chunked_topk, metric_note
 
 if TYPE_CHECKING:
     from cliplab.data.base import ImageDataset
@@ -50,13 +53,24 @@ class SimilarParams:
     pca_fit: str | None = param(None, "learn the PCA(-whitening) on these images (a folder or dataset; in Python also "
                                 "a loaded dataset), not on the gallery.", kind=DATASET)
     qe: int = param(0, "average query expansion with the top N neighbours.", min=0)
-    gt: Path | None = param(None, "Oxford/Paris ground truth: a folder (*_query.txt, _good, _ok, _junk) or a "
-                            "revisited gnd_*.pkl (easy/hard/junk: Easy, Medium and Hard protocols). mAP and mP@1/5/10 "
-                            "with junk ignored; positives missing from the gallery count as misses. Without "
-                            "{p:gt}, class labels are used.")
+    gt: Path | None = param(None, "ground truth: an Oxford/Paris folder (*_query.txt, _good, _ok, _junk), a "
+                            "revisited gnd_*.pkl (easy/hard/junk: Easy, Medium and Hard protocols), or a .csv/.tsv "
+                            "table with the columns query, relevant[, junk] (gallery image names or stems; one row "
+                            "per pair or ';'-separated lists, a query's rows merged; the query itself is left out of "
+                            "its ranking unless listed as relevant). mAP and mP@1/5/10 with junk ignored; positives "
+                            "missing from the gallery count as misses (a table must name gallery images only). "
+                            "Without {p:gt}, class labels are used.")
     no_crop: bool = param(False, "with {p:gt}: use whole query images, not their boxes.")
     k: int = param(10, "k for mAP@k / P@k and for {p:query} results.", min=1, flag="--topk", short="-k")
     query: tuple[str, ...] = param((), "query image(s): files or http(s) URLs; show their top-k.")
+    cluster_rerank: int | None = param(None, "k-means with K clusters fitted on the gallery descriptors only (never "
+                                       "the query images of {p:gt}; with class labels every gallery image is also "
+                                       "a query; cosine: on the unit descriptors, dot/euclidean: on the raw ones), "
+                                       "then each ranking re-ranked: the gallery images of the query's "
+                                       "cluster (its nearest centre) first, each part in its plain order. mAP is "
+                                       "reported against plain retrieval with a paired bootstrap 95 % CI over "
+                                       "queries.", min=2, metavar="K")
+    seed: int = param(0, "seed of {p:cluster_rerank}'s k-means and of its bootstrap.")
 
     def spec(self) -> DescriptorSpec:
         spec = DescriptorSpec(self.descriptor, self.layer, self.levels, 0.4, self.gem_p)
@@ -92,6 +106,11 @@ class SimilarResult(SingleModel, Notebook):
     label: str | None = None  # the variant's name, if not the one built from the options
     skipped: list = field(default_factory=list)  # (index, id, reason) of gallery images that could not be used
     queries: QueryHits | None = None
+    metric: str = "cosine"  # how descriptors are compared; dot / euclidean: ``descriptors`` are not normalised
+    cluster_rerank: int | None = None  # K of the k-means re-ranking
+    seed: int = 0
+    rerank_scores: dict = field(default_factory=dict)  # the metrics of the re-ranked retrieval
+    rerank_diff: dict = field(default_factory=dict)  # name -> (re-ranked - plain, CI low, CI high, queries)
     task = "image_retrieval"
 
     @property
@@ -102,7 +121,8 @@ class SimilarResult(SingleModel, Notebook):
         return (self.spec.pooling + (f" layer={self.spec.layer}" if self.spec.layer else "")
                 + (f" pca={self.pca_dim}" if self.pca_dim else "")
                 + (" whiten" if self.whitening is not None and self.whiten else "")
-                + (f" qe={self.qe}" if self.qe else ""))
+                + (f" qe={self.qe}" if self.qe else "")
+                + ("" if self.metric == "cosine" else f" metric={self.metric}"))
 
     @property
     def dataset(self) -> DatasetInfo:
@@ -112,7 +132,8 @@ class SimilarResult(SingleModel, Notebook):
     def params(self) -> dict:
         return {"descriptor": asdict(self.spec), "pca_dim": self.pca_dim, "whiten": self.whiten,
                 "pca_fit": self.pca_fit, "qe": self.qe, "k": self.k, "gt": self.gt,
-                "queries": list(self.queries.paths) if self.queries else []}
+                "queries": list(self.queries.paths) if self.queries else [], "metric": self.metric,
+                "cluster_rerank": self.cluster_rerank, "seed": self.seed}
 
     @property
     def failures(self) -> list[Failure]:
@@ -125,6 +146,14 @@ class SimilarResult(SingleModel, Notebook):
             if isinstance(v, (int, float)) and key != "queries":
                 rows.add(task=self.task, model=self.model, dataset=self.gallery, variant=self.variant, metric=key,
                          value=v, n=self.scores.get("queries"))
+        if self.cluster_rerank:
+            kw = dict(task=self.task, model=self.model, dataset=self.gallery, seed=self.seed,
+                      variant=f"{self.variant} rerank=k{self.cluster_rerank}")
+            for key, v in self.rerank_scores.items():
+                if isinstance(v, (int, float)) and key != "queries":
+                    rows.add(metric=key, value=v, n=self.rerank_scores.get("queries"), **kw)
+            for key, (diff, lo, hi, n) in self.rerank_diff.items():
+                rows.add(metric=f"{key}_diff", value=diff, ci=(lo, hi), n=n, **kw)
         return rows.frame()
 
     def summary(self) -> str:
@@ -136,6 +165,15 @@ class SimilarResult(SingleModel, Notebook):
         """The metrics (one row per protocol with revisited ground truth), then one line per query image."""
         out: list[Table | str] = [self.metrics_table() if self.scores else
                                   "no labels or --gt: nothing to evaluate (use --query to search)"]
+        if self.rerank_diff:
+            cols = ["plain %", "re-ranked %", "difference (95 % CI)"]
+            out.append(Table(f"cluster re-ranking · k-means k={self.cluster_rerank} on the gallery (seed {self.seed})",
+                             ["metric", *cols], right=frozenset(cols),
+                             rows=[[key, pct(self.scores[key]), pct(self.rerank_scores[key]),
+                                    f"{100 * d:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]"]
+                                   for key, (d, lo, hi, _) in self.rerank_diff.items()],
+                             caption="each ranking with the images of the query's cluster first (its nearest k-means "
+                                     "centre), each part in its plain order; CI: paired bootstrap over queries"))
         if self.queries is not None:
             src = self.gallery.source
             for qp, pos, sc in zip(self.queries.paths, self.queries.positions, self.queries.scores):
@@ -166,7 +204,12 @@ class SimilarResult(SingleModel, Notebook):
     def record(self) -> dict:
         return {"task": self.task, "model": self.model.name, "pretrained": self.model.pretrained,
                 "dataset": self.gallery.name, "metrics": self.scores, "descriptor": asdict(self.spec),
-                "variant": self.variant, "model_fingerprint": self.model.fingerprint}
+                "variant": self.variant, "model_fingerprint": self.model.fingerprint,
+                **({} if self.metric == "cosine" else {"metric": self.metric}),
+                **({"cluster_rerank": {"k": self.cluster_rerank, "seed": self.seed, "metrics": self.rerank_scores,
+                                       "difference": {k: {"value": d, "ci_low": lo, "ci_high": hi, "queries": n}
+                                                      for k, (d, lo, hi, n) in self.rerank_diff.items()}}}
+                   if self.cluster_rerank else {})}
 
     def artifacts(self) -> dict:
         out: dict = {"index": self.index_file()}
@@ -175,12 +218,14 @@ class SimilarResult(SingleModel, Notebook):
         return out
 
     def index_file(self) -> FileArtifact:
-        """A FAISS flat index of the final descriptors (ids = gallery image ids), and, when a PCA was learned,
-        the PCA next to it as ``<index>.pca.npz``."""
+        """A FAISS flat index of the final descriptors for the run's metric (inner product for cosine and dot, L2
+        for euclidean; ids = gallery image ids), and, when a PCA was learned, the PCA next to it as
+        ``<index>.pca.npz``."""
         def save(path: Path) -> None:
             ids = [self.gallery.source.id(int(i)) for i in self.indices]
             VectorIndex.build(self.descriptors, ids, "flat", meta={"model_fingerprint": self.model.fingerprint,
-                                                                   "descriptor": asdict(self.spec)}).save(path)
+                                                                   "descriptor": asdict(self.spec)},
+                              metric=self.metric).save(path)
             if self.whitening is not None:
                 self.whitening.save(path.with_name(path.name + ".pca.npz"))
 
@@ -215,11 +260,16 @@ class SimilarResult(SingleModel, Notebook):
         return save_figure(fig, [path])[0]
 
 
-def _finish(raw: np.ndarray, spec: DescriptorSpec, n_regions: int, whitening: Whitening | None) -> np.ndarray:
+def _finish(raw: np.ndarray, spec: DescriptorSpec, n_regions: int, whitening: Whitening | None,
+            metric: str = "cosine") -> np.ndarray:
+    """The final descriptors: unit rows for cosine; for dot and euclidean the same without the last L2
+    normalisation (global, mac, gem without PCA: the raw embeddings; with a PCA: the projected vectors)."""
+    unit = metric == "cosine"
     if spec.pooling == "rmac":
-        return rmac_aggregate(raw.reshape(len(raw), n_regions, -1), whitening)
-    x = l2_normalize(raw)
-    return whitening.transform(x) if whitening is not None else x
+        return rmac_aggregate(raw.reshape(len(raw), n_regions, -1), whitening, normalize=unit)
+    if whitening is not None:
+        return whitening.transform(l2_normalize(raw), normalize=unit)
+    return l2_normalize(raw) if unit else np.asarray(raw, np.float32)
 
 
 def _fit_whitening(raw: np.ndarray, spec, n_regions, dim, whiten) -> Whitening:
@@ -245,17 +295,21 @@ def run_similar(inputs: Inputs, params: SimilarParams = SimilarParams()) -> Simi
     pca_fit = inputs.open_dataset(params.pca_fit, param="pca_fit") if params.pca_fit is not None else None
     return retrieve_similar(inputs.model, inputs.dataset, spec, inputs.options, pca_fit=pca_fit,
                             pca_dim=params.pca_dim, whiten=params.whiten, qe=params.qe, k=params.k, gt=params.gt,
-                            crop_queries=not params.no_crop, query=query)
+                            crop_queries=not params.no_crop, query=query,
+                            metric=inputs.values.get("metric", "cosine"), cluster_rerank=params.cluster_rerank,
+                            seed=params.seed)
 
 
 def retrieve_similar(model: LoadedModel, gallery: ImageDataset, spec: DescriptorSpec, options=None, *,
                      pca_fit: ImageDataset | None = None, pca_dim: int | None = None, whiten: bool = True,
                      qe: int = 0, k: int = 10, gt: str | Path | None = None, crop_queries: bool = True,
-                     query: Sequence[str | Path] = (), variant: str | None = None) -> SimilarResult:
+                     query: Sequence[str | Path] = (), variant: str | None = None,
+                     metric: str = "cosine", cluster_rerank: int | None = None, seed: int = 0) -> SimilarResult:
     """Gallery descriptors, their evaluation and the top-k of the ``query`` images: a :class:`SimilarResult`.
 
     Evaluated against ``gt`` (Oxford/Paris ground truth) if given, else the class labels; ``variant`` names the run
-    in the results instead of the descriptor options."""
+    in the results instead of the descriptor options; ``metric``: cosine, dot or euclidean (the last two on the
+    descriptors without their last L2 normalisation)."""
     gt_dir, query_images = gt, query
     spec.validate()
     if gt_dir is not None:
@@ -266,7 +320,11 @@ def retrieve_similar(model: LoadedModel, gallery: ImageDataset, spec: Descriptor
         raise CliplabError(f"{gallery.name}: no usable gallery images")
     run = SimilarResult(model, gallery, spec, np.zeros((0, 0)), g.indices, pca_dim=pca_dim, whiten=whiten,
                      pca_fit=pca_fit.name if pca_fit is not None else None, qe=qe, k=k,
-                     gt=str(gt_dir) if gt_dir is not None else None, label=variant, skipped=list(g.failures))
+                     gt=str(gt_dir) if gt_dir is not None else None, label=variant, skipped=list(g.failures),
+                     metric=metric, cluster_rerank=cluster_rerank, seed=seed)
+    note = metric_note(metric)
+    if note:
+        run.notes.append(note)
     if pca_dim is not None or pca_fit is not None:
         if pca_fit is not None:
             fit_raw = embed_images(model, pca_fit, options, descriptor=spec,
@@ -276,8 +334,9 @@ def retrieve_similar(model: LoadedModel, gallery: ImageDataset, spec: Descriptor
             run.notes.append("PCA-whitening learned on the gallery itself (pass {p:pca_fit} DIR to learn it on a "
                              "separate set, as the R-MAC protocol does)")
         run.whitening = _fit_whitening(fit_raw, spec, n_regions, pca_dim, whiten)
-    run.descriptors = _finish(g.embeddings, spec, n_regions, run.whitening)
+    run.descriptors = _finish(g.embeddings, spec, n_regions, run.whitening, metric)
     db = run.descriptors
+    clusters = _gallery_clusters(db, cluster_rerank, seed) if cluster_rerank else None
 
     if gt_dir is not None:
         ids = [gallery.source.id(int(i)) for i in g.indices]
@@ -289,20 +348,66 @@ def retrieve_similar(model: LoadedModel, gallery: ImageDataset, spec: Descriptor
         qr = embed_images(model, src, options, descriptor=spec, description="query descriptors", workers=0)
         if len(qr.indices) != len(gt_queries):
             raise CliplabError(f"{len(gt_queries) - len(qr.indices)} query images could not be read")
-        qd = _finish(qr.embeddings, spec, n_regions, run.whitening)
+        qd = _finish(qr.embeddings, spec, n_regions, run.whitening, metric)
         if qe:
-            qd = average_query_expansion(qd, db, qe)
-        _, rank = chunked_topk(qd, db, len(db))
+            qd = average_query_expansion(qd, db, qe, metric)
+        _, rank = chunked_topk(qd, db, len(db)) if metric == "cosine" else chunked_topk(qd, db, len(db),
+                                                                                         metric=metric)
         run.scores, notes = gt_metrics(gt_queries, rank, stems)
         run.notes.extend(notes)
+        if clusters is not None:
+            run.rerank_scores, _ = gt_metrics(gt_queries, cluster_rerank_of(rank, qd, *clusters), stems)
     elif gallery.labels is not None:
         labels = gallery.labels[g.indices]
-        qd = average_query_expansion(db, db, qe) if qe else None
-        run.scores = labelled_retrieval_metrics(db, labels, k, query_desc=qd)
+        qd = average_query_expansion(db, db, qe, metric) if qe else None
+        if clusters is None:
+            run.scores = labelled_retrieval_metrics(db, labels, k, query_desc=qd, metric=metric)
+        else:
+            q = db if qd is None else qd
+            _, rank = chunked_topk(q, db, len(db)) if metric == "cosine" else chunked_topk(q, db, len(db),
+                                                                                           metric=metric)
+            run.scores = labelled_metrics_of_ranking(rank, labels, k, per_query=True)
+            run.rerank_scores = labelled_metrics_of_ranking(cluster_rerank_of(rank, q, *clusters), labels, k,
+                                                            per_query=True)
+    if run.rerank_scores:
+        run.rerank_diff = paired_differences(run.scores, run.rerank_scores, seed)
     if query_images:
         paths = [str(q) for q in query_images]
         run.queries = QueryHits(paths, *query_hits(run, model, paths, options, k, qe))
     return run
+
+
+def _gallery_clusters(db: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(assignment of each gallery row, centres) of k-means fitted on the gallery descriptors ``db`` alone."""
+    if k > len(db):
+        raise ParameterError("cluster_rerank", k, f"more clusters than gallery images ({len(db)})", quote=False)
+    fit = kmeans(db, k, seed=seed)
+    return fit.assignments, fit.centers
+
+
+def cluster_rerank_of(rankings: np.ndarray, queries: np.ndarray, assignments: np.ndarray,
+                      centres: np.ndarray) -> np.ndarray:
+    """The rankings re-ranked by cluster: each query's cluster is its nearest centre (the centres were fitted on the
+    gallery only), and the gallery images of that cluster come first (:func:`cluster_rerank`)."""
+    return cluster_rerank(rankings, assignments, nearest_centre(queries, centres))
+
+
+def paired_differences(plain: dict, reranked: dict, seed: int = 0) -> dict:
+    """Per mAP (each protocol's with revisited ground truth): (re-ranked - plain, paired bootstrap 95 % CI over the
+    queries both score, number of those queries)."""
+    out = {}
+    for suffix in ("", "_easy", "_medium", "_hard"):
+        key, per = f"mAP{suffix}", f"per_query_ap{suffix}"
+        if key not in plain or per not in plain or per not in reranked:
+            continue
+        a, b = plain[per], reranked[per]
+        a = np.asarray(list(a.values()) if isinstance(a, dict) else a, float)
+        b = np.asarray(list(b.values()) if isinstance(b, dict) else b, float)
+        valid = ~np.isnan(a) & ~np.isnan(b)
+        lo, hi = bootstrap_diff_ci(a[valid], b[valid], seed=seed)
+        out[key] = (float(b[valid].mean() - a[valid].mean()) if valid.any() else float("nan"), lo, hi,
+                    int(valid.sum()))
+    return out
 
 
 def gt_metrics(queries, rankings, position_of: dict[str, int]) -> tuple[dict, list[str]]:
@@ -351,10 +456,12 @@ def query_hits(run: SimilarResult, model, paths: list[str], options, k: int, qe:
     if res.failures:
         _, ident, reason = res.failures[0]
         raise ParameterError("query", ident, reason, quote=False)
-    q = _finish(res.embeddings, run.spec, n_regions, run.whitening)
+    q = _finish(res.embeddings, run.spec, n_regions, run.whitening, run.metric)
     if qe:
-        q = average_query_expansion(q, run.descriptors, qe)
-    return chunked_topk(q, run.descriptors, k)
+        q = average_query_expansion(q, run.descriptors, qe, run.metric)
+    if run.metric == "cosine":
+        return chunked_topk(q, run.descriptors, k)
+    return chunked_topk(q, run.descriptors, k, metric=run.metric)
 
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
@@ -369,7 +476,7 @@ STUDY = register(Study(
     "expansion, mAP.",
     params=SimilarParams,
     inputs=(*ONE_MODEL, DATASET_P.with_(help="gallery: a folder (class subfolders = labels), or any dataset (see "
-                                        "`cliplab zeroshot --help`)."), SPLIT_P, DATA_ROOT_P, LIMIT_P, *RUN),
+                                        "`cliplab zeroshot --help`)."), SPLIT_P, DATA_ROOT_P, LIMIT_P, METRIC_P, *RUN),
     outputs=(Output("grid", "grid", "PNG of the {p:query} results.", (".png",), requires="query"),
              Output("index", "index", "save a FAISS flat index of the final descriptors (+ the PCA as "
                     "INDEX.pca.npz).", beside=lambda p: [p, p.with_name(p.name + ".json"),

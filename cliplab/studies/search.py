@@ -15,7 +15,7 @@ from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError, ParameterError
 from cliplab.files import Name, Shape, Str, UserFile, one_of, printable
 from cliplab.index import FAISS_KINDS, VectorIndex
-from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, MODELS_P, PRETRAINEDS_P, RUN, SPLIT_P, Inputs
+from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, METRIC_P, MODELS_P, PRETRAINEDS_P, RUN, SPLIT_P, Inputs
 from cliplab.params import param
 from cliplab.progress import progress_bar
 from cliplab.registry import Output, Study, register
@@ -26,6 +26,7 @@ from cliplab.results.exports import TABLE_SUFFIXES
 from cliplab.results.result import (DatasetInfo, Failure, Figure, ModelInfo, ReportFigure, ReportSection, Rows, Table,
                                     skipped)
 from cliplab.tasks.metrics import l2_normalize
+from cliplab.tasks.ranking import metric_note, pairwise_scores
 
 if TYPE_CHECKING:
     from cliplab.data.base import ImageDataset
@@ -142,7 +143,17 @@ class SearchResult(Notebook):
     k: int
     text_weight: float = 1.0
     index_type: str | None = None
+    metric: str = "cosine"
     task = "search"
+
+    @property
+    def notes(self) -> list[str]:
+        note = metric_note(self.metric)
+        return [note] if note else []
+
+    def variant(self, query: Query) -> str:
+        """A query's store variant: its label, then `` metric=<metric>`` unless the metric is cosine."""
+        return query.label + ("" if self.metric == "cosine" else f" metric={self.metric}")
 
     @property
     def models(self) -> list[ModelInfo]:
@@ -155,7 +166,7 @@ class SearchResult(Notebook):
     @property
     def params(self) -> dict:
         return {"queries": [{"query": q.label, "family": q.family} for q in self.queries], "k": self.k,
-                "text_weight": self.text_weight, "index_type": self.index_type}
+                "text_weight": self.text_weight, "index_type": self.index_type, "metric": self.metric}
 
     @property
     def failures(self) -> list[Failure]:
@@ -173,11 +184,11 @@ class SearchResult(Notebook):
 
     def metric_rows(self) -> pd.DataFrame:
         """Per model and query (variant = the query): the top-1 score, the mean top-k score and the distribution
-        of the scores of all gallery images."""
+        of the scores of all gallery images (cosine, dot product, or L2 distance with metric euclidean)."""
         rows = Rows()
         for h in self.hits:
             for q, query in enumerate(self.queries):
-                kw = dict(task=self.task, model=h.model, dataset=self.data, variant=query.label,
+                kw = dict(task=self.task, model=h.model, dataset=self.data, variant=self.variant(query),
                           n=len(h.images.indices))
                 valid = h.positions[q] >= 0
                 rows.add(metric="top1_score", value=h.scores[q, 0], **kw)
@@ -188,13 +199,16 @@ class SearchResult(Notebook):
 
     def summary(self) -> str:
         return (f"search: {len(self.queries)} quer{'y' if len(self.queries) == 1 else 'ies'} over {self.data.name} "
-                f"({self.dataset.n} images), top {self.k} for {', '.join(m.name for m in self.models)}")
+                f"({self.dataset.n} images), top {self.k} for {', '.join(m.name for m in self.models)}"
+                + ("" if self.metric == "cosine" else f" by {self.metric}"
+                   + (" (L2 distance, nearest first)" if self.metric == "euclidean" else "")))
 
     def tables(self) -> list[Table]:
         shown = min(self.k, 5)
         several = len(self.hits) > 1
         cols = ["query", *(["model"] if several else []), *[f"#{j + 1}" for j in range(shown)], "all: mean ± std"]
-        table = Table(f"search · {self.data.name} ({len(self.hits[0].images.indices)} images)", cols,
+        by = "" if self.metric == "cosine" else f" · {self.metric}" + (" (distance)" if self.metric == "euclidean" else "")
+        table = Table(f"search · {self.data.name} ({len(self.hits[0].images.indices)} images){by}", cols,
                       right=frozenset(["all: mean ± std"]),
                       wrap={"query": 40, **{f"#{j + 1}": 28 for j in range(shown)}})
         for q, query in enumerate(self.queries):
@@ -211,6 +225,7 @@ class SearchResult(Notebook):
         """The hits of every query and model (as ``hits_frame``), with the score distribution per query."""
         return {"task": self.task, "dataset": self.data.name, "split": self.data.split,
                 "dataset_fingerprint": self.data.fingerprint, "k": self.k,
+                **({} if self.metric == "cosine" else {"metric": self.metric}),
                 "models": [{"model": m.name, "pretrained": m.pretrained, "model_fingerprint": m.fingerprint}
                            for m in self.models],
                 "queries": self.params["queries"], "hits": self.hits_frame().to_dict(orient="records"),
@@ -271,12 +286,16 @@ def _short(ident: str) -> str:
     return Path(ident).name if "/" in ident else ident
 
 
-def query_vectors(model: LoadedModel, queries: list[Query], options=None, text_weight: float = 1.0) -> np.ndarray:
-    """Unit query vectors: texts, images, and images plus/minus texts."""
+def query_vectors(model: LoadedModel, queries: list[Query], options=None, text_weight: float = 1.0,
+                  metric: str = "cosine") -> np.ndarray:
+    """Query vectors: texts, images, and images plus/minus texts. Cosine: unit vectors (each part normalised, then
+    the sum); dot and euclidean: the raw embeddings, an image query plus/minus ``text_weight`` times the raw text
+    embeddings, not normalised."""
+    unit = l2_normalize if metric == "cosine" else (lambda x: np.asarray(x, np.float32))  # noqa: E731
     out = np.zeros((len(queries), model.embed_dim), np.float32)
     texts = [q.text for q in queries if q.image is None]
     if texts:
-        t = l2_normalize(embed_texts(model, texts, options))
+        t = unit(embed_texts(model, texts, options))
         out[[i for i, q in enumerate(queries) if q.image is None]] = t
     img_q = [i for i, q in enumerate(queries) if q.image is not None]
     if img_q:
@@ -285,15 +304,15 @@ def query_vectors(model: LoadedModel, queries: list[Query], options=None, text_w
         if res.failures:
             _, ident, reason = res.failures[0]
             raise ParameterError("image", ident, reason, quote=False)
-        vecs = l2_normalize(res.embeddings)
+        vecs = unit(res.embeddings)
         for j, i in enumerate(img_q):
             q = queries[i]
             v = vecs[j].copy()
             if q.plus:
-                v = v + text_weight * l2_normalize(embed_texts(model, [q.plus], options))[0]
+                v = v + text_weight * unit(embed_texts(model, [q.plus], options))[0]
             if q.minus:
-                v = v - text_weight * l2_normalize(embed_texts(model, [q.minus], options))[0]
-            out[i] = l2_normalize(v)
+                v = v - text_weight * unit(embed_texts(model, [q.minus], options))[0]
+            out[i] = unit(v)
     return out
 
 
@@ -305,37 +324,41 @@ def run_search(inputs: Inputs, params: SearchParams = SearchParams()) -> SearchR
                             cache_dir=inputs.options.cache_dir)
     dataset, options = inputs.dataset, inputs.options
     kind = params.index_type or ("flat" if params.index else "exact")
+    metric = inputs.values.get("metric", "cosine")
     hits = []
     for spec in inputs.models:
         m = inputs.open_model(spec)
         images = embed_images(m, dataset, options)
         if not len(images.indices):
             raise CliplabError(f"dataset {dataset.name!r}: no usable images to search")
-        index = gallery_index(m, dataset, images, kind, _per_model_path(params.index, m, len(inputs.models)))
+        index = gallery_index(m, dataset, images, kind, _per_model_path(params.index, m, len(inputs.models)),
+                              metric=metric)
         hits.append(search_gallery(m, images, index, queries, params.k, params.text_weight, options))
-    return SearchResult(dataset, queries, hits, params.k, params.text_weight, params.index_type)
+    return SearchResult(dataset, queries, hits, params.k, params.text_weight, params.index_type, metric)
 
 
 def gallery_index(model: LoadedModel, dataset: ImageDataset, images: EmbeddingResult, kind: str = "exact",
-                  path: str | Path | None = None) -> VectorIndex:
-    """The index of a gallery's embeddings for one model (read back from ``path`` when it fits, else built and saved
-    there): what a long-lived process keeps to answer many searches."""
+                  path: str | Path | None = None, metric: str = "cosine") -> VectorIndex:
+    """The index of a gallery's embeddings for one model and ``metric`` (read back from ``path`` when it fits, else
+    built and saved there): what a long-lived process keeps to answer many searches."""
     meta = {"model_fingerprint": model.fingerprint, "dataset_fingerprint": dataset.fingerprint}
     index, _ = VectorIndex.load_or_build(path, images.embeddings, [str(int(i)) for i in images.indices], kind,
-                                         meta=meta)
+                                         meta=meta, metric=metric)
     return index
 
 
 def search_gallery(model: LoadedModel, images: EmbeddingResult, index: VectorIndex, queries: list[Query], k: int,
                    text_weight: float = 1.0, options=None) -> ModelHits:
-    """The top-k of every query in one model's gallery index, with the distribution of all gallery scores per
-    query."""
-    qv = query_vectors(model, queries, options, text_weight)
+    """The top-k of every query in one model's gallery index (by the index's metric), with the distribution of all
+    gallery scores per query."""
+    metric = index.metric
+    qv = query_vectors(model, queries, options, text_weight, metric)
     s, pos = index.search(qv, k)
     all_scores_stats = []
     gal = l2_normalize(images.embeddings)
     for r in range(0, len(qv), 256):
-        block = qv[r:r + 256] @ gal.T
+        block = qv[r:r + 256] @ gal.T if metric == "cosine" else pairwise_scores(qv[r:r + 256], images.embeddings,
+                                                                                metric)
         for row in block:
             all_scores_stats.append({"mean": float(row.mean()), "std": float(row.std()),
                                      "p50": float(np.median(row)), "p99": float(np.quantile(row, 0.99)),
@@ -400,7 +423,7 @@ STUDY = register(Study(
     params=SearchParams,
     inputs=(MODELS_P, PRETRAINEDS_P, DATASET_P.with_(help="images to search: a folder, a caption file, a dataset name "
                                                      "(see `cliplab zeroshot --help`)."),
-            SPLIT_P, DATA_ROOT_P, LIMIT_P, *RUN),
+            SPLIT_P, DATA_ROOT_P, LIMIT_P, METRIC_P, *RUN),
     outputs=(Output("grids", "grids", "folder for one PNG grid per query (top-k images with scores, one row per "
                     "model).", folder=True),
              Output("output", "hits", "hits as .csv/.parquet/.jsonl.", TABLE_SUFFIXES, short="-o")),

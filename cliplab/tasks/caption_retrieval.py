@@ -11,6 +11,10 @@ exactly as much. Such items never count as better: they are excluded by identity
 the same number (a row-wise dot product and a matrix product differ in the last bits, and by CPU and BLAS, which
 decided these ties one way or the other). The query's own item(s) are excluded by index. Text->image: each caption's
 own image. Image->text: the best-ranked of the image's captions.
+
+Metrics (``metric``): cosine (the default; what CLIP is trained for), dot product of the raw embeddings, or Euclidean
+distance of the raw embeddings (nearer = better), each scored as an inner product
+(:func:`cliplab.tasks.ranking.inner_product_space`), so the rank rule, ties included, is the same for all three.
 """
 from __future__ import annotations
 
@@ -21,13 +25,24 @@ import numpy as np
 from cliplab.progress import bar_total, progress_bar
 from cliplab.tasks.metrics import l2_normalize
 # chunked_topk lives in tasks.ranking with the other ranking code; it stays importable from here
-from cliplab.tasks.ranking import COL_CHUNK, ROW_CHUNK, chunked_topk, task_device  # noqa: F401
+from cliplab.tasks.ranking import (COL_CHUNK, ROW_CHUNK, chunked_topk, inner_product_space,  # noqa: F401
+                                   task_device)
 
 
 def _tensor(x, dev) -> torch.Tensor:
     import torch
 
     return torch.as_tensor(l2_normalize(x) if isinstance(x, np.ndarray) else x, device=dev, dtype=torch.float32)
+
+
+def _pair(queries, items, metric: str, dev):
+    """Query and item tensors whose inner product ranks as ``metric`` does."""
+    import torch
+
+    if metric == "cosine":  # as before metrics were offered (bit for bit)
+        return _tensor(queries, dev), _tensor(items, dev)
+    q, k = inner_product_space(np.asarray(queries), np.asarray(items), metric)
+    return (torch.as_tensor(q, device=dev, dtype=torch.float32), torch.as_tensor(k, device=dev, dtype=torch.float32))
 
 
 def _row_ids(x) -> np.ndarray:
@@ -71,12 +86,12 @@ def _leave_out(scores, pairs, r: int, c: int) -> None:
 
 
 def text_to_image_ranks(text_emb: np.ndarray, image_emb: np.ndarray, caption_image: np.ndarray, *, device=None,
-                        row_chunk: int = ROW_CHUNK, col_chunk: int = COL_CHUNK) -> np.ndarray:
-    """Rank (1 = best) of each caption's own image among all images."""
+                        row_chunk: int = ROW_CHUNK, col_chunk: int = COL_CHUNK, metric: str = "cosine") -> np.ndarray:
+    """Rank (1 = best) of each caption's own image among all images, by ``metric``."""
     import torch
 
     dev = task_device(device)
-    T, I = _tensor(text_emb, dev), _tensor(image_emb, dev)
+    T, I = _pair(text_emb, image_emb, metric, dev)
     own = torch.as_tensor(np.asarray(caption_image), device=dev, dtype=torch.long)
     owner = np.asarray(caption_image)
     # images identical to a caption's own image (duplicates) tie with it: left out like the own image
@@ -101,12 +116,13 @@ def text_to_image_ranks(text_emb: np.ndarray, image_emb: np.ndarray, caption_ima
 
 
 def image_to_text_ranks(image_emb: np.ndarray, text_emb: np.ndarray, caption_image: np.ndarray, *, device=None,
-                        row_chunk: int = ROW_CHUNK, col_chunk: int = COL_CHUNK) -> np.ndarray:
-    """Rank (1 = best) of the best of each image's captions among all captions; 0 for images without captions."""
+                        row_chunk: int = ROW_CHUNK, col_chunk: int = COL_CHUNK, metric: str = "cosine") -> np.ndarray:
+    """Rank (1 = best) of the best of each image's captions among all captions, by ``metric``; 0 for images without
+    captions."""
     import torch
 
     dev = task_device(device)
-    I, T = _tensor(image_emb, dev), _tensor(text_emb, dev)
+    I, T = _pair(image_emb, text_emb, metric, dev)
     owner = np.asarray(caption_image)
     # best score of each image's own captions, one chunk of captions at a time
     best_own = torch.full((len(I),), -torch.inf, device=dev)
@@ -152,11 +168,12 @@ class RetrievalRanks:
 
 
 def caption_retrieval(image_emb: np.ndarray, text_emb: np.ndarray, caption_image: np.ndarray, ks=(1, 5, 10), *,
-                      device=None, row_chunk: int = ROW_CHUNK, col_chunk: int = COL_CHUNK) -> RetrievalRanks:
+                      device=None, row_chunk: int = ROW_CHUNK, col_chunk: int = COL_CHUNK,
+                      metric: str = "cosine") -> RetrievalRanks:
     t2i = text_to_image_ranks(text_emb, image_emb, caption_image, device=device, row_chunk=row_chunk,
-                              col_chunk=col_chunk)
+                              col_chunk=col_chunk, metric=metric)
     i2t = image_to_text_ranks(image_emb, text_emb, caption_image, device=device, row_chunk=row_chunk,
-                              col_chunk=col_chunk)
+                              col_chunk=col_chunk, metric=metric)
     metrics = {**rank_metrics(t2i, ks, "text_to_image_"), **rank_metrics(i2t, ks, "image_to_text_")}
     metrics["num_images"] = int(len(image_emb))
     metrics["num_captions"] = int(len(text_emb))

@@ -28,6 +28,14 @@ class Clustering:
 
 
 KMEANS = ("sklearn", "faiss")  # the k-means implementations
+# k-means minimises the squared Euclidean distance of each point to its cluster's mean: on L2-normalised embeddings
+# that is cosine geometry (|x - c|^2 = 2 - 2 cos for unit x and c), on raw embeddings Euclidean. There is no dot-product
+# k-means: a dot product is not a distance (a point is not most similar to itself; a longer centre scores higher with
+# everything), and the mean, k-means' centre update, does not maximise the summed dot product, which grows without
+# bound with the centre's length.
+CLUSTER_METRICS = ("cosine", "euclidean")
+WHY_NO_DOT = ("k-means needs a distance and the dot product is not one (no centre maximises a summed dot product, "
+              "it grows with the centre's length)")
 
 
 def check_implementation(implementation: str) -> None:
@@ -64,11 +72,15 @@ def kmeans(X: np.ndarray, k: int, *, implementation: str = "sklearn", seed: int 
     return Clustering(k, np.asarray(assign), np.asarray(centers), inertia, metrics)
 
 
-def prepare(X: np.ndarray, pca_dim: int | None = None, seed: int = 0) -> np.ndarray:
-    """L2-normalise (cosine geometry), optionally PCA to ``pca_dim`` dimensions."""
+def prepare(X: np.ndarray, pca_dim: int | None = None, seed: int = 0, metric: str = "cosine") -> np.ndarray:
+    """L2-normalise (``metric`` cosine: cosine geometry; euclidean: the raw embeddings, as float32), optionally PCA
+    to ``pca_dim`` dimensions."""
     from sklearn.decomposition import PCA
 
-    X = l2_normalize(X)
+    if metric not in CLUSTER_METRICS:
+        raise ParameterError("metric", metric, f"choose one of {', '.join(CLUSTER_METRICS)}"
+                             + (f": {WHY_NO_DOT}" if metric == "dot" else ""))
+    X = l2_normalize(X) if metric == "cosine" else np.asarray(X, dtype=np.float32)
     if pca_dim:
         with progress_bar(bar_total(1, X.shape[0] * X.shape[1] ** 2 / 100), "PCA", unit="fits") as bar:
             X = PCA(n_components=min(pca_dim, X.shape[1], len(X)), random_state=seed).fit_transform(X)

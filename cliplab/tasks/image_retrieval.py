@@ -57,17 +57,26 @@ class Whitening:
             return cls(z["mean"], z["projection"])
 
 
-def rmac_aggregate(regions: np.ndarray, whitening: Whitening | None = None) -> np.ndarray:
-    """(N, R, C) region MACs -> (N, k): L2 per region, PCA-whiten per region, L2, sum over regions, L2."""
+def rmac_aggregate(regions: np.ndarray, whitening: Whitening | None = None, normalize: bool = True) -> np.ndarray:
+    """(N, R, C) region MACs -> (N, k): L2 per region, PCA-whiten per region, L2, sum over regions, L2 (the last
+    one left out when not ``normalize``)."""
     n, r, c = regions.shape
     flat = l2_normalize(regions.reshape(n * r, c))
     if whitening is not None:
         flat = whitening.transform(flat)
-    return l2_normalize(flat.reshape(n, r, -1).sum(axis=1))
+    out = flat.reshape(n, r, -1).sum(axis=1)
+    return l2_normalize(out) if normalize else np.asarray(out, np.float32)
 
 
-def average_query_expansion(queries: np.ndarray, database: np.ndarray, k: int) -> np.ndarray:
-    """Each query replaced by the normalised mean of itself and its top-k database neighbours."""
+def average_query_expansion(queries: np.ndarray, database: np.ndarray, k: int, metric: str = "cosine") -> np.ndarray:
+    """Each query replaced by the normalised mean of itself and its top-k database neighbours (``metric`` dot or
+    euclidean: the neighbours by that metric, and the plain mean of the raw vectors, not normalised)."""
+    if metric != "cosine":
+        if k <= 0:
+            return np.asarray(queries, np.float32)
+        _, idx = chunked_topk(queries, database, k, metric=metric)
+        db = np.asarray(database, np.float32)
+        return ((np.asarray(queries, np.float32) + db[idx].sum(axis=1)) / (idx.shape[1] + 1)).astype(np.float32)
     if k <= 0:
         return l2_normalize(queries)
     _, idx = chunked_topk(queries, database, k)
@@ -149,11 +158,21 @@ def precision_and_ap_at_k(ranking: np.ndarray, relevant: np.ndarray, k: int, n_r
 
 
 def labelled_retrieval_metrics(desc: np.ndarray, labels: np.ndarray, k: int = 10, *,
-                               query_desc: np.ndarray | None = None) -> dict:
-    """Every image queries all others: mAP (full ranking), mAP@k, P@k with same-class = relevant."""
+                               query_desc: np.ndarray | None = None, metric: str = "cosine",
+                               per_query: bool = False) -> dict:
+    """Every image queries all others: mAP (full ranking by ``metric``), mAP@k, P@k with same-class = relevant
+    (``per_query``: each query's AP too, as ``per_query_ap``)."""
     n = len(desc)
     q = desc if query_desc is None else query_desc
-    _, idx = chunked_topk(q, desc, n)  # full ranking (n is a labelled folder, not a web-scale index)
+    # full ranking (n is a labelled folder, not a web-scale index)
+    _, idx = chunked_topk(q, desc, n) if metric == "cosine" else chunked_topk(q, desc, n, metric=metric)
+    return labelled_metrics_of_ranking(idx, labels, k, per_query=per_query)
+
+
+def labelled_metrics_of_ranking(idx: np.ndarray, labels: np.ndarray, k: int = 10, *, per_query: bool = False) -> dict:
+    """mAP, mAP@k and P@k of full rankings ``idx`` (row i: image i's ranking of every image, itself included and
+    then removed) with same-class = relevant."""
+    n = len(idx)
     aps, apks, pks = [], [], []
     with progress_bar(bar_total(n, n * n), "scoring rankings", unit="queries") as bar:
         for i in range(n):
@@ -165,5 +184,29 @@ def labelled_retrieval_metrics(desc: np.ndarray, labels: np.ndarray, k: int = 10
             pks.append(pk)
             apks.append(apk)
             bar.advance()
-    return {"mAP": float(np.nanmean(aps)), f"mAP@{k}": float(np.nanmean(apks)), f"P@{k}": float(np.mean(pks)),
-            "queries": n}
+    out = {"mAP": float(np.nanmean(aps)), f"mAP@{k}": float(np.nanmean(apks)), f"P@{k}": float(np.mean(pks)),
+           "queries": n}
+    if per_query:
+        out["per_query_ap"] = [float(a) for a in aps]
+    return out
+
+
+# ---- clustering to help retrieval ----
+def nearest_centre(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """The cluster of each row of ``X``: its nearest centre by squared Euclidean distance (ties: the lower
+    cluster index), as k-means assigns."""
+    X, C = np.asarray(X, np.float64), np.asarray(centers, np.float64)
+    d = (X * X).sum(1)[:, None] - 2 * X @ C.T + (C * C).sum(1)[None, :]
+    return np.argmin(d, axis=1)
+
+
+def cluster_rerank(rankings: np.ndarray, gallery_clusters: np.ndarray, query_clusters: np.ndarray) -> np.ndarray:
+    """Each query's ranking with the gallery items of the query's cluster first: a stable partition, so the items of
+    that cluster keep their order, then every other item in its order (nothing is dropped)."""
+    rankings = np.asarray(rankings)
+    gallery_clusters = np.asarray(gallery_clusters)
+    out = np.empty_like(rankings)
+    for i, r in enumerate(rankings):
+        inside = gallery_clusters[r] == query_clusters[i]
+        out[i] = np.concatenate([r[inside], r[~inside]])
+    return out

@@ -62,10 +62,85 @@ def task_device(device) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+# ---- distances -----------------------------------------------------------------------------------------------
+METRICS = ("cosine", "dot", "euclidean")
+TRAINED_FOR = "cosine"  # CLIP's contrastive loss compares L2-normalised embeddings (a scaled cosine similarity)
+
+
+def check_metric(metric: str, choices=METRICS) -> str:
+    if metric not in choices:
+        raise ParameterError("metric", metric, f"choose one of {', '.join(choices)}")
+    return metric
+
+
+def metric_note(metric: str) -> str | None:
+    """What a person should know about ranking by ``metric`` (None for cosine, what CLIP models are trained for)."""
+    if metric == TRAINED_FOR:
+        return None
+    return (f"ranking by {metric} on raw (not L2-normalised) embeddings: CLIP models are trained for cosine "
+            "similarity (their contrastive loss compares normalised embeddings), so the embeddings' lengths, which "
+            "training does not constrain, now change the ranking")
+
+
+def inner_product_space(queries: np.ndarray, keys: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(q, k)`` float32 such that ``q @ k.T`` ranks the keys of each query as ``metric`` does, best first:
+
+    * cosine: both L2-normalised, ``q @ k.T`` is the cosine similarity;
+    * dot: both as they are (raw embeddings), ``q @ k.T`` is the dot product;
+    * euclidean: ``q = [2 x, -1]``, ``k = [y, |y|^2]``, so ``q @ k.T = 2 x.y - |y|^2 = |x|^2 - |x - y|^2``: for one
+      query, larger means nearer (ascending L2 distance), the query's own ``|x|^2`` being the same for every key.
+    """
+    check_metric(metric)
+    q = np.asarray(queries, dtype=np.float32)
+    kk = np.asarray(keys, dtype=np.float32)
+    if metric == "cosine":
+        return l2_normalize(q), l2_normalize(kk)
+    if metric == "dot":
+        return q, kk
+    q2 = np.concatenate([2 * q, -np.ones((len(q), 1), np.float32)], axis=1)
+    k2 = np.concatenate([kk, np.einsum("ij,ij->i", kk, kk)[:, None]], axis=1).astype(np.float32)
+    return q2, k2
+
+
+def pairwise_scores(queries: np.ndarray, keys: np.ndarray, metric: str) -> np.ndarray:
+    """The (Q, N) scores a person reads: cosine similarity, dot product, or L2 distance (euclidean: smaller is
+    nearer), in float64."""
+    check_metric(metric)
+    q, kk = np.asarray(queries, np.float64), np.asarray(keys, np.float64)
+    if metric == "cosine":
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        kk = kk / np.maximum(np.linalg.norm(kk, axis=1, keepdims=True), 1e-12)
+    if metric != "euclidean":
+        return q @ kk.T
+    d2 = (q * q).sum(1)[:, None] - 2 * q @ kk.T + (kk * kk).sum(1)[None, :]
+    return np.sqrt(np.maximum(d2, 0.0))
+
+
+def readable_scores(queries: np.ndarray, keys: np.ndarray, indices: np.ndarray, metric: str) -> np.ndarray:
+    """The score (cosine, dot or L2 distance) of each query with the keys ``indices[q]`` names, (Q, k) float32."""
+    q, kk = np.asarray(queries, np.float32), np.asarray(keys, np.float32)
+    idx = np.asarray(indices)
+    if idx.size == 0:
+        return np.zeros(idx.shape, np.float32)
+    if metric == "euclidean":
+        return np.linalg.norm(q[:, None, :] - kk[idx], axis=2).astype(np.float32)
+    if metric == "cosine":
+        q, kk = l2_normalize(q), l2_normalize(kk)
+    return np.einsum("qd,qkd->qk", q, kk[idx]).astype(np.float32)
+
+
 def chunked_topk(queries: np.ndarray, keys: np.ndarray, k: int, *, device=None, row_chunk: int = ROW_CHUNK,
-                 col_chunk: int = COL_CHUNK, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k cosine (or dot, ``normalize=False``) of every query over all keys: ``(scores, indices)`` (Q, k),
-    best first; equal to sorting the full score matrix, ties resolved towards the lower key index."""
+                 col_chunk: int = COL_CHUNK, normalize: bool = True,
+                 metric: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k cosine (or dot, ``normalize=False``; or ``metric``: cosine | dot | euclidean) of every query over all
+    keys: ``(scores, indices)`` (Q, k), best first; equal to sorting the full score matrix, ties resolved towards
+    the lower key index. With ``metric="euclidean"`` the keys come in ascending L2 distance and the scores are those
+    distances (computed directly for the k kept, not from the ranking's inner products)."""
+    if metric is not None:
+        q_ip, k_ip = inner_product_space(queries, keys, metric)
+        s, idx = chunked_topk(q_ip, k_ip, k, device=device, row_chunk=row_chunk, col_chunk=col_chunk,
+                              normalize=False)
+        return (readable_scores(queries, keys, idx, metric) if metric == "euclidean" else s), idx
     import torch
 
     dev = task_device(device)
