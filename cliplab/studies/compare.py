@@ -11,7 +11,7 @@ import pandas as pd
 from typing import TYPE_CHECKING
 
 from cliplab.files import printable_value
-from cliplab.inputs import (DATA_ROOT_P, DATASETS_P, LIMIT_P, MODELS_FILE_P, MODELS_P, PRETRAINEDS_P, RUN, SPLIT_P,
+from cliplab.inputs import (TEXTS, DATA_ROOT_P, DATASETS_P, LIMIT_P, MODELS_FILE_P, MODELS_P, PRETRAINEDS_P, RUN, SPLIT_P,
                             TEMPLATE_P, TRAIN_LIMIT_P, TRAIN_SPLIT_P, Fitting, Inputs, Templates)
 from cliplab.params import param
 from cliplab.registry import Output, Study, register
@@ -230,7 +230,7 @@ STUDY = register(Study(
     params=CompareParams,
     inputs=(MODELS_P, PRETRAINEDS_P, MODELS_FILE_P, DATASETS_P, SPLIT_P, DATA_ROOT_P, LIMIT_P,
             TEMPLATE_P.with_(help="one template set for every dataset (default: each dataset's usual set)."),
-            TRAIN_SPLIT_P.with_(help="split the probe is trained on (with {p:probe})."), TRAIN_LIMIT_P, *RUN),
+            TRAIN_SPLIT_P.with_(help="split the probe is trained on (with {p:probe})."), TRAIN_LIMIT_P, *RUN, *TEXTS),
     fitting=Fitting(split="train_split", limit="train_limit", when="probe", purpose="probe training"),
     templates=Templates(ensemble=True, one=True),
     outputs=(Output("output", "comparison", "the table as .csv, .parquet or .jsonl.", TABLE_SUFFIXES, short="-o"),

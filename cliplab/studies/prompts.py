@@ -19,7 +19,7 @@ from cliplab.data.base import check_disjoint
 from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images, embed_texts
 from cliplab.errors import ParameterError
 from cliplab.files import Name, Shape, Str, UserFile, one_of
-from cliplab.inputs import IMAGES, ONE_MODEL, RUN, SPLIT_OR_DATASET, TEMPLATES_P, Fitting, Inputs, Templates
+from cliplab.inputs import TEXTS, IMAGES, ONE_MODEL, RUN, SPLIT_OR_DATASET, TEMPLATES_P, Fitting, Inputs, Templates
 from cliplab.params import Param, param
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
@@ -324,7 +324,7 @@ STUDY = register(Study(
     inputs=(*ONE_MODEL, *IMAGES, TEMPLATES_P.with_(help="repeatable: named sets, files or template strings. Every "
                                                    "template is scored alone; sets with several templates also as "
                                                    "an ensemble (default: simple + openai-imagenet-7)."),
-            SELECT_SPLIT, *RUN),
+            SELECT_SPLIT, *RUN, *TEXTS),
     fitting=Fitting(split="select_split", limit=None, when="select", purpose="template selection"),
     templates=Templates(default=("simple", "openai-imagenet-7")),
     outputs=(Output("output", "record", "study JSON.", (".json",), short="-o"),),
