@@ -20,10 +20,9 @@ Two ways of embedding a prompt (the shared parameter ``long_text``):
 """
 from __future__ import annotations
 
-import contextlib
 import contextvars
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -169,20 +168,22 @@ class _Seen:
 _RUN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("cliplab_long_text", default=None)
 
 
-@contextlib.contextmanager
-def one_report() -> Iterator[None]:
+class one_report:  # noqa: N801 - used as ``with one_report():``, like a contextmanager function
     """Count the prompts embedded inside the block and report those longer than the context once, when it ends
-    (nested blocks report through the outermost)."""
-    if _RUN.get() is not None:
-        yield
-        return
-    seen: dict = {}
-    token = _RUN.set(seen)
-    try:
-        yield
-    finally:
-        _RUN.reset(token)
-        report(seen.values())
+    (nested blocks report through the outermost). A class, not a generator: the warning is then raised from a frame
+    of cliplab, so the notebook's warnings point at the caller's line, not at contextlib."""
+
+    def __enter__(self) -> "one_report":
+        self._token = None
+        if _RUN.get() is None:
+            self._seen: dict = {}
+            self._token = _RUN.set(self._seen)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._token is not None:
+            _RUN.reset(self._token)
+            report(self._seen.values())
 
 
 def record(model: "LoadedModel", lay: Layout, mode: str, texts: Sequence[str], lengths: dict[str, int]) -> None:

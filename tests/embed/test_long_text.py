@@ -81,8 +81,9 @@ def test_a_study_run_warns_once_through_the_api(model77, tmp_path):
         cliplab.embed_texts(model77, [prompt(300), prompt(100), prompt(300)], cache_dir=tmp_path)
     assert len([w for w in rec.warnings if "longer than the text context" in w]) == 1
     assert "2 of 2 prompts are longer" in rec.warnings[0]  # distinct prompts, counted once
-    with pytest.warns(CliplabWarning, match="2 of 2 prompts are longer"):  # the notebook's warnings
+    with pytest.warns(CliplabWarning, match="2 of 2 prompts are longer") as got:  # the notebook's warnings
         cliplab.embed_texts(model77, [prompt(300), prompt(100)], cache_dir=tmp_path)
+    assert got[0].filename == __file__  # the caller's line, not contextlib's
 
 
 def test_windows_is_the_hand_average_of_the_windows(model77, tmp_path):
