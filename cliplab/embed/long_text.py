@@ -117,11 +117,15 @@ def layout(model: "LoadedModel") -> Layout | None:
         if getattr(tok, "reduction_fn", None) is not None:  # a training-time reduction: not CLIP's plain layout
             return None
         return _open_clip_layout(tok)
-    if hasattr(tok, "tok") and hasattr(tok, "max_length"):  # cliplab's hf: tokenizer (models/hf.py)
-        return _hf_layout(tok.tok, int(tok.max_length), packs=True)
-    inner = getattr(tok, "tokenizer", None)  # open_clip's HFTokenizer (SigLIP, ...): lengths only
-    if inner is not None and callable(inner) and getattr(tok, "context_length", None):
-        return _hf_layout(inner, int(tok.context_length), packs=False, clean=getattr(tok, "clean_fn", lambda t: t))
+    try:
+        if hasattr(tok, "tok") and hasattr(tok, "max_length"):  # cliplab's hf: tokenizer (models/hf.py)
+            return _hf_layout(tok.tok, int(tok.max_length), packs=True)
+        inner = getattr(tok, "tokenizer", None)  # open_clip's HFTokenizer (SigLIP, ...): lengths only
+        if inner is not None and callable(inner) and getattr(tok, "context_length", None):
+            return _hf_layout(inner, int(tok.context_length), packs=False,
+                              clean=getattr(tok, "clean_fn", lambda t: t))
+    except (ValueError, TypeError, KeyError, AttributeError):  # a tokenizer laid out otherwise: lengths unknown
+        return None
     return None
 
 
