@@ -96,3 +96,25 @@ def test_a_named_set_without_a_class_names_the_set(tmp_path):
     with pytest.raises(ParameterError, match="set 'short': no descriptions for class 'green shape'") as err:
         load_description_sets([bad], CLASSES)
     assert err.value.param == "descriptions"
+
+
+def test_long_descriptions_in_a_prompt_study_truncate_vs_windows(trained_cache, tmp_path):
+    # tiny-shapes reads 24 tokens: every description here is longer (the colour named only at its end); with the
+    # 6 prompts of the template, 12 distinct prompts
+    filler = "this is a drawing of a figure on a plain background in the middle of a small picture " * 2
+    path = write(tmp_path / "long.json", {c: [f"{filler}and its colour is {c.split()[0]}"] for c in CLASSES})
+    out = {}
+    for mode in ("truncate", "windows"):
+        rec = Recording()
+        with use(rec):
+            out[mode] = cliplab.prompts("tiny-shapes", "shapes:color", templates="simple", limit=120, bootstrap=200,
+                                        descriptions=str(path), long_text=mode, cache_dir=trained_cache)
+        out[mode + " said"] = rec
+        assert out[mode].config["long_text"] == mode
+    cut = [w for w in out["truncate said"].warnings if "longer than the text context" in w]
+    assert len(cut) == 1 and "6 of 12 prompts are longer than the text context of tiny-shapes (24 tokens)" in cut[0]
+    assert not any("longer than the text context" in w for w in out["windows said"].warnings)
+    assert any("embedded whole" in n for n in out["windows said"].notes)
+    t, w = (next(r for r in out[m].rows if r.kind == "descriptions") for m in ("truncate", "windows"))
+    # truncated, every class keeps the same first 22 tokens (the colour is cut off): one prompt for all, chance
+    assert t.metrics["acc1"] < 0.3 and w.metrics["acc1"] > t.metrics["acc1"]
