@@ -94,12 +94,18 @@ METRIC_P = Param("metric", STR, "cosine", choices=("cosine", "dot", "euclidean")
     "how embeddings are compared: cosine (the default, and what CLIP models are trained for), dot (dot product of the "
     "raw, not normalised, embeddings) or euclidean (L2 distance of the raw embeddings, nearest first; scores shown "
     "are distances). Results are keyed by it (variant ... metric=dot), FAISS indexes built for it."))
+LONG_TEXT_P = Param("long_text", STR, "truncate", choices=("truncate", "windows"), help=(
+    "prompts longer than the text tower's context (77 tokens for most CLIPs): truncate (cut them, as open_clip and "
+    "transformers do; the run warns how many were cut and by how much) or windows (embed each whole: its tokens split "
+    "into context-sized windows, the unit-normalised window embeddings averaged and renormalised; prompts that fit "
+    "are embedded as with truncate)."))
 QUIET_P = Param("quiet", BOOL, False, short="-q", config=False, help=(
     "no progress bars or notes (result tables, warnings and errors still print)."))
 
 ONE_MODEL = (MODEL_P, PRETRAINED_P)
 IMAGES = (DATASET_P, SPLIT_P, DATA_ROOT_P, LIMIT_P, CLASSNAMES_P)
 RUN = (DEVICE_P, PRECISION_P, BACKEND_P, CACHE_DIR_P, BATCH_SIZE_P, WORKERS_P, NO_CACHE_P, PIPELINE_P)
+TEXTS = (LONG_TEXT_P,)  # for every study that embeds texts
 LOADING = (DEVICE_P, PRECISION_P, BACKEND_P, CACHE_DIR_P)  # how a model is loaded, for what embeds no images
 
 
@@ -137,6 +143,7 @@ class RunOptions:
     device: str | None = None
     precision: str | None = None
     backend: str = "auto"
+    long_text: str = "truncate"  # prompts longer than the text context: truncate | windows (cliplab.embed.long_text)
 
     @classmethod
     def of(cls, cache_dir: str | os.PathLike | None = None, **options) -> "RunOptions":
@@ -351,7 +358,8 @@ def load_inputs(values: dict[str, Any], *, fitting: Fitting | None = None, templ
     options = RunOptions.of(values.get("cache_dir"), batch_size=values.get("batch_size", 64),
                             workers=values.get("workers"), use_cache=not values.get("no_cache", False),
                             pipeline=values.get("pipeline", "pil"), device=values.get("device"),
-                            precision=values.get("precision"), backend=values.get("backend") or "auto")
+                            precision=values.get("precision"), backend=values.get("backend") or "auto",
+                            long_text=values.get("long_text") or "truncate")
     inputs = Inputs(options, dict(values))
     given = values.get("templates")
     if given:  # a bad template file fails before anything is loaded

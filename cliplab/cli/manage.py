@@ -72,16 +72,28 @@ def report_guard(output: Path, stores: list[Path], clip_benchmark: list[Path], e
     guard.check(planned, reads, lambda p: "--output")
 
 
+PARAMS_LISTED = 20  # parameters are counted (each architecture built on the meta device) for at most this many rows
+
+
 @handle_errors
 def models(
     cache_dir: CacheDirOpt = None,
     pretrained_only: bool = typer.Option(False, "--pretrained-only", help="only architecture/tag pairs."),
     filter: Optional[str] = typer.Option(None, "--filter", help="substring to match in the name."),
+    params: Optional[bool] = typer.Option(None, "--params/--no-params", help=(
+        "count each architecture's parameters (built without weights on PyTorch's meta device; default: when "
+        f"--filter leaves at most {PARAMS_LISTED} architectures; all of them take about half a minute).")),
 ):
-    """List open_clip architectures with their pretrained tags, and models trained locally."""
+    """List open_clip architectures with their facts (backbone and patch size, input resolution, parameters,
+    embedding width, text context, pretraining data of the tags) and pretrained tags, and models trained
+    locally."""
+    import json
+
     from rich.console import Console
     from rich.table import Table
 
+    from cliplab.models.facts import (UNKNOWN, count_config_parameters, facts_of_architecture, facts_of_config,
+                                      tag_data)
     from cliplab.models.local import list_local_models
     from cliplab.models.openclip import list_architectures, list_pretrained
     from cliplab.paths import resolve_cache_dir
@@ -89,24 +101,49 @@ def models(
     tags: dict[str, list[str]] = {}
     for arch, tag in list_pretrained():
         tags.setdefault(arch, []).append(tag)
+    shown = [a for a in list_architectures() if not ((filter and filter.lower() not in a.lower())
+                                                      or (pretrained_only and a not in tags))]
+    count = params if params is not None else len(shown) <= PARAMS_LISTED
     table = Table(title="open_clip architectures (use --model ARCH --pretrained TAG)")
-    table.add_column("architecture")
-    table.add_column("pretrained tags")
-    for arch in list_architectures():
-        if (filter and filter.lower() not in arch.lower()) or (pretrained_only and arch not in tags):
-            continue
-        table.add_row(arch, ", ".join(tags.get(arch, [])) or "—")
+    for col in ("architecture", "facts", "pretrained tags", "pretraining data"):
+        table.add_column(col, no_wrap=col == "architecture", overflow="fold")  # a narrow terminal folds, never cuts
+    for arch in shown:
+        f = facts_of_architecture(arch, count_parameters=count)
+        data = {t: tag_data(arch, t) for t in tags.get(arch, [])}
+        known = {t: d for t, d in data.items() if d != UNKNOWN}
+        table.add_row(arch, _facts(f, count), ", ".join(tags.get(arch, [])) or "—",
+                      "; ".join(f"{t}: {d}" for t, d in known.items()) + ("; others unknown" if known and
+                                                                         len(known) < len(data) else "")
+                      if known else (UNKNOWN if data else "—"))
+    table.caption = ("facts: image backbone /patch size · input resolution · parameters of both towers" +
+                     ("" if count else " (not counted for this many architectures: --filter or --params)") +
+                     " · embedding width · text context in tokens; pretraining data: as a tag's pretrained config "
+                     "records it (open_clip's record none: the tag's name says it by convention)")
     console = Console()
     console.print(table)
     local = list_local_models(resolve_cache_dir(cache_dir))
     lt = Table(title="local models (use --model NAME)")
-    for col in ("name", "trained on", "images", "train s", "folder"):
-        lt.add_column(col)
+    for col in ("name", "facts", "pretraining data", "images", "train s", "folder"):
+        lt.add_column(col, no_wrap=col == "name", overflow="fold")
     for lm in local:
-        lt.add_row(lm.name, str(lm.meta.get("dataset", "?")), str(lm.meta.get("images", "?")),
+        try:
+            cfg = json.loads(lm.config.read_text())
+        except (OSError, ValueError):
+            cfg = {}
+        f = facts_of_config(cfg, count_config_parameters(cfg) if cfg else None, str(lm.meta.get("dataset", UNKNOWN)))
+        lt.add_row(lm.name, _facts(f), f.pretraining_data, str(lm.meta.get("images", "?")),
                    str(lm.meta.get("train_seconds", "?")), str(lm.folder))
     console.print(lt if local else "no local models yet (`cliplab train` or `cliplab demo` makes one)")
     console.print("Hugging Face transformers CLIP: --model hf:openai/clip-vit-base-patch32 (pip install 'cliplab\\[hf]')")
+
+
+def _facts(f, counted: bool = True) -> str:
+    """``ViT /32 · 224 px · 151.28 M params · dim 512 · context 77`` (unknown facts said so, never guessed)."""
+    params = (f"{f.parameters / 1e6:.2f} M params" if f.parameters is not None else
+              "params unknown" if counted else "params not counted")
+    return " · ".join([f.backbone_text, "resolution unknown" if f.resolution is None else f"{f.resolution} px", params,
+                       f"dim {f.embed_dim if f.embed_dim is not None else 'unknown'}",
+                       f"context {f.context_length if f.context_length is not None else 'unknown'}"])
 
 
 @handle_errors

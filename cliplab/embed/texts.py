@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cliplab.embed import long_text
 from cliplab.embed.cache import EmbeddingCache
+from cliplab.errors import ParameterError
 from cliplab.io import hash_bytes
 from cliplab.inputs import RunOptions, as_options
 from cliplab.progress import progress_bar
@@ -21,9 +23,23 @@ if TYPE_CHECKING:
 def embed_texts(model: LoadedModel, texts: list[str], options: RunOptions | str | Path | None = None, *,
                 batch_size: int = 256) -> np.ndarray:
     """Raw text embeddings (float32, rows in the order of ``texts``), cached per text (``options``: the run's
-    options, or a cache folder)."""
+    options, or a cache folder). A prompt longer than the text tower's context is cut (``options.long_text``
+    truncate: counted, and reported once per run) or embedded whole as the unit-length mean of its windows
+    (``windows``; see :mod:`cliplab.embed.long_text`)."""
     options = as_options(options)
-    keys = ["t:" + hash_bytes(t.encode("utf-8")) for t in texts]
+    mode = options.long_text
+    unique = list(dict.fromkeys(texts))
+    lay = long_text.layout(model)
+    if mode == "windows" and (lay is None or lay.pack is None):
+        raise ParameterError("long_text", mode, f"{{p:long_text}} windows cannot lay out windows for the tokenizer "
+                             f"of {model.name} ({type(model.tokenizer).__name__}); use {{p:long_text}} truncate",
+                             prefix=False)
+    long: dict[str, int] = {}
+    if lay is not None and unique:
+        long = {t: n for t, n in zip(unique, lay.lengths(unique)) if n > lay.context_length}
+        long_text.record(model, lay, mode, unique, long)
+    windowed = long if mode == "windows" else {}
+    keys = [("tw:" if t in windowed else "t:") + hash_bytes(t.encode("utf-8")) for t in texts]
     backend = model.text_backend(len(texts))  # the key names what computes them: never mixed across runtimes
     cache = EmbeddingCache(options.cache_dir, model.text_fingerprint(backend), "text") if options.use_cache \
         else None
@@ -33,17 +49,23 @@ def embed_texts(model: LoadedModel, texts: list[str], options: RunOptions | str 
         cache.prepare(len(todo), model.embed_dim)
     if todo:
         text_of = dict(zip(keys, texts))
+        plain = [k for k in todo if not k.startswith("tw:")]
+        whole = [k for k in todo if k.startswith("tw:")]
         new_rows = []
         t0 = time.perf_counter()
         with progress_bar(len(todo), "embedding texts", unit="texts") as bar:
-            for s in range(0, len(todo), batch_size):
-                chunk = todo[s:s + batch_size]
+            for s in range(0, len(plain), batch_size):
+                chunk = plain[s:s + batch_size]
                 out = model.encode_texts([text_of[k] for k in chunk], backend).numpy()
                 new_rows.append(out)
                 vectors.update(zip(chunk, out))
                 bar.advance(len(chunk))
+            if whole:
+                out = long_text.encode_windows(model, lay, [text_of[k] for k in whole], backend, batch_size, bar)
+                new_rows.append(out)
+                vectors.update(zip(whole, out))
         if cache:
-            cache.write(todo, np.concatenate(new_rows), {}, time.perf_counter() - t0)
+            cache.write(plain + whole, np.concatenate(new_rows), {}, time.perf_counter() - t0)
     if not texts:
         return np.zeros((0, model.embed_dim), np.float32)
     return np.stack([vectors[k] for k in keys]).astype(np.float32, copy=False)

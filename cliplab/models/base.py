@@ -25,6 +25,7 @@ class LoadedModel:
     backend: str = "torch"  # the name of the backend that runs the towers (self.model stays the PyTorch module)
     weights_fingerprint: str = ""  # the fingerprint of the PyTorch model, whatever runs it
     runtime: Any = field(default=None, repr=False)  # the backend's runtime (cliplab.models.backends.Runtime)
+    trained_on: str | None = None  # the pretraining data the weights' metadata records (cliplab.models.facts)
     spec: dict | None = None  # what was asked for: {"model": ..., "pretrained": ...} as given (a run's config names it)
 
     @property

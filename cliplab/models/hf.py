@@ -52,6 +52,15 @@ class _HFTokenizer:
         return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
 
+def _size(value, key: str, default: int) -> int:
+    """A size of an image processor config: a number, a dict (transformers 4) or a SizeDict (transformers 5, which
+    has ``get`` but is no dict); ``default`` when the key is missing or None."""
+    if isinstance(value, (int, float)):
+        return int(value)
+    got = value.get(key) if hasattr(value, "get") else None
+    return int(got) if got is not None else default
+
+
 def load_hf(spec: str, device: torch.device, precision: str) -> dict[str, Any]:
     try:
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel  # optional: extra [hf]
@@ -73,8 +82,8 @@ def load_hf(spec: str, device: torch.device, precision: str) -> dict[str, Any]:
     model.eval().to(device)
     if precision in ("fp16", "bf16"):
         model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
-    size = proc.crop_size.get("height", 224) if isinstance(proc.crop_size, dict) else int(proc.crop_size)
-    short = proc.size.get("shortest_edge", size) if isinstance(proc.size, dict) else int(proc.size)
+    size = _size(proc.crop_size, "height", 224)
+    short = _size(proc.size, "shortest_edge", size)
     mean, std = list(proc.image_mean), list(proc.image_std)
     preprocess = T.Compose([
         T.Resize(short, interpolation=T.InterpolationMode.BICUBIC),

@@ -92,6 +92,7 @@ def open_model(model: str, pretrained: str | None = None, device: str | torch.de
 
     requested = {"model": model, "pretrained": pretrained}
     model, pretrained, alias_note = openai_alias(model, pretrained)  # said once loaded: an error stays one line
+    local = None
     if model.startswith("hf:"):
         parts = load_hf(model, dev, torch_precision)
     else:
@@ -122,7 +123,9 @@ def open_model(model: str, pretrained: str | None = None, device: str | torch.de
                          fingerprint=fingerprint, name=parts["name"], pretrained=parts["pretrained"], device=dev,
                          precision=precision, embed_dim=parts["embed_dim"], preprocess_cfg=parts["preprocess_cfg"],
                          source="hf" if model.startswith("hf:") else "open_clip", backend=runner.name,
-                         weights_fingerprint=weights, spec=requested)
+                         weights_fingerprint=weights, spec=requested,
+                         trained_on=local.meta.get("dataset") if local is not None and local.meta.get("dataset")
+                         else parts.get("trained_on"))
     loaded.runtime = runner.attach(loaded, cache, precision, channels_last=channels_last, compile=compile)
     return loaded
 

@@ -198,7 +198,8 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
         pretrained = random_weights(RANDOM_SEED)
     return dict(model=net, preprocess=preprocess, tokenizer=tokenizer, name=model, pretrained=pretrained,
                 preprocess_cfg=_jsonable(pp_cfg), arch=arch, weights=weights, embed_dim=embed_dim,
-                random_seed=RANDOM_SEED if random_init else None)
+                random_seed=RANDOM_SEED if random_init else None,
+                trained_on=str(tag_cfg.get("dataset")) if tag_cfg.get("dataset") else None)
 
 
 def hf_tokenizer_name(name: str, model_cfg: dict | None) -> str | None:

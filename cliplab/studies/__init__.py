@@ -12,6 +12,7 @@ from typing import Any, Callable
 from cliplab.inputs import DEFAULT_MODEL, load_inputs, run_config
 from cliplab.params import check_values
 from cliplab.progress import note
+from cliplab.embed import long_text
 from cliplab.quarantine import one_report
 from cliplab.results.guard import Inputs as ReadFiles, dataset_inputs
 from cliplab.registry import Study, studies
@@ -41,7 +42,8 @@ def execute(study: Study, values: dict[str, Any], before: Callable | None = None
     if unknown:
         raise TypeError(f"{study.name}: unknown parameters {sorted(unknown)}")
     checked = check_values(declared, values)
-    with one_report():  # damaged cache entries met anywhere in the run: one warning
+    # damaged cache entries met anywhere in the run, and prompts longer than the text context: one warning each
+    with one_report(), long_text.one_report():
         return _run(study, checked, own, declared, before, values)
 
 

@@ -15,7 +15,7 @@ from cliplab.attacks.typographic import POSITIONS, RULES, AttackedSource, Typogr
 from cliplab.data.base import ImageDataset
 from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images
 from cliplab.errors import ParameterError
-from cliplab.inputs import IMAGES, ONE_MODEL, RUN, TEMPLATE_P, Inputs, Templates
+from cliplab.inputs import TEXTS, IMAGES, ONE_MODEL, RUN, TEMPLATE_P, Inputs, Templates
 from cliplab.params import param
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
@@ -242,7 +242,7 @@ STUDY = register(Study(
     "label.",
     description="Attacked images are embedded once and cached under their own keys.",
     params=AttackParams,
-    inputs=(*ONE_MODEL, *IMAGES, TEMPLATE_P, *RUN),
+    inputs=(*ONE_MODEL, *IMAGES, TEMPLATE_P, *RUN, *TEXTS),
     templates=Templates(ensemble=True, one=True),
     outputs=(Output("examples", "examples", "PNG with original vs attacked example pairs.", (".png",)),
              Output("output", "record", "summary JSON.", (".json",), short="-o")),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError
 from cliplab.files import printable
-from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, METRIC_P, ONE_MODEL, RUN, SPLIT_P, Inputs
+from cliplab.inputs import TEXTS, DATA_ROOT_P, DATASET_P, LIMIT_P, METRIC_P, ONE_MODEL, RUN, SPLIT_P, Inputs
 from cliplab.params import param
 from cliplab.progress import warn
 from cliplab.registry import Output, Study, register
@@ -298,7 +298,7 @@ STUDY = register(Study(
                                         "a Karpathy split .json, or shapes."),
             SPLIT_P.with_(help="Karpathy files: test (default), val, train, all."),
             DATA_ROOT_P.with_(flag="--image-root", keyword="image_root", help="image folder of a COCO/Karpathy JSON "
-                              "(default: guessed from the file's location)."), LIMIT_P, METRIC_P, *RUN),
+                              "(default: guessed from the file's location)."), LIMIT_P, METRIC_P, *RUN, *TEXTS),
     outputs=(Output("captions", "captions", "per-caption ranks and top-5 images (.csv/.parquet/.jsonl).",
                     TABLE_SUFFIXES),
              Output("failures", "failures", "PNG grid of the worst-ranked captions with their true and retrieved "

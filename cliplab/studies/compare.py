@@ -11,8 +11,9 @@ import pandas as pd
 from typing import TYPE_CHECKING
 
 from cliplab.files import printable_value
-from cliplab.inputs import (DATA_ROOT_P, DATASETS_P, LIMIT_P, MODELS_FILE_P, MODELS_P, PRETRAINEDS_P, RUN, SPLIT_P,
+from cliplab.inputs import (TEXTS, DATA_ROOT_P, DATASETS_P, LIMIT_P, MODELS_FILE_P, MODELS_P, PRETRAINEDS_P, RUN, SPLIT_P,
                             TEMPLATE_P, TRAIN_LIMIT_P, TRAIN_SPLIT_P, Fitting, Inputs, Templates)
+from cliplab.models.facts import facts_of
 from cliplab.params import param
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 class CompareParams:
     """The comparison's own parameters."""
     probe: bool = param(False, "add a linear probe column (trained on {p:train_split}).")
+    plot_top5: bool = param(False, "the {p:plot} figure shows zero-shot top-5 beside top-1 (a bar each per model).")
 
 
 @dataclass
@@ -55,6 +57,9 @@ class CompareRow:
     probe_acc1: float = float("nan")
     probe_train_acc1: float = float("nan")
     model_fingerprint: str = ""
+    backbone: str = ""  # image backbone with its patch size (cliplab.models.facts)
+    resolution: int | None = None  # input side in pixels
+    pretraining_data: str = ""  # as the weights' metadata records it, else unknown
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +78,7 @@ class CompareResult(Notebook):
     parts: list[pd.DataFrame] = field(default_factory=list)  # metric rows of every zero-shot run and probe
     failures: list[Failure] = field(default_factory=list)
     params: dict = field(default_factory=dict)
+    plot_top5: bool = False  # the figure shows top-5 beside top-1 (a drawing choice: not in the record)
     task = "compare"
 
     @property
@@ -106,7 +112,14 @@ class CompareResult(Notebook):
                                "—" if math.isnan(r.images_per_second) else f"{r.images_per_second:,.0f}",
                                f"{r.num_params / 1e6:.2f}", str(r.embed_dim)])
         table.caption = "images/s: image-tower throughput when the embeddings were computed (cached runs keep it)"
-        return [table]
+        facts = Table("the models compared", ["model", "backbone", "res", "params (M)", "dim", "pretraining data"],
+                      right=frozenset(["res", "params (M)", "dim"]), wrap={"model": 60})
+        for r in {r.model: r for r in self.rows}.values():
+            facts.rows.append([r.model, r.backbone, str(r.resolution or "unknown"), f"{r.num_params / 1e6:.2f}",
+                               str(r.embed_dim), r.pretraining_data])
+        facts.caption = ("params: both towers (sum of their parameters); pretraining data: as the weights' metadata "
+                         "records it, else unknown")
+        return [table, facts]
 
     def record(self) -> dict:
         return {"task": self.task, "models": [asdict(m) for m in self.models],
@@ -117,9 +130,11 @@ class CompareResult(Notebook):
         """``comparison``: the table, one row per (model, dataset); ``plot``: grouped bars, drawn to a path stem
         as STEM.png and STEM.svg (one figure: the SVG is the PNG's vector copy, not a figure of its own)."""
         def draw(stem: Path) -> list[tuple[Path, str | None]]:
-            return [(p, caption if p.suffix == ".png" else None) for p in compare_figures(self.rows, stem)]
+            return [(p, caption if p.suffix == ".png" else None)
+                    for p in compare_figures(self.rows, stem, top5=bool(self.plot_top5))]
 
-        caption = "model comparison (zero-shot vs probe)"
+        caption = "model comparison (zero-shot" + (" top-1 and top-5" if self.plot_top5 else "") + \
+            " vs probe)"
         return {"comparison": pd.DataFrame([printable_value(r.as_dict()) for r in self.rows]),
                 "plot": Figure(caption, draw, model=ModelInfo("several"))}
 
@@ -139,6 +154,7 @@ def run_compare(inputs: Inputs, params: CompareParams = CompareParams()) -> Comp
     for spec in inputs.models:
         m = inputs.open_model(spec)
         run.models.append(ModelInfo.of(m))
+        facts = facts_of(m)
         for (test, train), ts in zip(pairs, sets):
             zs = run_zeroshot(Inputs.of(m, test, template_sets=[ts], options=options))
             met = zs.evaluations[0].result.metrics
@@ -146,7 +162,8 @@ def run_compare(inputs: Inputs, params: CompareParams = CompareParams()) -> Comp
                              test.split, int(len(zs.images.indices)), len(test.classnames), met["acc1"],
                              met.get("acc5", float("nan")), met["mean_per_class_recall"],
                              met["mean_correct_similarity"], zs.images.images_per_second, m.num_params, m.embed_dim,
-                             model_fingerprint=m.fingerprint)
+                             model_fingerprint=m.fingerprint, backbone=facts.backbone_text,
+                             resolution=facts.resolution, pretraining_data=facts.pretraining_data)
             studies = [zs]
             if train is not None:
                 probe = run_probe(Inputs.of(m, test, train=train, options=options), ProbeParams(kshot=()))
@@ -159,22 +176,33 @@ def run_compare(inputs: Inputs, params: CompareParams = CompareParams()) -> Comp
                 new = [f for f in study.failures if f not in seen]
                 seen.update(new)
                 run.failures += new
+    run.plot_top5 = params.plot_top5
     return run
 
 
-def compare_figures(rows: list[CompareRow], stem: str | Path) -> list[Path]:
-    """Grouped bars per dataset: zero-shot top-1 per model (and linear probe when present); PNG and SVG."""
+def compare_figures(rows: list[CompareRow], stem: str | Path, top5: bool = False) -> list[Path]:
+    """Grouped bars per dataset: zero-shot top-1 per model (``top5``: and top-5 beside it; and linear probe when
+    present); PNG and SVG."""
     datasets = list(dict.fromkeys(r.dataset for r in rows))
     models = list(dict.fromkeys(r.model for r in rows))
     cell = {(r.model, r.dataset): r for r in rows}
     chance = [1.0 / next(r.classes for r in rows if r.dataset == d) for d in datasets]
     series = {m: [cell[(m, d)].acc1 if (m, d) in cell else np.nan for d in datasets] for m in models}
     has_probe = any(not np.isnan(r.probe_acc1) for r in rows)
-    if has_probe:
+    if top5:
+        series = {}
+        for m in models:
+            series[f"{m} · zero-shot top-1"] = [cell[(m, d)].acc1 if (m, d) in cell else np.nan for d in datasets]
+            series[f"{m} · zero-shot top-5"] = [cell[(m, d)].acc5 if (m, d) in cell else np.nan for d in datasets]
+            if has_probe:
+                series[f"{m} · linear probe"] = [cell[(m, d)].probe_acc1 if (m, d) in cell else np.nan
+                                                 for d in datasets]
+    elif has_probe:
         series = {f"{m} · zero-shot": v for m, v in series.items()}
         for m in models:
             series[f"{m} · linear probe"] = [cell[(m, d)].probe_acc1 if (m, d) in cell else np.nan for d in datasets]
-    fig = grouped_bars(datasets, series, ylabel="top-1 accuracy (%)", title="model comparison", chance=chance)
+    fig = grouped_bars(datasets, series, ylabel="accuracy (%), dotted: top-1 chance" if top5 else "top-1 accuracy (%)",
+                       title="model comparison", chance=chance)
     stem = Path(stem)
     return save_figure(fig, [stem.with_suffix(".png"), stem.with_suffix(".svg")])
 
@@ -230,7 +258,7 @@ STUDY = register(Study(
     params=CompareParams,
     inputs=(MODELS_P, PRETRAINEDS_P, MODELS_FILE_P, DATASETS_P, SPLIT_P, DATA_ROOT_P, LIMIT_P,
             TEMPLATE_P.with_(help="one template set for every dataset (default: each dataset's usual set)."),
-            TRAIN_SPLIT_P.with_(help="split the probe is trained on (with {p:probe})."), TRAIN_LIMIT_P, *RUN),
+            TRAIN_SPLIT_P.with_(help="split the probe is trained on (with {p:probe})."), TRAIN_LIMIT_P, *RUN, *TEXTS),
     fitting=Fitting(split="train_split", limit="train_limit", when="probe", purpose="probe training"),
     templates=Templates(ensemble=True, one=True),
     outputs=(Output("output", "comparison", "the table as .csv, .parquet or .jsonl.", TABLE_SUFFIXES, short="-o"),

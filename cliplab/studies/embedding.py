@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from cliplab.embed import EmbeddingResult, embed_images, embed_texts
-from cliplab.inputs import IMAGES, LOADING, ONE_MODEL, RUN, Inputs
+from cliplab.inputs import IMAGES, LOADING, ONE_MODEL, RUN, TEXTS, Inputs
 from cliplab.params import REQUIRED, param
 from cliplab.progress import warn
 from cliplab.registry import Output, Study, register
@@ -115,6 +115,6 @@ def run_embed_texts(inputs: Inputs, params: TextParams) -> np.ndarray:
 
 EMBED_TEXTS = register(Study(
     "embed_texts", run_embed_texts, "Text embeddings (cached per text), rows in the order of the texts.",
-    params=TextParams, inputs=(*ONE_MODEL, *LOADING), positional=("model", "texts"), tool=True,
+    params=TextParams, inputs=(*ONE_MODEL, *LOADING, *TEXTS), positional=("model", "texts"), tool=True,
     doors=frozenset({"api"}), group="Models, datasets and embeddings", order=4,
     example='T = cliplab.embed_texts("tiny-shapes", ["a red circle", "a blue square"], normalize=True)'))

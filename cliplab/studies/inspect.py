@@ -15,7 +15,7 @@ from cliplab.data.sources import FileSource
 from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images, embed_texts
 from cliplab.errors import ParameterError
 from cliplab.files import UserFile, printable
-from cliplab.inputs import (CLASSNAMES_P, DATASET_P, DEFAULT_DATASET, ONE_MODEL, RUN, SPLIT_P, TEMPLATE_P, Inputs,
+from cliplab.inputs import (TEXTS, CLASSNAMES_P, DATASET_P, DEFAULT_DATASET, ONE_MODEL, RUN, SPLIT_P, TEMPLATE_P, Inputs,
                             Templates, dataset_templates, open_dataset)
 from cliplab.params import REQUIRED, param
 from cliplab.progress import progress_bar
@@ -306,7 +306,7 @@ STUDY = register(Study(
     inputs=(*ONE_MODEL, DATASET_P.with_(default=None, optional=True, help=(
                 "take the class names from this dataset (default: shapes, unless {p:classes} or {p:prompts}).")),
             SPLIT_P, CLASSNAMES_P, TEMPLATE_P.with_(help="template set for class names (default: the dataset's usual "
-                                                    "set, else simple)."), *RUN),
+                                                    "set, else simple)."), *RUN, *TEXTS),
     templates=Templates(ensemble=True, one=True),
     outputs=(Output("figures", "figures", "folder for one PNG per image: the image and its top-k bars.",
                     folder=True),

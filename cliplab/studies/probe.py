@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from cliplab.data.base import check_disjoint
 from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images
-from cliplab.inputs import (CLASSNAMES_P, DATA_ROOT_P, DATASET_P, LIMIT_P, ONE_MODEL, RUN, SPLIT_P,
+from cliplab.inputs import (TEXTS, CLASSNAMES_P, DATA_ROOT_P, DATASET_P, LIMIT_P, ONE_MODEL, RUN, SPLIT_P,
                             TEMPLATE_P, TRAIN_LIMIT_P, TRAIN_SPLIT_P, Fitting, Inputs, Templates)
 from cliplab.errors import ParameterError
 from cliplab.params import DATASET, Param, param
@@ -385,7 +385,7 @@ STUDY = register(Study(
             CLASSNAMES_P, TRAIN_SPLIT_P.with_(help="split the probes are trained on (a validation part of it chooses "
                                               "the weight decay; in Python also a loaded dataset)."),
             TRAIN_LIMIT_P, TRAIN, TEMPLATE_P.with_(help="template set of the zero-shot row and of the zero-shot "
-                                                   "initialisation (default: the dataset's usual set)."), *RUN),
+                                                   "initialisation (default: the dataset's usual set)."), *RUN, *TEXTS),
     fitting=Fitting(split="train_split", limit="train_limit", dataset="train", purpose="probe training"),
     templates=Templates(ensemble=True, one=True),
     outputs=(Output("output", "record", "study JSON.", (".json",), short="-o"),),

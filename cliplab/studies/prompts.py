@@ -19,7 +19,7 @@ from cliplab.data.base import check_disjoint
 from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images, embed_texts
 from cliplab.errors import ParameterError
 from cliplab.files import Name, Shape, Str, UserFile, one_of
-from cliplab.inputs import IMAGES, ONE_MODEL, RUN, SPLIT_OR_DATASET, TEMPLATES_P, Fitting, Inputs, Templates
+from cliplab.inputs import TEXTS, IMAGES, ONE_MODEL, RUN, SPLIT_OR_DATASET, TEMPLATES_P, Fitting, Inputs, Templates
 from cliplab.params import Param, param
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
@@ -40,8 +40,11 @@ class PromptsParams:
     """The prompt study's own parameters."""
     baseline: str | None = param(None, "template or set name every row is tested against (default: the first "
                                  "template).")
-    descriptions: Path | None = param(None, "JSON {class: [description, ...]} scored as one more row (instead of "
-                                      "templates).")
+    descriptions: tuple[Path, ...] | None = param(None, "repeatable: a JSON {class: [description, ...]} scored as "
+                                                  "one more row (named after the file when there are several), or "
+                                                  "{set name: {class: [...]}}, a row per named set; rows are tested "
+                                                  "against the baseline and, with several sets, against each "
+                                                  "other.")
     aggregate: Literal["mean", "max"] = param("mean", "descriptions: mean (one embedding per class) or max (the "
                                               "best-matching description).")
     select: bool = param(False, "greedy template selection on a validation part of {p:select_split}, reported on "
@@ -67,6 +70,23 @@ class PromptRow:
     templates: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class DescriptionSet:
+    """One set of class descriptions: ``texts[c]`` are class c's descriptions; ``source``: the file it came from."""
+    name: str
+    texts: list
+    source: str
+    named: bool = False  # named in a file of named sets (else: the file's own name)
+
+
+@dataclass(frozen=True)
+class PairedRows:
+    """Row ``b`` against row ``a`` on the same images: ``comparison.diff`` = top-1 of b - top-1 of a."""
+    a: str
+    b: str
+    comparison: PairedComparison
+
+
 CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall", "mean_correct_similarity")
 
 
@@ -82,6 +102,7 @@ class PromptsResult(SingleModel, Notebook):
     baseline: str = ""
     selection: dict | None = None
     selection_ids: list[str] = field(default_factory=list)  # the validation images the selection saw
+    pairwise: list[PairedRows] = field(default_factory=list)  # description sets against each other
     seconds: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)  # what the study was asked for (templates, baseline, seed, ...)
     task = "prompt_study"
@@ -113,6 +134,13 @@ class PromptsResult(SingleModel, Notebook):
                 rows.add(metric="acc1_diff_vs_baseline", value=c.diff, ci=(c.ci_low, c.ci_high),
                          seed=self.params.get("seed"), **kw)
                 rows.add(metric="mcnemar_p", value=c.p_value, **kw)
+        for pr in self.pairwise:
+            c = pr.comparison
+            kw = dict(task=self.task, model=self.model, dataset=self.data, variant=f"descriptions: {pr.b} vs {pr.a}",
+                      n=n)
+            rows.add(metric="acc1_diff_pairwise", value=c.diff, ci=(c.ci_low, c.ci_high),
+                     seed=self.params.get("seed"), **kw)
+            rows.add(metric="mcnemar_p_pairwise", value=c.p_value, **kw)
         return rows.frame()
 
     def summary(self) -> str:
@@ -144,6 +172,17 @@ class PromptsResult(SingleModel, Notebook):
         table.caption = ("* = significant (McNemar exact p < 0.05 and bootstrap CI excludes 0); n.s. = not "
                          f"significant · chance {100 / n_cls:.1f} %")
         out: list[Table | str] = [table]
+        if self.pairwise:
+            pt = Table("description sets against each other (top-1 of the second minus the first)",
+                       ["first", "second", "Δ pt", "95 % CI (pt)", "McNemar p", ""],
+                       right=frozenset(["Δ pt", "95 % CI (pt)", "McNemar p"]))
+            for pr in self.pairwise:
+                c = pr.comparison
+                pt.rows.append([pr.a, pr.b, f"{100 * c.diff:+.2f}", f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]",
+                                f"{c.p_value:.3g}", "*" if c.significant else "n.s."])
+            pt.caption = (f"the same test as against the baseline, for each of the {len(self.pairwise)} pairs "
+                          "(p-values not corrected for the number of pairs)")
+            out.append(pt)
         if self.selection:
             out.append(f"selected templates (validation: {self.selection['val_split']}): "
                        + " | ".join(self.selection["templates"]))
@@ -165,6 +204,12 @@ class PromptsResult(SingleModel, Notebook):
         return {"dataset": self.data.name, "model": self.model.name, "pretrained": self.model.pretrained,
                 "task": self.task, "split": self.data.split, "baseline": self.baseline,
                 "rows": [row(r) for r in self.rows], "selection": self.selection,
+                **({"pairwise": [{"first": pr.a, "second": pr.b, "diff": pr.comparison.diff,
+                                  "ci95": [pr.comparison.ci_low, pr.comparison.ci_high],
+                                  "mcnemar_p": pr.comparison.p_value, "only_first_correct": pr.comparison.only_a,
+                                  "only_second_correct": pr.comparison.only_b,
+                                  "significant": pr.comparison.significant} for pr in self.pairwise]}
+                   if self.pairwise else {}),
                 "num_images": int(len(self.labels)), "model_fingerprint": self.model.fingerprint,
                 "dataset_fingerprint": self.data.fingerprint, "timing": self.seconds}
 
@@ -177,18 +222,55 @@ DESCRIPTIONS_JSON = Shape(Annotated[dict[Str, one_of("a text or a list of texts"
                                     Field(min_length=1)], "an object {class name: [texts]}")
 
 
-def load_descriptions(path: str | Path, classnames: list[str]) -> list[list[str]]:
-    """``{class name: [texts]}``; every class of the dataset needs at least one text."""
-    file = UserFile(Path(path), "descriptions")
-    data = file.json(DESCRIPTIONS_JSON)
+DESCRIPTION_SETS_JSON = Shape(Annotated[dict[Str, DESCRIPTIONS_JSON.tp], Field(min_length=1)],
+                              "an object {set name: {class name: [texts]}}")
+
+
+def _per_class(file: UserFile, data: dict, classnames: list[str], where: str = "") -> list[list[str]]:
     norm = {k.strip().lower().replace("_", " "): v for k, v in data.items()}
     out = []
     for c in classnames:
         texts = data.get(c, norm.get(c.lower()))
         if not texts:
-            raise file.fail(f"no descriptions for class {c!r}")
+            raise file.fail(f"{where}no descriptions for class {c!r}")
         out.append([texts] if isinstance(texts, str) else list(texts))
     return out
+
+
+def load_descriptions(path: str | Path, classnames: list[str]) -> list[list[str]]:
+    """``{class name: [texts]}``; every class of the dataset needs at least one text."""
+    file = UserFile(Path(path), "descriptions")
+    return _per_class(file, file.json(DESCRIPTIONS_JSON), classnames)
+
+
+def load_description_sets(paths, classnames: list[str]) -> list[DescriptionSet]:
+    """The description sets of one or more files: a file ``{class: [texts]}`` is one set named after the file (its
+    stem), a file ``{set name: {class: [texts]}}`` (every value an object) one set per name. Every class of the
+    dataset needs at least one text in every set; two sets may not share a name."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths or ())
+    out: list[DescriptionSet] = []
+    for path in paths:
+        file = UserFile(Path(path), "descriptions")
+        raw = file.parse_json(file.text())
+        if isinstance(raw, dict) and raw and all(isinstance(v, dict) for v in raw.values()):
+            sets = DESCRIPTION_SETS_JSON.validate(raw, file)
+            found = [DescriptionSet(str(name), _per_class(file, data, classnames, f"set {name!r}: "), str(path), True)
+                     for name, data in sets.items()]
+        else:
+            found = [DescriptionSet(Path(path).stem, _per_class(file, DESCRIPTIONS_JSON.validate(raw, file),
+                                                                classnames), str(path))]
+        for d in found:
+            clash = next((o for o in out if o.name == d.name), None)
+            if clash is not None:
+                raise file.fail(f"the description set {d.name!r} is also in {clash.source}; give the sets "
+                                "different names (a file of named sets, or files with other names)")
+        out.extend(found)
+    return out
+
+
+def description_row_name(d: DescriptionSet, n_sets: int, aggregate: str) -> str:
+    """A set's row: ``descriptions (mean)`` for the one set of a plain file, else ``<set name> (mean)``."""
+    return f"descriptions ({aggregate})" if n_sets == 1 and not d.named else f"{d.name} ({aggregate})"
 
 
 def _row(name, kind, n, res, labels, templates=()) -> PromptRow:
@@ -204,13 +286,14 @@ def run_prompts(inputs: Inputs, params: PromptsParams = PromptsParams()) -> Prom
     select_from, val_fraction, n_boot, seed = inputs.train, params.val_fraction, params.bootstrap, params.seed
     max_val = 5000
     dataset.require_classes("a prompt study")
-    descs = load_descriptions(descriptions, dataset.classnames) if descriptions else None  # before any work
+    desc_sets = load_description_sets(descriptions, dataset.classnames) if descriptions else []  # before any work
     t0 = time.perf_counter()
     images = embed_images(model, dataset, options)
     labels = dataset.labels[images.indices]
     study = PromptsResult(model, dataset, images, labels, params={
         "template_sets": [{"name": ts.name, "templates": list(ts.templates)} for ts in template_sets],
-        "descriptions": str(descriptions) if descriptions else None, "aggregate": aggregate, "n_boot": n_boot, "seed": seed,
+        "descriptions": _described(descriptions), "description_sets": [d.name for d in desc_sets],
+        "aggregate": aggregate, "n_boot": n_boot, "seed": seed,
         "select_split": select_from.split if select_from is not None else None, "val_fraction": val_fraction})
     study.seconds["images"] = time.perf_counter() - t0
     names = dataset.classnames
@@ -226,14 +309,20 @@ def run_prompts(inputs: Inputs, params: PromptsParams = PromptsParams()) -> Prom
     for t, emb in singles.items():
         res = evaluate(images.embeddings, labels, build_classifier(emb[:, None, :]))
         study.rows.append(_row(t, "template", 1, res, labels, (t,)))
-    if descs is not None:
-        flat = [d for ds in descs for d in ds]
-        owner = np.repeat(np.arange(len(names)), [len(ds) for ds in descs])
+    described = []
+    for d in desc_sets:
+        flat = [t for ts in d.texts for t in ts]
+        owner = np.repeat(np.arange(len(names)), [len(ts) for ts in d.texts])
         demb = embed_texts(model, flat, options)
         s = (scores_max(images.embeddings, demb, owner, len(names)) if aggregate == "max" else
              evaluate(images.embeddings, labels, build_classifier_ragged(demb, owner, len(names))).scores)
-        study.rows.append(_row(f"descriptions ({aggregate})", "descriptions", len(flat),
-                               evaluate_scores(s, labels), labels))
+        row = _row(description_row_name(d, len(desc_sets), aggregate), "descriptions", len(flat),
+                   evaluate_scores(s, labels), labels)
+        if any(r.name == row.name for r in study.rows):
+            raise ParameterError("descriptions", d.source, f"the description set {d.name!r} has the name of a "
+                                 "template or set of the study; rename it", prefix=False)
+        study.rows.append(row)
+        described.append(row)
     study.seconds["texts"] = time.perf_counter() - t1
 
     if select_from is not None:
@@ -251,8 +340,21 @@ def run_prompts(inputs: Inputs, params: PromptsParams = PromptsParams()) -> Prom
     for r in study.rows:
         if r is not base:
             r.vs_baseline = compare_paired(base.correct, r.correct, n_boot=n_boot, seed=seed)
+    for i, a in enumerate(described):  # description sets against each other, with the same paired test
+        for b in described[i + 1:]:
+            study.pairwise.append(PairedRows(a.name, b.name, compare_paired(a.correct, b.correct, n_boot=n_boot,
+                                                                            seed=seed)))
     study.seconds["total"] = time.perf_counter() - t0
     return study
+
+
+def _described(descriptions):
+    """The description files as the record names them: one path as a string (as before several were taken), several
+    as a list."""
+    if not descriptions:
+        return None
+    items = [descriptions] if isinstance(descriptions, (str, Path)) else list(descriptions)
+    return str(items[0]) if len(items) == 1 else [str(p) for p in items]
 
 
 def _select(study: PromptsResult, model, train_ds: ImageDataset, singles: dict[str, np.ndarray], options,
@@ -324,7 +426,7 @@ STUDY = register(Study(
     inputs=(*ONE_MODEL, *IMAGES, TEMPLATES_P.with_(help="repeatable: named sets, files or template strings. Every "
                                                    "template is scored alone; sets with several templates also as "
                                                    "an ensemble (default: simple + openai-imagenet-7)."),
-            SELECT_SPLIT, *RUN),
+            SELECT_SPLIT, *RUN, *TEXTS),
     fitting=Fitting(split="select_split", limit=None, when="select", purpose="template selection"),
     templates=Templates(default=("simple", "openai-imagenet-7")),
     outputs=(Output("output", "record", "study JSON.", (".json",), short="-o"),),

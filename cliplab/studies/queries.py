@@ -32,7 +32,7 @@ import pandas as pd
 
 from cliplab.embed import class_text_embeddings, embed_images, embed_texts
 from cliplab.errors import ParameterError
-from cliplab.inputs import IMAGES, MODELS_P, PRETRAINEDS_P, RUN, TEMPLATES_P, Inputs, Templates
+from cliplab.inputs import TEXTS, IMAGES, MODELS_P, PRETRAINEDS_P, RUN, TEMPLATES_P, Inputs, Templates
 from cliplab.params import param
 from cliplab.progress import progress_bar
 from cliplab.registry import Output, Study, register
@@ -677,7 +677,7 @@ STUDY = register(Study(
     inputs=(MODELS_P, PRETRAINEDS_P, *IMAGES, TEMPLATES_P.with_(help="repeatable: templates, named sets or files; every "
                                                                "template is a query family alone, sets of several "
                                                                "also as an ensemble (default: simple + "
-                                                               "openai-imagenet-7)."), *RUN),
+                                                               "openai-imagenet-7)."), *RUN, *TEXTS),
     templates=Templates(default=("simple", "openai-imagenet-7")),
     outputs=(Output("output", "record", "study JSON.", (".json",), short="-o"),
              Output("table", "queries", "every query's metrics (.csv/.parquet/.jsonl).", TABLE_SUFFIXES),

@@ -15,7 +15,7 @@ from cliplab.embed import EmbeddingResult, embed_images, embed_texts
 from cliplab.errors import CliplabError, ParameterError
 from cliplab.files import Name, Shape, Str, UserFile, one_of, printable
 from cliplab.index import FAISS_KINDS, VectorIndex
-from cliplab.inputs import DATA_ROOT_P, DATASET_P, LIMIT_P, METRIC_P, MODELS_P, PRETRAINEDS_P, RUN, SPLIT_P, Inputs
+from cliplab.inputs import TEXTS, DATA_ROOT_P, DATASET_P, LIMIT_P, METRIC_P, MODELS_P, PRETRAINEDS_P, RUN, SPLIT_P, Inputs
 from cliplab.params import param
 from cliplab.progress import progress_bar
 from cliplab.registry import Output, Study, register
@@ -423,7 +423,7 @@ STUDY = register(Study(
     params=SearchParams,
     inputs=(MODELS_P, PRETRAINEDS_P, DATASET_P.with_(help="images to search: a folder, a caption file, a dataset name "
                                                      "(see `cliplab zeroshot --help`)."),
-            SPLIT_P, DATA_ROOT_P, LIMIT_P, METRIC_P, *RUN),
+            SPLIT_P, DATA_ROOT_P, LIMIT_P, METRIC_P, *RUN, *TEXTS),
     outputs=(Output("grids", "grids", "folder for one PNG grid per query (top-k images with scores, one row per "
                     "model).", folder=True),
              Output("output", "hits", "hits as .csv/.parquet/.jsonl.", TABLE_SUFFIXES, short="-o")),

@@ -12,7 +12,7 @@ import pandas as pd
 
 from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images
 from cliplab.files import printable
-from cliplab.inputs import IMAGES, ONE_MODEL, RUN, TEMPLATES_P, Inputs, Templates
+from cliplab.inputs import TEXTS, IMAGES, ONE_MODEL, RUN, TEMPLATES_P, Inputs, Templates
 from cliplab.params import param
 from cliplab.prompts import TemplateSet
 from cliplab.registry import Output, Study, register
@@ -314,7 +314,7 @@ STUDY = register(Study(
     "predictions.",
     params=ZeroShotParams,
     inputs=(*ONE_MODEL, *IMAGES, TEMPLATES_P.with_(help=TEMPLATES_P.help + " Each value is evaluated separately "
-                                                   "({p:ensemble} merges them)."), *RUN),
+                                                   "({p:ensemble} merges them)."), *RUN, *TEXTS),
     templates=Templates(ensemble="ensemble"),
     outputs=(Output("output", "record", "results JSON (CLIP_benchmark shape + config).", (".json",), short="-o"),
              Output("predictions", "predictions", "per-image table: true label, top-k labels and scores (first "

@@ -53,7 +53,10 @@ ADDITIONS: dict[str, set[str]] = {
 WHY_FAILURES = ("caption retrieval's failure analysis (issue 25, commit 05cdb4e): per caption the images above its own, "
                 "the score gap, the nearest image above it and the near-duplicates among them; the store's "
                 "'text_to_image failures' rows summarise them (median images above, median gap, near-duplicate share)")
+WHY_FACTS = ("model facts (issue 27): each compared row names its model's image backbone with its patch size, its "
+             "input resolution and the pretraining data its weights' metadata records (cliplab/models/facts.py)")
 DOCUMENTED_ADDITIONS: dict[str, dict[str, str]] = {
+    "compare": {"/output/backbone": WHY_FACTS, "/output/pretraining_data": WHY_FACTS, "/output/resolution": WHY_FACTS},
     "retrieval": {"/captions/images_above": WHY_FAILURES, "/captions/score_gap": WHY_FAILURES,
                   "/captions/nearest_above": WHY_FAILURES, "/captions/near_duplicates_above": WHY_FAILURES,
                   "/store/text_to_image failures": WHY_FAILURES},
@@ -78,7 +81,9 @@ CONFIG_CHANGES: dict[str, dict[str, str]] = {
     "inspect_prompts": {"classes": "as given: the one comma-separated value", "prompts": "as given: ()",
                         "templates": "as given (None: simple)"},
     "probe": {"templates": "as given (None: the dataset's usual set), no longer the resolved set's name"},
-    "prompts": {"baseline": "as given (None: the first template), no longer the resolved template"},
+    "prompts": {"baseline": "as given (None: the first template), no longer the resolved template",
+                "descriptions": "repeatable since issue 27 (several files, or files of named sets): as given, () "
+                "when none"},
     "search": {"models": "now `model` and `pretrained`", "queries": "the queries file as given (the queries "
                "themselves are `query` and `image`)"},
     "search_image": {"models": "now `model` and `pretrained`", "queries": "the queries file as given (the image "
