@@ -57,8 +57,10 @@ def wordnet_classnames(folder_names: list[str], where: str = "") -> list[str] | 
         groups.setdefault(name, []).append(i)
     used, renamed = set(names), []
     for name, members in groups.items():
+        if len(members) < 2:
+            continue
         for i in members:  # members with another lemma take it, until one class is left with the shared name
-            if len(members) < 2 or sum(names[j] == name for j in members) < 2:
+            if sum(names[j] == name for j in members) < 2:
                 break
             others = [w for w in table.get(folder_names[i], [])[1:] if w not in used]
             if others:
