@@ -35,7 +35,7 @@ METRIC_COLUMNS = ["task", "model", "pretrained", "model_fingerprint", "dataset",
 # belongs to a class keeps its base name in ``metric`` (``recall``, ``confusion``) and names the class in ``class``
 # (``true`` and ``predicted`` for a confusion cell); ``metric_name`` is the name the store keeps (``recall[cat]``,
 # ``confusion[cat -> dog]``), one per row.
-PER_CLASS = ("recall",)  # stored as metric[class]
+PER_CLASS = ("recall", "images")  # stored as metric[class] (recall of a class; images of a class in a preview)
 PER_PAIR = ("confusion",)  # stored as metric[true -> predicted]
 ARROW = " -> "
 TIDY_FRONT = ["metric", "variant", "class", "true", "predicted", "value", "ci_low", "ci_high", "n", "seed"]

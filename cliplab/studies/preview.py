@@ -3,6 +3,7 @@ picks), before any model is run -- as every hand-made CLIP study opens with one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,8 @@ from cliplab.params import param
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
 from cliplab.report.plots import image_grid, save_figure
-from cliplab.results.result import DatasetInfo, Failure, Figure, ModelInfo, ReportSection, Rows, Table
+from cliplab.results.result import (DatasetInfo, Failure, Figure, ModelInfo, ReportSection, Rows, Table,
+                                     packed_name)
 
 if TYPE_CHECKING:
     from cliplab.data.base import ImageDataset
@@ -54,10 +56,19 @@ class PreviewResult(Notebook):
         return []
 
     def metric_rows(self) -> pd.DataFrame:
-        rows = Rows()
-        for name, n in zip(self.counts["class"], self.counts["images"]):
-            rows.add(task=self.task, model=ModelInfo("none"), dataset=self.data, variant=str(name), metric="images",
-                     value=int(n), n=len(self.data))
+        """The whole set's size and number of classes under one variant (``classes``: the summary's row), and each
+        class's size as ``images`` with the class in the tidy ``class`` column (stored as ``images[CLASS]``)."""
+        rows, none = Rows(), ModelInfo("none")
+        labelled = bool(self.data.classnames)
+        add = partial(rows.add, task=self.task, model=none, dataset=self.data, variant=VARIANT, n=len(self.data))
+        add(metric="images", value=len(self.data))
+        if labelled:
+            sizes = self.counts["images"]
+            add(metric="classes", value=len(self.counts))
+            add(metric="smallest_class", value=int(sizes.min()))
+            add(metric="largest_class", value=int(sizes.max()))
+            for name, n in zip(self.counts["class"], sizes):
+                add(metric=packed_name("images", str(name)), value=int(n))
         return rows.frame()
 
     def summary(self) -> str:
@@ -125,7 +136,8 @@ def run_preview(inputs: Inputs, params: PreviewParams = PreviewParams()) -> Prev
     return PreviewResult(ds, counts, picks, params.per_class)
 
 
-REPORT_SECTIONS = [ReportSection("preview", ("images",), order=1)]
+VARIANT = "class sizes"
+REPORT_SECTIONS = [ReportSection("preview", ("images", "classes", "smallest_class", "largest_class"), order=1)]
 
 STUDY = register(Study(
     "preview", run_preview, "A look at the data first: images per class and a grid of samples per class (no model).",

@@ -117,3 +117,23 @@ def test_preview_counts_classes_and_samples_them_without_a_model(trained_cache, 
                                    "--cache-dir", str(trained_cache), "--quiet"])
     assert res.exit_code == 0 and (tmp_path / "g.png").is_file(), res.output
     assert "models" not in (trained_cache / "embeddings").name  # nothing embedded for a preview
+
+
+def test_preview_rows_name_the_class_in_the_class_column_and_the_report_shows_one_row(trained_cache, tmp_path):
+    """Regression: a preview stored each class's size with the class name as its *variant* ('circle', 'square', ...),
+    so the tidy frame had no class column for them and the report's summary showed one row per class."""
+    from cliplab.report.html import summary_tables
+    from cliplab.results.store import RunRecorder
+
+    r = cliplab.preview("shapes:color", per_class=2, limit=120, cache_dir=trained_cache, quiet=True)
+    m = r.metrics
+    assert set(m.variant) == {"class sizes"}
+    per_class = m[m.metric == "images"].dropna(subset=["class"])
+    assert dict(zip(per_class["class"], per_class.value)) == dict(zip(r.counts["class"], r.counts.images))
+    overall = m[m["class"].isna()].set_index("metric").value
+    assert overall["images"] == 120 and overall["classes"] == 6
+    assert overall["smallest_class"] == r.counts.images.min() and overall["largest_class"] == r.counts.images.max()
+    run = RunRecorder("preview")
+    run.add_result(r)
+    (table,) = [t for t in summary_tables(run.frame()) if t.title == "preview"]
+    assert len(table.rows) == 1 and table.rows[0][table.columns.index("images")] == "120", table.rows
