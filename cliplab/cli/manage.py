@@ -21,7 +21,7 @@ LimitOpt = option(LIMIT_P)
 
 @handle_errors
 def report(
-    results_dirs: List[Path] = typer.Argument(..., help="results store folder(s) written with --results."),
+    results_dirs: List[Path] = typer.Argument(..., metavar="RESULTS_DIR...", help="results store folder(s) written with --results."),
     output: Path = typer.Option(Path("report.html"), "--output", "-o", help="the HTML file; REPORT.csv, "
                                 "REPORT.parquet and REPORT-clip_benchmark/ are written beside it."),
     title: str = typer.Option("cliplab report", "--title"),

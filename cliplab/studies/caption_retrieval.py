@@ -21,7 +21,8 @@ from cliplab.report.notebook import Notebook
 from cliplab.report.plots import image_grid, save_figure
 from cliplab.results.exports import TABLE_SUFFIXES
 from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, pct, skipped
-from cliplab.tasks.caption_retrieval import RetrievalRanks, caption_retrieval, chunked_topk
+from cliplab.tasks.caption_retrieval import (MAX_CHOSEN, RetrievalRanks, caption_retrieval, chunked_topk,
+                                             pick_captions)
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.ranking import metric_note, readable_scores
 
@@ -39,6 +40,12 @@ class RetrievalParams:
     near_duplicate: float = param(0.95, "image-image cosine from which an image ranked above a caption's own image "
                                   "counts as a near-duplicate of it (the failure analysis: 'many similar pictures').",
                                   min=0.0, max=1.0)
+    show_captions: tuple[str, ...] = param((), "captions to show in the {p:chosen} grid, each with its own image "
+                                           "and the images retrieved for it: a caption id (the captions table's "
+                                           "caption_id: the dataset's captions numbered from 0 in file order) or a "
+                                           "text (every caption containing it, any case; at most "
+                                           f"{MAX_CHOSEN} rows in all). Repeat the flag for several.",
+                                           metavar="ID|TEXT")
 
 
 @dataclass(repr=False)  # Notebook's repr: the summary and tables, not every field
@@ -56,7 +63,12 @@ class RetrievalResult(SingleModel, Notebook):
     ks: tuple[int, ...] = (1, 5, 10)
     near_duplicate: float = 0.95
     metric: str = "cosine"
+    caption_ids: np.ndarray | None = None  # each caption's id: its number among the dataset's captions (file order)
+    chosen: tuple[int, ...] = ()  # captions (positions in ``captions``) picked by show_captions, in the given order
     task = "caption_retrieval"
+
+    def _ids(self) -> np.ndarray:
+        return np.arange(len(self.captions)) if self.caption_ids is None else np.asarray(self.caption_ids)
 
     @property
     def notes(self) -> list[str]:
@@ -178,14 +190,18 @@ class RetrievalResult(SingleModel, Notebook):
                 "skipped_images": skipped(self.failures)}
 
     def artifacts(self) -> dict:
-        return {"captions": self.caption_frame(), "failures": self.failures_figure()}
+        out = {"captions": self.caption_frame(), "failures": self.failures_figure()}
+        if self.chosen:
+            out["chosen"] = self.chosen_figure()
+        return out
 
     def caption_frame(self, k: int = 5) -> pd.DataFrame:
         """One row per caption: its image, rank of that image, and the top-k retrieved images with scores."""
         s, idx = self._topk(self.text_emb, k)
         src = self.data.source
         ids = [printable(src.id(int(i))) for i in self.images.indices]
-        df = pd.DataFrame({"caption": self.captions, "image": [ids[j] for j in self.caption_image],
+        df = pd.DataFrame({"caption_id": self._ids(), "caption": self.captions,
+                           "image": [ids[j] for j in self.caption_image],
                            "rank": self.result.t2i_ranks})
         fa = self.failure_analysis().set_index("caption")
         df["images_above"] = np.asarray(self.result.t2i_ranks) - 1
@@ -207,8 +223,30 @@ class RetrievalResult(SingleModel, Notebook):
 
         return Figure(caption, draw)
 
+    def chosen_figure(self, k: int = 3) -> Figure:
+        """The captions picked by ``show_captions``, in the order given: each row shows the caption's own image,
+        then the top-k images retrieved for it (a PNG)."""
+        caption = "chosen captions → images"
+
+        def draw(path: Path) -> list[tuple[Path, str]]:
+            ids = self._ids()
+            note = (f"{len(self.chosen)} chosen caption(s) (ids {', '.join(str(int(ids[c])) for c in self.chosen)}); "
+                    f"each row: the caption's own image, then the top {k} retrieved")
+            rows = np.asarray(self.chosen, dtype=np.int64)
+            return [(self._draw_rows(path, rows, k, f"chosen captions · {self.model.name} · {self.data.name}", note),
+                     caption)]
+
+        return Figure(caption, draw)
+
     def _draw_failures(self, path: Path, n: int, k: int) -> Path:
         worst = np.argsort(-self.result.t2i_ranks, kind="stable")[:n]
+        note = (f"the {len(worst)} captions whose own image ranks lowest, of {len(self.captions)}; each row: the "
+                f"true image, then the top {k} retrieved")
+        return self._draw_rows(path, worst, k, f"caption -> image failures · {self.model.name} · {self.data.name}",
+                               note)
+
+    def _draw_rows(self, path: Path, worst: np.ndarray, k: int, title: str, note: str) -> Path:
+        """One grid row per caption of ``worst``: its own image (rank and score), then its top-k images."""
         s, idx = self._topk(self.text_emb[worst], k)
         src = self.data.source
         true_scores = self._own_scores(worst)
@@ -218,7 +256,7 @@ class RetrievalResult(SingleModel, Notebook):
         for row, c in enumerate(worst):
             true_pos = int(self.caption_image[c])
             imgs.append(src.load(int(self.images.indices[true_pos])))
-            caps.append(f"true image · rank {self.result.t2i_ranks[c]}\nscore {true_scores[row]:.3f}")
+            caps.append(f"own image · rank {self.result.t2i_ranks[c]}\nscore {true_scores[row]:.3f}")
             ok.append(True)
             for j in range(idx.shape[1]):
                 imgs.append(src.load(int(self.images.indices[idx[row, j]])))
@@ -226,10 +264,7 @@ class RetrievalResult(SingleModel, Notebook):
                 ok.append(int(idx[row, j]) == true_pos)
             dup = int(fa.near_duplicates_above.get(c, 0)) if c in fa.index else 0
             titles.append(self.captions[c] + (f"\n({dup} near-duplicate(s) above)" if dup else ""))
-        note = (f"the {len(worst)} captions whose own image ranks lowest, of {len(self.captions)}; each row: the "
-                f"true image, then the top {k} retrieved")
-        fig = image_grid(imgs, caps, cols=k + 1, row_titles=titles, highlight=ok,
-                         title=f"caption -> image failures · {self.model.name} · {self.data.name}\n{note}")
+        fig = image_grid(imgs, caps, cols=k + 1, row_titles=titles, highlight=ok, title=f"{title}\n{note}")
         return save_figure(fig, [path], description=note)[0]
 
 
@@ -241,21 +276,38 @@ def run_retrieval(inputs: Inputs, params: RetrievalParams = RetrievalParams()) -
     if not dataset.captions or not any(dataset.captions):
         raise CliplabError(f"dataset {dataset.name!r} has no captions; caption retrieval needs a caption file "
                            "(.csv/.jsonl), a COCO captions .json or a Karpathy split .json")
+    first = np.concatenate([[0], np.cumsum([len(c or ()) for c in dataset.captions])])  # id of each image's 1st
+    picks = None
+    if params.show_captions:  # checked before any embedding: a typo costs nothing
+        picks = pick_captions(params.show_captions, [c for cs in dataset.captions for c in (cs or ())])
+        if picks.total > len(picks.ids):
+            many = ", ".join(f"{c!r}: {n}" for c, n in picks.matched.items() if n > 1)
+            warn(f"{{p:show_captions}} picked {picks.total} captions ({many}); the grid shows the first "
+                 f"{len(picks.ids)} (choose others by caption_id, from the captions table)")
     t0 = time.perf_counter()
     images = embed_images(model, dataset, options)
-    captions, owner = [], []
+    captions, owner, ids = [], [], []
     for pos, i in enumerate(images.indices):
-        for c in dataset.captions[int(i)]:
+        for j, c in enumerate(dataset.captions[int(i)]):
             captions.append(c)
             owner.append(pos)
+            ids.append(int(first[int(i)]) + j)
     if not captions:
         raise CliplabError(f"dataset {dataset.name!r}: none of the embedded images has a caption")
     text_emb = embed_texts(model, captions, options)
     owner_arr = np.asarray(owner, dtype=np.int64)
     metric = inputs.values.get("metric", "cosine")
     res = caption_retrieval(images.embeddings, text_emb, owner_arr, ks, device=model.device, metric=metric)
+    chosen: tuple[int, ...] = ()
+    if picks is not None:
+        where = {c: pos for pos, c in enumerate(ids)}
+        chosen = tuple(where[c] for c in picks.ids if c in where)
+        if len(chosen) < len(picks.ids):
+            lost = [c for c in picks.ids if c not in where]
+            warn(f"{{p:show_captions}}: {len(lost)} chosen caption(s) (id {', '.join(map(str, lost[:5]))}) belong to images "
+                 "that were not embedded (skipped or unreadable) and are not shown")
     return RetrievalResult(model, dataset, images, captions, owner_arr, text_emb, res, time.perf_counter() - t0,
-                           tuple(ks), params.near_duplicate, metric)
+                           tuple(ks), params.near_duplicate, metric, np.asarray(ids, dtype=np.int64), chosen)
 
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
@@ -303,6 +355,8 @@ STUDY = register(Study(
                     TABLE_SUFFIXES),
              Output("failures", "failures", "PNG grid of the worst-ranked captions with their true and retrieved "
                     "images.", (".png",)),
+             Output("chosen", "chosen", "PNG grid of the captions picked by {p:show_captions}: each caption's own "
+                    "image, then the images retrieved for it.", (".png",), requires="show_captions"),
              Output("output", "record", "results JSON.", (".json",), short="-o")),
     group="Retrieval studies", sections=tuple(REPORT_SECTIONS), order=110,
     returns="``.metrics``; ``.artifacts()[\"captions\"]`` holds each caption's rank and top-5 images.",

@@ -178,3 +178,49 @@ def caption_retrieval(image_emb: np.ndarray, text_emb: np.ndarray, caption_image
     metrics["num_images"] = int(len(image_emb))
     metrics["num_captions"] = int(len(text_emb))
     return RetrievalRanks(metrics, t2i, i2t)
+
+
+MAX_CHOSEN = 12  # rows of the chosen-captions grid
+
+
+@dataclass(frozen=True)
+class CaptionPicks:
+    """Captions a user chose (:func:`pick_captions`): their ids in order, and what each choice matched."""
+    ids: tuple[int, ...]
+    matched: dict  # choice as given -> number of captions it matched (before the cap)
+    total: int  # captions picked before the cap (each once)
+
+
+def pick_captions(choices, captions: list[str], cap: int = MAX_CHOSEN) -> CaptionPicks:
+    """Captions chosen by id or text: a choice of digits is a caption id (its position in ``captions``, from 0); any
+    other choice picks every caption containing it, ignoring case and runs of spaces. Ids keep the order of the
+    choices (a caption chosen twice is shown once), at most ``cap`` in all. A choice that names no caption is a
+    :class:`~cliplab.errors.ParameterError` of ``show_captions``, with the captions closest to it."""
+    import difflib
+
+    from cliplab.errors import ParameterError
+
+    folded = [" ".join(c.casefold().split()) for c in captions]
+    ids: dict[int, None] = {}  # ordered, each once
+    matched: dict = {}
+    for choice in choices:
+        text = str(choice).strip()
+        if text.isdigit() and text.isascii():
+            i = int(text)
+            if i >= len(captions):
+                raise ParameterError("show_captions", choice, f"there is no caption {i}: the captions are numbered "
+                                     f"0 to {len(captions) - 1} (the captions table's caption_id)")
+            found = [i]
+        else:
+            want = " ".join(text.casefold().split())
+            if not want:
+                raise ParameterError("show_captions", choice, "give a caption id or a text to look for")
+            found = [i for i, c in enumerate(folded) if want in c]
+            if not found:
+                close = difflib.get_close_matches(want, folded, n=2, cutoff=0.5)
+                hint = ("; closest: " + " | ".join(repr(captions[folded.index(c)]) for c in close)) if close else ""
+                raise ParameterError("show_captions", choice, f"none of the {len(captions)} captions contains this text "
+                                     f"(any case){hint}")
+        matched[choice] = len(found)
+        ids.update(dict.fromkeys(found))
+    return CaptionPicks(tuple(list(ids)[:cap]), matched, len(ids))

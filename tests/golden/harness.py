@@ -55,11 +55,13 @@ WHY_FAILURES = ("caption retrieval's failure analysis (issue 25, commit 05cdb4e)
                 "'text_to_image failures' rows summarise them (median images above, median gap, near-duplicate share)")
 WHY_FACTS = ("model facts (issue 27): each compared row names its model's image backbone with its patch size, its "
              "input resolution and the pretraining data its weights' metadata records (cliplab/models/facts.py)")
+WHY_CAPTION_ID = ("chosen captions (issue 27): each caption's id, its number among the dataset's captions in file order, "
+                  "by which --show-captions picks it (stable when an image cannot be read)")
 DOCUMENTED_ADDITIONS: dict[str, dict[str, str]] = {
     "compare": {"/output/backbone": WHY_FACTS, "/output/pretraining_data": WHY_FACTS, "/output/resolution": WHY_FACTS},
     "retrieval": {"/captions/images_above": WHY_FAILURES, "/captions/score_gap": WHY_FAILURES,
                   "/captions/nearest_above": WHY_FAILURES, "/captions/near_duplicates_above": WHY_FAILURES,
-                  "/store/text_to_image failures": WHY_FAILURES},
+                  "/store/text_to_image failures": WHY_FAILURES, "/captions/caption_id": WHY_CAPTION_ID},
     "demo": {"/store/text_to_image failures": WHY_FAILURES},
 }
 for _name, _paths in DOCUMENTED_ADDITIONS.items():
