@@ -117,6 +117,8 @@ def model_specs(models: list[str] | None, pretrained: list[str] | None,
                              "{p:models_file} FILE", prefix=False)
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
-        raise ParameterError("models", models, f"two compared models have the same name ({names}); set a label in "
-                             "{p:models_file} FILE", prefix=False)
+        hint = ("; set a label for each in {p:models_file} FILE" if models_file is not None else
+                ": give each model once (a study that reads a models file takes a label for each)")
+        raise ParameterError("models", models, f"two compared models have the same name ({names}){hint}",
+                             prefix=False)
     return specs

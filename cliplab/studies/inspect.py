@@ -15,15 +15,17 @@ from cliplab.data.sources import FileSource
 from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images, embed_texts
 from cliplab.errors import ParameterError
 from cliplab.files import UserFile, printable
-from cliplab.inputs import (TEXTS, CLASSNAMES_P, DATASET_P, DEFAULT_DATASET, ONE_MODEL, RUN, SPLIT_P, TEMPLATE_P, Inputs,
-                            Templates, dataset_templates, open_dataset)
+from cliplab.inputs import (TEXTS, CLASSNAMES_P, DATASET_P, DEFAULT_DATASET, MODELS_P, PRETRAINEDS_P, RUN, SPLIT_P,
+                            TEMPLATE_P, Inputs, Templates, dataset_templates, open_dataset)
 from cliplab.params import REQUIRED, param
 from cliplab.progress import progress_bar
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
 from cliplab.report.plots import image_with_bars, save_figure
+from cliplab.report.rows import model_labels
 from cliplab.results.exports import TABLE_SUFFIXES
-from cliplab.results.result import DatasetInfo, Failure, Figure, ReportSection, Rows, SingleModel, Table, skipped
+from cliplab.results.result import (DatasetInfo, Failure, Figure, ModelInfo, ReportSection, Rows, SingleModel, Table,
+                                    skipped)
 from cliplab.tasks.metrics import l2_normalize
 from cliplab.tasks.zeroshot import build_classifier, head_probabilities, scores
 
@@ -191,12 +193,13 @@ class InspectResult(SingleModel, Notebook):
 
     def artifacts(self) -> dict:
         """``scores``: one row per image x candidate; ``figures``: one PNG per image with its top-k bars."""
-        def draw(folder: Path, limit: int | None = None) -> list[tuple[Path, str]]:
-            return [(p, f"ranking for {self.paths[int(idx)].name}")
-                    for p, idx in zip(inspection_figures(self, folder, self.topk, limit), self.images.indices)]
-
-        return {"scores": self.scores_frame(), "figures": Figure("per-image ranking", draw, many=True),
+        return {"scores": self.scores_frame(), "figures": Figure("per-image ranking", self.draw_figures, many=True),
                 "heatmap": self.heatmap_figure()}
+
+    def draw_figures(self, folder: Path, limit: int | None = None, suffix: str = "") -> list[tuple[Path, str]]:
+        """One PNG per image (the first ``limit``) in ``folder``, ``suffix`` added to each file's name."""
+        return [(p, f"ranking for {self.paths[int(idx)].name}" + (f" · {self.model.name}" if suffix else ""))
+                for p, idx in zip(inspection_figures(self, folder, self.topk, limit, suffix), self.images.indices)]
 
     def heatmap_figure(self) -> Figure:
         """The candidates x images cosine-similarity matrix (a PNG or SVG): images grouped by their best-scoring
@@ -225,7 +228,134 @@ class InspectResult(SingleModel, Notebook):
                              for r, (lab, c, p) in enumerate(self.ranking(row, len(self.labels)))])
 
 
-def run_inspect(inputs: Inputs, params: InspectParams) -> InspectResult:
+@dataclass(repr=False)
+class InspectComparison(Notebook):
+    """Several models' rankings of the same images and candidates, side by side (the study contract:
+    :mod:`cliplab.results.result`): ``runs`` holds each model's :class:`InspectResult`; the tables add which top-1s
+    agree, the heatmap draws one panel per model (each on its own colour scale: cosines of different models are not
+    on one scale)."""
+    runs: list[InspectResult]
+    task = "inspection"
+
+    def __post_init__(self):
+        first = self.runs[0]
+        for r in self.runs[1:]:
+            if r.labels != first.labels or list(r.images.indices) != list(first.images.indices):
+                raise ValueError("models compared in one inspection must rank the same candidates for the same images")
+
+    @property
+    def labels(self) -> list[str]:
+        """A label per model: its name, with its weights or fingerprint where two share a name."""
+        keys = [(m.name, m.pretrained or "", m.fingerprint) for m in self.models]
+        names = [model_labels(keys)[k] for k in keys]
+        return [f"{n} #{names[:i].count(n) + 1}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+    @property
+    def models(self) -> list[ModelInfo]:
+        return [ModelInfo.of(r.model) for r in self.runs]
+
+    @property
+    def dataset(self) -> DatasetInfo:
+        return self.runs[0].dataset
+
+    @property
+    def params(self) -> dict:
+        return self.runs[0].params
+
+    @property
+    def failures(self) -> list[Failure]:
+        return self.runs[0].failures
+
+    def _names(self) -> list[str]:
+        first = self.runs[0]
+        return [first.paths[int(i)].name for i in first.images.indices]
+
+    def top1(self) -> np.ndarray:
+        """(models, images): the index of each model's best candidate for each image."""
+        return np.stack([np.argmax(r.scores, axis=1) for r in self.runs])
+
+    def agreement(self) -> np.ndarray:
+        """Per image: whether every model ranks the same candidate first."""
+        t = self.top1()
+        return (t == t[0]).all(axis=0)
+
+    def metric_rows(self) -> pd.DataFrame:
+        """Each model's rows, and the share of images on whose top-1 candidate every model agrees (model
+        'several')."""
+        rows = Rows()
+        rows.add(task=self.task, model=ModelInfo("several"), dataset=self.runs[0].source,
+                 variant=" vs ".join(self.labels), metric="top1_agreement", value=float(self.agreement().mean()),
+                 n=len(self._names()))
+        return pd.concat([*(r.metric_rows() for r in self.runs), rows.frame()], ignore_index=True)
+
+    def summary(self) -> str:
+        agree = self.agreement()
+        return (f"{len(self.runs)} models ({', '.join(self.labels)}) ranked {len(self.runs[0].labels)} candidates "
+                f"for {len(agree)} images; the same top-1 for {int(agree.sum())} of {len(agree)}")
+
+    def tables(self) -> list[Table]:
+        t, labels = self.top1(), self.labels
+        cols = [f"{lab} top-1 (cos · {'prob' if r.head == 'softmax' else r.head})" for lab, r in zip(labels, self.runs)]
+        table = Table(f"top-1 side by side · {len(self.runs)} models · {len(self.runs[0].labels)} candidates",
+                      ["image", *cols, "same top-1"], wrap={c: 30 for c in cols},
+                      caption="each model's own head (its softmax or sigmoid) gives its probability; cosines of "
+                              "different models are not on one scale")
+        for row, name in enumerate(self._names()):
+            cells = [f"{r.labels[t[m, row]]} ({r.scores[row, t[m, row]]:.3f} · {r.probs[row, t[m, row]]:.2f})"
+                     for m, r in enumerate(self.runs)]
+            table.rows.append([name if len(name) <= 40 else name[:39] + "…", *cells,
+                               "yes" if (t[:, row] == t[0, row]).all() else "no"])
+        return [table, *(tab for r in self.runs for tab in r.tables())]
+
+    def record(self) -> dict:
+        """Each model's record, and the top-1 agreement per image."""
+        return {"task": self.task, "models": [r.record() for r in self.runs], "labels": self.labels,
+                "agreement": [{"image": str(self.runs[0].paths[int(i)]), "same_top1": bool(a)}
+                              for i, a in zip(self.runs[0].images.indices, self.agreement())]}
+
+    def artifacts(self) -> dict:
+        """``scores``: every model's rows (a ``model`` column first); ``figures``: one PNG per image and model;
+        ``heatmap``: the matrices side by side."""
+        frames = [r.scores_frame().assign(model=lab) for lab, r in zip(self.labels, self.runs)]
+        scores = pd.concat(frames, ignore_index=True)
+        scores = scores[["model", *[c for c in scores.columns if c != "model"]]]
+
+        def draw(folder: Path, limit: int | None = None) -> list[tuple[Path, str]]:
+            return [item for lab, r in zip(self.labels, self.runs)
+                    for item in r.draw_figures(folder, limit, suffix="-" + _file_label(lab))]
+
+        return {"scores": scores, "figures": Figure("per-image ranking per model", draw, many=True),
+                "heatmap": self.heatmap_figure()}
+
+    def heatmap_figure(self) -> Figure:
+        """The candidates x images matrix of every model, side by side (images in the first model's order)."""
+        first = self.runs[0]
+        caption = (f"cosine similarity · {len(self.runs)} models · {len(first.labels)} candidates × "
+                   f"{len(first.images.indices)} images")
+
+        def draw(path: Path) -> list[tuple[Path, str]]:
+            from cliplab.report.plots import SIMILARITY_ANNOTATED, similarity_matrix
+
+            rows = list(first.images.indices)
+            thumbs = [_load(first.paths[int(i)]) for i in rows] if len(rows) <= SIMILARITY_ANNOTATED else \
+                [None] * len(rows)
+            fig = similarity_matrix([r.scores for r in self.runs], thumbs, self._names(), first.labels,
+                                    title=caption, panels=self.labels)
+            how = ("one panel per model, each on its own colour scale; images grouped by the candidate the first "
+                   "model scores highest")
+            return [(p, caption) for p in save_figure(fig, [path], description=how)]
+
+        return Figure(caption, draw)
+
+
+def _file_label(label: str) -> str:
+    """A model label as part of a file name."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "model"
+
+
+def run_inspect(inputs: Inputs, params: InspectParams) -> InspectResult | InspectComparison:
     """Each image scored against class names (through the template set) or raw prompts: an :class:`InspectResult`.
     Without class names or prompts, the classes of the dataset (default: shapes) are ranked."""
     paths = image_paths(params.images, inputs.options.cache_dir)
@@ -242,8 +372,10 @@ def run_inspect(inputs: Inputs, params: InspectParams) -> InspectResult:
     # where the candidates come from, as the user named it: the dataset given (none given: 'classes' / 'prompts')
     given = inputs.values.get("dataset")
     source = given.name if isinstance(given, ImageDataset) else (str(given) if given is not None else None)
-    return inspect_images(inputs.model, paths, inputs.options, classnames=names if not prompts else None,
-                          template_set=template_set, prompts=prompts, source=source, topk=params.topk)
+    runs = [inspect_images(inputs.open_model(spec), paths, inputs.options, classnames=names if not prompts else None,
+                           template_set=template_set, prompts=prompts, source=source, topk=params.topk)
+            for spec in (inputs.models or [inputs.model])]
+    return runs[0] if len(runs) == 1 else InspectComparison(runs)
 
 
 def inspect_images(model: LoadedModel, paths: list[Path], options, *, classnames: list[str] | None = None,
@@ -269,8 +401,10 @@ def inspect_images(model: LoadedModel, paths: list[Path], options, *, classnames
                          prompts=prompts, template_set=template_set, topk=topk, head=model.head)
 
 
-def inspection_figures(ins: InspectResult, folder: str | Path, k: int = 5, limit: int | None = None) -> list[Path]:
-    """One PNG per image (the first ``limit`` images only, when given): the image and its top-k bars."""
+def inspection_figures(ins: InspectResult, folder: str | Path, k: int = 5, limit: int | None = None,
+                       suffix: str = "") -> list[Path]:
+    """One PNG per image (the first ``limit`` images only, when given): the image and its top-k bars; ``suffix``
+    ends each file's name (a model's label, when several models write into one folder)."""
     folder = Path(folder)
     out = []
     seen: dict[str, int] = {}
@@ -284,7 +418,7 @@ def inspection_figures(ins: InspectResult, folder: str | Path, k: int = 5, limit
             stem = path.stem
             seen[stem] = seen.get(stem, 0) + 1
             name = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
-            out += save_figure(fig, [folder / f"{name}-top{k}.png"])
+            out += save_figure(fig, [folder / f"{name}-top{k}{suffix}.png"])
             bar.advance()
     return out
 
@@ -295,7 +429,8 @@ def _load(path: Path):
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
 REPORT_SECTIONS = [
-    ReportSection("inspection", ("top1_cosine", "top1_probability", "top1_sigmoid_probability"), order=90),
+    ReportSection("inspection", ("top1_cosine", "top1_probability", "top1_sigmoid_probability", "top1_agreement"),
+                  rates=r"top1_agreement", order=90),
 ]
 
 
@@ -303,7 +438,9 @@ STUDY = register(Study(
     "inspect", run_inspect, "Rank all classes (or your prompts) for given images, with cosine scores and the "
     "model's probabilities (CLIP: softmax over the candidates; SigLIP: a sigmoid per candidate).",
     params=InspectParams,
-    inputs=(*ONE_MODEL, DATASET_P.with_(default=None, optional=True, help=(
+    inputs=(MODELS_P.with_(help="repeatable: the model(s); several are shown side by side on the same images and "
+                           "candidates (default: tiny-shapes); paired by position with {p:pretrained}."),
+            PRETRAINEDS_P, DATASET_P.with_(default=None, optional=True, help=(
                 "take the class names from this dataset (default: shapes, unless {p:classes} or {p:prompts}).")),
             SPLIT_P, CLASSNAMES_P, TEMPLATE_P.with_(help="template set for class names (default: the dataset's usual "
                                                     "set, else simple)."), *RUN, *TEXTS),
@@ -315,5 +452,7 @@ STUDY = register(Study(
              Output("heatmap", "heatmap", "PNG or SVG of the candidates x images cosine-similarity matrix (images "
                     "grouped by their best candidate; values in the cells up to 16 images).", (".png", ".svg"))),
     positional=("model", "images"), group="Classification studies", sections=tuple(REPORT_SECTIONS), order=50,
-    returns="Inline: the ranking table, one figure per image (image + top-k bars) and the similarity matrix.",
+    returns="Inline: the ranking table, one figure per image (image + top-k bars) and the similarity matrix; "
+            "with several models an :class:`InspectComparison` (each model's ranking, their top-1 agreement, the "
+            "matrices side by side).",
     example='cliplab.inspect("tiny-shapes", ["red-circle.png"], classes=["red shape", "blue shape"], quiet=True)'))
