@@ -374,6 +374,9 @@ def _per_model_path(path, model: LoadedModel, n_models: int):
 
 
 # ---- how the HTML report shows this task (rows of a results store, any number of runs) ----
+_METRIC_SUFFIX = r"^(.*) metric=(dot|euclidean)$"  # a query's store variant when it was not ranked by cosine
+
+
 def score_distribution_figure(df: pd.DataFrame) -> list[ReportFigure]:
     """Per gallery (dataset split): for each query and model (the latest run of each), the mean ± std, 99th
     percentile and top-1 of the cosine scores of every gallery image; a query's models sit together, labelled."""
@@ -385,10 +388,16 @@ def score_distribution_figure(df: pd.DataFrame) -> list[ReportFigure]:
     plt = _plt()
     names = model_labels(model_key(r) for r in s.to_dict(orient="records"))
     out = []
-    for data, rows in groups(latest(s, (*MODEL, *DATA, "variant")), DATA):
+    s = latest(s, (*MODEL, *DATA, "variant"))
+    found = s.variant.astype(str).str.extract(_METRIC_SUFFIX)
+    s = s.assign(query=found[0].fillna(s.variant.astype(str)), score_metric=found[1].fillna("cosine"))
+    for data, rows in groups(s, (*DATA, "score_metric")):
+        metric = text(data["score_metric"])
+        axis = {"cosine": "cosine similarity", "dot": "dot product (raw embeddings)",
+                "euclidean": "Euclidean distance (lower is closer)"}.get(metric, metric)
         points = []  # (query, model, {metric: value}), a query's models together
-        for key, grp in groups(rows, ("variant", *MODEL)):
-            points.append((text(key["variant"]), names[model_key(key)], dict(zip(grp.metric, grp.value))))
+        for key, grp in groups(rows, ("query", *MODEL)):
+            points.append((text(key["query"]), names[model_key(key)], dict(zip(grp.metric, grp.value))))
         order = list(dict.fromkeys(q for q, _, _ in points))
         points.sort(key=lambda p: order.index(p[0]))
         several = len({m for _, m, _ in points}) > 1
@@ -399,16 +408,16 @@ def score_distribution_figure(df: pd.DataFrame) -> list[ReportFigure]:
         ax.scatter(get("all_scores_p99"), y, marker="|", s=120, label="99th percentile")
         ax.scatter(get("top1_score"), y, marker="*", s=60, label="top-1")
         ax.set_yticks(y, [wrap_text(f"{q} · {m}" if several else q, 60, 1) for q, m, _ in points], fontsize=TEXT_PT)
-        ax.set_xlabel("cosine similarity")
+        ax.set_xlabel(axis)
         ax.legend(fontsize=TEXT_PT, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.grid(alpha=0.3)
         models = list(dict.fromkeys(m for _, m, _ in points))
         gallery = text(data["dataset"]) + (f" ({text(data['split'])})" if text(data["split"]) else "")
-        ax.set_title(f"search scores · {gallery}" + ("" if several else f" · {models[0]}"), fontsize=10)
+        by = "" if metric == "cosine" else f" · by {metric}"
+        ax.set_title(f"search scores · {gallery}" + ("" if several else f" · {models[0]}") + by, fontsize=10)
         fig.tight_layout()
-        out.append(ReportFigure(f"Score distributions per query: {', '.join(models)} on {gallery}", fig,
-                                "each query's cosine similarity to every gallery image (latest run per model and "
-                                "query)"))
+        out.append(ReportFigure(f"Score distributions per query: {', '.join(models)} on {gallery}{by}", fig,
+                                f"each query's {axis} to every gallery image (latest run per model and query)"))
     return out
 
 

@@ -105,3 +105,20 @@ def test_cluster_euclidean_and_no_dot(trained_cache):
     with pytest.raises(cliplab.ParameterError,
                        match="choose one of cosine, euclidean"):
         cliplab.cluster("tiny-shapes", "shapes:color", metric="dot", cache_dir=trained_cache, **KW)
+
+
+def test_the_report_score_figure_names_the_metric_the_scores_are_in(trained_cache):
+    """Regression: the search section's score figure labelled its axis 'cosine similarity' for dot and Euclidean runs
+    (and put ' metric=dot' into every query's label); one figure per metric, each axis named for it."""
+    from cliplab.results.store import RunRecorder
+    from cliplab.studies.search import score_distribution_figure
+
+    run = RunRecorder("search")
+    for metric in ("cosine", "dot", "euclidean"):
+        run.add_result(cliplab.search("tiny-shapes", "shapes:color", ["a red circle", "a blue square"], limit=60, k=3,
+                                      metric=metric, cache_dir=trained_cache, **KW))
+    figs = score_distribution_figure(run.frame())
+    axes = {f.figure.axes[0].get_xlabel(): [t.get_text() for t in f.figure.axes[0].get_yticklabels()] for f in figs}
+    assert set(axes) == {"cosine similarity", "dot product (raw embeddings)", "Euclidean distance (lower is closer)"}
+    for labels in axes.values():
+        assert sorted(labels) == ["a blue square", "a red circle"]
