@@ -4,8 +4,9 @@ embedding width, text context and the pretraining data of the weights.
 Every fact is read from the model or its declared config, never guessed: parameters are ``sum(p.numel())`` of the
 model (for an architecture not loaded, of the model built on PyTorch's ``meta`` device: shapes without weights);
 the pretraining data is what the weights' own metadata records (a tag's pretrained config when it names its
-``dataset``, a model trained by ``cliplab train`` its meta.json), else ``unknown`` (open_clip's tag configs record
-none: the tag's name says it by convention only), and ``none (random weights)`` for a model built without weights.
+``dataset``, a model trained by ``cliplab train`` its meta.json); open_clip's tag configs record none, so for its tags
+the data their name says by the model zoo's convention, marked ``(by its tag name)``; else ``unknown``; and ``none
+(random weights)`` for a model built without weights.
 """
 from __future__ import annotations
 
@@ -83,13 +84,38 @@ def pretraining_data(model: "LoadedModel") -> str:
     return model.trained_on or UNKNOWN
 
 
+# open_clip's tags name their pretraining data by a convention of its model zoo (its pretrained.py and docs), not a
+# recorded field: read from the tag's name, and said so ("by its tag name"). Longest prefix first; a tag no prefix
+# matches stays unknown.
+TAG_DATA = (
+    ("mscoco_finetuned_laion2b", "LAION-2B, fine-tuned on MS-COCO"), ("frozen_laion5b", "LAION-5B"),
+    ("laion_aesthetic", "LAION-Aesthetics"), ("laion400m", "LAION-400M"), ("laion2b", "LAION-2B"),
+    ("laion5b", "LAION-5B"), ("datacomp_xl", "DataComp-1B (XL pool)"), ("datacomp_l", "DataComp (L pool)"),
+    ("datacomp_m", "DataComp (M pool)"), ("datacomp_s", "DataComp (S pool)"), ("datacompdr", "DataCompDR"),
+    ("datacomp1b", "DataComp-1B"), ("datacomp_s34b", "DataComp-1B"), ("commonpool_xl", "CommonPool XL"),
+    ("commonpool_l", "CommonPool L"), ("commonpool_m", "CommonPool M"), ("commonpool_s", "CommonPool S"),
+    ("dfndr2b", "DFN-2B (reinforced)"), ("dfn2b", "DFN-2B"), ("dfn5b", "DFN-5B"), ("merged2b", "Merged-2B"),
+    ("metaclip2_worldwide", "MetaCLIP 2 (worldwide)"), ("metaclip_400m", "MetaCLIP 400M"),
+    ("metaclip_fullcc", "MetaCLIP 2.5B"), ("metaclip_altogether", "MetaCLIP (Altogether recaptioned)"),
+    ("openai", "WIT-400M"), ("webli", "WebLI"), ("yfcc15m", "YFCC-15M"), ("cc12m", "CC-12M"),
+)
+BY_TAG = " (by its tag name)"
+
+
 def tag_data(arch: str, tag: str) -> str:
-    """The pretraining data an open_clip tag's pretrained config records (``unknown`` when it records none)."""
+    """The pretraining data of an open_clip tag: what its pretrained config records, else what the tag's name says
+    by open_clip's naming convention (marked ``(by its tag name)``), else ``unknown``."""
     from open_clip.pretrained import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(arch, tag) or {}
     data = cfg.get("dataset") or cfg.get("data")
-    return str(data) if data else UNKNOWN
+    if data:
+        return str(data)
+    name = str(tag).lower()
+    for prefix, dataset in sorted(TAG_DATA, key=lambda p: -len(p[0])):
+        if name.startswith(prefix):
+            return dataset + BY_TAG
+    return UNKNOWN
 
 
 def facts_of_architecture(arch: str, count_parameters: bool = True) -> ModelFacts:

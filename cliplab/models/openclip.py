@@ -199,7 +199,15 @@ def load_open_clip(model: str, pretrained: str | None, device: torch.device, pre
     return dict(model=net, preprocess=preprocess, tokenizer=tokenizer, name=model, pretrained=pretrained,
                 preprocess_cfg=_jsonable(pp_cfg), arch=arch, weights=weights, embed_dim=embed_dim,
                 random_seed=RANDOM_SEED if random_init else None,
-                trained_on=str(tag_cfg.get("dataset")) if tag_cfg.get("dataset") else None)
+                trained_on=_trained_on(name, pretrained) if tag_cfg else None)
+
+
+def _trained_on(arch: str, tag: str) -> str | None:
+    """The pretraining data of an open_clip tag (its config's record, else its name's convention), None: unknown."""
+    from cliplab.models.facts import UNKNOWN, tag_data
+
+    data = tag_data(arch, tag)
+    return None if data == UNKNOWN else data
 
 
 def hf_tokenizer_name(name: str, model_cfg: dict | None) -> str | None:

@@ -55,10 +55,29 @@ def test_an_architecture_counted_without_weights():
         open_clip.factory._MODEL_CONFIGS.pop(name)
 
 
-def test_pretraining_data_is_never_invented():
-    # open_clip's tag configs record no dataset: the tag's name says it by convention only, and that is not a record
-    assert tag_data("ViT-B-32", "openai") == UNKNOWN
-    assert tag_data("ViT-B-32", "laion2b_s34b_b79k") == UNKNOWN
+@pytest.mark.parametrize("arch, tag, data", [
+    ("ViT-B-32", "openai", "WIT-400M (by its tag name)"),
+    ("ViT-B-32", "laion2b_s34b_b79k", "LAION-2B (by its tag name)"),
+    ("ViT-B-32", "laion400m_e32", "LAION-400M (by its tag name)"),
+    ("ViT-B-32", "datacomp_xl_s13b_b90k", "DataComp-1B (XL pool) (by its tag name)"),
+    ("ViT-L-14", "datacomp_xl_s13b_b90k", "DataComp-1B (XL pool) (by its tag name)"),
+    ("ViT-B-16", "datacomp_l_s1b_b8k", "DataComp (L pool) (by its tag name)"),
+    ("ViT-B-16-SigLIP", "webli", "WebLI (by its tag name)"),
+    ("ViT-L-14", "commonpool_xl_clip_s13b_b90k", "CommonPool XL (by its tag name)"),
+])
+def test_pretraining_data_of_a_tag_is_its_record_else_its_name_said_as_such(arch, tag, data):
+    """open_clip's tag configs record no dataset; the zoo's tag names say it by convention: shown, marked as read
+    from the name (a longer prefix wins: datacomp_xl is not datacomp's S pool)."""
+    assert tag_data(arch, tag) == data
+
+
+def test_a_tag_whose_name_says_nothing_stays_unknown(monkeypatch):
+    import open_clip.pretrained as pre
+
+    monkeypatch.setattr(pre, "get_pretrained_cfg", lambda arch, tag: {})
+    assert tag_data("ViT-B-32", "v1") == UNKNOWN and tag_data("ViT-B-32", "my_own_run") == UNKNOWN
+    monkeypatch.setattr(pre, "get_pretrained_cfg", lambda arch, tag: {"dataset": "my-1M"})
+    assert tag_data("ViT-B-32", "laion2b_s34b_b79k") == "my-1M"  # a record wins over the name
 
 
 def test_models_command_shows_the_facts(trained_cache):
@@ -72,7 +91,7 @@ def test_models_command_shows_the_facts(trained_cache):
     line = next(ln for ln in res.output.splitlines() if "│ RN50x4 " in ln)
     params = count_architecture_parameters("RN50x4") / 1e6
     assert f"ModifiedResNet · 288 px · {params:.2f} M params · dim 640 · context 77" in line
-    assert "openai" in line and "unknown" in line
+    assert "openai: WIT-400M (by its tag name)" in line
     tiny = next(ln for ln in res.output.splitlines() if "│ tiny-shapes " in ln)
     assert "ModifiedResNet · 64 px · 3.58 M params · dim 64 · context 24" in tiny and "shapes:shape" in tiny
     narrow = CliRunner().invoke(app, ["models", "--filter", "ViT-B-32", "--cache-dir", str(trained_cache)],
