@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import contextvars
+import functools
 import os
 import sys
 import warnings
@@ -190,10 +191,16 @@ def _tqdm_class():
     return tqdm
 
 
+_PLUMBING = (contextlib.__file__, functools.__file__)  # frames between cliplab's own: a with-block's exit, a partial
+
+
 def _user_stacklevel() -> int:
-    """The ``stacklevel`` that attributes a warning to the first frame outside cliplab (the caller's line)."""
+    """The ``stacklevel`` that attributes a warning to the first frame outside cliplab (the caller's line); the
+    standard library's ``contextlib`` / ``functools`` frames between cliplab's (a warning from a ``with`` block's
+    exit) are passed over too, else the warning would name ``contextlib.py``."""
     level, frame = 1, sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE)
+                                 or frame.f_code.co_filename in _PLUMBING):
         frame, level = frame.f_back, level + 1
     return level
 

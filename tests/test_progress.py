@@ -135,3 +135,21 @@ def test_notes_and_warnings_spell_parameters_as_the_door_does(capsys):
     with use(Silent()):
         note("{p:x}")  # nothing shown, nothing raised
     assert out.getvalue().strip() == "warning: give --pretrained"
+
+
+def test_a_warning_from_a_with_blocks_exit_names_the_callers_line():
+    """Regression: a warning raised as one of cliplab's ``with`` blocks ends (the cache's one report of damaged
+    entries) was attributed to contextlib.py, not to the notebook cell or script line that called cliplab."""
+    import warnings
+    from pathlib import Path
+
+    from cliplab import quarantine
+    from cliplab.progress import CliplabWarning, NotebookProgress, use
+
+    moved = quarantine.Moved(Path("/tmp"), "embedding shard", (Path("/tmp/x.npy"),), None, "bad checksum")
+    with warnings.catch_warnings(record=True) as caught, use(NotebookProgress(quiet=True)):
+        warnings.simplefilter("always")
+        with quarantine.one_report():
+            quarantine.record([moved])
+    (w,) = [w for w in caught if issubclass(w.category, CliplabWarning)]
+    assert w.filename == __file__ and "damaged entr" in str(w.message)
