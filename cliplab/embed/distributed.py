@@ -34,7 +34,7 @@ from cliplab.embed.descriptors import DescriptorSpec
 from cliplab.embed.engine import EmbeddingResult, _collate, _Preprocessed, assemble, plan_embedding
 from cliplab.errors import ParameterError
 from cliplab.inputs import RunOptions, as_options
-from cliplab.progress import progress_bar
+from cliplab.progress import note, progress_bar
 
 if TYPE_CHECKING:
     from cliplab.models.base import LoadedModel
@@ -184,6 +184,10 @@ def embed_images_ray(model: LoadedModel, data: ImageDataset | ImageSource, optio
         finally:
             if started:
                 ray.shutdown()
+        threads = f" x {info.threads} threads" if info.devices == "cpu" else ""
+        note(f"Ray ({address}{', started' if started else ''} in {info.startup_seconds:.1f} s): {info.actors} tower "
+             f"actor(s) on {info.devices}{threads}, {len(plan.todo):,} images"
+             + (f"; {info.restarts} shard(s) retried after a worker died" if info.restarts else ""))
     result = assemble(plan, source, model.embed_dim, computed, seconds)
     result.cluster = info
     return result
