@@ -73,6 +73,8 @@ class Cluster:
     actor_peak_rss: dict[int, int] = field(default_factory=dict)  # pid -> bytes
     decode_peak_rss: dict[int, int] = field(default_factory=dict)  # pid -> bytes
     restarts: int = 0  # shards whose actor call was retried after its process died (seen as a new pid)
+    model_load_seconds: float = 0.0  # the longest an actor took to load the model
+    ready_after_seconds: float = 0.0  # from the first shard sent to the last actor ready (one machine's clock)
 
 
 @dataclass
@@ -106,6 +108,7 @@ class _Tower:
         from cliplab.models import open_model
         from cliplab.progress import Silent, use
 
+        t = time.perf_counter()
         if threads > 0:
             torch.set_num_threads(threads)
         with use(Silent()):  # the driver already said what loading this model says
@@ -116,6 +119,7 @@ class _Tower:
         from cliplab.embed.descriptors import make_encoder
 
         self.encode = make_encoder(self.model, DescriptorSpec())
+        self.loaded = (time.perf_counter() - t, time.time())  # (seconds it took, when it ended)
 
     def run(self, batches: list) -> tuple:
         import ray
@@ -132,7 +136,7 @@ class _Tower:
                 pos_all.extend(pos)
         seconds = time.perf_counter() - tick
         emb = np.concatenate(rows) if rows else None
-        return pos_all, emb, bad_all, seconds, (os.getpid(), _peak_rss()), decoders
+        return pos_all, emb, bad_all, seconds, (os.getpid(), _peak_rss()), decoders, self.loaded
 
 
 def connect(address: str, ray=None) -> tuple[bool, float]:
@@ -232,6 +236,7 @@ def _run(ray, model, source, plan, options, batch_size, shard_batches, descripti
                 for b in range(0, len(shards[i]), batch_size)]
         pending[actors[i % len(actors)].run.remote(refs)] = i
 
+    t0 = time.time()
     with progress_bar(len(plan.todo), description) as bar:
         while nxt < len(shards) and len(pending) < IN_FLIGHT * len(actors):
             submit(nxt)
@@ -239,7 +244,9 @@ def _run(ray, model, source, plan, options, batch_size, shard_batches, descripti
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             i = pending.pop(done[0])
-            pos, emb, bad, shard_seconds, (pid, rss), decoders = ray.get(done[0])
+            pos, emb, bad, shard_seconds, (pid, rss), decoders, (load, ready) = ray.get(done[0])
+            info.model_load_seconds = max(info.model_load_seconds, load)
+            info.ready_after_seconds = max(info.ready_after_seconds, ready - t0)
             info.actor_peak_rss[pid] = max(rss, info.actor_peak_rss.get(pid, 0))
             for p, r in decoders.items():
                 info.decode_peak_rss[p] = max(r, info.decode_peak_rss.get(p, 0))
