@@ -187,3 +187,12 @@ def test_a_bad_address_is_one_error_line(images, trained_cache):
                                  "--cache-dir", str(trained_cache)])
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and "ray://HOST:PORT" in lines[0], r.output
+
+
+def test_the_openvino_backend_runs_in_the_actors_too(images, ray_cluster, trained_cache, tmp_path):
+    pytest.importorskip("openvino")
+    ov = cliplab.load_model("tiny-shapes", cache_dir=trained_cache, backend="openvino", quiet=True)
+    ds = open_dataset(str(images), split="test")
+    ref = one_process(ov, ds, tmp_path / "one")
+    res = on_ray(ov, ds, tmp_path / "ray")  # the actor converts the towers into this cache, as the driver did
+    assert np.array_equal(ref.embeddings, res.embeddings) and ref.failures == res.failures
