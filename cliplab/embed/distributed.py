@@ -202,7 +202,8 @@ def _actors(ray, model: LoadedModel, options: RunOptions, info: Cluster) -> list
     import torch
 
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    # nodes where a CPU actor can be placed (a head started with --num-cpus=0 takes none)
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
     spec = dict(model.spec or {"model": model.name, "pretrained": model.pretrained})
     load = dict(precision=model.precision, backend=model.backend, channels_last=model.channels_last,
                 cache_dir=str(options.cache_dir) if options.cache_dir else None)
