@@ -43,6 +43,7 @@ class EmbeddingResult:
     failures: list[tuple[int, str, str]] = field(default_factory=list)
     computed: int = 0  # rows computed in this run (the rest came from the cache)
     seconds: float = 0.0  # compute seconds behind these rows (this run's, or recorded in the cache)
+    cluster: object = None  # how Ray ran it (cliplab.embed.distributed.Cluster); None for a single-process run
 
     @property
     def images_per_second(self) -> float:
@@ -129,6 +130,62 @@ def default_workers(n_items: int, batch_size: int, runtime, cores: int | None = 
     return runtime.decode_workers(n_items, batch_size, cores or os.cpu_count() or 1)
 
 
+@dataclass
+class Plan:
+    """What an embedding run starts from: every item's key, what the cache already holds, the positions to compute
+    (the first occurrence of each uncached key, in dataset order) and the failures known so far."""
+    keys: list
+    cache: EmbeddingCache | None
+    todo: list[int]
+    vectors: dict[str, np.ndarray]
+    key_failures: dict[str, str]
+    failures: dict[int, str]
+    seconds: float
+
+
+def plan_embedding(source: ImageSource, options: RunOptions, fingerprint: str, kind: str) -> Plan:
+    """The keys of ``source``, looked up in the cache of ``fingerprint``/``kind``: a :class:`Plan` (shared by the
+    single-process engine and the Ray one, so both compute the same items and key them the same way)."""
+    root = options.cache_dir if options.use_cache else None
+    cache = EmbeddingCache(root, fingerprint, kind) if root else None
+    with file_hash_memo(root / MEMO_NAME if root else None):  # unchanged files are not read again
+        keys = source.keys()
+    failures: dict[int, str] = dict(source.key_errors)
+    valid_keys = [k for k in keys if k is not None]
+    hits = cache.lookup(valid_keys) if cache else None
+    vectors: dict[str, np.ndarray] = dict(hits.vectors) if hits else {}
+    key_failures: dict[str, str] = dict(hits.failures) if hits else {}
+    todo, seen = [], set()
+    for i, k in enumerate(keys):
+        if k is None or k in vectors or k in key_failures or k in seen:
+            continue
+        seen.add(k)
+        todo.append(i)
+    return Plan(keys, cache, todo, vectors, key_failures, failures, hits.seconds if hits else 0.0)
+
+
+def assemble(plan: Plan, source: ImageSource, dim: int, computed: int, seconds: float) -> EmbeddingResult:
+    """The :class:`EmbeddingResult` of a run, in dataset order, from the plan's vectors and failures (filled in)."""
+    indices, rows = [], []
+    failures = plan.failures
+    for i, k in enumerate(plan.keys):
+        if k is None:
+            continue
+        if k in plan.vectors:
+            indices.append(i)
+            rows.append(plan.vectors[k])
+        else:
+            failures[i] = plan.key_failures.get(k, "not embedded")
+    emb = np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, dim), np.float32)
+    fail_list = [(i, source.id(i), failures[i]) for i in sorted(failures)]
+    if not rows and fail_list:
+        _, first, reason = fail_list[0]
+        raise DatasetError(f"none of the {len(fail_list)} images could be read (e.g. {first}: {reason}); check the "
+                           "files or the dataset path")
+    return EmbeddingResult(embeddings=emb, indices=np.asarray(indices, dtype=np.int64), failures=fail_list,
+                           computed=computed, seconds=seconds)
+
+
 def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, options: RunOptions | str | Path | None = None,
                  *, shard_batches: int = 16, flush_seconds: float = FLUSH_SECONDS,
                  description: str = "embedding images", descriptor=None, clock=time.monotonic,
@@ -153,26 +210,11 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, options: 
     source = data.source if isinstance(data, ImageDataset) else data
     use_tensor = _use_tensor_pipeline(options.pipeline, model)
     kind = descriptor.cache_kind() + ("+tensor" if use_tensor else "")  # the two pipelines differ slightly
-    root = options.cache_dir if options.use_cache else None
-    cache = EmbeddingCache(root, model.fingerprint, kind) if root else None
-    with file_hash_memo(root / MEMO_NAME if root else None):  # unchanged files are not read again
-        keys = source.keys()
-    failures: dict[int, str] = dict(source.key_errors)
+    plan = plan_embedding(source, options, model.fingerprint, kind)
+    cache, keys, todo = plan.cache, plan.keys, plan.todo
+    vectors, key_failures = plan.vectors, plan.key_failures
 
-    valid_keys = [k for k in keys if k is not None]
-    hits = cache.lookup(valid_keys) if cache else None
-    vectors: dict[str, np.ndarray] = dict(hits.vectors) if hits else {}
-    key_failures: dict[str, str] = dict(hits.failures) if hits else {}
-
-    # positions to compute: first occurrence of each uncached key, in dataset order
-    todo, seen = [], set()
-    for i, k in enumerate(keys):
-        if k is None or k in vectors or k in key_failures or k in seen:
-            continue
-        seen.add(k)
-        todo.append(i)
-
-    seconds = hits.seconds if hits else 0.0
+    seconds = plan.seconds
     computed = 0
     if todo and cache:  # before any image is embedded: a cache that cannot take the work fails now, not at the end
         cache.prepare(len(todo), model.embed_dim)
@@ -234,23 +276,7 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, options: 
             seconds += shard_seconds
             flush()
 
-    indices, rows = [], []
-    for i, k in enumerate(keys):
-        if k is None:
-            continue
-        if k in vectors:
-            indices.append(i)
-            rows.append(vectors[k])
-        else:
-            failures[i] = key_failures.get(k, "not embedded")
-    emb = np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, model.embed_dim), np.float32)
-    fail_list = [(i, source.id(i), failures[i]) for i in sorted(failures)]
-    if not rows and fail_list:
-        _, first, reason = fail_list[0]
-        raise DatasetError(f"none of the {len(fail_list)} images could be read (e.g. {first}: {reason}); check the "
-                           "files or the dataset path")
-    return EmbeddingResult(embeddings=emb, indices=np.asarray(indices, dtype=np.int64), failures=fail_list,
-                           computed=computed, seconds=seconds)
+    return assemble(plan, source, model.embed_dim, computed, seconds)
 
 
 def auto_batch_size(model: LoadedModel, fraction: float = 0.5, cap: int = 1024, cpu_default: int = 64) -> int:

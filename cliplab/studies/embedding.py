@@ -33,6 +33,9 @@ class EmbedParams:
                         doors=frozenset({"api"}))
     normalize: bool = param(False, "unit-length rows (the studies' cosine space); default: the tower's raw output, as "
                             "`cliplab embed` writes.", doors=frozenset({"api"}))
+    ray: str | None = param(None, "spread the work over Ray: local (start Ray on this machine), auto (the cluster "
+                            "this machine belongs to) or ray://HOST:PORT; the same cache and keys as one process "
+                            "(needs `pip install 'cliplab[ray]'`; docs/scaling.md).", metavar="ADDRESS", config=False)
 
 
 @dataclass
@@ -67,7 +70,14 @@ class EmbedResult:
 
 def run_embed(inputs: Inputs, params: EmbedParams = EmbedParams()) -> EmbedResult:
     """Every image of the dataset embedded (computed only where the cache lacks it): an :class:`EmbedResult`."""
-    images = embed_images(inputs.model, inputs.dataset, inputs.options, shard_batches=params.shard_batches)
+    if params.ray is not None:
+        from cliplab.embed.distributed import check_address, embed_images_ray, require_ray
+
+        require_ray(check_address(params.ray))
+        images = embed_images_ray(inputs.model, inputs.dataset, inputs.options, address=params.ray,
+                                  shard_batches=params.shard_batches)
+    else:
+        images = embed_images(inputs.model, inputs.dataset, inputs.options, shard_batches=params.shard_batches)
     return EmbedResult(inputs.model, inputs.dataset, images)
 
 
