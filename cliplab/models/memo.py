@@ -76,6 +76,11 @@ class LazyModel(LoadedModel):
         return self._real is not None
 
     @property
+    def architecture(self) -> dict | None:
+        """backbone, patch_size and context_length (:func:`cliplab.models.facts.facts_of`), as memoised."""
+        return self._facts.get("architecture")
+
+    @property
     def text_layout(self) -> dict | None:
         """How the tokenizer lays out prompts (context_length, n_special, windows), as memoised (None: unknown)."""
         return self._facts.get("text_layout")
@@ -279,9 +284,13 @@ class _Silenced(Progress):
 
 def _facts(loaded: LoadedModel, torch_precision: str) -> dict[str, Any]:
     from cliplab.embed.long_text import layout
+    from cliplab.models.facts import facts_of
 
     facts = {key: getattr(loaded, key) for key in FACTS}
     lay = layout(loaded)
+    known = facts_of(loaded)
+    facts["architecture"] = {"backbone": known.backbone, "patch_size": known.patch_size,
+                             "context_length": known.context_length}
     facts.update(device=str(loaded.device), num_params=int(loaded.num_params), logit_scale=loaded.logit_scale,
                  logit_bias=loaded.logit_bias, conv_tower=bool(loaded.conv_tower), torch_precision=torch_precision,
                  text_layout=None if lay is None else {"context_length": lay.context_length,
