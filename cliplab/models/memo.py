@@ -181,9 +181,9 @@ def dependencies(model: str, pretrained: str | None, cache_dir: Path) -> list[st
         local = find_local_model(model, cache_dir)
         if local is not None:
             files += [str(local.config), str(local.checkpoint), str(local.folder / "meta.json")]
-            # a model of this name trained into the cache later replaces a shipped one: its files count too
-            files += [str(cache_dir / "models" / model / f"{model}{ext}") for ext in (".json", ".pt")]
-            files.append(str(cache_dir / "models" / model / "meta.json"))
+        if "/" not in model and ":" not in model:  # a model of this name trained into the cache later is used
+            trained = cache_dir / "models" / model
+            files += [str(trained / f"{model}.json"), str(trained / f"{model}.pt"), str(trained / "meta.json")]
     if pretrained:
         files.append(pretrained)  # a checkpoint file (a tag: a file of that name is "missing", and stays so)
     return files

@@ -252,3 +252,22 @@ def test_no_cache_runs_load_the_model(tmp_path, tiny_checkpoint):
     open_model(str(cfg), str(ckpt), options)
     assert not isinstance(open_model(str(cfg), str(ckpt), options), LazyModel)
     assert not (tmp_path / "model-memo").exists()
+
+
+def test_a_shipped_model_replaced_in_the_cache_is_loaded_again(tmp_path, tiny_checkpoint, trained_cache):
+    """The memo of the shipped tiny-shapes does not answer once a tiny-shapes trained with --force (meta.json:
+    overrides_shipped) is in the cache's models folder."""
+    import shutil
+
+    cfg, ckpt, _ = tiny_checkpoint
+    cache = tmp_path / "cache"
+    options = _options(cache)
+    shipped = open_model("tiny-shapes", None, options)
+    assert isinstance(open_model("tiny-shapes", None, options), LazyModel)
+    folder = cache / "models" / "tiny-shapes"
+    folder.mkdir(parents=True)
+    shutil.copy(cfg, folder / "tiny-shapes.json")
+    shutil.copy(ckpt, folder / "tiny-shapes.pt")
+    (folder / "meta.json").write_text(json.dumps({"overrides_shipped": True}))
+    replaced = open_model("tiny-shapes", None, options)
+    assert not isinstance(replaced, LazyModel) and replaced.fingerprint != shipped.fingerprint
