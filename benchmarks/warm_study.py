@@ -5,7 +5,8 @@
                                     [--repeats 3] [--backend auto]
 
 Each run is a fresh ``cliplab`` process (the CLI, exactly as typed, with ``-q``) timed by its wall clock, from start to
-exit: the first on an empty cache computes every image and text embedding; the reruns find them all cached, so the
+exit, and by its CPU time (user + system: what the wall time would be on an idle machine, the process being
+single-threaded when nothing is computed): the first on an empty cache computes every image and text embedding; the reruns find them all cached, so the
 model is known from its memo (``cliplab/models/memo.py``) and never loaded. Each run also reports whether it imported
 torch (a warm run should not). ``--also``: further studies, each run cold then warm on the cache the prompt study
 filled (zero-shot and compare need no new embedding; probe embeds its training split on its cold run; search embeds
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -44,14 +46,17 @@ sys.stderr.write("\\nWARM-STUDY " + json.dumps({"torch": "torch" in sys.modules,
 def run(args: list[str]) -> dict:
     """One ``cliplab`` process: wall seconds, whether it imported torch, its exit code."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(args)], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     tail = [line for line in out.stderr.splitlines() if line.startswith("WARM-STUDY ")]
     info = json.loads(tail[-1][len("WARM-STUDY "):]) if tail else {"torch": None, "code": out.returncode}
     if info["code"]:
         sys.exit(f"cliplab {' '.join(args)} failed:\n{out.stderr[-2000:]}")
-    return {"wall_s": wall, "torch_imported": info["torch"]}
+    return {"wall_s": wall, "cpu_s": cpu, "torch_imported": info["torch"]}
 
 
 def main() -> None:
@@ -88,6 +93,7 @@ def main() -> None:
             rows.append({"study": name, "cold_s": round(cold["wall_s"], 2), "warm_best_s": round(min(walls), 2),
                          "warm_median_s": round(statistics.median(walls), 2),
                          "ratio": round(cold["wall_s"] / statistics.median(walls), 1),
+                         "warm_cpu_s": round(statistics.median(w["cpu_s"] for w in warm), 2),
                          "warm_imports_torch": any(w["torch_imported"] for w in warm),
                          "command": "cliplab " + " ".join(a if a != str(cache) else "CACHE" for a in argv)})
             print(f"{name}: cold {cold['wall_s']:.2f} s, warm {min(walls):.2f}-{max(walls):.2f} s, "
@@ -97,7 +103,8 @@ def main() -> None:
             shutil.rmtree(cache, ignore_errors=True)
     cpu = cpu_model()
     print(f"CPU: {cpu}, {os.cpu_count()} cores; load average before the runs {load[0]:.2f}")
-    print(markdown_table(rows, ["study", "cold_s", "warm_best_s", "warm_median_s", "ratio", "warm_imports_torch"]))
+    print(markdown_table(rows, ["study", "cold_s", "warm_best_s", "warm_median_s", "ratio", "warm_cpu_s",
+                                "warm_imports_torch"]))
     tag = Path(args.dataset.rstrip("/")).name.replace(":", "-")
     path = save(f"warm_study-{args.model.replace('/', '-')}-{tag}", {
         "cpu_model": cpu, "cpu_cores": os.cpu_count(), "load_average_before": load, "python": sys.version.split()[0],
