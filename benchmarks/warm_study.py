@@ -55,7 +55,7 @@ def run(args: list[str]) -> dict:
     tail = [line for line in out.stderr.splitlines() if line.startswith("WARM-STUDY ")]
     info = json.loads(tail[-1][len("WARM-STUDY "):]) if tail else {"torch": None, "code": out.returncode}
     if info["code"]:
-        sys.exit(f"cliplab {' '.join(args)} failed:\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"cliplab {' '.join(args)} failed:\n{out.stderr[-1500:]}")
     return {"wall_s": wall, "cpu_s": cpu, "torch_imported": info["torch"]}
 
 
@@ -87,7 +87,11 @@ def main() -> None:
     rows = []
     try:
         for name, argv in studies.items():
-            cold = run(argv)
+            try:
+                cold = run(argv)
+            except RuntimeError as exc:  # e.g. a probe on a dataset without a training split
+                print(f"{name}: skipped ({str(exc).strip().splitlines()[-1]})", file=sys.stderr)
+                continue
             warm = [run(argv) for _ in range(args.repeats)]
             walls = [w["wall_s"] for w in warm]
             rows.append({"study": name, "cold_s": round(cold["wall_s"], 2), "warm_best_s": round(min(walls), 2),
