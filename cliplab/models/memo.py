@@ -141,11 +141,7 @@ class LazyModel(LoadedModel):
 
     __hash__ = object.__hash__
 
-    def __repr__(self) -> str:
-        pre = f", pretrained={self.pretrained!r}" if self.pretrained else ""
-        state = "" if self._real is not None else ", not loaded yet"
-        return (f"LoadedModel({self.name!r}{pre}, backend={self.backend!r}, precision={self.precision!r}, "
-                f"device='{self.device}', embed_dim={self.embed_dim}, fingerprint={self.fingerprint!r}{state})")
+    __repr__ = LoadedModel.__repr__  # the same as the loaded model's: loading is not something a user sees
 
 
 # ---- what a load depends on ----

@@ -107,7 +107,7 @@ def test_a_second_load_is_lazy_and_loads_when_needed(tmp_path, tiny_checkpoint):
                 "precision", "num_params", "logit_scale", "logit_bias", "image_size"):
         assert getattr(second, key) == getattr(first, key), key
     assert str(second.device) == str(first.device) and second.device.type == first.device.type
-    assert second.describe() == first.describe()
+    assert second.describe() == first.describe() and repr(second) == repr(first)
     assert not second.loaded  # facts alone load nothing
     texts = ["a photo of a cat", "a dog"]
     assert np.array_equal(second.encode_texts(texts).numpy(), first.encode_texts(texts).numpy())
