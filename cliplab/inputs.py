@@ -218,10 +218,10 @@ class Inputs:
 def open_model(model: str, pretrained: str | None, options: RunOptions, **extra) -> "LoadedModel":
     """A model loaded by name with the run's device, precision and backend (``extra``: channels_last, compile,
     force_quick_gelu)."""
-    from cliplab.models import open_model as load
+    from cliplab.models.memo import open_model as load  # a model the memo knows loads only when first needed
 
     return load(str(model), pretrained, device=options.device, precision=options.precision,
-                cache_dir=options.cache_dir, backend=options.backend, **extra)
+                cache_dir=options.cache_dir, backend=options.backend, memo=options.use_cache, **extra)
 
 
 def open_dataset(data, options: RunOptions, *, split=None, data_root=None, limit=None, classnames=None,
@@ -352,7 +352,7 @@ def load_inputs(values: dict[str, Any], *, fitting: Fitting | None = None, templ
     then the dataset(s) and the split each fits on, then the model(s); the first bad value raises a
     :class:`ParameterError` naming its parameter. ``model_extra``: parameters passed on to the model loader
     (``channels_last``, ``compile``, ``force_quick_gelu``)."""
-    from cliplab.models import check_options
+    from cliplab.models.memo import check_options
     from cliplab.prompts import resolve_all
 
     options = RunOptions.of(values.get("cache_dir"), batch_size=values.get("batch_size", 64),
@@ -368,7 +368,7 @@ def load_inputs(values: dict[str, Any], *, fitting: Fitting | None = None, templ
     loads_model = "model" in values and (model is None or isinstance(model, (str, os.PathLike, tuple))
                                          and not _all_loaded(model))
     if loads_model or "models_file" in values:
-        check_options(options.device, options.precision, options.backend)
+        check_options(options.device, options.precision, options.backend, options.cache_dir)
     if options.use_cache and "no_cache" in values:  # a study that embeds: before anything is loaded or computed
         require_writable(options.cache_dir, options.cache_dir / "embeddings")
 

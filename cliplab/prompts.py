@@ -19,9 +19,30 @@ from cliplab.files import Shape, Str, UserFile, one_of, printable
 
 
 def _from_open_clip(attr: str) -> list[str]:
-    from open_clip import zero_shot_metadata
+    return [t("{}") for t in getattr(_zero_shot_metadata(), attr)]
 
-    return [t("{}") for t in getattr(zero_shot_metadata, attr)]
+
+def _zero_shot_metadata():
+    """open_clip's ``zero_shot_metadata`` (plain lists, no imports), read without importing open_clip itself, which
+    imports torch: a study answered from the cache needs the templates and nothing of torch."""
+    import importlib.util
+    import sys
+
+    name = "open_clip.zero_shot_metadata"
+    if name in sys.modules:
+        return sys.modules[name]
+    package = importlib.util.find_spec("open_clip")
+    folders = list(package.submodule_search_locations or []) if package is not None else []
+    path = next((Path(f) / "zero_shot_metadata.py" for f in folders if (Path(f) / "zero_shot_metadata.py").is_file()),
+                None)
+    if path is None:  # laid out otherwise: through the package
+        from open_clip import zero_shot_metadata
+
+        return zero_shot_metadata
+    spec = importlib.util.spec_from_file_location("cliplab._open_clip_zero_shot_metadata", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 _CIFAR = [

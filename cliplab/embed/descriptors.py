@@ -84,11 +84,11 @@ def _as_map(out, model) -> torch.Tensor:
 
 def make_encoder(model, spec: DescriptorSpec):
     """pixels -> float32 numpy rows: (B, C) for mac/gem, (B, R * C) region MACs for rmac (R fixed per input size)."""
+    spec.validate()
+    if spec.is_global:  # nothing loaded until an image is encoded (all may come from the cache)
+        return lambda pixels: model.encode_images(pixels).numpy()
     import torch
 
-    spec.validate()
-    if spec.is_global:
-        return lambda pixels: model.encode_images(pixels).numpy()
     module = _module(model, spec.layer or default_layer(model))
     regions_cache: dict[tuple[int, int], list] = {}
 

@@ -21,11 +21,14 @@ Two ways of embedding a prompt (the shared parameter ``long_text``):
 from __future__ import annotations
 
 import contextvars
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from cliplab.io import hash_bytes, hash_json, write_json_atomic
 from cliplab.progress import note, warn
 
 if TYPE_CHECKING:
@@ -41,8 +44,14 @@ class Layout:
     tokens the text tower takes; None when windows cannot be laid out for this tokenizer)."""
     context_length: int
     n_special: int
-    content: Callable[[list[str]], list[list[int]]]
+    content: Callable[[list[str]], list[list[int]]] | None  # None: a layout known from the memo (no tokenizer)
     pack: Callable[[list[list[int]]], Any] | None = None
+    packs: bool | None = None  # whether windows can be laid out, for a layout known from the memo
+
+    @property
+    def windowed(self) -> bool:
+        """Whether windows can be laid out for this tokenizer."""
+        return self.pack is not None if self.packs is None else self.packs
 
     @property
     def window(self) -> int:
@@ -127,6 +136,56 @@ def layout(model: "LoadedModel") -> Layout | None:
     except (ValueError, TypeError, KeyError, AttributeError):  # a tokenizer laid out otherwise: lengths unknown
         return None
     return None
+
+
+LENGTHS_DIR = "text-lengths"
+
+
+def measure(model: "LoadedModel", texts: list[str], cache_dir: Path | None) -> tuple[Layout | None, list[int]]:
+    """(the layout of ``model``'s tokenizer, each of ``texts``' length in tokens; no lengths when the layout is
+    None). A model known from its memo (:class:`cliplab.models.memo.LazyModel`, not loaded) takes both from the memo
+    when it knows every text, so nothing is tokenized and no model is loaded; lengths measured by a tokenizer are
+    memoised in ``cache_dir`` (keyed by the model's weights, which name its tokenizer, and the package versions)."""
+    path = _lengths_path(model, cache_dir)
+    known = _read_lengths(path) if path is not None else {}
+    hashes = [hash_bytes(t.encode("utf-8")) for t in texts]
+    if getattr(model, "loaded", True) is False:
+        facts = model.text_layout
+        if facts is None:
+            return None, []
+        if all(h in known for h in hashes):
+            lay = Layout(int(facts["context_length"]), int(facts["n_special"]), None, packs=bool(facts["windows"]))
+            return lay, [known[h] for h in hashes]
+    lay = layout(model)
+    if lay is None:
+        return None, []
+    lengths = lay.lengths(texts)
+    fresh = {h: n for h, n in zip(hashes, lengths) if known.get(h) != n}
+    if fresh and path is not None:
+        try:
+            write_json_atomic(path, {"format": 1, "lengths": {**known, **fresh}})
+        except OSError:
+            pass  # a memo only: the next run tokenizes again
+    return lay, lengths
+
+
+def _lengths_path(model: "LoadedModel", cache_dir: Path | None) -> Path | None:
+    if cache_dir is None or not getattr(model, "weights_fingerprint", ""):
+        return None
+    from cliplab.models.memo import MEMO_DIR, environment
+
+    key = hash_json({"weights": model.weights_fingerprint, "source": model.source, "env": environment()})[:32]
+    return Path(cache_dir) / MEMO_DIR / LENGTHS_DIR / f"{key}.json"
+
+
+def _read_lengths(path: Path) -> dict[str, int]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        lengths = data.get("lengths") if isinstance(data, dict) else None
+        return lengths if isinstance(lengths, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def windows_embedding(window_embeddings: np.ndarray) -> np.ndarray:

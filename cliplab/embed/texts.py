@@ -29,21 +29,32 @@ def embed_texts(model: LoadedModel, texts: list[str], options: RunOptions | str 
     options = as_options(options)
     mode = options.long_text
     unique = list(dict.fromkeys(texts))
-    lay = long_text.layout(model)
-    if mode == "windows" and (lay is None or lay.pack is None):
+    # a model known from its memo and not loaded yet: lengths from the memo, embeddings from the cache, if they can
+    lay, lengths = long_text.measure(model, unique, options.cache_dir if options.use_cache else None)
+    if mode == "windows" and (lay is None or not lay.windowed):
         raise ParameterError("long_text", mode, f"{{p:long_text}} windows cannot lay out windows for the tokenizer "
                              f"of {model.name} ({type(model.tokenizer).__name__}); use {{p:long_text}} truncate",
                              prefix=False)
     long: dict[str, int] = {}
     if lay is not None and unique:
-        long = {t: n for t, n in zip(unique, lay.lengths(unique)) if n > lay.context_length}
+        long = {t: n for t, n in zip(unique, lengths) if n > lay.context_length}
         long_text.record(model, lay, mode, unique, long)
     windowed = long if mode == "windows" else {}
     keys = [("tw:" if t in windowed else "t:") + hash_bytes(t.encode("utf-8")) for t in texts]
-    backend = model.text_backend(len(texts))  # the key names what computes them: never mixed across runtimes
-    cache = EmbeddingCache(options.cache_dir, model.text_fingerprint(backend), "text") if options.use_cache \
-        else None
-    vectors = dict(cache.lookup(list(dict.fromkeys(keys))).vectors) if cache else {}
+    unique_keys = list(dict.fromkeys(keys))
+    backend, cache, vectors = None, None, {}
+    if options.use_cache and getattr(model, "loaded", True) is False:
+        for candidate in model.cached_text_backends():  # a key whose cache holds every text: no model needed
+            cache = EmbeddingCache(options.cache_dir, model.text_fingerprint(candidate), "text")
+            vectors = dict(cache.lookup(unique_keys).vectors)
+            if len(vectors) == len(unique_keys):
+                backend = candidate
+                break
+    if backend is None:
+        backend = model.text_backend(len(texts))  # the key names what computes them: never mixed across runtimes
+        cache = EmbeddingCache(options.cache_dir, model.text_fingerprint(backend), "text") if options.use_cache \
+            else None
+        vectors = dict(cache.lookup(unique_keys).vectors) if cache else {}
     todo = list(dict.fromkeys(k for k in keys if k not in vectors))
     if todo and cache:  # before any text is embedded: the cache must be able to take them
         cache.prepare(len(todo), model.embed_dim)
@@ -61,6 +72,7 @@ def embed_texts(model: LoadedModel, texts: list[str], options: RunOptions | str 
                 vectors.update(zip(chunk, out))
                 bar.advance(len(chunk))
             if whole:
+                lay = lay if lay.content is not None else long_text.layout(model)  # the tokenizer itself
                 out = long_text.encode_windows(model, lay, [text_of[k] for k in whole], backend, batch_size, bar)
                 new_rows.append(out)
                 vectors.update(zip(whole, out))

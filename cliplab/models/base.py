@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+if TYPE_CHECKING:  # importing this module loads no torch: a model known from its memo (models/memo.py) needs none
+    import torch
 
 
 @dataclass(repr=False)
@@ -42,12 +43,16 @@ class LoadedModel:
     @property
     def logit_scale(self) -> float:
         """exp(logit_scale) of the model (100 for trained CLIPs); 100 when the model has none."""
+        import torch
+
         ls = getattr(self.model, "logit_scale", None)
         return float(ls.detach().exp().item()) if isinstance(ls, torch.Tensor) else 100.0
 
     @property
     def logit_bias(self) -> float | None:
         """The learned bias of a sigmoid head (SigLIP models); None for a CLIP model (a softmax head)."""
+        import torch
+
         b = getattr(self.model, "logit_bias", None)
         return float(b.detach().float().reshape(-1)[0].item()) if isinstance(b, torch.Tensor) else None
 
@@ -64,6 +69,8 @@ class LoadedModel:
 
     def autocast(self):
         if self.device.type == "cuda" and self.precision in ("amp", "amp_bf16"):
+            import torch
+
             dtype = torch.bfloat16 if self.precision == "amp_bf16" else torch.float16
             return torch.autocast("cuda", dtype=dtype)
         return contextlib.nullcontext()
@@ -78,6 +85,8 @@ class LoadedModel:
         if self.precision in ("fp16", "bf16"):
             pixels = pixels.to(next(self.model.parameters()).dtype)
         if self.channels_last:
+            import torch
+
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         return pixels
 

@@ -63,7 +63,12 @@ def _visual_facts(visual) -> tuple[str, int | None]:
 
 
 def facts_of(model: "LoadedModel") -> ModelFacts:
-    """The facts of a loaded model."""
+    """The facts of a loaded model (of a model known from its memo and not loaded: as memoised)."""
+    known = model.architecture if getattr(model, "loaded", True) is False else None
+    if known is not None:
+        backbone, patch, context = known["backbone"], known["patch_size"], known["context_length"]
+        return ModelFacts(backbone, patch, model.image_size[0], model.num_params, model.embed_dim, context,
+                          pretraining_data(model))
     net = model.model
     hf = getattr(net, "hf", None)
     if hf is not None:  # cliplab's hf: towers

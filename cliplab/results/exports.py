@@ -28,9 +28,30 @@ def _version(package: str) -> str:
     if package in sys.modules:
         return str(getattr(sys.modules[package], "__version__", "") or _package_version(package))
     try:
-        return _package_version(package)
+        return _version_file(package) or _package_version(package)
     except PackageNotFoundError:
         return "not installed"
+
+
+def _version_file(package: str) -> str | None:
+    """``__version__`` as the package's ``version.py`` spells it (torch's with its CUDA build), read without importing
+    the package: a record says the same whether the run imported it or answered from the cache."""
+    import importlib.util
+    import re
+
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        try:
+            text = (Path(folder) / "version.py").read_text(encoding="utf-8")
+        except OSError:
+            continue
+        found = re.search(r"^__version__\s*(?::\s*str\s*)?=\s*['\"]([^'\"]+)['\"]", text, re.M)
+        if found:
+            return found.group(1)
+    return None
 
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl")  # what a table can be written as

@@ -75,3 +75,18 @@ def test_selection_ignores_test_labels():
     shuffled = labels.copy()
     shuffled[test] = np.random.default_rng(9).permutation(shuffled[test])
     assert greedy_template_selection(images[val], shuffled[val], text).chosen == chosen
+
+
+def test_exact_binomial_p_matches_scipy():
+    """McNemar's p is summed in exact integers (no SciPy import on a study answered from the cache): it is
+    scipy's binomtest to rounding, for every split of small n and for large n up to where SciPy takes over."""
+    from scipy.stats import binomtest
+
+    from cliplab.tasks.stats import EXACT_MAX_N, binomial_half_two_sided
+
+    for n in range(0, 120):
+        for k in range(n + 1):
+            ref = binomtest(k, n, 0.5).pvalue if n else 1.0
+            assert binomial_half_two_sided(k, n) == pytest.approx(ref, rel=1e-12, abs=1e-300), (k, n)
+    for n, k in [(1001, 480), (5000, 2400), (EXACT_MAX_N, EXACT_MAX_N // 2 - 30), (EXACT_MAX_N + 7, 4990)]:
+        assert binomial_half_two_sided(k, n) == pytest.approx(binomtest(k, n, 0.5).pvalue, rel=1e-12)

@@ -1,0 +1,120 @@
+"""A study on cached embeddings: the cold run (empty cache) against warm reruns, as a person types them.
+
+    python benchmarks/warm_study.py [--model tiny-shapes] [--pretrained P] [--dataset shapes] [--split S]
+                                    [--limit N] [--templates openai-imagenet-7] [--also zeroshot,compare,probe,search]
+                                    [--repeats 3] [--backend auto]
+
+Each run is a fresh ``cliplab`` process (the CLI, exactly as typed, with ``-q``) timed by its wall clock, from start to
+exit, and by its CPU time (user + system: what the wall time would be on an idle machine, the process being
+single-threaded when nothing is computed): the first on an empty cache computes every image and text embedding; the reruns find them all cached, so the
+model is known from its memo (``cliplab/models/memo.py``) and never loaded. Each run also reports whether it imported
+torch (a warm run should not). ``--also``: further studies, each run cold then warm on the cache the prompt study
+filled (zero-shot and compare need no new embedding; probe embeds its training split on its cold run; search embeds
+its queries). The CPU model (``lscpu``) and the load average before the runs are recorded with the figures: this
+machine is shared, and wall times move with the load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import cpu_model, markdown_table, save
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = """
+import json, sys
+from cliplab.cli import main
+sys.argv = ["cliplab", *json.loads(sys.argv[1])]
+code = 0
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code or 0
+sys.stderr.write("\\nWARM-STUDY " + json.dumps({"torch": "torch" in sys.modules, "code": code}) + "\\n")
+"""
+
+
+def run(args: list[str]) -> dict:
+    """One ``cliplab`` process: wall seconds, whether it imported torch, its exit code."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(args)], capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    tail = [line for line in out.stderr.splitlines() if line.startswith("WARM-STUDY ")]
+    info = json.loads(tail[-1][len("WARM-STUDY "):]) if tail else {"torch": None, "code": out.returncode}
+    if info["code"]:
+        raise RuntimeError(f"cliplab {' '.join(args)} failed:\n{out.stderr[-1500:]}")
+    return {"wall_s": wall, "cpu_s": cpu, "torch_imported": info["torch"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="tiny-shapes")
+    ap.add_argument("--pretrained", default=None)
+    ap.add_argument("--dataset", default="shapes")
+    ap.add_argument("--split", default=None)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--templates", default="openai-imagenet-7")
+    ap.add_argument("--also", default="zeroshot,compare,search,probe")
+    ap.add_argument("--queries", default="a photo of a {}.", help="search: one query per class from this template")
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cache-dir", default=None, help="default: a new temporary folder (removed at the end)")
+    args = ap.parse_args()
+
+    cache = Path(args.cache_dir or tempfile.mkdtemp(prefix="cliplab-warm-"))
+    shared = ["-m", args.model, "-d", args.dataset, "--backend", args.backend, "--cache-dir", str(cache), "-q"]
+    shared += ["-p", args.pretrained] if args.pretrained else []
+    shared += ["--split", args.split] if args.split else []
+    shared += ["--limit", str(args.limit)] if args.limit else []
+    studies = {"prompts": ["prompts", *shared, "-t", args.templates]}
+    for name in [s for s in args.also.split(",") if s]:
+        own = ["search", *shared, "a photo of a cat"] if name == "search" else [name, *shared]
+        studies[name] = own
+    load = os.getloadavg()
+    rows = []
+    try:
+        for name, argv in studies.items():
+            try:
+                cold = run(argv)
+            except RuntimeError as exc:  # e.g. a probe on a dataset without a training split
+                print(f"{name}: skipped ({str(exc).strip().splitlines()[-1]})", file=sys.stderr)
+                continue
+            warm = [run(argv) for _ in range(args.repeats)]
+            walls = [w["wall_s"] for w in warm]
+            rows.append({"study": name, "cold_s": round(cold["wall_s"], 2), "warm_best_s": round(min(walls), 2),
+                         "warm_median_s": round(statistics.median(walls), 2),
+                         "ratio": round(cold["wall_s"] / statistics.median(walls), 1),
+                         "warm_cpu_s": round(statistics.median(w["cpu_s"] for w in warm), 2),
+                         "warm_imports_torch": any(w["torch_imported"] for w in warm),
+                         "command": "cliplab " + " ".join(a if a != str(cache) else "CACHE" for a in argv)})
+            print(f"{name}: cold {cold['wall_s']:.2f} s, warm {min(walls):.2f}-{max(walls):.2f} s, "
+                  f"torch in warm runs: {rows[-1]['warm_imports_torch']}", file=sys.stderr)
+    finally:
+        if args.cache_dir is None:
+            shutil.rmtree(cache, ignore_errors=True)
+    cpu = cpu_model()
+    print(f"CPU: {cpu}, {os.cpu_count()} cores; load average before the runs {load[0]:.2f}")
+    print(markdown_table(rows, ["study", "cold_s", "warm_best_s", "warm_median_s", "ratio", "warm_cpu_s",
+                                "warm_imports_torch"]))
+    tag = Path(args.dataset.rstrip("/")).name.replace(":", "-")
+    path = save(f"warm_study-{args.model.replace('/', '-')}-{tag}", {
+        "cpu_model": cpu, "cpu_cores": os.cpu_count(), "load_average_before": load, "python": sys.version.split()[0],
+        "args": vars(args), "rows": rows})
+    print(f"figures: {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
