@@ -205,7 +205,14 @@ class Inputs:
 
         if isinstance(spec, LoadedModel):
             return spec
-        return open_model(spec.model, spec.pretrained, self.options)
+        return open_model(spec.model, spec.pretrained, self.options, images=self.images)
+
+    @property
+    def images(self) -> int | None:
+        """How many images the run reads (its datasets and the splits they fit on): what ``--backend auto`` weighs
+        a conversion against; None when there is no dataset."""
+        sets = [d for d in (*self.datasets, *self.fitting) if d is not None]
+        return sum(len(d) for d in sets) if sets else None
 
     def open_dataset(self, spec, *, param: str, split: str | None = None) -> "ImageDataset":
         """Another dataset a study reads (e.g. the images a PCA is learned on), errors naming ``param``."""
@@ -215,13 +222,15 @@ class Inputs:
 
 # ---- loading ----
 
-def open_model(model: str, pretrained: str | None, options: RunOptions, **extra) -> "LoadedModel":
-    """A model loaded by name with the run's device, precision and backend (``extra``: channels_last, compile,
-    force_quick_gelu)."""
+def open_model(model: str, pretrained: str | None, options: RunOptions, images: int | None = None,
+               **extra) -> "LoadedModel":
+    """A model loaded by name with the run's device, precision, backend and batch size (``images``: how many images
+    the run reads, for ``--backend auto``; ``extra``: channels_last, compile, force_quick_gelu)."""
     from cliplab.models import open_model as load
 
     return load(str(model), pretrained, device=options.device, precision=options.precision,
-                cache_dir=options.cache_dir, backend=options.backend, **extra)
+                cache_dir=options.cache_dir, backend=options.backend, batch_size=options.batch_size or None,
+                images=images, **extra)
 
 
 def open_dataset(data, options: RunOptions, *, split=None, data_root=None, limit=None, classnames=None,
@@ -275,7 +284,7 @@ def _check_loaded(m: "LoadedModel", options: RunOptions, pretrained: str | None)
                                       f"it with cliplab.load_model(..., {key}={value!r}) to use that", quote=False)
 
 
-def _model(value, pretrained, options: RunOptions, extra: dict) -> "LoadedModel":
+def _model(value, pretrained, options: RunOptions, extra: dict, images: int | None = None) -> "LoadedModel":
     from cliplab.models.base import LoadedModel
 
     if isinstance(value, LoadedModel):
@@ -287,7 +296,7 @@ def _model(value, pretrained, options: RunOptions, extra: dict) -> "LoadedModel"
     if not isinstance(value, (str, os.PathLike)):
         raise ModelParameterError("model", type(value).__name__, "expected a model name (str) or a model from "
                                   "cliplab.load_model(...)", quote=False)
-    return open_model(os.fspath(value), pretrained, options, **extra)
+    return open_model(os.fspath(value), pretrained, options, images=images, **extra)
 
 
 def _specs(values: dict, options: RunOptions) -> list:
@@ -392,7 +401,7 @@ def load_inputs(values: dict[str, Any], *, fitting: Fitting | None = None, templ
         if isinstance(model, tuple) or "models_file" in values:
             inputs.models = _specs(values, options)
         else:
-            inputs.model = _model(model, values.get("pretrained"), options, extra)
+            inputs.model = _model(model, values.get("pretrained"), options, extra, inputs.images)
     return inputs
 
 
