@@ -80,7 +80,8 @@ DEVICE_P = Param("device", STR, None, help="cpu, cuda, cuda:1 (default: cuda if 
 PRECISION_P = Param("precision", STR, None, choices=("fp32", "amp", "amp_bf16", "fp16", "bf16"), help=(
     "default: amp on GPU, fp32 on CPU."))
 BACKEND_P = Param("backend", STR, "auto", choices=_backend_names(), help=(
-    "what runs the towers: auto (OpenVINO on the CPU when installed, else torch), torch, or openvino (CPU; each "
+    "what runs the towers: auto (on the CPU with OpenVINO installed: the faster of torch and openvino, measured once "
+    "per CPU, model and batch size and cached; torch for a few images; else torch), torch, or openvino (CPU; each "
     "tower converted once and cached; fp32, or {p:precision} bf16). Gradient-based work always uses torch."))
 CACHE_DIR_P = Param("cache_dir", PATH, None, config=False, help=(
     "embedding/model/dataset cache (default: user cache dir, or $CLIPLAB_CACHE_DIR)."))
