@@ -49,7 +49,8 @@ def cpu_info() -> dict:
         text = ""
     field = lambda name: (re.search(rf"^{name}\s*:\s*(.+)$", text, re.M) or [None, None])[1]  # noqa: E731
     vendor, family, model = field("vendor_id"), field("cpu family"), field(r"model")
-    info.update(vendor=vendor, cpu_family=int(family) if family else None, cpu_model_number=int(model) if model else None)
+    info.update(vendor=vendor, cpu_family=int(family) if family else None,
+                cpu_model_number=int(model) if model else None)
     label = None
     if vendor == "AuthenticAMD" and info["cpu_family"] in AMD_FAMILIES:
         label = AMD_FAMILIES[info["cpu_family"]]

@@ -122,7 +122,8 @@ def open_model(model: str, pretrained: str | None = None, device: str | torch.de
     weights = hash_json({"arch": parts["arch"], "weights": parts["weights"],
                          "preprocess": parts["preprocess_cfg"], "precision": torch_precision})[:32]
     loaded = LoadedModel(model=parts["model"], preprocess=parts["preprocess"], tokenizer=parts["tokenizer"],
-                         fingerprint=runner.fingerprint(weights, precision), name=parts["name"], pretrained=parts["pretrained"], device=dev,
+                         fingerprint=runner.fingerprint(weights, precision), name=parts["name"],
+                         pretrained=parts["pretrained"], device=dev,
                          precision=precision, embed_dim=parts["embed_dim"], preprocess_cfg=parts["preprocess_cfg"],
                          source="hf" if model.startswith("hf:") else "open_clip", backend=runner.name,
                          weights_fingerprint=weights, spec=requested,

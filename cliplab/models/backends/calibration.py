@@ -9,9 +9,11 @@ calibration, PyTorch below ``CALIBRATE_MIN`` images (measuring would cost about 
 backend that embeds the run's images sooner, counting OpenVINO's conversion of the image tower (its measured time,
 recorded in the calibration) when the converted tower is not in the cache. OpenVINO is measured (which converts the
 tower) only by a run whose images could pay for the conversion even at the best gain OpenVINO has shown
-(``OPENVINO_GAIN_BOUND``); until then the calibration holds PyTorch's rate alone and the run uses PyTorch. The run's image count is the number of
-images it reads (an upper bound of those still to embed: the embedding cache is keyed by the backend, so it can only
-be looked up once the backend is chosen); the choice is the same on a rerun, so a rerun finds its embeddings.
+(``OPENVINO_GAIN_BOUND``); until then the calibration holds PyTorch's rate alone and the run uses PyTorch. The run's
+image count is the number of images it reads (an upper bound of those still to embed: the embedding cache is keyed
+by the backend, so it can only be looked up once the backend is chosen). The choice depends only on the calibration,
+whether the converted tower is cached and that count, so a rerun makes the same choice and finds its embeddings
+(unless a larger run has completed the calibration in between).
 
 The same module says, once per process, when ``--precision bf16`` would be faster on this CPU (AMX-BF16 or
 AVX512-BF16) for an fp32 run above ``BF16_NOTE_MIN`` images.
@@ -198,8 +200,9 @@ def _report(loaded, record: dict, path: Path, kept: str) -> None:
         ov = f"OpenVINO {o:.1f} img/s ({o / t:.2f}x)" + (f", converting the tower took {conv:.1f} s" if conv else "")
     else:
         ov = "OpenVINO could not convert the image tower"
+    threads = f"{record['threads']} thread" + ("s" if record["threads"] != 1 else "")
     note(f"{{p:backend}} auto: measured {loaded.name}'s image tower at batch {record['batch_size']} "
-         f"({record['precision']}) on {record['cpu']}, {record['threads']} thread{'s' if record['threads'] != 1 else ''}: PyTorch {t:.1f} img/s, {ov} "
+         f"({record['precision']}) on {record['cpu']}, {threads}: PyTorch {t:.1f} img/s, {ov} "
          f"({kept}; delete it to measure again)")
 
 
