@@ -146,6 +146,13 @@ def test_the_bf16_note_only_where_the_cpu_has_bf16_units(fake, monkeypatch, tmp_
     assert bf16_notes(rec) == []  # once per process
 
 
+def test_no_bf16_note_where_converting_the_tower_would_not_pay(fake, monkeypatch, tmp_path):
+    monkeypatch.setattr(calibration, "cpu_info", lambda: XEON)
+    fake.figures.update(torch=5000.0)  # a tiny tower: 600 images in 0.12 s
+    m, rec = load(tmp_path, 600)
+    assert m.backend == "torch" and bf16_notes(rec) == []
+
+
 def test_the_bf16_note_gives_the_measured_factor(fake, monkeypatch, tmp_path):
     monkeypatch.setattr(calibration, "cpu_info", lambda: {**ZEN, "flags": ZEN["flags"] + ["avx512_bf16"]})
     fake.figures.update(bf16=800.0)
@@ -174,3 +181,21 @@ def test_a_run_passes_its_image_count(fake, monkeypatch, tmp_path):
     inputs = load_inputs({"model": "tiny-shapes", "dataset": "shapes:color", "limit": 40, "batch_size": 16,
                           "cache_dir": str(tmp_path), "device": "cpu"})
     assert seen == {"batch_size": 16, "images": 40} and inputs.model.backend == "torch"
+
+
+def test_the_real_measurement_leaves_the_model_as_it_was(tmp_path):
+    """The measuring function itself (no figure checked: speeds are not asserted), on tiny-shapes' convolutional
+    tower: both rates and the conversion recorded, the runtime handed over, the tower back in its memory format."""
+    import torch
+
+    m = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="torch")
+    m.model.visual.to(memory_format=torch.contiguous_format)
+    m.channels_last = False
+    out = calibration.measure(m, 4, "fp32", tmp_path, backends=("torch", "openvino"))
+    assert out["torch_images_per_second"] > 0 and out["openvino_images_per_second"] > 0
+    assert out["convert_seconds"] > 0 and out["load_seconds"] > 0
+    assert out["runtime"].name == "openvino" and out["runtime"].converted == []  # read back from the cache it wrote
+    assert not m.channels_last
+    assert all(p.is_contiguous() for p in m.model.visual.parameters())
+    again = calibration.measure(m, 4, "fp32", tmp_path, backends=("openvino",))
+    assert "convert_seconds" not in again and again["load_seconds"] > 0  # converted once

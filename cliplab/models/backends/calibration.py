@@ -291,6 +291,8 @@ def bf16_note(loaded, precision: str, images: int | None, cache_dir: Path, batch
     if not openvino.available():
         return
     record = _read(calibration_path(cache_dir, calibration_key(loaded, batch_size or 64, precision)))
+    if record is not None and "openvino_images_per_second" not in record:
+        return  # too few images here to pay for converting the tower, which bf16 needs as well
     fast = record.get("openvino_bf16_images_per_second") if record else None
     base = max(record.get("torch_images_per_second") or 0, record.get("openvino_images_per_second") or 0) \
         if record else 0
