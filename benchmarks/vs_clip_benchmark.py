@@ -12,7 +12,9 @@ open_clip, and read the same folder of JPEGs with the same class names and templ
 Every cliplab run is the CLI in a fresh process with a fresh cache directory (`--cache-dir`), so model loading, the
 OpenVINO conversion of both towers and every embedding are paid inside the timed wall clock. CLIP_benchmark's wall
 clock includes its imports and model load too. Measured:
-- one zero-shot pass ('a photo of a {}.'): CLIP_benchmark vs `cliplab zeroshot` (torch; auto = OpenVINO);
+- one zero-shot pass ('a photo of a {}.'): CLIP_benchmark vs `cliplab zeroshot` (torch; auto, labelled with the
+  backend its measurement chose on this CPU: in a fresh cache directory that measurement is inside the wall clock,
+  as on a user's first run);
 - the 7-template study (openai-imagenet-7): CLIP_benchmark's evaluate() once per template (in one process, the model
   loaded once) vs one `cliplab prompts` run (each template scored alone, plus the ensemble and paired statistics);
 - agreement: per-image top-1 of OpenVINO vs the torch backend vs CLIP_benchmark, and each template's top-1 accuracy.
@@ -30,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine, markdown_table, save
+from _common import cpu_label, machine, markdown_table, save
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -156,8 +158,9 @@ def main() -> None:
         r["torch_one"] = cliplab_run("zeroshot", args.model, ckpt, folder, ONE, "torch", work, f"{name}-t1")
         r["ov_one"] = cliplab_run("zeroshot", args.model, ckpt, folder, ONE, "auto", work, f"{name}-o1")
         cb1, t1, o1 = r["cb_one"], r["torch_one"], r["ov_one"]
-        assert o1["record"]["models"][0]["backend"] == "openvino", "auto did not pick OpenVINO"
-        measured = [("one zero-shot pass", cb1["seconds"], (("cliplab torch", t1), ("cliplab auto (OpenVINO)", o1)))]
+        auto = f"cliplab auto ({o1['record']['models'][0]['backend']})"  # what the calibration chose on this CPU
+        r["auto_backend"] = o1["record"]["models"][0]["backend"]
+        measured = [("one zero-shot pass", cb1["seconds"], (("cliplab torch", t1), (auto, o1)))]
         r["agreement"] = {
             "top-1 same, OpenVINO vs torch": same(o1["top1"], t1["top1"]),
             "top-1 same, torch vs CLIP_benchmark": same(t1["top1"], cb1["runs"][0]["top1"]),
@@ -171,7 +174,7 @@ def main() -> None:
             cb_acc = [run["metrics"]["acc1"] for run in r["cb_seven"]["runs"]]
             t_acc, o_acc = prompt_accuracies(r["torch_seven"]["record"]), prompt_accuracies(r["ov_seven"]["record"])
             measured.append(("7-template study", r["cb_seven"]["seconds"],
-                             (("cliplab torch", r["torch_seven"]), ("cliplab auto (OpenVINO)", r["ov_seven"]))))
+                             (("cliplab torch", r["torch_seven"]), (auto, r["ov_seven"]))))
             r["agreement"].update({
                 "7 templates acc1 equal, OpenVINO vs torch": [o_acc.get(t) == t_acc.get(t) for t in seven],
                 "7 templates acc1 equal, torch vs CLIP_benchmark": [abs(t_acc.get(t, -1) - a) < 1e-9
@@ -189,6 +192,7 @@ def main() -> None:
               "agreement": {k: v["agreement"] for k, v in raw.items()},
               "seconds": {k: {run: v[run]["seconds"] for run in v if isinstance(v[run], dict) and "seconds" in v[run]}
                           for k, v in raw.items()}}
+    print(f"CPU: {cpu_label(result['machine']['cpu'])}, {result['machine']['cpu']['cores']} cores")
     print(markdown_table(rows, ["images", "study", "tool", "wall s", "images/s", "x CLIP_benchmark"]))
     tag = "+".join(f"{s}x{args.cifar_per_class}" if s == "cifar10" else s for s in args.sets.split(","))
     save(f"vs_clip_benchmark-{args.model}-{tag}-{args.studies.replace(',', '+')}", result)

@@ -80,7 +80,8 @@ DEVICE_P = Param("device", STR, None, help="cpu, cuda, cuda:1 (default: cuda if 
 PRECISION_P = Param("precision", STR, None, choices=("fp32", "amp", "amp_bf16", "fp16", "bf16"), help=(
     "default: amp on GPU, fp32 on CPU."))
 BACKEND_P = Param("backend", STR, "auto", choices=_backend_names(), help=(
-    "what runs the towers: auto (OpenVINO on the CPU when installed, else torch), torch, or openvino (CPU; each "
+    "what runs the towers: auto (on the CPU with OpenVINO installed: the faster of torch and openvino, measured once "
+    "per CPU, model and batch size and cached; torch for a few images; else torch), torch, or openvino (CPU; each "
     "tower converted once and cached; fp32, or {p:precision} bf16). Gradient-based work always uses torch."))
 CACHE_DIR_P = Param("cache_dir", PATH, None, config=False, help=(
     "embedding/model/dataset cache (default: user cache dir, or $CLIPLAB_CACHE_DIR)."))
@@ -205,7 +206,14 @@ class Inputs:
 
         if isinstance(spec, LoadedModel):
             return spec
-        return open_model(spec.model, spec.pretrained, self.options)
+        return open_model(spec.model, spec.pretrained, self.options, images=self.images)
+
+    @property
+    def images(self) -> int | None:
+        """How many images the run reads (its datasets and the splits they fit on): what ``--backend auto`` weighs
+        a conversion against; None when there is no dataset."""
+        sets = [d for d in (*self.datasets, *self.fitting) if d is not None]
+        return sum(len(d) for d in sets) if sets else None
 
     def open_dataset(self, spec, *, param: str, split: str | None = None) -> "ImageDataset":
         """Another dataset a study reads (e.g. the images a PCA is learned on), errors naming ``param``."""
@@ -215,13 +223,16 @@ class Inputs:
 
 # ---- loading ----
 
-def open_model(model: str, pretrained: str | None, options: RunOptions, **extra) -> "LoadedModel":
-    """A model loaded by name with the run's device, precision and backend (``extra``: channels_last, compile,
-    force_quick_gelu)."""
-    from cliplab.models.memo import open_model as load  # a model the memo knows loads only when first needed
+def open_model(model: str, pretrained: str | None, options: RunOptions, images: int | None = None,
+               **extra) -> "LoadedModel":
+    """A model loaded by name with the run's device, precision, backend and batch size (``images``: how many images
+    the run reads, for ``--backend auto``; ``extra``: channels_last, compile, force_quick_gelu). A model the memo
+    knows loads only when first needed."""
+    from cliplab.models.memo import open_model as load
 
     return load(str(model), pretrained, device=options.device, precision=options.precision,
-                cache_dir=options.cache_dir, backend=options.backend, memo=options.use_cache, **extra)
+                cache_dir=options.cache_dir, backend=options.backend, memo=options.use_cache,
+                batch_size=options.batch_size or None, images=images, **extra)
 
 
 def open_dataset(data, options: RunOptions, *, split=None, data_root=None, limit=None, classnames=None,
@@ -275,7 +286,7 @@ def _check_loaded(m: "LoadedModel", options: RunOptions, pretrained: str | None)
                                       f"it with cliplab.load_model(..., {key}={value!r}) to use that", quote=False)
 
 
-def _model(value, pretrained, options: RunOptions, extra: dict) -> "LoadedModel":
+def _model(value, pretrained, options: RunOptions, extra: dict, images: int | None = None) -> "LoadedModel":
     from cliplab.models.base import LoadedModel
 
     if isinstance(value, LoadedModel):
@@ -287,7 +298,7 @@ def _model(value, pretrained, options: RunOptions, extra: dict) -> "LoadedModel"
     if not isinstance(value, (str, os.PathLike)):
         raise ModelParameterError("model", type(value).__name__, "expected a model name (str) or a model from "
                                   "cliplab.load_model(...)", quote=False)
-    return open_model(os.fspath(value), pretrained, options, **extra)
+    return open_model(os.fspath(value), pretrained, options, images=images, **extra)
 
 
 def _specs(values: dict, options: RunOptions) -> list:
@@ -392,7 +403,7 @@ def load_inputs(values: dict[str, Any], *, fitting: Fitting | None = None, templ
         if isinstance(model, tuple) or "models_file" in values:
             inputs.models = _specs(values, options)
         else:
-            inputs.model = _model(model, values.get("pretrained"), options, extra)
+            inputs.model = _model(model, values.get("pretrained"), options, extra, inputs.images)
     return inputs
 
 

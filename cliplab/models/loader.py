@@ -62,7 +62,8 @@ def check_options(device: str | torch.device | None, precision: str | None, back
 def open_model(model: str, pretrained: str | None = None, device: str | torch.device | None = None,
                precision: str | None = None, cache_dir: str | Path | None = None,
                force_quick_gelu: bool | None = None, channels_last: bool | None = None,
-               compile: bool = False, backend: str | None = "auto") -> LoadedModel:
+               compile: bool = False, backend: str | None = "auto", batch_size: int | None = None,
+               images: int | None = None) -> LoadedModel:
     """A CLIP model from any supported source, loaded: a :class:`LoadedModel` (``cliplab.load_model`` in Python and
     every command's ``--model`` come here).
 
@@ -79,8 +80,10 @@ def open_model(model: str, pretrained: str | None = None, device: str | torch.de
     execution choices with numerically equivalent results (checked in the tests on CPU).
 
     ``backend``: ``torch``, ``openvino`` (both towers converted with OpenVINO for the CPU, cached on disk; fp32 by
-    default, ``precision="bf16"`` opt-in) or ``auto`` (the default: OpenVINO on the CPU when installed and ``compile`` is
-    off, else PyTorch). The fingerprint, and
+    default, ``precision="bf16"`` opt-in) or ``auto`` (the default: on the CPU with OpenVINO installed and ``compile``
+    off, the faster of the two as measured once for this CPU, model, ``batch_size`` (default 64) and precision, with
+    PyTorch for a few ``images`` and OpenVINO's conversion counted against the ``images`` the run reads
+    (:mod:`cliplab.models.backends.calibration`); else PyTorch). The fingerprint, and
     with it every cache key, names the backend and precision, so embeddings computed one way are never reused for
     another; ``weights_fingerprint`` stays that of the PyTorch weights.
     """
@@ -118,15 +121,20 @@ def open_model(model: str, pretrained: str | None = None, device: str | torch.de
         note(alias_note)
     weights = hash_json({"arch": parts["arch"], "weights": parts["weights"],
                          "preprocess": parts["preprocess_cfg"], "precision": torch_precision})[:32]
-    fingerprint = runner.fingerprint(weights, precision)
     loaded = LoadedModel(model=parts["model"], preprocess=parts["preprocess"], tokenizer=parts["tokenizer"],
-                         fingerprint=fingerprint, name=parts["name"], pretrained=parts["pretrained"], device=dev,
+                         fingerprint=runner.fingerprint(weights, precision), name=parts["name"],
+                         pretrained=parts["pretrained"], device=dev,
                          precision=precision, embed_dim=parts["embed_dim"], preprocess_cfg=parts["preprocess_cfg"],
                          source="hf" if model.startswith("hf:") else "open_clip", backend=runner.name,
                          weights_fingerprint=weights, spec=requested,
                          trained_on=local.meta.get("dataset") if local is not None and local.meta.get("dataset")
                          else parts.get("trained_on"))
-    loaded.runtime = runner.attach(loaded, cache, precision, channels_last=channels_last, compile=compile)
+    runtime = None
+    if (backend or backends.AUTO) == backends.AUTO and dev.type == "cpu":
+        runner, runtime = backends.measured_auto(runner, loaded, batch_size, precision, cache, images)
+        loaded.backend, loaded.fingerprint = runner.name, runner.fingerprint(weights, precision)
+    loaded.runtime = runtime or runner.attach(loaded, cache, precision, channels_last=channels_last, compile=compile)
+    backends.bf16_hint(loaded, backend, precision, images, cache, batch_size)
     return loaded
 
 

@@ -303,7 +303,9 @@ def open_model(model: str, pretrained: str | None = None, *, device: str | None 
 
     cache = cache_dir_path(cache_dir)
     request = {"model": model, "pretrained": pretrained, "device": device, "precision": precision,
-               "backend": backend or "auto", "extra": {k: extra[k] for k in sorted(extra)}}
+               "backend": backend or "auto",
+               # how many images the run reads only steers --backend auto's first choice (recorded in the memo)
+               "extra": {k: extra[k] for k in sorted(extra) if k != "images"}}
     files = dependencies(model, pretrained, cache) if memo else None
     if files is None or (device in (None, "auto") and gpu_may_be_present()):
         return _load(model, pretrained, device, precision, cache_dir, backend, extra)

@@ -128,4 +128,27 @@ def resolve(name: str | None, device: "torch.device", compile: bool = False) -> 
     return backend
 
 
-__all__ = ["Backend", "Runtime", "register", "resolve", "get", "names", "AUTO"]
+def measured_auto(candidate: Backend, loaded, batch_size: int | None, precision: str, cache_dir,
+                  images: int | None) -> tuple[Backend, Runtime | None]:
+    """For ``auto`` on the CPU: when ``candidate`` (what :func:`resolve` ranked first) is OpenVINO at fp32, the
+    backend chosen by measurement (:mod:`.calibration`) and the runtime the measurement attached, if it is kept;
+    else ``candidate`` as it is."""
+    if candidate.name != "openvino" or precision != "fp32":
+        return candidate, None
+    from cliplab.models.backends.calibration import auto_backend
+
+    name, runtime = auto_backend(loaded, batch_size, precision, cache_dir, images)
+    return get(name), runtime
+
+
+def bf16_hint(loaded, requested: str | None, precision: str, images: int | None, cache_dir,
+              batch_size: int | None) -> None:
+    """The note that ``--precision bf16`` is faster on this CPU (:func:`.calibration.bf16_note`), for a run that could
+    use it (backend auto or openvino)."""
+    if (requested or AUTO) in (AUTO, "openvino"):
+        from cliplab.models.backends.calibration import bf16_note
+
+        bf16_note(loaded, precision, images, cache_dir, batch_size)
+
+
+__all__ = ["Backend", "Runtime", "register", "resolve", "get", "names", "measured_auto", "bf16_hint", "AUTO"]

@@ -1,0 +1,201 @@
+"""``--backend auto`` on the CPU by measurement (cliplab/models/backends/calibration.py), with a fake calibration (the
+measuring function replaced: no timing in tests): auto picks what the calibration says, the calibration is cached per
+CPU model, batch size and precision, OpenVINO's conversion is chosen only when the images pay for it, and the bf16
+note appears only where the CPU has bf16 units, for large fp32 runs."""
+import json
+
+import pytest
+
+pytest.importorskip("openvino")
+
+from cliplab.models import open_model  # noqa: E402
+from cliplab.models.backends import calibration  # noqa: E402
+from cliplab.progress import use  # noqa: E402
+from recording import Recording  # noqa: E402
+
+ZEN = {"model": "AMD EPYC 9B45", "flags": ["avx2", "fma", "avx512f"], "cores": 2}
+XEON = {"model": "Intel(R) Xeon(R) Platinum 8481C", "flags": ["avx2", "fma", "avx512f", "amx_bf16", "amx_tile"],
+        "cores": 2}
+
+
+class FakeMeasure:
+    """Stands for :func:`calibration.measure`: the figures given, and a log of each call's backends."""
+
+    def __init__(self, torch=100.0, openvino=200.0, convert=10.0, load=1.0, bf16=None):
+        self.figures = {"torch": torch, "openvino": openvino, "convert": convert, "load": load, "bf16": bf16}
+        self.calls = []
+
+    def __call__(self, loaded, batch_size, precision, cache_dir, *, backends=("torch",), bf16=False):
+        self.calls.append((batch_size, tuple(backends)))
+        out = {}
+        if "torch" in backends:
+            out["torch_images_per_second"] = self.figures["torch"]
+        if "openvino" in backends:
+            out.update(openvino_images_per_second=self.figures["openvino"], convert_seconds=self.figures["convert"],
+                       load_seconds=self.figures["load"])
+            if bf16 and self.figures["bf16"]:
+                out["openvino_bf16_images_per_second"] = self.figures["bf16"]
+        return out
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    measure = FakeMeasure()
+    monkeypatch.setattr(calibration, "measure", measure)
+    monkeypatch.setattr(calibration, "cpu_info", lambda: ZEN)
+    monkeypatch.setattr(calibration, "_BF16_SAID", set())
+    return measure
+
+
+def load(cache, images, **kw):
+    rec = Recording()
+    with use(rec):
+        m = open_model("tiny-shapes", device="cpu", cache_dir=cache, images=images, **kw)
+    return m, rec
+
+
+def test_auto_picks_what_the_calibration_says(fake, tmp_path):
+    m, rec = load(tmp_path / "a", 5000)
+    assert m.backend == "openvino" and m.runtime.name == "openvino"
+    assert m.fingerprint != m.weights_fingerprint  # keyed as OpenVINO's embeddings
+    assert any("auto: measured" in n and "PyTorch 100.0 img/s" in n and "OpenVINO 200.0" in n for n in rec.notes)
+    fake.figures.update(torch=300.0)  # PyTorch faster here
+    m, _ = load(tmp_path / "b", 5000)
+    assert m.backend == "torch" and m.runtime.name == "torch" and m.fingerprint == m.weights_fingerprint
+
+
+def test_the_calibration_is_cached_and_reused(fake, tmp_path):
+    load(tmp_path, 5000)
+    assert fake.calls == [(64, ("torch",)), (64, ("torch", "openvino"))]  # then both, in turn: the images can pay
+    record = json.loads(next((tmp_path / "calibration").glob("backends-*.json")).read_text())
+    assert record["cpu"] == ZEN["model"] and record["batch_size"] == 64 and record["precision"] == "fp32"
+    assert record["convert_seconds"] == 10.0 and record["openvino_images_per_second"] == 200.0
+    m, rec = load(tmp_path, 5000)
+    assert len(fake.calls) == 2 and m.backend == "openvino"  # measured once for two runs
+    assert not [n for n in rec.notes if "auto: measured" in n]  # reported once, when measured
+
+
+def test_another_cpu_or_batch_size_is_calibrated_again(fake, monkeypatch, tmp_path):
+    load(tmp_path, 5000)
+    assert len(fake.calls) == 2
+    m = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, images=5000, batch_size=32)
+    assert fake.calls[2:] == [(32, ("torch",)), (32, ("torch", "openvino"))]
+    monkeypatch.setattr(calibration, "cpu_info", lambda: XEON)
+    fake.figures.update(torch=35.2, openvino=35.7)  # the Xeon of issue 23: OpenVINO fp32 1.01x, 10 s to convert
+    m = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, images=5000)
+    assert len(fake.calls) == 6 and m.backend == "torch"  # the conversion does not pay for 1 % on 5,000 images
+    assert len(list((tmp_path / "calibration").glob("backends-*.json"))) == 3
+
+
+def test_no_conversion_when_too_few_images_remain(fake, tmp_path):
+    m, _ = load(tmp_path, 50)
+    assert m.backend == "torch" and fake.calls == []  # a few images: nothing measured, nothing converted
+    m, _ = load(tmp_path, 300)
+    assert m.backend == "torch" and fake.calls == []  # no calibration yet, and it would not pay
+    load(tmp_path, 5000)
+    assert len(fake.calls) == 2
+    # OpenVINO 2x faster, 10 s + 1 s to convert and load its tower (not converted: the fake measured nothing):
+    # 1,000 images take 10 s on PyTorch, 5 + 11 s on OpenVINO
+    assert calibration.choose(json.loads(next((tmp_path / "calibration").glob("*.json")).read_text()), 1000,
+                              tower_cached=False) == "torch"
+    m, _ = load(tmp_path, 1000)
+    assert m.backend == "torch"
+    m, _ = load(tmp_path, 3000)  # 30 s against 15 + 11 s
+    assert m.backend == "openvino"
+    assert len(fake.calls) == 2
+
+
+def test_openvino_is_measured_only_when_the_images_could_pay(fake, tmp_path):
+    fake.figures.update(torch=2000.0)  # a tiny tower: 600 images take 0.3 s, converting ~3 s
+    m, rec = load(tmp_path, 600)
+    assert m.backend == "torch" and fake.calls == [(64, ("torch",))]
+    assert any("OpenVINO not measured" in n for n in rec.notes)
+    m, _ = load(tmp_path, 600)
+    assert fake.calls == [(64, ("torch",))]  # nothing measured again
+    m, _ = load(tmp_path, 200_000)  # now it can pay: OpenVINO measured, the calibration completed
+    assert fake.calls[1:] == [(64, ("torch", "openvino"))] and m.backend == "torch"  # 100 s vs 1000 s + 11 s
+
+
+def test_auto_on_bf16_and_explicit_backends_measure_nothing(fake, tmp_path):
+    assert load(tmp_path, 5000, backend="torch")[0].backend == "torch"
+    assert load(tmp_path, 5000, backend="openvino")[0].backend == "openvino"
+    assert load(tmp_path, 5000, precision="bf16")[0].backend == "openvino"  # only OpenVINO runs bf16 on the CPU
+    assert load(tmp_path, 5000, compile=True)[0].backend == "torch"
+    assert fake.calls == []
+
+
+def bf16_notes(rec):
+    return [n for n in rec.notes if "bf16" in n and "faster" in n]
+
+
+def test_the_bf16_note_only_where_the_cpu_has_bf16_units(fake, monkeypatch, tmp_path):
+    _, rec = load(tmp_path, 5000)
+    assert bf16_notes(rec) == []  # ZEN here has no avx512_bf16
+    monkeypatch.setattr(calibration, "cpu_info", lambda: XEON)
+    _, rec = load(tmp_path, 200)
+    assert bf16_notes(rec) == []  # a small run
+    _, rec = load(tmp_path, 1000, precision="bf16")
+    assert bf16_notes(rec) == []  # already bf16
+    _, rec = load(tmp_path, 1000, backend="torch")
+    assert bf16_notes(rec) == []  # the user chose PyTorch, which has no bf16 on the CPU
+    _, rec = load(tmp_path, 1000)
+    [msg] = bf16_notes(rec)
+    assert "amx_bf16" in msg and "precision bf16" in msg  # {p:precision}, spelled by each door
+    assert "min cosine" in msg and "top-1" in msg and "docs/benchmarks.md" in msg
+    _, rec = load(tmp_path, 1000)
+    assert bf16_notes(rec) == []  # once per process
+
+
+def test_no_bf16_note_where_converting_the_tower_would_not_pay(fake, monkeypatch, tmp_path):
+    monkeypatch.setattr(calibration, "cpu_info", lambda: XEON)
+    fake.figures.update(torch=5000.0)  # a tiny tower: 600 images in 0.12 s
+    m, rec = load(tmp_path, 600)
+    assert m.backend == "torch" and bf16_notes(rec) == []
+
+
+def test_the_bf16_note_gives_the_measured_factor(fake, monkeypatch, tmp_path):
+    monkeypatch.setattr(calibration, "cpu_info", lambda: {**ZEN, "flags": ZEN["flags"] + ["avx512_bf16"]})
+    fake.figures.update(bf16=800.0)
+    _, rec = load(tmp_path, 5000)
+    [msg] = bf16_notes(rec)
+    assert "4.0x faster than fp32 here (800.0 vs 200.0 img/s, measured)" in msg
+
+
+def test_cpu_info_reads_the_model_and_flags():
+    info = calibration.cpu_info()
+    assert info["model"] and info["cores"] >= 1
+    assert set(info["flags"]) <= set(calibration.CPU_FLAGS)
+
+
+def test_a_run_passes_its_image_count(fake, monkeypatch, tmp_path):
+    from cliplab.inputs import load_inputs
+
+    seen = {}
+    real = calibration.auto_backend
+
+    def spy(loaded, batch_size, precision, cache_dir, images):
+        seen.update(batch_size=batch_size, images=images)
+        return real(loaded, batch_size, precision, cache_dir, images)
+
+    monkeypatch.setattr(calibration, "auto_backend", spy)
+    inputs = load_inputs({"model": "tiny-shapes", "dataset": "shapes:color", "limit": 40, "batch_size": 16,
+                          "cache_dir": str(tmp_path), "device": "cpu"})
+    assert seen == {"batch_size": 16, "images": 40} and inputs.model.backend == "torch"
+
+
+def test_the_real_measurement_leaves_the_model_as_it_was(tmp_path):
+    """The measuring function itself (no figure checked: speeds are not asserted), on tiny-shapes' convolutional
+    tower: both rates and the conversion recorded, the runtime handed over, the tower back in its memory format."""
+    import torch
+
+    m = open_model("tiny-shapes", device="cpu", cache_dir=tmp_path, backend="torch")
+    m.model.visual.to(memory_format=torch.contiguous_format)
+    m.channels_last = False
+    out = calibration.measure(m, 4, "fp32", tmp_path, backends=("torch", "openvino"))
+    assert out["torch_images_per_second"] > 0 and out["openvino_images_per_second"] > 0
+    assert out["convert_seconds"] > 0 and out["load_seconds"] > 0
+    assert out["runtime"].name == "openvino" and out["runtime"].converted == []  # read back from the cache it wrote
+    assert not m.channels_last
+    assert all(p.is_contiguous() for p in m.model.visual.parameters())
+    again = calibration.measure(m, 4, "fp32", tmp_path, backends=("openvino",))
+    assert "convert_seconds" not in again and again["load_seconds"] > 0  # converted once
