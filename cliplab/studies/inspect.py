@@ -229,7 +229,7 @@ class InspectResult(SingleModel, Notebook):
 
 
 @dataclass(repr=False)
-class InspectComparison(Notebook):
+class InspectModelsResult(Notebook):
     """Several models' rankings of the same images and candidates, side by side (the study contract:
     :mod:`cliplab.results.result`): ``runs`` holds each model's :class:`InspectResult`; the tables add which top-1s
     agree, the heatmap draws one panel per model (each on its own colour scale: cosines of different models are not
@@ -355,7 +355,7 @@ def _file_label(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "model"
 
 
-def run_inspect(inputs: Inputs, params: InspectParams) -> InspectResult | InspectComparison:
+def run_inspect(inputs: Inputs, params: InspectParams) -> InspectResult | InspectModelsResult:
     """Each image scored against class names (through the template set) or raw prompts: an :class:`InspectResult`.
     Without class names or prompts, the classes of the dataset (default: shapes) are ranked."""
     paths = image_paths(params.images, inputs.options.cache_dir)
@@ -375,7 +375,7 @@ def run_inspect(inputs: Inputs, params: InspectParams) -> InspectResult | Inspec
     runs = [inspect_images(inputs.open_model(spec), paths, inputs.options, classnames=names if not prompts else None,
                            template_set=template_set, prompts=prompts, source=source, topk=params.topk)
             for spec in (inputs.models or [inputs.model])]
-    return runs[0] if len(runs) == 1 else InspectComparison(runs)
+    return runs[0] if len(runs) == 1 else InspectModelsResult(runs)
 
 
 def inspect_images(model: LoadedModel, paths: list[Path], options, *, classnames: list[str] | None = None,
@@ -453,6 +453,6 @@ STUDY = register(Study(
                     "grouped by their best candidate; values in the cells up to 16 images).", (".png", ".svg"))),
     positional=("model", "images"), group="Classification studies", sections=tuple(REPORT_SECTIONS), order=50,
     returns="Inline: the ranking table, one figure per image (image + top-k bars) and the similarity matrix; "
-            "with several models an :class:`InspectComparison` (each model's ranking, their top-1 agreement, the "
+            "with several models an :class:`InspectModelsResult` (each model's ranking, their top-1 agreement, the "
             "matrices side by side).",
     example='cliplab.inspect("tiny-shapes", ["red-circle.png"], classes=["red shape", "blue shape"], quiet=True)'))

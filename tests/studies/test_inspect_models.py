@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import cliplab
 from cliplab.cli import app
-from cliplab.studies.inspect import InspectComparison, InspectResult
+from cliplab.studies.inspect import InspectModelsResult, InspectResult
 
 KW = dict(backend="torch", quiet=True, device="cpu")
 
@@ -27,7 +27,7 @@ def test_two_models_rank_as_each_alone_and_agree_where_their_top1_is_the_same(tr
     cfg, ckpt, _ = tiny_checkpoint
     both = cliplab.inspect(["tiny-shapes", str(cfg)], paths, pretrained=["none", str(ckpt)], dataset="shapes:color",
                            cache_dir=trained_cache, **KW)
-    assert isinstance(both, InspectComparison) and both.labels == ["tiny-shapes", "tiny-vit.json"]
+    assert isinstance(both, InspectModelsResult) and both.labels == ["tiny-shapes", "tiny-vit.json"]
     alone = [cliplab.inspect("tiny-shapes", paths, dataset="shapes:color", cache_dir=trained_cache, **KW),
              cliplab.inspect(str(cfg), paths, pretrained=str(ckpt), dataset="shapes:color", cache_dir=trained_cache,
                              **KW)]
