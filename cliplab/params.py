@@ -89,6 +89,8 @@ class Param:
     config: bool = True
     metavar: str | None = None
     hint: str = ""  # said after a type error (or, for a parameter with choices, a value that is not one of them)
+    validate: Callable[[Any], Any] | None = None  # more checks of a value (a ParameterError), run with the others
+
 
     @property
     def cli_flag(self) -> str:
@@ -224,6 +226,8 @@ def check_value(p: Param, value: Any) -> Any:
         for v in value:
             if v not in p.choices:
                 raise ParameterError(p.name, v, choose(p.choices, v))
+    if p.validate is not None:
+        value = p.validate(value)
     return value
 
 

@@ -23,6 +23,14 @@ if TYPE_CHECKING:
     from cliplab.models.base import LoadedModel
 
 
+def _ray_address(value: str) -> str:
+    """A ``--ray`` value checked with the other parameters, before the model or the images are opened."""
+    from cliplab.embed.distributed import check_address, require_ray
+
+    require_ray(check_address(value))
+    return value
+
+
 @dataclass(frozen=True)
 class EmbedParams:
     """How ``embed`` runs and what the Python function returns."""
@@ -35,7 +43,8 @@ class EmbedParams:
                             "`cliplab embed` writes.", doors=frozenset({"api"}))
     ray: str | None = param(None, "spread the work over Ray: local (start Ray on this machine), auto (the cluster "
                             "this machine belongs to) or ray://HOST:PORT; the same cache and keys as one process "
-                            "(needs `pip install 'cliplab[ray]'`; docs/scaling.md).", metavar="ADDRESS", config=False)
+                            "(needs `pip install 'cliplab[ray]'`; docs/scaling.md).", metavar="ADDRESS", config=False,
+                            validate=lambda v: _ray_address(v))
 
 
 @dataclass
@@ -71,9 +80,8 @@ class EmbedResult:
 def run_embed(inputs: Inputs, params: EmbedParams = EmbedParams()) -> EmbedResult:
     """Every image of the dataset embedded (computed only where the cache lacks it): an :class:`EmbedResult`."""
     if params.ray is not None:
-        from cliplab.embed.distributed import check_address, embed_images_ray, require_ray
+        from cliplab.embed.distributed import embed_images_ray
 
-        require_ray(check_address(params.ray))
         images = embed_images_ray(inputs.model, inputs.dataset, inputs.options, address=params.ray,
                                   shard_batches=params.shard_batches)
     else:

@@ -189,6 +189,16 @@ def test_a_bad_address_is_one_error_line(images, trained_cache):
     assert r.exit_code == 2 and len(lines) == 1 and "ray://HOST:PORT" in lines[0], r.output
 
 
+@pytest.mark.parametrize("value", ["cluster", "ray://", "Local"])
+def test_a_bad_address_is_refused_before_the_model_or_the_images_are_opened(tmp_path, value):
+    """Regression: ``--ray`` was checked inside the run, after the model was loaded (and auto calibrated, printing a
+    note), so a bad value came after other output. Now it is checked with every other parameter: a model and a
+    dataset that do not exist are never reached."""
+    with pytest.raises(cliplab.ParameterError, match="ray://HOST:PORT") as e:
+        cliplab.embed("no-such-model", str(tmp_path / "no-such-folder"), ray=value)
+    assert e.value.param == "ray"
+
+
 def test_the_openvino_backend_runs_in_the_actors_too(images, ray_cluster, trained_cache, tmp_path):
     pytest.importorskip("openvino")
     ov = cliplab.load_model("tiny-shapes", cache_dir=trained_cache, backend="openvino", quiet=True)
