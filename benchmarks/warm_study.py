@@ -2,7 +2,8 @@
 
     python benchmarks/warm_study.py [--model tiny-shapes] [--pretrained P] [--dataset shapes] [--split S]
                                     [--limit N] [--templates openai-imagenet-7]
-                                    [--also zeroshot,compare,search,search-image,retrieval,queries,similar,cluster,probe]
+                                    [--also zeroshot,compare,search,search-image,retrieval,queries,similar,
+                                            cluster,probe]
                                     [--repeats 3] [--backend auto]
 
 Each run is a fresh ``cliplab`` process (the CLI, exactly as typed, with ``-q``) timed by its wall clock, from start to
@@ -127,7 +128,8 @@ def main() -> None:
                                 "warm_heavy"]))
     tag = Path(args.dataset.rstrip("/")).name.replace(":", "-")
     path = save(f"warm_study-{args.model.replace('/', '-')}-{tag}", {
-        "cpu_model": cpu, "cpu": cpu_info(), "cpu_cores": os.cpu_count(), "load_average_before": load, "python": sys.version.split()[0],
+        "cpu_model": cpu, "cpu": cpu_info(), "cpu_cores": os.cpu_count(), "load_average_before": load,
+        "python": sys.version.split()[0],
         "args": vars(args), "rows": rows})
     print(f"figures: {path}", file=sys.stderr)
 
