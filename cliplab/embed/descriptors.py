@@ -120,10 +120,10 @@ def make_encoder(model, spec: DescriptorSpec):
 
 def region_count(model, spec: DescriptorSpec) -> int:
     """Regions per image for ``rmac`` at the model's input size (to un-flatten cached rows)."""
+    if spec.pooling != "rmac":
+        return 1  # no torch: a warm study on global descriptors imports none (issue 23)
     import torch
 
-    if spec.pooling != "rmac":
-        return 1
     module = _module(model, spec.layer or default_layer(model))
     captured = {}
     handle = module.register_forward_hook(lambda mod, inp, out: captured.__setitem__("out", out))

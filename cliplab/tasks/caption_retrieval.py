@@ -26,7 +26,7 @@ from cliplab.progress import bar_total, progress_bar
 from cliplab.tasks.metrics import l2_normalize
 # chunked_topk lives in tasks.ranking with the other ranking code; it stays importable from here
 from cliplab.tasks.ranking import (COL_CHUNK, ROW_CHUNK, chunked_topk, inner_product_space,  # noqa: F401
-                                   task_device)
+                                   on_cpu, task_device)
 
 
 def _tensor(x, dev) -> torch.Tensor:
@@ -43,6 +43,14 @@ def _pair(queries, items, metric: str, dev):
         return _tensor(queries, dev), _tensor(items, dev)
     q, k = inner_product_space(np.asarray(queries), np.asarray(items), metric)
     return (torch.as_tensor(q, device=dev, dtype=torch.float32), torch.as_tensor(k, device=dev, dtype=torch.float32))
+
+
+def _pair_numpy(queries, items, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_pair` on the CPU: float32 arrays."""
+    if metric == "cosine":
+        return l2_normalize(queries), l2_normalize(items)
+    q, k = inner_product_space(np.asarray(queries), np.asarray(items), metric)
+    return np.asarray(q, np.float32), np.asarray(k, np.float32)
 
 
 def _row_ids(x) -> np.ndarray:
@@ -74,13 +82,15 @@ def _tied_pairs(own_q: np.ndarray, own_k: np.ndarray, ids: np.ndarray) -> tuple[
 
 def _leave_out(scores, pairs, r: int, c: int) -> None:
     """Set the scores of the tied pairs that fall in the block at (row r, column c) to -inf."""
-    import torch
-
     qs, js = pairs
     if len(qs) == 0:
         return
     inside = (qs >= r) & (qs < r + scores.shape[0]) & (js >= c) & (js < c + scores.shape[1])
-    if inside.any():
+    if inside.any() and isinstance(scores, np.ndarray):
+        scores[qs[inside] - r, js[inside] - c] = -np.inf
+    elif inside.any():
+        import torch
+
         dev = scores.device
         scores[torch.as_tensor(qs[inside] - r, device=dev), torch.as_tensor(js[inside] - c, device=dev)] = -torch.inf
 
@@ -88,6 +98,8 @@ def _leave_out(scores, pairs, r: int, c: int) -> None:
 def text_to_image_ranks(text_emb: np.ndarray, image_emb: np.ndarray, caption_image: np.ndarray, *, device=None,
                         row_chunk: int = ROW_CHUNK, col_chunk: int = COL_CHUNK, metric: str = "cosine") -> np.ndarray:
     """Rank (1 = best) of each caption's own image among all images, by ``metric``."""
+    if on_cpu(device):
+        return _text_to_image_ranks_numpy(text_emb, image_emb, caption_image, row_chunk, col_chunk, metric)
     import torch
 
     dev = task_device(device)
@@ -119,6 +131,8 @@ def image_to_text_ranks(image_emb: np.ndarray, text_emb: np.ndarray, caption_ima
                         row_chunk: int = ROW_CHUNK, col_chunk: int = COL_CHUNK, metric: str = "cosine") -> np.ndarray:
     """Rank (1 = best) of the best of each image's captions among all captions, by ``metric``; 0 for images without
     captions."""
+    if on_cpu(device):
+        return _image_to_text_ranks_numpy(image_emb, text_emb, caption_image, row_chunk, col_chunk, metric)
     import torch
 
     dev = task_device(device)
@@ -146,6 +160,62 @@ def image_to_text_ranks(image_emb: np.ndarray, text_emb: np.ndarray, caption_ima
                 better += ((scores > target) & ~mine).sum(1)
             has = torch.isfinite(target[:, 0])
             ranks[r:r + len(q)] = torch.where(has, better + 1, torch.zeros_like(better)).cpu().numpy()
+            bar.advance(len(q))
+    return ranks
+
+
+def _rowwise_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The dot product of each row of ``a`` with the same row of ``b``, float32."""
+    return (a * b).sum(1, dtype=np.float32)
+
+
+def _text_to_image_ranks_numpy(text_emb, image_emb, caption_image, row_chunk: int, col_chunk: int,
+                               metric: str) -> np.ndarray:
+    """:func:`text_to_image_ranks` on the CPU, in numpy (the same blocks, the same comparisons)."""
+    T, I = _pair_numpy(text_emb, image_emb, metric)
+    own = np.asarray(caption_image, np.int64)
+    tied = _tied_pairs(np.arange(len(own)), own, _row_ids(image_emb))
+    ranks = np.empty(len(T), np.int64)
+    with progress_bar(bar_total(len(T), len(T) * len(I)), "ranking images for captions", unit="captions") as bar:
+        for r in range(0, len(T), row_chunk):
+            q = T[r:r + row_chunk]
+            target = _rowwise_dot(q, I[own[r:r + row_chunk]])[:, None]
+            own_q = own[r:r + row_chunk, None]
+            better = np.zeros(len(q), np.int64)
+            for c in range(0, len(I), col_chunk):
+                cols = np.arange(c, min(c + col_chunk, len(I)))
+                # the own image is excluded by index, not by comparing its score with itself (rounding differs
+                # between a row-wise dot product and a matrix product)
+                scores = q @ I[c:c + col_chunk].T
+                _leave_out(scores, tied, r, c)
+                better += ((scores > target) & (cols[None, :] != own_q)).sum(1)
+            ranks[r:r + len(q)] = better + 1
+            bar.advance(len(q))
+    return ranks
+
+
+def _image_to_text_ranks_numpy(image_emb, text_emb, caption_image, row_chunk: int, col_chunk: int,
+                               metric: str) -> np.ndarray:
+    """:func:`image_to_text_ranks` on the CPU, in numpy."""
+    I, T = _pair_numpy(image_emb, text_emb, metric)
+    owner = np.asarray(caption_image, np.int64)
+    best_own = np.full(len(I), -np.inf, np.float32)
+    for c in range(0, len(T), col_chunk):
+        np.maximum.at(best_own, owner[c:c + col_chunk], _rowwise_dot(T[c:c + col_chunk], I[owner[c:c + col_chunk]]))
+    tied = _tied_pairs(owner, np.arange(len(owner)), _row_ids(text_emb))
+    ranks = np.zeros(len(I), np.int64)
+    with progress_bar(bar_total(len(I), len(T) * len(I)), "ranking captions for images", unit="img") as bar:
+        for r in range(0, len(I), row_chunk):
+            q = I[r:r + row_chunk]
+            target = best_own[r:r + row_chunk, None]
+            rows = np.arange(r, r + len(q))[:, None]
+            better = np.zeros(len(q), np.int64)
+            for c in range(0, len(T), col_chunk):
+                mine = owner[None, c:c + col_chunk] == rows  # an image's own captions never count against it
+                scores = q @ T[c:c + col_chunk].T
+                _leave_out(scores, tied, r, c)
+                better += ((scores > target) & ~mine).sum(1)
+            ranks[r:r + len(q)] = np.where(np.isfinite(target[:, 0]), better + 1, 0)
             bar.advance(len(q))
     return ranks
 

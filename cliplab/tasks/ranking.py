@@ -62,6 +62,17 @@ def task_device(device) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def on_cpu(device) -> bool:
+    """Whether task math for ``device`` (as :func:`task_device` resolves it) runs on the CPU, where it is done in
+    numpy: known without importing torch unless no device is given on a machine with an NVIDIA driver (is CUDA
+    usable? only torch can tell). A study on cached embeddings then imports no torch (issue 23)."""
+    if device is not None:
+        return str(device).split(":")[0] == "cpu"
+    from cliplab.models.memo import gpu_may_be_present
+
+    return not gpu_may_be_present() or task_device(None).type == "cpu"
+
+
 # ---- distances -----------------------------------------------------------------------------------------------
 METRICS = ("cosine", "dot", "euclidean")
 TRAINED_FOR = "cosine"  # CLIP's contrastive loss compares L2-normalised embeddings (a scaled cosine similarity)
@@ -141,14 +152,72 @@ def chunked_topk(queries: np.ndarray, keys: np.ndarray, k: int, *, device=None, 
         s, idx = chunked_topk(q_ip, k_ip, k, device=device, row_chunk=row_chunk, col_chunk=col_chunk,
                               normalize=False)
         return (readable_scores(queries, keys, idx, metric) if metric == "euclidean" else s), idx
-    import torch
-
-    dev = task_device(device)
     k = min(k, len(keys))
     q_all = queries if not normalize else l2_normalize(queries)
     kk = keys if not normalize else l2_normalize(keys)
-    out_s = np.empty((len(queries), k), np.float32)
-    out_i = np.empty((len(queries), k), np.int64)
+    if on_cpu(device):
+        return _topk_numpy(np.asarray(q_all, np.float32), np.asarray(kk, np.float32), k, row_chunk, col_chunk)
+    return _topk_torch(q_all, kk, k, task_device(device), row_chunk, col_chunk)
+
+
+def _best_first(s: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of each row of scores ``s`` (item ids ``idx``, same shape): score descending, then id ascending."""
+    order = np.lexsort((idx, -s), axis=1)[:, :k]
+    return np.take_along_axis(s, order, 1), np.take_along_axis(idx, order, 1)
+
+
+def _block_topk(s: np.ndarray, k: int, start: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best columns of each row of the block ``s`` (columns numbered from ``start``), best first, ties by
+    column: every column scoring at least the k-th best score is a candidate (so tied ones are never dropped
+    arbitrarily), and the candidates are sorted by (score descending, column ascending)."""
+    n = s.shape[1]
+    if 4 * k >= n:
+        cols = np.broadcast_to(np.arange(start, start + n), s.shape)
+        return _best_first(s, cols, k)
+    kth = -np.partition(-s, k - 1, axis=1)[:, k - 1]
+    rows, cols = np.nonzero(s >= kth[:, None])
+    counts = np.bincount(rows, minlength=len(s))
+    if counts.min() < k:  # NaN scores: no threshold holds k columns; sort the rows whole
+        cols = np.broadcast_to(np.arange(start, start + n), s.shape)
+        return _best_first(s, cols, k)
+    vals = s[rows, cols]
+    order = np.lexsort((cols, -vals, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    keep = (np.arange(len(rows)) - first[rows]) < k
+    return vals[keep].reshape(len(s), k), cols[keep].reshape(len(s), k) + start
+
+
+def _topk_numpy(q_all: np.ndarray, kk: np.ndarray, k: int, row_chunk: int,
+                col_chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`chunked_topk` on the CPU, in numpy (float32 matrix products of the same blocks)."""
+    out_s = np.empty((len(q_all), k), np.float32)
+    out_i = np.empty((len(q_all), k), np.int64)
+    if k == 0:
+        return out_s, out_i
+    with progress_bar(bar_total(len(q_all), len(q_all) * len(kk)), "ranking", unit="queries") as bar:
+        for r in range(0, len(q_all), row_chunk):
+            q = q_all[r:r + row_chunk]
+            best_s = best_i = None
+            for start in range(0, len(kk), col_chunk):
+                s = q @ kk[start:start + col_chunk].T
+                vs, vi = _block_topk(s, min(k, s.shape[1]), start)
+                if best_s is None:
+                    best_s, best_i = vs, vi
+                else:
+                    best_s, best_i = _best_first(np.concatenate([best_s, vs], 1), np.concatenate([best_i, vi], 1), k)
+            out_s[r:r + len(q)], out_i[r:r + len(q)] = best_s, best_i
+            bar.advance(len(q))
+    return out_s, out_i
+
+
+def _topk_torch(q_all: np.ndarray, kk: np.ndarray, k: int, dev, row_chunk: int,
+                col_chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`chunked_topk` on a GPU, in torch."""
+    import torch
+
+    out_s = np.empty((len(q_all), k), np.float32)
+    out_i = np.empty((len(q_all), k), np.int64)
     key_chunks = [(s, torch.as_tensor(kk[s:s + col_chunk], device=dev, dtype=torch.float32))
                   for s in range(0, len(kk), col_chunk)]
     with progress_bar(bar_total(len(q_all), len(q_all) * len(kk)), "ranking", unit="queries") as bar:
@@ -159,6 +228,10 @@ def chunked_topk(queries: np.ndarray, keys: np.ndarray, k: int, *, device=None, 
                 s = q @ kc.T
                 kc_k = min(k, s.shape[1])
                 vs, vi = torch.topk(s, kc_k, dim=1, sorted=True)
+                if bool(((s >= vs[:, -1:]).sum(1) > kc_k).any()):
+                    # items tied with the k-th best: topk keeps any of them; the lowest indices are kept instead
+                    vi = torch.argsort(-s, dim=1, stable=True)[:, :kc_k]
+                    vs = s.gather(1, vi)
                 vi = vi + start
                 if best_s is None:
                     best_s, best_i = vs, vi
@@ -421,8 +494,6 @@ def evaluate_rankings(queries, gallery, query_labels, gallery_labels, ks=KS, *, 
     query itself in image->image retrieval, or per-query junk). ``n_relevant``: R per query (Q,), at least the
     relevant items in the gallery, to count relevant items missing from the gallery as misses.
     """
-    import torch
-
     _check_choice("form", form, AP_FORMS)
     ks = _check_ks(ks)
     q_vec, g_vec = _as_matrix("queries", queries), _as_matrix("gallery", gallery)
@@ -447,11 +518,15 @@ def evaluate_rankings(queries, gallery, query_labels, gallery_labels, ks=KS, *, 
             raise ParameterError("n_relevant", len(n_relevant), f"needs one count per query ({nq})")
     _, codes = np.unique(np.concatenate([q_lab, g_lab]), return_inverse=True)
     q_code, g_code = codes[:nq], codes[nq:]
-    dev = task_device(device)
+    cpu = on_cpu(device)  # numpy on the CPU (no torch needed), torch on a GPU
     # cosine = (q / |q|) . g / |g|: the gallery is scaled column by column in the scores, not copied normalised
     q_vec = l2_normalize(q_vec) if normalize else q_vec
     g_scale = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", g_vec, g_vec)), 1e-12) if normalize else None
-    g_t = torch.as_tensor(g_vec, device=dev)
+    if not cpu:
+        import torch
+
+        dev = task_device(device)
+        g_t = torch.as_tensor(g_vec, device=dev)
     # three buffers of chunk x N, allocated once: the scores, their sorted copy, the relevance mask
     rows_max = min(chunk, nq)
     score_buf, sorted_buf = np.empty((rows_max, n), np.float32), np.empty((rows_max, n), np.float32)
@@ -461,11 +536,10 @@ def evaluate_rankings(queries, gallery, query_labels, gallery_labels, ks=KS, *, 
         for start in range(0, nq, chunk):
             stop = min(start + chunk, nq)
             scores, ascending, relevant = score_buf[:stop - start], sorted_buf[:stop - start], relevant_buf[:stop - start]
-            q_t = torch.as_tensor(q_vec[start:stop], device=dev)
-            if dev.type == "cpu":
-                torch.mm(q_t, g_t.T, out=torch.from_numpy(scores))
+            if cpu:
+                np.matmul(q_vec[start:stop], g_vec.T, out=scores)
             else:
-                scores[...] = (q_t @ g_t.T).cpu().numpy()
+                scores[...] = (torch.as_tensor(q_vec[start:stop], device=dev) @ g_t.T).cpu().numpy()
             if g_scale is not None:
                 scores *= g_scale[None, :]
             if not (np.isfinite(scores.min()) and np.isfinite(scores.max())):

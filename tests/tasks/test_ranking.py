@@ -359,3 +359,64 @@ def test_chunked_evaluator_equals_unchunked_for_any_chunk(nq, n, chunk, seed, fo
         ref = query_metrics(ranking_, [x for x in np.flatnonzero(gl == ql[i]) if int(x) not in gone], ks=ks,
                             form=form)
         assert full.row(i) == pytest.approx(ref, nan_ok=True)
+
+
+# ---- the CPU path in numpy (issue 23: a warm study imports no torch) -------------------------------------------------
+def _tied_vectors(seed: int, n: int, d: int = 8) -> np.ndarray:
+    """Small integer vectors: many exactly tied scores, and products exact in float32 whatever the BLAS."""
+    return np.random.default_rng(seed).integers(-2, 3, (n, d)).astype(np.float32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(nq=st.integers(1, 30), n=st.integers(1, 60), k=st.integers(1, 70), row_chunk=st.integers(1, 16),
+       col_chunk=st.integers(1, 70), seed=st.integers(0, 10 ** 6))
+def test_numpy_topk_equals_the_torch_topk_and_the_full_sort(nq, n, k, row_chunk, col_chunk, seed):
+    """The CPU ranks in numpy: the same scores and order (ties by the lower index) as the torch code GPUs run, and
+    as sorting the full score matrix, for any chunking."""
+    import torch
+
+    q, keys = _tied_vectors(seed, nq), _tied_vectors(seed + 1, n)
+    s, idx = chunked_topk(q, keys, k, device="cpu", row_chunk=row_chunk, col_chunk=col_chunk, normalize=False)
+    ts, tidx = ranking._topk_torch(q, keys, min(k, n), torch.device("cpu"), row_chunk, col_chunk)
+    full = q @ keys.T
+    order = np.lexsort((np.broadcast_to(np.arange(n), full.shape), -full), axis=1)[:, :k]
+    assert np.array_equal(idx, order) and np.array_equal(idx, tidx)
+    assert np.array_equal(s, np.take_along_axis(full, order, 1)) and np.array_equal(s, ts)
+
+
+def test_cpu_ranking_imports_no_torch():
+    """Regression (issue 23): chunked_topk and evaluate_rankings imported torch for a matrix product on the CPU."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from cliplab.tasks.ranking import chunked_topk, evaluate_rankings; "
+            "from cliplab.tasks.caption_retrieval import caption_retrieval; "
+            "x = np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32); "
+            "chunked_topk(x, x, 3, device='cpu'); evaluate_rankings(x, x, np.arange(20) % 3, np.arange(20) % 3, "
+            "device='cpu'); caption_retrieval(x, x, np.arange(20), device='cpu'); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_numpy_evaluator_and_caption_ranks_equal_the_torch_ones(seed, monkeypatch):
+    """evaluate_rankings and the caption ranks on the CPU (numpy) equal the torch code they replaced there, on
+    tie-heavy vectors (exact scores) with duplicates, chunked."""
+    q, g = _tied_vectors(seed, 40), _tied_vectors(seed + 7, 90)
+    g[10] = g[3]  # a duplicate image
+    labels_q, labels_g = np.arange(40) % 5, np.arange(90) % 5
+    owner = np.random.default_rng(seed).integers(0, 90, 40)
+    cpu = evaluate_rankings(q, g, labels_q, labels_g, normalize=False, chunk=7, device="cpu")
+    ranks = caption_retrieval.caption_retrieval(g, q, owner, row_chunk=9, col_chunk=13, metric="dot", device="cpu")
+    monkeypatch.setattr(ranking, "on_cpu", lambda device: False)  # the torch code, on the CPU
+    monkeypatch.setattr(caption_retrieval, "on_cpu", lambda device: False)
+    torch_ = evaluate_rankings(q, g, labels_q, labels_g, normalize=False, chunk=7, device="cpu")
+    torch_ranks = caption_retrieval.caption_retrieval(g, q, owner, row_chunk=9, col_chunk=13, metric="dot",
+                                                      device="cpu")
+    for name in ("ap", "r_precision", "n_relevant", "n_found"):
+        assert np.array_equal(getattr(cpu, name), getattr(torch_, name), equal_nan=name in ("ap", "r_precision"))
+    for k in cpu.ks:
+        assert np.array_equal(cpu.ndcg[k], torch_.ndcg[k], equal_nan=True)
+    assert np.array_equal(ranks.t2i_ranks, torch_ranks.t2i_ranks)
+    assert np.array_equal(ranks.i2t_ranks, torch_ranks.i2t_ranks)
