@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import cpu_info, cpu_label, markdown_table, save
+from _common import cpu_info, cpu_label, markdown_table, save, write_docs_region
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = """
@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cache-dir", default=None, help="default: a new temporary folder (removed at the end)")
+    ap.add_argument("--docs", default=None, metavar="REGION",
+                    help="write the table into docs/benchmarks.md's <!-- numbers:REGION --> block")
     args = ap.parse_args()
 
     cache = Path(args.cache_dir or tempfile.mkdtemp(prefix="cliplab-warm-"))
@@ -116,7 +118,7 @@ def main() -> None:
                          "warm_cpu_s": round(statistics.median(w["cpu_s"] for w in warm), 2),
                          "warm_imports_torch": any(w["torch_imported"] for w in warm),
                          "warm_heavy": ", ".join(sorted({m for w in warm for m in (w["heavy"] or [])})) or "none",
-                         "command": "cliplab " + " ".join(a if a != str(cache) else "CACHE" for a in argv)})
+                         "command": "cliplab " + " ".join(a.replace(str(cache), "CACHE") for a in argv)})
             print(f"{name}: cold {cold['wall_s']:.2f} s, warm {min(walls):.2f}-{max(walls):.2f} s, "
                   f"torch in warm runs: {rows[-1]['warm_imports_torch']}", file=sys.stderr)
     finally:
@@ -132,6 +134,18 @@ def main() -> None:
         "python": sys.version.split()[0],
         "args": vars(args), "rows": rows})
     print(f"figures: {path}", file=sys.stderr)
+    if args.docs:
+        write_docs_region(args.docs, docs_table(rows, cpu, load[0], args.repeats))
+
+
+def docs_table(rows: list[dict], cpu: str, load: float, repeats: int) -> str:
+    """The table docs/benchmarks.md shows, from this run's rows (figures are never typed by hand)."""
+    head = (f"{cpu}, {os.cpu_count()} cores, load average {load:.1f} before the runs; warm = median of {repeats}.\n\n"
+            "| command (CACHE: the run's cache folder) | cold s | warm s | warm CPU s | heavy modules a warm run imports |\n"
+            "|---|---|---|---|---|")
+    lines = [f"| `{r['command']}` | {r['cold_s']:.2f} | **{r['warm_median_s']:.2f}** | {r['warm_cpu_s']:.2f} | "
+             f"{r['warm_heavy']} |" for r in rows]
+    return "\n".join([head, *lines])
 
 
 if __name__ == "__main__":
