@@ -91,7 +91,6 @@ class Param:
     hint: str = ""  # said after a type error (or, for a parameter with choices, a value that is not one of them)
     validate: Callable[[Any], Any] | None = None  # more checks of a value (a ParameterError), run with the others
 
-
     @property
     def cli_flag(self) -> str:
         return self.flag or "--" + self.name.replace("_", "-")

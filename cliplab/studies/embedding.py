@@ -44,7 +44,7 @@ class EmbedParams:
     ray: str | None = param(None, "spread the work over Ray: local (start Ray on this machine), auto (the cluster "
                             "this machine belongs to) or ray://HOST:PORT; the same cache and keys as one process "
                             "(needs `pip install 'cliplab[ray]'`; docs/scaling.md).", metavar="ADDRESS", config=False,
-                            validate=lambda v: _ray_address(v))
+                            validate=_ray_address)
 
 
 @dataclass

@@ -86,13 +86,15 @@ def _leave_out(scores, pairs, r: int, c: int) -> None:
     if len(qs) == 0:
         return
     inside = (qs >= r) & (qs < r + scores.shape[0]) & (js >= c) & (js < c + scores.shape[1])
-    if inside.any() and isinstance(scores, np.ndarray):
+    if not inside.any():
+        return
+    if isinstance(scores, np.ndarray):
         scores[qs[inside] - r, js[inside] - c] = -np.inf
-    elif inside.any():
-        import torch
+        return
+    import torch
 
-        dev = scores.device
-        scores[torch.as_tensor(qs[inside] - r, device=dev), torch.as_tensor(js[inside] - c, device=dev)] = -torch.inf
+    dev = scores.device
+    scores[torch.as_tensor(qs[inside] - r, device=dev), torch.as_tensor(js[inside] - c, device=dev)] = -torch.inf
 
 
 def text_to_image_ranks(text_emb: np.ndarray, image_emb: np.ndarray, caption_image: np.ndarray, *, device=None,

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -14,35 +11,17 @@ import pytest
 
 from cliplab.inputs import RunOptions, open_model
 from cliplab.models.memo import LazyModel
+from fresh_process import cli, python
 
-ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "open_clip", "torchvision", "openvino", "scipy.stats", "sklearn")
 VARYING = ("timing", "timestamp")  # a record's wall-clock fields
 
 
-def _python(code: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CLIPLAB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=600,
-                         cwd=ROOT, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out
-
-
 def _cli_run(args: list[str]) -> tuple[dict, list[str], str]:
     """Run the CLI in a fresh process: (the --output record, the modules loaded at the end, stderr)."""
-    out = _python(f"""
-        import json, sys
-        from cliplab.cli import main
-        sys.argv = ["cliplab", *{args!r}]
-        try:
-            main()
-        except SystemExit as exc:
-            assert not exc.code, exc.code
-        print("MODULES " + json.dumps(sorted(sys.modules)))
-    """)
-    modules = json.loads(out.stdout.split("MODULES ", 1)[1])
+    modules, err = cli(args)
     record_path = args[args.index("-o") + 1]
-    return json.loads(Path(record_path).read_text()), modules, out.stderr
+    return json.loads(Path(record_path).read_text()), modules, err
 
 
 def _same_record(cold: dict, warm: dict) -> None:
@@ -83,8 +62,8 @@ def test_warm_api_studies_import_no_torch(tmp_path):
         print("RESULT " + json.dumps(out, sort_keys=True, default=str))
         print("MODULES " + json.dumps(sorted(sys.modules)))
     """
-    cold = _python(code).stdout
-    warm = _python(code).stdout
+    cold = python(code, timeout=600).stdout
+    warm = python(code, timeout=600).stdout
     modules = json.loads(warm.split("MODULES ", 1)[1])
     assert _heavy(modules) == []
     assert warm.split("RESULT ", 1)[1].split("\nMODULES", 1)[0] == cold.split("RESULT ", 1)[1].split("\nMODULES", 1)[0]

@@ -11,17 +11,14 @@ and a top-k. Timing is not tested here: benchmarks/warm_study.py measures it (do
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
+from fresh_process import cli, python
+
 HEAVY = ("torch", "open_clip", "torchvision", "openvino", "scipy.stats", "sklearn")
 TOWERS = ("open_clip", "torchvision", "openvino")  # never imported by a warm run
 VARYING = ("timing", "timestamp")  # a record's wall-clock fields
@@ -45,29 +42,6 @@ STUDIES = {
                "-o", "{o}.json"], ("torch",)),
     "cluster": (["cluster", "-d", "shapes:color", *LIMIT, "--k", "6", "-o", "{o}.csv"], ("sklearn", "scipy.stats")),
 }
-
-
-def _python(code: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CLIPLAB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=900,
-                         cwd=ROOT, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out
-
-
-def _cli(args: list[str]) -> tuple[list[str], bool]:
-    """Run the CLI in a fresh process: the modules loaded at the end, and whether a model was loaded (a tower)."""
-    out = _python(f"""
-        import json, sys
-        from cliplab.cli import main
-        sys.argv = ["cliplab", *{args!r}]
-        try:
-            main()
-        except SystemExit as exc:
-            assert not exc.code, exc.code
-        print("MODULES " + json.dumps(sorted(sys.modules)))
-    """)
-    return json.loads(out.stdout.split("MODULES ", 1)[1]), out.stderr
 
 
 def _outputs(folder: Path, stem: str) -> dict[str, object]:
@@ -102,9 +76,9 @@ def test_a_warm_study_loads_no_model_and_gives_the_cold_numbers(study, tmp_path,
         filled = [a.replace("{o}", str(tmp_path / run)).replace("{img}", str(query_image)) for a in argv]
         return [*filled, "--cache-dir", str(cache), "--backend", "torch", "-q"]
 
-    cold_modules, _ = _cli(args("cold"))
+    cold_modules, _ = cli(args("cold"))
     assert "open_clip" in cold_modules  # the cold run loaded the model and computed the embeddings
-    warm_modules, err = _cli(args("warm"))
+    warm_modules, err = cli(args("warm"))
     heavy = [m for m in warm_modules if m in HEAVY]
     assert [m for m in heavy if m not in allowed] == [], err
     assert not [m for m in warm_modules if m in TOWERS]
@@ -131,8 +105,8 @@ def test_warm_api_ranking_studies_import_no_torch(tmp_path):
         print("RESULT " + json.dumps(out, sort_keys=True, default=str))
         print("MODULES " + json.dumps(sorted(sys.modules)))
     """
-    cold = _python(code).stdout
-    warm = _python(code).stdout
+    cold = python(code).stdout
+    warm = python(code).stdout
     modules = json.loads(warm.split("MODULES ", 1)[1])
     assert [m for m in modules if m in HEAVY] == []
     assert warm.split("RESULT ", 1)[1].split("\nMODULES", 1)[0] == cold.split("RESULT ", 1)[1].split("\nMODULES", 1)[0]
