@@ -81,11 +81,11 @@ def open_model(model: str, pretrained: str | None = None, device: str | torch.de
 
     ``backend``: ``torch``, ``openvino`` (both towers converted with OpenVINO for the CPU, cached on disk; fp32 by
     default, ``precision="bf16"`` opt-in) or ``auto`` (the default: on the CPU with OpenVINO installed and ``compile``
-    off, the faster of the two as measured once for this CPU, model, ``batch_size`` (default 64) and precision, with
-    PyTorch for a few ``images`` and OpenVINO's conversion counted against the ``images`` the run reads
-    (:mod:`cliplab.models.backends.calibration`); else PyTorch). The fingerprint, and
-    with it every cache key, names the backend and precision, so embeddings computed one way are never reused for
-    another; ``weights_fingerprint`` stays that of the PyTorch weights.
+    off, the faster of the two by at least 10 % as measured once for this CPU, model, ``batch_size`` (default 64) and
+    precision, with PyTorch for a few ``images`` and OpenVINO's conversion counted against the ``images`` the run
+    reads (:mod:`cliplab.models.backends.calibration`); else PyTorch). The fingerprint, and with it every cache key,
+    names the backend and precision, so embeddings computed one way are never reused for another; so under ``auto``
+    it follows the calibration in ``cache_dir``, while ``weights_fingerprint`` stays that of the PyTorch weights.
     """
     cache = resolve_cache_dir(cache_dir)
     dev = resolve_device(device)

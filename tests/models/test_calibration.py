@@ -105,6 +105,23 @@ def test_no_conversion_when_too_few_images_remain(fake, tmp_path):
     assert len(fake.calls) == 2
 
 
+@pytest.mark.parametrize("torch_rate, openvino_rate, images, cached, expected", [
+    (100.0, 107.0, None, True, "torch"),  # CI's tiny-shapes: 1.07x measured, noise between two measurements
+    (100.0, 109.0, 100_000, True, "torch"),
+    (100.0, 112.0, None, True, "openvino"),  # more than 10 % faster is worth it
+    (100.0, 111.0, 100_000, True, "openvino"),
+    (100.0, 200.0, 3000, False, "openvino"),  # 30 s against 15 + 11 s: 1.15x sooner, conversion counted
+    (100.0, 200.0, 2500, False, "torch"),  # 25 s against 12.5 + 11 s: 1.06x, not worth another cache key
+    (100.0, 99.0, None, True, "torch"),
+])
+def test_openvino_only_when_it_is_clearly_sooner(torch_rate, openvino_rate, images, cached, expected):
+    """A gain within measurement noise (under MIN_GAIN) keeps PyTorch, so two caches measuring the same tower a few
+    per cent apart do not key the same run's embeddings under different backends."""
+    record = {"torch_images_per_second": torch_rate, "openvino_images_per_second": openvino_rate,
+              "convert_seconds": 10.0, "load_seconds": 1.0}
+    assert calibration.choose(record, images, tower_cached=cached) == expected
+
+
 def test_openvino_is_measured_only_when_the_images_could_pay(fake, tmp_path):
     fake.figures.update(torch=2000.0)  # a tiny tower: 600 images take 0.3 s, converting ~3 s
     m, rec = load(tmp_path, 600)

@@ -7,8 +7,9 @@ The measurement is reported once, in a note, when it is taken.
 
 The choice for a run: PyTorch for a few images (``TINY_IMAGES``: nothing measured, nothing converted); without a
 calibration, PyTorch below ``CALIBRATE_MIN`` images (measuring would cost about what it could save); otherwise the
-backend that embeds the run's images sooner, counting OpenVINO's conversion of the image tower (its measured time,
-recorded in the calibration) when the converted tower is not in the cache. OpenVINO is measured (which converts the
+backend that embeds the run's images sooner by at least ``MIN_GAIN`` (a smaller gain is within the noise of two
+measurements, and a backend flipping with it would key the run's embeddings differently each time), counting
+OpenVINO's conversion of the image tower (its measured time, recorded in the calibration) when the converted tower is not in the cache. OpenVINO is measured (which converts the
 tower) only by a run whose images could pay for the conversion even at the best gain OpenVINO has shown
 (``OPENVINO_GAIN_BOUND``); until then the calibration holds PyTorch's rate alone and the run uses PyTorch. The run's
 image count is the number of images it reads (an upper bound of those still to embed: the embedding cache is keyed
@@ -185,6 +186,10 @@ def has_bf16(cpu: dict | None = None) -> bool:
 # 2.29x on AMD Zen: docs/benchmarks.md), with room: before OpenVINO is measured on a model (which converts its
 # tower), the images must be able to save more than the conversion would cost at this gain.
 OPENVINO_GAIN_BOUND = 3.0
+# OpenVINO is chosen only when it finishes the run at least this much sooner than PyTorch: two measurements of the same
+# tower on a shared machine differ by several per cent (tiny-shapes measured 1.07x and 2.03x on one CPU), and a
+# choice that flips with that noise would key the same run's embeddings differently from one cache to the next.
+MIN_GAIN = 1.1
 CONVERT_SECONDS_GUESS = 3.0  # the conversion, before one was measured on this CPU (ViT-B-32: 3 s on Zen 5, 7.5 on Xeon)
 
 
@@ -254,7 +259,8 @@ def calibrate(loaded, batch_size: int, precision: str, cache_dir: Path, images: 
 
 def choose(record: dict | None, images: int | None, tower_cached: bool) -> str:
     """``torch`` or ``openvino`` for a run of ``images`` images (None: not known, e.g. a model loaded on its own:
-    by rate) from a calibration ``record``; ``tower_cached``: OpenVINO's converted image tower is in the cache (else
+    by rate) from a calibration ``record``: OpenVINO only when it embeds them at least :data:`MIN_GAIN` times sooner,
+conversion included; ``tower_cached``: OpenVINO's converted image tower is in the cache (else
     choosing OpenVINO pays for converting it: the time the calibration measured)."""
     if record is None or images is not None and images < TINY_IMAGES:
         return "torch"
@@ -265,8 +271,8 @@ def choose(record: dict | None, images: int | None, tower_cached: bool) -> str:
     if not tower_cached:
         fixed = (record.get("convert_seconds") or 0.0) + fixed
     if images is None:
-        return "openvino" if o > t else "torch"
-    return "openvino" if images / o + fixed < images / t else "torch"
+        return "openvino" if o >= MIN_GAIN * t else "torch"
+    return "openvino" if MIN_GAIN * (images / o + fixed) <= images / t else "torch"
 
 
 def auto_backend(loaded, batch_size: int | None, precision: str, cache_dir: Path,
