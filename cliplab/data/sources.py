@@ -1,8 +1,11 @@
 """Image sources: indexable images with a stable cache key per item (files, in-memory sets, subsets, crops)."""
 from __future__ import annotations
 
+import operator
 import os
 from typing import Callable, Sequence
+
+import numpy as np
 
 from PIL import Image
 
@@ -38,9 +41,55 @@ class ImageSource:
     key_errors: dict[int, str]
 
 
+class PathList(Sequence[str]):
+    """Path strings held as one string and the offsets where each ends, after their common prefix: ~70 bytes a
+    path less than a list of ``str`` (a million paths: ~35 MB instead of ~120 MB). Indexing gives ``str``; a slice
+    gives a list. Equal to a list (or PathList) of the same paths."""
+
+    def __init__(self, paths: Sequence[str]):
+        n = len(paths)
+        self.prefix = os.path.commonprefix([min(paths), max(paths)]) if n else ""
+        cut = len(self.prefix)
+        self.text = "".join([p[cut:] for p in paths])
+        self.ends = np.cumsum(np.fromiter(map(len, paths), dtype=np.int64, count=n)) - cut * np.arange(1, n + 1)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def _at(self, i: int) -> str:
+        start = int(self.ends[i - 1]) if i else 0
+        return self.prefix + self.text[start:int(self.ends[i])]
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._at(j) for j in range(*i.indices(len(self)))]
+        n = len(self)
+        i = operator.index(i)
+        if not -n <= i < n:
+            raise IndexError("path index out of range")
+        return self._at(i % n)
+
+    def __iter__(self):
+        start, prefix, text = 0, self.prefix, self.text
+        for end in self.ends.tolist():
+            yield prefix + text[start:end]
+            start = end
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (PathList, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        head = ", ".join(repr(p) for p in self[:3])
+        return f"PathList([{head}{', ...' if len(self) > 3 else ''}], {len(self)} paths)"
+
+
 class FileSource(ImageSource):
     def __init__(self, paths: Sequence[str | os.PathLike]):
-        self.paths = [str(p) for p in paths]
+        self.paths = PathList(list(map(os.fspath, paths)))
         self.key_errors: dict[int, str] = {}
         self._keys: list[str | None] | None = None
 
@@ -52,8 +101,11 @@ class FileSource(ImageSource):
 
     def keys(self) -> list[str | None]:
         if self._keys is None:
-            hashes, errors = hash_files(self.paths)
-            self._keys = [None if h is None else "f:" + h for h in hashes]
+            keys, errors = hash_files(self.paths)
+            for i, h in enumerate(keys):  # in place: a million digests are not held twice
+                if h is not None:
+                    keys[i] = "f:" + h
+            self._keys = keys
             self.key_errors.update(errors)
         return self._keys
 

@@ -25,7 +25,7 @@ from PIL import Image
 from cliplab.data.base import ImageDataset
 from cliplab.data.columns import encode_labels
 from cliplab.data.filehash import memoized
-from cliplab.data.folder import IMAGE_EXTENSIONS, list_images
+from cliplab.data.folder import IMAGE_EXTENSIONS, image_files
 from cliplab.data.imageio import BadImage, decode_rgb
 from cliplab.data.remote import RangeReader, Store
 from cliplab.data.sources import ImageSource
@@ -93,8 +93,16 @@ def is_webdataset_folder(path: Path) -> bool:
     subs = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
     if any((d / NSHARDS).is_file() for d in subs):
         return True
-    has_tars = any(any(p.suffix == ".tar" for p in d.iterdir() if p.is_file()) for d in (path, *subs))
-    return has_tars and not list_images(path)
+    return any(_holds_tar(str(d)) for d in (path, *subs)) and not image_files(str(path))
+
+
+def _holds_tar(folder: str) -> bool:
+    """Whether ``folder`` holds a ``.tar`` file (by name first: no stat for the other files, which may be millions)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(e.name.endswith(".tar") and len(e.name) > 4 and e.is_file() for e in entries)
+    except OSError:
+        return False
 
 
 class TarSource(ImageSource):

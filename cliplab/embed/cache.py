@@ -22,6 +22,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -43,6 +44,15 @@ class CacheHits:
     counted: int = 0  # rows those seconds covered
     unverified: int = 0  # shards read that carry no checksum (written by an older cliplab)
     moved: list[Moved] = field(default_factory=list)  # damaged shards moved aside by this lookup
+
+
+@dataclass
+class RowHits(CacheHits):
+    """:meth:`EmbeddingCache.lookup_rows`: ``rows[j]`` is the cached row of position j where ``found[j]``
+    (``rows`` is None when nothing was found); ``failures`` by position. ``vectors`` stays empty."""
+    rows: np.ndarray | None = None
+    found: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    failures: dict[int, str] = field(default_factory=dict)  # type: ignore[assignment]
 
 
 class Damaged(Exception):
@@ -85,13 +95,61 @@ class EmbeddingCache:
         return sorted(self.dir.glob("shard-*.npz")) if self.dir.is_dir() else []
 
     def lookup(self, keys: list[str]) -> CacheHits:
-        """What the cache holds for ``keys``. Damaged shards met on the way are moved aside and reported (their
-        items are simply not in the hits)."""
-        wanted = set(keys)
+        """What the cache holds for ``keys``, by key. Damaged shards met on the way are moved aside and reported
+        (their items are simply not in the hits)."""
         hits = CacheHits()
+        for rows, frows, arrays in self._serving(set(keys), hits):
+            skeys, emb = arrays["keys"], arrays["emb"]
+            for i in rows:
+                hits.vectors[skeys[i]] = emb[i]
+            for i in frows:
+                hits.failures[arrays["fail_keys"][i]] = arrays["fail_reasons"][i]
+        return hits
+
+    def lookup_rows(self, keys: Sequence[str | None]) -> RowHits:
+        """What the cache holds for ``keys`` (None: no key), by position: one matrix with the row of every position
+        found (every position of a key that occurs more than once), a mask of those positions and the failures
+        by position. Rows are copied from each shard that serves them straight into the matrix: no object per row,
+        so a million cached keys cost the matrix and a dict of the wanted keys while it runs. Damaged shards are
+        moved aside and reported, as :meth:`lookup` does."""
+        where: dict[str, int] = {}  # key -> its first position
+        repeats: list[tuple[int, int]] = []  # (position, first position of the same key)
+        for j, k in enumerate(keys):
+            if k is not None:
+                first = where.setdefault(k, j)
+                if first != j:
+                    repeats.append((j, first))
+        hits = RowHits(found=np.zeros(len(keys), dtype=bool))
+        for rows, frows, arrays in self._serving(where, hits):
+            skeys, emb = arrays["keys"], arrays["emb"]
+            if rows:
+                at = [where[k] for k in skeys[rows].tolist()]
+                if hits.rows is None:
+                    hits.rows = np.empty((len(keys), emb.shape[1]), dtype=np.float32)
+                hits.rows[at] = emb[rows]
+                hits.found[at] = True
+            for i in frows:
+                hits.failures[where[str(arrays["fail_keys"][i])]] = str(arrays["fail_reasons"][i])
+        for j, first in repeats:
+            if hits.found[first]:
+                hits.rows[j] = hits.rows[first]
+                hits.found[j] = True
+            elif first in hits.failures:
+                hits.failures[j] = hits.failures[first]
+        return hits
+
+    def _serving(self, wanted, hits: CacheHits):
+        """(rows, failure rows, arrays) of each shard that holds any of the ``wanted`` keys, verified; damaged
+        shards are moved aside into ``hits.moved`` (reported at the end), the compute time and unverified shards
+        counted into ``hits``. A shard whose rows have another dimension than the first one served is damaged."""
+        dim = None
         for shard in self.shards():
             try:
                 found = self._read(shard, wanted)
+                if found is not None:
+                    emb = found[2]["emb"]
+                    if dim is not None and found[0] and emb.shape[1] != dim:
+                        raise Damaged(f"embeddings of dimension {emb.shape[1]} where the other shards have {dim}")
             except FileNotFoundError:
                 continue  # moved aside by another process since it was listed
             except Damaged as exc:
@@ -102,17 +160,13 @@ class EmbeddingCache:
             if found is None:
                 continue
             rows, frows, arrays, verified = found
-            skeys, emb = arrays["keys"], arrays["emb"]
-            for i in rows:
-                hits.vectors[skeys[i]] = emb[i]
             if rows:
-                hits.seconds += float(arrays["seconds"]) * len(rows) / max(len(skeys), 1)
+                dim = arrays["emb"].shape[1]
+                hits.seconds += float(arrays["seconds"]) * len(rows) / max(len(arrays["keys"]), 1)
                 hits.counted += len(rows)
-            for i in frows:
-                hits.failures[arrays["fail_keys"][i]] = arrays["fail_reasons"][i]
             hits.unverified += not verified
+            yield rows, frows, arrays
         record(hits.moved)
-        return hits
 
     def _read(self, shard: Path, wanted: set[str]):
         """(rows, failure rows, arrays, whether a checksum verified them) of a shard that holds any ``wanted`` key,

@@ -132,8 +132,10 @@ def default_workers(n_items: int, batch_size: int, runtime, cores: int | None = 
 
 @dataclass
 class Plan:
-    """What an embedding run starts from: every item's key, what the cache already holds, the positions to compute
-    (the first occurrence of each uncached key, in dataset order) and the failures known so far."""
+    """What an embedding run starts from: every item's key, the rows the cache already holds (``cached[i]`` where
+    ``found[i]``), the positions to compute (the first occurrence of each key neither cached nor known to fail, in
+    dataset order) and the failures known so far (by position; ``key_failures``: by key, for what this run finds
+    failing). ``vectors``: the rows this run computes, by key."""
     keys: list
     cache: EmbeddingCache | None
     todo: list[int]
@@ -141,6 +143,8 @@ class Plan:
     key_failures: dict[str, str]
     failures: dict[int, str]
     seconds: float
+    cached: np.ndarray | None = None
+    found: np.ndarray | None = None
 
 
 def plan_embedding(source: ImageSource, options: RunOptions, fingerprint: str, kind: str) -> Plan:
@@ -151,38 +155,56 @@ def plan_embedding(source: ImageSource, options: RunOptions, fingerprint: str, k
     with file_hash_memo(root / MEMO_NAME if root else None):  # unchanged files are not read again
         keys = source.keys()
     failures: dict[int, str] = dict(source.key_errors)
-    valid_keys = [k for k in keys if k is not None]
-    hits = cache.lookup(valid_keys) if cache else None
-    vectors: dict[str, np.ndarray] = dict(hits.vectors) if hits else {}
-    key_failures: dict[str, str] = dict(hits.failures) if hits else {}
+    hits = cache.lookup_rows(keys) if cache else None
+    found = hits.found if hits else np.zeros(len(keys), dtype=bool)
+    if hits:
+        failures.update(hits.failures)
     todo, seen = [], set()
-    for i, k in enumerate(keys):
-        if k is None or k in vectors or k in key_failures or k in seen:
+    for i in np.flatnonzero(~found).tolist():  # a warm run visits nothing here
+        k = keys[i]
+        if k is None or i in failures or k in seen:
             continue
         seen.add(k)
         todo.append(i)
-    return Plan(keys, cache, todo, vectors, key_failures, failures, hits.seconds if hits else 0.0)
+    return Plan(keys, cache, todo, {}, {}, failures, hits.seconds if hits else 0.0,
+                hits.rows if hits else None, found)
 
 
 def assemble(plan: Plan, source: ImageSource, dim: int, computed: int, seconds: float) -> EmbeddingResult:
-    """The :class:`EmbeddingResult` of a run, in dataset order, from the plan's vectors and failures (filled in)."""
-    indices, rows = [], []
-    failures = plan.failures
-    for i, k in enumerate(plan.keys):
-        if k is None:
+    """The :class:`EmbeddingResult` of a run, in dataset order, from the plan's cached rows, the rows computed and
+    the failures (filled in). A run served whole by the cache returns the cached matrix itself (no copy)."""
+    keys, failures = plan.keys, plan.failures
+    n = len(keys)
+    have = plan.found.copy() if plan.found is not None else np.zeros(n, dtype=bool)
+    at, rows = [], []
+    for i in np.flatnonzero(~have).tolist():
+        k = keys[i]
+        if k is None or i in failures:
             continue
-        if k in plan.vectors:
-            indices.append(i)
-            rows.append(plan.vectors[k])
+        row = plan.vectors.get(k)
+        if row is not None:
+            at.append(i)
+            rows.append(row)
         else:
             failures[i] = plan.key_failures.get(k, "not embedded")
-    emb = np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, dim), np.float32)
+    table = plan.cached
+    if rows:
+        block = np.stack(rows).astype(np.float32, copy=False)
+        if table is None:
+            table = np.empty((n, block.shape[1]), dtype=np.float32)
+        table[at] = block
+        have[at] = True
+    indices = np.flatnonzero(have)
+    if table is None or not len(indices):
+        emb = np.zeros((0, table.shape[1] if table is not None else dim), np.float32)
+    else:
+        emb = table if len(indices) == n else table[indices]
     fail_list = [(i, source.id(i), failures[i]) for i in sorted(failures)]
-    if not rows and fail_list:
+    if not len(indices) and fail_list:
         _, first, reason = fail_list[0]
         raise DatasetError(f"none of the {len(fail_list)} images could be read (e.g. {first}: {reason}); check the "
                            "files or the dataset path")
-    return EmbeddingResult(embeddings=emb, indices=np.asarray(indices, dtype=np.int64), failures=fail_list,
+    return EmbeddingResult(embeddings=emb, indices=indices.astype(np.int64, copy=False), failures=fail_list,
                            computed=computed, seconds=seconds)
 
 

@@ -119,12 +119,12 @@ def dataset_inputs(inputs: Inputs, dataset, what: str = "an image of the dataset
         if os.path.isfile(local):
             inputs.add_file(local, f"the dataset file {local}")
     files = dataset.source.files()
-    images = [f for f in files if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
-    if images:
-        inputs.add_images(images, what)
-    for f in files if len(images) < len(files) else ():
-        if os.path.splitext(f)[1].lower() not in IMAGE_SUFFIXES:
-            inputs.add_file(f, f"a file of the dataset ({os.path.basename(f)})")
+    others = [f for f in files if os.path.splitext(f)[1].lower() not in IMAGE_SUFFIXES]  # shards, captions...
+    if len(others) < len(files):  # the images: the source's own list when all are (not a million-path copy)
+        skip = set(others)
+        inputs.add_images(files if not others else [f for f in files if f not in skip], what)
+    for f in others:
+        inputs.add_file(f, f"a file of the dataset ({os.path.basename(f)})")
 
 
 __all__ = ["Planned", "Inputs", "check", "dataset_inputs", "IMAGE_SUFFIXES"]
