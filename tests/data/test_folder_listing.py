@@ -205,3 +205,25 @@ def test_a_memo_that_fails_in_a_later_chunk_hashes_the_rest(tmp_path, monkeypatc
 def test_a_file_source_takes_any_path_like(tmp_path):
     paths = files(tmp_path / "f", 3)
     assert FileSource([Path(p) for p in paths]).paths == paths
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.text(max_size=10), max_size=20), st.data())
+def test_a_path_list_behaves_as_the_list(paths, data):
+    """PathList (one string + offsets after the common prefix) is the list it was made from: length, every index
+    (negative too), slices with steps, iteration, equality, pickling; empty strings and shared prefixes included."""
+    import pickle
+
+    from cliplab.data.sources import PathList
+
+    pl = PathList(paths)
+    assert len(pl) == len(paths) and list(pl) == paths and pl == paths and pl == PathList(paths)
+    for i in range(-len(paths), len(paths)):
+        assert pl[i] == paths[i]
+    for bad in (len(paths), -len(paths) - 1):
+        with pytest.raises(IndexError):
+            pl[bad]
+    a, b, step = data.draw(st.integers(-25, 25)), data.draw(st.integers(-25, 25)), data.draw(st.sampled_from([1, 2, -1, 3]))
+    assert pl[a:b:step] == paths[a:b:step]
+    assert pickle.loads(pickle.dumps(pl)) == paths
+    assert pl != paths + ["x"]
