@@ -104,7 +104,8 @@ def timed(name, fn):
             parts[name] += time.perf_counter() - t0
     return wrapper
 FileSource.keys = timed("keys", FileSource.keys)
-EmbeddingCache.lookup_rows = timed("lookup", EmbeddingCache.lookup_rows)
+name = "lookup_rows" if hasattr(EmbeddingCache, "lookup_rows") else "lookup"  # an older checkout: lookup
+setattr(EmbeddingCache, name, timed("lookup", getattr(EmbeddingCache, name)))
 def rss(field):
     for line in open("/proc/self/status"):
         if line.startswith(field):
@@ -124,8 +125,9 @@ print(json.dumps({"list": t1 - t0, "embed_images": t2 - t1, "total": t2 - t0, **
 """
 
 
-def warm(folder: Path, cache: Path, cfg: Path, ckpt: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", WARM, str(folder), str(cache), str(cfg), str(ckpt)],
+def warm(folder: Path, cache: Path, cfg: Path, ckpt: Path, code: Path | None = None) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(code)} if code else None
+    out = subprocess.run([sys.executable, "-c", WARM, str(folder), str(cache), str(cfg), str(ckpt)], env=env,
                          capture_output=True, text=True, check=False)
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
@@ -137,6 +139,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--keep", type=Path, help="generate the folders here and keep them (reused when present)")
+    ap.add_argument("--before", type=Path, metavar="CHECKOUT",
+                    help="also run the warm reruns with the cliplab of another checkout (a git worktree of an older "
+                         "commit), as the table's 'before' rows")
     ap.add_argument("--docs", metavar="REGION", help="write the table into docs/benchmarks.md's region REGION")
     args = ap.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="cliplab-listing-"))
@@ -156,15 +161,17 @@ def main() -> None:
                 filled = fill_cache(folder, cache, cfg, ckpt)
                 done.write_text(json.dumps({"make_seconds": made, "fill_seconds": filled}))
                 print(f"{n:,} files made in {made:.0f} s, cache filled in {filled:.0f} s", file=sys.stderr)
-            runs = [warm(folder, cache, cfg, ckpt) for _ in range(args.repeats)]
-            best = min(runs, key=lambda r: r["total"])
-            best["peak_growth_max"] = max(r["peak_growth"] for r in runs)
-            rows.append(best)
-            print(json.dumps(best), file=sys.stderr)
+            for code in ([args.before] if args.before else []) + [None]:
+                runs = [warm(folder, cache, cfg, ckpt, code) for _ in range(args.repeats)]
+                best = min(runs, key=lambda r: r["total"])
+                best["peak_growth_max"] = max(r["peak_growth"] for r in runs)
+                best["code"] = "before" if code else "this checkout"
+                rows.append(best)
+                print(json.dumps(best), file=sys.stderr)
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
-    table = [{"files": f"{r['n']:,}", "warm rerun (s)": f"{r['total']:.2f}",
+    table = [{"files": f"{r['n']:,}", "cliplab": r["code"], "warm rerun (s)": f"{r['total']:.2f}",
               "µs per file": f"{1e6 * r['total'] / r['n']:.1f}",
               "listing (s)": f"{r['list']:.2f}", "content keys (s)": f"{r['keys']:.2f}",
               "cache lookup (s)": f"{r['lookup']:.2f}",
@@ -173,11 +180,17 @@ def main() -> None:
               "of which the result (MB)": f"{r['result_bytes'] / 1e6:.0f}"} for r in rows]
     cols = list(table[0])
     info = machine()
-    body = (markdown_table(table, cols) + f"\n\n{cpu_label(info.get('cpu'))}, {info.get('cpu_cores', '?')} cores; best of "
-            f"{args.repeats} fresh processes (peak: the largest of them); "
-            f"`python benchmarks/listing_scale.py --n {' '.join(map(str, args.n))}`.")
+    before = ""
+    if args.before:
+        rev = subprocess.run(["git", "-C", str(args.before), "log", "-1", "--format=%h"], capture_output=True,
+                             text=True).stdout.strip()
+        before = f" 'before': cliplab at {rev or args.before} (`--before CHECKOUT`)."
+    body = (markdown_table(table, cols) + f"\n\n{cpu_label(info.get('cpu'))}, {info.get('cpu_cores', '?')} cores; "
+            f"best of {args.repeats} fresh processes (peak: the largest of them); "
+            f"`python benchmarks/listing_scale.py --n {' '.join(map(str, args.n))}`.{before}")
     print(body)
-    save("listing_scale-cpu", {"machine": info, "rows": rows, "args": {"n": args.n, "repeats": args.repeats}})
+    save("listing_scale-cpu", {"machine": info, "rows": rows, "before": before,
+                               "args": {"n": args.n, "repeats": args.repeats}})
     if args.docs:
         write_docs_region(args.docs, body)
 

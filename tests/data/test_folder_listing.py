@@ -227,3 +227,20 @@ def test_a_path_list_behaves_as_the_list(paths, data):
     assert pl[a:b:step] == paths[a:b:step]
     assert pickle.loads(pickle.dumps(pl)) == paths
     assert pl != paths + ["x"]
+
+
+@pytest.mark.parametrize("slow", [True, False])
+def test_stats_run_in_threads_only_where_a_stat_is_slow(tmp_path, monkeypatch, slow):
+    """A stat slower than SLOW_STAT (network storage) sends the rest of the chunk's stats to the threads; a fast one
+    keeps them in this thread (threads only cost there). The signatures are the same either way."""
+    import threading
+
+    paths = files(tmp_path / "f", 300)
+    monkeypatch.setattr(filehash, "SLOW_STAT", -1.0 if slow else 1.0)
+    where, real = set(), filehash._signature
+    monkeypatch.setattr(filehash, "_signature", lambda p: where.add(threading.current_thread().name) or real(p))
+    memo = tmp_path / "cache" / filehash.MEMO_NAME
+    with filehash.file_hash_memo(memo):
+        got, _ = filehash.hash_files(paths)
+    assert got == [hash_file(p) for p in paths]
+    assert (len(where) > 1) == slow and threading.current_thread().name in where
