@@ -134,6 +134,21 @@ def warm(folder: Path, cache: Path, cfg: Path, ckpt: Path, code: Path | None = N
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def render(payload: dict) -> str:
+    """The docs table of a results file."""
+    rows, info, args = payload["rows"], payload["machine"], payload["args"]
+    table = [{"files": f"{r['n']:,}", "cliplab": r["code"], "warm rerun (s)": f"{r['total']:.2f}",
+              "µs per file": f"{1e6 * r['total'] / r['n']:.1f}",
+              "listing (s)": f"{r['list']:.2f}", "content keys (s)": f"{r['keys']:.2f}",
+              "cache lookup (s)": f"{r['lookup']:.2f}",
+              "rest (s)": f"{r['embed_images'] - r['keys'] - r['lookup']:.2f}",
+              "peak RSS growth (MB)": f"{r['peak_growth_max'] / 1e6:.0f}",
+              "of which the result (MB)": f"{r['result_bytes'] / 1e6:.0f}"} for r in rows]
+    return (markdown_table(table, list(table[0])) + f"\n\n{cpu_label(info.get('cpu'))}, {info.get('cpu_cores', '?')} "
+            f"cores; best of {args['repeats']} fresh processes (peak: the largest of them); "
+            f"`python benchmarks/listing_scale.py --n {' '.join(map(str, args['n']))}`.{payload.get('before', '')}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -142,8 +157,14 @@ def main() -> None:
     ap.add_argument("--before", type=Path, metavar="CHECKOUT",
                     help="also run the warm reruns with the cliplab of another checkout (a git worktree of an older "
                          "commit), as the table's 'before' rows")
+    ap.add_argument("--docs-only", action="store_true",
+                    help="measure nothing: write the table of the saved results (benchmarks/results) into --docs")
     ap.add_argument("--docs", metavar="REGION", help="write the table into docs/benchmarks.md's region REGION")
     args = ap.parse_args()
+    if args.docs_only:
+        saved = Path(__file__).resolve().parent / "results" / "listing_scale-cpu.json"
+        write_docs_region(args.docs or "listing-scale", render(json.loads(saved.read_text())))
+        return
     root = args.keep or Path(tempfile.mkdtemp(prefix="cliplab-listing-"))
     rows = []
     try:
@@ -171,26 +192,16 @@ def main() -> None:
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
-    table = [{"files": f"{r['n']:,}", "cliplab": r["code"], "warm rerun (s)": f"{r['total']:.2f}",
-              "µs per file": f"{1e6 * r['total'] / r['n']:.1f}",
-              "listing (s)": f"{r['list']:.2f}", "content keys (s)": f"{r['keys']:.2f}",
-              "cache lookup (s)": f"{r['lookup']:.2f}",
-              "rest (s)": f"{r['embed_images'] - r['keys'] - r['lookup']:.2f}",
-              "peak RSS growth (MB)": f"{r['peak_growth_max'] / 1e6:.0f}",
-              "of which the result (MB)": f"{r['result_bytes'] / 1e6:.0f}"} for r in rows]
-    cols = list(table[0])
     info = machine()
     before = ""
     if args.before:
         rev = subprocess.run(["git", "-C", str(args.before), "log", "-1", "--format=%h"], capture_output=True,
                              text=True).stdout.strip()
         before = f" 'before': cliplab at {rev or args.before} (`--before CHECKOUT`)."
-    body = (markdown_table(table, cols) + f"\n\n{cpu_label(info.get('cpu'))}, {info.get('cpu_cores', '?')} cores; "
-            f"best of {args.repeats} fresh processes (peak: the largest of them); "
-            f"`python benchmarks/listing_scale.py --n {' '.join(map(str, args.n))}`.{before}")
+    payload = {"machine": info, "rows": rows, "before": before, "args": {"n": args.n, "repeats": args.repeats}}
+    save("listing_scale-cpu", payload)
+    body = render(payload)
     print(body)
-    save("listing_scale-cpu", {"machine": info, "rows": rows, "before": before,
-                               "args": {"n": args.n, "repeats": args.repeats}})
     if args.docs:
         write_docs_region(args.docs, body)
 
