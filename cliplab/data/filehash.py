@@ -79,30 +79,26 @@ def _known(con: sqlite3.Connection, paths: list[str]) -> list[tuple[int, tuple[i
     (a folder's paths come sorted, so the range holds about these rows: 3x faster than joining a table of them
     at a million rows); when the range holds many more rows than ``paths`` (paths spread over a larger memo), or
     for paths stored as bytes, the rows are looked up one by one through a temporary table instead."""
-    want: dict[str, list[int]] = {}
+    want: dict[str, int] = {}  # path -> its first position
+    repeats: list[tuple[int, str]] = []  # a path listed again: (position, path)
     blobs = []
     for i, p in enumerate(paths):
         key = p if p.isascii() else _key(p)
         if isinstance(key, bytes):
             blobs.append(i)
-        else:
-            want.setdefault(key, []).append(i)
+        elif want.setdefault(key, i) != i:
+            repeats.append((i, key))
     out: list[tuple[int, tuple[int, int, int], str]] = []
     if want:
-        limit, scanned, rows = 2 * len(want) + SCAN_SLACK, 0, []
-        cursor = con.execute("SELECT path, size, mtime_ns, ino, hash FROM files WHERE path >= ? AND path <= ?",
-                             (min(want), max(want)))
-        for row in cursor:
-            scanned += 1
-            if scanned > limit:
-                break
-            if row[0] in want:
-                rows.append(row)
-        cursor.close()
-        if scanned > limit:
-            blobs = range(len(paths))  # the whole chunk, one by one
-        else:
-            out = [(i, (size, mtime, ino), h) for p, size, mtime, ino, h in rows for i in want[p]]
+        limit = 2 * len(want) + SCAN_SLACK
+        rows = con.execute("SELECT path, size, mtime_ns, ino, hash FROM files WHERE path >= ? AND path <= ? "
+                           "LIMIT ?", (min(want), max(want), limit + 1)).fetchall()
+        if len(rows) > limit:
+            return _joined(con, paths, range(len(paths)))  # the whole chunk, one by one
+        out = [(want[p], (size, mtime, ino), h) for p, size, mtime, ino, h in rows if p in want]
+        if repeats:
+            first = {i: (sig, h) for i, sig, h in out}
+            out.extend((i, *first[want[p]]) for i, p in repeats if want[p] in first)
     if blobs:
         out.extend(_joined(con, paths, blobs))
     return out

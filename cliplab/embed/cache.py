@@ -112,13 +112,11 @@ class EmbeddingCache:
         by position. Rows are copied from each shard that serves them straight into the matrix: no object per row,
         so a million cached keys cost the matrix and a dict of the wanted keys while it runs. Damaged shards are
         moved aside and reported, as :meth:`lookup` does."""
-        where: dict[str, int] = {}  # key -> its first position
-        repeats: list[tuple[int, int]] = []  # (position, first position of the same key)
-        for j, k in enumerate(keys):
-            if k is not None:
-                first = where.setdefault(k, j)
-                if first != j:
-                    repeats.append((j, first))
+        where: dict = dict(zip(keys, range(len(keys))))  # key -> its last position (built in C)
+        where.pop(None, None)
+        repeats: list[tuple[int, int]] = []  # (position, the position where of the same key)
+        if len(where) < len(keys) - keys.count(None):  # a key more than once (rare): the others are filled after
+            repeats = [(j, where[k]) for j, k in enumerate(keys) if k is not None and where[k] != j]
         hits = RowHits(found=np.zeros(len(keys), dtype=bool))
         for rows, frows, arrays in self._serving(where, hits):
             skeys, emb = arrays["keys"], arrays["emb"]

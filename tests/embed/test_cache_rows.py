@@ -51,8 +51,9 @@ def test_a_shard_of_another_dimension_is_moved_aside(tmp_path):
     cache = EmbeddingCache(tmp_path, "fp", "image")
     cache.write(["f:a"], np.ones((1, 4), np.float32), {}, 1.0)
     cache.write(["f:b"], np.ones((1, 5), np.float32), {}, 1.0)
-    hits = cache.lookup_rows(["f:a", "f:b"])
-    assert len(hits.moved) == 1 and hits.found.sum() == 1 and hits.rows.shape == (2, 4)
+    hits = cache.lookup_rows(["f:a", "f:b"])  # shards are read in name order (random names): either one is first
+    assert len(hits.moved) == 1 and hits.found.sum() == 1
+    assert hits.rows.shape == (2, 4 if hits.found[0] else 5) and "dimension" in hits.moved[0].reason
     assert len(list((tmp_path / "quarantine").rglob("*.npz"))) == 1
 
 
