@@ -14,11 +14,16 @@ been cached. Shards written before checksums existed (no ``checksum`` array) are
 (the zip format's CRC-32 of each array is checked on reading) and they fit together; they cannot be checked against
 what was written, so they are "unverified" (``CacheHits.unverified``). A shard that serves none of the keys looked up
 is not read beyond its keys.
+
+A folder's ``index.npz`` (:mod:`cliplab.embed.shard_index`) records which shard holds which key, so a lookup does
+not open the shards that hold none of its keys; it is only a hint, tied to each shard's name, size, times and inode,
+and checked against every shard read: the shards and their checksums stay the only truth.
 """
 from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
+from cliplab.embed import shard_index
 from cliplab.errors import ParameterError
 from cliplab.io import atomic_path
 from cliplab.paths import CACHE_REMEDY, human_bytes, require_space, require_writable
@@ -55,6 +61,18 @@ class RowHits(CacheHits):
     failures: dict[int, str] = field(default_factory=dict)  # type: ignore[assignment]
 
 
+@dataclass
+class _Plan:
+    """What a lookup reads: the wanted keys, the shard folder's listing (name -> path, in name order), the shards to
+    open, and the index it used (None: none, or unusable) with its entries still valid (name -> position)."""
+    wanted: shard_index.Wanted
+    paths: dict[str, Path]
+    open: list[str]
+    index: shard_index.ShardIndex | None
+    valid: dict[str, int]
+    state: str  # "none" (no index file), "bad" (unusable), "ok", "wrong" (a shard read contradicted it)
+
+
 class Damaged(Exception):
     """A shard that cannot be used: the message says why."""
 
@@ -78,7 +96,8 @@ def _savez(fh, arrays: dict[str, np.ndarray]) -> None:
 
 def estimate_bytes(rows: int, dim: int, key_chars: int = 34) -> int:
     """Disk space ``rows`` new embeddings of ``dim`` floats take in the cache, with a margin: the float32 rows, the
-    keys (numpy stores 4 bytes a character), the file-hash memo's row, plus 10 % and ``MARGIN``."""
+    keys (numpy stores 4 bytes a character), the file-hash memo's row and the shard index's entry (12 bytes, twice
+    while it is rewritten), plus 10 % and ``MARGIN``."""
     per_row = 4 * dim + 4 * key_chars + 256
     return int(rows * per_row * 1.1) + MARGIN
 
@@ -95,10 +114,10 @@ class EmbeddingCache:
         return sorted(self.dir.glob("shard-*.npz")) if self.dir.is_dir() else []
 
     def lookup(self, keys: list[str]) -> CacheHits:
-        """What the cache holds for ``keys``, by key. Damaged shards met on the way are moved aside and reported
-        (their items are simply not in the hits)."""
+        """What the cache holds for ``keys``. Damaged shards met on the way are moved aside and reported (their
+        items are simply not in the hits)."""
         hits = CacheHits()
-        for rows, frows, arrays in self._serving(set(keys), hits):
+        for rows, frows, arrays in self._serving(keys, hits):
             skeys, emb = arrays["keys"], arrays["emb"]
             for i in rows:
                 hits.vectors[skeys[i]] = emb[i]
@@ -136,66 +155,138 @@ class EmbeddingCache:
                 hits.failures[j] = hits.failures[first]
         return hits
 
-    def _serving(self, wanted, hits: CacheHits):
-        """(rows, failure rows, arrays) of each shard that holds any of the ``wanted`` keys, verified; damaged
-        shards are moved aside into ``hits.moved`` (reported at the end), the compute time and unverified shards
-        counted into ``hits``. A shard whose rows have another dimension than the first one served is damaged."""
-        dim = None
-        for shard in self.shards():
-            try:
-                found = self._read(shard, wanted)
-                if found is not None:
-                    emb = found[2]["emb"]
-                    if dim is not None and found[0] and emb.shape[1] != dim:
-                        raise Damaged(f"embeddings of dimension {emb.shape[1]} where the other shards have {dim}")
-            except FileNotFoundError:
-                continue  # moved aside by another process since it was listed
-            except Damaged as exc:
-                moved = move_aside(self.root, [shard], f"{self.kind} embedding shard", str(exc))
-                if moved is not None:
-                    hits.moved.append(moved)
-                continue
-            if found is None:
-                continue
-            rows, frows, arrays, verified = found
-            if rows:
-                dim = arrays["emb"].shape[1]
-                hits.seconds += float(arrays["seconds"]) * len(rows) / max(len(arrays["keys"]), 1)
-                hits.counted += len(rows)
-            hits.unverified += not verified
-            yield rows, frows, arrays
+    def _serving(self, keys, hits: CacheHits):
+        """(rows, failure rows, arrays) of each shard that holds any of ``keys``, verified, in name order (a key in
+        several shards: the last one's row is the one kept); damaged shards are moved aside into ``hits.moved``
+        (reported at the end), the compute time and unverified shards counted into ``hits``; a shard whose rows have
+        another dimension than the first one served is damaged. The folder's shard
+        index (:mod:`cliplab.embed.shard_index`) spares opening the shards that hold none of ``keys``; when a shard
+        read contradicts it, every shard is served again in order as without an index, the counts starting over
+        (what was served before is served again or stays as it was). A fresh index is written when due."""
+        plan = self._plan(keys)
+        moved: dict[str, Moved] = {}
+        scanned: dict[str, tuple] = {}  # name -> (stat, key hashes) of every shard whose keys were read
+        names, check, dim = plan.open, True, None
+        while True:
+            wrong = False
+            for name in names:
+                if name in moved:
+                    continue
+                shard = plan.paths[name]
+                try:
+                    st, hashes, found = self._read(shard, plan.wanted)
+                    if found is not None and found[0] and dim is not None and found[2]["emb"].shape[1] != dim:
+                        raise Damaged(f"embeddings of dimension {found[2]['emb'].shape[1]} where the other shards "
+                                      f"have {dim}")
+                except FileNotFoundError:
+                    continue  # moved aside by another process since it was listed
+                except Damaged as exc:
+                    m = move_aside(self.root, [shard], f"{self.kind} embedding shard", str(exc))
+                    if m is not None:
+                        moved[name] = m
+                    continue
+                scanned[name] = (st, hashes)
+                i = plan.valid.get(name)
+                if (check and i is not None and tuple(plan.index.stats[i].tolist()) == st
+                        and not np.array_equal(plan.index.entries(i), hashes)):
+                    wrong = True  # the index is not what this unchanged shard holds: trust none of it
+                    break
+                if found is None:
+                    continue
+                rows, frows, arrays, verified = found
+                if rows:
+                    dim = arrays["emb"].shape[1]
+                    hits.seconds += float(arrays["seconds"]) * len(rows) / max(len(arrays["keys"]), 1)
+                    hits.counted += len(rows)
+                hits.unverified += not verified
+                yield rows, frows, arrays
+            if not wrong:
+                break
+            hits.seconds, hits.counted, hits.unverified = 0.0, 0, 0
+            names, check = list(plan.paths), False
+            plan.index, plan.valid, plan.state = None, {}, "wrong"
+        hits.moved = [moved[n] for n in sorted(moved)]
         record(hits.moved)
+        self._refresh_index(plan, scanned)
 
-    def _read(self, shard: Path, wanted: set[str]):
-        """(rows, failure rows, arrays, whether a checksum verified them) of a shard that holds any ``wanted`` key,
-        None for one that holds none; raises :class:`Damaged` for a shard that cannot be used."""
+    def _plan(self, keys) -> _Plan:
+        """Which shards a lookup of ``keys`` opens: every shard the index does not cover as it is now, and the
+        covered ones it says hold a wanted key."""
+        wanted = shard_index.Wanted(keys)
+        paths = {p.name: p for p in self.shards()}
+        index, state = None, "none"
+        if paths and (self.dir / shard_index.NAME).exists():
+            index = shard_index.ShardIndex.load(self.dir, self.scope)
+            state = "bad" if index is None else "ok"
+        if index is None:
+            return _Plan(wanted, paths, list(paths), None, {}, state)
+        stats = {}
+        for name, path in paths.items():
+            try:
+                stats[name] = shard_index.stat_of(path.stat())
+            except OSError:
+                pass  # gone since it was listed (or unreadable: opened below, and moved aside if damaged)
+        valid = index.valid(stats)
+        holding = index.holding(wanted)
+        to_open = [n for n in paths if n not in valid or valid[n] in holding]
+        return _Plan(wanted, paths, to_open, index, valid, state)
+
+    def _refresh_index(self, plan: _Plan, scanned: dict) -> None:
+        """Write a fresh index when this lookup met enough shards the index did not cover (or gone from it), or
+        found the index damaged or wrong: the old entries still valid plus every shard read."""
+        index, valid = plan.index, plan.valid
+        new = [n for n in scanned if n not in valid]
+        gone = sum(n not in plan.paths for n in index.names) if index is not None else 0
+        due = plan.state in ("bad", "wrong") or shard_index.rebuild_due(len(new) + gone, len(valid))
+        if not due or not (scanned or valid):
+            return
+        entries = []
+        for name in plan.paths:
+            if name in scanned:
+                entries.append((name, *scanned[name]))
+            elif name in valid:
+                i = valid[name]
+                entries.append((name, tuple(index.stats[i].tolist()), index.entries(i)))
+        shard_index.write(self.dir, self.scope, entries)
+
+    def _read(self, shard: Path, wanted: shard_index.Wanted):
+        """(:func:`shard_index.stat_of` the file read, hashes of its keys and failure keys, and (rows, failure
+        rows, arrays, whether a checksum verified them) when it holds any ``wanted`` key, else None); raises
+        :class:`Damaged` for a shard that cannot be used."""
         try:
-            z = np.load(shard, allow_pickle=False)
+            fh = open(shard, "rb")
         except FileNotFoundError:
             raise
-        except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes the reader raise
+        except Exception as exc:  # noqa: BLE001 - a folder in its place, no permission
             raise Damaged(f"unreadable ({_why(exc)})") from None
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise Damaged("not an npz archive")
-        with z:
-            missing = [n for n in ARRAYS if n not in z.files]
-            if missing:
-                raise Damaged(f"no {', '.join(missing)} array")
+        with fh:
+            st = shard_index.stat_of(os.fstat(fh.fileno()))
             try:
-                skeys, fkeys = z["keys"], z["fail_keys"]
-                _text_vector(skeys, "keys")
-                _text_vector(fkeys, "fail_keys")
-                rows = [i for i, k in enumerate(skeys.tolist()) if k in wanted]
-                frows = [i for i, k in enumerate(fkeys.tolist()) if k in wanted]
-                if not rows and not frows:
-                    return None
-                arrays = {name: z[name] for name in z.files if name not in ("keys", "fail_keys")}
-                arrays.update(keys=skeys, fail_keys=fkeys)
-            except Damaged:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a damaged member (bad CRC-32, short data, odd header)
+                z = np.load(fh, allow_pickle=False)
+            except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes the reader raise
                 raise Damaged(f"unreadable ({_why(exc)})") from None
-        return rows, frows, arrays, self._verify(arrays)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise Damaged("not an npz archive")
+            with z:
+                missing = [n for n in ARRAYS if n not in z.files]
+                if missing:
+                    raise Damaged(f"no {', '.join(missing)} array")
+                try:
+                    skeys, fkeys = z["keys"], z["fail_keys"]
+                    _text_vector(skeys, "keys")
+                    _text_vector(fkeys, "fail_keys")
+                    khash, fhash = shard_index.array_hashes(skeys), shard_index.array_hashes(fkeys)
+                    hashes = np.concatenate([khash, fhash])
+                    rows, frows = wanted.rows(skeys, khash), wanted.rows(fkeys, fhash)
+                    if not rows and not frows:
+                        return st, hashes, None
+                    arrays = {name: z[name] for name in z.files if name not in ("keys", "fail_keys")}
+                    arrays.update(keys=skeys, fail_keys=fkeys)
+                except Damaged:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a damaged member (bad CRC-32, short data, odd header)
+                    raise Damaged(f"unreadable ({_why(exc)})") from None
+        return st, hashes, (rows, frows, arrays, self._verify(arrays))
 
     def _verify(self, arrays: dict[str, np.ndarray]) -> bool:
         """Check a shard's arrays: True when its checksum matches, False for a shard without one whose arrays fit
