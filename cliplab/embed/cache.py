@@ -129,25 +129,29 @@ class EmbeddingCache:
         """What the cache holds for ``keys`` (None: no key), by position: one matrix with the row of every position
         found (every position of a key that occurs more than once), a mask of those positions and the failures
         by position. Rows are copied from each shard that serves them straight into the matrix: no object per row,
-        so a million cached keys cost the matrix and a dict of the wanted keys while it runs. Damaged shards are
-        moved aside and reported, as :meth:`lookup` does."""
-        where: dict = dict(zip(keys, range(len(keys))))  # key -> its last position (built in C)
-        where.pop(None, None)
-        repeats: list[tuple[int, int]] = []  # (position, the position where of the same key)
-        if len(where) < len(keys) - keys.count(None):  # a key more than once (rare): the others are filled after
-            repeats = [(j, where[k]) for j, k in enumerate(keys) if k is not None and where[k] != j]
+        and the keys are located by their hashes (:class:`shard_index.Positions`), not through a dict. Damaged
+        shards are moved aside and reported, as :meth:`lookup` does."""
         hits = RowHits(found=np.zeros(len(keys), dtype=bool))
-        for rows, frows, arrays in self._serving(where, hits):
-            skeys, emb = arrays["keys"], arrays["emb"]
+        valid = np.flatnonzero(np.fromiter((k is not None for k in keys), dtype=bool, count=len(keys))) \
+            if None in keys else None  # positions of the keys among all (None: every position has one)
+        wanted = shard_index.Positions(keys if valid is None else [keys[j] for j in valid.tolist()])
+
+        def at(found: np.ndarray) -> np.ndarray:  # positions among the wanted keys -> among ``keys``
+            return found if valid is None else valid[found]
+
+        for rows, frows, arrays in self._serving(wanted, hits):
             if rows:
-                at = [where[k] for k in skeys[rows].tolist()]
+                emb = arrays["emb"]
+                where = at(wanted.locate(arrays["keys"])[rows])
                 if hits.rows is None:
                     hits.rows = np.empty((len(keys), emb.shape[1]), dtype=np.float32)
-                hits.rows[at] = emb[rows]
-                hits.found[at] = True
-            for i in frows:
-                hits.failures[where[str(arrays["fail_keys"][i])]] = str(arrays["fail_reasons"][i])
-        for j, first in repeats:
+                hits.rows[where] = emb[rows]
+                hits.found[where] = True
+            if frows:
+                where = at(wanted.locate(arrays["fail_keys"])[frows]).tolist()
+                hits.failures.update(zip(where, arrays["fail_reasons"][frows].tolist()))
+        for j, first in wanted.repeats:
+            j, first = (j, first) if valid is None else (int(valid[j]), int(valid[first]))
             if hits.found[first]:
                 hits.rows[j] = hits.rows[first]
                 hits.found[j] = True
@@ -212,7 +216,7 @@ class EmbeddingCache:
     def _plan(self, keys) -> _Plan:
         """Which shards a lookup of ``keys`` opens: every shard the index does not cover as it is now, and the
         covered ones it says hold a wanted key."""
-        wanted = shard_index.Wanted(keys)
+        wanted = keys if isinstance(keys, shard_index.Wanted) else shard_index.Wanted(keys)
         paths = {p.name: p for p in self.shards()}
         index, state = None, "none"
         if paths and (self.dir / shard_index.NAME).exists():

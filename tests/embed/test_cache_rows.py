@@ -73,3 +73,21 @@ def test_a_warm_run_returns_the_cached_matrix_itself(tmp_path):
     res = assemble(plan, source, 3, 0, 0.0)
     assert res.indices.tolist() == [1] and res.embeddings.tolist() == [[3.0, 4.0, 5.0]]
     assert [(i, why) for i, _, why in res.failures] == [(0, "broken")]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(caches())
+def test_colliding_hashes_locate_the_right_keys(tmp_path_factory, drawn):
+    """lookup_rows finds keys through their hashes: with a hash that collides all the time (3 values), every key
+    is still located at its own positions, never at another key's that shares its hash."""
+    import pytest
+
+    from cliplab.embed import shard_index
+
+    def weak(keys):
+        return np.asarray([sum(map(ord, str(k))) % 3 for k in list(keys)], dtype=np.uint64)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(shard_index, "key_hashes", weak)
+        mp.setattr(shard_index, "array_hashes", weak)
+        test_rows_by_position_are_the_lookup_by_key.hypothesis.inner_test(tmp_path_factory, drawn)
