@@ -146,7 +146,23 @@ def render(payload: dict) -> str:
               "of which the result (MB)": f"{r['result_bytes'] / 1e6:.0f}"} for r in rows]
     return (markdown_table(table, list(table[0])) + f"\n\n{cpu_label(info.get('cpu'))}, {info.get('cpu_cores', '?')} "
             f"cores; best of {args['repeats']} fresh processes (peak: the largest of them); "
-            f"`python benchmarks/listing_scale.py --n {' '.join(map(str, args['n']))}`.{payload.get('before', '')}")
+            f"`python benchmarks/listing_scale.py --n {' '.join(map(str, args['n']))}`.{payload.get('before', '')}"
+            + goals(rows))
+
+
+def goals(rows: list[dict]) -> str:
+    """The issue's goals checked on the largest size this checkout ran, and a linear extrapolation to 10M files."""
+    mine = [r for r in rows if r["code"] == "this checkout"]
+    if not mine:
+        return ""
+    big = max(mine, key=lambda r: r["n"])
+    per_file, peak = 1e6 * big["total"] / big["n"], big["peak_growth_max"] / 1e6
+    scale = 10_000_000 / big["n"]
+    return (f"\n\nGoals at {big['n']:,} files: peak RSS growth ≤ 300 MB — {'met' if peak <= 300 else 'not met'} "
+            f"({peak:.0f} MB); warm rerun ≤ 10 µs a file — {'met' if per_file <= 10 else 'not met'} "
+            f"({per_file:.1f} µs). Linear to 10M files (same per-file cost, metadata in the kernel's cache): "
+            f"~{big['total'] * scale:.0f} s and ~{peak * scale / 1e3:.1f} GB, "
+            f"{big['result_bytes'] * scale / 1e9:.1f} GB of it the result.")
 
 
 def main() -> None:
