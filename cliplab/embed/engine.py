@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from cliplab.progress import progress_bar
 
 
 FLUSH_SECONDS = 30.0  # a shard is written at least this often, so a kill loses at most ~30 s of work
+PREFETCH_BATCHES = 2  # decoded in a thread ahead of the tower when no worker process decodes (0: decode in turn)
 
 
 @dataclass
@@ -123,6 +126,52 @@ def _batches(loader):
         return iter(loader)
     finally:
         _MASK(signal.SIG_SETMASK, previous)
+
+
+def prefetched(batches, depth: int = PREFETCH_BATCHES):
+    """Iterate ``batches`` in a background thread, up to ``depth`` batches ahead of the consumer: with decoding in
+    this process, the next batch is decoded and preprocessed while the tower runs the current one (PIL's decoders
+    and resize and torch's ops release the GIL). Same batches, same order; an exception raised by ``batches`` is
+    raised here; when the consumer stops early (an error, Ctrl-C, ``close()``) the thread stops after the batch it
+    is on. ``depth`` 0: iterate in this thread."""
+    if depth <= 0:
+        yield from batches
+        return
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for batch in batches:
+                if not put((batch, None)):
+                    return
+            put((end, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put((None, exc))
+
+    thread = threading.Thread(target=produce, name="cliplab-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            batch, exc = slots.get()
+            if exc is not None:
+                raise exc
+            if batch is end:
+                return
+            yield batch
+    finally:
+        stop.set()
+        thread.join()
 
 
 def default_workers(n_items: int, batch_size: int, runtime, cores: int | None = None) -> int:
@@ -267,10 +316,14 @@ def embed_images(model: LoadedModel, data: ImageDataset | ImageSource, options: 
                 cache.write(shard_keys, emb, shard_fail, shard_seconds)
             shard_keys, shard_rows, shard_fail, shard_seconds, batches_in_shard = [], [], {}, 0.0, 0
 
-        with progress_bar(len(todo), description) as bar:
+        with ExitStack() as stack, progress_bar(len(todo), description) as bar:
             tick = time.perf_counter()
             last_flush = batch_start = clock()
-            for pos, pixels, bad in (loader if use_tensor else _batches(loader)):
+            batches = loader if use_tensor else _batches(loader)
+            if not use_tensor and not loader.num_workers:
+                batches = prefetched(batches, PREFETCH_BATCHES)
+            stack.callback(getattr(batches, "close", lambda: None))  # its threads stop when this run does
+            for pos, pixels, bad in batches:
                 for p, reason in bad:
                     key_failures[keys[p]] = reason
                     shard_fail[keys[p]] = reason
