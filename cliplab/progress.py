@@ -19,8 +19,9 @@ from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress as _RichProgress, TextColumn, TimeElapsedColumn, \
-    TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as _RichProgress, ProgressColumn, TextColumn, \
+    TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from cliplab.params import Spelling, render
 
@@ -51,6 +52,11 @@ class Progress:
     def note(self, message: str) -> None:
         pass
 
+    def note_once(self, message: str) -> None:
+        """A note about a measurement taken now (not a fact of the model or the data): said by this run only, never
+        replayed by a later run that reuses what this one found (:mod:`cliplab.models.memo`)."""
+        self.note(message)
+
     def warn(self, message: str) -> None:
         pass
 
@@ -70,6 +76,20 @@ class _RichBar(Bar):
         self.progress.update(self.task, total=total)
 
 
+class _Rate(ProgressColumn):
+    """Items a second (rich's estimate over the last seconds), blank until there is one: ``41.3 img/s``."""
+
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        if not speed:
+            return Text("")
+        return Text(f"{speed:,.1f} {self.unit}/s" if speed < 100 else f"{speed:,.0f} {self.unit}/s")
+
+
 class ConsoleProgress(Progress):
     """rich bars, ``note:`` and ``warning:`` lines on stderr (the CLI's default); ``quiet``: warnings only."""
 
@@ -83,7 +103,7 @@ class ConsoleProgress(Progress):
             yield Bar()
             return
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-                   TimeElapsedColumn(), TimeRemainingColumn())
+                   _Rate(unit), TimeElapsedColumn(), TimeRemainingColumn())
         with _RichProgress(*columns, console=self.out) as progress:
             yield _RichBar(progress, progress.add_task(description, total=total))
 
@@ -137,11 +157,12 @@ def progress_bar(total: int, description: str, unit: str = "img") -> Iterator[Ba
         yield bar
 
 
-def note(message: str) -> None:
+def note(message: str, *, once: bool = False) -> None:
     """Something a person should know about the run (the current progress may leave it out: quiet); parameters
-    written ``{p:name}`` are spelled as the caller's door spells them."""
+    written ``{p:name}`` are spelled as the caller's door spells them. ``once``: about a measurement this run took
+    (:meth:`Progress.note_once`), not to be said again by the runs that reuse it."""
     progress = current()
-    progress.note(render(message, progress.spell))
+    (progress.note_once if once else progress.note)(render(message, progress.spell))
 
 
 def warn(message: str) -> None:

@@ -153,3 +153,21 @@ def test_a_warning_from_a_with_blocks_exit_names_the_callers_line():
             quarantine.record([moved])
     (w,) = [w for w in caught if issubclass(w.category, CliplabWarning)]
     assert w.filename == __file__ and "damaged entr" in str(w.message)
+
+
+def test_the_terminal_bar_shows_done_rate_and_time_left():
+    """Issue 26: one bar for the whole job with rows done, rows per second and the time left (the rate column was
+    missing)."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from cliplab.progress import ConsoleProgress
+
+    out = io.StringIO()
+    with ConsoleProgress(Console(file=out, force_terminal=True, width=140)).bar(40, "embedding images") as bar:
+        for _ in range(40):
+            bar.advance()
+    last = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue()).replace("\r", "\n").strip().splitlines()[-1]
+    assert re.search(r"40/40 img [\d,.]+ img/s \d+:\d\d:\d\d", last), last

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -132,7 +133,8 @@ class _Tower:
             decoders[pid] = max(rss, decoders.get(pid, 0))
             bad_all.extend(bad)
             if pixels is not None:
-                rows.append(self.encode(torch.from_numpy(pixels)))
+                # the object store's arrays are read-only, which torch warns about: the tower only reads them
+                rows.append(self.encode(torch.from_numpy(np.require(pixels, requirements="W"))))
                 pos_all.extend(pos)
         seconds = time.perf_counter() - tick
         emb = np.concatenate(rows) if rows else None
@@ -147,13 +149,19 @@ def connect(address: str, ray=None) -> tuple[bool, float]:
         return False, 0.0
     t = time.perf_counter()
     kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        if address == "local":
-            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kw)
-        else:
-            ray.init(address=address, **kw)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ParameterError("ray", address, f"cannot connect to Ray ({str(exc).splitlines()[0][:200]})") from None
+    # Ray Client says each failed attempt in a warning before it gives up: on a failure the one error line says it
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        try:
+            if address == "local":
+                ray.init(address="local", num_cpus=os.cpu_count() or 1, **kw)
+            else:
+                ray.init(address=address, **kw)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ParameterError("ray", address, f"cannot connect to Ray ({str(exc).splitlines()[0][:200]})") \
+                from None
+    for w in said:  # connected: what Ray said on the way is passed on
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return True, time.perf_counter() - t
 
 

@@ -252,6 +252,10 @@ class _Recording(Progress):
         with use(self.inner):
             note(message)
 
+    def note_once(self, message: str) -> None:  # a measurement taken by this load: not said again by the memo's
+        with use(self.inner):
+            note(message, once=True)
+
     def warn(self, message: str) -> None:
         self.said.append(["warn", message])
         with use(self.inner):
@@ -271,6 +275,10 @@ class _Silenced(Progress):
         if ("note", message) not in self.said:
             with use(self.inner):
                 note(message)
+
+    def note_once(self, message: str) -> None:
+        with use(self.inner):
+            note(message, once=True)
 
     def warn(self, message: str) -> None:
         if ("warn", message) not in self.said:

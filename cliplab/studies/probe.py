@@ -19,8 +19,9 @@ from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images
 from cliplab.inputs import (TEXTS, CLASSNAMES_P, DATA_ROOT_P, DATASET_P, LIMIT_P, ONE_MODEL, RUN, SPLIT_P,
                             TEMPLATE_P, TRAIN_LIMIT_P, TRAIN_SPLIT_P, Fitting, Inputs, Templates)
 from cliplab.errors import ParameterError
+from cliplab.fit_memo import FitMemo
 from cliplab.params import DATASET, Param, param
-from cliplab.progress import progress_bar, warn
+from cliplab.progress import note, progress_bar, warn
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
 from cliplab.report.plots import TEXT_PT, _plt
@@ -77,6 +78,7 @@ class ProbeResult(SingleModel, Notebook):
     warnings: list[str] = field(default_factory=list)  # unconverged fits, a weight decay chosen at a grid edge
     fewer: dict = field(default_factory=dict)  # k -> (classes with fewer than k shots, their fewest), allow_fewer
     params: dict = field(default_factory=dict)  # what the study was asked for (k, seeds, weight decay, ...)
+    reused: int = 0  # probe results (the linear probe, the k-shot sweep) taken from the fit memo, not refitted
     task = "linear_probe"
 
     @property
@@ -269,6 +271,11 @@ def _check(train: ImageDataset, test: ImageDataset, options) -> None:
     check_disjoint(train, test, "probe training", options.cache_dir if options.use_cache else None)
 
 
+def _device_kind(device) -> str:
+    """'cpu' / 'cuda' / 'mps': the fits' numbers may differ between kinds of device, not between two GPUs' indices."""
+    return str(getattr(device, "type", device)).split(":")[0]
+
+
 def run_probe(inputs: Inputs, params: ProbeParams = ProbeParams()) -> ProbeResult:
     """Linear and k-shot probes trained on the fitted split, tested on the evaluated one beside zero-shot: a
     :class:`ProbeResult`."""
@@ -289,6 +296,8 @@ def run_probe(inputs: Inputs, params: ProbeParams = ProbeParams()) -> ProbeResul
         "templates": templates.name if templates is not None else None, "linear": linear, "kshots": list(kshots),
         "seeds": list(seeds), "zeroshot_init": zeroshot_init, "wd": wd, "val_fraction": val_fraction, "seed": seed})
     study.seconds["images"] = time.perf_counter() - t0
+    import cliplab.tasks.probe as solver
+    memo = FitMemo(options.cache_dir if options.use_cache else None, (solver,))
     Xtr, ytr = tr.embeddings, train.labels[tr.indices]
     Xte, yte = te.embeddings, test.labels[te.indices]
     C = len(train.classnames)
@@ -305,8 +314,9 @@ def run_probe(inputs: Inputs, params: ProbeParams = ProbeParams()) -> ProbeResul
                 bar.set_total(total + 1)
                 bar.advance()
 
-            study.linear = linear_probe(Xtr, ytr, Xte, yte, C, wd=wd, val_fraction=val_fraction, seed=seed,
-                                        device=device, on_fit=on_fit)
+            study.linear = memo.get("linear", [Xtr, ytr, Xte, yte, C, wd, val_fraction, seed, _device_kind(device)],
+                                    lambda: linear_probe(Xtr, ytr, Xte, yte, C, wd=wd, val_fraction=val_fraction,
+                                                         seed=seed, device=device, on_fit=on_fit))
             bar.advance()
         study.seconds["linear"] = time.perf_counter() - t1
     if kshots:
@@ -314,11 +324,18 @@ def run_probe(inputs: Inputs, params: ProbeParams = ProbeParams()) -> ProbeResul
         t1 = time.perf_counter()
         n_fits = len(kshots) * len(seeds) * (2 if zeroshot_init and zs_weights is not None else 1)
         with progress_bar(n_fits, "k-shot probes", unit="fits") as bar, _probe_warnings(study):
-            study.kshot = kshot_probes(Xtr, ytr, Xte, yte, C, ks=tuple(kshots), seeds=tuple(seeds),
-                                       zeroshot_weights=zs_weights if zeroshot_init else None,
-                                       logit_scale=model.logit_scale, val_fraction=val_fraction, device=device,
-                                       on_fit=bar.advance)
+            anchor = zs_weights if zeroshot_init else None
+            study.kshot = memo.get("kshot", [Xtr, ytr, Xte, yte, C, list(kshots), list(seeds), anchor,
+                                             float(model.logit_scale), val_fraction, _device_kind(device)],
+                                   lambda: kshot_probes(Xtr, ytr, Xte, yte, C, ks=tuple(kshots), seeds=tuple(seeds),
+                                                        zeroshot_weights=anchor, logit_scale=model.logit_scale,
+                                                        val_fraction=val_fraction, device=device,
+                                                        on_fit=bar.advance))
         study.seconds["kshot"] = time.perf_counter() - t1
+    if memo.hits:
+        study.reused = memo.hits
+        note(f"probe fits reused: {memo.hits} of {memo.hits + memo.misses} probe results came from the cache "
+             f"({memo.folder}), where nothing they depend on changed (embeddings, labels, parameters, solver code)")
     study.seconds["total"] = time.perf_counter() - t0
     return study
 

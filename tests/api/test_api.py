@@ -525,3 +525,24 @@ def test_both_doors_refuse_a_value_outside_its_bounds_with_the_same_message(stud
     assert res.exit_code == 2 and len(lines) == 1, res.output
     assert lines[0] == "error: " + api_msg.replace(param.api_name, param.cli_flag, 1), (lines[0], api_msg)
     assert not (cache / "embeddings").exists()
+
+
+def test_a_second_probe_reuses_the_fits_and_a_changed_input_fits_again(model, cache, tmp_path):
+    """Issue 24: rerunning a probe study (as `make demo` does) reuses its fitted results when nothing they depend on
+    changed, and gives the same numbers; another training split or parameter fits again; no cache, no memo."""
+    from cliplab.progress import use
+    from recording import Recording
+
+    kw = dict(limit=LIMIT, train_limit=80, kshot=[1, 2], seeds=2, cache_dir=tmp_path / "c", backend="torch")
+    with use(Recording()) as cold_said:
+        cold = cliplab.probe(model, "shapes:color", **kw)
+    with use(Recording()) as warm_said:
+        warm = cliplab.probe(model, "shapes:color", **kw)
+    assert cold.reused == 0 and warm.reused == 2
+    assert any("probe fits reused: 2 of 2" in n for n in warm_said.notes)
+    assert not any("reused" in n for n in cold_said.notes)
+    pd.testing.assert_frame_equal(cold.metrics.drop(columns="run", errors="ignore"),
+                                  warm.metrics.drop(columns="run", errors="ignore"))
+    assert cliplab.probe(model, "shapes:color", **{**kw, "train_limit": 90}).reused == 0  # other shots drawn
+    assert cliplab.probe(model, "shapes:color", **{**kw, "seeds": 3}).reused == 1  # the linear probe is the same
+    assert cliplab.probe(model, "shapes:color", **{**kw, "no_cache": True}).reused == 0

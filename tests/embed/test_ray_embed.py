@@ -5,6 +5,7 @@ and a rerun computes nothing; tar shards in CLIP_benchmark's layout, a manifest 
 give the folder's embeddings through Ray too; without Ray, ``--ray`` is one error line saying what to install."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
@@ -206,3 +207,46 @@ def test_the_openvino_backend_runs_in_the_actors_too(images, ray_cluster, traine
     ref = one_process(ov, ds, tmp_path / "one")
     res = on_ray(ov, ds, tmp_path / "ray")  # the actor converts the towers into this cache, as the driver did
     assert np.array_equal(ref.embeddings, res.embeddings) and ref.failures == res.failures
+
+
+def test_the_ray_extra_brings_the_client_for_ray_addresses():
+    """Regression (new-user try): `pip install 'cliplab[ray]'` brought no grpcio, so every ray://HOST:PORT address
+    failed with Ray's 'Ray Client requires pip package ray[client]' instead of connecting."""
+    pytest.importorskip("ray")
+    import tomllib
+    from pathlib import Path
+
+    extras = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(d.startswith("ray[") and "client" in d.split("[")[1].split("]")[0] for d in extras["ray"])
+    assert importlib.util.find_spec("grpc") is not None  # installed with the extra, as CI installs it
+
+
+def test_ray_client_warnings_before_a_failed_connection_end_in_one_error_line(capsys):
+    """Ray Client warns on each failed attempt (`Ray Client connection timed out...`) before it raises: the user
+    sees the one error line, not the warnings; a connection that succeeds passes Ray's warnings on."""
+    import warnings
+
+    from cliplab.embed.distributed import connect
+    from cliplab.errors import ParameterError
+
+    class FakeRay:
+        def __init__(self, fail):
+            self.fail = fail
+
+        def is_initialized(self):
+            return False
+
+        def init(self, address, **kw):
+            warnings.warn("Ray Client connection timed out. Ensure that the Ray Client port is open", UserWarning)
+            if self.fail:
+                raise ConnectionError("ray client connection timeout")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ParameterError, match="cannot connect to Ray \\(ray client connection timeout\\)"):
+            connect("ray://127.0.0.1:1", FakeRay(fail=True))
+    assert caught == []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert connect("ray://127.0.0.1:1", FakeRay(fail=False))[0] is True
+    assert [str(w.message)[:30] for w in caught] == ["Ray Client connection timed ou"]

@@ -250,3 +250,34 @@ def test_a_shipped_model_replaced_in_the_cache_is_loaded_again(tmp_path, tiny_ch
     (folder / "meta.json").write_text(json.dumps({"overrides_shipped": True}))
     replaced = open_model("tiny-shapes", None, options)
     assert not isinstance(replaced, LazyModel) and replaced.fingerprint != shipped.fingerprint
+
+
+def test_a_measurement_note_is_said_by_the_load_that_measured_only(tmp_path, tiny_checkpoint, monkeypatch):
+    """Regression (issue 24's new-user try): every warm load of a model replayed the backend calibration's
+    "measured ... kept in ..." note and the bf16 note, as if measured again. A note about a measurement taken now
+    (``note(..., once=True)``) is said by the load that took it; the model's own notes and warnings are replayed."""
+    from cliplab.models import memo
+    from cliplab.progress import note, use, warn
+    from recording import Recording
+
+    real = memo._load
+
+    def load(*args, **kwargs):
+        note("a fact of this model")
+        warn("a warning about this model")
+        note("measured the tower now", once=True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(memo, "_load", load)
+    cfg, ckpt, _ = tiny_checkpoint
+    options = _options(tmp_path)
+    with use(Recording()) as cold:
+        open_model(str(cfg), str(ckpt), options)
+    assert cold.notes == ["a fact of this model", "measured the tower now"]
+    with use(Recording()) as warm:
+        lazy = open_model(str(cfg), str(ckpt), options)
+    assert isinstance(lazy, LazyModel)
+    assert warm.notes == ["a fact of this model"] and warm.warnings == ["a warning about this model"]
+    with use(Recording()) as loading:
+        lazy.encode_texts(["a cat"])  # the real load: its measurement is new, the model's facts were said already
+    assert loading.notes == ["measured the tower now"] and loading.warnings == []

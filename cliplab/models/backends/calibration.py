@@ -224,7 +224,7 @@ def _report(loaded, record: dict, path: Path, kept: str) -> None:
     threads = f"{record['threads']} thread" + ("s" if record["threads"] != 1 else "")
     note(f"{{p:backend}} auto: measured {loaded.name}'s image tower at batch {record['batch_size']} "
          f"({record['precision']}) on {record['cpu']}, {threads}: PyTorch {t:.1f} img/s, {ov} "
-         f"({kept}; delete it to measure again)")
+         f"({kept}; delete it to measure again)", once=True)
 
 
 def calibrate(loaded, batch_size: int, precision: str, cache_dir: Path, images: int | None) -> dict[str, Any]:
@@ -324,4 +324,4 @@ def bf16_note(loaded, precision: str, images: int | None, cache_dir: Path, batch
              else "faster (see docs/benchmarks.md: 3.4-4.3x on AVX-512 BF16 / AMX machines)")
     _BF16_SAID.add(cpu["model"])
     note(f"this CPU has {' and '.join(units)}: {{p:precision}} bf16 (OpenVINO) is {speed}; {BF16_AGREEMENT}. fp32 "
-         "stays the reference and the default")
+         "stays the reference and the default", once=True)
