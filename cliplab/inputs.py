@@ -38,7 +38,8 @@ def _backend_names() -> tuple[str, ...]:
 
 # ---- the shared parameters, each declared once ----
 MODEL_P = Param("model", MODEL, DEFAULT_MODEL, short="-m", help=(
-    "open_clip architecture (ViT-B-32), hf-hub:org/name, local-dir:FOLDER, a model-config .json, hf:org/name "
+    "open_clip architecture (ViT-B-32; OpenAI's spellings such as ViT-B/32 or ViT-L/14@336px mean that "
+    "architecture with the openai weights), hf-hub:org/name, local-dir:FOLDER, a model-config .json, hf:org/name "
     "(transformers), or a model trained by `cliplab train` (see `cliplab models`){py:, or a model from "
     "cliplab.load_model}."))
 PRETRAINED_P = Param("pretrained", STR, None, short="-p", help=(

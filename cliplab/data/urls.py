@@ -27,14 +27,29 @@ def offline() -> bool:
     return any(os.environ.get(v, "") not in ("", "0") for v in ("CLIPLAB_OFFLINE", "HF_HUB_OFFLINE"))
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+def shown_name(url_path: str) -> str:
+    """The file name of a URL's path, made safe as a file name (``cat%20photo.JPG`` -> ``cat_photo.JPG``), ending in
+    its image suffix (``.img`` when it has none); ``image.img`` when the path names no file."""
+    import re
+
+    suffix = Path(url_path).suffix.lower()
+    suffix = suffix if suffix in IMAGE_SUFFIXES else ".img"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", urllib.parse.unquote(url_path.rsplit("/", 1)[-1])).strip("._")[:100]
+    if not name:
+        return "image" + suffix
+    return name if name.lower().endswith(suffix) else name + suffix
+
+
 def local_copy(url: str, cache_dir: str | os.PathLike, param: str, *, max_bytes: int = MAX_BYTES,
                timeout: float = TIMEOUT) -> Path:
     """The image at ``url`` as a local file (downloaded on first use, then read from the cache); errors name
     ``param``."""
     parsed = urllib.parse.urlparse(url)
-    suffix = Path(parsed.path).suffix.lower()
-    suffix = suffix if suffix in {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"} else ".img"
-    path = Path(cache_dir) / "urls" / (hashlib.sha256(url.encode()).hexdigest()[:32] + suffix)
+    # <hash of the URL>/<the URL's own file name>: tables and figures then name the image as its address does
+    path = Path(cache_dir) / "urls" / hashlib.sha256(url.encode()).hexdigest()[:32] / shown_name(parsed.path)
     if path.is_file():
         return path
     if offline() and parsed.hostname not in LOOPBACK:

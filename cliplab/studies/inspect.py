@@ -452,7 +452,8 @@ STUDY = register(Study(
              Output("heatmap", "heatmap", "PNG or SVG of the candidates x images cosine-similarity matrix (images "
                     "grouped by their best candidate; values in the cells up to 16 images).", (".png", ".svg"))),
     positional=("model", "images"), group="Classification studies", sections=tuple(REPORT_SECTIONS), order=50,
-    returns="Inline: the ranking table, one figure per image (image + top-k bars) and the similarity matrix; "
+    returns="Inline: the ranking table, one figure per image (image + top-k bars) and the similarity matrix "
+            "(``.heatmap_figure()``: candidates x images, as the CLI's --heatmap writes it); "
             "with several models an :class:`InspectModelsResult` (each model's ranking, their top-1 agreement, the "
             "matrices side by side).",
     example='cliplab.inspect("tiny-shapes", ["red-circle.png"], classes=["red shape", "blue shape"], quiet=True)'))

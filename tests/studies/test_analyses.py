@@ -84,10 +84,23 @@ def test_inspect_search_and_similar_take_urls(server, trained_cache, tmp_path):
                               classes=["red shape", "blue shape"], cache_dir=cache, **KW)
     np.testing.assert_array_equal(by_url.scores, by_file.scores)
     assert len(list((cache / "urls").iterdir())) == 1  # fetched once, kept in the cache
+    # named as its address names it (was the cache's hash, '39bd3fd7....png'), in the table and the figures
+    assert by_url.tables()[0].rows[0][0] == "red.png" and by_url.paths[0].name == "red.png"
     s = cliplab.search("tiny-shapes", "shapes:color", image=url, limit=40, k=3, cache_dir=cache, **KW)
     assert s.queries[0].label == f"[{url}]"
     sim = cliplab.similar("tiny-shapes", "shapes:color", query=url, limit=40, k=3, cache_dir=cache, **KW)
     assert sim.queries.positions.shape == (1, 3)
+
+
+@pytest.mark.parametrize("path, name", [("/a/cat.jpg", "cat.jpg"), ("/a/cat%20photo.JPG", "cat_photo.JPG"),
+                                        ("/", "image.img"), ("/x/..", "image.img"), ("/img", "img.img"),
+                                        ("/" + "n" * 300 + ".png", "n" * 100 + ".png")])
+def test_a_fetched_image_keeps_the_file_name_of_its_address(path, name):
+    import urllib.parse
+
+    from cliplab.data.urls import shown_name
+
+    assert shown_name(urllib.parse.urlparse("http://h" + path + "?id=3").path) == name
 
 
 def test_url_errors_are_one_line(server, tmp_path, monkeypatch):
