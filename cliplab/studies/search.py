@@ -237,10 +237,11 @@ class SearchResult(Notebook):
         return {"hits": self.hits_frame(), "grids": self.grids_figure()}
 
     def hits_frame(self) -> pd.DataFrame:
-        """One row per model, query and rank: the query, its family, the model, the image and its score."""
+        """One row per model, query and rank: the query, its family, the model, the image, its score and the metric
+        the score is (cosine, dot, or euclidean: an L2 distance, smaller first)."""
         rows = [{"query": printable(qy.label), "family": qy.family, "model": h.model.name,
                  "pretrained": h.model.pretrained,
-                 "rank": j + 1, "image": ident, "score": float(h.scores[q, j])}
+                 "rank": j + 1, "image": ident, "score": float(h.scores[q, j]), "metric": self.metric}
                 for h in self.hits for q, qy in enumerate(self.queries) for j, ident in enumerate(self.ids(h, q))]
         return pd.DataFrame(rows)
 

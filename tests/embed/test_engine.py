@@ -87,7 +87,10 @@ def test_a_signal_stops_the_run_in_one_line_and_keeps_finished_shards(tiny_check
             "--dataset", str(photos), "--batch-size", "4", "--shard-batches", "1", "--workers", workers,
             "--backend", "torch", "--device", "cpu", "--quiet", "--cache-dir", str(cache)]
     shards = lambda: list(cache.rglob("shard-*.npz"))  # noqa: E731
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # a terminal's Ctrl-C reaches a process that has SIGINT's default action; a test run started in the background
+    # by a non-interactive shell inherits SIGINT ignored (POSIX), and so would the run: give it the default back
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and not shards():
         time.sleep(0.01)

@@ -57,7 +57,10 @@ WHY_FACTS = ("model facts (issue 27): each compared row names its model's image 
              "input resolution and the pretraining data its weights' metadata records (cliplab/models/facts.py)")
 WHY_CAPTION_ID = ("chosen captions (issue 27): each caption's id, its number among the dataset's captions in file order, "
                   "by which --show-captions picks it (stable when an image cannot be read)")
+WHY_METRIC = ("distances other than cosine (issue 27): each search hit says which score it is (cosine, dot, or "
+              "euclidean: an L2 distance), so a hits file read on its own cannot be taken for cosines")
 DOCUMENTED_ADDITIONS: dict[str, dict[str, str]] = {
+    "search": {"/output/metric": WHY_METRIC}, "search_image": {"/output/metric": WHY_METRIC},
     "compare": {"/output/backbone": WHY_FACTS, "/output/pretraining_data": WHY_FACTS, "/output/resolution": WHY_FACTS},
     "retrieval": {"/captions/images_above": WHY_FAILURES, "/captions/score_gap": WHY_FAILURES,
                   "/captions/nearest_above": WHY_FAILURES, "/captions/near_duplicates_above": WHY_FAILURES,

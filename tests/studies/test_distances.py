@@ -40,6 +40,7 @@ def test_search_by_metric_is_keyed_and_equals_numpy(metric, trained_cache):
     rows = res.metric_rows()
     assert set(rows.variant) == {f"a red circle metric={metric}"}
     assert any("trained for cosine" in n for n in res.notes)
+    assert set(res.hits_frame()["metric"]) == {metric}  # the hits file says which score it holds
     flat = cliplab.search("tiny-shapes", "shapes:color", ["a red circle"], limit=60, k=5, metric=metric,
                           index_type="flat", cache_dir=trained_cache, **KW)
     np.testing.assert_array_equal(flat.hits[0].positions, h.positions)
