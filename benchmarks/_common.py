@@ -154,9 +154,10 @@ def write_docs_region(name: str, body: str, docs: Path = DOCS) -> Path:
     import re
 
     text = docs.read_text()
-    mark = re.compile(rf"(<!-- numbers:{re.escape(name)} -->\n).*?(\n<!-- /numbers:{re.escape(name)} -->)", re.S)
+    # the markers on lines of their own, with or without a body between them (a new region is two lines)
+    mark = re.compile(rf"(<!-- numbers:{re.escape(name)} -->\n)(?:.*?\n)?(<!-- /numbers:{re.escape(name)} -->)", re.S)
     if not mark.search(text):
         raise SystemExit(f"{docs} has no region <!-- numbers:{name} --> ... <!-- /numbers:{name} -->; add the "
                          "markers where the table belongs")
-    docs.write_text(mark.sub(lambda mo: mo.group(1) + body + mo.group(2), text, count=1))
+    docs.write_text(mark.sub(lambda mo: mo.group(1) + body.rstrip("\n") + "\n" + mo.group(2), text, count=1))
     return docs

@@ -35,13 +35,14 @@ import argparse
 import importlib.util
 import os
 import subprocess
+import json
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-from _common import device_tag, machine, markdown_table, save
+from _common import device_tag, machine, markdown_table, save, write_docs_region
 from _probe_data import SHARED, features, load_model_by_name
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -205,6 +206,44 @@ def old_probe(rev: str):
     return mod
 
 
+def kshot_tables() -> dict[str, str]:
+    """docs/benchmarks.md's k-shot tables (region ``kshot-<model>-<dataset>``), from the saved one-thread results
+    (``probe_vs_sklearn-kshot-*-t1-cpu.json``) beside their two-thread twins (``-t2-``)."""
+    results = Path(__file__).resolve().parent / "results"
+    tables = {}
+    for one in sorted(results.glob("probe_vs_sklearn-kshot-*-t1-cpu.json")):
+        two_path = Path(str(one).replace("-t1-cpu", "-t2-cpu"))
+        rows1 = json.loads(one.read_text())["kshot_rows"]
+        rows2 = json.loads(two_path.read_text())["kshot_rows"] if two_path.is_file() else []
+        twin = {(r["model"], r["dataset"], r["k"]): r for r in rows2}
+        for (model, ds) in dict.fromkeys((r["model"], r["dataset"]) for r in rows1):
+            mine = [r for r in rows1 if (r["model"], r["dataset"]) == (model, ds)]
+            old = any("old_s" in r for r in mine)
+            solvers = sorted({k[len("sklearn_"):-2] for r in mine for k in r if k.startswith("sklearn_")
+                              and k.endswith("_s") and k != "sklearn_s"})
+            out = []
+            for r in mine:
+                t = twin.get((model, ds, r["k"]), {})
+                total = r["k"] == "all"
+                row = {"k": r["k"], "seeds": r["seeds"], "cliplab s": f"{r['cliplab_s']:.3f}",
+                       "sklearn s": f"{r['sklearn_s']:.2f}", "ratio": f"**{r['ratio']:.1f}×**",
+                       "cliplab s (2 thr.)": f"{t['cliplab_s']:.3f}" if t else "",
+                       "sklearn s (2 thr.)": f"{t['sklearn_s']:.2f}" if t else "",
+                       "ratio (2 thr.)": f"{t['ratio']:.1f}×" if t else "",
+                       "cliplab acc %": "" if total else f"{r['cliplab_acc']:.2f}",
+                       "sklearn acc %": "" if total else f"{r['sklearn_acc']:.2f}",
+                       "Δ pt (max per seed)": f"(max {r['max_abs_diff_pt']:.2f})" if total else
+                       f"{r['diff_pt']:+.2f} ({r['max_abs_diff_pt']:.2f})",
+                       "anchored s": f"{r['anchored_s']:.3f}" if "anchored_s" in r else ""}
+                for solver in solvers:
+                    row[f"sklearn {solver} s"] = f"{r[f'sklearn_{solver}_s']:.2f}"
+                if old:
+                    row["old s (anchored)"] = f"{r['old_s']:.1f} ({r['old_anchored_s']:.1f})"
+                out.append(row)
+            tables[f"kshot-{model}-{ds}"] = markdown_table(out, list(out[0]))
+    return tables
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache-dir", required=True, help="embedding cache (filled by _probe_data.py)")
@@ -219,6 +258,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch and BLAS threads (default: as configured)")
     ap.add_argument("--repeats", type=int, default=1, help="k-shot: best of this many runs per side")
     ap.add_argument("--also-sklearn", default="", help="k-shot: more scikit-learn solvers to time, e.g. newton-cg")
+    ap.add_argument("--docs", action="store_true", help="write docs/benchmarks.md's k-shot tables from the saved "
+                    "results (after the runs; with --docs-only, measuring nothing)")
+    ap.add_argument("--docs-only", action="store_true")
+    if "--docs-only" in sys.argv:
+        for region, body in kshot_tables().items():
+            write_docs_region(region, body)
+        return
     args = ap.parse_args()
     args.kshot = [int(k) for k in args.kshot.split(",") if k]
     args.also_sklearn = [x for x in args.also_sklearn.split(",") if x]
@@ -304,6 +350,9 @@ def run(args, torch) -> None:
                    + ([f"limit{args.limit}"] if args.limit else [])
                    + ([f"t{args.threads}"] if args.threads else []) + [device_tag(args.device)])
     print(f"saved {save('probe_vs_sklearn-' + tag, payload)}")
+    if args.docs:
+        for region, body in kshot_tables().items():
+            write_docs_region(region, body)
 
 
 if __name__ == "__main__":

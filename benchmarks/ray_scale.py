@@ -3,8 +3,8 @@
     python benchmarks/ray_scale.py [--n 2000] [--model ViT-B-32] [--backend torch] [--batch-size 32] [--repeats 3]
                                    [--docs ray-scale] [--docs-only]
 
-Images: the first n/2 of CIFAR-10's test split (32x32 JPEGs) and n/2 of Food-101 (up to 512 px JPEGs) from
-../shared/data, listed in a CSV manifest (the script exits saying so when the folder is absent). Model: open_clip's
+Images: n/2 of Food-101 (up to 512 px JPEGs; at most the 500 of the shared subset's test split) and the rest from
+CIFAR-10's test split (32x32 JPEGs), spread evenly over each, from ../shared/data, listed in a CSV manifest (the script exits saying so when the folder is absent). Model: open_clip's
 architecture with no weights given, so cliplab initialises it at random with its fixed seed (the same weights in the
 driver and in every Ray worker: their fingerprints must match). Each run embeds everything into an empty cache.
 
@@ -37,17 +37,20 @@ SCALING = Path(__file__).resolve().parents[1] / "docs" / "scaling.md"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def manifest(n: int, folder: Path) -> Path:
+def manifest(n: int, folder: Path) -> tuple[Path, int]:
     cifar = sorted((DATA / "cifar10-test").glob("*/*.jpg"))
     food = sorted((DATA / "food101-10" / "test").glob("*/*.jpg"))
     take = lambda files, k: [files[i] for i in np.linspace(0, len(files) - 1, k).astype(int)]  # noqa: E731
-    rows = [(p, p.parent.name) for p in take(cifar, n // 2) + take(food, n - n // 2)]
+    n_food = min(n - n // 2, len(food))  # the Food-101 subset has 500 test images: CIFAR-10 makes up the rest
+    rows = [(p, p.parent.name) for p in take(cifar, n - n_food) + take(food, n_food)]
+    if len({p for p, _ in rows}) != n:
+        sys.exit(f"{n} distinct images asked for; {DATA} holds {len(cifar)} CIFAR-10 and {len(food)} Food-101 ones")
     path = folder / "images.csv"
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["filepath", "label"])
         w.writerows((str(p), label) for p, label in rows)
-    return path
+    return path, n - n_food  # the CIFAR-10 rows come first
 
 
 CORES_PER_NODE = 32  # a CPU node of the table (vCPUs, as the measured 2 are)
@@ -130,7 +133,8 @@ def measure(model, ds, tmp: Path, kw: dict, ray_first: bool) -> dict:
 
 def render(payloads: list[dict]) -> str:
     """docs/scaling.md's region: every run of every saved backend, the goal, memory, and the cluster table (from
-    the torch results when there are some: the rates are per core of the measured kind)."""
+    the OpenVINO results when there are some, the backend CPU actors use where it is installed: the rates are per
+    core of the measured kind)."""
     mb = lambda v: f"{v / 2**20:,.0f}"  # noqa: E731
     rows, notes = [], []
     for p in payloads:
@@ -164,7 +168,7 @@ def render(payloads: list[dict]) -> str:
             f"{first['machine'].get('cpu_cores', '?')} cores; `python benchmarks/ray_scale.py --n {first['n']} "
             f"--repeats {len(first['runs'])} --backend BACKEND`; the single-process figure excludes its model load "
             f"(done before timing), the Ray rest includes the actor's.")
-    base = next((p for p in payloads if p["backend"] == "torch"), first)
+    base = next((p for p in payloads if p["backend"] == "openvino"), first)
     table = [{"cluster": r["cluster"], "images/s": f"{r['images/s']:,.0f}" + " (decode-bound)" * r.get("decode-bound", 0),
               "hours for 10M images": f"{r['hours for 10M']:.2g}"} for r in cluster_table(base)]
     return text + "\n\n@@table@@\n" + (
@@ -210,7 +214,8 @@ def main() -> None:
     from cliplab.progress import Silent, use
 
     tmp = Path(tempfile.mkdtemp(prefix="cliplab-ray-scale-"))
-    ds = open_dataset(str(manifest(args.n, tmp)))
+    listed, n_cifar = manifest(args.n, tmp)
+    ds = open_dataset(str(listed))
     with use(Silent()):
         model = open_model(args.model, None, device="cpu", backend=args.backend, cache_dir=tmp / "models")
     kw = dict(batch_size=args.batch_size, shard_batches=args.shard_batches)
@@ -220,8 +225,7 @@ def main() -> None:
 
     # decoding + preprocessing on one core, in this process (the PIL path the decode tasks run), per image set
     torch.set_num_threads(1)
-    half = len(ds) // 2
-    for name, lo, hi in (("cifar10", 0, half), ("food101", half, len(ds))):
+    for name, lo, hi in (("cifar10", 0, n_cifar), ("food101", n_cifar, len(ds))):
         todo = list(range(lo, min(hi, lo + 96)))
         t0 = time.perf_counter()
         for s in range(0, len(todo), args.batch_size):

@@ -22,7 +22,6 @@ and checked against every shard read: the shards and their checksums stay the on
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ import numpy as np
 
 from cliplab.embed import shard_index
 from cliplab.errors import ParameterError
-from cliplab.io import atomic_path
+from cliplab.io import arrays_digest, atomic_path
 from cliplab.paths import CACHE_REMEDY, human_bytes, require_space, require_writable
 from cliplab.quarantine import Moved, move_aside, record
 
@@ -79,14 +78,7 @@ class Damaged(Exception):
 
 def checksum(scope: str, arrays: dict[str, np.ndarray]) -> str:
     """The digest of a shard's arrays (every one but ``checksum``: name, dtype, shape, bytes) and of its place."""
-    h = hashlib.sha256(f"cliplab-shard-v2\0{scope}".encode())  # SHA-256: in hardware on current x86 and ARM CPUs
-    for name in sorted(arrays):
-        if name == "checksum":
-            continue
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"\0{name}\0{a.dtype.str}\0{a.shape}\0".encode())
-        h.update(a.reshape(-1).view(np.uint8) if a.size else b"")
-    return h.hexdigest()
+    return arrays_digest("cliplab-shard-v2", scope, arrays)
 
 
 def _savez(fh, arrays: dict[str, np.ndarray]) -> None:

@@ -41,7 +41,6 @@ disk) gets no index, with one debug log line; lookups stay right, as slow as wit
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -49,7 +48,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cliplab.io import atomic_path
+from cliplab.io import arrays_digest, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -284,14 +283,7 @@ def stat_of(st: os.stat_result) -> tuple[int, int, int, int]:
 
 def digest(scope: str, arrays: dict[str, np.ndarray]) -> str:
     """SHA-256 of the index's arrays (name, dtype, shape, bytes) and of its folder's place."""
-    h = hashlib.sha256(f"{VERSION}\0{scope}".encode())
-    for name in sorted(arrays):
-        if name == "checksum":
-            continue
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"\0{name}\0{a.dtype.str}\0{a.shape}\0".encode())
-        h.update(a.reshape(-1).view(np.uint8) if a.size else b"")
-    return h.hexdigest()
+    return arrays_digest(VERSION, scope, arrays)
 
 
 class ShardIndex:

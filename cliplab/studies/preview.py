@@ -15,8 +15,9 @@ from cliplab.params import param
 from cliplab.registry import Output, Study, register
 from cliplab.report.notebook import Notebook
 from cliplab.report.plots import image_grid, save_figure
-from cliplab.results.result import (DatasetInfo, Failure, Figure, ModelInfo, ReportSection, Rows, Table,
-                                     packed_name)
+from cliplab.report.rows import groups, latest, text
+from cliplab.results.result import (DatasetInfo, Failure, Figure, ModelInfo, ReportFigure, ReportSection, Rows,
+                                     Table, packed_name)
 
 if TYPE_CHECKING:
     from cliplab.data.base import ImageDataset
@@ -99,30 +100,39 @@ class PreviewResult(Notebook):
     def _name(self, c: int) -> str:
         return self.data.classnames[c] if c >= 0 and self.data.classnames else "images"
 
+    @property
+    def grid_caption(self) -> str:
+        return f"sample images per class · {self.data.name}"
+
+    def grid(self):
+        """The matplotlib figure of the sample images, one row per class."""
+        imgs, caps, rows = [], [], []
+        for c, pos in self.picks.items():
+            for j in range(self.per_class):
+                if j < len(pos):
+                    imgs.append(self.data.source.load(int(pos[j])))
+                    caps.append(Path(self.data.source.id(int(pos[j]))).name[:24])
+                else:
+                    imgs.append(None)
+                    caps.append("")
+            rows.append(f"{self._name(c)} ({len(pos)} shown)")
+        return image_grid(imgs, caps, cols=self.per_class, row_titles=rows, title=self.grid_caption)
+
     def grid_figure(self) -> Figure:
         """Sample images, one row per class (a PNG)."""
-        caption = f"sample images per class · {self.data.name}"
-
         def draw(path: Path) -> list[tuple[Path, str]]:
-            imgs, caps, rows = [], [], []
-            for c, pos in self.picks.items():
-                for j in range(self.per_class):
-                    if j < len(pos):
-                        imgs.append(self.data.source.load(int(pos[j])))
-                        caps.append(Path(self.data.source.id(int(pos[j]))).name[:24])
-                    else:
-                        imgs.append(None)
-                        caps.append("")
-                rows.append(f"{self._name(c)} ({len(pos)} shown)")
-            fig = image_grid(imgs, caps, cols=self.per_class, row_titles=rows, title=caption)
-            return [(save_figure(fig, [path])[0], caption)]
+            return [(save_figure(self.grid(), [path])[0], self.grid_caption)]
 
-        return Figure(caption, draw)
+        return Figure(self.grid_caption, draw)
 
 
 def run_preview(inputs: Inputs, params: PreviewParams = PreviewParams()) -> PreviewResult:
     """Class sizes and a few seeded random images per class: a :class:`PreviewResult` (no model is loaded)."""
-    ds = inputs.dataset
+    return preview_of(inputs.dataset, params)
+
+
+def preview_of(ds: ImageDataset, params: PreviewParams) -> PreviewResult:
+    """The preview of a loaded dataset (the picks depend only on its labels and the seed)."""
     rng = np.random.default_rng(params.seed)
     if ds.labels is not None and ds.classnames:
         sizes = np.bincount(ds.labels, minlength=len(ds.classnames))
@@ -137,7 +147,45 @@ def run_preview(inputs: Inputs, params: PreviewParams = PreviewParams()) -> Prev
 
 
 VARIANT = "class sizes"
-REPORT_SECTIONS = [ReportSection("preview", ("images", "classes", "smallest_class", "largest_class"), order=1)]
+
+
+def sample_grid_figures(df: pd.DataFrame) -> list[ReportFigure]:
+    """The report's sample grid of each dataset split's latest preview. The store keeps numbers, not images, so the
+    grid is drawn again from the dataset as the run recorded it (spec, split, limit, seed: the same picks); when the
+    dataset cannot be opened any more, or its fingerprint is not the run's (its files changed), the figure is left
+    out and a note says why."""
+    import json
+
+    from cliplab.data import open_dataset
+    from cliplab.errors import CliplabError
+    from cliplab.progress import note
+
+    figures = []
+    for key, rows in groups(latest(df, ["dataset", "split"]), ["dataset", "split"]):
+        row = rows.iloc[0]
+        try:
+            cfg = json.loads(text(row.get("config")) or "{}")
+            split = cfg.get("split")  # as resolved; "all" is the whole dataset, what no split names
+            ds = open_dataset(cfg["dataset"], split=None if split == "all" else split, data_root=cfg.get("data_root"),
+                              limit=cfg.get("limit"), classnames=cfg.get("classnames"), download=False)
+        except (CliplabError, KeyError, TypeError, ValueError, OSError) as exc:
+            note(f"report: no sample grid for {key['dataset']} ({key['split']}): its dataset cannot be opened "
+                 f"again ({str(exc).splitlines()[0][:160]})")
+            continue
+        if text(row.get("dataset_fingerprint")) and ds.fingerprint != text(row.get("dataset_fingerprint")):
+            note(f"report: no sample grid for {key['dataset']} ({key['split']}): its files changed since the preview "
+                 "ran (another fingerprint); run cliplab preview again")
+            continue
+        shown = PreviewParams(**{k: cfg[k] for k in ("per_class", "max_classes", "seed") if k in cfg})
+        result = preview_of(ds, shown)
+        figures.append(ReportFigure(result.grid_caption, result.grid(),
+                                    f"{shown.per_class} images per class drawn at random (seed {shown.seed}), "
+                                    "drawn again from the dataset for this report"))
+    return figures
+
+
+REPORT_SECTIONS = [ReportSection("preview", ("images", "classes", "smallest_class", "largest_class"),
+                                 figures=sample_grid_figures, order=1)]
 
 STUDY = register(Study(
     "preview", run_preview, "A look at the data first: images per class and a grid of samples per class (no model).",

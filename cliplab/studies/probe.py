@@ -314,9 +314,12 @@ def run_probe(inputs: Inputs, params: ProbeParams = ProbeParams()) -> ProbeResul
                 bar.set_total(total + 1)
                 bar.advance()
 
+            hits = memo.hits
             study.linear = memo.get("linear", [Xtr, ytr, Xte, yte, C, wd, val_fraction, seed, _device_kind(device)],
                                     lambda: linear_probe(Xtr, ytr, Xte, yte, C, wd=wd, val_fraction=val_fraction,
                                                          seed=seed, device=device, on_fit=on_fit))
+            if memo.hits > hits:  # reused: no fits ran, the bar ends complete
+                bar.set_total(1)
             bar.advance()
         study.seconds["linear"] = time.perf_counter() - t1
     if kshots:
@@ -324,6 +327,7 @@ def run_probe(inputs: Inputs, params: ProbeParams = ProbeParams()) -> ProbeResul
         t1 = time.perf_counter()
         n_fits = len(kshots) * len(seeds) * (2 if zeroshot_init and zs_weights is not None else 1)
         with progress_bar(n_fits, "k-shot probes", unit="fits") as bar, _probe_warnings(study):
+            hits = memo.hits
             anchor = zs_weights if zeroshot_init else None
             study.kshot = memo.get("kshot", [Xtr, ytr, Xte, yte, C, list(kshots), list(seeds), anchor,
                                              float(model.logit_scale), val_fraction, _device_kind(device)],
@@ -331,6 +335,8 @@ def run_probe(inputs: Inputs, params: ProbeParams = ProbeParams()) -> ProbeResul
                                                         zeroshot_weights=anchor, logit_scale=model.logit_scale,
                                                         val_fraction=val_fraction, device=device,
                                                         on_fit=bar.advance))
+            if memo.hits > hits:
+                bar.advance(n_fits)
         study.seconds["kshot"] = time.perf_counter() - t1
     if memo.hits:
         study.reused = memo.hits

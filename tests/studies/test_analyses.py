@@ -150,3 +150,40 @@ def test_preview_rows_name_the_class_in_the_class_column_and_the_report_shows_on
     run.add_result(r)
     (table,) = [t for t in summary_tables(run.frame()) if t.title == "preview"]
     assert len(table.rows) == 1 and table.rows[0][table.columns.index("images")] == "120", table.rows
+
+
+def test_the_report_shows_a_previews_sample_grid_drawn_again_and_says_when_it_cannot(tmp_path):
+    """Issue 27: the report's preview section had the class table only. Its sample grid is drawn again from the
+    dataset the run recorded (same picks); a dataset whose files changed since, or that is gone, gets a note instead of
+    a grid that would show other images."""
+    from conftest import make_image
+    from cliplab.progress import use
+    from cliplab.studies.preview import sample_grid_figures
+    from recording import Recording
+
+    folder = tmp_path / "pets"
+    for c, color in (("cat", (200, 40, 40)), ("dog", (40, 40, 200))):
+        for i in range(5):
+            make_image(folder / c / f"{i}.png", size=(40 + i, 32), color=color)
+    store = tmp_path / "store"
+    res = CliRunner().invoke(app, ["preview", "-d", str(folder), "--per-class", "3", "--results", str(store),
+                                   "--cache-dir", str(tmp_path / "cache"), "-q"])
+    assert res.exit_code == 0, res.output
+    rows = cliplab.read_results(store)
+    rows = rows[rows.task == "preview"]
+    (fig,) = sample_grid_figures(rows)
+    assert fig.title == "sample images per class · " + rows.dataset.iloc[0] and "seed 0" in fig.caption
+    assert len([ax for ax in fig.figure.axes if ax.images]) == 6  # 2 classes x 3 picks
+    page = tmp_path / "r.html"
+    assert CliRunner().invoke(app, ["report", str(store), "-o", str(page)]).exit_code == 0
+    assert "sample images per class" in page.read_text()
+    make_image(folder / "dog" / "5.png", size=(44, 32), color=(0, 255, 0))  # a set other than the one the run read
+    with use(Recording()) as said:
+        assert sample_grid_figures(rows) == []
+    assert "its files changed since the preview ran" in said.notes[0]
+    import shutil
+
+    shutil.rmtree(folder)
+    with use(Recording()) as said:
+        assert sample_grid_figures(rows) == []
+    assert "cannot be opened again" in said.notes[0]
