@@ -238,9 +238,13 @@ def kshot_tables() -> dict[str, str]:
                 for solver in solvers:
                     row[f"sklearn {solver} s"] = f"{r[f'sklearn_{solver}_s']:.2f}"
                 if old:
-                    row["old s (anchored)"] = f"{r['old_s']:.1f} ({r['old_anchored_s']:.1f})"
+                    row["old s (anchored)"] = (f"{r['old_s']:.1f} ({r['old_anchored_s']:.1f})"
+                                               if "old_s" in r and "old_anchored_s" in r else "")
                 out.append(row)
-            tables[f"kshot-{model}-{ds}"] = markdown_table(out, list(out[0]))
+            region = f"kshot-{model}-{ds}"
+            if region in tables:  # e.g. the same model and set with and without --limit: one table each, not the last
+                raise SystemExit(f"two saved results make the table {region} ({one.name} and another): keep one")
+            tables[region] = markdown_table(out, list(out[0]))
     return tables
 
 

@@ -23,11 +23,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cliplab.threads import catch_warnings
 from cliplab.io import atomic_path
 from cliplab.version import __version__
 
 FOLDER = "fits"
-_NUMPY = {"_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer"}
 
 
 def _digest_part(h, part: Any) -> None:
@@ -51,26 +51,68 @@ def _digest_part(h, part: Any) -> None:
         raise TypeError(f"a fit memo key part must be arrays, numbers, strings or containers, not {type(part)!r}")
 
 
+def _closure(modules: tuple[ModuleType, ...]) -> list[ModuleType]:
+    """``modules`` and every cliplab module they use (modules, functions and classes in their globals), transitively:
+    the solver's numbers depend on its helpers' code too (``tasks.metrics`` normalises the features and scores the
+    fits)."""
+    import sys
+
+    seen: dict[str, ModuleType] = {}
+    todo = list(modules)
+    while todo:
+        m = todo.pop()
+        if m.__name__ in seen:
+            continue
+        seen[m.__name__] = m
+        for value in vars(m).values():
+            name = value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None)
+            if isinstance(name, str) and (name == "cliplab" or name.startswith("cliplab.")) and name not in seen:
+                found = sys.modules.get(name)
+                if found is not None and getattr(found, "__file__", None):
+                    todo.append(found)
+    return [seen[k] for k in sorted(seen)]
+
+
 def _code(modules: tuple[ModuleType, ...]) -> str:
+    """A digest of the code the results depend on: the source of ``modules`` and of the cliplab modules they use,
+    and the versions of the libraries that compute with it."""
+    import scipy
     import torch
 
-    h = hashlib.sha256(f"numpy {np.__version__} torch {torch.__version__} cliplab {__version__}\0".encode())
-    for m in modules:
+    h = hashlib.sha256(f"numpy {np.__version__} scipy {scipy.__version__} torch {torch.__version__} "
+                       f"cliplab {__version__}\0".encode())
+    for m in _closure(modules):
         h.update(m.__name__.encode() + b"\0" + Path(m.__file__).read_bytes())
     return h.hexdigest()
 
 
+# numpy's own reconstructors (arrays, dtypes, scalars), by module and name: nothing else of numpy is built
+_NUMPY_NAMES = {(module, name) for name in ("_reconstruct", "scalar") for module in
+                ("numpy.core.multiarray", "numpy._core.multiarray")} | {("numpy", "ndarray"), ("numpy", "dtype")} | {
+    (module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")}  # protocol 5 arrays
+_BUILTINS = {"list", "dict", "tuple", "set", "frozenset", "float", "int", "complex", "bool", "str", "bytes"}
+
+
 class _Restricted(pickle.Unpickler):
+    """Builds numpy arrays, plain containers and the dataclasses defined in the memo's own modules, nothing else: no
+    dotted names (protocol 4 resolves ``module.attr.attr``), no functions, no modules, no other classes."""
+
     def __init__(self, data: bytes, modules: tuple[str, ...]):
         super().__init__(io.BytesIO(data))
         self.modules = modules
 
     def find_class(self, module: str, name: str):
-        if module in self.modules or (module.split(".")[0] == "numpy" and name in _NUMPY) or (
-                module == "builtins" and name in {"list", "dict", "tuple", "set", "frozenset", "float", "int",
-                                                  "complex"}):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not a class a fit memo holds")
+        if "." not in name:
+            if (module, name) in _NUMPY_NAMES or (module == "builtins" and name in _BUILTINS):
+                return super().find_class(module, name)
+            if module in self.modules:
+                import dataclasses
+                import sys
+
+                found = getattr(sys.modules.get(module), name, None)
+                if isinstance(found, type) and dataclasses.is_dataclass(found) and found.__module__ == module:
+                    return found
+        raise pickle.UnpicklingError(f"{module}.{name} is not something a fit memo holds")
 
 
 class FitMemo:
@@ -110,9 +152,14 @@ class FitMemo:
             result, given = entry
         else:
             self.misses += 1
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                result = compute()
+            try:
+                with catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    result = compute()
+            except BaseException:  # the fit failed: what it said before failing is still said
+                for w in caught:
+                    warnings.warn(w.message, w.category, stacklevel=2)
+                raise
             given = [(f"{w.category.__module__}:{w.category.__qualname__}", str(w.message)) for w in caught]
             if path is not None:
                 body = pickle.dumps((result, given), protocol=pickle.HIGHEST_PROTOCOL)

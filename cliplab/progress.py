@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as _RichProgre
 from rich.text import Text
 
 from cliplab.params import Spelling, render
+from cliplab.threads import catch_warnings
 
 # People-facing output goes to stderr so stdout stays clean for tables and machine output.
 console = Console(stderr=True, soft_wrap=True)  # notes and warnings stay one line each (grep-able)
@@ -198,7 +199,7 @@ def quiet_tqdm_import() -> None:
     under open_clip import it, and cliplab's bars do not need widgets)."""
     if "tqdm.autonotebook" in sys.modules:
         return
-    with warnings.catch_warnings():
+    with catch_warnings():
         warnings.filterwarnings("ignore", message="IProgress not found")
         import tqdm.auto  # noqa: F401 - the import is the point: later imports of it are silent
 

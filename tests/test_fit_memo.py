@@ -16,7 +16,8 @@ from cliplab.fit_memo import FitMemo
 @pytest.fixture
 def solver(tmp_path, monkeypatch):
     """A module the memo's results depend on (its source text is part of every key)."""
-    (tmp_path / "mysolver.py").write_text("class Fit:\n    def __init__(self, w):\n        self.w = w\n")
+    (tmp_path / "mysolver.py").write_text("from dataclasses import dataclass\n\n\n@dataclass\nclass Fit:\n"
+                                          "    w: object\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("mysolver", None)
     return importlib.import_module("mysolver")
@@ -125,3 +126,69 @@ def test_keys_equal_exactly_when_the_arrays_are_equal(a, b):
     A, B = np.array(a, np.float32), np.array(b, np.float32)
     same = A.shape == B.shape and A.tobytes() == B.tobytes()
     assert (memo.key("fit", [A]) == memo.key("fit", [B])) == same
+
+
+def test_a_forged_entry_cannot_reach_a_function_through_the_solvers_module(tmp_path):
+    """Review: the unpickler let any attribute of the solver's module through, dotted names included (protocol 4
+    resolves ``np.load`` in cliplab.tasks.probe to numpy's load, which unpickles anything). Only numpy's
+    reconstructors, plain containers and the module's own dataclasses are built."""
+    import hashlib
+
+    import cliplab.tasks.probe as solver
+
+    memo = FitMemo(tmp_path, (solver,))
+    compute, calls = _counting("fresh")
+    memo.get("fit", [1], compute)
+    (entry,) = (tmp_path / "fits" / "fit").glob("*.pkl")
+    for module, name in (("cliplab.tasks.probe", "np.load"), ("cliplab.tasks.probe", "torch"),
+                         ("cliplab.tasks.probe", "fit_logreg"), ("cliplab.tasks.probe", "ThreadpoolController"),
+                         ("numpy", "load"), ("builtins", "eval")):
+        body = _forged(module, name)
+        entry.write_bytes(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+        assert FitMemo(tmp_path, (solver,)).get("fit", [1], compute) == "fresh", (module, name)
+    assert len(calls) == 7
+
+
+def _forged(module: str, name: str) -> bytes:
+    """A pickle (protocol 4) of ``(module.name("x"), [])``: STACK_GLOBAL names the callable, REDUCE calls it."""
+    def text(t):
+        b = t.encode()
+        return b"\x8c" + bytes([len(b)]) + b
+
+    return b"\x80\x04" + text(module) + text(name) + b"\x93" + text("x") + b"\x85R]\x86."
+
+
+def test_real_probe_results_go_through_the_restricted_unpickler(tmp_path):
+    from cliplab.tasks.probe import kshot_probes, linear_probe
+
+    import cliplab.tasks.probe as solver
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 5)).astype(np.float32), np.repeat(np.arange(3), 20)
+    for name, compute in (("linear", lambda: linear_probe(X, y, X, y, 3, wd=0.01)),
+                          ("kshot", lambda: kshot_probes(X, y, X, y, 3, ks=(2,), seeds=(0,)))):
+        first = FitMemo(tmp_path, (solver,)).get(name, [X, y], compute)
+        memo = FitMemo(tmp_path, (solver,))
+        again = memo.get(name, [X, y], compute)
+        assert memo.hits == 1 and repr(again) == repr(first)
+
+
+def test_the_key_covers_the_cliplab_modules_the_solver_uses():
+    """Review: only tasks/probe.py was hashed, though tasks/metrics.py normalises the features and scores the fits."""
+    import cliplab.tasks.probe as solver
+    from cliplab.fit_memo import _closure
+
+    names = {m.__name__ for m in _closure((solver,))}
+    assert {"cliplab.tasks.probe", "cliplab.tasks.metrics"} <= names
+
+
+def test_warnings_of_a_fit_that_fails_are_still_given(tmp_path, solver):
+    def compute():
+        warnings.warn("diverging", RuntimeWarning)
+        raise FloatingPointError("nan in the gradient")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(FloatingPointError):
+            FitMemo(tmp_path, (solver,)).get("fit", [1], compute)
+    assert [str(w.message) for w in caught] == ["diverging"]

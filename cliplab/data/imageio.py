@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
+from cliplab.threads import catch_warnings
 
 # Images above this many pixels (400 MP) are refused with a clear reason instead of exhausting memory. PIL warns
 # above MAX_IMAGE_PIXELS and raises above twice that; both become the same "400 MP" refusal here.
@@ -124,7 +125,7 @@ def _decode(fp) -> Image.Image:
     """Decode ``fp`` (a path or a binary file object) to RGB; every failure but a missing or unidentified file
     becomes ``BadImage``."""
     try:
-        with warnings.catch_warnings():
+        with catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(fp) as img:
                 check_decode(img.width, img.height, img.mode, "transparency" in img.info)

@@ -30,17 +30,21 @@ def offline() -> bool:
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
-def shown_name(url_path: str) -> str:
+def shown_name(url_path: str, tag: str = "") -> str:
     """The file name of a URL's path, made safe as a file name (``cat%20photo.JPG`` -> ``cat_photo.JPG``), ending in
-    its image suffix (``.img`` when it has none); ``image.img`` when the path names no file."""
+    its image suffix (``.img`` when it has none); ``image.img`` when the path names no file. ``tag`` (a few characters
+    of the URL's hash) ends the stem, so two addresses with the same file name (``.../image.jpg``, ``render?id=1``
+    and ``render?id=2``) are told apart in tables and figures: ``cat-1a2b3c4d.jpg``."""
     import re
 
     suffix = Path(url_path).suffix.lower()
     suffix = suffix if suffix in IMAGE_SUFFIXES else ".img"
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", urllib.parse.unquote(url_path.rsplit("/", 1)[-1])).strip("._")[:100]
     if not name:
-        return "image" + suffix
-    return name if name.lower().endswith(suffix) else name + suffix
+        name = "image"
+    stem = name[:-len(suffix)] if name.lower().endswith(suffix) else name
+    kept = name[len(stem):] or suffix
+    return f"{stem}-{tag}{kept}" if tag else stem + kept
 
 
 def local_copy(url: str, cache_dir: str | os.PathLike, param: str, *, max_bytes: int = MAX_BYTES,
@@ -49,7 +53,8 @@ def local_copy(url: str, cache_dir: str | os.PathLike, param: str, *, max_bytes:
     ``param``."""
     parsed = urllib.parse.urlparse(url)
     # <hash of the URL>/<the URL's own file name>: tables and figures then name the image as its address does
-    path = Path(cache_dir) / "urls" / hashlib.sha256(url.encode()).hexdigest()[:32] / shown_name(parsed.path)
+    digest = hashlib.sha256(url.encode()).hexdigest()
+    path = Path(cache_dir) / "urls" / digest[:32] / shown_name(parsed.path, digest[:8])
     if path.is_file():
         return path
     if offline() and parsed.hostname not in LOOPBACK:

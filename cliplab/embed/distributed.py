@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from cliplab.threads import catch_warnings
 from cliplab.data.base import ImageDataset
 from cliplab.data.sources import ImageSource
 from cliplab.embed.descriptors import DescriptorSpec
@@ -150,7 +151,7 @@ def connect(address: str, ray=None) -> tuple[bool, float]:
     t = time.perf_counter()
     kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
     # Ray Client says each failed attempt in a warning before it gives up: on a failure the one error line says it
-    with warnings.catch_warnings(record=True) as said:
+    with catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         try:
             if address == "local":

@@ -25,6 +25,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
+from cliplab.threads import catch_warnings
 
 _INTERP = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
            "nearest": InterpolationMode.NEAREST}
@@ -113,7 +114,7 @@ def header(data: torch.Tensor) -> tuple[int, int, str]:
         return 0, 0, PIL_PATH
     raw = data.numpy().tobytes()
     try:
-        with warnings.catch_warnings():
+        with catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(raw)) as img:
                 width, height, mode, fmt = img.width, img.height, img.mode, img.format

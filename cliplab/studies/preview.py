@@ -152,8 +152,9 @@ VARIANT = "class sizes"
 def sample_grid_figures(df: pd.DataFrame) -> list[ReportFigure]:
     """The report's sample grid of each dataset split's latest preview. The store keeps numbers, not images, so the
     grid is drawn again from the dataset as the run recorded it (spec, split, limit, seed: the same picks); when the
-    dataset cannot be opened any more, or its fingerprint is not the run's (its files changed), the figure is left
-    out and a note says why."""
+    dataset cannot be opened any more, or its fingerprint is not the run's (files added, removed or renamed), the
+    figure is left out and a note says why. A file edited in place keeps the fingerprint: the caption says the
+    contents are not compared."""
     import json
 
     from cliplab.data import open_dataset
@@ -161,6 +162,9 @@ def sample_grid_figures(df: pd.DataFrame) -> list[ReportFigure]:
     from cliplab.progress import note
 
     figures = []
+    df = df[df["task"] == "preview"] if "task" in df else df.iloc[:0]  # every section is given every row
+    if df.empty or "config" not in df or df["config"].map(text).eq("").all():
+        return figures  # rows of a result in memory (a notebook shows that result's own grid), not of a store
     for key, rows in groups(latest(df, ["dataset", "split"]), ["dataset", "split"]):
         row = rows.iloc[0]
         try:
@@ -179,8 +183,9 @@ def sample_grid_figures(df: pd.DataFrame) -> list[ReportFigure]:
         shown = PreviewParams(**{k: cfg[k] for k in ("per_class", "max_classes", "seed") if k in cfg})
         result = preview_of(ds, shown)
         figures.append(ReportFigure(result.grid_caption, result.grid(),
-                                    f"{shown.per_class} images per class drawn at random (seed {shown.seed}), "
-                                    "drawn again from the dataset for this report"))
+                                    f"{shown.per_class} images per class drawn at random (seed {shown.seed}), drawn "
+                                    "again for this report from the dataset's files as they are now (the same file "
+                                    "list as the run's; their contents are not compared)"))
     return figures
 
 

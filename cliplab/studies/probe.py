@@ -14,6 +14,7 @@ import pandas as pd
 
 from typing import TYPE_CHECKING
 
+from cliplab.threads import catch_warnings
 from cliplab.data.base import check_disjoint
 from cliplab.embed import EmbeddingResult, class_text_embeddings, embed_images
 from cliplab.inputs import (TEXTS, CLASSNAMES_P, DATA_ROOT_P, DATASET_P, LIMIT_P, ONE_MODEL, RUN, SPLIT_P,
@@ -230,7 +231,7 @@ def _probe_warnings(study: ProbeResult):
     through."""
     from cliplab.tasks.probe import ProbeWarning
 
-    with warnings.catch_warnings(record=True) as caught:
+    with catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ProbeWarning)
         yield
     for w in caught:

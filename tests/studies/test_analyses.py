@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import threading
 from functools import partial
 from pathlib import Path
@@ -85,7 +86,8 @@ def test_inspect_search_and_similar_take_urls(server, trained_cache, tmp_path):
     np.testing.assert_array_equal(by_url.scores, by_file.scores)
     assert len(list((cache / "urls").iterdir())) == 1  # fetched once, kept in the cache
     # named as its address names it (was the cache's hash, '39bd3fd7....png'), in the table and the figures
-    assert by_url.tables()[0].rows[0][0] == "red.png" and by_url.paths[0].name == "red.png"
+    shown = by_url.paths[0].name
+    assert re.fullmatch(r"red-[0-9a-f]{8}\.png", shown) and by_url.tables()[0].rows[0][0] == shown
     s = cliplab.search("tiny-shapes", "shapes:color", image=url, limit=40, k=3, cache_dir=cache, **KW)
     assert s.queries[0].label == f"[{url}]"
     sim = cliplab.similar("tiny-shapes", "shapes:color", query=url, limit=40, k=3, cache_dir=cache, **KW)
@@ -101,6 +103,15 @@ def test_a_fetched_image_keeps_the_file_name_of_its_address(path, name):
     from cliplab.data.urls import shown_name
 
     assert shown_name(urllib.parse.urlparse("http://h" + path + "?id=3").path) == name
+    stem, dot, ext = name.rpartition(".")
+    assert shown_name(urllib.parse.urlparse("http://h" + path).path, "1a2b3c4d") == f"{stem}-1a2b3c4d.{ext}"
+
+
+def test_two_addresses_with_one_file_name_are_told_apart(server, tmp_path):
+    from cliplab.data.urls import local_copy
+
+    a, b = (local_copy(f"{server}/red.png?v={v}", tmp_path, "images") for v in (1, 2))
+    assert a != b and a.name != b.name and a.name.startswith("red-") and b.name.startswith("red-")
 
 
 def test_url_errors_are_one_line(server, tmp_path, monkeypatch):
@@ -173,6 +184,10 @@ def test_the_report_shows_a_previews_sample_grid_drawn_again_and_says_when_it_ca
     rows = rows[rows.task == "preview"]
     (fig,) = sample_grid_figures(rows)
     assert fig.title == "sample images per class · " + rows.dataset.iloc[0] and "seed 0" in fig.caption
+    from cliplab.report.plots import MIN_TEXT_PX, REPORT_DPI
+    from report.test_figures import smallest_text_px
+
+    assert smallest_text_px(fig.figure, REPORT_DPI) >= MIN_TEXT_PX  # readable at the page's width
     assert len([ax for ax in fig.figure.axes if ax.images]) == 6  # 2 classes x 3 picks
     page = tmp_path / "r.html"
     assert CliRunner().invoke(app, ["report", str(store), "-o", str(page)]).exit_code == 0
@@ -187,3 +202,15 @@ def test_the_report_shows_a_previews_sample_grid_drawn_again_and_says_when_it_ca
     with use(Recording()) as said:
         assert sample_grid_figures(rows) == []
     assert "cannot be opened again" in said.notes[0]
+
+
+def test_a_preview_in_a_notebook_says_nothing_about_reopening_its_dataset(tmp_path):
+    """Review: a preview result's own rows (no store config) made the report hook note 'cannot be opened again'."""
+    from cliplab.progress import use
+    from cliplab.studies.preview import sample_grid_figures
+    from recording import Recording
+
+    r = cliplab.preview("shapes:color", per_class=2, limit=30, cache_dir=tmp_path, quiet=True)
+    with use(Recording()) as said:
+        assert sample_grid_figures(r.metrics) == []
+    assert said.notes == []

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from cliplab.threads import WARNINGS_LOCK, catch_warnings
 from cliplab.io import hash_json, write_text_atomic
 from cliplab.models.backends import Backend, Runtime, register
 from cliplab.models.backends.pytorch import TorchRuntime
@@ -77,7 +78,7 @@ def _traced(module, example):
     whose ``run_decompositions`` dominates (docs/benchmarks.md)."""
     import torch
 
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about Python values: the converted tower is checked below
         return torch.jit.trace(module.eval(), example, check_trace=False)
 
@@ -94,10 +95,13 @@ def _convert(module, example, path: Path):
     to ``path`` (atomically). The TorchScript route first (fast); ``torch.export`` when tracing fails."""
     import openvino as ov  # optional dependency
 
-    try:
-        converted = ov.convert_model(_traced(module, example), example_input=example)
-    except Exception:  # noqa: BLE001 - the slower exporter handles what tracing cannot
-        converted = ov.convert_model(_exported(module, example))
+    # under the warnings lock: the converters' own catch_warnings must not interleave with an image decoded in the
+    # thread beside (cliplab.threads)
+    with WARNINGS_LOCK:
+        try:
+            converted = ov.convert_model(_traced(module, example), example_input=example)
+        except Exception:  # noqa: BLE001 - the slower exporter handles what tracing cannot
+            converted = ov.convert_model(_exported(module, example))
     converted.reshape([-1, *example.shape[1:]])
     tmp = Path(tempfile.mkdtemp(dir=_mkdir(path.parent), prefix=f".{path.stem}.", suffix=".tmp"))
     try:  # the weights and the checksum first, then the .xml: a cached model is complete when its .xml exists
