@@ -19,9 +19,9 @@ PACKAGE = Path(cliplab.__file__).resolve().parent
 # lower number = lower layer; a module may import (at module level) only its own layer or lower ones
 LAYERS = {
     "errors": 0, "version": 0, "io": 0, "paths": 0, "progress": 0, "params": 0, "quarantine": 0,
-    "files": 0,
+    "files": 0, "threads": 0,
     "inputs": 1, "prompts": 2, "models": 2, "data": 2,
-    "embed": 3, "tasks": 3, "attacks": 3, "index": 3, "train": 3,
+    "embed": 3, "tasks": 3, "attacks": 3, "index": 3, "train": 3, "fit_memo": 3,
     "results": 4, "registry": 4, "report": 5, "studies": 6, "api": 7, "cli": 7, "__init__": 8,
 }
 
