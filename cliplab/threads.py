@@ -6,11 +6,22 @@ is decoded). Every ``catch_warnings`` in cliplab goes through :func:`catch_warni
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import warnings
 from typing import Iterator
 
 WARNINGS_LOCK = threading.RLock()
+
+
+def _fresh_lock() -> None:
+    """A forked child (a DataLoader worker) starts with a free lock, whatever thread held it in the parent."""
+    global WARNINGS_LOCK
+    WARNINGS_LOCK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock)
 
 
 @contextlib.contextmanager

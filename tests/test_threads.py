@@ -47,3 +47,31 @@ def test_every_catch_warnings_in_cliplab_goes_through_the_lock():
     bare = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py") if p.name != "threads.py"
             for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\bwarnings\.catch_warnings\(", line)]
     assert bare == []
+
+
+def test_a_forked_child_starts_with_a_free_lock():
+    """A DataLoader worker forked while another thread holds the lock must not wait for it forever."""
+    import os
+
+    import cliplab.threads as threads
+
+    if not hasattr(os, "fork"):
+        return
+    held, done = threading.Event(), threading.Event()
+
+    def hold():
+        with threads.catch_warnings():
+            held.set()
+            done.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: the lock must be free here
+        ok = threads.WARNINGS_LOCK.acquire(timeout=5)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    done.set()
+    t.join(10)
+    assert os.WEXITSTATUS(status) == 0

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from cliplab.threads import WARNINGS_LOCK, catch_warnings
+from cliplab.threads import catch_warnings
 from cliplab.io import hash_json, write_text_atomic
 from cliplab.models.backends import Backend, Runtime, register
 from cliplab.models.backends.pytorch import TorchRuntime
@@ -97,7 +97,7 @@ def _convert(module, example, path: Path):
 
     # under the warnings lock: the converters' own catch_warnings must not interleave with an image decoded in the
     # thread beside (cliplab.threads)
-    with WARNINGS_LOCK:
+    with catch_warnings():
         try:
             converted = ov.convert_model(_traced(module, example), example_input=example)
         except Exception:  # noqa: BLE001 - the slower exporter handles what tracing cannot
