@@ -13,9 +13,11 @@ The warnings a fit gave are kept with it and given again on a reuse, so a reused
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import pickle
+import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -55,8 +57,6 @@ def _closure(modules: tuple[ModuleType, ...]) -> list[ModuleType]:
     """``modules`` and every cliplab module they use (modules, functions and classes in their globals), transitively:
     the solver's numbers depend on its helpers' code too (``tasks.metrics`` normalises the features and scores the
     fits)."""
-    import sys
-
     seen: dict[str, ModuleType] = {}
     todo = list(modules)
     while todo:
@@ -106,9 +106,6 @@ class _Restricted(pickle.Unpickler):
             if (module, name) in _NUMPY_NAMES or (module == "builtins" and name in _BUILTINS):
                 return super().find_class(module, name)
             if module in self.modules:
-                import dataclasses
-                import sys
-
                 found = getattr(sys.modules.get(module), name, None)
                 if isinstance(found, type) and dataclasses.is_dataclass(found) and found.__module__ == module:
                     return found

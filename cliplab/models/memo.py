@@ -237,24 +237,34 @@ def _forget(path: Path) -> None:
 
 # ---- loading through the memo ----
 
-class _Recording(Progress):
+class _Passing(Progress):
+    """Passes what it is told on to ``inner``, keeping parameters unrendered (``{p:name}``) until ``inner`` spells
+    them. A measurement note (``note(..., once=True)``) is always passed on and never kept: the load that took the
+    measurement says it, no replay does."""
+
+    def __init__(self, inner: Progress):
+        super().__init__()
+        self.inner = inner
+        self.spell = lambda name: "{p:" + name + "}"
+        self.bar = inner.bar
+
+    def note_once(self, message: str) -> None:
+        with use(self.inner):
+            note(message, once=True)
+
+
+class _Recording(_Passing):
     """Passes notes and warnings on to ``inner`` and keeps them unrendered (``{p:name}`` kept), to be said again by
     a load the memo answers."""
 
     def __init__(self, inner: Progress):
-        super().__init__()
-        self.inner, self.said = inner, []
-        self.spell = lambda name: "{p:" + name + "}"
-        self.bar = inner.bar
+        super().__init__(inner)
+        self.said = []
 
     def note(self, message: str) -> None:
         self.said.append(["note", message])
         with use(self.inner):
             note(message)
-
-    def note_once(self, message: str) -> None:  # a measurement taken by this load: not said again by the memo's
-        with use(self.inner):
-            note(message, once=True)
 
     def warn(self, message: str) -> None:
         self.said.append(["warn", message])
@@ -262,23 +272,17 @@ class _Recording(Progress):
             warn(message)
 
 
-class _Silenced(Progress):
+class _Silenced(_Passing):
     """Drops the messages a load the memo answered said already; passes any other on."""
 
     def __init__(self, inner: Progress, said: list):
-        super().__init__()
-        self.inner, self.said = inner, [tuple(m) for m in said]
-        self.spell = lambda name: "{p:" + name + "}"
-        self.bar = inner.bar
+        super().__init__(inner)
+        self.said = [tuple(m) for m in said]
 
     def note(self, message: str) -> None:
         if ("note", message) not in self.said:
             with use(self.inner):
                 note(message)
-
-    def note_once(self, message: str) -> None:
-        with use(self.inner):
-            note(message, once=True)
 
     def warn(self, message: str) -> None:
         if ("warn", message) not in self.said:

@@ -316,9 +316,9 @@ def run_probe(inputs: Inputs, params: ProbeParams = ProbeParams()) -> ProbeResul
                 bar.advance()
 
             hits = memo.hits
-            study.linear = memo.get("linear", [Xtr, ytr, Xte, yte, C, wd, val_fraction, seed, _device_kind(device)],
-                                    lambda: linear_probe(Xtr, ytr, Xte, yte, C, wd=wd, val_fraction=val_fraction,
-                                                         seed=seed, device=device, on_fit=on_fit))
+            data, fit = (Xtr, ytr, Xte, yte, C), dict(wd=wd, val_fraction=val_fraction, seed=seed)  # the key is the call
+            study.linear = memo.get("linear", [data, fit, _device_kind(device)],
+                                    lambda: linear_probe(*data, **fit, device=device, on_fit=on_fit))
             if memo.hits > hits:  # reused: no fits ran, the bar ends complete
                 bar.set_total(1)
             bar.advance()
@@ -329,13 +329,11 @@ def run_probe(inputs: Inputs, params: ProbeParams = ProbeParams()) -> ProbeResul
         n_fits = len(kshots) * len(seeds) * (2 if zeroshot_init and zs_weights is not None else 1)
         with progress_bar(n_fits, "k-shot probes", unit="fits") as bar, _probe_warnings(study):
             hits = memo.hits
-            anchor = zs_weights if zeroshot_init else None
-            study.kshot = memo.get("kshot", [Xtr, ytr, Xte, yte, C, list(kshots), list(seeds), anchor,
-                                             float(model.logit_scale), val_fraction, _device_kind(device)],
-                                   lambda: kshot_probes(Xtr, ytr, Xte, yte, C, ks=tuple(kshots), seeds=tuple(seeds),
-                                                        zeroshot_weights=anchor, logit_scale=model.logit_scale,
-                                                        val_fraction=val_fraction, device=device,
-                                                        on_fit=bar.advance))
+            data = (Xtr, ytr, Xte, yte, C)
+            fit = dict(ks=tuple(kshots), seeds=tuple(seeds), zeroshot_weights=zs_weights if zeroshot_init else None,
+                       logit_scale=float(model.logit_scale), val_fraction=val_fraction)  # the key is the call
+            study.kshot = memo.get("kshot", [data, fit, _device_kind(device)],
+                                   lambda: kshot_probes(*data, **fit, device=device, on_fit=bar.advance))
             if memo.hits > hits:
                 bar.advance(n_fits)
         study.seconds["kshot"] = time.perf_counter() - t1
