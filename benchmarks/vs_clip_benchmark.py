@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import cpu_label, machine, markdown_table, save
+from _common import cpu_label, machine, markdown_table, save, write_docs_region
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -137,7 +137,11 @@ def main() -> None:
     ap.add_argument("--cifar-per-class", type=int, default=100)
     ap.add_argument("--cb-workers", type=int, default=4, help="CLIP_benchmark's DataLoader workers (its default)")
     ap.add_argument("--studies", default="one,seven", help="one (a zero-shot pass), seven (the 7-template study)")
+    ap.add_argument("--tag", default="", help="results file suffix and docs region name (the CPU family, e.g. zen4)")
+    ap.add_argument("--docs", action="store_true", help="write the table and the agreement into docs/benchmarks.md's "
+                    "region vs-clip-benchmark-TAG (one region per CPU family measured)")
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     from cliplab.data import open_dataset
     from cliplab.prompts import resolve_templates
 
@@ -192,10 +196,36 @@ def main() -> None:
               "agreement": {k: v["agreement"] for k, v in raw.items()},
               "seconds": {k: {run: v[run]["seconds"] for run in v if isinstance(v[run], dict) and "seconds" in v[run]}
                           for k, v in raw.items()}}
-    print(f"CPU: {cpu_label(result['machine']['cpu'])}, {result['machine']['cpu']['cores']} cores")
-    print(markdown_table(rows, ["images", "study", "tool", "wall s", "images/s", "x CLIP_benchmark"]))
+    result["load_average"] = [load_before, os.getloadavg()[0]]
+    head = (f"{cpu_label(result['machine']['cpu'])}, {result['machine']['cpu']['cores']} cores; load average "
+            f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after; {args.model} (seeded random weights), "
+            f"CLIP_benchmark {CLIP_BENCHMARK} with {args.cb_workers} DataLoader workers, OpenVINO "
+            f"{result['openvino']}; one run, each tool cold in a fresh process and cache")
+    table = markdown_table(rows, ["images", "study", "tool", "wall s", "images/s", "x CLIP_benchmark"])
+    print(head)
+    print(table)
     tag = "+".join(f"{s}x{args.cifar_per_class}" if s == "cifar10" else s for s in args.sets.split(","))
-    save(f"vs_clip_benchmark-{args.model}-{tag}-{args.studies.replace(',', '+')}", result)
+    path = save(f"vs_clip_benchmark-{args.model}-{tag}-{args.studies.replace(',', '+')}"
+                + (f"-{args.tag}" if args.tag else ""), result)
+    if args.docs:
+        agreement = "\n".join(f"- {name}: " + "; ".join(f"{k}: {agreement_text(v)}" for k, v in a.items())
+                              for name, a in result["agreement"].items())
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        cmd = "python benchmarks/vs_clip_benchmark.py " + " ".join(sys.argv[1:])
+        region = write_docs_region(f"vs-clip-benchmark-{args.tag or 'cpu'}",
+                                   f"{head}; `{cmd}` ({stamp}; `{path.relative_to(path.parents[2])}`).\n\n{table}"
+                                   f"\n\nAgreement in the same run:\n{agreement}")
+        print(f"wrote {region}")
+    print(f"wrote {path}")
+
+
+def agreement_text(v) -> str:
+    """An agreement entry in words: (same, of) pairs as 'a/b', lists of checks as 'k of n', tuples as they are."""
+    if isinstance(v, (list, tuple)) and v and all(isinstance(x, bool) for x in v):
+        return f"{sum(v)} of {len(v)}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(f"{x:.4f}" if isinstance(x, float) else str(x) for x in v)
+    return str(v)
 
 
 if __name__ == "__main__":

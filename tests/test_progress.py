@@ -3,8 +3,12 @@ PCA and whitening, bootstraps, figure drawing), and steps too small to need one 
 parameters as the door does."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cliplab import progress
 from cliplab.progress import ConsoleProgress, Silent, bar_total, note, use, warn
@@ -171,3 +175,48 @@ def test_the_terminal_bar_shows_done_rate_and_time_left():
             bar.advance()
     last = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue()).replace("\r", "\n").strip().splitlines()[-1]
     assert re.search(r"40/40 img [\d,.]+ img/s \d+:\d\d:\d\d", last), last
+
+
+@given(st.integers(0, 100_000))
+def test_text_batches_move_the_bar_about_twenty_times(n):
+    from cliplab.embed.texts import BAR_STEPS, TEXT_BATCH_MAX, TEXT_BATCH_MIN, text_batch
+
+    b = text_batch(n)
+    assert TEXT_BATCH_MIN <= b <= TEXT_BATCH_MAX
+    steps = -(-n // b)
+    if TEXT_BATCH_MIN * BAR_STEPS <= n <= TEXT_BATCH_MAX * BAR_STEPS:
+        assert steps == BAR_STEPS
+    elif n > TEXT_BATCH_MAX * BAR_STEPS:
+        assert b == TEXT_BATCH_MAX and steps > BAR_STEPS
+    else:
+        assert b == TEXT_BATCH_MIN
+
+
+def test_the_text_bar_moves_in_steps_and_the_embeddings_do_not_change(model, tmp_path):
+    """A few hundred captions used to be one batch of 256 and one step: the bar sat still for most of a real run."""
+    from cliplab.embed.texts import embed_texts
+    from cliplab.progress import Bar
+
+    class Counting(Recording):
+        def __init__(self):
+            super().__init__()
+            self.steps = []
+
+        @contextlib.contextmanager
+        def bar(self, total, description, unit="img"):
+            self.bars.append(description)
+            owner = self
+
+            class Counted(Bar):
+                def advance(self, n=1):
+                    owner.steps.append(n)
+
+            yield Counted()
+
+    texts = [f"a photo of shape number {i}" for i in range(300)]
+    rec = Counting()
+    with use(rec):
+        got = embed_texts(model, texts, tmp_path / "a")
+    assert rec.bars == ["embedding texts"] and sum(rec.steps) == 300 and len(rec.steps) == 10  # 32 a batch
+    one_batch = embed_texts(model, texts, tmp_path / "b", batch_size=300)
+    np.testing.assert_allclose(got, one_batch, rtol=0, atol=1e-5)

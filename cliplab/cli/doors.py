@@ -167,10 +167,11 @@ def finish(result, *, files: dict[str, Optional[Path]] | None = None, results: O
         if path is None:
             continue
         written = write_artifact(path, result, name, artifacts, config)
+        many = len(written) > 1 or (name in artifacts and getattr(artifacts[name], "many", False))
         for p, caption in written:
             if caption is not None:
-                rec.add_figure(p, result, caption, model=getattr(artifacts.get(name), "model", None))
-        many = len(written) > 1 or (name in artifacts and getattr(artifacts[name], "many", False))
+                rec.add_figure(p, result, caption, model=getattr(artifacts.get(name), "model", None),
+                               group=name if many else None)
         stdout(quiet).print(f"wrote {len(written)} file(s) to {path}" if many else f"wrote {path}")
     path = rec.write(results, results_format)
     if path is not None:

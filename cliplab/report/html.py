@@ -25,7 +25,7 @@ from cliplab.report.plots import PAGE_PX, REPORT_DPI, compact_png, figure_data_u
 from cliplab.report.rows import natural_key
 from cliplab.results.exports import provenance, write_json, write_table
 from cliplab.results.result import tidy_metrics
-from cliplab.results.store import COLUMNS
+from cliplab.results.store import COLUMNS, FIGURES
 from cliplab.registry import report_sections
 
 def sections() -> list:
@@ -87,6 +87,15 @@ def _jpeg_thumbnail(data: bytes) -> bytes:
 class Figure:
     title: str
     uri: str
+    caption: str = ""
+    group: str = ""  # figures of one run's artifact of many files share it (see :func:`figure_sets`)
+
+
+@dataclass
+class FigureSet:
+    """Figures shown together: one figure as it is, or many near-identical ones (one per query, one per image)
+    as one picker that shows one figure at a time."""
+    figures: list[Figure]
     caption: str = ""
 
 
@@ -246,9 +255,28 @@ def image_figures(df: pd.DataFrame) -> list[Figure]:
         if uri is None:
             continue
         note = figure_description(r.artifact)
+        folder = Path(r.artifact).parent  # a run's figures of many files sit in a folder of their own
         out.append(Figure(f"{r.variant}", uri, (f"{note} · " if note else "") +
-                          f"{r.model} · {r.dataset} · cliplab {r.command} · run {r.run_id}"))
+                          f"{r.model} · {r.dataset} · cliplab {r.command} · run {r.run_id}",
+                          group=str(folder) if folder.name != FIGURES else ""))
     return out
+
+
+def figure_sets(figures: list[Figure]) -> list[FigureSet]:
+    """Consecutive figures of one group become one set (the page shows it as a picker); every other figure is a
+    set of its own. The set's caption is what its figures' captions share."""
+    sets: list[FigureSet] = []
+    for f in figures:
+        if f.group and sets and sets[-1].figures[0].group == f.group:
+            sets[-1].figures.append(f)
+        else:
+            sets.append(FigureSet([f]))
+    for s in sets:
+        if len(s.figures) > 1:
+            parts = [f.caption.split(" · ") for f in s.figures]
+            shared = [p for p in parts[0] if all(p in other for other in parts[1:])]
+            s.caption = f"{len(s.figures)} figures · " + " · ".join(shared)
+    return sets
 
 
 # ---- CLIP_benchmark interop -----------------------------------------------------------------------------------
@@ -325,7 +353,7 @@ def build_report(df: pd.DataFrame, out: str | Path, *, title: str = "cliplab rep
     env.filters["breakable"] = breakable
     page = env.get_template("report.html.j2").render(
         title=title, sources=[str(s) for s in sources], tables=summary_tables(df), figures=figures,
-        images=image_figures(df), links=links, n_rows=len(df), n_runs=df.run_id.nunique(),
+        images=figure_sets(image_figures(df)), links=links, n_rows=len(df), n_runs=df.run_id.nunique(),
         generated=provenance(), csv_uri="data:text/csv;base64," + base64.b64encode(
             df.to_csv(index=False).encode()).decode() if len(df) < 200_000 else None)
     write_text_atomic(out, page)

@@ -55,6 +55,7 @@ class RunRecorder:
         self.base = {"run_id": self.run_id, "timestamp": self.timestamp, "cliplab_version": __version__,
                      "command": command, "config": json.dumps(config or {}, sort_keys=True, default=str)}
         self.rows: list[dict] = []
+        self.groups: dict[str, str] = {}  # figure file -> the name of the set of figures it belongs to
 
     def add_rows(self, rows: pd.DataFrame, artifact: str | None = None) -> None:
         """Metric rows (columns ``METRIC_COLUMNS`` of :mod:`cliplab.results.result`) as rows of this run."""
@@ -66,9 +67,13 @@ class RunRecorder:
         """The metric rows of a study result."""
         self.add_rows(result.metric_rows())
 
-    def add_figure(self, path: str | Path, result, caption: str, model=None) -> None:
+    def add_figure(self, path: str | Path, result, caption: str, model=None, group: str | None = None) -> None:
         """A figure drawn from ``result`` (copied into the store's ``_figures/`` on write); the row names the
-        study's task, its dataset and ``model``, else the study's model (or 'several')."""
+        study's task, its dataset and ``model``, else the study's model (or 'several'). ``group``: the artifact a
+        figure of many files belongs to (e.g. ``grids``, one per query): its files are copied into one folder,
+        ``_figures/<run>-<group>/``, which the report shows as one set (a picker) instead of one figure each."""
+        if group:
+            self.groups[str(path)] = group
         rows = Rows()
         rows.add(task=result.task, model=model or (result.models[0] if len(result.models) == 1 else
                                                    ModelInfo("several")),
@@ -107,8 +112,9 @@ class RunRecorder:
         """Figures travel with the store (relative paths), so a results folder can be moved or sent whole."""
         if not isinstance(src, str) or not Path(src).is_file():
             return None
-        dest = folder / FIGURES / f"{self.run_id}-{Path(src).name}"
-        dest.parent.mkdir(exist_ok=True)
+        group = self.groups.get(src)  # a figure of a set: in the set's folder, named as any other figure
+        dest = folder / FIGURES / (f"{self.run_id}-{group}" if group else "") / f"{self.run_id}-{Path(src).name}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
         return str(dest.relative_to(folder))

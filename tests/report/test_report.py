@@ -81,10 +81,11 @@ def test_report_renders_in_headless_chromium(demo_report):
         d.execute_script("document.querySelector('table.sortable th:nth-child(4)').click()")  # sorting runs
         errors = [e for e in d.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
         assert not errors, errors
-        sizes = d.execute_script(
+        sizes = d.execute_script(  # images of a picker's other figures are decoded but not laid out
             "return Array.from(document.images).map(i => [i.naturalWidth, i.getBoundingClientRect().width,"
-            " i.complete])")
-        assert len(sizes) >= 10 and all(nw > 0 and w > 0 and done for nw, w, done in sizes), sizes
+            " i.complete, !!i.closest('div.pick[hidden]')])")
+        assert len(sizes) >= 10 and all(nw > 0 and (w > 0 or hidden) and done for nw, w, done, hidden in sizes), \
+            sizes
         text = d.find_element("tag name", "body").text
     finally:
         d.quit()
@@ -344,3 +345,68 @@ def add_row(rec, **kw) -> None:
     rows = Rows()
     rows.add(**kw)
     rec.add_rows(rows.frame())
+
+
+def test_figures_of_many_files_are_one_picker_per_run(demo_report):
+    """Regression (issue 24, part 5): the demo's seven search grids (one per query) and four per-image rankings
+    were eleven near-identical figures one under the other. A run's figures of many files are stored in one folder
+    and the page shows each such set as one picker; single figures stay as they are."""
+    from cliplab.report.html import figure_sets, image_figures
+
+    path, df = demo_report
+    sets = figure_sets(image_figures(df))
+    many = {s.figures[0].caption.split(" · cliplab ")[1].split(" · ")[0]: s for s in sets if len(s.figures) > 1}
+    assert set(many) == {"demo search", "demo inspect"}
+    assert [f.title for f in many["demo search"].figures] == list(
+        df[(df.command == "demo search") & (df.metric == "figure")].variant)  # in the order of the queries
+    assert len(many["demo search"].figures) == 7 and len(many["demo inspect"].figures) == 4
+    assert many["demo inspect"].caption.startswith("4 figures · tiny-shapes · shapes:color · cliplab demo inspect")
+    singles = [s.figures[0].title for s in sets if len(s.figures) == 1]
+    assert any(t.startswith("typographic attack") for t in singles) and "cluster samples (k = 6)" in singles
+    page = path.read_text()
+    assert page.count('<figure class="picker">') == 2 and page.count('<div class="pick" hidden>') == 7 - 1 + 4 - 1
+
+
+def test_a_store_of_flat_figure_files_shows_each_figure(tmp_path):
+    """A store written before figure sets had folders (every file flat in _figures/) shows one figure each."""
+    from cliplab.report.html import Figure, figure_sets
+
+    flat = [Figure(f"search: q{i}", "data:,", "tiny-shapes · shapes · cliplab search · run r1") for i in range(3)]
+    assert [len(s.figures) for s in figure_sets(flat)] == [1, 1, 1]
+    grouped = [Figure(f"t{i}", "data:,", f"m · d{i % 2} · cliplab x · run r", group=g)
+               for i, g in enumerate(["a", "a", "", "a", "b", "b"])]
+    sets = figure_sets(grouped)
+    assert [[f.title for f in s.figures] for s in sets] == [["t0", "t1"], ["t2"], ["t3"], ["t4", "t5"]]
+    assert sets[0].caption == "2 figures · m · cliplab x · run r"  # what every figure of the set shares
+
+
+@pytest.mark.slow
+def test_a_picker_shows_one_figure_and_steps_through_all_in_headless_chromium(demo_report):
+    from browser import available, driver
+
+    why = available()
+    if why:
+        pytest.skip(why)
+    path, _ = demo_report
+    d = driver()
+    try:
+        d.get(path.resolve().as_uri())
+        seen = d.execute_script("""
+            const set = document.querySelector('figure.picker');
+            const shown = () => Array.from(set.querySelectorAll('div.pick')).map(p => !p.hidden);
+            const out = [shown()];
+            set.querySelector('button.next').click(); out.push(shown());
+            set.querySelector('button.prev').click(); set.querySelector('button.prev').click(); out.push(shown());
+            const sel = set.querySelector('select'); sel.value = '2'; sel.dispatchEvent(new Event('change'));
+            out.push(shown());
+            out.push(set.querySelectorAll('div.pick')[2].querySelector('img').getBoundingClientRect().width);
+            return out;""")
+        errors = [e for e in d.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    finally:
+        d.quit()
+    assert not errors, errors
+    first, after_next, wrapped, picked, width = seen
+    n = len(first)
+    assert n == 7 and first == [True] + [False] * (n - 1) and after_next == [False, True] + [False] * (n - 2)
+    assert wrapped == [False] * (n - 1) + [True]  # back past the first: the last
+    assert picked == [False, False, True] + [False] * (n - 3) and width > 0
