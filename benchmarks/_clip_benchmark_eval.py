@@ -34,7 +34,7 @@ def main() -> None:
     tokenizer = open_clip.get_tokenizer(args.model)
     dataset = ImageFolder(args.folder, transform=preprocess)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
-                                         workers=args.workers)
+                                         num_workers=args.workers)
     classnames = json.loads(open(args.classnames).read())
     captured = {}
     run_classification = zsc.run_classification
