@@ -1,6 +1,7 @@
 """Headless Debian Chromium driven by selenium (chromedriver from the `chromium-driver` package)."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -69,3 +70,25 @@ def full_page_screenshot(html: Path, png: Path, width: int = 1280, section: tupl
     finally:
         d.quit()
     return png
+
+
+@contextlib.contextmanager
+def opened(html: Path, width: int = 1280, height: int = 900):
+    """A headless Chromium showing ``html`` (the test is skipped, saying why, when no browser can run); quit on
+    leaving. ``errors(d)`` gives the console errors it logged."""
+    import pytest
+
+    why = available()
+    if why:
+        pytest.skip(why)
+    d = driver(width, height)
+    try:
+        d.get(html.resolve().as_uri())
+        yield d
+    finally:
+        d.quit()
+
+
+def errors(d) -> list:
+    """The page's console errors so far."""
+    return [e for e in d.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]

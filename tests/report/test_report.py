@@ -69,26 +69,19 @@ def test_clip_benchmark_round_trip(demo_report, tmp_path):
 
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium(demo_report):
-    from browser import available, driver
+    from browser import errors, opened
 
-    why = available()
-    if why:
-        pytest.skip(why)
     path, df = demo_report
-    d = driver()
-    try:
-        d.get(path.resolve().as_uri())
+    with opened(path) as d:
         d.execute_script("document.querySelector('table.sortable th:nth-child(4)').click()")  # sorting runs
-        errors = [e for e in d.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
-        assert not errors, errors
+        logged = errors(d)
+        assert not logged, logged
         sizes = d.execute_script(  # images of a picker's other figures are decoded but not laid out
             "return Array.from(document.images).map(i => [i.naturalWidth, i.getBoundingClientRect().width,"
             " i.complete, !!i.closest('div.pick[hidden]')])")
         assert len(sizes) >= 10 and all(nw > 0 and (w > 0 or hidden) and done for nw, w, done, hidden in sizes), \
             sizes
         text = d.find_element("tag name", "body").text
-    finally:
-        d.quit()
     # numbers from the store appear in the tables, formatted as the report formats them
     zs = df[(df.task == "zeroshot_classification") & (df.metric == "acc1")]
     for v in zs.value:
@@ -103,15 +96,10 @@ def test_report_renders_in_headless_chromium(demo_report):
 def test_tables_fit_the_page_and_sort_numbers_as_numbers_in_headless_chromium(demo_report):
     """Regression: the zero-shot table repeated the template list in every row (~110 px a row) and ran past the
     page, hiding images_per_second and provenance; the k-shot table sorted k as text (1, 16, 2, 4, 8)."""
-    from browser import available, driver
+    from browser import errors, opened
 
-    why = available()
-    if why:
-        pytest.skip(why)
     path, _ = demo_report
-    d = driver(1280, 900)
-    try:
-        d.get(path.resolve().as_uri())
+    with opened(path, 1280, 900) as d:
         widths = d.execute_script("""
             const body = document.body, style = getComputedStyle(body);
             const inner = body.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
@@ -126,10 +114,8 @@ def test_tables_fit_the_page_and_sort_numbers_as_numbers_in_headless_chromium(de
             const before = read();
             t.tHead.rows[0].cells[col].click(); const up = read();
             t.tHead.rows[0].cells[col].click(); return [before, up, read()];""")
-        errors = [e for e in d.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
-    finally:
-        d.quit()
-    assert not errors, errors
+        logged = errors(d)
+    assert not logged, logged
     assert widths["page"] <= widths["window"], widths
     for name, scroll, width, tallest in widths["tables"]:
         assert scroll <= widths["inner"] + 1 and width <= widths["inner"] + 1, (name, scroll, width, widths["inner"])
@@ -382,15 +368,10 @@ def test_a_store_of_flat_figure_files_shows_each_figure(tmp_path):
 
 @pytest.mark.slow
 def test_a_picker_shows_one_figure_and_steps_through_all_in_headless_chromium(demo_report):
-    from browser import available, driver
+    from browser import errors, opened
 
-    why = available()
-    if why:
-        pytest.skip(why)
     path, _ = demo_report
-    d = driver()
-    try:
-        d.get(path.resolve().as_uri())
+    with opened(path) as d:
         seen = d.execute_script("""
             const set = document.querySelector('figure.picker');
             const shown = () => Array.from(set.querySelectorAll('div.pick')).map(p => !p.hidden);
@@ -401,10 +382,8 @@ def test_a_picker_shows_one_figure_and_steps_through_all_in_headless_chromium(de
             out.push(shown());
             out.push(set.querySelectorAll('div.pick')[2].querySelector('img').getBoundingClientRect().width);
             return out;""")
-        errors = [e for e in d.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
-    finally:
-        d.quit()
-    assert not errors, errors
+        logged = errors(d)
+    assert not logged, logged
     first, after_next, wrapped, picked, width = seen
     n = len(first)
     assert n == 7 and first == [True] + [False] * (n - 1) and after_next == [False, True] + [False] * (n - 2)
