@@ -5,11 +5,11 @@ after a one-image warm-up; the fastest of two or three calls counts: a ViT-B-32 
 as on 64 on the CPU, and each call costs about half a second on 2 cores instead of four). PyTorch first (about a
 second); OpenVINO only when it can pay (below), which converts the image tower (cached, then used by the run: the
 conversion is not repeated and its compiled model is not reloaded) and times it in turn with PyTorch again (the
-ratio of calls taken minutes apart on a shared machine moves by more than the gains this decides on). The images per second and the conversion's seconds
-are kept in the cache folder, keyed by the CPU (its model name and the flags that change which kernels run), the
-threads, the model's weights, the sample size, the precision and the versions of both runtimes, and reported once, in
-a note, when they are taken. bf16 is measured as well only when its conversion costs under :data:`BF16_SHARE` of the
-run (else the bf16 note quotes docs/benchmarks.md).
+ratio of calls taken minutes apart on a shared machine moves by more than the gains this decides on). The images per
+second and the conversion's seconds are kept in the cache folder, keyed by the CPU (its model name and the flags that
+change which kernels run), the threads, the model's weights, the sample size, the precision and the versions of both
+runtimes, and reported once, in a note, when they are taken. bf16 is measured as well only when its conversion costs
+under :data:`BF16_SHARE` of the run (else the bf16 note quotes docs/benchmarks.md).
 
 **When OpenVINO is measured** (which costs the conversion, a few seconds: 3 s on Zen 5, 4-5 s on Zen 4, 7.5 s on an
 Intel Xeon with AMX for a ViT-B-32). The run's images at PyTorch's measured rate give its time on PyTorch; the
@@ -18,9 +18,9 @@ else :data:`CONVERT_SECONDS_GUESS`) plus OpenVINO's timing calls. On a CPU famil
 (:data:`RECORDED`: the fp32 gain of OpenVINO over PyTorch on the image towers in docs/benchmarks.md, raised by the
 best gain measured on this CPU in this cache), OpenVINO is measured when the run would save more than the cost at
 that gain, beyond the :data:`MIN_GAIN` margin the choice asks of OpenVINO: on a Xeon with AMX (1.01x) that never
-happens, on Zen 4 (1.25x) it does from about a thousand ViT-B-32 images, on Zen 5 (2.3x) from a few hundred. On a CPU without recorded figures it is measured when the cost is at most :data:`REGRET_SHARE` of the
-run on PyTorch (so a calibration that finds no gain costs the run at most that) and the images could repay it at
-the best gain seen on any CPU (:data:`OPENVINO_GAIN_BOUND`). Until then the calibration holds PyTorch's rate alone
+happens, on Zen 4 (1.25x) it does from about a thousand ViT-B-32 images, on Zen 5 (2.3x) from a few hundred. On a
+CPU without recorded figures it is measured when the cost is at most :data:`REGRET_SHARE` of the run on PyTorch (so
+a calibration that finds no gain costs the run at most that). Until then the calibration holds PyTorch's rate alone
 and the run uses PyTorch.
 
 **The choice for a run:** PyTorch for a few images (:data:`TINY_IMAGES`: nothing measured, nothing converted);
@@ -211,9 +211,8 @@ RECORDED = {
     "AMD Zen 4": {"gain": 1.25, "convert_seconds": 4.9},
     "Intel Xeon with AMX": {"gain": 1.01, "convert_seconds": 7.5},  # ViT-B-32, issue 23
 }
-# On a CPU of no recorded family: OpenVINO fp32 over PyTorch eager at most (2.29x is the best recorded), with room,
-# and the most of the run on PyTorch that measuring OpenVINO may cost (all of it lost when OpenVINO is no faster).
-OPENVINO_GAIN_BOUND = 2.5
+# On a CPU of no recorded family: the most of the run on PyTorch that measuring OpenVINO may cost (all of it lost
+# when OpenVINO is no faster).
 REGRET_SHARE = 0.05
 # bf16 over fp32 on the image towers where the CPU has bf16 units, the least recorded (docs/benchmarks.md: 3.4-4.3x on
 # AVX512-BF16 and AMX machines): whether a run's images would repay converting its tower to bf16, for the note
@@ -279,8 +278,7 @@ def worth_measuring(record: dict, images: int | None, cost: float, gain: float |
     ``images`` images (None: unknown, assumed to). ``gain``: OpenVINO's gain expected on this CPU (its family's
     recorded figure): the run would save more than the cost at that gain beyond the :data:`MIN_GAIN` margin
     :func:`choose` asks of OpenVINO (a gain within the margin is never taken, so it cannot repay the measurement).
-    None (no figures for this CPU): the cost is at most :data:`REGRET_SHARE` of the run on PyTorch and the run could
-    repay it at :data:`OPENVINO_GAIN_BOUND`."""
+    None (no figures for this CPU): the cost is at most :data:`REGRET_SHARE` of the run on PyTorch."""
     if images is None:
         return True
     t = record.get("torch_images_per_second") or 0
@@ -289,7 +287,7 @@ def worth_measuring(record: dict, images: int | None, cost: float, gain: float |
     run = images / t
     if gain is not None:
         return run * (1 - MIN_GAIN / gain) > cost
-    return cost <= REGRET_SHARE * run and run * (1 - MIN_GAIN / OPENVINO_GAIN_BOUND) > cost
+    return cost <= REGRET_SHARE * run
 
 
 def _report(loaded, record: dict, path: Path, kept: str, seconds: float) -> None:
